@@ -1,0 +1,1 @@
+"""Filesystem helpers (FUSE, overlay) for rl containers."""
