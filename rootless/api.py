@@ -1,0 +1,631 @@
+"""rl's library API: what the CLI (and later the REST API) are thin faces over.
+
+Functions take typed options and container handles and raise RlError with
+docker's exit status; none of them prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import capabilities, client, paths, store
+from .errors import EXIT_RL, RlError
+from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
+from .store import Container, ContainerConfig
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORK_MODES = ("host", "none")
+DEFAULT_NETWORK = "host"
+
+
+@dataclass
+class RunOptions:
+    """docker run/create flags, as plain data."""
+
+    rootfs: str
+    command: list[str] = field(default_factory=list)
+    name: str | None = None
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    hostname: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    read_only: bool = False
+    init: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    tty: bool = False
+    interactive: bool = False
+    rm: bool = False
+    network: str = DEFAULT_NETWORK
+    ulimits: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    labels: list[str] = field(default_factory=list)
+    group_add: list[str] = field(default_factory=list)
+    console_size: tuple[int, int] | None = None
+
+
+# -- names ---------------------------------------------------------------------
+
+_LEFT = ["admiring", "brave", "calm", "eager", "focused", "gallant", "happy", "jolly",
+         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant"]
+_RIGHT = ["babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "knuth",
+          "lovelace", "meitner", "noether", "pascal", "ritchie", "turing", "wozniak", "yalow"]
+
+
+def random_name() -> str:
+    taken = {c.name for c in store.all_containers()}
+    for _ in range(100):
+        name = f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}"
+        if name not in taken:
+            return name
+    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}{secrets.randbelow(1000)}"
+
+
+def valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
+
+
+# -- parsing flag values ---------------------------------------------------------
+
+
+def parse_signal(value: str) -> int:
+    v = value.strip().upper()
+    if v.isdigit():
+        num = int(v)
+        if num in {s.value for s in signal.valid_signals() if isinstance(s, signal.Signals)} \
+                or 1 <= num <= 64:
+            return num
+    else:
+        name = v if v.startswith("SIG") else "SIG" + v
+        sig = getattr(signal.Signals, name, None)
+        if sig is not None:
+            return int(sig)
+    raise RlError(f"invalid signal: {value}")
+
+
+def _env_list(opts: RunOptions) -> list[str]:
+    env: list[str] = []
+    for path in opts.env_files:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as e:
+            raise RlError(f"open {path}: {e.strerror}") from e
+        env += [ln for ln in (x.strip() for x in lines) if ln and not ln.startswith("#")]
+    env += opts.env
+    out: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise RlError(f"invalid environment variable: {item}")
+        if not sep:
+            if key in os.environ:
+                out[key] = os.environ[key]
+            continue
+        out[key] = value
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def _parse_volume(spec: str) -> Mount:
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
+        raise RlError(f"invalid volume specification: '{spec}'")
+    src, dest = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    if not src.startswith("/") and not src.startswith("."):
+        raise RlError(f"invalid volume specification: '{spec}': named volumes are not "
+                      "supported; give an absolute host path")
+    if not dest.startswith("/"):
+        raise RlError(f"invalid volume specification: '{spec}': the container path "
+                      "must be absolute")
+    src = os.path.abspath(src)
+    if not os.path.exists(src):
+        raise RlError(f"bind source path does not exist: {src}")
+    mount_opts = ["rbind"]
+    for o in opts:
+        if o in ("ro", "rw"):
+            mount_opts.append(o)
+        elif o in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+            continue
+        elif o in ("rprivate", "private", "rslave", "slave"):
+            mount_opts.append(o)
+        else:
+            raise RlError(f"invalid volume specification: '{spec}': unknown option {o}")
+    return Mount(destination=os.path.normpath(dest), type="bind", source=src, options=mount_opts)
+
+
+def _parse_tmpfs(spec: str) -> Mount:
+    dest, _, opts = spec.partition(":")
+    if not dest.startswith("/"):
+        raise RlError(f"invalid tmpfs specification: '{spec}': the path must be absolute")
+    options = ["nosuid", "nodev", "noexec"]
+    for o in (opts.split(",") if opts else []):
+        if o in ("exec", "suid", "dev"):
+            options.remove("no" + o)
+        elif o:
+            options.append(o)
+    return Mount(destination=os.path.normpath(dest), type="tmpfs", source="tmpfs",
+                 options=options)
+
+
+def _parse_ulimit(spec: str) -> Rlimit:
+    name, sep, values = spec.partition("=")
+    soft_s, _, hard_s = values.partition(":")
+    try:
+        soft = -1 if soft_s == "unlimited" else int(soft_s)
+        hard = soft if not hard_s else (-1 if hard_s == "unlimited" else int(hard_s))
+    except ValueError:
+        raise RlError(f"invalid ulimit: {spec}") from None
+    import resource
+
+    rname = "RLIMIT_" + name.upper()
+    if not sep or not hasattr(resource, rname):
+        raise RlError(f"invalid ulimit: {spec}")
+    inf = resource.RLIM_INFINITY
+    soft, hard = (inf if soft < 0 else soft), (inf if hard < 0 else hard)
+    if soft > hard:
+        raise RlError(f"invalid ulimit: {spec}: soft limit {soft} exceeds hard limit {hard}")
+    return Rlimit(type=rname, soft=soft, hard=hard)
+
+
+def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
+    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    if gid5_mapped:
+        pts.append("gid=5")
+    mounts = [
+        Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount("/dev/pts", "devpts", "devpts", pts),
+        Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777",
+                                          "size=65536k"]),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+    ]
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        mounts.append(Mount(f"/dev/{dev}", "bind", f"/dev/{dev}", ["bind", "nosuid", "noexec"]))
+    for name in ("hostname", "hosts", "resolv.conf"):
+        mounts.append(Mount(f"/etc/{name}", "bind", str(run_dir / name), ["bind"]))
+    del own_netns  # sysfs falls back to a read-only bind of the host's without one
+    return mounts
+
+
+def build_config(opts: RunOptions) -> ContainerConfig:
+    """Validate every flag and build the container's record; nothing is written here."""
+    from . import idmap
+    from .mounts import secure_join
+
+    rootfs = os.path.abspath(opts.rootfs)
+    if not os.path.isdir(rootfs):
+        raise RlError(f"rootfs {opts.rootfs!r} does not exist or is not a directory")
+    if opts.name is not None and not valid_name(opts.name):
+        raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
+                      "are allowed")
+    if opts.network not in NETWORK_MODES:
+        raise RlError(f"network mode {opts.network!r} is not supported "
+                      f"(supported: {', '.join(NETWORK_MODES)})")
+    entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
+    args = entrypoint + list(opts.command)
+    if not args:
+        raise RlError("no command specified")
+    cid = store.new_id()
+    hostname = opts.hostname or cid[:12]
+    if len(hostname) > 64:
+        raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
+    caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
+    no_new_privs = False
+    for so in opts.security_opt:
+        if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
+            no_new_privs = True
+        elif so in ("no-new-privileges:false", "no-new-privileges=false"):
+            no_new_privs = False
+        else:
+            raise RlError(f"invalid --security-opt: {so}")
+    stop_signal = "SIGTERM"
+    if opts.stop_signal:
+        stop_signal = signal.Signals(parse_signal(opts.stop_signal)).name
+    if opts.stop_timeout is not None and opts.stop_timeout < -1:
+        raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
+
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if opts.tty:
+        env.append("TERM=xterm")
+    user_env = _env_list(opts)
+    keys = {e.partition("=")[0] for e in user_env}
+    env = [e for e in env if e.partition("=")[0] not in keys] + user_env
+    extra_gids = []
+    for g in opts.group_add:
+        if not g.isdigit():
+            raise RlError(f"--group-add {g}: only numeric group ids are supported")
+        extra_gids.append(int(g))
+
+    plan = idmap.plan()
+    gid5 = idmap.mapped_size(plan.gid_mappings) > 5
+    run_dir = paths.container_run_dir(cid)
+    mounts = default_mounts(run_dir, opts.network != "host", gid5)
+    user_mounts = [_parse_volume(v) for v in opts.volumes] + [_parse_tmpfs(t) for t in opts.tmpfs]
+    mounts += user_mounts
+    created = [m.destination for m in mounts
+               if m.destination.startswith("/etc/")
+               and not os.path.lexists(secure_join(rootfs, m.destination))]
+
+    namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
+    if opts.network != "host":
+        namespaces.append(Namespace("network"))
+    proc = Process(
+        args=args,
+        env=env,
+        cwd=opts.workdir or "/",
+        terminal=opts.tty,
+        user=User(additional_gids=extra_gids),
+        capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps),
+        rlimits=[_parse_ulimit(u) for u in opts.ulimits],
+        no_new_privileges=no_new_privs,
+    )
+    if opts.workdir and not opts.workdir.startswith("/"):
+        raise RlError(f"the working directory '{opts.workdir}' is invalid, it needs to be "
+                      "an absolute path")
+    if opts.console_size:
+        from .spec import ConsoleSize
+
+        proc.console_size = ConsoleSize(height=opts.console_size[0], width=opts.console_size[1])
+    spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
+                hostname=hostname, mounts=mounts)
+    spec.linux.namespaces = namespaces
+    spec.linux.uid_mappings = plan.uid_mappings
+    spec.linux.gid_mappings = plan.gid_mappings
+    labels = {}
+    for lab in opts.labels:
+        k, _, v = lab.partition("=")
+        labels[k] = v
+    return ContainerConfig(
+        id=cid,
+        name=opts.name or random_name(),
+        created=time.time(),
+        spec=spec,
+        image=rootfs,
+        rootfs=rootfs,
+        user=opts.user or "",
+        tty=opts.tty,
+        open_stdin=opts.interactive,
+        auto_remove=opts.rm,
+        init=opts.init,
+        network=opts.network,
+        stop_signal=stop_signal,
+        stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
+        entrypoint=entrypoint,
+        cmd=list(opts.command),
+        binds=list(opts.volumes),
+        tmpfs={m.destination: ",".join(m.options) for m in user_mounts if m.type == "tmpfs"},
+        cap_add=list(opts.cap_add),
+        cap_drop=list(opts.cap_drop),
+        created_mountpoints=created,
+        labels=labels,
+    )
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+def create(opts: RunOptions) -> Container:
+    store.collect_garbage()
+    return store.create(build_config(opts))
+
+
+def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
+    """Start a created or exited container; returns the attached socket, if any."""
+    st = ctr.state()
+    if st.status == "running":
+        raise RlError(f"container {ctr.name} is already running", 1)
+    sock, _event = client.start_supervisor(ctr.id, attach, stdin)
+    if not attach:
+        sock.close()
+        return None
+    return sock
+
+
+def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
+    if not ctr.running:
+        raise RlError(f"cannot kill container: {ctr.name}: container "
+                      f"{ctr.id[:12]} is not running", 1)
+    client.control(ctr, {"op": "kill", "signal": signum})
+
+
+def wait(ctr: Container, timeout: float | None = None) -> int:
+    """Block until the container exits; its exit code."""
+    if ctr.running:
+        try:
+            answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
+        except RlError:
+            answer = {}
+        if "exit_code" in answer and answer["exit_code"] is not None:
+            return int(answer["exit_code"])
+        # The supervisor went away without answering: read what it recorded.
+        deadline = time.monotonic() + 5
+        while store.supervisor_alive(ctr.id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if not ctr.dir.exists():
+        return 0
+    return ctr.state().exit_code
+
+
+def stop(ctr: Container, timeout: int | None = None) -> None:
+    """stop signal (the image's, or SIGTERM), then SIGKILL after timeout seconds."""
+    if not ctr.running:
+        return
+    cfg = ctr.config
+    grace = cfg.stop_timeout if timeout is None else timeout
+    with contextlib.suppress(RlError):
+        client.control(ctr, {"op": "kill", "signal": parse_signal(cfg.stop_signal)})
+    if grace != 0:
+        try:
+            client.control(ctr, {"op": "wait"}, timeout=None if grace < 0 else grace)
+            return
+        except (TimeoutError, RlError):
+            pass
+    with contextlib.suppress(RlError):
+        client.control(ctr, {"op": "kill", "signal": signal.SIGKILL})
+    wait(ctr)
+
+
+def remove(ctr: Container, force: bool = False) -> None:
+    if ctr.running:
+        if not force:
+            raise RlError(
+                f"cannot remove container {ctr.name}: container is running: stop the "
+                "container before removing or force remove", 1)
+        with contextlib.suppress(RlError):
+            client.control(ctr, {"op": "kill", "signal": signal.SIGKILL})
+        wait(ctr)
+    with store.registry_lock():
+        store.remove_files(ctr.id)
+
+
+# -- views -----------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    import datetime
+
+    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def status_text(st: store.State, now: float | None = None) -> str:
+    from .humanize import duration
+
+    now = now or time.time()
+    if st.status == "running":
+        return f"Up {duration(now - st.started_at)}"
+    if st.status == "exited":
+        return f"Exited ({st.exit_code}) {duration(now - st.finished_at)} ago"
+    return "Created"
+
+
+def inspect(ctr: Container) -> dict[str, Any]:
+    cfg, st = ctr.config, ctr.state()
+    proc = cfg.spec.process
+    binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
+        ("/dev/", "/etc/"))]
+    return {
+        "Id": cfg.id,
+        "Created": _iso(cfg.created),
+        "Path": proc.args[0],
+        "Args": proc.args[1:],
+        "State": {
+            "Status": st.status,
+            "Running": st.status == "running",
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": st.oom_killed,
+            "Dead": False,
+            "Pid": st.pid if st.status == "running" else 0,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": _iso(st.started_at),
+            "FinishedAt": _iso(st.finished_at),
+        },
+        "Image": cfg.image,
+        "Rootfs": cfg.rootfs,
+        "Name": "/" + cfg.name,
+        "LogPath": str(ctr.log_path),
+        "Config": {
+            "Hostname": cfg.spec.hostname,
+            "User": cfg.user,
+            "Env": proc.env,
+            "Cmd": cfg.cmd,
+            "Entrypoint": cfg.entrypoint or None,
+            "WorkingDir": proc.cwd,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "StopSignal": cfg.stop_signal,
+            "StopTimeout": cfg.stop_timeout,
+            "Labels": cfg.labels,
+        },
+        "HostConfig": {
+            "Binds": cfg.binds,
+            "AutoRemove": cfg.auto_remove,
+            "NetworkMode": cfg.network,
+            "ReadonlyRootfs": cfg.spec.root.readonly,
+            "CapAdd": cfg.cap_add or None,
+            "CapDrop": cfg.cap_drop or None,
+            "Init": cfg.init,
+            "Tmpfs": cfg.tmpfs,
+            "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
+        },
+        "Mounts": [
+            {"Type": "bind", "Source": m.source, "Destination": m.destination,
+             "RW": "ro" not in m.options}
+            for m in binds
+        ],
+        "EffectiveCaps": proc.capabilities.effective,
+        "IdMappings": {
+            "UidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in
+                       cfg.spec.linux.uid_mappings],
+            "GidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in
+                       cfg.spec.linux.gid_mappings],
+        },
+    }
+
+
+@dataclass
+class PsEntry:
+    id: str
+    image: str
+    command: str
+    created: float
+    status: str
+    state: str
+    names: str
+    ports: str = ""
+
+
+def ps(all_: bool = False) -> list[PsEntry]:
+    store.collect_garbage()
+    out = []
+    now = time.time()
+    for c in store.all_containers():
+        try:
+            cfg, st = c.config, c.state()
+        except (OSError, ValueError):
+            continue
+        if not all_ and st.status != "running":
+            continue
+        out.append(PsEntry(
+            id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
+            created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
+        ))
+    out.sort(key=lambda e: e.created, reverse=True)
+    return out
+
+
+@dataclass
+class LogRecord:
+    stream: str
+    text: str
+    time: str
+
+
+def _parse_log_line(line: bytes) -> LogRecord | None:
+    try:
+        rec = json.loads(line)
+        return LogRecord(rec["stream"], rec["log"], rec["time"])
+    except (ValueError, KeyError):
+        return None
+
+
+def logs(ctr: Container, follow: bool = False, tail: int | None = None) -> Iterator[LogRecord]:
+    path = ctr.log_path
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, the generator may pause
+    except FileNotFoundError:
+        return
+    with f:
+        lines = f.readlines()
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        partial = b""
+        if lines and not lines[-1].endswith(b"\n"):
+            partial = lines.pop()
+        for line in lines:
+            rec = _parse_log_line(line)
+            if rec:
+                yield rec
+        if not follow:
+            return
+        while True:
+            chunk = f.readline()
+            if chunk:
+                partial += chunk
+                if partial.endswith(b"\n"):
+                    rec = _parse_log_line(partial)
+                    partial = b""
+                    if rec:
+                        yield rec
+                continue
+            if not ctr.dir.exists() or not ctr.running:
+                # One last read: the supervisor writes the log before it exits.
+                rest = f.read()
+                for line in (partial + rest).splitlines():
+                    rec = _parse_log_line(line)
+                    if rec:
+                        yield rec
+                return
+            time.sleep(0.05)
+
+
+def top(ctr: Container, ps_args: list[str]) -> str:
+    if not ctr.running:
+        raise RlError(f"container {ctr.name} is not running", 1)
+    st = ctr.state()
+    pids = pids_in_container(st.pid)
+    args = ps_args or ["-ef"]
+    proc = subprocess.run(["ps", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RlError(f"ps {' '.join(args)}: {proc.stderr.strip()}", 1)
+    lines = proc.stdout.splitlines()
+    if not lines:
+        return ""
+    header = lines[0].split()
+    if "PID" not in header:
+        raise RlError("couldn't find PID field in ps output", 1)
+    col = header.index("PID")
+    keep = [lines[0]]
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
+def pids_in_container(pid1: int) -> set[int]:
+    """Host pids whose PID namespace is the container's (read from /proc/PID/ns/pid)."""
+    try:
+        target = os.readlink(f"/proc/{pid1}/ns/pid")
+    except OSError:
+        return set()
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == target:
+                    out.add(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def rename(ctr: Container, new_name: str) -> None:
+    if not valid_name(new_name):
+        raise RlError(f'invalid container name "{new_name}"', 1)
+    store.rename(ctr, new_name)
+
+
+def running_or_error(ctr: Container) -> store.State:
+    st = ctr.state()
+    if st.status != "running":
+        raise RlError(f"container {ctr.id[:12]} is not running", 1)
+    return st
+
+
+__all__ = ["EXIT_RL", "RunOptions"]

@@ -1,0 +1,113 @@
+"""The terminal side of an attached container: rl's stdio <-> the supervisor's socket.
+
+A selectors loop, no threads, no trio: stdin becomes STDIN frames, output
+frames go to fd 1 and 2 with blocking writes (never set O_NONBLOCK on a file
+description the user's shell shares), signals rl receives are proxied to the
+container, and SIGWINCH becomes a resize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import termios
+import tty as ttymod
+
+from . import wire
+
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)
+
+
+def terminal_size() -> tuple[int, int] | None:
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(fd)
+            return size.lines, size.columns
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BrokenPipeError:
+            return
+        view = view[n:]
+
+
+def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
+    """Pump until the container exits; its exit code, or None if the supervisor vanished."""
+    sel = selectors.DefaultSelector()
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    pending: list[int] = []
+    old_handlers = {}
+    watched = [*PROXIED, signal.SIGWINCH] if tty else list(PROXIED)
+    for sig in watched:
+        old_handlers[sig] = signal.signal(sig, lambda s, _f: pending.append(s))
+    saved_tc = None
+    if tty and stdin and os.isatty(0):
+        saved_tc = termios.tcgetattr(0)
+        ttymod.setraw(0)
+    if tty:
+        size = terminal_size()
+        if size:
+            sock.sendall(wire.control({"op": "resize", "rows": size[0], "cols": size[1]}))
+    sel.register(sock, selectors.EVENT_READ, "sock")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    if stdin:
+        sel.register(0, selectors.EVENT_READ, "stdin")
+    reader = wire.FrameReader()
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        wake_r.recv(4096)
+                    while pending:
+                        sig = pending.pop(0)
+                        if sig == signal.SIGWINCH:
+                            size = terminal_size()
+                            if size:
+                                sock.sendall(wire.control(
+                                    {"op": "resize", "rows": size[0], "cols": size[1]}))
+                        else:
+                            sock.sendall(wire.control({"op": "signal", "signal": int(sig)}))
+                elif key.data == "stdin":
+                    try:
+                        data = os.read(0, 65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        sock.sendall(wire.frame(wire.STDIN, data))
+                    else:
+                        sel.unregister(0)
+                        sock.sendall(wire.frame(wire.STDIN_EOF, b""))
+                else:
+                    data = sock.recv(65536)
+                    if not data:
+                        return None
+                    for kind, payload in reader.feed(data):
+                        if kind in (wire.STDOUT, wire.STDERR):
+                            _write_all(kind, payload)
+                        elif kind == wire.CONTROL:
+                            event = json.loads(payload)
+                            if event.get("event") == "exit":
+                                return int(event["exit_code"])
+    finally:
+        if saved_tc is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_wakeup)
+        sel.close()
+        wake_r.close()
+        wake_w.close()

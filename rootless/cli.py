@@ -1,0 +1,438 @@
+"""rl's command line: a thin click shell over rootless.api.
+
+Flags, output shapes and exit codes follow docker's: 125 for rl's own errors
+(bad flags included), 126/127 when the command cannot be run or found,
+the container's own status otherwise, 1 for a failing management command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+from . import api, store
+from .errors import EXIT_RL, RlError
+from .store import Container
+
+_RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+def _fail(msg: str, code: int) -> None:
+    click.echo(f"Error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rl", prog_name="rl")
+def cli() -> None:
+    """rl: rootless containers, the docker way."""
+
+
+# -- shared flag sets ----------------------------------------------------------------
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--rootfs", is_flag=True,
+                     help="The first argument is a root filesystem directory, not an image."),
+        click.option("--name", help="Assign a name to the container."),
+        click.option("-e", "--env", multiple=True, help="Set environment variables."),
+        click.option("--env-file", multiple=True, help="Read in a file of environment variables."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        click.option("--entrypoint", help="Overwrite the default ENTRYPOINT."),
+        click.option("-h", "--hostname", help="Container host name."),
+        click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro]."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
+        click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
+        click.option("--init", is_flag=True, help="Run an init inside the container."),
+        click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
+        click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
+        click.option("--network", "--net", "network", default=api.DEFAULT_NETWORK,
+                     show_default=True, help="Network mode: host or none."),
+        click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
+        click.option("--security-opt", multiple=True, help="Security options."),
+        click.option("--stop-signal", help="Signal to stop the container."),
+        click.option("--stop-timeout", type=int, help="Timeout (in seconds) to stop."),
+        click.option("-l", "--label", multiple=True, help="Set metadata on the container."),
+        click.option("--group-add", multiple=True, help="Additional groups to join."),
+        click.option("--rm", is_flag=True, help="Remove the container when it exits."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(kw: dict[str, Any]) -> api.RunOptions:
+    if not kw["rootfs"]:
+        raise RlError(f"no such image: {kw['image']}: rl has no image store yet; "
+                      "run a directory with --rootfs DIR")
+    return api.RunOptions(
+        rootfs=kw["image"], command=list(kw["command"]), name=kw["name"],
+        env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
+        user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
+        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
+        init=kw["init"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
+        tty=kw["tty"], interactive=kw["interactive"], rm=kw["rm"], network=kw["network"],
+        ulimits=list(kw["ulimit"]), security_opt=list(kw["security_opt"]),
+        stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
+        labels=list(kw["label"]), group_add=list(kw["group_add"]),
+    )
+
+
+# -- run / create / start -------------------------------------------------------------
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, print its ID.")
+@run_options
+def run(detach: bool, **kw: Any) -> None:
+    """Create and run a container: rl run [OPTIONS] --rootfs DIR COMMAND [ARG...]"""
+    from . import attach
+
+    opts = _options(kw)
+    if opts.tty and not detach:
+        opts.console_size = attach.terminal_size()
+    ctr = api.create(opts)
+    sock = api.start(ctr, attach=not detach, stdin=opts.interactive and not detach)
+    if sock is None:
+        click.echo(ctr.id)
+        return
+    code = attach.run(sock, tty=opts.tty, stdin=opts.interactive)
+    sock.close()
+    if code is None:
+        _fail("the container's supervisor died", EXIT_RL)
+    sys.exit(code)
+
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@run_options
+def create(**kw: Any) -> None:
+    """Create a container without starting it; prints its ID."""
+    ctr = api.create(_options(kw))
+    click.echo(ctr.id)
+
+
+@cli.command()
+@click.option("-a", "--attach", "attach_", is_flag=True, help="Attach STDOUT/STDERR.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach STDIN.")
+@click.argument("containers", nargs=-1, required=True)
+def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None:
+    """Start one or more created or stopped containers."""
+    from . import attach
+
+    if attach_ and len(containers) > 1:
+        raise RlError("you cannot start and attach multiple containers at once", 1)
+    failed = False
+    for ref in containers:
+        try:
+            ctr = store.lookup(ref)
+            sock = api.start(ctr, attach=attach_, stdin=interactive)
+        except RlError as e:
+            click.echo(f"Error: {e.message}", err=True)
+            failed = True
+            continue
+        if sock is None:
+            click.echo(ref)
+            continue
+        code = attach.run(sock, tty=ctr.config.tty, stdin=interactive)
+        sys.exit(EXIT_RL if code is None else code)
+    if failed:
+        sys.exit(1)
+
+
+# -- stop / kill / rm / wait / rename ---------------------------------------------------
+
+def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool = True) -> None:
+    failed = False
+    for ref in refs:
+        try:
+            action(store.lookup(ref))
+            if echo:
+                click.echo(ref)
+        except RlError as e:
+            click.echo(f"Error: {e.message}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing it.")
+@click.option("-s", "--signal", "sig", help="Signal to send instead of the stop signal.")
+@click.argument("containers", nargs=-1, required=True)
+def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> None:
+    """Stop running containers: the stop signal, then SIGKILL after a grace period."""
+    if timeout is not None and timeout < -1:
+        raise RlError(f"invalid value for --time: {timeout}")
+    _each(containers, lambda c: api.stop(c, timeout))
+
+
+@cli.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True)
+@click.argument("containers", nargs=-1, required=True)
+def kill(sig: str, containers: tuple[str, ...]) -> None:
+    """Send a signal to running containers."""
+    signum = api.parse_signal(sig)
+    _each(containers, lambda c: api.kill(c, signum))
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Kill and remove a running container.")
+@click.argument("containers", nargs=-1, required=True)
+def rm(force: bool, containers: tuple[str, ...]) -> None:
+    """Remove containers."""
+    _each(containers, lambda c: api.remove(c, force))
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+def wait(containers: tuple[str, ...]) -> None:
+    """Block until containers stop, then print their exit codes."""
+    _each(containers, lambda c: click.echo(api.wait(c)), echo=False)
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+def rename(old: str, new: str) -> None:
+    """Rename a container."""
+    api.rename(store.lookup(old), new)
+
+
+# -- exec ---------------------------------------------------------------------------
+
+@cli.command("exec", context_settings=_RUN_SETTINGS)
+@click.option("-i", "--interactive", is_flag=True)
+@click.option("-t", "--tty", is_flag=True)
+@click.option("-e", "--env", multiple=True)
+@click.option("-w", "--workdir")
+@click.option("-u", "--user")
+@click.option("-d", "--detach", is_flag=True)
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
+          user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
+    """Run a command in a running container."""
+    from . import execute
+
+    if detach:
+        raise RlError("exec --detach is not supported yet")
+    if workdir is not None and not workdir.startswith("/"):
+        raise RlError(f"the working directory '{workdir}' is invalid, it needs to be an "
+                      "absolute path")
+    ctr = store.lookup(container)
+    code = execute.run(ctr, list(command), list(env), workdir, user, tty, interactive)
+    sys.exit(code)
+
+
+# -- views ---------------------------------------------------------------------------
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _truncate(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def render_template(template: str, data: Any) -> str:
+    """The few Go-template forms scripts use: {{.A.B}}, {{json .A}}, {{json .}}."""
+    import re
+
+    def lookup(path: str) -> Any:
+        value = data
+        for part in [p for p in path.split(".") if p]:
+            if not isinstance(value, dict) or part not in value:
+                raise RlError(f"template: can't evaluate field {part}")
+            value = value[part]
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        expr = m.group(1).strip()
+        if expr.startswith("json "):
+            return json.dumps(lookup(expr[5:].strip()))
+        if expr.startswith("."):
+            v = lookup(expr)
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if v is None:
+                return "<no value>"
+            if isinstance(v, (list, dict)):
+                return json.dumps(v)
+            return str(v)
+        raise RlError(f"template: unsupported expression {{{{{expr}}}}}")
+
+    return re.sub(r"\{\{(.*?)\}\}", sub, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
+@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--format", "fmt", help="'table', 'json' or a Go template.")
+@click.option("-f", "--filter", "filters", multiple=True, help="name=, status=, id=")
+@click.option("-l", "--latest", is_flag=True, help="Show the latest created container.")
+@click.option("-n", "--last", type=int, default=-1, help="Show n last created containers.")
+def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...],
+       latest: bool, last: int) -> None:
+    """List containers."""
+    import time
+
+    from .humanize import duration
+
+    entries = api.ps(all_=all_ or latest or last >= 0 or bool(filters))
+    for flt in filters:
+        key, _, value = flt.partition("=")
+        if key == "name":
+            entries = [e for e in entries if value in e.names]
+        elif key == "status":
+            entries = [e for e in entries if e.state == value]
+        elif key == "id":
+            entries = [e for e in entries if e.id.startswith(value)]
+        else:
+            raise RlError(f"invalid filter '{key}'")
+    if latest:
+        entries = entries[:1]
+    elif last >= 0:
+        entries = entries[:last]
+    now = time.time()
+
+    def as_dict(e: api.PsEntry) -> dict[str, Any]:
+        return {
+            "ID": e.id if no_trunc else e.id[:12], "Image": e.image, "Command": e.command,
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(e.created)),
+            "RunningFor": f"{duration(now - e.created)} ago", "Status": e.status,
+            "State": e.state, "Names": e.names, "Ports": e.ports,
+        }
+
+    if quiet:
+        for e in entries:
+            click.echo(e.id if no_trunc else e.id[:12])
+        return
+    if fmt == "json":
+        for e in entries:
+            click.echo(json.dumps(as_dict(e)))
+        return
+    if fmt and fmt != "table":
+        template = fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+        for e in entries:
+            click.echo(render_template(template, as_dict(e)))
+        return
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for e in entries:
+        d = as_dict(e)
+        cmd = e.command if no_trunc else _truncate(e.command, 20)
+        rows.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], e.status, e.ports, e.names])
+    click.echo(_table(rows))
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@click.option("-n", "--tail", default="all", help="Number of lines from the end.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.argument("container")
+def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
+    """Fetch the logs of a container."""
+    if tail != "all" and not tail.lstrip("-").isdigit():
+        raise RlError(f"invalid value for --tail: {tail}")
+    n = None if tail == "all" or int(tail) < 0 else int(tail)
+    ctr = store.lookup(container)
+    out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    for rec in api.logs(ctr, follow=follow, tail=n):
+        f = out.get(rec.stream, sys.stdout.buffer)
+        text = rec.text.encode()
+        if timestamps:
+            text = rec.time.encode() + b" " + text
+        f.write(text)
+        if follow:
+            f.flush()
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
+@click.option("--type", "type_", default="container", help="Only containers (for now).")
+@click.argument("containers", nargs=-1, required=True)
+def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
+    """Display detailed information on containers."""
+    if type_ != "container":
+        raise RlError(f'"{type_}" is not a valid value for --type')
+    results, failed = [], False
+    for ref in containers:
+        try:
+            results.append(api.inspect(store.lookup(ref)))
+        except RlError as e:
+            click.echo(f"Error: {e.message}", err=True)
+            failed = True
+    if fmt:
+        for r in results:
+            click.echo(render_template(fmt, r))
+    else:
+        click.echo(json.dumps(results, indent=4))
+    if failed:
+        sys.exit(1)
+
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
+def top(container: str, ps_args: tuple[str, ...]) -> None:
+    """Display the running processes of a container."""
+    click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+
+
+@cli.command()
+@click.option("-f", "--format", "fmt", help="'json' or a Go template.")
+def info(fmt: str | None) -> None:
+    """What the kernel and host offer rl, and where its state lives."""
+    from . import info as info_mod
+
+    data = info_mod.gather()
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    elif fmt:
+        click.echo(render_template(fmt, data))
+    else:
+        click.echo(info_mod.render(data), nl=False)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except click.UsageError as e:
+        click.echo(f"Error: {e.format_message()}", err=True)
+        if e.ctx is not None:
+            click.echo(f"See '{e.ctx.command_path} --help'.", err=True)
+        sys.exit(EXIT_RL)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_RL)
+    except RlError as e:
+        _fail(e.message, e.exit_code)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

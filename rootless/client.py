@@ -1,0 +1,100 @@
+"""Client side of the fork server and of a supervisor's control socket.
+
+Plain blocking sockets, no trio: this is on every rl command's start path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from . import forkserver, paths, wire
+from .errors import RlError
+from .store import Container
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(path)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _spawn_server(sock_path: str) -> None:
+    r, w = os.pipe()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rootless.forkserver", sock_path, str(w)],
+        pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, env=env,
+    )
+    os.close(w)
+    try:
+        # "1" once it listens; EOF if it exited because another server is up.
+        os.read(r, 1)
+    finally:
+        os.close(r)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=0)
+
+
+def connect_forkserver() -> socket.socket:
+    path = str(forkserver.socket_path())
+    for _ in range(50):
+        try:
+            return _connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            _spawn_server(path)
+        time.sleep(0.01)
+    raise RlError(f"cannot reach rl's fork server at {path}; see "
+                  f"{paths.runtime_dir() / 'forkserver.log'}")
+
+
+def start_supervisor(cid: str, attach: bool, stdin: bool) -> tuple[socket.socket, dict[str, Any]]:
+    """Ask for a supervisor for cid; returns its socket and its first event."""
+    sock = connect_forkserver()
+    wire.request(sock, {"op": "start", "id": cid, "attach": attach, "stdin": stdin})
+    reader = wire.FrameReader()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            sock.close()
+            raise RlError("the container's supervisor died while starting it; see "
+                          f"{paths.runtime_dir() / 'forkserver.log'}")
+        frames = reader.feed(data)
+        if frames:
+            kind, payload = frames[0]
+            if kind != wire.CONTROL:
+                raise RlError("unexpected data from the supervisor")
+            event: dict[str, Any] = json.loads(payload)
+            if event.get("event") == "error":
+                sock.close()
+                raise RlError(str(event.get("message")), int(event.get("exit_code", 125)))
+            return sock, event
+
+
+def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> dict[str, Any]:
+    """One request/answer on a running container's control socket."""
+    path = str(ctr.run_dir / "ctl.sock")
+    try:
+        sock = _connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise RlError(f"container {ctr.name} is not running", 1) from None
+    with sock:
+        sock.settimeout(timeout)
+        wire.request(sock, msg)
+        line = wire.read_line(sock)
+    if not line:
+        return {}
+    answer: dict[str, Any] = json.loads(line)
+    return answer

@@ -1,0 +1,322 @@
+"""Create a container's processes: the namespaces, the id maps, and its PID 1.
+
+Called by the supervisor before it starts trio, while it is single-threaded.
+The process tree (see docs/architecture.md):
+
+    supervisor S ──fork──> C1: unshare(USER); S writes the id maps;
+                              unshare(MNT|UTS|IPC|PID|CGROUP[|NET]); fork; exit
+                           └─> C2: PID 1 of the new PID namespace; S adopts it
+                               (S is a child subreaper); mounts, pivot_root,
+                               user, capabilities; exec the command
+                               (--init: C2 stays as a reaping init and forks C3)
+
+Two pipes tie them together. `report` (children -> S) carries one line per
+event: "U" (user namespace made), "P<pid>" (C2's host pid), "E<code> <msg>"
+(a setup error); it is close-on-exec, so EOF with no error means the command
+was executed. `sync` (S -> children) carries "M" (maps written) and "G" (C1
+reaped: C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so
+C2 can tell whether S died before the death signal was armed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import termios
+import traceback
+from dataclasses import dataclass
+from typing import NoReturn
+
+from . import _syscalls as sc
+from . import idmap, mounts, process
+from .errors import EXIT_RL, RlError
+from .spec import Spec
+from .store import ContainerConfig
+
+
+@dataclass
+class Launched:
+    pid: int
+    stdin: int | None = None  # write end, or None
+    stdout: int | None = None  # read end
+    stderr: int | None = None
+    pty_master: int | None = None
+
+
+NAMESPACE_FLAGS = {
+    "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
+    "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP, "network": sc.CLONE_NEWNET,
+}
+
+
+def _report(fd: int, line: str) -> None:
+    os.write(fd, (line.replace("\n", " ") + "\n").encode())
+
+
+def _fail(report_w: int, code: int, msg: str) -> NoReturn:
+    try:
+        _report(report_w, f"E{code} {msg}")
+    finally:
+        os._exit(code)
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _setup_terminal(spec: Spec, pty_sock: socket.socket) -> None:
+    """Open a pty in the container's own devpts, send S the master, make the slave our tty."""
+    master, slave = os.openpty()
+    if spec.process.console_size:
+        set_winsize(slave, spec.process.console_size.height, spec.process.console_size.width)
+    socket.send_fds(pty_sock, [b"m"], [master])
+    os.close(master)
+    pty_sock.close()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _reap_as_init(child: int) -> NoReturn:
+    """--init: forward signals to the command, reap every orphan, exit with its status."""
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            try:
+                signal.signal(sig, forward)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(EXIT_RL)
+        if pid == child:
+            os._exit(exit_code(status))
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _container_pid1(
+    cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
+    pty_sock: socket.socket | None,
+) -> NoReturn:
+    spec = cfg.spec
+    try:
+        if os.read(sync_r, 1) != b"G":
+            os._exit(EXIT_RL)
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # S may have died between writing "G" and the line above: its end of
+        # sync is then closed and readable (EOF).
+        if select.select([sync_r], [], [], 0)[0]:
+            os._exit(EXIT_RL)
+        os.setsid()
+        if spec.hostname:
+            sc.sethostname(spec.hostname)
+        mounts.setup(spec)
+        if pty_sock is not None:
+            _setup_terminal(spec, pty_sock)
+        elif stdio is not None:
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+        home = process.resolve_user(spec.process, cfg.user)
+        env = process.env_with_defaults(spec.process.env, home)
+        process.prepare(spec.process)
+        if cfg.init:
+            child = os.fork()
+            if child:
+                os.close(report_w)
+                try:
+                    os.setpgid(child, child)
+                    if spec.process.terminal:
+                        os.tcsetpgrp(0, child)
+                except OSError:
+                    pass
+                _reap_as_init(child)
+            os.setpgid(0, 0)
+        process.execute(spec.process, env)
+    except RlError as e:
+        _fail(report_w, e.exit_code, e.message)
+    except OSError as e:
+        _fail(report_w, EXIT_RL, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    except BaseException:
+        _fail(report_w, EXIT_RL, traceback.format_exc().strip().splitlines()[-1])
+    os._exit(EXIT_RL)
+
+
+def _namespace_flags(spec: Spec) -> int:
+    flags = 0
+    for ns in spec.linux.namespaces:
+        if ns.type in NAMESPACE_FLAGS and ns.path is None:
+            flags |= NAMESPACE_FLAGS[ns.type]
+    return flags
+
+
+def _userns_error(err: OSError) -> RlError:
+    hints = []
+    for path, bad in (
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
+    ):
+        try:
+            with open(path) as f:
+                if f.read().strip() == bad:
+                    sysctl = path.removeprefix("/proc/sys/").replace("/", ".")
+                    hints.append(f"{sysctl} is {bad}")
+        except OSError:
+            pass
+    why = "; ".join(hints) or os.strerror(err.errno or 0)
+    return RlError(f"cannot create a user namespace: {why} (unprivileged user namespaces "
+                   "are disabled or exhausted; an administrator must allow them)")
+
+
+def _first_process(
+    cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
+    pty_sock: socket.socket | None,
+) -> NoReturn:
+    """C1: make the user namespace, wait for its maps, make the rest, fork PID 1."""
+    try:
+        try:
+            sc.unshare(sc.CLONE_NEWUSER)
+        except OSError as e:
+            err = _userns_error(e)
+            _fail(report_w, err.exit_code, err.message)
+        _report(report_w, "U")
+        if os.read(sync_r, 1) != b"M":
+            os._exit(EXIT_RL)
+        sc.unshare(_namespace_flags(cfg.spec))
+        pid = os.fork()
+        if pid == 0:
+            _container_pid1(cfg, report_w, sync_r, stdio, pty_sock)
+        _report(report_w, f"P{pid}")
+    except OSError as e:
+        _fail(report_w, EXIT_RL, f"creating namespaces: {e.strerror}")
+    os._exit(0)
+
+
+def _read_line(f: object) -> str:
+    line: bytes = f.readline()  # type: ignore[attr-defined]
+    return line.decode(errors="replace").rstrip("\n")
+
+
+def _raise_reported(line: str) -> NoReturn:
+    code, _, msg = line[1:].partition(" ")
+    raise RlError(msg, int(code) if code.isdigit() else EXIT_RL)
+
+
+def launch(cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool) -> Launched:
+    """Start the container's PID 1 and return once its command was executed."""
+    report_r, report_w = os.pipe()
+    sync_r, sync_w = os.pipe()
+    pty_parent = pty_child = None
+    stdio_child: tuple[int, int, int] | None = None
+    parent_fds: list[int] = []
+    child_fds: list[int] = []
+    result = Launched(pid=0)
+    if cfg.tty:
+        pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        if devnull_stdin:
+            in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            in_w = None
+        else:
+            in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdio_child = (in_r, out_w, err_w)
+        child_fds += [in_r, out_w, err_w]
+        parent_fds += [fd for fd in (in_w, out_r, err_r) if fd is not None]
+        result = Launched(pid=0, stdin=in_w, stdout=out_r, stderr=err_r)
+
+    c1 = os.fork()
+    if c1 == 0:
+        try:
+            os.close(report_r)
+            os.close(sync_w)
+            for fd in parent_fds:
+                os.close(fd)
+            if pty_parent is not None:
+                pty_parent.close()
+        except BaseException:
+            os._exit(EXIT_RL)
+        _first_process(cfg, report_w, sync_r, stdio_child, pty_child)
+
+    os.close(report_w)
+    os.close(sync_r)
+    for fd in child_fds:
+        os.close(fd)
+    if pty_child is not None:
+        pty_child.close()
+    report = os.fdopen(report_r, "rb", buffering=0)
+    c2 = 0
+    try:
+        line = _read_line(report)
+        if line.startswith("E"):
+            _raise_reported(line)
+        if line != "U":
+            raise RlError("the container's first process died while creating namespaces")
+        try:
+            idmap.write_maps(c1, plan)
+        except OSError as e:
+            raise RlError(f"writing the user namespace id maps: {e}") from e
+        os.write(sync_w, b"M")
+        line = _read_line(report)
+        if line.startswith("E"):
+            _raise_reported(line)
+        if not line.startswith("P"):
+            raise RlError("the container's first process died while creating namespaces")
+        c2 = int(line[1:])
+        os.waitpid(c1, 0)
+        c1 = 0
+        os.write(sync_w, b"G")
+        if pty_parent is not None:
+            _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
+            if fds:
+                result.pty_master = fds[0]
+                os.set_inheritable(fds[0], False)
+            pty_parent.close()
+        line = _read_line(report)  # EOF ("") once the command is executed
+        if line.startswith("E"):
+            try:
+                os.waitpid(c2, 0)
+            except ChildProcessError:
+                pass
+            c2 = 0
+            _raise_reported(line)
+        result.pid = c2
+        # sync_w stays open (and leaks into nothing: it is close-on-exec) for
+        # as long as S lives.
+        return result
+    except BaseException:
+        for pid in (c1, c2):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        for fd in parent_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        raise
+    finally:
+        report.close()

@@ -1,0 +1,141 @@
+"""The user's fork server: a warm, idle process that forks container supervisors.
+
+Why: a supervisor needs trio, and `import trio` alone costs ~100 ms and ~15 MB
+per process. The fork server pays that once; each supervisor is a fork of
+it, so it starts in a millisecond and shares the interpreter's and trio's
+pages copy-on-write (gc.freeze() keeps the collector from dirtying them).
+
+Protocol: a client connects to $XDG_RUNTIME_DIR/rl/fork-<fingerprint>.sock and
+sends one JSON line {"op": "start", "id": ..., "attach": bool, "stdin": bool}.
+The server forks; the child (the supervisor) keeps the client's socket and
+speaks wire.py frames on it from then on. The server itself never runs trio,
+never starts a thread and holds no state, so killing it loses nothing: the
+next rl command starts a new one. The fingerprint covers rl's own source
+files, so an upgraded rl never talks to an old server. The server leaves
+when it has been idle for RL_FORKSERVER_IDLE seconds (default 600).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from . import paths
+
+
+def fingerprint() -> str:
+    h = hashlib.sha256(sys.executable.encode())
+    pkg = Path(__file__).parent
+    for f in sorted(pkg.glob("*.py")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_mtime_ns}:{st.st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def socket_path() -> Path:
+    return paths.runtime_dir() / f"fork-{fingerprint()}.sock"
+
+
+def _serve_one(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    conn.settimeout(5)
+    try:
+        from .wire import read_line
+
+        msg = json.loads(read_line(conn) or b"{}")
+    except (OSError, ValueError):
+        conn.close()
+        return
+    conn.settimeout(None)
+    if msg.get("op") != "start":
+        conn.close()
+        return
+    pid = os.fork()
+    if pid:
+        conn.close()
+        return
+    # The supervisor.
+    listener.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    code = 125
+    try:
+        from . import supervisor
+
+        code = supervisor.main(str(msg["id"]), conn, bool(msg.get("attach")),
+                               bool(msg.get("stdin")))
+    except BaseException:  # noqa: BLE001 - a supervisor must never unwind into the server loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve(sock_path: Path, ready_fd: int | None) -> None:
+    lock_fd = os.open(f"{sock_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another server for this fingerprint is up
+    try:
+        os.unlink(sock_path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock_path))
+    listener.listen(64)
+    pid_file = paths.runtime_dir() / f"fork-{sock_path.stem.removeprefix('fork-')}.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    # Supervisors are reaped by the kernel; they setsid and outlive us anyway.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Import everything a supervisor will need, then freeze it for sharing.
+    import trio  # noqa: F401
+
+    from . import container, supervisor  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    idle = float(os.environ.get("RL_FORKSERVER_IDLE", "600"))
+    listener.settimeout(idle)
+    try:
+        while True:
+            try:
+                _serve_one(listener)
+            except TimeoutError:
+                break
+            except InterruptedError:
+                continue
+    finally:
+        # Unlink only while we still own the name (under the lock).
+        try:
+            os.unlink(sock_path)
+        except FileNotFoundError:
+            pass
+        pid_file.unlink(missing_ok=True)
+
+
+def main() -> None:
+    sock_path = Path(sys.argv[1])
+    ready_fd = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    log = os.open(paths.runtime_dir() / "forkserver.log",
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 2)
+    serve(sock_path, ready_fd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The container's mount namespace: its mounts, pivot_root, masked and read-only paths.
+
+Runs in the container's first process (PID 1 of its PID namespace, root of its
+user namespace) before the command is executed. Every target path is resolved
+inside the rootfs (secure_join), so a symlink in an untrusted rootfs can never
+point a mount at the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+
+from . import _syscalls as sc
+from .errors import RlError
+from .spec import Mount, Spec
+
+_FLAGS = {
+    "ro": sc.MS_RDONLY, "rw": 0, "nosuid": sc.MS_NOSUID, "suid": 0, "nodev": sc.MS_NODEV,
+    "dev": 0, "noexec": sc.MS_NOEXEC, "exec": 0, "sync": sc.MS_SYNCHRONOUS,
+    "dirsync": sc.MS_DIRSYNC, "noatime": sc.MS_NOATIME, "nodiratime": sc.MS_NODIRATIME,
+    "relatime": sc.MS_RELATIME, "strictatime": sc.MS_STRICTATIME, "bind": sc.MS_BIND,
+    "rbind": sc.MS_BIND | sc.MS_REC,
+}
+_PROPAGATION = {"private", "rprivate", "slave", "rslave", "shared", "rshared"}
+
+# statvfs flags that the kernel locks on a mount made in a less privileged
+# namespace; a read-only remount must repeat them or it fails with EPERM.
+_LOCKED = [
+    (os.ST_NOSUID, sc.MS_NOSUID), (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+    (os.ST_NOATIME, sc.MS_NOATIME), (os.ST_NODIRATIME, sc.MS_NODIRATIME),
+    (os.ST_RELATIME, sc.MS_RELATIME),
+]
+
+
+def parse_options(options: list[str]) -> tuple[int, str]:
+    flags, data = 0, []
+    for opt in options:
+        if opt in _FLAGS:
+            flags |= _FLAGS[opt]
+        elif opt in _PROPAGATION:
+            continue
+        else:
+            data.append(opt)
+    return flags, ",".join(data)
+
+
+def secure_join(root: str, unsafe: str) -> str:
+    """root + unsafe with every symlink resolved as if root were '/'."""
+    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    budget = 255
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            budget -= 1
+            if budget < 0:
+                raise RlError(f"too many levels of symbolic links in {unsafe}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _make_target(target: str, is_dir: bool) -> None:
+    if os.path.lexists(target):
+        return
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def locked_flags(path: str) -> int:
+    f_flag = os.statvfs(path).f_flag
+    return sum(ms for st_flag, ms in _LOCKED if f_flag & st_flag)
+
+
+def remount_readonly(path: str, extra: int = 0) -> None:
+    flags = sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | extra | locked_flags(path)
+    sc.mount(None, path, None, flags)
+
+
+def _bind(m: Mount, target: str, flags: int) -> None:
+    assert m.source is not None
+    if not os.path.exists(m.source):
+        raise RlError(f"bind source path does not exist: {m.source}")
+    _make_target(target, os.path.isdir(m.source))
+    sc.mount(m.source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+    extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY)
+    if flags & sc.MS_RDONLY:
+        remount_readonly(target, extra)
+    elif extra:
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | extra | locked_flags(target))
+
+
+def apply_mount(rootfs: str, m: Mount) -> None:
+    target = secure_join(rootfs, m.destination)
+    flags, data = parse_options(m.options)
+    if m.type == "bind" or flags & sc.MS_BIND:
+        _bind(m, target, flags)
+        return
+    _make_target(target, True)
+    if m.type == "sysfs":
+        try:
+            sc.mount("sysfs", target, "sysfs", flags, data or None)
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+            # No network namespace of our own: the kernel refuses a fresh
+            # sysfs, so show the host's, read-only.
+            sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+            remount_readonly(target)
+        return
+    try:
+        sc.mount(m.source or m.type, target, m.type, flags, data or None)
+    except OSError as e:
+        if m.type == "mqueue" and e.errno == errno.EPERM:
+            return  # an mqueue needs an IPC namespace of ours: skip it, as runc does
+        raise
+
+
+def _dev_symlinks(rootfs: str) -> None:
+    dev = secure_join(rootfs, "/dev")
+    links = {
+        "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2", "core": "/proc/kcore", "ptmx": "pts/ptmx",
+    }
+    for name, target in links.items():
+        with contextlib.suppress(FileExistsError):
+            os.symlink(target, os.path.join(dev, name))
+
+
+def pivot(rootfs: str) -> None:
+    """pivot_root into rootfs and detach the old root (runc's '.' '.' trick: no temp dir)."""
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        sc.pivot_root(".", ".")
+        os.fchdir(old_root)
+        # The old root is stacked on '.', make it private so the unmount
+        # cannot propagate to the host, then let it go.
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+
+
+def mask_paths(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY, "size=0")
+        else:
+            sc.mount("/dev/null", p, None, sc.MS_BIND)
+
+
+def readonly_paths(paths: list[str]) -> None:
+    for p in paths:
+        if not os.path.exists(p):
+            continue
+        sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
+        remount_readonly(p)
+
+
+def setup(spec: Spec) -> None:
+    """Build the container's filesystem view and pivot_root into it."""
+    rootfs = os.path.realpath(spec.root.path)
+    if not os.path.isdir(rootfs):
+        raise RlError(f"rootfs does not exist: {spec.root.path}")
+    # Nothing we mount may propagate back to the host's namespaces.
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    for m in spec.mounts:
+        try:
+            apply_mount(rootfs, m)
+        except OSError as e:
+            raise RlError(f"mounting {m.source or m.type} on {m.destination}: "
+                          f"{os.strerror(e.errno or 0)}") from e
+    _dev_symlinks(rootfs)
+    pivot(rootfs)
+    mask_paths(spec.linux.masked_paths)
+    readonly_paths(spec.linux.readonly_paths)
+    if spec.root.readonly:
+        remount_readonly("/")

@@ -1,0 +1,55 @@
+"""Where rl keeps its state.
+
+Runtime state (sockets, liveness locks, per-container scratch files) lives in
+$XDG_RUNTIME_DIR/rl: a per-user tmpfs that a reboot empties, which is exactly
+the lifetime of a running container. Persistent state (container records and
+logs, later images) lives in $XDG_DATA_HOME/rl.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import RlError
+
+
+def _ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def runtime_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+        return _ensure_private_dir(Path(base) / "rl")
+    # No logind (common on HPC login nodes and in containers): a private
+    # directory in /tmp, refused if somebody else owns it.
+    path = Path(f"/tmp/rl-{os.getuid()}")
+    _ensure_private_dir(path)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RlError(f"{path} is not a private directory of this user; set XDG_RUNTIME_DIR")
+    return path
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return _ensure_private_dir(Path(base) / "rl")
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rl"
+
+
+def containers_dir() -> Path:
+    return _ensure_private_dir(data_dir() / "containers")
+
+
+def container_dir(cid: str) -> Path:
+    return containers_dir() / cid
+
+
+def container_run_dir(cid: str) -> Path:
+    return runtime_dir() / cid

@@ -1,0 +1,128 @@
+"""Turn the current (forked, single-threaded) process into the container's process.
+
+Shared by the container's first process and by `rl exec`: resolve the user,
+apply rlimits, groups, ids, capabilities and no_new_privs, clean signal state
+and file descriptors, then exec. Runs after fork in a process that must do
+nothing but syscalls before exec (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+
+from . import _syscalls as sc
+from . import capabilities, users
+from .errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RL, RlError
+from .spec import Process
+
+
+def resolve_user(proc: Process, user_spec: str) -> str:
+    """Fill proc.user from `-u`; returns the user's home directory."""
+    resolved = users.resolve(user_spec or "0")
+    proc.user.uid = resolved.uid
+    proc.user.gid = resolved.gid
+    proc.user.additional_gids = sorted(set(proc.user.additional_gids) | set(
+        resolved.additional_gids))
+    return resolved.home
+
+
+def env_with_defaults(env: list[str], home: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key] = value
+    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    out.setdefault("HOME", home or "/")
+    return out
+
+
+def reset_signals() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; the container's command must not inherit that."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _apply_rlimits(proc: Process) -> None:
+    for rl in proc.rlimits:
+        name = rl.type if rl.type.startswith("RLIMIT_") else "RLIMIT_" + rl.type.upper()
+        res = getattr(resource, name, None)
+        if res is None:
+            raise RlError(f"unknown rlimit {rl.type}")
+        try:
+            resource.setrlimit(res, (rl.soft, rl.hard))
+        except (ValueError, OSError) as e:
+            raise RlError(f"setting {name} to {rl.soft}:{rl.hard}: {e}") from e
+
+
+def switch_identity(proc: Process) -> None:
+    u = proc.user
+    caps = proc.capabilities
+    capabilities.drop_bounding(caps.bounding)
+    try:
+        os.setgroups(u.additional_gids)
+    except PermissionError:
+        # setgroups is denied in single-id mode; only an empty list is possible there.
+        if u.additional_gids:
+            raise RlError("supplementary groups need a subordinate gid range "
+                          "(rl runs in single-id mode)") from None
+    try:
+        os.setresgid(u.gid, u.gid, u.gid)
+        os.setresuid(u.uid, u.uid, u.uid)
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise RlError(
+                f"user {u.uid}:{u.gid} is not mapped in the container's user namespace "
+                "(see `rl info`: without a subordinate id range only root exists)"
+            ) from None
+        raise
+    if u.uid == 0:
+        capabilities.set_process_caps(caps.effective, caps.permitted, caps.inheritable)
+    if proc.no_new_privileges:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def prepare_cwd(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        # docker creates a missing working directory.
+        os.makedirs(cwd, exist_ok=True)
+        os.chdir(cwd)
+    except NotADirectoryError:
+        raise RlError(f"working directory {cwd} is not a directory") from None
+
+
+def prepare(proc: Process) -> None:
+    """rlimits, user, groups, capabilities, umask, working directory."""
+    _apply_rlimits(proc)
+    switch_identity(proc)
+    if proc.user.umask is not None:
+        os.umask(proc.user.umask)
+    prepare_cwd(proc.cwd)
+
+
+def execute(proc: Process, env: dict[str, str]) -> None:
+    """Reset signals, close every fd above 2 on exec, exec; raises RlError on failure."""
+    reset_signals()
+    sc.close_range_cloexec(3)
+    argv0 = proc.args[0]
+    try:
+        os.execvpe(argv0, proc.args, env)
+    except FileNotFoundError:
+        raise RlError(f'exec: "{argv0}": executable file not found in $PATH',
+                      EXIT_NOT_FOUND) from None
+    except PermissionError:
+        raise RlError(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC) from None
+    except OSError as e:
+        code = EXIT_CANNOT_EXEC if e.errno in (errno.ENOEXEC, errno.EISDIR) else EXIT_RL
+        raise RlError(f'exec: "{argv0}": {os.strerror(e.errno or 0)}', code) from None

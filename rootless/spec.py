@@ -1,0 +1,193 @@
+"""The OCI runtime spec (config.json) as typed, plain data.
+
+Only data lives here, as in runc's libcontainer/configs: the code that applies
+a Spec is in mounts.py, process.py and container.py. Field names are snake_case
+in Python and the spec's camelCase on disk (to_json/from_json), so a Spec
+written by rl is a valid OCI config.json a reader of the spec understands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+OCI_VERSION = "1.1.0"
+
+# The mask and read-only lists Docker applies (moby's oci/defaults.go).
+DEFAULT_MASKED_PATHS = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+]
+DEFAULT_READONLY_PATHS = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+]
+
+
+def _json_name(f: dataclasses.Field[Any]) -> str:
+    explicit = f.metadata.get("json")
+    if explicit:
+        return str(explicit)
+    head, *rest = f.name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+@dataclass
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = 0o022
+    additional_gids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Rlimit:
+    type: str  # "RLIMIT_NOFILE"
+    hard: int
+    soft: int
+
+
+@dataclass
+class Capabilities:
+    bounding: list[str] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+    permitted: list[str] = field(default_factory=list)
+    inheritable: list[str] = field(default_factory=list)
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConsoleSize:
+    height: int
+    width: int
+
+
+@dataclass
+class Process:
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    terminal: bool = False
+    console_size: ConsoleSize | None = None
+    user: User = field(default_factory=User)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    rlimits: list[Rlimit] = field(default_factory=list)
+    no_new_privileges: bool = False
+
+
+@dataclass
+class Root:
+    path: str
+    readonly: bool = False
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str | None = None
+    source: str | None = None
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Namespace:
+    type: str  # pid, network, mount, ipc, uts, user, cgroup
+    path: str | None = None
+
+
+@dataclass
+class IDMapping:
+    container_id: int = field(metadata={"json": "containerID"})
+    host_id: int = field(metadata={"json": "hostID"})
+    size: int
+
+
+@dataclass
+class Linux:
+    namespaces: list[Namespace] = field(default_factory=list)
+    uid_mappings: list[IDMapping] = field(default_factory=list)
+    gid_mappings: list[IDMapping] = field(default_factory=list)
+    masked_paths: list[str] = field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
+    readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
+    sysctl: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Spec:
+    process: Process
+    root: Root
+    hostname: str = ""
+    mounts: list[Mount] = field(default_factory=list)
+    linux: Linux = field(default_factory=Linux)
+    annotations: dict[str, str] = field(default_factory=dict)
+    oci_version: str = OCI_VERSION
+
+    def namespace(self, kind: str) -> Namespace | None:
+        return next((ns for ns in self.linux.namespaces if ns.type == kind), None)
+
+
+# -- (de)serialisation -------------------------------------------------------
+
+
+def to_json(obj: Any) -> Any:
+    """A dataclass tree as the JSON-ready dict the OCI spec spells."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is None:
+                continue
+            out[_json_name(f)] = to_json(value)
+        return out
+    if isinstance(obj, list):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    return obj
+
+
+T = TypeVar("T")
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(inner[0], value)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v) for v in value]
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        return {k: _convert(vt, v) for k, v in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return from_json(tp, value)
+    return value
+
+
+def from_json(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a dataclass of type cls from its JSON form; unknown keys are ignored."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = _json_name(f)
+        if key in data:
+            kwargs[f.name] = _convert(hints[f.name], data[key])
+    return cls(**kwargs)

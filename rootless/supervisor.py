@@ -1,0 +1,365 @@
+"""The per-container supervisor: owns one container's life, as conmon does for podman.
+
+A supervisor is forked by the user's fork server (forkserver.py) with the
+requesting client's socket in hand. It creates the container synchronously
+(container.launch), then runs trio to: pump the container's output into its
+log and to attached clients, feed stdin, relay signals and terminal resizes,
+answer `kill`/`wait`/`resize` on its control socket, and, when PID 1 exits,
+record the exit status, clean up and go.
+
+Liveness: the supervisor holds an exclusive flock on <run>/<id>/sup.lock for
+its whole life; store.supervisor_alive() tests it, so a supervisor killed with
+SIGKILL is seen as gone by the very next rl command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import _syscalls as sc
+from . import container, idmap, store, wire
+from .errors import EXIT_RL, RlError
+from .store import Container, ContainerConfig
+
+READ_SIZE = 65536
+
+
+def _now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Log:
+    """docker's json-file format: one JSON object per line of output."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
+        self._partial: dict[str, bytes] = {}
+
+    def write(self, stream: str, data: bytes) -> None:
+        data = self._partial.pop(stream, b"") + data
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        out = []
+        for line in lines:
+            out.append(self._record(stream, line + b"\n"))
+        if len(tail) >= 16384:
+            out.append(self._record(stream, tail))
+        elif tail:
+            self._partial[stream] = tail
+        if out:
+            self._f.write(b"".join(out))
+
+    def _record(self, stream: str, data: bytes) -> bytes:
+        rec = {"log": data.decode(errors="replace"), "stream": stream, "time": _now_rfc3339()}
+        return json.dumps(rec).encode() + b"\n"
+
+    def close(self) -> None:
+        for stream, tail in list(self._partial.items()):
+            self._f.write(self._record(stream, tail))
+        self._partial.clear()
+        self._f.close()
+
+
+def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
+    hostname = cfg.spec.hostname or cfg.id[:12]
+    (run_dir / "hostname").write_text(hostname + "\n")
+    hosts = (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"127.0.1.1\t{hostname} {cfg.name}\n"
+    )
+    (run_dir / "hosts").write_text(hosts)
+    resolv = ""
+    if cfg.network == "host":
+        try:
+            resolv = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            resolv = ""
+    (run_dir / "resolv.conf").write_text(resolv)
+
+
+class Supervisor:
+    def __init__(self, ctr: Container, launched: container.Launched) -> None:
+        self.ctr = ctr
+        self.cfg = ctr.config
+        self.launched = launched
+        self.log = Log(ctr.log_path)
+        self.clients: list[trio.SocketStream] = []
+        self.exit_code: int | None = None
+        self.exited = trio.Event()
+        self.done = trio.Event()
+        self.stdin_stream: trio.lowlevel.FdStream | None = None
+        if launched.pty_master is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
+        elif launched.stdin is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(launched.stdin)
+
+    # -- output ---------------------------------------------------------------
+
+    async def _broadcast(self, data: bytes) -> None:
+        for client in list(self.clients):
+            try:
+                await client.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.clients.remove(client)
+
+    async def pump(self, fd: int, stream: str, kind: int) -> None:
+        async with trio.lowlevel.FdStream(fd) as src:
+            while True:
+                try:
+                    data = await src.receive_some(READ_SIZE)
+                except trio.BrokenResourceError:  # EIO on a pty whose slave closed
+                    break
+                except OSError as e:
+                    if e.errno == errno.EIO:
+                        break
+                    raise
+                if not data:
+                    break
+                self.log.write(stream, data)
+                await self._broadcast(wire.frame(kind, data))
+
+    # -- input and control ------------------------------------------------------
+
+    def kill(self, signum: int) -> None:
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.launched.pid, signum)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.launched.pty_master is not None:
+            with contextlib.suppress(OSError):
+                container.set_winsize(self.launched.pty_master, rows, cols)
+
+    async def handle_control(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "signal":
+            self.kill(int(msg["signal"]))
+        elif op == "resize":
+            self.resize(int(msg["rows"]), int(msg["cols"]))
+
+    async def serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
+        """An attached client: frames in (stdin, control), output frames out."""
+        reader = wire.FrameReader()
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                # The client went away (docker detaches; the container goes on).
+                if stdin:
+                    await self.close_stdin()
+                return
+            for kind, payload in reader.feed(data):
+                if kind == wire.STDIN and stdin and self.stdin_stream is not None:
+                    try:
+                        await self.stdin_stream.send_all(payload)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+                elif kind == wire.STDIN_EOF and stdin:
+                    await self.close_stdin()
+                elif kind == wire.CONTROL:
+                    await self.handle_control(json.loads(payload))
+
+    async def close_stdin(self) -> None:
+        if self.launched.pty_master is not None:
+            # A terminal has no half-close: send EOF the way a keyboard does.
+            if self.stdin_stream is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.stdin_stream.send_all(b"\x04")
+            return
+        if self.stdin_stream is not None:
+            await self.stdin_stream.aclose()
+            self.stdin_stream = None
+
+    async def control_server(self, listener: trio.SocketListener) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(self.serve_control, stream)
+
+    async def serve_control(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            line = b""
+            while not line.endswith(b"\n") and len(line) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                line += chunk
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                return
+            op = msg.get("op")
+            if op == "kill":
+                self.kill(int(msg.get("signal", signal.SIGKILL)))
+                await stream.send_all(b'{"ok": true}\n')
+            elif op == "resize":
+                self.resize(int(msg["rows"]), int(msg["cols"]))
+                await stream.send_all(b'{"ok": true}\n')
+            elif op == "wait":
+                await self.done.wait()
+                await stream.send_all(json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+            elif op == "attach":
+                await stream.send_all(wire.control({"event": "attached"}))
+                self.clients.append(stream)
+                await self.serve_client(stream, stdin=bool(msg.get("stdin")))
+
+    # -- lifetime ---------------------------------------------------------------
+
+    async def wait_exit(self) -> None:
+        pidfd = os.pidfd_open(self.launched.pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(self.launched.pid, 0)
+        self.exit_code = container.exit_code(status)
+        self.exited.set()
+
+    async def run(self, first_client: socket.socket | None, attach_stdin: bool) -> int:
+        run_dir = self.ctr.run_dir
+        ctl_path = str(run_dir / "ctl.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ctl_path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(ctl_path)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.control_server, listener)
+            client_stream = None
+            if first_client is not None:
+                client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
+                self.clients.append(client_stream)
+                nursery.start_soon(self.serve_client, client_stream, attach_stdin)
+            async with trio.open_nursery() as io:
+                io.start_soon(self.wait_exit)
+                l = self.launched
+                if l.pty_master is not None:
+                    io.start_soon(self.pump, l.pty_master, "stdout", wire.STDOUT)
+                if l.stdout is not None:
+                    io.start_soon(self.pump, l.stdout, "stdout", wire.STDOUT)
+                if l.stderr is not None:
+                    io.start_soon(self.pump, l.stderr, "stderr", wire.STDERR)
+                await self.exited.wait()
+                # The PID namespace is gone with its PID 1, so every writer of
+                # the output pipes is too: drain them, but never hang on it.
+                io.cancel_scope.deadline = trio.current_time() + 2
+            self.log.close()
+            assert self.exit_code is not None
+            self.finish()
+            self.done.set()
+            for client in list(self.clients):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.send_all(wire.control({"event": "exit",
+                                                        "exit_code": self.exit_code}))
+            # Give `wait` callers a moment to read their answer, then go.
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        return self.exit_code
+
+    def finish(self) -> None:
+        """Record the exit and clean up; with --rm the container is removed first."""
+        st = self.ctr.raw_state()
+        st.status = "exited"
+        st.exit_code = self.exit_code or 0
+        st.finished_at = time.time()
+        self.ctr.write_state(st)
+        cleanup_mountpoints(self.cfg)
+        if self.cfg.auto_remove:
+            store.remove_files(self.ctr.id)
+
+
+def cleanup_mountpoints(cfg: ContainerConfig) -> None:
+    """Remove the empty files rl created in the rootfs to mount /etc/hosts and friends on."""
+    from .mounts import secure_join
+
+    for dest in cfg.created_mountpoints:
+        path = secure_join(cfg.rootfs, dest)
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                os.unlink(path)
+
+
+def _send_error(sock: socket.socket | None, err: RlError) -> None:
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "error", "exit_code": err.exit_code,
+                                   "message": err.message}))
+
+
+def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool) -> int:
+    """Entry point in the forked supervisor process (single-threaded, trio not running)."""
+    ctr = Container(cid)
+    run_dir = ctr.run_dir
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock_fd = os.open(run_dir / "sup.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _send_error(client, RlError(f"container {cid[:12]} is already running", 1))
+        return 1
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
+    try:
+        cfg = ctr.config
+        write_etc_files(cfg, run_dir)
+        plan = idmap.plan()
+        launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin)
+    except RlError as err:
+        fail_start(ctr, err)
+        _send_error(client, err)
+        return err.exit_code
+    except Exception as exc:  # noqa: BLE001 - reported to the user, never lost
+        err = RlError(f"starting the container: {exc}", EXIT_RL)
+        fail_start(ctr, err)
+        _send_error(client, err)
+        return EXIT_RL
+
+    st = ctr.raw_state()
+    st.status = "running"
+    st.pid = launched.pid
+    st.supervisor_pid = os.getpid()
+    st.started_at = time.time()
+    st.exit_code = 0
+    st.error = ""
+    ctr.write_state(st)
+    if client is not None:
+        client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+        if not attach:
+            client.close()
+            client = None
+    sup = Supervisor(ctr, launched)
+    code = trio.run(sup.run, client, attach_stdin)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return code
+
+
+def fail_start(ctr: Container, err: RlError) -> None:
+    """A container whose start failed stays 'created' with the error, as docker's does."""
+    with contextlib.suppress(OSError, ValueError):
+        cleanup_mountpoints(ctr.config)
+        if ctr.config.auto_remove:
+            store.remove_files(ctr.id)
+            return
+        st = ctr.raw_state()
+        st.status = "created"
+        st.exit_code = err.exit_code
+        st.error = err.message
+        ctr.write_state(st)
+    shutil.rmtree(ctr.run_dir, ignore_errors=True)
