@@ -304,6 +304,7 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         image=rootfs,
         rootfs=rootfs,
         user=opts.user or "",
+        idmap_mode=plan.mode,
         tty=opts.tty,
         open_stdin=opts.interactive,
         auto_remove=opts.rm,
@@ -335,7 +336,15 @@ def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
     st = ctr.state()
     if st.status == "running":
         raise RlError(f"container {ctr.name} is already running", 1)
-    sock, _event = client.start_supervisor(ctr.id, attach, stdin)
+    try:
+        sock, _event = client.start_supervisor(ctr.id, attach, stdin)
+    except RlError:
+        # The supervisor records its own failures; this covers one that never ran.
+        with contextlib.suppress(OSError):
+            if ctr.config.auto_remove and not store.supervisor_alive(ctr.id):
+                with store.registry_lock():
+                    store.remove_files(ctr.id)
+        raise
     if not attach:
         sock.close()
         return None

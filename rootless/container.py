@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import _syscalls as sc
-from . import idmap, mounts, process
+from . import idmap, mounts, network, process
 from .errors import EXIT_RL, RlError
 from .spec import Spec
 from .store import ContainerConfig
@@ -98,6 +98,8 @@ def _reap_as_init(child: int) -> NoReturn:
             except (OSError, ValueError):
                 pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # Nothing of the supervisor's may stay open in the container's init.
+    os.closerange(3, 1 << 20)
     while True:
         try:
             pid, status = os.wait()
@@ -129,6 +131,8 @@ def _container_pid1(
         os.setsid()
         if spec.hostname:
             sc.sethostname(spec.hostname)
+        if spec.namespace("network") is not None:
+            network.loopback_up()
         mounts.setup(spec)
         if pty_sock is not None:
             _setup_terminal(spec, pty_sock)

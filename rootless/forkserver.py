@@ -31,7 +31,9 @@ from . import paths
 
 
 def fingerprint() -> str:
+    # A server serves one user in one user namespace with one version of rl.
     h = hashlib.sha256(sys.executable.encode())
+    h.update(f"{os.geteuid()}:{os.readlink('/proc/self/ns/user')}".encode())
     pkg = Path(__file__).parent
     for f in sorted(pkg.glob("*.py")):
         st = f.stat()
@@ -43,7 +45,7 @@ def socket_path() -> Path:
     return paths.runtime_dir() / f"fork-{fingerprint()}.sock"
 
 
-def _serve_one(listener: socket.socket) -> None:
+def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     conn, _ = listener.accept()
     conn.settimeout(5)
     try:
@@ -61,8 +63,10 @@ def _serve_one(listener: socket.socket) -> None:
     if pid:
         conn.close()
         return
-    # The supervisor.
+    # The supervisor: it must not keep the server's lock (a new server could
+    # never start while this container lives) nor its listening socket.
     listener.close()
+    os.close(lock_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     code = 125
@@ -111,7 +115,7 @@ def serve(sock_path: Path, ready_fd: int | None) -> None:
     try:
         while True:
             try:
-                _serve_one(listener)
+                _serve_one(listener, lock_fd)
             except TimeoutError:
                 break
             except InterruptedError:

@@ -118,6 +118,17 @@ def plan() -> IdMapPlan:
     return IdMapPlan("single", reason, *single)
 
 
+def plan_for(mode: str, uid_mappings: list[IDMapping], gid_mappings: list[IDMapping]) -> IdMapPlan:
+    """The plan recorded in a container's config, with this host's helpers."""
+    if mode != "subuid":
+        return IdMapPlan(mode, "recorded", uid_mappings, gid_mappings)
+    newuidmap, why_u = _helper_usable("newuidmap")
+    newgidmap, why_g = _helper_usable("newgidmap")
+    if not (newuidmap and newgidmap):
+        raise RlError(f"this container needs subordinate ids: {why_u or why_g}")
+    return IdMapPlan(mode, "recorded", uid_mappings, gid_mappings, newuidmap, newgidmap)
+
+
 def _helper_args(pid: int, maps: list[IDMapping]) -> list[str]:
     args = [str(pid)]
     for m in maps:

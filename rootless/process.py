@@ -64,9 +64,24 @@ def _apply_rlimits(proc: Process) -> None:
             raise RlError(f"setting {name} to {rl.soft}:{rl.hard}: {e}") from e
 
 
+def _is_mapped(ident: int, map_file: str) -> bool:
+    try:
+        with open(map_file) as f:
+            rows = [tuple(map(int, line.split())) for line in f if line.strip()]
+    except OSError:
+        return True
+    return any(first <= ident < first + count for first, _, count in rows)
+
+
 def switch_identity(proc: Process) -> None:
     u = proc.user
     caps = proc.capabilities
+    for ident, kind in ((u.uid, "uid"), (u.gid, "gid")):
+        if not _is_mapped(ident, f"/proc/self/{kind}_map"):
+            raise RlError(
+                f"{kind} {ident} is not mapped in the container's user namespace "
+                "(see `rl info`: without a subordinate id range only root exists)"
+            )
     capabilities.drop_bounding(caps.bounding)
     try:
         os.setgroups(u.additional_gids)
@@ -75,16 +90,8 @@ def switch_identity(proc: Process) -> None:
         if u.additional_gids:
             raise RlError("supplementary groups need a subordinate gid range "
                           "(rl runs in single-id mode)") from None
-    try:
-        os.setresgid(u.gid, u.gid, u.gid)
-        os.setresuid(u.uid, u.uid, u.uid)
-    except OSError as e:
-        if e.errno == errno.EINVAL:
-            raise RlError(
-                f"user {u.uid}:{u.gid} is not mapped in the container's user namespace "
-                "(see `rl info`: without a subordinate id range only root exists)"
-            ) from None
-        raise
+    os.setresgid(u.gid, u.gid, u.gid)
+    os.setresuid(u.uid, u.uid, u.uid)
     if u.uid == 0:
         capabilities.set_process_caps(caps.effective, caps.permitted, caps.inheritable)
     if proc.no_new_privileges:

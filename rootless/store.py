@@ -44,6 +44,7 @@ class ContainerConfig:
     image: str
     rootfs: str
     user: str = ""  # the -u value, resolved inside the container
+    idmap_mode: str = "subuid"  # decided at create time, from the creating user's environment
     tty: bool = False
     open_stdin: bool = False
     auto_remove: bool = False

@@ -90,13 +90,25 @@ def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
     (run_dir / "resolv.conf").write_text(resolv)
 
 
+class Client:
+    """An attached client; output pumps and the exit notice take turns sending to it."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._lock = trio.Lock()
+
+    async def send(self, data: bytes) -> None:
+        async with self._lock:
+            await self.stream.send_all(data)
+
+
 class Supervisor:
     def __init__(self, ctr: Container, launched: container.Launched) -> None:
         self.ctr = ctr
         self.cfg = ctr.config
         self.launched = launched
         self.log = Log(ctr.log_path)
-        self.clients: list[trio.SocketStream] = []
+        self.clients: list[Client] = []
         self.exit_code: int | None = None
         self.exited = trio.Event()
         self.done = trio.Event()
@@ -111,7 +123,7 @@ class Supervisor:
     async def _broadcast(self, data: bytes) -> None:
         for client in list(self.clients):
             try:
-                await client.send_all(data)
+                await client.send(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.clients.remove(client)
 
@@ -192,6 +204,15 @@ class Supervisor:
                 nursery.start_soon(self.serve_control, stream)
 
     async def serve_control(self, stream: trio.SocketStream) -> None:
+        # A client may vanish at any moment (a `stop -t` that gave up waiting):
+        # that must never take the supervisor, and the container, down with it.
+        try:
+            await self._serve_control(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
+                KeyError, TypeError):
+            pass
+
+    async def _serve_control(self, stream: trio.SocketStream) -> None:
         async with stream:
             line = b""
             while not line.endswith(b"\n") and len(line) < 65536:
@@ -214,8 +235,9 @@ class Supervisor:
                 await self.done.wait()
                 await stream.send_all(json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
             elif op == "attach":
-                await stream.send_all(wire.control({"event": "attached"}))
-                self.clients.append(stream)
+                client = Client(stream)
+                await client.send(wire.control({"event": "attached"}))
+                self.clients.append(client)
                 await self.serve_client(stream, stdin=bool(msg.get("stdin")))
 
     # -- lifetime ---------------------------------------------------------------
@@ -244,7 +266,7 @@ class Supervisor:
             client_stream = None
             if first_client is not None:
                 client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
-                self.clients.append(client_stream)
+                self.clients.append(Client(client_stream))
                 nursery.start_soon(self.serve_client, client_stream, attach_stdin)
             async with trio.open_nursery() as io:
                 io.start_soon(self.wait_exit)
@@ -265,8 +287,8 @@ class Supervisor:
             self.done.set()
             for client in list(self.clients):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await client.send_all(wire.control({"event": "exit",
-                                                        "exit_code": self.exit_code}))
+                    await client.send(wire.control({"event": "exit",
+                                                    "exit_code": self.exit_code}))
             # Give `wait` callers a moment to read their answer, then go.
             await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
@@ -319,7 +341,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     try:
         cfg = ctr.config
         write_etc_files(cfg, run_dir)
-        plan = idmap.plan()
+        linux = cfg.spec.linux
+        plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
         launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin)
     except RlError as err:
         fail_start(ctr, err)
