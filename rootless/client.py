@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import forkserver, paths, wire
@@ -22,7 +23,7 @@ from .store import Container
 def _connect(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        s.connect(path)
+        s.connect(paths.socket_address(Path(path)))
     except OSError:
         s.close()
         raise

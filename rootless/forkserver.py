@@ -94,7 +94,7 @@ def serve(sock_path: Path, ready_fd: int | None) -> None:
     except FileNotFoundError:
         pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
+    listener.bind(paths.socket_address(sock_path))
     listener.listen(64)
     pid_file = paths.runtime_dir() / f"fork-{sock_path.stem.removeprefix('fork-')}.pid"
     pid_file.write_text(f"{os.getpid()}\n")

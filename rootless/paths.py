@@ -53,3 +53,23 @@ def container_dir(cid: str) -> Path:
 
 def container_run_dir(cid: str) -> Path:
     return runtime_dir() / cid
+
+
+_dir_fds: dict[str, int] = {}
+
+
+def socket_address(path: Path) -> str:
+    """An AF_UNIX address for path, even past the 107-byte limit of sun_path.
+
+    A long path is reached through /proc/self/fd/N/<name>, N being an open
+    descriptor of its directory (kept for the life of the process).
+    """
+    text = str(path)
+    if len(text.encode()) < 100:
+        return text
+    parent = str(path.parent)
+    fd = _dir_fds.get(parent)
+    if fd is None:
+        fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _dir_fds[parent] = fd
+    return f"/proc/self/fd/{fd}/{path.name}"

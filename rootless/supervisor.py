@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from . import _syscalls as sc
-from . import container, idmap, store, wire
+from . import container, idmap, paths, store, wire
 from .errors import EXIT_RL, RlError
 from .store import Container, ContainerConfig
 
@@ -258,7 +258,7 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(ctl_path)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(ctl_path)
+        await sock.bind(paths.socket_address(Path(ctl_path)))
         sock.listen(16)
         listener = trio.SocketListener(sock)
         async with trio.open_nursery() as nursery:
