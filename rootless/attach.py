@@ -48,7 +48,7 @@ def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
     wake_r.setblocking(False)
     wake_w.setblocking(False)
     old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    pending: list[int] = []
+    pending: list[int] = []  # signal numbers, handled in the loop
     old_handlers = {}
     watched = [*PROXIED, signal.SIGWINCH] if tty else list(PROXIED)
     for sig in watched:
@@ -73,14 +73,14 @@ def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
                     with contextlib.suppress(BlockingIOError):
                         wake_r.recv(4096)
                     while pending:
-                        sig = pending.pop(0)
-                        if sig == signal.SIGWINCH:
+                        signum = pending.pop(0)
+                        if signum == signal.SIGWINCH:
                             size = terminal_size()
                             if size:
                                 sock.sendall(wire.control(
                                     {"op": "resize", "rows": size[0], "cols": size[1]}))
                         else:
-                            sock.sendall(wire.control({"op": "signal", "signal": int(sig)}))
+                            sock.sendall(wire.control({"op": "signal", "signal": signum}))
                 elif key.data == "stdin":
                     try:
                         data = os.read(0, 65536)

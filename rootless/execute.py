@@ -151,7 +151,7 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
                 signal.signal(sig, signal.SIG_IGN)
             _, status = os.waitpid(e2, 0)
             os._exit(container.exit_code(status))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             msg = e.strerror if isinstance(e, OSError) else str(e)
             container._fail(report_w, EXIT_RL, f"joining the container: {msg}")
     for fd in ns_fds:

@@ -75,7 +75,7 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
 
         code = supervisor.main(str(msg["id"]), conn, bool(msg.get("attach")),
                                bool(msg.get("stdin")))
-    except BaseException:  # noqa: BLE001 - a supervisor must never unwind into the server loop
+    except BaseException:
         import traceback
 
         traceback.print_exc()

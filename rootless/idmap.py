@@ -70,7 +70,7 @@ def _helper_usable(name: str) -> tuple[str | None, str]:
     st = os.stat(path)
     setuid_root = bool(st.st_mode & stat.S_ISUID) and st.st_uid == 0
     try:
-        has_fcaps = b"" != os.getxattr(path, "security.capability")
+        has_fcaps = os.getxattr(path, "security.capability") != b""
     except OSError:
         has_fcaps = False
     if not (setuid_root or has_fcaps or os.geteuid() == 0):

@@ -255,10 +255,10 @@ def collect_garbage() -> None:
     """Finish what a killed rl left: --rm containers whose supervisor died, temp dirs."""
     root = paths.containers_dir()
     for entry in root.iterdir():
-        if entry.name.startswith(".") and entry.is_dir():
-            # A create or remove that was killed half-way (never listed).
-            if time.time() - entry.stat().st_mtime > 60:
-                shutil.rmtree(entry, ignore_errors=True)
+        # A create or remove that was killed half-way (never listed).
+        stale = time.time() - entry.stat().st_mtime > 60
+        if entry.name.startswith(".") and entry.is_dir() and stale:
+            shutil.rmtree(entry, ignore_errors=True)
     for c in all_containers():
         try:
             cfg, st = c.config, c.raw_state()

@@ -270,13 +270,13 @@ class Supervisor:
                 nursery.start_soon(self.serve_client, client_stream, attach_stdin)
             async with trio.open_nursery() as io:
                 io.start_soon(self.wait_exit)
-                l = self.launched
-                if l.pty_master is not None:
-                    io.start_soon(self.pump, l.pty_master, "stdout", wire.STDOUT)
-                if l.stdout is not None:
-                    io.start_soon(self.pump, l.stdout, "stdout", wire.STDOUT)
-                if l.stderr is not None:
-                    io.start_soon(self.pump, l.stderr, "stderr", wire.STDERR)
+                ch = self.launched
+                if ch.pty_master is not None:
+                    io.start_soon(self.pump, ch.pty_master, "stdout", wire.STDOUT)
+                if ch.stdout is not None:
+                    io.start_soon(self.pump, ch.stdout, "stdout", wire.STDOUT)
+                if ch.stderr is not None:
+                    io.start_soon(self.pump, ch.stderr, "stderr", wire.STDERR)
                 await self.exited.wait()
                 # The PID namespace is gone with its PID 1, so every writer of
                 # the output pipes is too: drain them, but never hang on it.
@@ -348,10 +348,10 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         fail_start(ctr, err)
         _send_error(client, err)
         return err.exit_code
-    except Exception as exc:  # noqa: BLE001 - reported to the user, never lost
-        err = RlError(f"starting the container: {exc}", EXIT_RL)
-        fail_start(ctr, err)
-        _send_error(client, err)
+    except Exception as exc:  # reported to the user, never lost
+        failure = RlError(f"starting the container: {exc}", EXIT_RL)
+        fail_start(ctr, failure)
+        _send_error(client, failure)
         return EXIT_RL
 
     st = ctr.raw_state()

@@ -161,7 +161,7 @@ def test_concurrent_runs_with_one_name(rl: RlRunner, rl_path: Path, rootfs: Path
     procs = [subprocess.Popen([str(rl_path), "run", "-d", "--name", "racer", "--rootfs",
                                rootfs, "sleep", "30"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=60), p.returncode) for p in procs]
     try:
         assert sorted(r[2] for r in results) == [0, 125, 125, 125]
         assert all("already in use" in r[1] for r in results if r[2] == 125)

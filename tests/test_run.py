@@ -117,8 +117,8 @@ def test_killed_by_signal_is_128_plus_n(rl: RlRunner, rootfs: Path) -> None:
 def test_init_is_pid_1_and_reaps(rl: RlRunner, rootfs: Path) -> None:
     # An orphan (the backgrounded sleep's parent subshell exits) is reaped by
     # rl's init; without it a zombie would remain.
-    out = sh(rl, rootfs, "echo $$; (sleep 0.2 &) ; sleep 0.6; ps -o pid,stat,comm | grep -c Z; true",
-             "--init")
+    script = "echo $$; (sleep 0.2 &) ; sleep 0.6; ps -o pid,stat,comm | grep -c Z; true"
+    out = sh(rl, rootfs, script, "--init")
     first, zombies = out.split()[0], out.split()[-1]
     assert first != "1"
     assert zombies == "0"
