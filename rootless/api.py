@@ -9,11 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shlex
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,13 +68,18 @@ _RIGHT = ["babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "kn
           "lovelace", "meitner", "noether", "pascal", "ritchie", "turing", "wozniak", "yalow"]
 
 
+def _pick(words: list[str]) -> str:
+    # os.urandom rather than secrets: `import secrets` costs ~4 ms of start-up.
+    return words[int.from_bytes(os.urandom(2), "big") % len(words)]
+
+
 def random_name() -> str:
     taken = {c.name for c in store.all_containers()}
     for _ in range(100):
-        name = f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}"
+        name = f"{_pick(_LEFT)}_{_pick(_RIGHT)}"
         if name not in taken:
             return name
-    return f"{secrets.choice(_LEFT)}_{secrets.choice(_RIGHT)}{secrets.randbelow(1000)}"
+    return f"{_pick(_LEFT)}_{_pick(_RIGHT)}{int.from_bytes(os.urandom(2), 'big') % 1000}"
 
 
 def valid_name(name: str) -> bool:
@@ -588,6 +591,8 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         raise RlError(f"container {ctr.name} is not running", 1)
     st = ctr.state()
     pids = pids_in_container(st.pid)
+    import subprocess
+
     args = ps_args or ["-ef"]
     proc = subprocess.run(["ps", *args], capture_output=True, text=True)
     if proc.returncode != 0:

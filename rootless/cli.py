@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -23,7 +23,7 @@ from .store import Container
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
 
-def _fail(msg: str, code: int) -> None:
+def _fail(msg: str, code: int) -> NoReturn:
     click.echo(f"Error: {msg}", err=True)
     sys.exit(code)
 
@@ -110,7 +110,10 @@ def run(detach: bool, **kw: Any) -> None:
     sock.close()
     if code is None:
         _fail("the container's supervisor died", EXIT_RL)
-    sys.exit(code)
+    # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @cli.command(context_settings=_RUN_SETTINGS)

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ def _connect(path: str) -> socket.socket:
 
 
 def _spawn_server(sock_path: str) -> None:
+    import subprocess
+
     r, w = os.pipe()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

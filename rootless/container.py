@@ -28,6 +28,7 @@ import socket
 import struct
 import termios
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -225,8 +226,17 @@ def _raise_reported(line: str) -> NoReturn:
     raise RlError(msg, int(code) if code.isdigit() else EXIT_RL)
 
 
-def launch(cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool) -> Launched:
-    """Start the container's PID 1 and return once its command was executed."""
+def launch(
+    cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool,
+    before_start: Callable[[int], None] | None = None,
+) -> Launched:
+    """Start the container's PID 1 and return once its command was executed.
+
+    before_start(pid) runs in S once the container's PID 1 exists, with all of
+    its namespaces, and before it does anything: the place to move it into a
+    cgroup or to attach its network (slirp4netns needs the namespace, and the
+    command must never start before its network).
+    """
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
     pty_parent = pty_child = None
@@ -289,6 +299,8 @@ def launch(cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool) -> 
         c2 = int(line[1:])
         os.waitpid(c1, 0)
         c1 = 0
+        if before_start is not None:
+            before_start(c2)
         os.write(sync_w, b"G")
         if pty_parent is not None:
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import hashlib
 import json
 import os
 import signal
 import socket
 import sys
+import zlib
 from pathlib import Path
 
 from . import paths
@@ -32,13 +32,14 @@ from . import paths
 
 def fingerprint() -> str:
     # A server serves one user in one user namespace with one version of rl.
-    h = hashlib.sha256(sys.executable.encode())
-    h.update(f"{os.geteuid()}:{os.readlink('/proc/self/ns/user')}".encode())
+    # zlib, not hashlib: this runs on every command and needs no cryptography.
+    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
     pkg = Path(__file__).parent
     for f in sorted(pkg.glob("*.py")):
         st = f.stat()
-        h.update(f"{f.name}:{st.st_mtime_ns}:{st.st_size}".encode())
-    return h.hexdigest()[:12]
+        parts.append(f"{f.name}:{st.st_mtime_ns}:{st.st_size}")
+    text = "\n".join(parts).encode()
+    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
 
 
 def socket_path() -> Path:

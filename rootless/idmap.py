@@ -15,7 +15,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass
 
 from .errors import RlError
@@ -140,13 +139,27 @@ def write_maps(pid: int, p: IdMapPlan) -> None:
     """Write pid's uid_map and gid_map from outside its new user namespace."""
     if p.mode == "subuid":
         assert p.newuidmap and p.newgidmap
+        # Both helpers at once: each is a setuid exec of a few milliseconds.
+        running = []
         for helper, maps in ((p.newuidmap, p.uid_mappings), (p.newgidmap, p.gid_mappings)):
-            proc = subprocess.run(
-                [helper, *_helper_args(pid, maps)], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                msg = (proc.stderr or proc.stdout).strip().splitlines()
-                raise RlError(f"{os.path.basename(helper)} failed: {msg[-1] if msg else '?'}")
+            err_r, err_w = os.pipe()
+            actions = [(os.POSIX_SPAWN_DUP2, err_w, 2), (os.POSIX_SPAWN_DUP2, err_w, 1)]
+            try:
+                child = os.posix_spawn(helper, [helper, *_helper_args(pid, maps)], os.environ,
+                                       file_actions=actions)
+            finally:
+                os.close(err_w)
+            running.append((helper, child, err_r))
+        failures = []
+        for helper, child, err_r in running:
+            with os.fdopen(err_r, "rb") as f:
+                output = f.read().decode(errors="replace").strip().splitlines()
+            _, status = os.waitpid(child, 0)
+            if status != 0:
+                failures.append(f"{os.path.basename(helper)} failed: "
+                                f"{output[-1] if output else 'status ' + str(status)}")
+        if failures:
+            raise RlError("; ".join(failures))
         return
     with open(f"/proc/{pid}/uid_map", "w") as f:
         f.write("".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in p.uid_mappings))

@@ -9,6 +9,7 @@ written by rl is a valid OCI config.json a reader of the spec understands.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -182,9 +183,14 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def from_json(cls: type[T], data: dict[str, Any]) -> T:
     """Build a dataclass of type cls from its JSON form; unknown keys are ignored."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(typing.cast(Any, cls))
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         key = _json_name(f)

@@ -20,7 +20,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -87,7 +86,7 @@ class State:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -133,18 +132,26 @@ class Container:
     def __init__(self, cid: str) -> None:
         self.id = cid
         self.dir = paths.container_dir(cid)
+        self._raw: dict[str, Any] | None = None
         self._config: ContainerConfig | None = None
+
+    @property
+    def raw_config(self) -> dict[str, Any]:
+        """config.json as a dict: enough for names and flags, without building the Spec."""
+        if self._raw is None:
+            with open(self.dir / "config.json") as f:
+                self._raw = json.load(f)
+        return self._raw
 
     @property
     def config(self) -> ContainerConfig:
         if self._config is None:
-            with open(self.dir / "config.json") as f:
-                self._config = ContainerConfig.from_dict(json.load(f))
+            self._config = ContainerConfig.from_dict(self.raw_config)
         return self._config
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return str(self.raw_config["name"])
 
     @property
     def log_path(self) -> Path:
@@ -239,6 +246,7 @@ def rename(ctr: Container, new_name: str) -> None:
         cfg = ctr.config
         cfg.name = new_name
         write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
+        ctr._raw = None
 
 
 def remove_files(cid: str) -> None:
@@ -261,8 +269,8 @@ def collect_garbage() -> None:
             shutil.rmtree(entry, ignore_errors=True)
     for c in all_containers():
         try:
-            cfg, st = c.config, c.raw_state()
+            auto_remove, st = c.raw_config.get("auto_remove"), c.raw_state()
         except (OSError, ValueError):
             continue
-        if cfg.auto_remove and st.status == "running" and not supervisor_alive(c.id):
+        if auto_remove and st.status == "running" and not supervisor_alive(c.id):
             remove_files(c.id)
