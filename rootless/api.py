@@ -379,14 +379,16 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     return ctr.state().exit_code
 
 
-def stop(ctr: Container, timeout: int | None = None) -> None:
-    """stop signal (the image's, or SIGTERM), then SIGKILL after timeout seconds."""
+def stop(ctr: Container, timeout: int | None = None, signum: int | None = None) -> None:
+    """The stop signal (given, or the container's, or SIGTERM), then SIGKILL after timeout s."""
     if not ctr.running:
         return
     cfg = ctr.config
     grace = cfg.stop_timeout if timeout is None else timeout
+    if signum is None:
+        signum = parse_signal(cfg.stop_signal)
     with contextlib.suppress(RlError):
-        client.control(ctr, {"op": "kill", "signal": parse_signal(cfg.stop_signal)})
+        client.control(ctr, {"op": "kill", "signal": signum})
     if grace != 0:
         try:
             client.control(ctr, {"op": "wait"}, timeout=None if grace < 0 else grace)

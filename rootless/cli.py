@@ -147,7 +147,9 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
             click.echo(ref)
             continue
         code = attach.run(sock, tty=ctr.config.tty, stdin=interactive)
-        sys.exit(EXIT_RL if code is None else code)
+        if code is None:
+            _fail("the container's supervisor died", EXIT_RL)
+        sys.exit(code)
     if failed:
         sys.exit(1)
 
@@ -176,7 +178,8 @@ def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> N
     """Stop running containers: the stop signal, then SIGKILL after a grace period."""
     if timeout is not None and timeout < -1:
         raise RlError(f"invalid value for --time: {timeout}")
-    _each(containers, lambda c: api.stop(c, timeout))
+    signum = api.parse_signal(sig) if sig else None
+    _each(containers, lambda c: api.stop(c, timeout, signum))
 
 
 @cli.command()

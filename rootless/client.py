@@ -65,7 +65,8 @@ def connect_forkserver() -> socket.socket:
 def start_supervisor(cid: str, attach: bool, stdin: bool) -> tuple[socket.socket, dict[str, Any]]:
     """Ask for a supervisor for cid; returns its socket and its first event."""
     sock = connect_forkserver()
-    wire.request(sock, {"op": "start", "id": cid, "attach": attach, "stdin": stdin})
+    wire.request(sock, {"op": "start", "id": cid, "attach": attach, "stdin": stdin,
+                        "env": dict(os.environ)})
     reader = wire.FrameReader()
     while True:
         data = sock.recv(65536)

@@ -99,6 +99,13 @@ def _reap_as_init(child: int) -> NoReturn:
             except (OSError, ValueError):
                 pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # ps shows the fork server's command line (a forked process keeps it), but
+    # the name column says what this is.
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("rl-init")
+    except OSError:
+        pass
     # Nothing of the supervisor's may stay open in the container's init.
     os.closerange(3, 1 << 20)
     while True:

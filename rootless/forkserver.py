@@ -74,8 +74,9 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     try:
         from . import supervisor
 
+        env = msg.get("env")
         code = supervisor.main(str(msg["id"]), conn, bool(msg.get("attach")),
-                               bool(msg.get("stdin")))
+                               bool(msg.get("stdin")), env if isinstance(env, dict) else None)
     except BaseException:
         import traceback
 

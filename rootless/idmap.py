@@ -90,6 +90,8 @@ def plan() -> IdMapPlan:
     uid, gid = os.getuid(), os.getgid()
     single = [IDMapping(0, uid, 1)], [IDMapping(0, gid, 1)]
     forced = os.environ.get("RL_IDMAP", "auto")
+    if forced not in ("auto", "single", "subuid"):
+        raise RlError(f"RL_IDMAP={forced}: expected auto, single or subuid")
     if forced == "single":
         return IdMapPlan("single", "RL_IDMAP=single", *single)
     reasons = []

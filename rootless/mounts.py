@@ -97,6 +97,26 @@ def remount_readonly(path: str, extra: int = 0) -> None:
     sc.mount(None, path, None, flags)
 
 
+def _unescape(field: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def remount_readonly_recursive(target: str) -> None:
+    """Read-only for target and every mount below it (a bind's top mount alone is not enough)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape(line.split()[4]) for line in f]
+    prefix = target.rstrip("/") + "/"
+    for point in [p for p in points if p == target or p.startswith(prefix)]:
+        try:
+            remount_readonly(point)
+        except OSError:
+            # A mount we cannot touch (locked by a more privileged namespace)
+            # must not stay writable: hide it instead.
+            sc.mount("tmpfs", point, "tmpfs", sc.MS_RDONLY, "size=0")
+
+
 def _bind(m: Mount, target: str, flags: int) -> None:
     assert m.source is not None
     if not os.path.exists(m.source):
@@ -104,7 +124,9 @@ def _bind(m: Mount, target: str, flags: int) -> None:
     _make_target(target, os.path.isdir(m.source))
     sc.mount(m.source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
     extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY)
-    if flags & sc.MS_RDONLY:
+    if flags & sc.MS_RDONLY and flags & sc.MS_REC:
+        remount_readonly_recursive(target)
+    elif flags & sc.MS_RDONLY:
         remount_readonly(target, extra)
     elif extra:
         sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | extra | locked_flags(target))
@@ -126,7 +148,7 @@ def apply_mount(rootfs: str, m: Mount) -> None:
             # No network namespace of our own: the kernel refuses a fresh
             # sysfs, so show the host's, read-only.
             sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
-            remount_readonly(target)
+            remount_readonly_recursive(target)
         return
     try:
         sc.mount(m.source or m.type, target, m.type, flags, data or None)
@@ -190,7 +212,8 @@ def setup(spec: Spec) -> None:
     rootfs = os.path.realpath(spec.root.path)
     if not os.path.isdir(rootfs):
         raise RlError(f"rootfs does not exist: {spec.root.path}")
-    # Nothing we mount may propagate back to the host's namespaces.
+    # Nothing we mount may propagate back to the host's namespaces (slave:
+    # host mounts made later still show, as with runc's default rslave).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     for m in spec.mounts:

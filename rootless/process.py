@@ -24,9 +24,21 @@ def resolve_user(proc: Process, user_spec: str) -> str:
     resolved = users.resolve(user_spec or "0")
     proc.user.uid = resolved.uid
     proc.user.gid = resolved.gid
-    proc.user.additional_gids = sorted(set(proc.user.additional_gids) | set(
-        resolved.additional_gids))
+    # Groups listed in /etc/group only apply where setgroups is allowed: in
+    # single-id mode (setgroups denied) they are dropped, as they could never
+    # be mapped; groups asked for with --group-add still fail loudly.
+    if _setgroups_allowed():
+        proc.user.additional_gids = sorted(set(proc.user.additional_gids) | set(
+            resolved.additional_gids))
     return resolved.home
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
 
 
 def env_with_defaults(env: list[str], home: str) -> dict[str, str]:

@@ -48,7 +48,7 @@ class ContainerConfig:
     open_stdin: bool = False
     auto_remove: bool = False
     init: bool = False
-    network: str = "none"
+    network: str = "host"
     stop_signal: str = "SIGTERM"
     stop_timeout: int = 10
     entrypoint: list[str] = field(default_factory=list)

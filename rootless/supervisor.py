@@ -163,7 +163,18 @@ class Supervisor:
             self.resize(int(msg["rows"]), int(msg["cols"]))
 
     async def serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
-        """An attached client: frames in (stdin, control), output frames out."""
+        """An attached client: frames in (stdin, control), output frames out.
+
+        Whatever a client sends, or however it goes away, the supervisor and
+        the container go on.
+        """
+        try:
+            await self._serve_client(stream, stdin)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
+                KeyError, TypeError):
+            pass
+
+    async def _serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
         reader = wire.FrameReader()
         while True:
             try:
@@ -171,8 +182,10 @@ class Supervisor:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
-                # The client went away (docker detaches; the container goes on).
-                if stdin:
+                # The client went away: docker detaches and the container goes on.
+                # A pipe's reader gets EOF (as with docker run -i); a terminal is
+                # left alone, so a shell under -t survives its client.
+                if stdin and self.launched.pty_master is None:
                     await self.close_stdin()
                 return
             for kind, payload in reader.feed(data):
@@ -310,6 +323,15 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
     """Remove the empty files rl created in the rootfs to mount /etc/hosts and friends on."""
     from .mounts import secure_join
 
+    # Another live container on the same rootfs may have a mount on one of
+    # these files: unlinking it would detach that mount from under it.
+    for other in store.all_containers():
+        try:
+            shared = other.id != cfg.id and other.raw_config.get("rootfs") == cfg.rootfs
+        except (OSError, ValueError):
+            continue
+        if shared and store.supervisor_alive(other.id):
+            return
     for dest in cfg.created_mountpoints:
         path = secure_join(cfg.rootfs, dest)
         with contextlib.suppress(OSError):
@@ -325,8 +347,16 @@ def _send_error(sock: socket.socket | None, err: RlError) -> None:
                                    "message": err.message}))
 
 
-def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool) -> int:
-    """Entry point in the forked supervisor process (single-threaded, trio not running)."""
+def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
+         env: dict[str, str] | None = None) -> int:
+    """Entry point in the forked supervisor process (single-threaded, trio not running).
+
+    env is the requesting rl command's environment: a supervisor serves that
+    command's XDG directories and settings, not the fork server's.
+    """
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
     ctr = Container(cid)
     run_dir = ctr.run_dir
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

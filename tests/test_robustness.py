@@ -209,3 +209,63 @@ def test_rl_as_root_runs_in_a_user_namespace(rl_path: Path, rootfs: Path,
     lines = r.stdout.split("\n")
     assert lines[0].split() == ["0", "0", "1"]
     assert lines[1] != lines[2]  # a new user namespace below root's
+
+
+def test_garbage_on_the_control_socket_does_not_hurt(rl: RlRunner, rootfs: Path) -> None:
+    import socket as socketmod
+
+    cid = rl("run", "-d", "--rootfs", rootfs, "sleep", "100", check=True).stdout.strip()
+    try:
+        path = runtime_dir() / cid / "ctl.sock"
+        for payload in (b"not json\n", b'{"op": "attach", "stdin": true}\n' + b"\x03" + b"\xff" * 8,
+                        b'{"op": "kill", "signal": "x"}\n', b'{"op": "resize"}\n'):
+            with socketmod.socket(socketmod.AF_UNIX) as s:
+                s.connect(str(path))
+                s.sendall(payload)
+                s.settimeout(2)
+                try:
+                    s.recv(100)
+                except (TimeoutError, OSError):
+                    pass
+        assert state_of(rl, cid)["Status"] == "running"
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_one_fork_server_serves_each_commands_own_data_dir(rl: RlRunner, rl_path: Path,
+                                                           rootfs: Path, tmp_path: Path) -> None:
+    rl("run", "--rm", "--rootfs", rootfs, "true", check=True)  # a server is up
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "other-data")}
+
+    def other(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(rl_path), *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    r = other("run", "--name", "elsewhere", "--rootfs", rootfs, "echo", "ok")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    assert any((tmp_path / "other-data" / "rl" / "containers").iterdir())
+    assert "elsewhere" not in rl("ps", "-a", check=True).stdout
+    assert other("rm", "elsewhere").returncode == 0
+
+
+def test_stop_with_a_signal(rl: RlRunner, rootfs: Path) -> None:
+    rl("run", "-d", "--init", "--name", "stopsig", "--rootfs", rootfs, "sleep", "100",
+       check=True)
+    try:
+        rl("stop", "-s", "USR1", "stopsig", check=True)
+        assert state_of(rl, "stopsig")["ExitCode"] == 128 + signal.SIGUSR1
+    finally:
+        rl("rm", "-f", "stopsig")
+
+
+def test_shared_rootfs_keeps_the_mounts_of_a_live_container(rl: RlRunner,
+                                                           fresh_rootfs: Path) -> None:
+    (fresh_rootfs / "etc" / "hosts").unlink()
+    rl("run", "-d", "--name", "sharer1", "--rootfs", fresh_rootfs, "sleep", "100", check=True)
+    try:
+        rl("run", "--rm", "--rootfs", fresh_rootfs, "true", check=True)
+        out = rl("exec", "sharer1", "cat", "/etc/hosts", check=True).stdout
+        assert "sharer1" in out
+    finally:
+        rl("rm", "-f", "sharer1")
+    assert not (fresh_rootfs / "etc" / "hosts").exists()

@@ -243,3 +243,21 @@ def test_symlink_in_rootfs_cannot_redirect_a_mount(rl: RlRunner, fresh_rootfs: P
     out = sh(rl, fresh_rootfs, "cat /etc/hosts", "--name", "symlinked")
     assert "symlinked" in out
     assert victim.read_text() == "untouched\n"
+
+
+def test_host_network_sys_is_read_only_all_the_way_down(rl: RlRunner, rootfs: Path) -> None:
+    out = sh(rl, rootfs, "grep -E ' /sys(/| )' /proc/mounts", "--network", "host")
+    lines = out.splitlines()
+    assert len(lines) > 1  # the host's /sys has submounts (cgroups at least)
+    for line in lines:
+        assert line.split()[3].split(",")[0] == "ro", line
+
+
+def test_single_id_mode_ignores_passwd_groups(rl: RlRunner, fresh_rootfs: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    group = fresh_rootfs / "etc" / "group"
+    group.write_text(group.read_text().replace("wheel:x:10:user", "wheel:x:10:root,user"))
+    monkeypatch.setenv("RL_IDMAP", "single")
+    assert sh(rl, fresh_rootfs, "id -u").strip() == "0"
+    r = rl("run", "--rm", "--group-add", "10", "--rootfs", fresh_rootfs, "id")
+    assert r.returncode == 125 and "single-id mode" in r.stderr

@@ -122,3 +122,18 @@ def test_tty_output_is_logged(rl: RlRunner, rl_path: Path, rootfs: Path) -> None
         assert "logged-through-pty" in rl("logs", "ttylog", check=True).stdout
     finally:
         rl("rm", "ttylog")
+
+
+def test_a_killed_client_leaves_a_tty_container_running(rl: RlRunner, rl_path: Path,
+                                                        rootfs: Path) -> None:
+    term = Terminal([str(rl_path), "run", "-it", "--name", "ttysurvivor", "--rootfs",
+                     str(rootfs), "sh"])
+    try:
+        term.expect(b"/ # ")
+        os.kill(term.pid, signal.SIGKILL)
+        os.waitpid(term.pid, 0)
+        time.sleep(0.3)
+        out = rl("exec", "ttysurvivor", "echo", "alive", check=True).stdout
+        assert out == "alive\n"
+    finally:
+        rl("rm", "-f", "ttysurvivor")
