@@ -28,6 +28,13 @@ def _fail(msg: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _supervisor_died() -> NoReturn:
+    from . import paths
+
+    _fail("the container's supervisor died; see "
+          f"{paths.runtime_dir() / 'forkserver.log'}", EXIT_RL)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rl", prog_name="rl")
 def cli() -> None:
@@ -109,7 +116,7 @@ def run(detach: bool, **kw: Any) -> None:
     code = attach.run(sock, tty=opts.tty, stdin=opts.interactive)
     sock.close()
     if code is None:
-        _fail("the container's supervisor died", EXIT_RL)
+        _supervisor_died()
     # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
     sys.stdout.flush()
     sys.stderr.flush()
@@ -148,7 +155,7 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
             continue
         code = attach.run(sock, tty=ctr.config.tty, stdin=interactive)
         if code is None:
-            _fail("the container's supervisor died", EXIT_RL)
+            _supervisor_died()
         sys.exit(code)
     if failed:
         sys.exit(1)

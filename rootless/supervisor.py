@@ -398,7 +398,20 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             client.close()
             client = None
     sup = Supervisor(ctr, launched)
-    code = trio.run(sup.run, client, attach_stdin)
+    try:
+        code = trio.run(sup.run, client, attach_stdin)
+    except BaseException:
+        # Never leave a record saying "running" behind a crash: say what happened.
+        import traceback
+
+        st = ctr.raw_state()
+        st.status = "exited"
+        st.exit_code = sup.exit_code if sup.exit_code is not None else 255
+        st.error = "supervisor crashed: " + traceback.format_exc().strip().splitlines()[-1]
+        st.finished_at = time.time()
+        with contextlib.suppress(OSError):
+            ctr.write_state(st)
+        raise
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
 
