@@ -189,8 +189,11 @@ def test_user_namespaces_disabled_names_the_sysctl(rl_path: Path, rootfs: Path,
         "echo 0 > /proc/sys/user/max_user_namespaces && "
         f"XDG_RUNTIME_DIR={tmp_path} {rl_path} run --rm --rootfs {rootfs} true"
     )
-    r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    try:
+        r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        support.kill_recorded_pids(tmp_path)  # the fork server it started
     assert r.returncode == 125
     assert "user.max_user_namespaces is 0" in r.stderr
     assert r.stderr.count("\n") == 1
@@ -203,8 +206,11 @@ def test_rl_as_root_runs_in_a_user_namespace(rl_path: Path, rootfs: Path,
     script = (f"XDG_RUNTIME_DIR={tmp_path} {rl_path} run --rm --rootfs {rootfs} "
               "sh -c 'cat /proc/self/uid_map; readlink /proc/self/ns/user'; "
               "readlink /proc/self/ns/user")
-    r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    try:
+        r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        support.kill_recorded_pids(tmp_path)  # the fork server it started
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[0].split() == ["0", "0", "1"]
