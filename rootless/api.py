@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from . import capabilities, client, paths, store
+from .defaults import DEFAULT_NETWORK, NETWORK_MODES
 from .errors import EXIT_RL, RlError
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORK_MODES = ("host", "none")
-DEFAULT_NETWORK = "host"
 
 
 @dataclass
@@ -334,13 +332,13 @@ def create(opts: RunOptions) -> Container:
     return store.create(build_config(opts))
 
 
-def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
-    """Start a created or exited container; returns the attached socket, if any."""
+def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
+    """Start a created or exited container; returns the attached session, if any."""
     st = ctr.state()
     if st.status == "running":
         raise RlError(f"container {ctr.name} is already running", 1)
     try:
-        sock, _event = client.start_supervisor(ctr.id, attach, stdin)
+        session = client.start_supervisor(ctr.id, attach, stdin)
     except RlError:
         # The supervisor records its own failures; this covers one that never ran.
         with contextlib.suppress(OSError):
@@ -349,9 +347,9 @@ def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
                     store.remove_files(ctr.id)
         raise
     if not attach:
-        sock.close()
+        session.close()
         return None
-    return sock
+    return session
 
 
 def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:

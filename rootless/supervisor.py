@@ -265,15 +265,9 @@ class Supervisor:
         self.exit_code = container.exit_code(status)
         self.exited.set()
 
-    async def run(self, first_client: socket.socket | None, attach_stdin: bool) -> int:
-        run_dir = self.ctr.run_dir
-        ctl_path = str(run_dir / "ctl.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(ctl_path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(paths.socket_address(Path(ctl_path)))
-        sock.listen(16)
-        listener = trio.SocketListener(sock)
+    async def run(self, ctl: socket.socket, first_client: socket.socket | None,
+                  attach_stdin: bool) -> int:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.control_server, listener)
             client_stream = None
@@ -347,6 +341,34 @@ def _send_error(sock: socket.socket | None, err: RlError) -> None:
                                    "message": err.message}))
 
 
+def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
+    """A fork-server request, in the forked supervisor: "start" an existing
+    container, or "run": create it from api.RunOptions fields, then start it."""
+    env = msg.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update(env)
+    if msg.get("op") == "run":
+        from . import api
+
+        try:
+            os.chdir(str(msg.get("cwd") or "/"))
+            options = dict(msg.get("options") or {})
+            if options.get("console_size"):
+                options["console_size"] = tuple(options["console_size"])
+            cid = api.create(api.RunOptions(**options)).id
+        except RlError as err:
+            _send_error(client, err)
+            return err.exit_code
+        except (OSError, TypeError, ValueError) as exc:
+            failure = RlError(f"creating the container: {exc}", EXIT_RL)
+            _send_error(client, failure)
+            return EXIT_RL
+    else:
+        cid = str(msg["id"])
+    return main(cid, client, bool(msg.get("attach")), bool(msg.get("stdin")))
+
+
 def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
          env: dict[str, str] | None = None) -> int:
     """Entry point in the forked supervisor process (single-threaded, trio not running).
@@ -392,6 +414,9 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.exit_code = 0
     st.error = ""
     ctr.write_state(st)
+    # The control socket listens before anyone hears "started": a `rl stop`
+    # right after `rl run -d` must find it.
+    ctl = bind_control_socket(run_dir)
     if client is not None:
         client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
         if not attach:
@@ -399,7 +424,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             client = None
     sup = Supervisor(ctr, launched)
     try:
-        code = trio.run(sup.run, client, attach_stdin)
+        code = trio.run(sup.run, ctl, client, attach_stdin)
     except BaseException:
         # Never leave a record saying "running" behind a crash: say what happened.
         import traceback
@@ -414,6 +439,16 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         raise
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
+
+
+def bind_control_socket(run_dir: Path) -> socket.socket:
+    path = run_dir / "ctl.sock"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.bind(paths.socket_address(path))
+    sock.listen(16)
+    return sock
 
 
 def fail_start(ctr: Container, err: RlError) -> None:
