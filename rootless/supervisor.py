@@ -112,6 +112,7 @@ class Supervisor:
         self.exit_code: int | None = None
         self.exited = trio.Event()
         self.done = trio.Event()
+        self.waiters = 0  # control clients blocked in "wait"
         self.stdin_stream: trio.lowlevel.FdStream | None = None
         if launched.pty_master is not None:
             self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
@@ -245,8 +246,13 @@ class Supervisor:
                 self.resize(int(msg["rows"]), int(msg["cols"]))
                 await stream.send_all(b'{"ok": true}\n')
             elif op == "wait":
-                await self.done.wait()
-                await stream.send_all(json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+                self.waiters += 1
+                try:
+                    await self.done.wait()
+                    await stream.send_all(
+                        json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+                finally:
+                    self.waiters -= 1
             elif op == "attach":
                 client = Client(stream)
                 await client.send(wire.control({"event": "attached"}))
@@ -296,8 +302,10 @@ class Supervisor:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await client.send(wire.control({"event": "exit",
                                                     "exit_code": self.exit_code}))
-            # Give `wait` callers a moment to read their answer, then go.
-            await trio.sleep(0.05)
+            # Let every `wait` caller have its answer (bounded), then go.
+            with trio.move_on_after(1):
+                while self.waiters:
+                    await trio.sleep(0.001)
             nursery.cancel_scope.cancel()
         return self.exit_code
 
@@ -317,6 +325,8 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
     """Remove the empty files rl created in the rootfs to mount /etc/hosts and friends on."""
     from .mounts import secure_join
 
+    if not cfg.created_mountpoints:
+        return
     # Another live container on the same rootfs may have a mount on one of
     # these files: unlinking it would detach that mount from under it.
     for other in store.all_containers():
