@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from . import __version__
 from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
 
@@ -44,7 +45,7 @@ def _supervisor_died() -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="rl", prog_name="rl")
+@click.version_option(version=__version__, prog_name="rl")
 def cli() -> None:
     """rl: rootless containers, the docker way."""
 
