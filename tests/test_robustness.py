@@ -275,3 +275,44 @@ def test_shared_rootfs_keeps_the_mounts_of_a_live_container(rl: RlRunner,
     finally:
         rl("rm", "-f", "sharer1")
     assert not (fresh_rootfs / "etc" / "hosts").exists()
+
+
+@pytest.mark.parametrize("delay_ms", [0, 5, 15, 30, 60, 120])
+def test_kill_9_at_any_moment_of_a_run(rl: RlRunner, rl_path: Path, rootfs: Path,
+                                       delay_ms: int) -> None:
+    """SIGKILL the CLI, or the supervisor as soon as it shows up, at points through a start.
+
+    Whatever was interrupted, `rl ps -a` tells the truth, nothing stale blocks
+    the same name, and no container process is left behind.
+    """
+    name = f"killed-at-{delay_ms}"
+    sleeper = f"sleep {7000 + delay_ms}"  # a command line no other test runs
+    proc = subprocess.Popen([str(rl_path), "run", "--name", name, "--rootfs", rootfs,
+                             "sh", "-c", sleeper],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay_ms / 1000)
+    proc.kill()
+    proc.wait()
+    # and the supervisor too, if it got that far
+    for sup_pid in runtime_dir().glob("*/sup.pid"):
+        try:
+            os.kill(int(sup_pid.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError, OSError):
+            pass
+    time.sleep(0.2)
+    listing = rl("ps", "-a", "--format", "json", check=True).stdout.splitlines()
+    rows = [json.loads(line) for line in listing]
+    mine = [r for r in rows if r["Names"] == name]
+    assert len(mine) <= 1
+    if mine:
+        # killed before the supervisor started: Created; after: the supervisor died.
+        assert mine[0]["State"] in ("created", "exited"), mine[0]
+        pid1 = int(str(state_of(rl, name)["Pid"]))
+        assert pid1 == 0
+        rl("rm", "-f", name, check=True)
+    leftovers = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", sleeper],
+                               capture_output=True, text=True).stdout.split()
+    assert leftovers == [] or wait_until(
+        lambda: not any(alive(int(p)) for p in leftovers), timeout=5)
+    r = rl("run", "--rm", "--name", name, "--rootfs", rootfs, "echo", "again")
+    assert r.returncode == 0 and r.stdout == "again\n", r.stderr
