@@ -47,6 +47,7 @@ class Log:
     def __init__(self, path: Path) -> None:
         self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
         self._partial: dict[str, bytes] = {}
+        self.error: str | None = None
 
     def write(self, stream: str, data: bytes) -> None:
         data = self._partial.pop(stream, b"") + data
@@ -60,7 +61,17 @@ class Log:
         elif tail:
             self._partial[stream] = tail
         if out:
-            self._f.write(b"".join(out))
+            self._write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        # A full disk or a removed log must not stop the container or its
+        # attached clients: the log stops, once, and says why at the end.
+        if self.error is not None:
+            return
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.error = f"writing the log failed: {e.strerror}"
 
     def _record(self, stream: str, data: bytes) -> bytes:
         rec = {"log": data.decode(errors="replace"), "stream": stream, "time": _now_rfc3339()}
@@ -68,9 +79,12 @@ class Log:
 
     def close(self) -> None:
         for stream, tail in list(self._partial.items()):
-            self._f.write(self._record(stream, tail))
+            self._write(self._record(stream, tail))
         self._partial.clear()
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as e:
+            self.error = self.error or f"closing the log failed: {e.strerror}"
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
@@ -315,6 +329,8 @@ class Supervisor:
         st.status = "exited"
         st.exit_code = self.exit_code or 0
         st.finished_at = time.time()
+        if self.log.error:
+            st.error = self.log.error
         self.ctr.write_state(st)
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
