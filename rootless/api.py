@@ -12,7 +12,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,8 +209,12 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
     return mounts
 
 
-def build_config(opts: RunOptions) -> ContainerConfig:
-    """Validate every flag and build the container's record; nothing is written here."""
+def build_config(opts: RunOptions,
+                 warn: Callable[[str], None] | None = None) -> ContainerConfig:
+    """Validate every flag and build the container's record; nothing is written here.
+
+    warn receives what the user should hear without it being an error.
+    """
     from . import idmap
     from .mounts import secure_join
 
@@ -259,6 +263,8 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         extra_gids.append(int(g))
 
     plan = idmap.plan()
+    if plan.warning and warn is not None:
+        warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     run_dir = paths.container_run_dir(cid)
     mounts = default_mounts(run_dir, opts.network != "host", gid5)
@@ -327,9 +333,9 @@ def build_config(opts: RunOptions) -> ContainerConfig:
 # -- lifecycle ---------------------------------------------------------------------
 
 
-def create(opts: RunOptions) -> Container:
+def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
     store.collect_garbage()
-    return store.create(build_config(opts))
+    return store.create(build_config(opts, warn))
 
 
 def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:

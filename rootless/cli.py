@@ -140,7 +140,8 @@ def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     from . import api
 
-    ctr = api.create(api.RunOptions(**_options(kw)))
+    ctr = api.create(api.RunOptions(**_options(kw)),
+                     warn=lambda m: click.echo(f"WARNING: {m}", err=True))
     click.echo(ctr.id)
 
 

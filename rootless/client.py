@@ -101,23 +101,27 @@ def _ask(request: dict[str, Any]) -> Session:
     sock = connect_forkserver()
     wire.request(sock, {**request, "env": dict(os.environ)})
     reader = wire.FrameReader()
+    pending: list[tuple[int, bytes]] = []
     while True:
         data = sock.recv(65536)
         if not data:
             sock.close()
             raise RlError("the container's supervisor died while starting it; see "
                           f"{paths.runtime_dir() / 'forkserver.log'}")
-        frames = reader.feed(data)
-        if frames:
-            kind, payload = frames[0]
+        pending += reader.feed(data)
+        while pending:
+            kind, payload = pending.pop(0)
             if kind != wire.CONTROL:
                 sock.close()
                 raise RlError("unexpected data from the supervisor")
             event: dict[str, Any] = json.loads(payload)
+            if event.get("event") == "warning":
+                sys.stderr.write(f"WARNING: {event.get('message')}\n")
+                continue
             if event.get("event") == "error":
                 sock.close()
                 raise RlError(str(event.get("message")), int(event.get("exit_code", 125)))
-            return Session(sock, event, reader, frames[1:])
+            return Session(sock, event, reader, pending)
 
 
 def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> dict[str, Any]:

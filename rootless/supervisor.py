@@ -359,6 +359,11 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
                 os.unlink(path)
 
 
+def _send_warning(sock: socket.socket, message: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "warning", "message": message}))
+
+
 def _send_error(sock: socket.socket | None, err: RlError) -> None:
     if sock is None:
         return
@@ -382,7 +387,7 @@ def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
             options = dict(msg.get("options") or {})
             if options.get("console_size"):
                 options["console_size"] = tuple(options["console_size"])
-            cid = api.create(api.RunOptions(**options)).id
+            cid = api.create(api.RunOptions(**options), warn=lambda m: _send_warning(client, m)).id
         except RlError as err:
             _send_error(client, err)
             return err.exit_code
