@@ -237,11 +237,17 @@ def build_config(opts: RunOptions,
         raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
     no_new_privs = False
+    confined = True
     for so in opts.security_opt:
         if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
             no_new_privs = True
         elif so in ("no-new-privileges:false", "no-new-privileges=false"):
             no_new_privs = False
+        elif so in ("seccomp=unconfined", "seccomp:unconfined"):
+            confined = False
+        elif so.startswith(("seccomp=", "seccomp:")):
+            raise RlError(f"--security-opt {so}: only seccomp=unconfined is supported; rl "
+                          "applies Docker's default restrictions otherwise")
         else:
             raise RlError(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
@@ -297,6 +303,10 @@ def build_config(opts: RunOptions,
     spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
                 hostname=hostname, mounts=mounts)
     spec.linux.namespaces = namespaces
+    if confined:
+        from . import seccomp
+
+        spec.linux.seccomp = seccomp.default_profile(caps)
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
     labels = {}

@@ -138,7 +138,7 @@ def _container_pid1(
                 os.dup2(fd, target)
         home = process.resolve_user(spec.process, cfg.user)
         env = process.env_with_defaults(spec.process.env, home)
-        process.prepare(spec.process)
+        process.prepare(spec.process, spec.linux.seccomp)
         if cfg.init:
             child = os.fork()
             if child:

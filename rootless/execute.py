@@ -64,7 +64,7 @@ def _e2(ctr: Container, proc_spec: object, user: str, report_w: int,
             os.close(fd)
         home = process.resolve_user(proc, user)
         env = process.env_with_defaults(proc.env, home)
-        process.prepare(proc)
+        process.prepare(proc, ctr.config.spec.linux.seccomp)
         process.execute(proc, env)
     except BaseException as e:
         report.fail_with(report_w, e)
