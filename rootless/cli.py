@@ -73,11 +73,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(kw: dict[str, Any]) -> api.RunOptions:
-    if not kw["rootfs"]:
-        raise RlError(f"no such image: {kw['image']}: rl has no image store yet; "
-                      "run a directory with --rootfs DIR")
     return api.RunOptions(
-        rootfs=kw["image"], command=list(kw["command"]), name=kw["name"],
+        rootfs=kw["image"] if kw["rootfs"] else "",
+        image=None if kw["rootfs"] else kw["image"], command=list(kw["command"]), name=kw["name"],
         env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
         user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
         volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
@@ -415,6 +413,12 @@ def info(fmt: str | None) -> None:
         click.echo(render_template(fmt, data))
     else:
         click.echo(info_mod.render(data), nl=False)
+
+
+# Image commands live in their own module (rootless.imagecli).
+from . import imagecli  # noqa: E402
+
+imagecli.register(cli)
 
 
 def main() -> None:
