@@ -96,8 +96,8 @@ def lookup(store: Store, text: str, exit_code: int = 1) -> Image:
             raise NoSuchImage(text, exit_code)
     try:
         ref = reference.parse(text)
-    except RlError:
-        raise NoSuchImage(text, exit_code) from None
+    except RlError as e:
+        raise RlError(e.message, exit_code) from None
     if ref.digest:
         repo_names = candidates(reference.Reference(ref.domain, ref.path))
         repos = {n.rpartition(":")[0] for n in repo_names}
@@ -111,6 +111,8 @@ def lookup(store: Store, text: str, exit_code: int = 1) -> Image:
         for img in images:
             if name in img.names:
                 return img
+        if name in store.damaged:
+            raise RlError(f"image {text}: {store.damaged[name]}", exit_code)
     if not ref.domain:
         # Any registry's image with that path and tag (podman matches short names so too).
         want = "/" + str(ref.tagged())

@@ -110,6 +110,7 @@ class Store:
         self.layers = self.root / "layers"
         self.vfs = self.root / "vfs"
         self.locks = self.root / "locks"
+        self.damaged: dict[str, str] = {}  # name or digest -> why images() skipped it
         if not (self.root / "oci-layout").exists():
             for d in (self.blobs, self.layers, self.vfs, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -280,7 +281,9 @@ class Store:
                 try:
                     manifest = self.read_json(digest)
                     config = self.read_json(manifest["config"]["digest"])
-                except (RlError, KeyError, TypeError):
+                except (RlError, KeyError, TypeError) as e:
+                    why = e.message if isinstance(e, RlError) else f"malformed manifest {digest}"
+                    self.damaged[name or digest] = why
                     continue
                 img = by_digest[digest] = Image(digest, manifest, config)
             if name and name not in img.names:
