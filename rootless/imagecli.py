@@ -253,10 +253,77 @@ def commit_cmd(change: tuple[str, ...], message: str, author: str, container: st
     click.echo(img.id)
 
 
+def _reporter(quiet: bool) -> Any:
+    def report(line: str) -> None:
+        if not quiet or line.startswith("note:"):
+            click.echo(line, err=True)
+
+    return report
+
+
+@click.command("save")
+@click.option("-o", "--output", help="Write to a file instead of stdout.")
+@click.option("--format", "fmt", default="docker-archive", show_default=True,
+              help="docker-archive or oci-archive.")
+@click.option("--gzip", "gz", is_flag=True, help="Compress (also implied by -o *.gz/*.tgz).")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.argument("images", nargs=-1, required=True)
+def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
+             images: tuple[str, ...]) -> None:
+    """Save images to a tar archive (docker-archive or oci-archive)."""
+    from .archive import save
+
+    report = _reporter(quiet)
+    if output is None:
+        if sys.stdout.isatty():
+            raise RlError("refusing to write an archive to a terminal: use -o FILE or a "
+                          "redirect")
+        save(list(images), fmt, sys.stdout.buffer, gz, report)
+        return
+    gz = gz or output.endswith((".gz", ".tgz"))
+    tmp = f"{output}.rl-tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            save(list(images), fmt, f, gz, report)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@click.command("load")
+@click.option("-i", "--input", "input_", help="Read from a file instead of stdin.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+def load_cmd(input_: str | None, quiet: bool) -> None:
+    """Load images from a docker-archive or oci-archive (gzip or plain)."""
+    from .archive import load
+
+    report = _reporter(quiet)
+    if input_ is None:
+        if sys.stdin.isatty():
+            raise RlError("no archive given: use -i FILE or redirect stdin")
+        import shutil
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="rl-load-", suffix=".tar") as tmp:
+            shutil.copyfileobj(sys.stdin.buffer, tmp)
+            tmp.flush()
+            loaded = load(tmp.name, report)
+    else:
+        loaded = load(input_, report)
+    for item in loaded:
+        if item.names:
+            for n in item.names:
+                click.echo(f"Loaded image: {n}")
+        else:
+            click.echo(f"Loaded image ID: {item.image.id}")
+
+
 def register(cli: click.Group) -> None:
     """Add the image commands to rl's command group (docker's names and podman's)."""
     for cmd in (images_cmd, history_cmd, tag_cmd, rmi_cmd, import_cmd, export_cmd,
-                commit_cmd):
+                commit_cmd, save_cmd, load_cmd):
         cli.add_command(cmd)
 
     @cli.group("image")
@@ -271,3 +338,5 @@ def register(cli: click.Group) -> None:
     image.add_command(rmi_cmd, "rm")
     image.add_command(prune_cmd, "prune")
     image.add_command(import_cmd, "import")
+    image.add_command(save_cmd, "save")
+    image.add_command(load_cmd, "load")

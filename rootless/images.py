@@ -241,12 +241,12 @@ def import_tarball(source: str, name: str | None, changes: list[str],
             raise RlError(f"{source} is a directory, not a tar archive") from None
         try:
             diff_id, notes = store.ensure_layer(digest, "")
-        except RlError:
-            store.blob_path(digest).unlink(missing_ok=True)
+            layer = NewLayer(digest, size, layer_media_type(str(store.blob_path(digest))),
+                             diff_id, f"rl import {os.path.basename(source)}")
+            img = write_image(store, None, [layer], cfg, names, comment=message)
+        except BaseException:
+            store.rollback()
             raise
-        layer = NewLayer(digest, size, layer_media_type(str(store.blob_path(digest))), diff_id,
-                         f"rl import {os.path.basename(source)}")
-        img = write_image(store, None, [layer], cfg, names, comment=message)
     return img, notes
 
 

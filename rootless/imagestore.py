@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from . import paths
 from .errors import RlError
@@ -111,6 +111,8 @@ class Store:
         self.vfs = self.root / "vfs"
         self.locks = self.root / "locks"
         self.damaged: dict[str, str] = {}  # name or digest -> why images() skipped it
+        self.new_blobs: set[str] = set()  # what this process added, for rollback()
+        self.new_layers: set[str] = set()
         if not (self.root / "oci-layout").exists():
             for d in (self.blobs, self.layers, self.vfs, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -162,9 +164,10 @@ class Store:
         path = self.blob_path(digest)
         if not path.exists():
             self._write_atomic(path, data)
+            self.new_blobs.add(digest)
         return digest
 
-    def put_stream(self, src: BinaryIO, expect: str = "", size: int = -1) -> tuple[str, int]:
+    def put_stream(self, src: IO[bytes], expect: str = "", size: int = -1) -> tuple[str, int]:
         """Copy a stream into the store, hashing it; a mismatch keeps nothing."""
         tmp = self._tmp(self.blobs)
         h = hashlib.sha256()
@@ -181,6 +184,8 @@ class Store:
             if expect and expect != digest:
                 raise BlobError(f"digest mismatch: expected {expect}, got {digest}")
             # Renaming over an identical blob a concurrent writer put there is harmless.
+            if not self.blob_path(digest).exists():
+                self.new_blobs.add(digest)
             os.replace(tmp, self.blob_path(digest))
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -246,6 +251,7 @@ class Store:
                 final = self.layer_dir(result.diff_id)
                 try:
                     os.rename(tmp, final)
+                    self.new_layers.add(result.diff_id)
                 except OSError:
                     if not final.is_dir():
                         raise
@@ -328,6 +334,24 @@ class Store:
     def delete_image(self, manifest_digest: str) -> None:
         with self._index_lock():
             self._save_index([e for e in self._load_index() if e["digest"] != manifest_digest])
+
+    def rollback(self) -> None:
+        """After a failed import/load/pull: drop what it added that no image references."""
+        from . import userns
+
+        keep_blobs: set[str] = set()
+        keep_layers: set[str] = set()
+        for entry in self._load_index():
+            keep_blobs.add(entry["digest"])
+        for img in self.images():
+            keep_blobs.update([img.manifest_digest, img.id, *(x["digest"] for x in img.layers)])
+            keep_layers.update(img.diff_ids)
+        for digest in self.new_blobs - keep_blobs:
+            self.blob_path(digest).unlink(missing_ok=True)
+        for diff_id in self.new_layers - keep_layers:
+            userns.remove_tree(self.layer_dir(diff_id))
+        self.new_blobs.clear()
+        self.new_layers.clear()
 
     # -- garbage -----------------------------------------------------------------
 
