@@ -320,10 +320,90 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
             click.echo(f"Loaded image ID: {item.image.id}")
 
 
+def _tls(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise RlError(f"invalid value for --tls-verify: {value!r} (true or false)")
+    return value.lower() == "true"
+
+
+@click.command("pull")
+@click.option("--platform", help="os/arch[/variant] to pull from a multi-platform image.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.option("--tls-verify", default="true", help="false: plain HTTP (loopback registries).")
+@click.argument("image")
+def pull_cmd(platform: str | None, quiet: bool, tls_verify: str, image: str) -> None:
+    """Pull an image from a registry."""
+    from .progress import Progress
+    from .transfer import pull
+
+    tls = _tls(tls_verify)
+    with Progress(quiet) as progress:
+        img = pull(image, platform, tls, progress)
+    click.echo(img.id)
+
+
+@click.command("push")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.option("--tls-verify", default="true", help="false: plain HTTP (loopback registries).")
+@click.argument("image")
+@click.argument("destination", required=False)
+def push_cmd(quiet: bool, tls_verify: str, image: str, destination: str | None) -> None:
+    """Push an image to a registry: rl push IMAGE [HOST/NAME:TAG]"""
+    from .progress import Progress
+    from .transfer import push
+
+    tls = _tls(tls_verify)
+    with Progress(quiet) as progress:
+        digest = push(image, destination, tls, progress)
+    if not quiet:
+        click.echo(digest)
+
+
+@click.command("login")
+@click.option("-u", "--username", help="Username.")
+@click.option("-p", "--password", help="Password (prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--tls-verify", default="true", help="false: plain HTTP (loopback registries).")
+@click.argument("registry")
+def login_cmd(username: str | None, password: str | None, password_stdin: bool,
+              tls_verify: str, registry: str) -> None:
+    """Log in to a registry; credentials go to podman's auth.json."""
+    from .transfer import login
+
+    tls = _tls(tls_verify)
+    if password_stdin:
+        if password is not None:
+            raise RlError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\n")
+    if username is None:
+        if not sys.stdin.isatty():
+            raise RlError("no username given: use -u USER")
+        username = click.prompt("Username")
+    if password is None:
+        if not sys.stdin.isatty():
+            raise RlError("no password given: use -p or --password-stdin")
+        password = click.prompt("Password", hide_input=True)
+    login(registry, username, password, tls)
+    click.echo("Login Succeeded!")
+
+
+@click.command("logout")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove every stored credential.")
+@click.argument("registry", required=False)
+def logout_cmd(all_: bool, registry: str | None) -> None:
+    """Log out of a registry (forget its credentials)."""
+    from .transfer import logout
+
+    if not all_ and not registry:
+        raise RlError("give a registry or --all")
+    logout(None if all_ else registry)
+    click.echo("Removed login credentials for " + ("all registries" if all_ else str(registry)))
+
+
 def register(cli: click.Group) -> None:
     """Add the image commands to rl's command group (docker's names and podman's)."""
     for cmd in (images_cmd, history_cmd, tag_cmd, rmi_cmd, import_cmd, export_cmd,
-                commit_cmd, save_cmd, load_cmd):
+                commit_cmd, save_cmd, load_cmd, pull_cmd, push_cmd, login_cmd, logout_cmd):
         cli.add_command(cmd)
 
     @cli.group("image")
@@ -340,3 +420,5 @@ def register(cli: click.Group) -> None:
     image.add_command(import_cmd, "import")
     image.add_command(save_cmd, "save")
     image.add_command(load_cmd, "load")
+    image.add_command(pull_cmd, "pull")
+    image.add_command(push_cmd, "push")
