@@ -280,6 +280,9 @@ def _download(store: Store, client: Client, repo: str, digest: str, size: int,
             last_error = f"got {got} of {size} bytes"
         got = partial.stat().st_size if partial.exists() else 0
         if size >= 0 and got != size:
+            # Retries exhausted: the registry itself serves it short. (A partial file
+            # survives only an interrupted rl, for the next pull to resume.)
+            partial.unlink(missing_ok=True)
             raise BlobError(f"truncated blob {digest}: {last_error or f'got {got} of {size}'}")
         actual = sha256_file(partial)
         if actual != digest:
