@@ -104,9 +104,9 @@ class Client:
         if ch.scheme != "bearer" or "realm" not in ch.params:
             raise RegistryError(f"{self.host}: unsupported authentication challenge "
                                 f"{header!r}", 401)
-        params = {"service": ch.params.get("service", "")}
-        if scope or ch.params.get("scope"):
-            params["scope"] = scope or ch.params["scope"]
+        # One scope parameter per scope, as the token specification has it.
+        params = [("service", ch.params.get("service", ""))]
+        params += [("scope", s) for s in (scope or ch.params.get("scope", "")).split()]
         auth = None
         if self.creds:
             auth = httpx.BasicAuth(*self.creds)

@@ -373,3 +373,135 @@ def test_login_logout_with_htpasswd(rl: RlRunner, auth_registry: Registry, local
     r = subprocess.run([str(rl("--version").args[0]), "pull", "-q", "--tls-verify=false", ref],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# -- Bearer tokens: docker-registry with token auth, and a token server of the test's own ----
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """The auth service of the token specification: Basic credentials in, a signed JWT out."""
+
+    def __init__(self, base: Path) -> None:
+        import datetime
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rl-test-token")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=1))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                     .sign(self.key, hashes.SHA256()))
+        self.cert_path = base / "token.pem"
+        self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import base64
+                from urllib.parse import parse_qs, urlparse
+
+                q = parse_qs(urlparse(self.path).query)
+                server.requests.append(self.path)
+                auth = self.headers.get("Authorization", "")
+                ok = auth == "Basic " + base64.b64encode(b"bob:hunter2").decode()
+                if not ok:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server.token(q.get("scope", []))}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def token(self, scopes: list[str]) -> str:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        der = self.cert.public_bytes(serialization.Encoding.DER)
+        import base64
+
+        header = {"alg": "ES256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+        claims = {"iss": "rl-test-issuer", "sub": "bob", "aud": "rl-test", "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        signing = (_b64url(json.dumps(header).encode()) + "."
+                   + _b64url(json.dumps(claims).encode()))
+        r, s = decode_dss_signature(self.key.sign(signing.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+def test_bearer_token_auth(rl: RlRunner, local: str, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    tokens = TokenServer(tmp_path)
+    port = free_port()
+    base = tmp_path / "tokreg"
+    base.mkdir()
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  token:\n    realm: {tokens.url}\n    service: rl-test\n"
+        f"    issuer: rl-test-issuer\n    rootcertbundle: {tokens.cert_path}\n")
+    proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(base / "log", "wb"))  # noqa: SIM115
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        host = f"127.0.0.1:{port}"
+        ref = f"{host}/tok/{local}:1"
+        assert "token server refused" in one_line_error(
+            rl("push", "-q", "--tls-verify=false", local, ref), 125)
+        rl("login", "--tls-verify=false", "-u", "bob", "--password-stdin", host,
+           input="hunter2\n", check=True)
+        rl("push", "-q", "--tls-verify=false", local, ref, check=True)
+        rl("push", "--tls-verify=false", local, f"{host}/tok2/{local}:1", check=True)
+        rl("rmi", local, check=True)
+        rl("pull", "-q", "--tls-verify=false", ref, check=True)
+        assert rl("run", "--rm", ref, check=True).stdout == "from registry\n"
+        # The token requests carried service and scopes, one parameter each.
+        assert any("scope=repository%3Atok%2F" in r and "service=rl-test" in r
+                   for r in tokens.requests), tokens.requests
+        assert any(r.count("scope=") == 2 for r in tokens.requests), tokens.requests
+        rl("logout", host, check=True)
+    finally:
+        proc.kill()
+        proc.wait()
+        tokens.close()
