@@ -105,7 +105,8 @@ class Client:
             raise RegistryError(f"{self.host}: unsupported authentication challenge "
                                 f"{header!r}", 401)
         # One scope parameter per scope, as the token specification has it.
-        params = [("service", ch.params.get("service", ""))]
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("service", ch.params.get("service", ""))]
         params += [("scope", s) for s in (scope or ch.params.get("scope", "")).split()]
         auth = None
         if self.creds:
