@@ -37,12 +37,17 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
     plan = plan or idmap.plan()
     sync_r, sync_w = os.pipe()  # parent -> child: "maps written"
     res_r, res_w = os.pipe()  # child -> parent: b"U" after unshare, then the result
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
         try:
             os.close(sync_w)
             os.close(res_r)
+            # A kill -9 of rl takes the helper with it (no orphan writing into the store).
+            sc.prctl(sc.PR_SET_PDEATHSIG, 9)
+            if os.getppid() != parent:
+                os._exit(1)
             payload: tuple[str, object]
             try:
                 sc.unshare(sc.CLONE_NEWUSER)

@@ -505,3 +505,54 @@ def test_bearer_token_auth(rl: RlRunner, local: str, tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
         tokens.close()
+
+
+def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, local: str,
+                                           rl_path: Path, rl_state: RlState,
+                                           tmp_path: Path) -> None:
+    import io
+    import signal
+    import tarfile
+
+    from test_archive import docker_archive
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("big")
+        info.size = 80 << 20
+        tf.addfile(info, io.BytesIO(os.urandom(info.size)))
+    base = json.loads(rl("image", "inspect", local, check=True).stdout)[0]["RootFS"]["Layers"]
+    assert len(base) == 1
+    rl("save", "-o", tmp_path / "base.tar", local, check=True)
+    with tarfile.open(tmp_path / "base.tar") as tf:
+        base_layer = tf.extractfile(f"{base[0][7:]}.tar").read()  # type: ignore[union-attr]
+    arch = docker_archive(tmp_path / "big.tar", [base_layer, buf.getvalue()],
+                          [f"killme{local}:1"])
+    rl("load", "-q", "-i", arch, check=True)
+    ref = f"{registry.host}/kill/{local}:1"
+    rl("push", "-q", "--tls-verify=false", f"killme{local}:1", ref, check=True)
+    rl("rmi", f"killme{local}:1", check=True)
+    root = storage(rl_state.data_home)
+    env = {**os.environ, **rl_state.env()}
+    proc = subprocess.Popen([str(rl_path), "pull", "-q", "--tls-verify=false", ref], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        busy = [n for d in ("blobs/sha256", "layers") for n in os.listdir(root / d)
+                if n.startswith((".partial", ".tmp"))]
+        if busy:
+            break
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # an orphaned unpack child notices its parent is gone
+    r = rl("pull", "-q", "--tls-verify=false", ref, check=True)
+    assert r.stdout.startswith("sha256:")
+    out = rl("run", "--rm", ref, "sh", "-c", "wc -c < /big", check=True).stdout
+    assert out.strip() == str(80 << 20)
+    rl("rmi", ref, check=True)
+    rl("image", "prune", check=True)
+    left = [n for d in ("blobs/sha256", "layers", "vfs") for n in os.listdir(root / d)
+            if n.startswith(".")]
+    assert not left
