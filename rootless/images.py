@@ -296,12 +296,24 @@ def list_images(all_: bool = True) -> list[ImageRow]:
 
 
 def parse_time(text: str) -> float:
+    """An RFC 3339 time (Go writes nanoseconds and offsets) as a timestamp; 0 if unreadable."""
+    head, _, _frac = text.partition(".")
+    zone = "+00:00"
+    for sep in ("Z", "+", "-"):
+        idx = _frac.find(sep) if _frac else -1
+        if idx >= 0:
+            zone = "+00:00" if sep == "Z" else _frac[idx:]
+            break
+    if not _frac:
+        if head.endswith("Z"):
+            head = head[:-1]
+        elif len(head) > 19:
+            head, zone = head[:19], head[19:]
     try:
-        head = text.rstrip("Z").split(".")[0]
-        return datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(
-            tzinfo=datetime.UTC).timestamp()
+        dt = datetime.datetime.fromisoformat(head[:19] + zone)
     except ValueError:
         return 0.0
+    return dt.timestamp()
 
 
 def inspect(img: Image) -> dict[str, Any]:

@@ -69,10 +69,12 @@ def sha256_file(path: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def check_digest(digest: str) -> str:
     algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef"
-                                                     for c in hexpart):
+    if algo != "sha256" or len(hexpart) != 64 or not _HEX.issuperset(hexpart):
         raise BlobError(f"invalid or unsupported digest: {digest!r}")
     return hexpart
 

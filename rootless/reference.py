@@ -9,20 +9,27 @@ the search list for pulls).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
 from .errors import RlError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_DOMAIN = re.compile(
-    r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
-)
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-_ID = re.compile(r"(?:sha256:)?[a-f0-9]{1,64}")
+_DOMAIN_RE = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+              r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?")
+
+
+@functools.cache
+def _pattern(kind: str) -> re.Pattern[str]:
+    """Compiled on first use: listing images never needs them (start-up time)."""
+    return re.compile({
+        "path": rf"{_COMPONENT}(?:/{_COMPONENT})*",
+        "domain": _DOMAIN_RE,
+        "tag": r"[\w][\w.-]{0,127}",
+        "digest": r"sha256:[a-f0-9]{64}",
+        "id": r"(?:sha256:)?[a-f0-9]{1,64}",
+    }[kind])
 
 DEFAULT_TAG = "latest"
 DOCKER_HUB = "docker.io"
@@ -68,23 +75,23 @@ def parse(text: str) -> Reference:
     rest, digest = text, ""
     if "@" in rest:
         rest, _, digest = rest.partition("@")
-        if not _DIGEST.fullmatch(digest):
+        if not _pattern("digest").fullmatch(digest):
             raise err
     tag = ""
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG.fullmatch(tag):
+        if not _pattern("tag").fullmatch(tag):
             raise err
     domain = ""
     first, sep, remainder = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
-        if not _DOMAIN.fullmatch(first):
+        if not _pattern("domain").fullmatch(first):
             raise err
         domain, rest = first, remainder
-    if not _PATH.fullmatch(rest):
-        if rest.lower() != rest and _PATH.fullmatch(rest.lower()):
+    if not _pattern("path").fullmatch(rest):
+        if rest.lower() != rest and _pattern("path").fullmatch(rest.lower()):
             raise RlError(f"invalid reference format: repository name must be lowercase: "
                           f"{text!r}")
         raise err
@@ -93,5 +100,9 @@ def parse(text: str) -> Reference:
     return Reference(domain, rest, tag, digest)
 
 
+def valid_domain(text: str) -> bool:
+    return _pattern("domain").fullmatch(text) is not None
+
+
 def looks_like_id(text: str) -> bool:
-    return _ID.fullmatch(text) is not None
+    return _pattern("id").fullmatch(text) is not None

@@ -387,7 +387,7 @@ def login(registry: str, user: str, password: str, tls_verify: bool) -> str:
 
 def _registry_host(text: str) -> str:
     host = text.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0]
-    if not host or not reference._DOMAIN.fullmatch(host):
+    if not host or not reference.valid_domain(host):
         raise RlError(f"invalid registry {text!r}")
     return host
 
