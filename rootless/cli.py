@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from . import api, store
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, NoSuchContainer, RlError
 from .store import Container
 
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
@@ -370,16 +370,29 @@ def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
 
 @cli.command()
 @click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
-@click.option("--type", "type_", default="container", help="Only containers (for now).")
+@click.option("--type", "type_", default="", help="container or image (default: either).")
 @click.argument("containers", nargs=-1, required=True)
 def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
-    """Display detailed information on containers."""
-    if type_ != "container":
+    """Display detailed information on containers or images."""
+    if type_ not in ("", "container", "image"):
         raise RlError(f'"{type_}" is not a valid value for --type')
     results, failed = [], False
     for ref in containers:
         try:
-            results.append(api.inspect(store.lookup(ref)))
+            if type_ == "image":
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref))
+                continue
+            try:
+                results.append(api.inspect(store.lookup(ref)))
+            except NoSuchContainer:
+                if type_:
+                    raise
+                # As docker: not a container, so maybe an image (rootless.imagecli).
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref, f"no such object: {ref}"))
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True

@@ -94,6 +94,18 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
     click.echo(_table(table))
 
 
+def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
+    """One image's inspect view (for `rl inspect`, which tries containers first)."""
+    from .images import NoSuchImage, inspect, lookup, open_store
+
+    try:
+        return inspect(lookup(open_store(), ref))
+    except NoSuchImage:
+        if missing:
+            raise RlError(missing, 1) from None
+        raise
+
+
 @click.command("inspect")
 @click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
 @click.argument("images", nargs=-1, required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -212,6 +213,12 @@ def test_images_tag_inspect_history(rl: RlRunner, bb: str) -> None:
     r = rl("images", "--format", "json", check=True)
     assert any(e["Repository"] == f"localhost/{bb}" for e in json.loads(r.stdout))
     assert rl("history", "-q", bb, check=True).stdout.split()[0] == info["Id"][7:19]
+    # `rl inspect` tries containers, then images, as docker's does.
+    assert json.loads(rl("inspect", bb, check=True).stdout)[0]["Id"] == info["Id"]
+    assert rl("inspect", "--type", "image", "-f", "{{.Id}}", bb, check=True).stdout.strip() \
+        == info["Id"]
+    assert "no such object: nosuch" in one_line_error(rl("inspect", "nosuch"), 1)
+    one_line_error(rl("inspect", "--type", "container", bb), 1)
 
 
 def test_rmi_untags_then_deletes_and_frees_exactly(rl: RlRunner, bb: str,
@@ -421,3 +428,26 @@ def test_long_names_and_xattrs(rl: RlRunner, rootfs: Path, tmp_path: Path,
     layer = json.loads(rl("image", "inspect", "names-pax", check=True).stdout)[0]
     path = storage(rl_state.data_home) / "layers" / layer["RootFS"]["Layers"][0][7:] / "opt/xattr"
     assert os.getxattr(path, "user.rl") == b"yes"
+
+
+def test_zstd_and_sparse_layers(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    support.require(shutil.which("tar") is not None, "GNU tar missing")
+    # A sparse file in a GNU sparse tar, made by GNU tar itself.
+    src = tmp_path / "src"
+    support.copy_tree(rootfs, src)
+    with open(src / "sparse", "wb") as f:
+        f.seek(8 << 20)
+        f.write(b"end\n")
+    tar = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", "--numeric-owner", "--owner=0", "--group=0", "-C",
+                    str(src), "-cf", str(tar), "."], check=True)
+    zst = tmp_path / "sparse.tar.zst"
+    zst.write_bytes(zstandard.ZstdCompressor().compress(tar.read_bytes()))
+    for path, name in ((tar, "sparse-plain"), (zst, "sparse-zstd")):
+        rl("import", path, name, check=True)
+        r = rl("run", "--rm", name, "sh", "-c", "wc -c < /sparse; tail -c 4 /sparse", check=True)
+        assert r.stdout.split() == [str((8 << 20) + 4), "end"]
+    info = json.loads(rl("image", "inspect", "sparse-zstd", check=True).stdout)[0]
+    plain = json.loads(rl("image", "inspect", "sparse-plain", check=True).stdout)[0]
+    assert info["RootFS"] == plain["RootFS"]  # same diff_id through either compression
