@@ -556,3 +556,35 @@ def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, loc
     left = [n for d in ("blobs/sha256", "layers", "vfs") for n in os.listdir(root / d)
             if n.startswith(".")]
     assert not left
+
+
+def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, local: str,
+                                     rl_path: Path) -> None:
+    from test_tty import Terminal
+
+    ref = f"{registry.host}/bars/{local}:1"
+    r = rl("push", "--tls-verify=false", local, ref, check=True)
+    assert "━" not in r.stderr  # not a terminal: plain lines
+    assert "Copying blob" in r.stderr
+    rl("rmi", local, check=True)
+
+    def everything(argv: list[str]) -> bytes:
+        term = Terminal(argv)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(term.fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            out += chunk
+        assert term.wait() == 0, out
+        return out
+
+    out = everything([str(rl_path), "pull", "--tls-verify=false", ref])
+    assert "━".encode() in out and b"Copying blob" in out and b"done" in out
+    assert b"\nsha256:" in out
+    rl("rmi", ref, check=True)
+    out = everything([str(rl_path), "pull", "-q", "--tls-verify=false", ref])
+    assert b"Copying" not in out and out.startswith(b"sha256:")
