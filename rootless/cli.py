@@ -392,7 +392,7 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
                 # As docker: not a container, so maybe an image (rootless.imagecli).
                 from .imagecli import inspect_image
 
-                results.append(inspect_image(ref, f"no such object: {ref}"))
+                results.append(inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True

@@ -475,7 +475,6 @@ def create_container(opts: RunOptions) -> Container:
     store = open_store()
     with store.writing():
         img = lookup(store, opts.image, exit_code=125)
-        vfs.collect_garbage(store, {c.id for c in ctr_store.all_containers()})
         tmp = vfs.prepare(store, img)
         try:
             cfg = api.build_config(dataclasses.replace(

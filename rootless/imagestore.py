@@ -390,4 +390,8 @@ class Store:
                     path.unlink(missing_ok=True)
             for path in self.root.glob(".tmp-*"):
                 path.unlink(missing_ok=True)
+            from . import store as ctr_store
+            from . import vfs
+
+            vfs.collect_garbage(self, {c.id for c in ctr_store.all_containers()})
         return count, freed

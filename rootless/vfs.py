@@ -49,20 +49,27 @@ def remove(cid: str) -> None:
     from . import paths, userns
 
     path = paths.data_dir() / "storage" / "vfs" / cid
-    if os.path.lexists(path):
-        trash = path.with_name(f".tmp-rm-{cid}")
+    trash = path.with_name(f".rm-{cid}")
+    try:
         os.rename(path, trash)
-        userns.remove_tree(trash)
+    except FileNotFoundError:
+        return  # never had one, or a concurrent rmi/prune collected it
+    userns.remove_tree(trash)
 
 
 def collect_garbage(store: Store, container_ids: set[str]) -> None:
-    """Copies whose container record is gone, and copies a killed create left behind."""
+    """Copies without a container record, and copies a killed create or rm left behind.
+
+    Runs only under the store's exclusive gc lock (rmi, prune): every create
+    holds it shared from the copy until its record exists, so nothing found
+    here is in flight, except a removal (`.rm-*`), left alone for a minute
+    after its rename (a rename updates the ctime).
+    """
     from . import userns
 
     for entry in store.vfs.iterdir():
-        stale = time.time() - entry.lstat().st_mtime > 60
-        if entry.name.startswith(".tmp-"):
-            if stale:
+        if entry.name.startswith(".rm-"):
+            if time.time() - entry.lstat().st_ctime > 60:
                 userns.remove_tree(entry)
-        elif entry.name not in container_ids and stale:
+        elif entry.name.startswith(".tmp-") or entry.name not in container_ids:
             userns.remove_tree(entry)

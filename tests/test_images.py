@@ -217,7 +217,7 @@ def test_images_tag_inspect_history(rl: RlRunner, bb: str) -> None:
     assert json.loads(rl("inspect", bb, check=True).stdout)[0]["Id"] == info["Id"]
     assert rl("inspect", "--type", "image", "-f", "{{.Id}}", bb, check=True).stdout.strip() \
         == info["Id"]
-    assert "no such object: nosuch" in one_line_error(rl("inspect", "nosuch"), 1)
+    assert "no such container: nosuch" in one_line_error(rl("inspect", "nosuch"), 1)
     one_line_error(rl("inspect", "--type", "container", bb), 1)
 
 
