@@ -451,3 +451,23 @@ def test_zstd_and_sparse_layers(rl: RlRunner, rootfs: Path, tmp_path: Path) -> N
     info = json.loads(rl("image", "inspect", "sparse-zstd", check=True).stdout)[0]
     plain = json.loads(rl("image", "inspect", "sparse-plain", check=True).stdout)[0]
     assert info["RootFS"] == plain["RootFS"]  # same diff_id through either compression
+
+
+def test_concurrent_creates_keep_every_copy(rl: RlRunner, bb: str, rl_path: Path,
+                                            rl_state: RlState) -> None:
+    env = {**os.environ, **rl_state.env()}
+    script = f"for i in 1 2 3 4; do {rl_path} create {bb} true || exit 1; done"
+    procs = [subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ids = [i for out, _ in outs for i in out.split()]
+    assert len(ids) == 12
+    vfs_dir = storage(rl_state.data_home) / "vfs"
+    for cid in ids:
+        assert (vfs_dir / cid / "bin/busybox").is_file()
+    # rmi/prune collect only copies nothing owns.
+    rl("image", "prune", check=True)
+    assert all((vfs_dir / cid).is_dir() for cid in ids)
+    rl("rm", *ids, check=True)
+    assert not any((vfs_dir / cid).exists() for cid in ids)
