@@ -96,7 +96,8 @@ def test_bad_management_input(rl: RlRunner) -> None:
     assert rl("kill", "-s", "NOPE", "x").returncode == 125
     assert rl("logs", "--tail", "many", "x").returncode == 125
     assert rl("stop", "-t", "-5", "x").returncode == 125
-    assert rl("inspect", "--type", "image", "x").returncode == 125
+    assert rl("inspect", "--type", "volume", "x").returncode == 125
+    assert rl("inspect", "--type", "image", "x").returncode == 1  # no such image
     r = rl("ps", "--filter", "colour=red")
     assert r.returncode == 125 and "invalid filter" in r.stderr
 
