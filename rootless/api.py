@@ -24,8 +24,7 @@ from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, U
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORK_MODES = ("host", "none")
-DEFAULT_NETWORK = "host"
+DEFAULT_NETWORK = "slirp4netns"  # as podman rootless: the container's own NIC (netstack/)
 
 
 @dataclass
@@ -51,6 +50,13 @@ class RunOptions:
     interactive: bool = False
     rm: bool = False
     network: str = DEFAULT_NETWORK
+    # netstack (issue 5): -p, -P, --expose, --dns, --add-host, --network-bandwidth
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    expose: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
+    network_bandwidth: str | None = None
     ulimits: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)
     stop_signal: str | None = None
@@ -211,6 +217,25 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
     return mounts
 
 
+def _net_options(opts: RunOptions) -> Any:
+    from netstack.options import from_flags
+
+    return from_flags(opts.network, opts.publish, opts.publish_all, opts.expose, opts.dns,
+                      opts.add_hosts, opts.network_bandwidth)
+
+
+def _net_namespace(net: Any) -> Namespace:
+    """A new netns, or (--network container:NAME) the other container's, by path."""
+    if net.mode != "container":
+        return Namespace("network")
+    other = store.lookup(net.container)
+    st = other.state()
+    if st.status != "running":
+        raise RlError(f"cannot join the network of container {net.container}: it is not "
+                      "running")
+    return Namespace("network", path=f"/proc/{st.pid}/ns/net")
+
+
 def build_config(opts: RunOptions) -> ContainerConfig:
     """Validate every flag and build the container's record; nothing is written here."""
     from . import idmap
@@ -222,9 +247,7 @@ def build_config(opts: RunOptions) -> ContainerConfig:
     if opts.name is not None and not valid_name(opts.name):
         raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
                       "are allowed")
-    if opts.network not in NETWORK_MODES:
-        raise RlError(f"network mode {opts.network!r} is not supported "
-                      f"(supported: {', '.join(NETWORK_MODES)})")
+    net = _net_options(opts)
     entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
     args = entrypoint + list(opts.command)
     if not args:
@@ -263,7 +286,7 @@ def build_config(opts: RunOptions) -> ContainerConfig:
     plan = idmap.plan()
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     run_dir = paths.container_run_dir(cid)
-    mounts = default_mounts(run_dir, opts.network != "host", gid5)
+    mounts = default_mounts(run_dir, net.mode != "host", gid5)
     user_mounts = [_parse_volume(v) for v in opts.volumes] + [_parse_tmpfs(t) for t in opts.tmpfs]
     mounts += user_mounts
     created = [m.destination for m in mounts
@@ -271,8 +294,8 @@ def build_config(opts: RunOptions) -> ContainerConfig:
                and not os.path.lexists(secure_join(rootfs, m.destination))]
 
     namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
-    if opts.network != "host":
-        namespaces.append(Namespace("network"))
+    if net.mode != "host":
+        namespaces.append(_net_namespace(net))
     proc = Process(
         args=args,
         env=env,
@@ -312,7 +335,8 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         open_stdin=opts.interactive,
         auto_remove=opts.rm,
         init=opts.init,
-        network=opts.network,
+        network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
+        net=net.to_dict(),
         stop_signal=stop_signal,
         stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
         entrypoint=entrypoint,
