@@ -5,10 +5,22 @@ setns(CLONE_NEWUSER) works only in a single-threaded process, and the
 supervisor runs trio (which may start threads). So the supervisor forks this
 helper before trio starts, right after the container's PID 1 exists. The
 helper joins PID 1's user and network namespaces and then serves requests on
-a SOCK_SEQPACKET socketpair: "tcp 80" -> a socket connected to 127.0.0.1:80
-inside the container (::1 if IPv4 is refused), passed back with SCM_RIGHTS,
-or "E<errno>". A socket keeps the namespace it was created in, so the
-supervisor then moves bytes between it and the host side itself.
+a SOCK_SEQPACKET socketpair: "tcp 80 CLIENT_IP CLIENT_PORT" -> a socket
+connected to port 80 inside the container, passed back with SCM_RIGHTS, or
+"E<errno>". A socket keeps the namespace it was created in, so the supervisor
+then moves bytes between it and the host side itself.
+
+Keeping the client's address. The helper binds its socket to the client's
+address with IP_TRANSPARENT (the container's root has CAP_NET_ADMIN over its
+own netns) and connects to FORWARD_ADDR, a /32 on the container's lo. The
+server's replies to that foreign address would follow the default route out
+of tap0; a policy rule sends everything *from* FORWARD_ADDR to a table whose
+only route is `local default dev lo`, so they come back to the helper's
+socket instead. Traffic the container starts itself leaves from its tap0
+address and is untouched. Loopback clients appear as the host's gateway
+address (10.0.2.2 with slirp4netns), as with slirp4netns's own forwarding.
+If the rule cannot be set, or the service listens on loopback only, the
+helper connects to 127.0.0.1 (then ::1) and the container sees 127.0.0.1.
 
 The helper dies with the supervisor (PR_SET_PDEATHSIG and EOF on its socket).
 """
@@ -16,6 +28,7 @@ The helper dies with the supervisor (PR_SET_PDEATHSIG and EOF on its socket).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import signal
 import socket
@@ -23,6 +36,41 @@ import socket
 from rootless import _syscalls as sc
 
 TARGETS = ("127.0.0.1", "::1")
+FORWARD_ADDR = "169.254.99.1"
+ROUTE_TABLE = 29292
+IP_TRANSPARENT = 19
+
+
+def setup_source_routing() -> bool:
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.addr("add", index=lo, address=FORWARD_ADDR, prefixlen=32)
+            # local default dev lo table ROUTE_TABLE (type 2: RTN_LOCAL, scope host)
+            ipr.route("add", dst="0.0.0.0", dst_len=0, type=2, scope=254, table=ROUTE_TABLE,
+                      oif=lo)
+            ipr.rule("add", table=ROUTE_TABLE, priority=100, src=FORWARD_ADDR, src_len=32)
+        return True
+    except Exception:
+        return False
+
+
+def _connect_as(proto: str, port: int, src: str, src_port: int) -> socket.socket:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        try:
+            s.bind((src, src_port))
+        except OSError:
+            s.bind((src, 0))  # that port is taken here: keep the address only
+        s.connect((FORWARD_ADDR, port))
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def _connect(proto: str, port: int) -> socket.socket:
@@ -41,14 +89,36 @@ def _connect(proto: str, port: int) -> socket.socket:
     raise last
 
 
-def _serve(chan: socket.socket) -> None:
+def _source(peer: str, loopback_as: str) -> str | None:
+    """The IPv4 address the container should see, or None to not try."""
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return None
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return loopback_as or None
+    return str(ip)
+
+
+def _serve(chan: socket.socket, keep_source: bool, loopback_as: str) -> None:
     while True:
-        msg = chan.recv(64)
+        msg = chan.recv(128)
         if not msg:
             return
-        proto, _, port = msg.decode().partition(" ")
+        proto, port_text, peer, peer_port = [*msg.decode().split(), "", ""][:4]
+        port = int(port_text)
+        src = _source(peer, loopback_as) if keep_source else None
         try:
-            s = _connect(proto, int(port))
+            try:
+                if src is None:
+                    raise OSError(errno.EAFNOSUPPORT, "no source to keep")
+                s = _connect_as(proto, port, src, int(peer_port or 0))
+            except OSError:
+                s = _connect(proto, port)
         except OSError as e:
             chan.send(f"E{e.errno or errno.EIO}".encode())
             continue
@@ -56,7 +126,7 @@ def _serve(chan: socket.socket) -> None:
         s.close()
 
 
-def start(pid: int) -> tuple[socket.socket, int]:
+def start(pid: int, loopback_as: str = "") -> tuple[socket.socket, int]:
     """Fork the connector for the container whose PID 1 is pid; returns (channel, its pid)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     user_fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
@@ -86,7 +156,7 @@ def start(pid: int) -> tuple[socket.socket, int]:
                     f.write("rl-connector")
             except OSError:
                 pass
-            _serve(child)
+            _serve(child, setup_source_routing(), loopback_as)
             code = 0
         except BaseException:
             pass

@@ -39,10 +39,10 @@ class Connector:
         self._chan = chan
         self._lock = trio.Lock()
 
-    async def connect(self, proto: str, port: int) -> socket.socket:
+    async def connect(self, proto: str, port: int, peer: Any) -> socket.socket:
         async with self._lock:
             await trio.lowlevel.wait_writable(self._chan)
-            self._chan.send(f"{proto} {port}".encode())
+            self._chan.send(f"{proto} {port} {peer[0]} {peer[1]}".encode())
             while True:
                 await trio.lowlevel.wait_readable(self._chan)
                 try:
@@ -102,9 +102,10 @@ async def _relay(a: socket.socket, b: socket.socket) -> None:
         b.close()
 
 
-async def _handle_tcp(conn: socket.socket, m: PortMapping, connector: Connector) -> None:
+async def _handle_tcp(conn: socket.socket, peer: Any, m: PortMapping,
+                      connector: Connector) -> None:
     try:
-        inner = await connector.connect("tcp", m.container_port)
+        inner = await connector.connect("tcp", m.container_port, peer)
     except OSError:
         # Nobody listens in the container: refuse the client (RST), never hang it.
         with contextlib.suppress(OSError):
@@ -125,7 +126,7 @@ async def serve_tcp(listener: socket.socket, m: PortMapping, connector: Connecto
             await trio.lowlevel.wait_readable(listener)
             while True:
                 try:
-                    conn, _ = listener.accept()
+                    conn, peer = listener.accept()
                 except BlockingIOError:
                     break
                 except OSError as e:
@@ -133,7 +134,7 @@ async def serve_tcp(listener: socket.socket, m: PortMapping, connector: Connecto
                         await trio.sleep(0.05)
                     break
                 conn.setblocking(False)
-                nursery.start_soon(_handle_tcp, conn, m, connector)
+                nursery.start_soon(_handle_tcp, conn, peer, m, connector)
 
 
 async def serve_udp(host: socket.socket, m: PortMapping, connector: Connector) -> None:
@@ -165,7 +166,7 @@ async def serve_udp(host: socket.socket, m: PortMapping, connector: Connector) -
             flow = flows.get(peer)
             if flow is None:
                 try:
-                    inner = await connector.connect("udp", m.container_port)
+                    inner = await connector.connect("udp", m.container_port, peer)
                 except OSError:
                     continue
                 inner.setblocking(False)

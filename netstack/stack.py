@@ -25,7 +25,7 @@ from typing import Any
 from rootless.errors import RlError
 
 from . import ports
-from .options import NetOptions
+from .options import SLIRP_GATEWAY, NetOptions
 from .ports import PortMapping
 from .slirp import Slirp4netns
 
@@ -90,7 +90,8 @@ class NetStack:
         if self.listeners:
             from . import connector
 
-            self.connector_chan, self.connector_pid = connector.start(pid)
+            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            self.connector_chan, self.connector_pid = connector.start(pid, loopback_as)
 
     async def serve(self) -> None:
         if self.connector_chan is None:
