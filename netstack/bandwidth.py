@@ -1,8 +1,10 @@
 """--network-bandwidth: tc qdiscs on the container's tap0, set over netlink with pyroute2.
 
 Egress (container -> world): a token bucket filter (tbf) as tap0's root qdisc.
-Ingress (world -> container): an ingress qdisc with a policing filter that
-drops what exceeds the rate; TCP then backs off to it. Both are set from a
+Ingress (world -> container): tap0's ingress qdisc redirects every packet
+(u32 match-all, mirred action) to an IFB device, `ifb-tap0`, whose root is a
+second tbf. The simpler ingress policer (act_police) is not used: kernels
+such as this project's build it out. Both are set from a
 child process that joins the container's user and network namespaces (the
 container's root owns that netns, so it may change its qdiscs); the supervisor
 forks it while it is still single-threaded, before the command starts.
@@ -18,6 +20,7 @@ from rootless import _syscalls as sc
 from rootless.errors import RlError
 
 IFNAME = "tap0"
+IFB = "ifb-tap0"
 
 
 def _burst(rate_bit: int) -> int:
@@ -34,10 +37,16 @@ def _apply_here(rate_bit: int) -> None:
         rate = rate_bit // 8  # pyroute2 takes bytes per second
         burst = _burst(rate_bit)
         ipr.tc("add", "tbf", idx, 0x10000, rate=rate, burst=burst, latency=50000)
+        ipr.link("add", ifname=IFB, kind="ifb")
+        ifb = ipr.link_lookup(ifname=IFB)[0]
+        mtu = ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+        ipr.link("set", index=ifb, state="up", mtu=mtu)
+        ipr.tc("add", "tbf", ifb, 0x10000, rate=rate, burst=burst, latency=50000)
         ipr.tc("add", "ingress", idx, 0xFFFF0000)
         ipr.tc("add-filter", "u32", idx, parent=0xFFFF0000, prio=1, protocol=0x0003,
-               target=0x10020, rate=rate, burst=burst, action="drop",
-               keys=["0x0/0x0+0"])
+               target=0x10000, keys=["0x0/0x0+0"],
+               action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                       "ifindex": ifb})
 
 
 def apply(pid: int, rate_bit: int) -> None:

@@ -47,6 +47,7 @@ def setup_source_routing() -> bool:
 
         with IPRoute() as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
+            ipr.link("set", index=lo, state="up")  # PID 1 may not have done it yet
             ipr.addr("add", index=lo, address=FORWARD_ADDR, prefixlen=32)
             # local default dev lo table ROUTE_TABLE (type 2: RTN_LOCAL, scope host)
             ipr.route("add", dst="0.0.0.0", dst_len=0, type=2, scope=254, table=ROUTE_TABLE,
@@ -111,7 +112,11 @@ def _serve(chan: socket.socket, keep_source: bool, loopback_as: str) -> None:
             return
         proto, port_text, peer, peer_port = [*msg.decode().split(), "", ""][:4]
         port = int(port_text)
-        src = _source(peer, loopback_as) if keep_source else None
+        # UDP keeps no source: a server answering from a wildcard socket picks
+        # its reply's source by route (tap0's address), which the policy rule
+        # cannot tell from the container's own traffic. TCP replies always
+        # come from the address that was connected to.
+        src = _source(peer, loopback_as) if keep_source and proto == "tcp" else None
         try:
             try:
                 if src is None:

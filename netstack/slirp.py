@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from rootless import paths
 from rootless.errors import RlError
 
 from .options import NetOptions
@@ -76,7 +77,10 @@ class Slirp4netns:
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         self._exit_w = exit_w
         args = [binary, "--configure", f"--mtu={self.opts.mtu}", f"--ready-fd={ready_w}",
-                f"--exit-fd={exit_r}", "--enable-seccomp", f"--api-socket={self.api_path}",
+                f"--exit-fd={exit_r}", "--enable-seccomp",
+                # Relative to its cwd (the run dir): a long XDG_RUNTIME_DIR must
+                # not push the address past sun_path's 108 bytes.
+                f"--api-socket={self.api_path.name}",
                 f"--userns-path=/proc/{pid}/ns/user", "--netns-type=path"]
         if not self.opts.allow_host_loopback:
             args.append("--disable-host-loopback")
@@ -86,7 +90,8 @@ class Slirp4netns:
         try:
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=log, pass_fds=(ready_w, exit_r))
+                                             stderr=log, pass_fds=(ready_w, exit_r),
+                                             cwd=self.api_path.parent)
         finally:
             os.close(ready_w)
             os.close(exit_r)
@@ -106,7 +111,7 @@ class Slirp4netns:
             req["arguments"] = arguments
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
-            s.connect(str(self.api_path))
+            s.connect(paths.socket_address(self.api_path))
             s.sendall(json.dumps(req).encode())
             s.shutdown(socket.SHUT_WR)
             data = b""

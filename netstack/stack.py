@@ -2,8 +2,7 @@
 
     stack = NetStack.load(cfg.net, run_dir)
     stack.prepare()                  # before launch: checks, host ports bound (port errors here)
-    container.launch(..., before_start=stack.attach)   # user-mode stack up, ports forwarded
-    stack.after_launch(pid)          # still single-threaded: fork the connector
+    container.launch(..., before_start=stack.attach)   # stack up, ports forwarded, connector
     trio: await stack.serve()        # rl's port driver
     stack.close()                    # helpers gone, ports released
 
@@ -84,14 +83,14 @@ class NetStack:
             from . import bandwidth
 
             bandwidth.apply(pid, self.opts.bandwidth_bit)
-        self._write_ports()
-
-    def after_launch(self, pid: int) -> None:
         if self.listeners:
+            # Forked here, while the supervisor is single-threaded and PID 1
+            # surely exists (a short command may be gone once launch returns).
             from . import connector
 
             loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
             self.connector_chan, self.connector_pid = connector.start(pid, loopback_as)
+        self._write_ports()
 
     async def serve(self) -> None:
         if self.connector_chan is None:

@@ -228,7 +228,10 @@ def _net_namespace(net: Any) -> Namespace:
     """A new netns, or (--network container:NAME) the other container's, by path."""
     if net.mode != "container":
         return Namespace("network")
-    other = store.lookup(net.container)
+    try:
+        other = store.lookup(net.container)
+    except RlError as e:
+        raise RlError(e.message) from None  # a run flag's error: 125, as docker run
     st = other.state()
     if st.status != "running":
         raise RlError(f"cannot join the network of container {net.container}: it is not "

@@ -395,8 +395,6 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             net.prepare()
         launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
                                     before_start=net.attach if net is not None else None)
-        if net is not None:
-            net.after_launch(launched.pid)  # forks: trio must not be running yet
     except RlError as err:
         if net is not None:
             net.close()
