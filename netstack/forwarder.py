@@ -65,8 +65,9 @@ def _pipe() -> tuple[int, int]:
     return r, w
 
 
-async def _splice_one_way(src: socket.socket, dst: socket.socket) -> None:
-    """Move bytes src -> dst until EOF, then half-close dst."""
+async def _splice_one_way(src: socket.socket, dst: socket.socket,
+                          both: trio.CancelScope) -> None:
+    """Move bytes src -> dst until EOF, then half-close dst; a reset ends both ways."""
     pr, pw = _pipe()
     try:
         while True:
@@ -85,6 +86,8 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket) -> None:
                     await trio.lowlevel.wait_writable(dst)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        both.cancel()  # ECONNRESET, EPIPE: the connection is over, both ways
     finally:
         os.close(pr)
         os.close(pw)
@@ -93,13 +96,13 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket) -> None:
 async def _relay(a: socket.socket, b: socket.socket) -> None:
     try:
         async with trio.open_nursery() as n:
-            n.start_soon(_splice_one_way, a, b)
-            n.start_soon(_splice_one_way, b, a)
-    except OSError:
-        pass  # a reset on either side ends the connection, not the supervisor
+            n.start_soon(_splice_one_way, a, b, n.cancel_scope)
+            n.start_soon(_splice_one_way, b, a, n.cancel_scope)
     finally:
-        a.close()
-        b.close()
+        # The kernel holds the fds while trio waits on them: tell it first.
+        for s in (a, b):
+            trio.lowlevel.notify_closing(s)
+            s.close()
 
 
 async def _handle_tcp(conn: socket.socket, peer: Any, m: PortMapping,

@@ -18,6 +18,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,12 @@ class NetStack:
             return
         from . import forwarder
 
-        await forwarder.serve(self.listeners, forwarder.Connector(self.connector_chan))
+        try:
+            await forwarder.serve(self.listeners, forwarder.Connector(self.connector_chan))
+        except Exception:
+            # A forwarder bug must cost the published ports, never the container.
+            traceback.print_exc()
+            sys.stderr.flush()
 
     def _write_ports(self) -> None:
         data = [m.to_dict() for m in self.published]
