@@ -22,6 +22,16 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
+def _joined_file(opts: NetOptions, name: str) -> str | None:
+    """--network container:NAME shares that container's /etc/hosts and resolv.conf."""
+    from rootless import store
+
+    try:
+        return (store.lookup(opts.container).run_dir / name).read_text()
+    except Exception:
+        return None
+
+
 def resolv_conf(opts: NetOptions) -> str:
     """--dns wins; else the stack's resolver (slirp4netns) or the host's own servers.
 
@@ -29,6 +39,10 @@ def resolv_conf(opts: NetOptions) -> str:
     the host's servers, except loopback ones, which cannot be reached from the
     container: those become pasta's forwarder at the gateway.
     """
+    if opts.mode == "container" and not opts.dns:
+        joined = _joined_file(opts, "resolv.conf")
+        if joined is not None:
+            return joined
     host = _host_resolv()
     kept = [ln for ln in host.splitlines() if ln.split()[:1] in (["search"], ["options"])]
     host_servers = [ln.split()[1] for ln in host.splitlines()
@@ -47,6 +61,10 @@ def resolv_conf(opts: NetOptions) -> str:
 
 
 def hosts(opts: NetOptions, hostname: str, name: str) -> str:
+    if opts.mode == "container":
+        joined = _joined_file(opts, "hosts")
+        if joined is not None:
+            return joined + "".join(f"{ip}\t{host}\n" for host, ip in opts.add_hosts)
     own = SLIRP_ADDR if opts.mode == "slirp4netns" else "127.0.1.1"
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              f"{own}\t{hostname} {name}"]

@@ -21,9 +21,10 @@ import socket
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 from rootless.errors import RlError
+from rootless.spec import Spec
+from rootless.store import ContainerConfig
 
 from . import ports
 from .options import SLIRP_GATEWAY, NetOptions
@@ -34,8 +35,9 @@ PORTS_FILE = "ports.json"
 
 
 class NetStack:
-    def __init__(self, opts: NetOptions, run_dir: Path) -> None:
+    def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None) -> None:
         self.opts = opts
+        self.spec = spec
         self.run_dir = run_dir
         self.slirp: Slirp4netns | None = None
         self.listeners: list[tuple[socket.socket, PortMapping]] = []
@@ -44,8 +46,8 @@ class NetStack:
         self.connector_chan: socket.socket | None = None
 
     @classmethod
-    def load(cls, net: dict[str, Any], run_dir: Path) -> NetStack:
-        return cls(NetOptions.from_dict(net), run_dir)
+    def load(cls, cfg: ContainerConfig, run_dir: Path) -> NetStack:
+        return cls(NetOptions.from_dict(cfg.net), run_dir, cfg.spec)
 
     @property
     def fast_ports(self) -> bool:
@@ -54,6 +56,8 @@ class NetStack:
 
     def prepare(self) -> None:
         """Fail before the container exists: privileged or busy host ports."""
+        if self.opts.mode == "container" and self.spec is not None:
+            self._refresh_joined(self.spec)
         ports.check_privileged(self.opts.ports, os.geteuid())
         if self.fast_ports:
             for m in self.opts.ports:
@@ -72,6 +76,25 @@ class NetStack:
                     port = probe.getsockname()[1]
                 self.published.append(PortMapping(m.container_port, port, m.host_ip,
                                                   m.protocol))
+
+    def _refresh_joined(self, spec: Spec) -> None:
+        """--network container:NAME: that container's namespaces as of now (it may have
+        been restarted since this one was created)."""
+        from rootless import store
+
+        try:
+            other = store.lookup(self.opts.container)
+        except RlError as e:
+            raise RlError(f"cannot join the network of container {self.opts.container}: "
+                          f"{e.message}") from None
+        st = other.state()
+        if st.status != "running":
+            raise RlError(f"cannot join the network of container {self.opts.container}: it "
+                          "is not running")
+        for ns in spec.linux.namespaces:
+            if ns.type in ("network", "user") and ns.path is not None:
+                kind = "net" if ns.type == "network" else "user"
+                ns.path = f"/proc/{st.pid}/ns/{kind}"
 
     def attach(self, pid: int) -> None:
         """launch's before_start hook: PID 1's namespaces exist, its command has not started."""

@@ -223,10 +223,10 @@ def _net_options(opts: RunOptions) -> Any:
                       opts.add_hosts, opts.network_bandwidth)
 
 
-def _net_namespace(net: Any) -> Namespace:
-    """A new netns, or (--network container:NAME) the other container's, by path."""
+def _net_namespaces(net: Any) -> list[Namespace]:
+    """A new netns; or (--network container:NAME) the other container's net and user ns."""
     if net.mode != "container":
-        return Namespace("network")
+        return [Namespace("network")]
     try:
         other = store.lookup(net.container)
     except RlError as e:
@@ -235,7 +235,8 @@ def _net_namespace(net: Any) -> Namespace:
     if st.status != "running":
         raise RlError(f"cannot join the network of container {net.container}: it is not "
                       "running")
-    return Namespace("network", path=f"/proc/{st.pid}/ns/net")
+    return [Namespace("network", path=f"/proc/{st.pid}/ns/net"),
+            Namespace("user", path=f"/proc/{st.pid}/ns/user")]
 
 
 def build_config(opts: RunOptions,
@@ -309,7 +310,8 @@ def build_config(opts: RunOptions,
 
     namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
     if net.mode != "host":
-        namespaces.append(_net_namespace(net))
+        joined = _net_namespaces(net)
+        namespaces = [n for n in namespaces if n.type not in {j.type for j in joined}] + joined
     proc = Process(
         args=args,
         env=env,

@@ -443,7 +443,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
-        net = NetStack.load(cfg.net, run_dir) if cfg.net else None
+        net = NetStack.load(cfg, run_dir) if cfg.net else None
         if net is not None:
             net.prepare()
         launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,

@@ -510,3 +510,32 @@ def test_network_bandwidth_limits_the_container(rl_path: Path, rootfs: Path,
     # Generous bounds: they only prove that the limit is enforced.
     assert limited < 30, f"10mbit limit, measured {limited:.1f} Mbit/s"
     assert unlimited > 60, f"no limit, measured only {unlimited:.1f} Mbit/s"
+
+
+# -- --network container:NAME ---------------------------------------------------------
+
+
+def test_network_container_joins_the_other_containers_stack(rl: RlRunner, rootfs: Path,
+                                                            www: Path) -> None:
+    port = free_port()
+    with container(rl, "--name", "podhost", "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www",
+                   "--rootfs", rootfs, "httpd", "-f", "-p", "80", "-h", "/www") as cid:
+        fetch(f"http://127.0.0.1:{port}/index.html")  # podhost's httpd is up
+        out = sh(rl, rootfs, "ip addr show tap0; wget -q -O - http://127.0.0.1/index.html; "
+                 "cat /etc/resolv.conf; readlink /proc/self/ns/net; readlink /proc/self/ns/user",
+                 "--network", "container:podhost")
+        assert "inet 10.0.2.100/24" in out
+        assert "hello from the container" in out
+        assert "nameserver 10.0.2.3" in out
+        ns = rl("exec", cid, "sh", "-c", "readlink /proc/self/ns/net; readlink "
+                "/proc/self/ns/user", check=True).stdout
+        assert ns.split() == out.split()[-2:]
+        info = json.loads(rl("inspect", cid).stdout)
+        assert info[0]["HostConfig"]["NetworkMode"] == "slirp4netns"
+    r = rl("run", "--rm", "--network", "container:podhost", "--rootfs", rootfs, "true")
+    assert r.returncode == 125
+    assert "no such container" in r.stderr.lower() or "is not running" in r.stderr
+    with container(rl, "--name", "podgone", "--rootfs", rootfs, "true"):
+        rl("wait", "podgone")
+        r = rl("run", "--rm", "--network", "container:podgone", "--rootfs", rootfs, "true")
+        assert r.returncode == 125 and "is not running" in r.stderr
