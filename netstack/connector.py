@@ -5,10 +5,13 @@ setns(CLONE_NEWUSER) works only in a single-threaded process, and the
 supervisor runs trio (which may start threads). So the supervisor forks this
 helper before trio starts, right after the container's PID 1 exists. The
 helper joins PID 1's user and network namespaces and then serves requests on
-a SOCK_SEQPACKET socketpair: "tcp 80 CLIENT_IP CLIENT_PORT" -> a socket
-connected to port 80 inside the container, passed back with SCM_RIGHTS, or
-"E<errno>". A socket keeps the namespace it was created in, so the supervisor
-then moves bytes between it and the host side itself.
+a SOCK_SEQPACKET socketpair. A socket keeps the network namespace it was
+created in, whoever uses it later, so for TCP the helper only makes sockets,
+by the batch ("pool 64" -> 64 fresh sockets with IP_TRANSPARENT set, passed
+with SCM_RIGHTS), and the supervisor binds and connects them itself, without
+a round trip per connection. "tcp|udp 80 CLIENT_IP CLIENT_PORT" -> a socket
+connected here (UDP, and TCP's last resort, ::1), or "E<errno>". The first
+message, "ready 1|0", says whether the source routing below is in place.
 
 Keeping the client's address. The helper binds its socket to the client's
 address with IP_TRANSPARENT (the container's root has CAP_NET_ADMIN over its
@@ -105,12 +108,38 @@ def _source(peer: str, loopback_as: str) -> str | None:
     return str(ip)
 
 
+def source(peer: str, loopback_as: str) -> str | None:
+    return _source(peer, loopback_as)
+
+
+def _pool(n: int) -> list[socket.socket]:
+    """Fresh TCP sockets of the container's netns, IP_TRANSPARENT already set."""
+    out = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        except OSError:
+            pass
+        out.append(s)
+    return out
+
+
 def _serve(chan: socket.socket, keep_source: bool, loopback_as: str) -> None:
+    chan.send(b"ready 1" if keep_source else b"ready 0")
     while True:
         msg = chan.recv(128)
         if not msg:
             return
         proto, port_text, peer, peer_port = [*msg.decode().split(), "", ""][:4]
+        if proto == "pool":
+            # A batch of sockets, so the supervisor connects them itself: one
+            # round trip here per POOL_SIZE connections instead of one each.
+            socks = _pool(min(int(port_text), 250))
+            socket.send_fds(chan, [b"ok"], [x.fileno() for x in socks])
+            for x in socks:
+                x.close()
+            continue
         port = int(port_text)
         # UDP keeps no source: a server answering from a wildcard socket picks
         # its reply's source by route (tap0's address), which the policy rule

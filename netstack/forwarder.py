@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from . import connector as connector_mod
 from .ports import PortMapping
 
 PIPE_SIZE = 1 << 20
@@ -34,22 +35,40 @@ SPLICE_FLAGS = 0x1 | 0x2  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 class Connector:
     """The supervisor's side of the connector channel: one request at a time."""
 
-    def __init__(self, chan: socket.socket) -> None:
+    POOL_SIZE = 64
+
+    def __init__(self, chan: socket.socket, loopback_as: str = "") -> None:
         chan.setblocking(False)
         self._chan = chan
         self._lock = trio.Lock()
+        self._loopback_as = loopback_as
+        self._keep_source: bool | None = None  # from the helper's "ready" message
+        self._pool: list[socket.socket] = []
+
+    async def _recv(self) -> tuple[bytes, list[int]]:
+        while True:
+            await trio.lowlevel.wait_readable(self._chan)
+            try:
+                msg, fds, _, _ = socket.recv_fds(self._chan, 64, 253)
+                return msg, fds
+            except BlockingIOError:
+                continue
+
+    async def _request(self, text: str) -> tuple[bytes, list[int]]:
+        """One request and its answer (the caller holds the lock)."""
+        if self._keep_source is None:
+            msg, _ = await self._recv()
+            if not msg.startswith(b"ready"):
+                raise ConnectionError("the connector is gone")
+            self._keep_source = msg == b"ready 1"
+        await trio.lowlevel.wait_writable(self._chan)
+        self._chan.send(text.encode())
+        return await self._recv()
 
     async def connect(self, proto: str, port: int, peer: Any) -> socket.socket:
+        """A socket connected inside the container, made by the helper."""
         async with self._lock:
-            await trio.lowlevel.wait_writable(self._chan)
-            self._chan.send(f"{proto} {port} {peer[0]} {peer[1]}".encode())
-            while True:
-                await trio.lowlevel.wait_readable(self._chan)
-                try:
-                    msg, fds, _, _ = socket.recv_fds(self._chan, 64, 1)
-                    break
-                except BlockingIOError:
-                    continue
+            msg, fds = await self._request(f"{proto} {port} {peer[0]} {peer[1]}")
         if fds:
             return socket.socket(fileno=fds[0])
         if not msg:
@@ -57,8 +76,52 @@ class Connector:
         err = int(msg[1:]) if msg[1:].isdigit() else errno.EIO
         raise OSError(err, os.strerror(err))
 
+    async def _fresh(self) -> socket.socket:
+        if not self._pool:
+            async with self._lock:
+                if not self._pool:
+                    _, fds = await self._request(f"pool {self.POOL_SIZE}")
+                    if not fds:
+                        raise ConnectionError("the connector is gone")
+                    self._pool = [socket.socket(fileno=fd) for fd in fds]
+        return self._pool.pop()
+
+    async def connect_tcp(self, port: int, peer: Any) -> socket.socket:
+        """Connect a pooled socket of the container's netns: to FORWARD_ADDR from the
+        client's address (see connector.py), else to 127.0.0.1, else via the helper."""
+        s = await self._fresh()
+        src = connector_mod.source(peer[0], self._loopback_as) if self._keep_source else None
+        targets = ([connector_mod.FORWARD_ADDR] if src else []) + ["127.0.0.1"]
+        for target in targets:
+            s.setblocking(False)
+            try:
+                if target == connector_mod.FORWARD_ADDR and src is not None:
+                    try:
+                        s.bind((src, peer[1]))
+                    except OSError:
+                        s.bind((src, 0))  # that port is taken there: keep the address only
+                try:
+                    s.connect((target, port))
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(s)
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err)) from None
+                return s
+            except OSError:
+                s.close()
+                s = await self._fresh()
+        s.close()
+        return await self.connect("tcp", port, peer)
+
+
+_PIPES: list[tuple[int, int]] = []  # empty pipes, kept for the next connection
+PIPE_POOL = 64
+
 
 def _pipe() -> tuple[int, int]:
+    if _PIPES:
+        return _PIPES.pop()
     r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     with contextlib.suppress(OSError):
         fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
@@ -69,6 +132,7 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket,
                           both: trio.CancelScope) -> None:
     """Move bytes src -> dst until EOF, then half-close dst; a reset ends both ways."""
     pr, pw = _pipe()
+    clean = False
     try:
         while True:
             try:
@@ -84,13 +148,17 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket,
                     n -= os.splice(pr, dst.fileno(), n, flags=SPLICE_FLAGS)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
+        clean = True  # EOF with the pipe drained: it can serve again
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
     except OSError:
         both.cancel()  # ECONNRESET, EPIPE: the connection is over, both ways
     finally:
-        os.close(pr)
-        os.close(pw)
+        if clean and len(_PIPES) < PIPE_POOL:
+            _PIPES.append((pr, pw))
+        else:
+            os.close(pr)
+            os.close(pw)
 
 
 async def _relay(a: socket.socket, b: socket.socket) -> None:
@@ -108,7 +176,7 @@ async def _relay(a: socket.socket, b: socket.socket) -> None:
 async def _handle_tcp(conn: socket.socket, peer: Any, m: PortMapping,
                       connector: Connector) -> None:
     try:
-        inner = await connector.connect("tcp", m.container_port, peer)
+        inner = await connector.connect_tcp(m.container_port, peer)
     except OSError:
         # Nobody listens in the container: refuse the client (RST), never hang it.
         with contextlib.suppress(OSError):

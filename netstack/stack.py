@@ -123,7 +123,9 @@ class NetStack:
         from . import forwarder
 
         try:
-            await forwarder.serve(self.listeners, forwarder.Connector(self.connector_chan))
+            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            conn = forwarder.Connector(self.connector_chan, loopback_as)
+            await forwarder.serve(self.listeners, conn)
         except Exception:
             # A forwarder bug must cost the published ports, never the container.
             traceback.print_exc()

@@ -410,7 +410,7 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     if ctr.running:
         try:
             answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
-        except RlError:
+        except (RlError, OSError):  # OSError: it left between accepting and answering
             answer = {}
         if "exit_code" in answer and answer["exit_code"] is not None:
             return int(answer["exit_code"])
