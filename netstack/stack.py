@@ -21,6 +21,7 @@ import socket
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rootless.errors import RlError
 from rootless.spec import Spec
@@ -31,6 +32,9 @@ from .options import SLIRP_GATEWAY, NetOptions
 from .ports import PortMapping
 from .slirp import Slirp4netns
 
+if TYPE_CHECKING:
+    from .pasta import Pasta
+
 PORTS_FILE = "ports.json"
 
 
@@ -40,6 +44,7 @@ class NetStack:
         self.spec = spec
         self.run_dir = run_dir
         self.slirp: Slirp4netns | None = None
+        self.pasta: Pasta | None = None
         self.listeners: list[tuple[socket.socket, PortMapping]] = []
         self.published: list[PortMapping] = []
         self.connector_pid = 0
@@ -98,6 +103,11 @@ class NetStack:
 
     def attach(self, pid: int) -> None:
         """launch's before_start hook: PID 1's namespaces exist, its command has not started."""
+        if self.opts.mode == "pasta":
+            from .pasta import Pasta
+
+            self.pasta = Pasta(self.opts, self.run_dir)
+            self.pasta.start(pid)
         if self.opts.mode == "slirp4netns":
             self.slirp = Slirp4netns(self.opts, self.run_dir)
             self.slirp.start(pid)
@@ -152,6 +162,9 @@ class NetStack:
         if self.slirp is not None:
             self.slirp.stop()
             self.slirp = None
+        if self.pasta is not None:
+            self.pasta.stop()
+            self.pasta = None
 
 
 def published_ports(run_dir: Path) -> list[PortMapping]:

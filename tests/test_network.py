@@ -539,3 +539,57 @@ def test_network_container_joins_the_other_containers_stack(rl: RlRunner, rootfs
         rl("wait", "podgone")
         r = rl("run", "--rm", "--network", "container:podgone", "--rootfs", rootfs, "true")
         assert r.returncode == 125 and "is not running" in r.stderr
+
+
+# -- pasta ------------------------------------------------------------------------------
+
+
+def pasta_procs(marker: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"pasta" in cmd.split(b"\0")[0] and marker.encode() in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+def test_pasta_mirrors_the_host_and_publishes(rl: RlRunner, rootfs: Path, www: Path,
+                                              rl_state: support.RlState) -> None:
+    support.require_pasta()
+    out = sh(rl, rootfs, "ip -4 addr; ip route", "--network", "pasta")
+    host_v4 = local_address()
+    if host_v4 is not None:
+        assert f"inet {host_v4}/" in out  # pasta copies the host's address
+    assert "default via" in out
+    port = free_port()
+    with container(rl, "--network", "pasta", "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www",
+                   "--rootfs", rootfs, "httpd", "-f", "-p", "80", "-h", "/www") as cid:
+        assert fetch(f"http://127.0.0.1:{port}/index.html") == "hello from the container\n"
+        assert rl("port", cid).stdout == f"80/tcp -> 127.0.0.1:{port}\n"
+        run_dir = rl_state.runtime_dir / "rl" / cid
+        assert pasta_procs(str(run_dir))
+        sup = int((run_dir / "sup.pid").read_text())
+        os.kill(sup, signal.SIGKILL)
+        assert wait_until(lambda: not pasta_procs(str(run_dir)))
+        assert wait_until(lambda: port_free(port))
+
+
+def test_missing_pasta_names_the_package(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name not in ("pasta", "passt"):
+            (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    saved = os.environ["PATH"]
+    os.environ["PATH"] = f"{Path(sys.executable).parent}:{bin_dir}"
+    try:
+        r = rl("run", "--rm", "--network", "pasta", "--rootfs", rootfs, "true")
+        assert r.returncode == 125
+        assert "pasta is not installed" in r.stderr and "Debian package passt" in r.stderr
+    finally:
+        os.environ["PATH"] = saved
