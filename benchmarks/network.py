@@ -15,6 +15,7 @@ Each peer serves, behind a published port on 127.0.0.1:
     podman     podman --runtime=runc run -p ... (rootless default for podman 4.3:
                slirp4netns + rootlessport)
     slirp4netns  bare `unshare -Urn` + slirp4netns --configure + add_hostfwd
+    pasta      bare `pasta --config-net -t 127.0.0.1/H:5201 … -- sh -c SERVERS`
     host       the same servers on the host's loopback: the ceiling
 
 The servers are /usr/bin/iperf3 -s (the host's, bind-mounted read-only into
@@ -141,6 +142,19 @@ def slirp_peer(rootfs: Path, tmp: Path) -> Peer:
     return peer
 
 
+def pasta_peer(rootfs: Path) -> Peer:
+    """pasta on its own: its own port forwarding into a namespace it creates."""
+    peer = Peer("pasta")
+    peer.iperf_port, peer.http_port = free_port(), free_port()
+    www = rootfs / "www"
+    peer.procs.append(subprocess.Popen(
+        ["pasta", "--config-net", "-f", "--quiet", "-t", f"127.0.0.1/{peer.iperf_port}:5201",
+         "-t", f"127.0.0.1/{peer.http_port}:8080", "-u", "none", "-T", "none", "-U", "none",
+         "--", "sh", "-c", f"busybox httpd -p 8080 -h {www} && exec iperf3 -s -p 5201"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return peer
+
+
 def host_peer(rootfs: Path) -> Peer:
     peer = Peer("host")
     peer.iperf_port, peer.http_port = free_port(), free_port()
@@ -173,6 +187,20 @@ def http_rate(port: int, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def startup_cost(rl: str, state: RlState, rootfs: Path, runs: int) -> dict[str, float]:
+    """Median wall time of `rl run --rm true` per network mode, interleaved."""
+    modes = ["none", "slirp4netns", "pasta"] if shutil.which("pasta") else ["none", "slirp4netns"]
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for i in range(runs + 1):
+        for m in modes[i % len(modes):] + modes[:i % len(modes)]:
+            t0 = time.perf_counter()
+            subprocess.run([rl, "run", "--rm", "--network", m, "--rootfs", str(rootfs), "true"],
+                           env=state.env, check=True, capture_output=True)
+            if i:  # the first round warms the fork server up
+                times[m].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -180,6 +208,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--rl", default="rl")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--startup-runs", type=int, default=20,
+                    help="rl run --rm true per network mode (0: skip)")
     args = ap.parse_args()
     for tool in ("iperf3", "slirp4netns", "busybox") + (() if args.no_podman else ("podman",)):
         if shutil.which(tool) is None:
@@ -193,13 +223,18 @@ def main() -> int:
         (rootfs / d).mkdir(exist_ok=True)
     (rootfs / "www" / "index.html").write_text("hello\n")
     peers: list[Peer] = []
+    starts: dict[str, float] = {}
     try:
+        if args.startup_runs:
+            starts = startup_cost(rl, state, rootfs, args.startup_runs)
         peers.append(rl_peer("rl", rl, state, rootfs, []))
         peers.append(rl_peer("rl-slirp", rl, state, rootfs,
                              ["--network", "slirp4netns:port_handler=slirp4netns"]))
         if not args.no_podman:
             peers.append(podman_peer(rootfs))
         peers.append(slirp_peer(rootfs, tmp))
+        if shutil.which("pasta") is not None:
+            peers.append(pasta_peer(rootfs))
         peers.append(host_peer(rootfs))
         for p in peers:
             p.ready()
@@ -225,6 +260,10 @@ def main() -> int:
     for p in peers:
         g, c = statistics.median(p.gbits), statistics.median(p.rates)
         print(f"{p.name:<12} {g:8.2f} {g / g0:9.2f}x {c:8.0f} {c / c0:9.2f}x")
+    if starts:
+        print(f"\nrl run --rm true, median of {args.startup_runs} interleaved runs per mode:")
+        for m, t in starts.items():
+            print(f"  --network {m:<12} {t * 1000:6.0f} ms  ({t / starts['none']:.2f}x none)")
     return 0
 
 

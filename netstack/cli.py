@@ -54,3 +54,29 @@ def port_lines(ref: str, private: str | None) -> list[str]:
     if not found:
         raise RlError(f"no public port '{port}/{proto}' published for {ref}", 1)
     return found
+
+
+def _live_ports(ctr: Any) -> list[Any]:
+    from rootless import store
+
+    from .stack import published_ports
+
+    return published_ports(ctr.run_dir) if store.supervisor_alive(ctr.id) else []
+
+
+def ps_ports(ctr: Any) -> str:
+    """docker ps's PORTS column: "0.0.0.0:8080->80/tcp, …" (running containers only)."""
+    return ", ".join(f"{m.host_text()}->{m.key()}" for m in _live_ports(ctr))
+
+
+def network_settings(ctr: Any) -> dict[str, Any]:
+    """docker inspect's NetworkSettings: the address and the published ports."""
+    from .options import SLIRP_ADDR, SLIRP_GATEWAY, NetOptions
+
+    opts = NetOptions.from_dict(ctr.config.net) if ctr.config.net else None
+    slirp = opts is not None and opts.mode == "slirp4netns"
+    ports: dict[str, list[dict[str, str]]] = {}
+    for m in _live_ports(ctr):
+        ports.setdefault(m.key(), []).append({"HostIp": m.bind_ip, "HostPort": str(m.host_port)})
+    return {"IPAddress": SLIRP_ADDR if slirp else "", "Gateway": SLIRP_GATEWAY if slirp else "",
+            "Ports": ports}

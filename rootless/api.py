@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netstack import cli as netcli
+
 from . import capabilities, client, paths, store
 from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
@@ -481,7 +483,10 @@ def status_text(st: store.State, now: float | None = None) -> str:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
+    from netstack.options import NetOptions
+
     cfg, st = ctr.config, ctr.state()
+    cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
         ("/dev/", "/etc/"))]
@@ -524,6 +529,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Binds": cfg.binds,
             "AutoRemove": cfg.auto_remove,
             "NetworkMode": cfg.network,
+            "PortBindings": {k: [{"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}
+                                 for p in cfg_ports if p.key() == k]
+                             for k in dict.fromkeys(p.key() for p in cfg_ports)},
             "ReadonlyRootfs": cfg.spec.root.readonly,
             "CapAdd": cfg.cap_add or None,
             "CapDrop": cfg.cap_drop or None,
@@ -531,6 +539,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Tmpfs": cfg.tmpfs,
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
         },
+        "NetworkSettings": netcli.network_settings(ctr),
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Destination": m.destination,
              "RW": "ro" not in m.options}
@@ -572,6 +581,7 @@ def ps(all_: bool = False) -> list[PsEntry]:
         out.append(PsEntry(
             id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
             created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
+            ports=netcli.ps_ports(c) if st.status == "running" else "",
         ))
     out.sort(key=lambda e: e.created, reverse=True)
     return out

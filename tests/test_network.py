@@ -213,6 +213,14 @@ def test_publish_tcp_and_rl_port(rl: RlRunner, rootfs: Path, www: Path, handler:
         assert rl("port", f"web{handler}", "80").stdout == f"127.0.0.1:{port}\n"
         r = rl("port", cid, "81/tcp")
         assert r.returncode == 1 and "no public port '81/tcp'" in r.stderr
+        ps = rl("ps", "--format", "{{.Names}} {{.Ports}}", check=True).stdout
+        assert f"web{handler} 127.0.0.1:{port}->80/tcp" in ps.splitlines()
+        info = json.loads(rl("inspect", cid, check=True).stdout)[0]
+        assert info["NetworkSettings"]["IPAddress"] == "10.0.2.100"
+        assert info["NetworkSettings"]["Ports"] == {
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+        assert info["HostConfig"]["PortBindings"] == {
+            "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
         # A loopback client shows up as the host's gateway address, for both drivers.
         assert fetch(f"http://127.0.0.1:{port}/cgi-bin/addr").strip() == "[::ffff:10.0.2.2]"
     assert port_free(port)
