@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netstack import cli as netcli
+
 from . import capabilities, client, paths, store
-from .defaults import DEFAULT_NETWORK, NETWORK_MODES
+from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
@@ -61,6 +63,13 @@ class RunOptions:
     interactive: bool = False
     rm: bool = False
     network: str = DEFAULT_NETWORK
+    # netstack (issue 5): -p, -P, --expose, --dns, --add-host, --network-bandwidth
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    expose: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
+    network_bandwidth: str | None = None
     ulimits: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)
     stop_signal: str | None = None
@@ -223,6 +232,29 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
     return mounts
 
 
+def _net_options(opts: RunOptions) -> Any:
+    from netstack.options import from_flags
+
+    return from_flags(opts.network, opts.publish, opts.publish_all, opts.expose, opts.dns,
+                      opts.add_hosts, opts.network_bandwidth)
+
+
+def _net_namespaces(net: Any) -> list[Namespace]:
+    """A new netns; or (--network container:NAME) the other container's net and user ns."""
+    if net.mode != "container":
+        return [Namespace("network")]
+    try:
+        other = store.lookup(net.container)
+    except RlError as e:
+        raise RlError(e.message) from None  # a run flag's error: 125, as docker run
+    st = other.state()
+    if st.status != "running":
+        raise RlError(f"cannot join the network of container {net.container}: it is not "
+                      "running")
+    return [Namespace("network", path=f"/proc/{st.pid}/ns/net"),
+            Namespace("user", path=f"/proc/{st.pid}/ns/user")]
+
+
 def build_config(opts: RunOptions,
                  warn: Callable[[str], None] | None = None) -> ContainerConfig:
     """Validate every flag and build the container's record; nothing is written here.
@@ -238,9 +270,7 @@ def build_config(opts: RunOptions,
     if opts.name is not None and not valid_name(opts.name):
         raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
                       "are allowed")
-    if opts.network not in NETWORK_MODES:
-        raise RlError(f"network mode {opts.network!r} is not supported "
-                      f"(supported: {', '.join(NETWORK_MODES)})")
+    net = _net_options(opts)
     img = opts.image_defaults
     entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
     command = list(opts.command)
@@ -298,7 +328,7 @@ def build_config(opts: RunOptions,
         warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     run_dir = paths.container_run_dir(cid)
-    mounts = default_mounts(run_dir, opts.network != "host", gid5)
+    mounts = default_mounts(run_dir, net.mode != "host", gid5)
     user_mounts = [_parse_volume(v) for v in opts.volumes] + [_parse_tmpfs(t) for t in opts.tmpfs]
     mounts += user_mounts
     created = [m.destination for m in mounts
@@ -306,8 +336,9 @@ def build_config(opts: RunOptions,
                and not os.path.lexists(secure_join(rootfs, m.destination))]
 
     namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
-    if opts.network != "host":
-        namespaces.append(Namespace("network"))
+    if net.mode != "host":
+        joined = _net_namespaces(net)
+        namespaces = [n for n in namespaces if n.type not in {j.type for j in joined}] + joined
     proc = Process(
         args=args,
         env=env,
@@ -351,7 +382,8 @@ def build_config(opts: RunOptions,
         open_stdin=opts.interactive,
         auto_remove=opts.rm,
         init=opts.init,
-        network=opts.network,
+        network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
+        net=net.to_dict(),
         stop_signal=stop_signal,
         stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
         entrypoint=entrypoint,
@@ -409,7 +441,7 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     if ctr.running:
         try:
             answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
-        except RlError:
+        except (RlError, OSError):  # OSError: it left between accepting and answering
             answer = {}
         if "exit_code" in answer and answer["exit_code"] is not None:
             return int(answer["exit_code"])
@@ -480,7 +512,10 @@ def status_text(st: store.State, now: float | None = None) -> str:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
+    from netstack.options import NetOptions
+
     cfg, st = ctr.config, ctr.state()
+    cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
         ("/dev/", "/etc/"))]
@@ -523,6 +558,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Binds": cfg.binds,
             "AutoRemove": cfg.auto_remove,
             "NetworkMode": cfg.network,
+            "PortBindings": {k: [{"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}
+                                 for p in cfg_ports if p.key() == k]
+                             for k in dict.fromkeys(p.key() for p in cfg_ports)},
             "ReadonlyRootfs": cfg.spec.root.readonly,
             "CapAdd": cfg.cap_add or None,
             "CapDrop": cfg.cap_drop or None,
@@ -530,6 +568,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Tmpfs": cfg.tmpfs,
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
         },
+        "NetworkSettings": netcli.network_settings(ctr),
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Destination": m.destination,
              "RW": "ro" not in m.options}
@@ -571,6 +610,7 @@ def ps(all_: bool = False) -> list[PsEntry]:
         out.append(PsEntry(
             id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
             created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
+            ports=netcli.ps_ports(c) if st.status == "running" else "",
         ))
     out.sort(key=lambda e: e.created, reverse=True)
     return out

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from netstack import cli as netcli
+
 from . import __version__
 from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, NoSuchContainer, RlError
@@ -72,7 +74,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
         click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
-                     show_default=True, help="Network mode: host or none."),
+                     show_default=True, help="Network mode: slirp4netns[:options], pasta, "
+                     "host, none or container:NAME."),
         click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),
         click.option("--stop-signal", help="Signal to stop the container."),
@@ -85,7 +88,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for o in reversed(opts):
         f = o(f)
-    return f
+    return netcli.options(f)
 
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +104,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         ulimits=list(kw["ulimit"]), security_opt=list(kw["security_opt"]),
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=list(kw["label"]), group_add=list(kw["group_add"]),
+        **netcli.run_options(kw),
     )
 
 
@@ -451,6 +455,15 @@ def top(container: str, ps_args: tuple[str, ...]) -> None:
     from . import api, store
 
     click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+
+
+@cli.command()
+@click.argument("container")
+@click.argument("private_port", required=False)
+def port(container: str, private_port: str | None) -> None:
+    """List a container's port mappings, or the host addresses of PRIVATE_PORT[/PROTO]."""
+    for line in netcli.port_lines(container, private_port):
+        click.echo(line)
 
 
 @cli.command()

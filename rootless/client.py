@@ -39,7 +39,8 @@ def _spawn_server(sock_path: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rootless.forkserver", sock_path, str(w)],
+        # -P: not the caller's cwd first on sys.path (a checkout of rl there would win)
+        [sys.executable, "-P", "-m", "rootless.forkserver", sock_path, str(w)],
         pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, env=env,
     )

@@ -49,6 +49,7 @@ class ContainerConfig:
     auto_remove: bool = False
     init: bool = False
     network: str = "host"
+    net: dict[str, Any] = field(default_factory=dict)  # netstack.options.NetOptions
     stop_signal: str = "SIGTERM"
     stop_timeout: int = 10
     entrypoint: list[str] = field(default_factory=list)

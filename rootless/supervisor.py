@@ -29,6 +29,8 @@ from typing import Any
 
 import trio
 
+from netstack.stack import NetStack
+
 from . import _syscalls as sc
 from . import container, idmap, paths, store, wire
 from .errors import EXIT_RL, RlError
@@ -88,20 +90,15 @@ class Log:
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
+    from netstack import etc
+    from netstack.options import NetOptions
+
     hostname = cfg.spec.hostname or cfg.id[:12]
     (run_dir / "hostname").write_text(hostname + "\n")
-    hosts = (
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname} {cfg.name}\n"
-    )
-    (run_dir / "hosts").write_text(hosts)
-    resolv = ""
-    if cfg.network == "host":
-        try:
-            resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            resolv = ""
-    (run_dir / "resolv.conf").write_text(resolv)
+    # Records made before the netstack have no "net": their mode is cfg.network.
+    net = NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
+    (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name))
+    (run_dir / "resolv.conf").write_text(etc.resolv_conf(net))
 
 
 class Client:
@@ -117,8 +114,10 @@ class Client:
 
 
 class Supervisor:
-    def __init__(self, ctr: Container, launched: container.Launched) -> None:
+    def __init__(self, ctr: Container, launched: container.Launched,
+                 net: NetStack | None = None) -> None:
         self.ctr = ctr
+        self.net = net
         self.cfg = ctr.config
         self.launched = launched
         self.log = Log(ctr.log_path)
@@ -275,6 +274,14 @@ class Supervisor:
 
     # -- lifetime ---------------------------------------------------------------
 
+    async def _serve_net(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        try:
+            with scope:
+                if self.net is not None:
+                    await self.net.serve()
+        finally:
+            done.set()
+
     async def wait_exit(self) -> None:
         pidfd = os.pidfd_open(self.launched.pid)
         try:
@@ -290,6 +297,9 @@ class Supervisor:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.control_server, listener)
+            net_scope = trio.CancelScope()
+            net_done = trio.Event()
+            nursery.start_soon(self._serve_net, net_scope, net_done)
             client_stream = None
             if first_client is not None:
                 client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
@@ -309,6 +319,12 @@ class Supervisor:
                 # the output pipes is too: drain them, but never hang on it.
                 io.cancel_scope.deadline = trio.current_time() + 2
             self.log.close()
+            # Published ports and the network helpers go with the container,
+            # before anyone hears that it exited.
+            net_scope.cancel()
+            await net_done.wait()
+            if self.net is not None:
+                self.net.close()
             assert self.exit_code is not None
             self.finish()
             self.done.set()
@@ -421,17 +437,26 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         return 1
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
+    net: NetStack | None = None
     try:
         cfg = ctr.config
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
-        launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin)
+        net = NetStack.load(cfg, run_dir) if cfg.net else None
+        if net is not None:
+            net.prepare()
+        launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
+                                    before_start=net.attach if net is not None else None)
     except RlError as err:
+        if net is not None:
+            net.close()
         fail_start(ctr, err)
         _send_error(client, err)
         return err.exit_code
     except Exception as exc:  # reported to the user, never lost
+        if net is not None:
+            net.close()
         failure = RlError(f"starting the container: {exc}", EXIT_RL)
         fail_start(ctr, failure)
         _send_error(client, failure)
@@ -456,7 +481,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         if not attach:
             client.close()
             client = None
-    sup = Supervisor(ctr, launched)
+    sup = Supervisor(ctr, launched, net)
     try:
         code = trio.run(sup.run, ctl, client, attach_stdin)
     except BaseException:
@@ -471,6 +496,9 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         with contextlib.suppress(OSError):
             ctr.write_state(st)
         raise
+    finally:
+        if net is not None:
+            net.close()
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
 

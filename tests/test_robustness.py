@@ -294,7 +294,9 @@ def test_kill_9_at_any_moment_of_a_run(rl: RlRunner, rl_path: Path, rootfs: Path
     time.sleep(delay_ms / 1000)
     proc.kill()
     proc.wait()
-    # and the supervisor too, if it got that far
+    # The supervisor (if the request got that far) goes on by itself: give it
+    # time to show up, then kill it too.
+    time.sleep(0.5)
     for sup_pid in runtime_dir().glob("*/sup.pid"):
         try:
             os.kill(int(sup_pid.read_text()), signal.SIGKILL)
