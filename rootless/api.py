@@ -20,6 +20,7 @@ from typing import Any
 
 from . import capabilities, client, paths, store
 from .errors import EXIT_RL, RlError
+from .resources import LimitFlags
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
 
@@ -58,6 +59,9 @@ class RunOptions:
     labels: list[str] = field(default_factory=list)
     group_add: list[str] = field(default_factory=list)
     console_size: tuple[int, int] | None = None
+    # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
+    limits: LimitFlags = field(default_factory=LimitFlags)
+    cgroups: str | None = None
 
 
 # -- names ---------------------------------------------------------------------
@@ -247,6 +251,9 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         stop_signal = signal.Signals(parse_signal(opts.stop_signal)).name
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
         raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
+    from . import quotas
+
+    resources, cgroups_mode = quotas.build(opts.limits, opts.cgroups)
 
     env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
     if opts.tty:
@@ -323,6 +330,8 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         cap_drop=list(opts.cap_drop),
         created_mountpoints=created,
         labels=labels,
+        resources=resources,
+        cgroups=cgroups_mode,
     )
 
 
@@ -330,7 +339,10 @@ def build_config(opts: RunOptions) -> ContainerConfig:
 
 
 def create(opts: RunOptions) -> Container:
+    from . import quotas
+
     store.collect_garbage()
+    quotas.collect_garbage()
     return store.create(build_config(opts))
 
 
@@ -437,6 +449,8 @@ def status_text(st: store.State, now: float | None = None) -> str:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
+    from . import quotas
+
     cfg, st = ctr.config, ctr.state()
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
@@ -458,6 +472,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Error": st.error,
             "StartedAt": _iso(st.started_at),
             "FinishedAt": _iso(st.finished_at),
+            "CgroupPath": st.cgroup if st.status == "running" else "",
         },
         "Image": cfg.image,
         "Rootfs": cfg.rootfs,
@@ -486,6 +501,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Init": cfg.init,
             "Tmpfs": cfg.tmpfs,
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
+            **quotas.host_config(ctr),
         },
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Destination": m.destination,
@@ -515,7 +531,10 @@ class PsEntry:
 
 
 def ps(all_: bool = False) -> list[PsEntry]:
+    from . import quotas
+
     store.collect_garbage()
+    quotas.collect_garbage()
     out = []
     now = time.time()
     for c in store.all_containers():

@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from . import _syscalls as sc
-from . import container, idmap, paths, store, wire
+from . import cgroups, container, idmap, paths, store, wire
 from .errors import EXIT_RL, RlError
 from .store import Container, ContainerConfig
 
@@ -313,6 +313,11 @@ class Supervisor:
         st.status = "exited"
         st.exit_code = self.exit_code or 0
         st.finished_at = time.time()
+        if st.cgroup:
+            # The OOM killer's verdict is in memory.events, gone with the cgroup.
+            st.oom_killed = cgroups.oom_killed(st.cgroup)
+            cgroups.remove(st.cgroup)
+            st.cgroup = ""
         self.ctr.write_state(st)
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
@@ -337,6 +342,18 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
         with contextlib.suppress(OSError):
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.unlink(path)
+
+
+def _make_cgroup(cfg: ContainerConfig) -> str | None:
+    """The container's own cgroup with its limits, when cgroups are delegated and wanted."""
+    if cfg.cgroups == "disabled":
+        return None
+    host = cgroups.probe()
+    if host.base is None:
+        # rl run checked at create time; a record with limits must not run unconstrained.
+        cgroups.require(cfg.resources, [], host)
+        return None
+    return cgroups.create(host, cfg.id, cfg.resources)
 
 
 def _send_error(sock: socket.socket | None, err: RlError) -> None:
@@ -373,7 +390,15 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
-        launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin)
+        cgroup = _make_cgroup(cfg)
+        try:
+            launched = container.launch(
+                cfg, plan, devnull_stdin=not cfg.open_stdin,
+                before_start=(lambda pid: cgroups.attach(cgroup, pid)) if cgroup else None)
+        except BaseException:
+            if cgroup:
+                cgroups.remove(cgroup)
+            raise
     except RlError as err:
         fail_start(ctr, err)
         _send_error(client, err)
@@ -391,6 +416,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.started_at = time.time()
     st.exit_code = 0
     st.error = ""
+    st.oom_killed = False
+    st.cgroup = cgroup or ""
     ctr.write_state(st)
     if client is not None:
         client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
