@@ -500,8 +500,10 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     if interval <= 0:
         raise RlError(f"invalid --interval {interval}: must be positive")
     clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
+    first = True
     while True:
-        rows = quotas.stats(list(containers), interval)
+        rows = quotas.stats(list(containers), interval, strict=first)
+        first = False
         if fmt == "json":
             out = "\n".join(json.dumps(r) for r in rows)
         elif fmt and fmt != "table":

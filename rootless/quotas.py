@@ -195,11 +195,20 @@ def cpu_percent(before: Sample, after: Sample) -> float:
     return max(after.cpu_usec - before.cpu_usec, 0) / wall * 100
 
 
-def running_containers(refs: list[str]) -> list[Container]:
+def running_containers(refs: list[str], strict: bool = True) -> list[Container]:
+    """The named containers (all running ones without names); strict: each must run."""
     if refs:
-        out = [store.lookup(r) for r in refs]
-        for c in out:
-            if not c.running:
+        out = []
+        for ref in refs:
+            try:
+                c = store.lookup(ref)
+            except RlError:
+                if strict:
+                    raise
+                continue
+            if c.running:
+                out.append(c)
+            elif strict:
                 raise RlError(f"container {c.name} is not running", 1)
         return out
     return [c for c in store.all_containers() if c.running]
@@ -249,9 +258,13 @@ def stats_row(before: Sample, after: Sample) -> dict[str, Any]:
     }
 
 
-def stats(refs: list[str], interval: float) -> list[dict[str, Any]]:
-    """One round of `rl stats`: two samples interval seconds apart, one row per container."""
-    ctrs = running_containers(refs)
+def stats(refs: list[str], interval: float, strict: bool = True) -> list[dict[str, Any]]:
+    """One round of `rl stats`: two samples interval seconds apart, one row per container.
+
+    strict: every named container must be running (the first round); later
+    rounds of a stream drop the ones that have stopped.
+    """
+    ctrs = running_containers(refs, strict)
     first = {c.id: sample(c) for c in ctrs}
     if ctrs:
         time.sleep(interval)
