@@ -1,4 +1,4 @@
-"""The quota tests on a real cgroup v2 kernel: one qemu boot runs tests/guest/test_quotas.py.
+"""The quota tests on a real cgroup v2 kernel: one qemu boot runs tests/guest/test_cgroup_v2.py.
 
 Each in-guest test shows up here as one host test that passes only if it
 passed in the guest (failed, skipped or not run there all fail here). No
@@ -18,7 +18,7 @@ from vm import guest
 import support
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-GUEST_MODULE = CHECKOUT / "tests" / "guest" / "test_quotas.py"
+GUEST_MODULE = CHECKOUT / "tests" / "guest" / "test_cgroup_v2.py"
 # The first test pays for the boot and the whole in-guest run (about 2 minutes).
 pytestmark = pytest.mark.timeout(420)
 

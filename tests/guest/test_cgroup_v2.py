@@ -168,6 +168,10 @@ def test_stats_match_cgroupfs_and_update_changes_limits(rl, rootfs) -> None:  # 
     table = rl("stats", "--no-stream", "--interval", "0.2", check=True).stdout
     assert "CONTAINER ID" in table and "st" in table and "64MiB" in table
 
+    # rl exec runs in the container's cgroup, under its limits.
+    r = rl("exec", "st", "cat", "/proc/self/cgroup", check=True)
+    assert r.stdout.strip().endswith(f"/rl/{cid}"), r.stdout
+
     rl("update", "--memory", "128m", "--cpus", "1", "--pids-limit", "20", "st", check=True)
     assert _read(cg / "memory.max") == str(128 * MiB)
     assert _read(cg / "cpu.max") == "100000 100000"
