@@ -11,22 +11,20 @@ import json
 import os
 import shlex
 import signal
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import capabilities, client, paths, store
+from .defaults import DEFAULT_NETWORK, NETWORK_MODES
 from .errors import EXIT_RL, RlError
 from .resources import LimitFlags
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORK_MODES = ("host", "none")
-DEFAULT_NETWORK = "host"
 
 
 @dataclass
@@ -215,8 +213,12 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
     return mounts
 
 
-def build_config(opts: RunOptions) -> ContainerConfig:
-    """Validate every flag and build the container's record; nothing is written here."""
+def build_config(opts: RunOptions,
+                 warn: Callable[[str], None] | None = None) -> ContainerConfig:
+    """Validate every flag and build the container's record; nothing is written here.
+
+    warn receives what the user should hear without it being an error.
+    """
     from . import idmap
     from .mounts import secure_join
 
@@ -239,11 +241,17 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
     no_new_privs = False
+    confined = True
     for so in opts.security_opt:
         if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
             no_new_privs = True
         elif so in ("no-new-privileges:false", "no-new-privileges=false"):
             no_new_privs = False
+        elif so in ("seccomp=unconfined", "seccomp:unconfined"):
+            confined = False
+        elif so.startswith(("seccomp=", "seccomp:")):
+            raise RlError(f"--security-opt {so}: only seccomp=unconfined is supported; rl "
+                          "applies Docker's default restrictions otherwise")
         else:
             raise RlError(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
@@ -268,6 +276,8 @@ def build_config(opts: RunOptions) -> ContainerConfig:
         extra_gids.append(int(g))
 
     plan = idmap.plan()
+    if plan.warning and warn is not None:
+        warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     run_dir = paths.container_run_dir(cid)
     mounts = default_mounts(run_dir, opts.network != "host", gid5)
@@ -300,6 +310,10 @@ def build_config(opts: RunOptions) -> ContainerConfig:
     spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
                 hostname=hostname, mounts=mounts)
     spec.linux.namespaces = namespaces
+    if confined:
+        from . import seccomp
+
+        spec.linux.seccomp = seccomp.default_profile(caps)
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
     labels = {}
@@ -338,21 +352,21 @@ def build_config(opts: RunOptions) -> ContainerConfig:
 # -- lifecycle ---------------------------------------------------------------------
 
 
-def create(opts: RunOptions) -> Container:
+def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
     from . import quotas
 
     store.collect_garbage()
     quotas.collect_garbage()
-    return store.create(build_config(opts))
+    return store.create(build_config(opts, warn))
 
 
-def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
-    """Start a created or exited container; returns the attached socket, if any."""
+def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
+    """Start a created or exited container; returns the attached session, if any."""
     st = ctr.state()
     if st.status == "running":
         raise RlError(f"container {ctr.name} is already running", 1)
     try:
-        sock, _event = client.start_supervisor(ctr.id, attach, stdin)
+        session = client.start_supervisor(ctr.id, attach, stdin)
     except RlError:
         # The supervisor records its own failures; this covers one that never ran.
         with contextlib.suppress(OSError):
@@ -361,9 +375,9 @@ def start(ctr: Container, attach: bool, stdin: bool) -> socket.socket | None:
                     store.remove_files(ctr.id)
         raise
     if not attach:
-        sock.close()
+        session.close()
         return None
-    return sock
+    return session
 
 
 def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:

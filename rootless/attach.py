@@ -16,8 +16,12 @@ import signal
 import socket
 import termios
 import tty as ttymod
+from typing import TYPE_CHECKING
 
 from . import wire
+
+if TYPE_CHECKING:
+    from .client import Session
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
            signal.SIGUSR2)
@@ -41,8 +45,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
+def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
+    """Write output frames; the exit code if one of them is the exit event."""
+    for kind, payload in frames:
+        if kind in (wire.STDOUT, wire.STDERR):
+            _write_all(kind, payload)
+        elif kind == wire.CONTROL:
+            event = json.loads(payload)
+            if event.get("event") == "exit":
+                return int(event["exit_code"])
+    return None
+
+
+def run(session: Session, tty: bool, stdin: bool) -> int | None:
     """Pump until the container exits; its exit code, or None if the supervisor vanished."""
+    code = _deliver(session.pending)
+    if code is not None:
+        return code
+    sock = session.sock
     sel = selectors.DefaultSelector()
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
@@ -65,7 +85,7 @@ def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
     sel.register(wake_r, selectors.EVENT_READ, "wake")
     if stdin:
         sel.register(0, selectors.EVENT_READ, "stdin")
-    reader = wire.FrameReader()
+    reader = session.reader
     try:
         while True:
             for key, _ in sel.select():
@@ -95,13 +115,9 @@ def run(sock: socket.socket, tty: bool, stdin: bool) -> int | None:
                     data = sock.recv(65536)
                     if not data:
                         return None
-                    for kind, payload in reader.feed(data):
-                        if kind in (wire.STDOUT, wire.STDERR):
-                            _write_all(kind, payload)
-                        elif kind == wire.CONTROL:
-                            event = json.loads(payload)
-                            if event.get("event") == "exit":
-                                return int(event["exit_code"])
+                    code = _deliver(reader.feed(data))
+                    if code is not None:
+                        return code
     finally:
         if saved_tc is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)

@@ -3,6 +3,11 @@
 Flags, output shapes and exit codes follow docker's: 125 for rl's own errors
 (bad flags included), 126/127 when the command cannot be run or found,
 the container's own status otherwise, 1 for a failing management command.
+
+`rl run` is the start path and imports nothing but click and the client: it
+sends its options to the fork server, whose warm, forked supervisor validates
+them, creates the record and starts the container (api.create there). Every
+other command imports the library API when it runs.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from . import api, store
+from . import __version__
+from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
-from .store import Container
+
+if TYPE_CHECKING:
+    from .api import PsEntry
+    from .store import Container
 
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
@@ -28,8 +37,15 @@ def _fail(msg: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _supervisor_died() -> NoReturn:
+    from . import paths
+
+    _fail("the container's supervisor died; see "
+          f"{paths.runtime_dir() / 'forkserver.log'}", EXIT_RL)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="rl", prog_name="rl")
+@click.version_option(version=__version__, prog_name="rl")
 def cli() -> None:
     """rl: rootless containers, the docker way."""
 
@@ -102,7 +118,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
-        click.option("--network", "--net", "network", default=api.DEFAULT_NETWORK,
+        click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
                      show_default=True, help="Network mode: host or none."),
         click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),
@@ -119,11 +135,12 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return limit_options(f, cgroups=True)
 
 
-def _options(kw: dict[str, Any]) -> api.RunOptions:
+def _options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The flags as api.RunOptions' fields (a dict: it travels to the fork server)."""
     if not kw["rootfs"]:
         raise RlError(f"no such image: {kw['image']}: rl has no image store yet; "
                       "run a directory with --rootfs DIR")
-    return api.RunOptions(
+    return dict(
         rootfs=kw["image"], command=list(kw["command"]), name=kw["name"],
         env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
         user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
@@ -144,20 +161,21 @@ def _options(kw: dict[str, Any]) -> api.RunOptions:
 @run_options
 def run(detach: bool, **kw: Any) -> None:
     """Create and run a container: rl run [OPTIONS] --rootfs DIR COMMAND [ARG...]"""
-    from . import attach
+    from . import attach, client
 
     opts = _options(kw)
-    if opts.tty and not detach:
-        opts.console_size = attach.terminal_size()
-    ctr = api.create(opts)
-    sock = api.start(ctr, attach=not detach, stdin=opts.interactive and not detach)
-    if sock is None:
-        click.echo(ctr.id)
+    if opts["tty"] and not detach:
+        opts["console_size"] = attach.terminal_size()
+    stdin = opts["interactive"] and not detach
+    session = client.run_container(opts, attach=not detach, stdin=stdin)
+    if detach:
+        session.close()
+        click.echo(session.event["id"])
         return
-    code = attach.run(sock, tty=opts.tty, stdin=opts.interactive)
-    sock.close()
+    code = attach.run(session, tty=opts["tty"], stdin=opts["interactive"])
+    session.close()
     if code is None:
-        _fail("the container's supervisor died", EXIT_RL)
+        _supervisor_died()
     # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
     sys.stdout.flush()
     sys.stderr.flush()
@@ -168,7 +186,10 @@ def run(detach: bool, **kw: Any) -> None:
 @run_options
 def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
-    ctr = api.create(_options(kw))
+    from . import api
+
+    ctr = api.create(api.RunOptions(**_options(kw)),
+                     warn=lambda m: click.echo(f"WARNING: {m}", err=True))
     click.echo(ctr.id)
 
 
@@ -178,7 +199,7 @@ def create(**kw: Any) -> None:
 @click.argument("containers", nargs=-1, required=True)
 def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None:
     """Start one or more created or stopped containers."""
-    from . import attach
+    from . import api, attach, store
 
     if attach_ and len(containers) > 1:
         raise RlError("you cannot start and attach multiple containers at once", 1)
@@ -186,17 +207,17 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
     for ref in containers:
         try:
             ctr = store.lookup(ref)
-            sock = api.start(ctr, attach=attach_, stdin=interactive)
+            session = api.start(ctr, attach=attach_, stdin=interactive)
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True
             continue
-        if sock is None:
+        if session is None:
             click.echo(ref)
             continue
-        code = attach.run(sock, tty=ctr.config.tty, stdin=interactive)
+        code = attach.run(session, tty=ctr.config.tty, stdin=interactive)
         if code is None:
-            _fail("the container's supervisor died", EXIT_RL)
+            _supervisor_died()
         sys.exit(code)
     if failed:
         sys.exit(1)
@@ -205,6 +226,8 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
 # -- stop / kill / rm / wait / rename ---------------------------------------------------
 
 def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool = True) -> None:
+    from . import store
+
     failed = False
     for ref in refs:
         try:
@@ -224,6 +247,8 @@ def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool =
 @click.argument("containers", nargs=-1, required=True)
 def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> None:
     """Stop running containers: the stop signal, then SIGKILL after a grace period."""
+    from . import api
+
     if timeout is not None and timeout < -1:
         raise RlError(f"invalid value for --time: {timeout}")
     signum = api.parse_signal(sig) if sig else None
@@ -235,6 +260,8 @@ def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> N
 @click.argument("containers", nargs=-1, required=True)
 def kill(sig: str, containers: tuple[str, ...]) -> None:
     """Send a signal to running containers."""
+    from . import api
+
     signum = api.parse_signal(sig)
     _each(containers, lambda c: api.kill(c, signum))
 
@@ -244,6 +271,8 @@ def kill(sig: str, containers: tuple[str, ...]) -> None:
 @click.argument("containers", nargs=-1, required=True)
 def rm(force: bool, containers: tuple[str, ...]) -> None:
     """Remove containers."""
+    from . import api
+
     _each(containers, lambda c: api.remove(c, force))
 
 
@@ -251,6 +280,8 @@ def rm(force: bool, containers: tuple[str, ...]) -> None:
 @click.argument("containers", nargs=-1, required=True)
 def wait(containers: tuple[str, ...]) -> None:
     """Block until containers stop, then print their exit codes."""
+    from . import api
+
     _each(containers, lambda c: click.echo(api.wait(c)), echo=False)
 
 
@@ -259,6 +290,8 @@ def wait(containers: tuple[str, ...]) -> None:
 @click.argument("new")
 def rename(old: str, new: str) -> None:
     """Rename a container."""
+    from . import api, store
+
     api.rename(store.lookup(old), new)
 
 
@@ -276,7 +309,7 @@ def rename(old: str, new: str) -> None:
 def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
           user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
     """Run a command in a running container."""
-    from . import execute
+    from . import execute, store
 
     if detach:
         raise RlError("exec --detach is not supported yet")
@@ -346,6 +379,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
     """List containers."""
     import time
 
+    from . import api
     from .humanize import duration
 
     entries = api.ps(all_=all_ or latest or last >= 0 or bool(filters))
@@ -365,7 +399,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
         entries = entries[:last]
     now = time.time()
 
-    def as_dict(e: api.PsEntry) -> dict[str, Any]:
+    def as_dict(e: PsEntry) -> dict[str, Any]:
         return {
             "ID": e.id if no_trunc else e.id[:12], "Image": e.image, "Command": e.command,
             "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(e.created)),
@@ -401,6 +435,8 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
 @click.argument("container")
 def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
     """Fetch the logs of a container."""
+    from . import api, store
+
     if tail != "all" and not tail.lstrip("-").isdigit():
         raise RlError(f"invalid value for --tail: {tail}")
     n = None if tail == "all" or int(tail) < 0 else int(tail)
@@ -424,6 +460,8 @@ def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
 @click.argument("containers", nargs=-1, required=True)
 def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
     """Display detailed information on containers."""
+    from . import api, store
+
     if type_ != "container":
         raise RlError(f'"{type_}" is not a valid value for --type')
     results, failed = [], False
@@ -447,6 +485,8 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
 @click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
 def top(container: str, ps_args: tuple[str, ...]) -> None:
     """Display the running processes of a container."""
+    from . import api, store
+
     click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
 
 

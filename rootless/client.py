@@ -11,12 +11,15 @@ import os
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import forkserver, paths, wire
 from .errors import RlError
-from .store import Container
+
+if TYPE_CHECKING:
+    from .store import Container
 
 
 def _connect(path: str) -> socket.socket:
@@ -62,28 +65,63 @@ def connect_forkserver() -> socket.socket:
                   f"{paths.runtime_dir() / 'forkserver.log'}")
 
 
-def start_supervisor(cid: str, attach: bool, stdin: bool) -> tuple[socket.socket, dict[str, Any]]:
-    """Ask for a supervisor for cid; returns its socket and its first event."""
+@dataclass
+class Session:
+    """A supervisor's socket after its first event, with what already came after it.
+
+    The container's first output (even its exit) can arrive in the same read
+    as the "started" event: those frames must reach the attach loop, not be lost.
+    """
+
+    sock: socket.socket
+    event: dict[str, Any]
+    reader: wire.FrameReader
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_supervisor(cid: str, attach: bool, stdin: bool) -> Session:
+    """Ask for a supervisor for cid; returns its session after the "started" event."""
+    return _ask({"op": "start", "id": cid, "attach": attach, "stdin": stdin})
+
+
+def run_container(options: dict[str, Any], attach: bool, stdin: bool) -> Session:
+    """Have a supervisor create (from api.RunOptions fields) and start a container."""
+    return _ask({"op": "run", "options": options, "cwd": os.getcwd(), "attach": attach,
+                 "stdin": stdin})
+
+
+def _ask(request: dict[str, Any]) -> Session:
+    """Send a request to the fork server; the supervisor's session after its first event.
+
+    The request carries this command's environment: the supervisor works in it.
+    """
     sock = connect_forkserver()
-    wire.request(sock, {"op": "start", "id": cid, "attach": attach, "stdin": stdin,
-                        "env": dict(os.environ)})
+    wire.request(sock, {**request, "env": dict(os.environ)})
     reader = wire.FrameReader()
+    pending: list[tuple[int, bytes]] = []
     while True:
         data = sock.recv(65536)
         if not data:
             sock.close()
             raise RlError("the container's supervisor died while starting it; see "
                           f"{paths.runtime_dir() / 'forkserver.log'}")
-        frames = reader.feed(data)
-        if frames:
-            kind, payload = frames[0]
+        pending += reader.feed(data)
+        while pending:
+            kind, payload = pending.pop(0)
             if kind != wire.CONTROL:
+                sock.close()
                 raise RlError("unexpected data from the supervisor")
             event: dict[str, Any] = json.loads(payload)
+            if event.get("event") == "warning":
+                sys.stderr.write(f"WARNING: {event.get('message')}\n")
+                continue
             if event.get("event") == "error":
                 sock.close()
                 raise RlError(str(event.get("message")), int(event.get("exit_code", 125)))
-            return sock, event
+            return Session(sock, event, reader, pending)
 
 
 def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> dict[str, Any]:

@@ -27,15 +27,14 @@ import signal
 import socket
 import struct
 import termios
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
 from . import _syscalls as sc
-from . import idmap, mounts, network, process
+from . import idmap, mounts, network, process, report
 from .errors import EXIT_RL, RlError
-from .spec import Spec
+from .spec import ConsoleSize, Spec
 from .store import ContainerConfig
 
 
@@ -54,26 +53,16 @@ NAMESPACE_FLAGS = {
 }
 
 
-def _report(fd: int, line: str) -> None:
-    os.write(fd, (line.replace("\n", " ") + "\n").encode())
-
-
-def _fail(report_w: int, code: int, msg: str) -> NoReturn:
-    try:
-        _report(report_w, f"E{code} {msg}")
-    finally:
-        os._exit(code)
-
-
 def set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _setup_terminal(spec: Spec, pty_sock: socket.socket) -> None:
-    """Open a pty in the container's own devpts, send S the master, make the slave our tty."""
+def take_terminal(pty_sock: socket.socket, size: ConsoleSize | None = None) -> None:
+    """Open a pty in the container's own devpts (this runs after pivot_root), send
+    the master over pty_sock, make the slave this process's controlling tty and stdio."""
     master, slave = os.openpty()
-    if spec.process.console_size:
-        set_winsize(slave, spec.process.console_size.height, spec.process.console_size.width)
+    if size:
+        set_winsize(slave, size.height, size.width)
     socket.send_fds(pty_sock, [b"m"], [master])
     os.close(master)
     pty_sock.close()
@@ -143,13 +132,13 @@ def _container_pid1(
             network.loopback_up()
         mounts.setup(spec)
         if pty_sock is not None:
-            _setup_terminal(spec, pty_sock)
+            take_terminal(pty_sock, spec.process.console_size)
         elif stdio is not None:
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
         home = process.resolve_user(spec.process, cfg.user)
         env = process.env_with_defaults(spec.process.env, home)
-        process.prepare(spec.process)
+        process.prepare(spec.process, spec.linux.seccomp)
         if cfg.init:
             child = os.fork()
             if child:
@@ -163,12 +152,8 @@ def _container_pid1(
                 _reap_as_init(child)
             os.setpgid(0, 0)
         process.execute(spec.process, env)
-    except RlError as e:
-        _fail(report_w, e.exit_code, e.message)
-    except OSError as e:
-        _fail(report_w, EXIT_RL, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
-    except BaseException:
-        _fail(report_w, EXIT_RL, traceback.format_exc().strip().splitlines()[-1])
+    except BaseException as e:
+        report.fail_with(report_w, e)
     os._exit(EXIT_RL)
 
 
@@ -209,28 +194,18 @@ def _first_process(
             sc.unshare(sc.CLONE_NEWUSER)
         except OSError as e:
             err = _userns_error(e)
-            _fail(report_w, err.exit_code, err.message)
-        _report(report_w, "U")
+            report.fail(report_w, err.exit_code, err.message)
+        report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
         sc.unshare(_namespace_flags(cfg.spec))
         pid = os.fork()
         if pid == 0:
             _container_pid1(cfg, report_w, sync_r, stdio, pty_sock)
-        _report(report_w, f"P{pid}")
+        report.send(report_w, f"P{pid}")
     except OSError as e:
-        _fail(report_w, EXIT_RL, f"creating namespaces: {e.strerror}")
+        report.fail_with(report_w, e, "creating namespaces")
     os._exit(0)
-
-
-def _read_line(f: object) -> str:
-    line: bytes = f.readline()  # type: ignore[attr-defined]
-    return line.decode(errors="replace").rstrip("\n")
-
-
-def _raise_reported(line: str) -> NoReturn:
-    code, _, msg = line[1:].partition(" ")
-    raise RlError(msg, int(code) if code.isdigit() else EXIT_RL)
 
 
 def launch(
@@ -285,12 +260,12 @@ def launch(
         os.close(fd)
     if pty_child is not None:
         pty_child.close()
-    report = os.fdopen(report_r, "rb", buffering=0)
+    reports = os.fdopen(report_r, "rb", buffering=0)
     c2 = 0
     try:
-        line = _read_line(report)
+        line = report.read_line(reports)
         if line.startswith("E"):
-            _raise_reported(line)
+            report.raise_error(line)
         if line != "U":
             raise RlError("the container's first process died while creating namespaces")
         try:
@@ -298,9 +273,9 @@ def launch(
         except OSError as e:
             raise RlError(f"writing the user namespace id maps: {e}") from e
         os.write(sync_w, b"M")
-        line = _read_line(report)
+        line = report.read_line(reports)
         if line.startswith("E"):
-            _raise_reported(line)
+            report.raise_error(line)
         if not line.startswith("P"):
             raise RlError("the container's first process died while creating namespaces")
         c2 = int(line[1:])
@@ -315,14 +290,14 @@ def launch(
                 result.pty_master = fds[0]
                 os.set_inheritable(fds[0], False)
             pty_parent.close()
-        line = _read_line(report)  # EOF ("") once the command is executed
+        line = report.read_line(reports)  # EOF ("") once the command is executed
         if line.startswith("E"):
             try:
                 os.waitpid(c2, 0)
             except ChildProcessError:
                 pass
             c2 = 0
-            _raise_reported(line)
+            report.raise_error(line)
         result.pid = c2
         # sync_w stays open (and leaks into nothing: it is close-on-exec) for
         # as long as S lives.
@@ -342,4 +317,4 @@ def launch(
                 pass
         raise
     finally:
-        report.close()
+        reports.close()

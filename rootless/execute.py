@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import os
 import selectors
 import signal
 import socket
 import termios
-import traceback
 import tty as ttymod
 from typing import NoReturn
 
 from . import _syscalls as sc
-from . import api, attach, container, process
+from . import api, attach, container, process, report
 from .errors import EXIT_RL, RlError
 from .store import Container
 
@@ -59,29 +57,17 @@ def _e2(ctr: Container, proc_spec: object, user: str, report_w: int,
     try:
         os.setsid()
         if pty_sock is not None:
-            master, slave = os.openpty()
-            socket.send_fds(pty_sock, [b"m"], [master])
-            os.close(master)
-            pty_sock.close()
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-            for fd in (0, 1, 2):
-                os.dup2(slave, fd)
-            if slave > 2:
-                os.close(slave)
+            container.take_terminal(pty_sock)
         elif stdin_devnull:
             fd = os.open("/dev/null", os.O_RDONLY)
             os.dup2(fd, 0)
             os.close(fd)
         home = process.resolve_user(proc, user)
         env = process.env_with_defaults(proc.env, home)
-        process.prepare(proc)
+        process.prepare(proc, ctr.config.spec.linux.seccomp)
         process.execute(proc, env)
-    except RlError as e:
-        container._fail(report_w, e.exit_code, e.message)
-    except OSError as e:
-        container._fail(report_w, EXIT_RL, str(e))
-    except BaseException:
-        container._fail(report_w, EXIT_RL, traceback.format_exc().strip().splitlines()[-1])
+    except BaseException as e:
+        report.fail_with(report_w, e)
     os._exit(EXIT_RL)
 
 
@@ -148,29 +134,28 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
             if e2 == 0:
                 _e2(ctr, proc, user if user is not None else cfg.user, report_w, pty_child,
                     not interactive)
-            container._report(report_w, f"P{e2}")
+            report.send(report_w, f"P{e2}")
             os.close(report_w)
             for sig in attach.PROXIED:
                 signal.signal(sig, signal.SIG_IGN)
             _, status = os.waitpid(e2, 0)
             os._exit(container.exit_code(status))
         except BaseException as e:
-            msg = e.strerror if isinstance(e, OSError) else str(e)
-            container._fail(report_w, EXIT_RL, f"joining the container: {msg}")
+            report.fail_with(report_w, e, "joining the container")
     for fd in ns_fds:
         os.close(fd)
     os.close(report_w)
     if pty_child is not None:
         pty_child.close()
-    report = os.fdopen(report_r, "rb", buffering=0)
+    reports = os.fdopen(report_r, "rb", buffering=0)
     master = None
     saved_tc = None
     try:
-        line = container._read_line(report)
+        line = report.read_line(reports)
         e2_pid = int(line[1:]) if line.startswith("P") else 0
         if line.startswith("E"):
             os.waitpid(e1, 0)
-            container._raise_reported(line)
+            report.raise_error(line)
 
         def forward(signum: int, _frame: object) -> None:
             if e2_pid:
@@ -189,10 +174,10 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
                     container.set_winsize(master, *size)
                 signal.signal(signal.SIGWINCH, lambda *_: (
                     container.set_winsize(master, *s) if (s := attach.terminal_size()) else None))
-        line = container._read_line(report)
+        line = report.read_line(reports)
         if line.startswith("E"):
             os.waitpid(e1, 0)
-            container._raise_reported(line)
+            report.raise_error(line)
         if master is not None:
             if interactive and os.isatty(0):
                 saved_tc = termios.tcgetattr(0)
@@ -203,6 +188,6 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     finally:
         if saved_tc is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
-        report.close()
+        reports.close()
         if master is not None:
             os.close(master)

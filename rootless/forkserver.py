@@ -50,14 +50,20 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     conn, _ = listener.accept()
     conn.settimeout(5)
     try:
-        from .wire import read_line
-
-        msg = json.loads(read_line(conn) or b"{}")
+        # A client sends its request line and then waits for an answer, so
+        # whole reads cannot swallow anything meant for the supervisor.
+        line = b""
+        while not line.endswith(b"\n") and len(line) < (1 << 20):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            line += chunk
+        msg = json.loads(line or b"{}")
     except (OSError, ValueError):
         conn.close()
         return
     conn.settimeout(None)
-    if msg.get("op") != "start":
+    if msg.get("op") not in ("start", "run"):
         conn.close()
         return
     pid = os.fork()
@@ -74,15 +80,35 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     try:
         from . import supervisor
 
-        env = msg.get("env")
-        code = supervisor.main(str(msg["id"]), conn, bool(msg.get("attach")),
-                               bool(msg.get("stdin")), env if isinstance(env, dict) else None)
+        code = supervisor.serve_request(msg, conn)
     except BaseException:
         import traceback
 
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _warm_up() -> None:
+    """Do once here what every supervisor would otherwise do (and copy) on its own.
+
+    Imports, the spec's type hints and one trio.run (trio builds caches and
+    imports lazily on first use). trio.run has returned and left no thread
+    or fd behind, so forking afterwards is as safe as before it.
+    """
+    import trio
+
+    from . import api, container, execute, spec, supervisor  # noqa: F401
+
+    for cls in (spec.Spec, spec.Process, spec.User, spec.Rlimit, spec.Capabilities,
+                spec.ConsoleSize, spec.Root, spec.Mount, spec.Namespace, spec.IDMapping,
+                spec.Linux):
+        spec._hints(cls)
+
+    async def nothing() -> None:
+        await trio.sleep(0)
+
+    trio.run(nothing)
 
 
 def serve(sock_path: Path, ready_fd: int | None) -> None:
@@ -103,10 +129,7 @@ def serve(sock_path: Path, ready_fd: int | None) -> None:
     # Supervisors are reaped by the kernel; they setsid and outlive us anyway.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     # Import everything a supervisor will need, then freeze it for sharing.
-    import trio  # noqa: F401
-
-    from . import container, supervisor  # noqa: F401
-
+    _warm_up()
     gc.collect()
     gc.freeze()
     if ready_fd is not None:

@@ -29,6 +29,7 @@ class IdMapPlan:
     gid_mappings: list[IDMapping]
     newuidmap: str | None = None
     newgidmap: str | None = None
+    warning: str | None = None  # a fallback the user should hear about
 
 
 def _user_names() -> set[str]:
@@ -116,7 +117,12 @@ def plan() -> IdMapPlan:
     reason = "; ".join(reasons)
     if forced == "subuid":
         raise RlError(f"RL_IDMAP=subuid but the subordinate-id mode is unusable: {reason}")
-    return IdMapPlan("single", reason, *single)
+    warning = None
+    if subuids and subgids:
+        # The user has ranges, so this is a broken host, not an HPC account
+        # without ranges (where single-id mode is the norm and stays quiet).
+        warning = f"running in single-id mode although you have subordinate ids: {reason}"
+    return IdMapPlan("single", reason, *single, warning=warning)
 
 
 def plan_for(mode: str, uid_mappings: list[IDMapping], gid_mappings: list[IDMapping]) -> IdMapPlan:

@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 from . import idmap, paths
+from .defaults import DEFAULT_NETWORK
 
 
 def _read(path: str) -> str | None:
@@ -64,7 +65,6 @@ def _fuse() -> dict[str, Any]:
 
 def gather() -> dict[str, Any]:
     plan = idmap.plan()
-    from . import api
 
     return {
         "host": {
@@ -87,7 +87,7 @@ def gather() -> dict[str, Any]:
         "fuse": _fuse(),
         "cgroups": _cgroups(),
         "network": {
-            "default": api.DEFAULT_NETWORK,
+            "default": DEFAULT_NETWORK,
             "slirp4netns": shutil.which("slirp4netns"),
             "pasta": shutil.which("pasta"),
             "dev_net_tun": os.access("/dev/net/tun", os.R_OK | os.W_OK),

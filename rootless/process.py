@@ -14,9 +14,13 @@ import resource
 import signal
 
 from . import _syscalls as sc
-from . import capabilities, users
+
+# Everything this module needs is imported at the top: it runs after
+# pivot_root or setns(mnt), where rl's own files are no longer visible, so a
+# lazy import there fails.
+from . import capabilities, seccomp, users
 from .errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RL, RlError
-from .spec import Process
+from .spec import Process, Seccomp
 
 
 def resolve_user(proc: Process, user_spec: str) -> str:
@@ -121,9 +125,16 @@ def prepare_cwd(cwd: str) -> None:
         raise RlError(f"working directory {cwd} is not a directory") from None
 
 
-def prepare(proc: Process) -> None:
-    """rlimits, user, groups, capabilities, umask, working directory."""
+def prepare(proc: Process, seccomp_profile: Seccomp | None = None) -> None:
+    """rlimits, seccomp, user, groups, capabilities, umask, working directory.
+
+    The seccomp filter goes in while the process is still root of its user
+    namespace with every capability (the kernel wants CAP_SYS_ADMIN or
+    no_new_privs for it); nothing that follows is a syscall it refuses.
+    """
     _apply_rlimits(proc)
+    if seccomp_profile is not None:
+        seccomp.install(seccomp_profile)
     switch_identity(proc)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)

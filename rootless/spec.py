@@ -119,6 +119,29 @@ class IDMapping:
 
 
 @dataclass
+class SeccompArg:
+    index: int
+    value: int
+    op: str  # SCMP_CMP_MASKED_EQ: (arg & value) == value_two
+    value_two: int = 0
+
+
+@dataclass
+class SeccompSyscall:
+    names: list[str]
+    action: str  # SCMP_ACT_ALLOW | SCMP_ACT_ERRNO
+    errno_ret: int | None = None
+    args: list[SeccompArg] = field(default_factory=list)
+
+
+@dataclass
+class Seccomp:
+    default_action: str
+    architectures: list[str] = field(default_factory=list)
+    syscalls: list[SeccompSyscall] = field(default_factory=list)
+
+
+@dataclass
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[IDMapping] = field(default_factory=list)
@@ -126,6 +149,7 @@ class Linux:
     masked_paths: list[str] = field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
     readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
     sysctl: dict[str, str] = field(default_factory=dict)
+    seccomp: Seccomp | None = None
 
 
 @dataclass

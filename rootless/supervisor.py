@@ -47,6 +47,7 @@ class Log:
     def __init__(self, path: Path) -> None:
         self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
         self._partial: dict[str, bytes] = {}
+        self.error: str | None = None
 
     def write(self, stream: str, data: bytes) -> None:
         data = self._partial.pop(stream, b"") + data
@@ -60,7 +61,17 @@ class Log:
         elif tail:
             self._partial[stream] = tail
         if out:
-            self._f.write(b"".join(out))
+            self._write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        # A full disk or a removed log must not stop the container or its
+        # attached clients: the log stops, once, and says why at the end.
+        if self.error is not None:
+            return
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.error = f"writing the log failed: {e.strerror}"
 
     def _record(self, stream: str, data: bytes) -> bytes:
         rec = {"log": data.decode(errors="replace"), "stream": stream, "time": _now_rfc3339()}
@@ -68,9 +79,12 @@ class Log:
 
     def close(self) -> None:
         for stream, tail in list(self._partial.items()):
-            self._f.write(self._record(stream, tail))
+            self._write(self._record(stream, tail))
         self._partial.clear()
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as e:
+            self.error = self.error or f"closing the log failed: {e.strerror}"
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
@@ -112,6 +126,7 @@ class Supervisor:
         self.exit_code: int | None = None
         self.exited = trio.Event()
         self.done = trio.Event()
+        self.waiters = 0  # control clients blocked in "wait"
         self.stdin_stream: trio.lowlevel.FdStream | None = None
         if launched.pty_master is not None:
             self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
@@ -245,8 +260,13 @@ class Supervisor:
                 self.resize(int(msg["rows"]), int(msg["cols"]))
                 await stream.send_all(b'{"ok": true}\n')
             elif op == "wait":
-                await self.done.wait()
-                await stream.send_all(json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+                self.waiters += 1
+                try:
+                    await self.done.wait()
+                    await stream.send_all(
+                        json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+                finally:
+                    self.waiters -= 1
             elif op == "attach":
                 client = Client(stream)
                 await client.send(wire.control({"event": "attached"}))
@@ -265,15 +285,9 @@ class Supervisor:
         self.exit_code = container.exit_code(status)
         self.exited.set()
 
-    async def run(self, first_client: socket.socket | None, attach_stdin: bool) -> int:
-        run_dir = self.ctr.run_dir
-        ctl_path = str(run_dir / "ctl.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(ctl_path)
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(paths.socket_address(Path(ctl_path)))
-        sock.listen(16)
-        listener = trio.SocketListener(sock)
+    async def run(self, ctl: socket.socket, first_client: socket.socket | None,
+                  attach_stdin: bool) -> int:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.control_server, listener)
             client_stream = None
@@ -302,8 +316,10 @@ class Supervisor:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await client.send(wire.control({"event": "exit",
                                                     "exit_code": self.exit_code}))
-            # Give `wait` callers a moment to read their answer, then go.
-            await trio.sleep(0.05)
+            # Let every `wait` caller have its answer (bounded), then go.
+            with trio.move_on_after(1):
+                while self.waiters:
+                    await trio.sleep(0.001)
             nursery.cancel_scope.cancel()
         return self.exit_code
 
@@ -313,6 +329,8 @@ class Supervisor:
         st.status = "exited"
         st.exit_code = self.exit_code or 0
         st.finished_at = time.time()
+        if self.log.error:
+            st.error = self.log.error
         if st.cgroup:
             # The OOM killer's verdict is in memory.events, gone with the cgroup.
             st.oom_killed = cgroups.oom_killed(st.cgroup)
@@ -328,6 +346,8 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
     """Remove the empty files rl created in the rootfs to mount /etc/hosts and friends on."""
     from .mounts import secure_join
 
+    if not cfg.created_mountpoints:
+        return
     # Another live container on the same rootfs may have a mount on one of
     # these files: unlinking it would detach that mount from under it.
     for other in store.all_containers():
@@ -356,12 +376,45 @@ def _make_cgroup(cfg: ContainerConfig) -> str | None:
     return cgroups.create(host, cfg.id, cfg.resources)
 
 
+def _send_warning(sock: socket.socket, message: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "warning", "message": message}))
+
+
 def _send_error(sock: socket.socket | None, err: RlError) -> None:
     if sock is None:
         return
     with contextlib.suppress(OSError):
         sock.sendall(wire.control({"event": "error", "exit_code": err.exit_code,
                                    "message": err.message}))
+
+
+def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
+    """A fork-server request, in the forked supervisor: "start" an existing
+    container, or "run": create it from api.RunOptions fields, then start it."""
+    env = msg.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update(env)
+    if msg.get("op") == "run":
+        from . import api
+
+        try:
+            os.chdir(str(msg.get("cwd") or "/"))
+            options = dict(msg.get("options") or {})
+            if options.get("console_size"):
+                options["console_size"] = tuple(options["console_size"])
+            cid = api.create(api.RunOptions(**options), warn=lambda m: _send_warning(client, m)).id
+        except RlError as err:
+            _send_error(client, err)
+            return err.exit_code
+        except (OSError, TypeError, ValueError) as exc:
+            failure = RlError(f"creating the container: {exc}", EXIT_RL)
+            _send_error(client, failure)
+            return EXIT_RL
+    else:
+        cid = str(msg["id"])
+    return main(cid, client, bool(msg.get("attach")), bool(msg.get("stdin")))
 
 
 def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
@@ -419,15 +472,41 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.oom_killed = False
     st.cgroup = cgroup or ""
     ctr.write_state(st)
+    # The control socket listens before anyone hears "started": a `rl stop`
+    # right after `rl run -d` must find it.
+    ctl = bind_control_socket(run_dir)
     if client is not None:
         client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
         if not attach:
             client.close()
             client = None
     sup = Supervisor(ctr, launched)
-    code = trio.run(sup.run, client, attach_stdin)
+    try:
+        code = trio.run(sup.run, ctl, client, attach_stdin)
+    except BaseException:
+        # Never leave a record saying "running" behind a crash: say what happened.
+        import traceback
+
+        st = ctr.raw_state()
+        st.status = "exited"
+        st.exit_code = sup.exit_code if sup.exit_code is not None else 255
+        st.error = "supervisor crashed: " + traceback.format_exc().strip().splitlines()[-1]
+        st.finished_at = time.time()
+        with contextlib.suppress(OSError):
+            ctr.write_state(st)
+        raise
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
+
+
+def bind_control_socket(run_dir: Path) -> socket.socket:
+    path = run_dir / "ctl.sock"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.bind(paths.socket_address(path))
+    sock.listen(16)
+    return sock
 
 
 def fail_start(ctr: Container, err: RlError) -> None:

@@ -15,6 +15,14 @@ import pytest
 import support
 from support import RlState
 
+_SUPERVISOR_CRASHES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for text in _SUPERVISOR_CRASHES:
+        terminalreporter.section("rl fork server / supervisor log (it holds a traceback)")
+        terminalreporter.write(text[-20000:])
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if support.IN_CI and os.geteuid() == 0:
@@ -46,6 +54,11 @@ def rl_state() -> Iterator[RlState]:
     try:
         yield state
     finally:
+        # A supervisor's crash shows only in the fork server's log: keep it for
+        # the run's summary before the directory goes.
+        log = state.runtime_dir / "rl" / "forkserver.log"
+        if log.exists() and "Traceback" in log.read_text(errors="replace"):
+            _SUPERVISOR_CRASHES.append(log.read_text(errors="replace"))
         support.kill_recorded_pids(state.runtime_dir)
         for k, v in saved.items():
             if v is None:

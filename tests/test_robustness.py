@@ -189,8 +189,11 @@ def test_user_namespaces_disabled_names_the_sysctl(rl_path: Path, rootfs: Path,
         "echo 0 > /proc/sys/user/max_user_namespaces && "
         f"XDG_RUNTIME_DIR={tmp_path} {rl_path} run --rm --rootfs {rootfs} true"
     )
-    r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    try:
+        r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        support.kill_recorded_pids(tmp_path)  # the fork server it started
     assert r.returncode == 125
     assert "user.max_user_namespaces is 0" in r.stderr
     assert r.stderr.count("\n") == 1
@@ -203,8 +206,11 @@ def test_rl_as_root_runs_in_a_user_namespace(rl_path: Path, rootfs: Path,
     script = (f"XDG_RUNTIME_DIR={tmp_path} {rl_path} run --rm --rootfs {rootfs} "
               "sh -c 'cat /proc/self/uid_map; readlink /proc/self/ns/user'; "
               "readlink /proc/self/ns/user")
-    r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    try:
+        r = subprocess.run(["unshare", "-Ur", "sh", "-c", script], capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        support.kill_recorded_pids(tmp_path)  # the fork server it started
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[0].split() == ["0", "0", "1"]
@@ -269,3 +275,44 @@ def test_shared_rootfs_keeps_the_mounts_of_a_live_container(rl: RlRunner,
     finally:
         rl("rm", "-f", "sharer1")
     assert not (fresh_rootfs / "etc" / "hosts").exists()
+
+
+@pytest.mark.parametrize("delay_ms", [0, 5, 15, 30, 60, 120])
+def test_kill_9_at_any_moment_of_a_run(rl: RlRunner, rl_path: Path, rootfs: Path,
+                                       delay_ms: int) -> None:
+    """SIGKILL the CLI, or the supervisor as soon as it shows up, at points through a start.
+
+    Whatever was interrupted, `rl ps -a` tells the truth, nothing stale blocks
+    the same name, and no container process is left behind.
+    """
+    name = f"killed-at-{delay_ms}"
+    sleeper = f"sleep {7000 + delay_ms}"  # a command line no other test runs
+    proc = subprocess.Popen([str(rl_path), "run", "--name", name, "--rootfs", rootfs,
+                             "sh", "-c", sleeper],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay_ms / 1000)
+    proc.kill()
+    proc.wait()
+    # and the supervisor too, if it got that far
+    for sup_pid in runtime_dir().glob("*/sup.pid"):
+        try:
+            os.kill(int(sup_pid.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError, OSError):
+            pass
+    time.sleep(0.2)
+    listing = rl("ps", "-a", "--format", "json", check=True).stdout.splitlines()
+    rows = [json.loads(line) for line in listing]
+    mine = [r for r in rows if r["Names"] == name]
+    assert len(mine) <= 1
+    if mine:
+        # killed before the supervisor started: Created; after: the supervisor died.
+        assert mine[0]["State"] in ("created", "exited"), mine[0]
+        pid1 = int(str(state_of(rl, name)["Pid"]))
+        assert pid1 == 0
+        rl("rm", "-f", name, check=True)
+    leftovers = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", sleeper],
+                               capture_output=True, text=True).stdout.split()
+    assert leftovers == [] or wait_until(
+        lambda: not any(alive(int(p)) for p in leftovers), timeout=5)
+    r = rl("run", "--rm", "--name", name, "--rootfs", rootfs, "echo", "again")
+    assert r.returncode == 0 and r.stdout == "again\n", r.stderr

@@ -261,3 +261,24 @@ def test_single_id_mode_ignores_passwd_groups(rl: RlRunner, fresh_rootfs: Path,
     assert sh(rl, fresh_rootfs, "id -u").strip() == "0"
     r = rl("run", "--rm", "--group-add", "10", "--rootfs", fresh_rootfs, "id")
     assert r.returncode == 125 and "single-id mode" in r.stderr
+
+
+def test_broken_newuidmap_falls_back_and_says_so(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host where the user has ranges but newuidmap is not setuid (a broken
+    # package, a nosuid mount): rl falls back to single-id mode, and says so.
+    support.require_newidmap()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("newuidmap", "newgidmap"):
+        (fake / name).write_text("#!/bin/sh\nexit 1\n")
+        (fake / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    r = rl("run", "--rm", "--rootfs", rootfs, "cat", "/proc/self/uid_map")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", str(os.getuid()), "1"]
+    assert r.stderr.startswith("WARNING: running in single-id mode although you have "
+                               "subordinate ids: ")
+    assert "neither setuid root nor has file capabilities" in r.stderr
+    info = rl("info", "--format", "{{.idmap.mode}}", check=True).stdout.strip()
+    assert info == "single"

@@ -86,9 +86,14 @@ def test_run_it_is_a_real_terminal(rl_path: Path, rootfs: Path) -> None:
     assert b"/dev/pts/0" in out
     assert b"33 111" in out
     term.resize(40, 120)
-    time.sleep(0.2)
-    term.send(b"stty size; echo MA''RK2\r")
-    assert b"40 120" in term.expect(b"MARK2\r\n")
+    # The resize travels rl -> supervisor -> pty asynchronously: ask until seen.
+    for _ in range(50):
+        term.send(b"stty size; echo MA''RK2\r")
+        if b"40 120" in term.expect(b"MARK2\r\n"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the container never saw the new terminal size")
     # Ctrl-C interrupts the foreground job, not rl or the shell.
     term.send(b"sleep 30\r")
     time.sleep(0.5)
