@@ -22,6 +22,7 @@ from netstack import cli as netcli
 from . import capabilities, client, paths, store
 from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
+from .resources import LimitFlags
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
 
@@ -79,6 +80,15 @@ class RunOptions:
     console_size: tuple[int, int] | None = None
     image: str | None = None  # an image reference instead of a rootfs (rootless.images)
     image_defaults: ImageDefaults | None = None
+    # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
+    limits: LimitFlags = field(default_factory=LimitFlags)
+    cgroups: str | None = None
+
+    def __post_init__(self) -> None:
+        # `rl run` sends its options to the fork server as JSON: rebuild the
+        # nested flags from their plain form.
+        if isinstance(self.limits, dict):
+            self.limits = LimitFlags(**self.limits)
 
 
 # -- names ---------------------------------------------------------------------
@@ -307,6 +317,9 @@ def build_config(opts: RunOptions,
         stop_signal = signal.Signals(parse_signal(wanted_signal)).name
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
         raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
+    from . import quotas
+
+    resources, cgroups_mode = quotas.build(opts.limits, opts.cgroups)
 
     env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
     if opts.tty:
@@ -394,6 +407,8 @@ def build_config(opts: RunOptions,
         cap_drop=list(opts.cap_drop),
         created_mountpoints=created,
         labels=labels,
+        resources=resources,
+        cgroups=cgroups_mode,
     )
 
 
@@ -401,7 +416,10 @@ def build_config(opts: RunOptions,
 
 
 def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
+    from . import quotas
+
     store.collect_garbage()
+    quotas.collect_garbage()
     if opts.image is not None:
         from . import images
 
@@ -514,6 +532,8 @@ def status_text(st: store.State, now: float | None = None) -> str:
 def inspect(ctr: Container) -> dict[str, Any]:
     from netstack.options import NetOptions
 
+    from . import quotas
+
     cfg, st = ctr.config, ctr.state()
     cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
@@ -536,6 +556,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Error": st.error,
             "StartedAt": _iso(st.started_at),
             "FinishedAt": _iso(st.finished_at),
+            "CgroupPath": st.cgroup if st.status == "running" else "",
         },
         "Image": cfg.image,
         "Rootfs": cfg.rootfs,
@@ -567,6 +588,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Init": cfg.init,
             "Tmpfs": cfg.tmpfs,
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
+            **quotas.host_config(ctr),
         },
         "NetworkSettings": netcli.network_settings(ctr),
         "Mounts": [
@@ -597,7 +619,10 @@ class PsEntry:
 
 
 def ps(all_: bool = False) -> list[PsEntry]:
+    from . import quotas
+
     store.collect_garbage()
+    quotas.collect_garbage()
     out = []
     now = time.time()
     for c in store.all_containers():

@@ -54,6 +54,52 @@ def cli() -> None:
 
 # -- shared flag sets ----------------------------------------------------------------
 
+def limit_options(f: Callable[..., Any], cgroups: bool) -> Callable[..., Any]:
+    """docker's resource flags, shared by run, create and update."""
+    opts = [
+        click.option("-m", "--memory", help="Memory limit (e.g. 512m, 1g)."),
+        click.option("--memory-swap",
+                     help="Memory plus swap limit; -1 for unlimited swap."),
+        click.option("--memory-reservation", help="Memory soft limit (memory.low)."),
+        click.option("--cpus", help="Number of CPUs (e.g. 1.5)."),
+        click.option("--cpu-period", type=int, help="CFS period in microseconds."),
+        click.option("--cpu-quota", type=int, help="CFS quota in microseconds per period."),
+        click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)."),
+        click.option("--pids-limit", type=int, help="Process limit (-1 for unlimited)."),
+        click.option("--cpuset-cpus", help="CPUs allowed (0-3, 0,1)."),
+        click.option("--cpuset-mems", help="Memory nodes allowed (0-3, 0,1)."),
+        click.option("--blkio-weight", type=int, help="Block IO weight, 10 to 1000."),
+        click.option("--blkio-weight-device", multiple=True, help="DEVICE:WEIGHT."),
+        click.option("--device-read-bps", multiple=True, help="DEVICE:RATE (e.g. 10mb)."),
+        click.option("--device-write-bps", multiple=True, help="DEVICE:RATE."),
+        click.option("--device-read-iops", multiple=True, help="DEVICE:IOPS."),
+        click.option("--device-write-iops", multiple=True, help="DEVICE:IOPS."),
+    ]
+    if cgroups:
+        opts.append(click.option("--cgroups", type=click.Choice(["enabled", "disabled"]),
+                                 help="disabled: no cgroup, no limits (default: "
+                                      "$RL_CGROUPS or enabled)."))
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _limit_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    """The limit flags as resources.LimitFlags' fields (plain data: `run` sends it as JSON)."""
+    return dict(
+        memory=kw["memory"], memory_swap=kw["memory_swap"],
+        memory_reservation=kw["memory_reservation"], cpus=kw["cpus"],
+        cpu_period=kw["cpu_period"], cpu_quota=kw["cpu_quota"], cpu_shares=kw["cpu_shares"],
+        pids_limit=kw["pids_limit"], cpuset_cpus=kw["cpuset_cpus"],
+        cpuset_mems=kw["cpuset_mems"], blkio_weight=kw["blkio_weight"],
+        blkio_weight_device=list(kw["blkio_weight_device"]),
+        device_read_bps=list(kw["device_read_bps"]),
+        device_write_bps=list(kw["device_write_bps"]),
+        device_read_iops=list(kw["device_read_iops"]),
+        device_write_iops=list(kw["device_write_iops"]),
+    )
+
+
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--rootfs", is_flag=True,
@@ -88,7 +134,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for o in reversed(opts):
         f = o(f)
-    return netcli.options(f)
+    return limit_options(netcli.options(f), cgroups=True)
 
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +151,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=list(kw["label"]), group_add=list(kw["group_add"]),
         **netcli.run_options(kw),
+        limits=_limit_kw(kw), cgroups=kw["cgroups"],
     )
 
 
@@ -485,6 +532,66 @@ def info(fmt: str | None) -> None:
 from . import imagecli  # noqa: E402
 
 imagecli.register(cli)
+
+
+# -- resource limits: flags, stats, update (rootless/quotas.py) -------------------------
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+def update(containers: tuple[str, ...], **kw: Any) -> None:
+    """Change the resource limits of containers (at once if they run)."""
+    from . import quotas
+    from .resources import LimitFlags
+
+    flags = LimitFlags(**_limit_kw(kw))
+
+    def one(ctr: Container) -> None:
+        quotas.update(ctr, flags)
+
+    _each(containers, one)
+
+
+update = limit_options(update, cgroups=False)  # type: ignore[assignment]
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Accepted for docker compatibility.")
+@click.option("--no-stream", is_flag=True, help="Print one result and exit.")
+@click.option("--format", "fmt", help="'table', 'json' or a Go template.")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between samples.")
+@click.argument("containers", nargs=-1)
+def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
+          containers: tuple[str, ...]) -> None:
+    """Live CPU, memory, pids, block and network I/O of running containers."""
+    from . import quotas
+
+    del all_
+    if interval <= 0:
+        raise RlError(f"invalid --interval {interval}: must be positive")
+    clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
+    first = True
+    while True:
+        rows = quotas.stats(list(containers), interval, strict=first)
+        first = False
+        if fmt == "json":
+            out = "\n".join(json.dumps(r) for r in rows)
+        elif fmt and fmt != "table":
+            template = fmt.removeprefix("table ").strip()
+            out = "\n".join(render_template(template, r) for r in rows)
+        else:
+            table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                      "NET I/O", "BLOCK I/O", "PIDS"]]
+            table += [[r["Container"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"],
+                       r["NetIO"], r["BlockIO"], r["PIDs"]] for r in rows]
+            out = _table(table)
+        if clear:
+            click.echo("\033[2J\033[H", nl=False)
+        if out:
+            click.echo(out)
+        sys.stdout.flush()
+        if no_stream or (containers and not rows):
+            return
 
 
 def main() -> None:

@@ -125,6 +125,9 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
             os.close(report_r)
             if pty_parent is not None:
                 pty_parent.close()
+            if st.cgroup:  # the container's limits apply to what it execs too
+                with open(os.path.join(st.cgroup, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
             for fd in ns_fds:
                 sc.setns(fd, 0)
             e2 = os.fork()

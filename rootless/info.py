@@ -39,22 +39,20 @@ def _userns() -> dict[str, Any]:
 
 
 def _cgroups() -> dict[str, Any]:
-    mounts = _read("/proc/self/mounts") or ""
-    v2_root = next((ln.split()[1] for ln in mounts.splitlines() if ln.split()[2:3] == ["cgroup2"]),
-                   None)
-    v1 = any(ln.split()[2:3] == ["cgroup"] for ln in mounts.splitlines())
-    version = "v2" if v2_root and not v1 else ("hybrid" if v2_root else "v1")
-    own = (_read("/proc/self/cgroup") or "").splitlines()
-    v2_path = next((ln.split(":", 2)[2] for ln in own if ln.startswith("0::")), None)
-    controllers: list[str] = []
-    delegated = False
-    if v2_root and v2_path is not None:
-        here = os.path.join(v2_root, v2_path.lstrip("/"))
-        controllers = (_read(os.path.join(here, "cgroup.controllers")) or "").split()
-        delegated = os.access(os.path.join(here, "cgroup.subtree_control"), os.W_OK) and \
-            os.access(os.path.join(here, "cgroup.procs"), os.W_OK)
-    return {"version": version, "v2_mount": v2_root, "own_cgroup": v2_path,
-            "controllers": controllers, "delegated": delegated}
+    from . import cgroups
+
+    host = cgroups.probe()
+    try:
+        mode = cgroups.mode_from_env()
+    except Exception as e:
+        mode = str(e)
+    usable = host.base is not None and mode == "enabled"
+    return {"version": host.version, "v2_mount": host.mount, "own_cgroup": host.own,
+            "v1_controllers": host.v1_controllers, "controllers": host.controllers,
+            "delegated": host.delegated, "base": host.base,
+            "systemd_user_instance": host.systemd_user, "mode": mode,
+            "limits": "enforced" if usable else
+            ("disabled (RL_CGROUPS)" if mode != "enabled" else f"unavailable: {host.reason}")}
 
 
 def _fuse() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from . import paths
 from .errors import NoSuchContainer, RlError
+from .resources import Resources
 from .spec import Spec, from_json, to_json
 
 
@@ -61,18 +62,24 @@ class ContainerConfig:
     created_mountpoints: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     image_id: str = ""  # the config digest of the image it was created from (rootless.images)
+    # cgroup limits (cgroups.py); `rl update` rewrites them. cgroups: enabled | disabled
+    resources: Resources = field(default_factory=Resources)
+    cgroups: str = "enabled"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["spec"] = to_json(self.spec)
+        out["resources"] = to_json(self.resources)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerConfig:
         data = dict(data)
         spec = from_json(Spec, data.pop("spec"))
+        resources = from_json(Resources, data.pop("resources", None) or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(spec=spec, **{k: v for k, v in data.items() if k in known})
+        return cls(spec=spec, resources=resources,
+                   **{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -85,6 +92,7 @@ class State:
     finished_at: float = 0.0
     error: str = ""
     oom_killed: bool = False
+    cgroup: str = ""  # the container's cgroup directory while it runs ("" if none)
 
 
 def new_id() -> str:

@@ -32,7 +32,7 @@ import trio
 from netstack.stack import NetStack
 
 from . import _syscalls as sc
-from . import container, idmap, paths, store, wire
+from . import cgroups, container, idmap, paths, store, wire
 from .errors import EXIT_RL, RlError
 from .store import Container, ContainerConfig
 
@@ -347,6 +347,11 @@ class Supervisor:
         st.finished_at = time.time()
         if self.log.error:
             st.error = self.log.error
+        if st.cgroup:
+            # The OOM killer's verdict is in memory.events, gone with the cgroup.
+            st.oom_killed = cgroups.oom_killed(st.cgroup)
+            cgroups.remove(st.cgroup)
+            st.cgroup = ""
         self.ctr.write_state(st)
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
@@ -373,6 +378,18 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
         with contextlib.suppress(OSError):
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.unlink(path)
+
+
+def _make_cgroup(cfg: ContainerConfig) -> str | None:
+    """The container's own cgroup with its limits, when cgroups are delegated and wanted."""
+    if cfg.cgroups == "disabled":
+        return None
+    host = cgroups.probe()
+    if host.base is None:
+        # rl run checked at create time; a record with limits must not run unconstrained.
+        cgroups.require(cfg.resources, [], host)
+        return None
+    return cgroups.create(host, cfg.id, cfg.resources)
 
 
 def _send_warning(sock: socket.socket, message: str) -> None:
@@ -446,8 +463,23 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         net = NetStack.load(cfg, run_dir) if cfg.net else None
         if net is not None:
             net.prepare()
-        launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
-                                    before_start=net.attach if net is not None else None)
+        cgroup = _make_cgroup(cfg)
+
+        def before_start(pid: int) -> None:
+            # Into its cgroup first, so everything it starts is accounted, then
+            # its network, which the command must never start without.
+            if cgroup:
+                cgroups.attach(cgroup, pid)
+            if net is not None:
+                net.attach(pid)
+
+        try:
+            launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
+                                        before_start=before_start)
+        except BaseException:
+            if cgroup:
+                cgroups.remove(cgroup)
+            raise
     except RlError as err:
         if net is not None:
             net.close()
@@ -469,6 +501,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.started_at = time.time()
     st.exit_code = 0
     st.error = ""
+    st.oom_killed = False
+    st.cgroup = cgroup or ""
     ctr.write_state(st)
     # The control socket listens before anyone hears "started": a `rl stop`
     # right after `rl run -d` must find it.

@@ -1,0 +1,182 @@
+"""Resource flags on this host: validation, refusal without delegation, --cgroups=disabled.
+
+The host's cgroups are a v1/v2 hybrid without v2 controllers, so rl must
+refuse limits here with a reason and a way out (podman silently ignores
+them). What the kernel enforces is tested in a real cgroup v2 guest:
+tests/test_quotas_vm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import support
+from conftest import RlRunner
+from rootless import cgroups, resources
+from rootless.errors import RlError
+from rootless.resources import LimitFlags
+
+DELEGATED = cgroups.probe().base is not None
+
+
+@pytest.fixture(autouse=True)
+def _needs_userns() -> None:
+    support.require_userns()
+
+
+def ids(rl: RlRunner) -> list[str]:
+    return rl("ps", "-aq", "--no-trunc", check=True).stdout.split()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--memory", "0"], "minimum memory limit allowed is 6MB"),
+    (["--memory", "3x"], "invalid size: '3x'"),
+    (["--memory", "1m"], "minimum memory limit allowed is 6MB"),
+    (["--memory-swap", "1g"], "--memory-swap needs --memory"),
+    (["--memory", "64m", "--memory-swap", "32m"], "memoryswap limit should be larger"),
+    (["--cpus", "-1"], "range of CPUs is from 0.01"),
+    (["--cpus", "1000"], "range of CPUs is from 0.01"),
+    (["--cpus", "abc"], "invalid number"),
+    (["--cpus", "1", "--cpu-quota", "50000"], "conflicting options"),
+    (["--cpu-period", "10"], "CPU cfs period can not be less than 1ms"),
+    (["--cpu-shares", "1"], "CPU shares range from 2 to 262144"),
+    (["--cpuset-cpus", "99"], "requested CPUs are not available - requested 99"),
+    (["--cpuset-cpus", "1-x"], "invalid format"),
+    (["--cpuset-mems", "7"], "requested memory nodes are not available"),
+    (["--blkio-weight", "5"], "range of blkio weight is from 10 to 1000"),
+    (["--device-read-bps", "/dev/nonexistent:1mb"],
+     'adding custom device "/dev/nonexistent": no such file or directory'),
+    (["--device-write-iops", "/dev/null:10"], '"/dev/null" is not a block device'),
+    (["--device-read-bps", "nocolon"], "bad format"),
+    (["--memory", "64m", "--cgroups=disabled"], "cannot be used with --cgroups=disabled"),
+])
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_bad_limits_fail_before_anything_is_created(
+        rl: RlRunner, rootfs: Path, command: str, flags: list[str], message: str) -> None:
+    before = ids(rl)
+    r = rl(command, *flags, "--rootfs", rootfs, "true")
+    assert r.returncode == 125
+    assert r.stderr.startswith("Error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert ids(rl) == before
+
+
+def test_limits_refused_without_delegation_with_the_reason(rl: RlRunner, rootfs: Path) -> None:
+    if DELEGATED:
+        pytest.skip("this host delegates cgroup v2 controllers (see test_quotas_vm.py)")
+    before = ids(rl)
+    r = rl("run", "--rm", "--memory", "512m", "--cpus", "1.5", "--rootfs", rootfs, "true")
+    assert r.returncode == 125
+    line = r.stderr.strip()
+    assert line.startswith("Error: --memory, --cpus cannot be enforced: ")
+    assert "delegate" in line and "--cgroups=disabled" in line, line
+    assert len(line.splitlines()) == 1
+    assert ids(rl) == before
+    info = json.loads(rl("info", "--format", "json", check=True).stdout)["cgroups"]
+    assert info["limits"].startswith("unavailable: ") and info["base"] is None
+    assert info["version"] in ("hybrid", "v1", "v2")
+
+
+def test_cgroups_disabled_runs_and_says_so(rl: RlRunner, rootfs: Path) -> None:
+    r = rl("run", "--name", "nocg", "--cgroups=disabled", "--rootfs", rootfs, "echo", "ok",
+           check=True)
+    assert r.stdout == "ok\n"
+    host = json.loads(rl("inspect", "nocg", check=True).stdout)[0]["HostConfig"]
+    assert host["Cgroups"] == "disabled"
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (0, 0, None)
+    r = rl("update", "--memory", "64m", "nocg")
+    assert r.returncode == 1 and "--cgroups=disabled" in r.stderr
+    rl("rm", "nocg", check=True)
+
+
+def test_rl_cgroups_setting(rl: RlRunner, rootfs: Path) -> None:
+    os.environ["RL_CGROUPS"] = "disabled"
+    try:
+        rl("create", "--name", "envcg", "--rootfs", rootfs, "true", check=True)
+        info = json.loads(rl("info", "--format", "json", check=True).stdout)["cgroups"]
+        assert info["mode"] == "disabled" and info["limits"] == "disabled (RL_CGROUPS)"
+        os.environ["RL_CGROUPS"] = "sometimes"
+        r = rl("run", "--rootfs", rootfs, "true")
+        assert r.returncode == 125 and "RL_CGROUPS=sometimes" in r.stderr
+    finally:
+        del os.environ["RL_CGROUPS"]
+    host = json.loads(rl("inspect", "envcg", check=True).stdout)[0]["HostConfig"]
+    assert host["Cgroups"] == "disabled"
+    rl("rm", "envcg", check=True)
+
+
+def test_stats_and_update_without_a_cgroup(rl: RlRunner, rootfs: Path) -> None:
+    if DELEGATED:
+        pytest.skip("this host delegates cgroup v2 controllers (see test_quotas_vm.py)")
+    cid = rl("run", "-d", "--name", "plain", "--rootfs", rootfs, "sleep", "100",
+             check=True).stdout.strip()
+    try:
+        r = rl("stats", "--no-stream", "--format", "json", "--interval", "0.1", "plain",
+               check=True)
+        row = json.loads(r.stdout)
+        assert row["ID"] == cid and row["Cgroup"] is False and row["CPUPerc"] == "--"
+        table = rl("stats", "--no-stream", "--interval", "0.1", check=True).stdout
+        assert table.splitlines()[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
+        assert "plain" in table
+        r = rl("update", "--memory", "64m", "plain")
+        assert r.returncode == 1 and "cannot be enforced" in r.stderr
+        r = rl("update", "plain")
+        assert r.returncode == 1 and "one or more flags" in r.stderr
+    finally:
+        rl("rm", "-f", "plain", check=True)
+    r = rl("stats", "--no-stream", "plain")
+    assert r.returncode == 1 and "no such container" in r.stderr
+    r = rl("stats", "--no-stream", "--interval", "0", "nothing")
+    assert r.returncode == 125
+
+
+def test_update_of_a_stopped_container_changes_its_record(rl: RlRunner, rootfs: Path) -> None:
+    rl("create", "--name", "upd", "--rootfs", rootfs, "true", check=True)
+    if not DELEGATED:
+        r = rl("update", "--pids-limit", "10", "upd")
+        assert r.returncode == 1 and "cannot be enforced" in r.stderr
+        host = json.loads(rl("inspect", "upd", check=True).stdout)[0]["HostConfig"]
+        assert host["PidsLimit"] is None, "a refused update changes nothing"
+    rl("rm", "upd", check=True)
+
+
+def test_stats_stream_until_the_container_is_gone(rl: RlRunner, rootfs: Path) -> None:
+    rl("run", "-d", "--name", "short", "--rootfs", rootfs, "sleep", "2", check=True)
+    start = time.monotonic()
+    r = rl("stats", "--format", "json", "--interval", "0.2", "short", timeout=30)
+    # Streams a line per round while it runs, then stops when it has exited.
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count('"Name": "short"') >= 2, r.stdout
+    assert time.monotonic() - start < 30
+
+
+# -- the conversions (pure functions, checked against docker's/runc's figures) ----------
+
+
+def test_docker_conversions() -> None:
+    assert resources.parse_size("512m", "memory") == 512 << 20
+    assert resources.parse_size("1.5GiB", "memory") == 3 << 29
+    assert resources.parse_size("10mb", "x") == 10 << 20
+    assert resources.parse_size("4096", "x") == 4096
+    assert resources.cpu_weight(1024) == 39  # docker's default shares -> cgroup v2 weight
+    assert resources.cpu_weight(2) == 1 and resources.cpu_weight(262144) == 10000
+    assert resources.io_weight(500) == 4950 and resources.io_weight(10) == 1
+    res = resources.parse(LimitFlags(cpus="1.5"))
+    assert res.nano_cpus == 1_500_000_000
+    assert resources.cpu_max(res) == "150000 100000"
+    res = resources.parse(LimitFlags(cpu_quota=50000, cpu_period=200000))
+    assert resources.cpu_max(res) == "50000 200000"
+    res = resources.parse(LimitFlags(memory="64m"))
+    assert res.memory_swap == 128 << 20, "docker: swap as large as --memory by default"
+    assert resources.format_cpu_list({0, 1, 2, 5}) == "0-2,5"
+    with pytest.raises(RlError):
+        resources.parse(LimitFlags(memory="64m", memory_reservation="128m"))
+    # rl update: --cpus replaces an earlier --cpu-quota and keeps the other limits.
+    base = resources.parse(LimitFlags(cpu_quota=50000, pids_limit=10))
+    upd = resources.parse(LimitFlags(cpus="1"), base=base)
+    assert (upd.nano_cpus, upd.cpu_quota, upd.pids_limit) == (1_000_000_000, 0, 10)
