@@ -558,10 +558,16 @@ def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, loc
     assert not left
 
 
-def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, local: str,
-                                     rl_path: Path) -> None:
+def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, rl_path: Path,
+                                     rootfs: Path, tmp_path: Path) -> None:
     from test_tty import Terminal
 
+    # A layer no other image in the store shares, so the pull really downloads
+    # it (a layer already present is reported "done" at once, with no bar).
+    tree = support.copy_tree(rootfs, tmp_path / "unique")
+    (tree / "unique").write_bytes(os.urandom(1 << 20))
+    local = "bars-unique"
+    rl("import", rootfs_tar(tree, tmp_path / "unique.tar.gz"), local, check=True)
     ref = f"{registry.host}/bars/{local}:1"
     r = rl("push", "--tls-verify=false", local, ref, check=True)
     assert "━" not in r.stderr  # not a terminal: plain lines
