@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import support
-from support import RlState
+from support import RlRunner, RlState
 
 _SUPERVISOR_CRASHES: list[str] = []
 
@@ -95,7 +95,6 @@ class RlError(subprocess.CalledProcessError):
         return f"{super().__str__()}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
 
 
-RlRunner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import shutil
 import stat
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,3 +324,9 @@ def remove_tree(path: Path) -> None:
         capture_output=True,
         check=False,
     )
+
+
+# The type of the `rl` fixture. It lives here, not in conftest.py: test modules
+# import it, and `from conftest import ...` can pick up another directory's
+# conftest.py (tests/guest has one) when pytest collects the whole tree.
+RlRunner = Callable[..., "subprocess.CompletedProcess[str]"]

@@ -17,8 +17,7 @@ from imagetools import add_entry, add_file, layer_tar, rootfs_tar, store_files
 from test_images import one_line_error
 
 import support
-from conftest import RlRunner
-from support import RlState
+from support import RlRunner, RlState
 
 
 @pytest.fixture(autouse=True)

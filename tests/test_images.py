@@ -13,8 +13,7 @@ import pytest
 from imagetools import add_entry, add_file, layer_tar, rootfs_tar, storage, store_files
 
 import support
-from conftest import RlRunner
-from support import RlState
+from support import RlRunner, RlState
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import platform
 import shutil
 
 import support
-from conftest import RlRunner
+from support import RlRunner
 
 
 def test_info_reports_the_host(rl: RlRunner) -> None:

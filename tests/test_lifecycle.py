@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import support
-from conftest import RlRunner
+from support import RlRunner
 
 
 @pytest.fixture(autouse=True)

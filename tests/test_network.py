@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import support
-from conftest import RlRunner
+from support import RlRunner
 
 pytestmark = pytest.mark.usefixtures("slirp")
 

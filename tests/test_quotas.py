@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 import support
-from conftest import RlRunner
 from rootless import cgroups, resources
 from rootless.errors import RlError
 from rootless.resources import LimitFlags
+from support import RlRunner
 
 DELEGATED = cgroups.probe().base is not None
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import support
-from conftest import RlRunner
 from rootless import seccomp
+from support import RlRunner
 
 
 def sh(rl: RlRunner, rootfs: Path, script: str, *flags: str) -> str:
