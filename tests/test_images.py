@@ -119,10 +119,19 @@ def test_rm_removes_the_rootfs_copy(rl: RlRunner, bb: str, rl_state: RlState) ->
     assert not [n for n in os.listdir(vfs_dir) if n.startswith(".tmp")]
 
 
-def test_run_wrong_uses(rl: RlRunner, bb: str) -> None:
+def test_run_wrong_uses(rl: RlRunner, bb: str, rl_state: RlState) -> None:
     assert "no such image: nosuchimage" in one_line_error(rl("run", "nosuchimage"), 125)
     assert "invalid reference format" in one_line_error(rl("run", "UPPER:x:y"), 125)
     one_line_error(rl("create", "bad//ref"), 125)
+    # An image without a command, and none given: nothing is left behind.
+    cid = rl("create", bb, "true", check=True).stdout.strip()
+    rl("commit", "-c", "CMD []", cid, f"{bb}-nocmd", check=True)
+    rl("rm", cid, check=True)
+    vfs_dir = storage(rl_state.data_home) / "vfs"
+    before = set(os.listdir(vfs_dir))
+    assert "no command specified" in one_line_error(rl("run", f"{bb}-nocmd"), 125)
+    one_line_error(rl("run", "--workdir", "relative", bb), 125)
+    assert set(os.listdir(vfs_dir)) == before
     one_line_error(rl("run", "--rootfs", "/nonexistent", "true"), 125)
 
 
