@@ -562,11 +562,17 @@ def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, local: st
                                      rl_path: Path) -> None:
     from test_tty import Terminal
 
+    # A layer of its own, so that the pull must download it.
+    cid = rl("create", local, "sh", "-c", "head -c 200000 /dev/urandom > /r",
+             check=True).stdout.strip()
+    rl("start", "-a", cid, check=True)
+    rl("commit", cid, f"{local}-bars", check=True)
+    rl("rm", cid, check=True)
     ref = f"{registry.host}/bars/{local}:1"
-    r = rl("push", "--tls-verify=false", local, ref, check=True)
+    r = rl("push", "--tls-verify=false", f"{local}-bars", ref, check=True)
     assert "━" not in r.stderr  # not a terminal: plain lines
     assert "Copying blob" in r.stderr
-    rl("rmi", local, check=True)
+    rl("rmi", f"{local}-bars", check=True)
 
     def everything(argv: list[str]) -> bytes:
         term = Terminal(argv)
