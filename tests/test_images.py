@@ -480,3 +480,34 @@ def test_concurrent_creates_keep_every_copy(rl: RlRunner, bb: str, rl_path: Path
     assert all((vfs_dir / cid).is_dir() for cid in ids)
     rl("rm", *ids, check=True)
     assert not any((vfs_dir / cid).exists() for cid in ids)
+
+
+def test_single_id_mode_squashes_owners(rl_path: Path, rootfs_tgz: Path,
+                                        tmp_path: Path) -> None:
+    data = tmp_path / "single-data"
+    run_dir = Path(f"/tmp/rl-single-{os.getpid()}")
+    run_dir.mkdir(mode=0o700)
+    env = {**os.environ, "RL_IDMAP": "single", "XDG_DATA_HOME": str(data),
+           "XDG_RUNTIME_DIR": str(run_dir)}
+
+    def rl1(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(rl_path), *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    try:
+        assert rl1("import", "-c", 'CMD ["true"]', rootfs_tgz, "single").returncode == 0
+        r = rl1("run", "--rm", "single", "stat", "-c", "%u:%g %a", "/home/user/owned",
+                "/usr/bin/suid-file")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == ["0:0 644", "0:0 4755"]
+        owned = list((data / "rl/storage/layers").glob("*/home/user/owned"))
+        assert owned and owned[0].stat().st_uid == os.getuid()
+        assert rl1("rmi", "single").returncode == 0
+    finally:
+        for pidfile in run_dir.rglob("*.pid"):
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), 9)
+            except (OSError, ValueError):
+                pass
+        support.remove_tree(run_dir)
+        support.remove_tree(data)
