@@ -239,6 +239,8 @@ def import_tarball(source: str, name: str | None, changes: list[str],
             raise RlError(f"open {source}: no such file or directory") from None
         except IsADirectoryError:
             raise RlError(f"{source} is a directory, not a tar archive") from None
+        except OSError as e:
+            raise RlError(f"open {source}: {e.strerror}") from None
         try:
             diff_id, notes = store.ensure_layer(digest, "")
             layer = NewLayer(digest, size, layer_media_type(str(store.blob_path(digest))),

@@ -511,3 +511,28 @@ def test_single_id_mode_squashes_owners(rl_path: Path, rootfs_tgz: Path,
                 pass
         support.remove_tree(run_dir)
         support.remove_tree(data)
+
+
+def test_more_wrong_uses(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    one_line_error(rl("export", "nosuch"), 1)
+    one_line_error(rl("export", "-o", tmp_path / "x.tar", "nosuch"), 1)
+    assert not (tmp_path / "x.tar").exists()
+    cid = rl("create", bb, "true", check=True).stdout.strip()
+    one_line_error(rl("commit", cid, "Bad:Name:x"), 125)
+    one_line_error(rl("commit", "-c", "BOGUS x", cid, "fine"), 125)
+    assert "No such file" in one_line_error(rl("export", "-o", tmp_path / "no/dir/x.tar", cid),
+                                            125)
+    rl("rm", cid, check=True)
+    one_line_error(rl("images", "--format", "{{.Nope}}"), 125)
+    unreadable = tmp_path / "secret.tar"
+    unreadable.write_bytes(b"x")
+    unreadable.chmod(0)
+    assert "Permission denied" in one_line_error(rl("import", unreadable, "x"), 125)
+    assert "Permission denied" in one_line_error(rl("load", "-i", unreadable), 125)
+    one_line_error(rl("save", "-o", tmp_path / "no/dir/x.tar", bb), 125)
+    for args in (["history"], ["rmi"], ["image", "inspect"], ["save"], ["pull"], ["push"],
+                 ["login"], ["tag", bb]):
+        r = rl(*args)
+        assert r.returncode == 125 and r.stderr.startswith("Error: "), (args, r.stderr)
+    one_line_error(rl("tag", bb, "Not Valid"), 125)
+    one_line_error(rl("tag", bb, "x@sha256:" + "a" * 64), 125)
