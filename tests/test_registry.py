@@ -219,6 +219,10 @@ def test_index_platform_selection(rl: RlRunner, registry: Registry, local: str) 
                             ref), 125)
     assert "no image for platform linux/mips" in msg and "s390x" in msg
     one_line_error(rl("pull", "-q", "--tls-verify=false", "--platform", "bogus", ref), 125)
+    # A plain manifest for another platform than the one asked for.
+    msg = one_line_error(rl("pull", "-q", "--tls-verify=false", "--platform", "linux/s390x",
+                            f"{registry.host}/{repo}:single"), 125)
+    assert f"is for linux/{_arch()}, not linux/s390x" in msg
 
 
 def test_pull_errors_leave_nothing(rl: RlRunner, registry: Registry, local: str,
