@@ -536,3 +536,40 @@ def test_more_wrong_uses(rl: RlRunner, bb: str, tmp_path: Path) -> None:
         assert r.returncode == 125 and r.stderr.startswith("Error: "), (args, r.stderr)
     one_line_error(rl("tag", bb, "Not Valid"), 125)
     one_line_error(rl("tag", bb, "x@sha256:" + "a" * 64), 125)
+
+
+def test_kill_9_during_create_leaves_nothing_behind(rl: RlRunner, rl_path: Path,
+                                                    rootfs: Path, tmp_path: Path,
+                                                    rl_state: RlState) -> None:
+    import signal
+    import time
+
+    def extra(tf: tarfile.TarFile) -> None:
+        for i in range(12):
+            add_file(tf, f"./blob{i}", os.urandom(5 << 20))
+
+    tar = rootfs_tar(rootfs, tmp_path / "fat.tar", compress="", extra=extra)
+    rl("import", tar, "fat", check=True)
+    vfs_dir = storage(rl_state.data_home) / "vfs"
+    before = set(os.listdir(vfs_dir))
+    env = {**os.environ, **rl_state.env()}
+    proc = subprocess.Popen([str(rl_path), "create", "fat", "true"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if set(os.listdir(vfs_dir)) - before:
+            break
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The next commands work; the next prune collects the orphaned copy.
+    assert rl("run", "--rm", "fat", "sh", "-c", "ls /blob11", check=True).stdout == "/blob11\n"
+    records = set(rl("ps", "-aq", "--no-trunc", check=True).stdout.split())
+    rl("image", "prune", check=True)
+    assert set(os.listdir(vfs_dir)) <= before | records
+    # (If the kill came after the record was written, that container is complete.)
+    for cid in records:
+        if json.loads(rl("inspect", cid, check=True).stdout)[0]["Image"] == "fat":
+            rl("rm", cid, check=True)
+    rl("rmi", "fat", check=True)
