@@ -319,20 +319,21 @@ class Store:
     def add_image(self, manifest_digest: str, media_type: str, size: int,
                   names: list[str]) -> None:
         """Record a manifest (already in blobs) under names; the names move to it."""
+        def name(e: dict[str, Any]) -> str | None:
+            value = e.get("annotations", {}).get(REF_NAME)
+            return str(value) if value is not None else None
+
         with self._index_lock():
-            entries = [e for e in self._load_index()
-                       if e.get("annotations", {}).get(REF_NAME) not in names]
-            if not any(e["digest"] == manifest_digest for e in entries) or names:
-                desc = {"mediaType": media_type, "digest": manifest_digest, "size": size}
-                if names:
-                    entries = [e for e in entries if not (e["digest"] == manifest_digest
-                                                          and REF_NAME not in
-                                                          e.get("annotations", {}))]
-                    entries += [{**desc, "annotations": {REF_NAME: n}} for n in names]
-                else:
-                    entries.append(desc)
-            entries = self._keep_nameless(entries, self._load_index())
-            self._save_index(entries)
+            before = self._load_index()
+            # The names leave what they named; a named manifest needs no nameless entry.
+            entries = [e for e in before if name(e) not in names and not (
+                names and e["digest"] == manifest_digest and name(e) is None)]
+            desc = {"mediaType": media_type, "digest": manifest_digest, "size": size}
+            if names:
+                entries += [{**desc, "annotations": {REF_NAME: n}} for n in names]
+            elif not any(e["digest"] == manifest_digest for e in entries):
+                entries.append(desc)
+            self._save_index(self._keep_nameless(entries, before))
 
     @staticmethod
     def _keep_nameless(entries: list[dict[str, Any]],
