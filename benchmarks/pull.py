@@ -8,8 +8,9 @@ Run as the unprivileged user, with rl's venv first on PATH:
 1. A multi-layer image of about SIZE MB (busybox base + K layers of
    half-random, half-text files, gzip) is pushed by rl to Debian's
    docker-registry on 127.0.0.1. Then, per round and in alternating order:
-       rl      rl pull --tls-verify=false HOST/bench/big:1
-       podman  podman --runtime=runc pull --tls-verify=false HOST/bench/big:1
+       rl          rl pull --tls-verify=false HOST/bench/big:1
+       podman-ov   podman --runtime=runc --storage-driver overlay pull --tls-verify=false …
+       podman-vfs  the same with --storage-driver vfs (rl's own driver is vfs)
    each into a COLD store (a fresh XDG_DATA_HOME for rl, fresh --root and
    --runroot for podman), timed wall-clock until the command exits, i.e.
    downloaded, verified and unpacked.
@@ -142,8 +143,9 @@ def podman_env(work: Path) -> dict[str, str]:
     return {**os.environ, "XDG_CONFIG_HOME": str(cfg)}
 
 
-def podman_store(base: Path) -> list[str]:
-    return [*PODMAN, "--root", str(base / "root"), "--runroot", str(base / "rr")]
+def podman_store(base: Path, driver: str = "overlay") -> list[str]:
+    return [*PODMAN, "--root", str(base / "root"), "--runroot", str(base / "rr"),
+            "--storage-driver", driver]
 
 
 def wipe(path: Path) -> None:
@@ -180,29 +182,26 @@ def main() -> None:
                        check=True, capture_output=True)
         penv = podman_env(work)
         print(f"\n== pull {ref} into a cold store ({args.runs} interleaved rounds) ==")
-        samples: dict[str, list[float]] = {"rl": [], "podman": []}
-        driver = ""
+        tools = ["rl", "podman-ov", "podman-vfs"]
+        samples: dict[str, list[float]] = {t: [] for t in tools}
         for i in range(args.runs + 1):  # round 0 warms caches and is not counted
-            order = ["rl", "podman"] if i % 2 == 0 else ["podman", "rl"]
+            order = tools[i % 3:] + tools[:i % 3]
             for tool in order:
                 base = work / f"{tool}-{i}"
                 if tool == "rl":
                     cmd = ["rl", "pull", "-q", "--tls-verify=false", ref]
                     t = run(cmd, env=xdg_env(base))
                 else:
-                    store = podman_store(base)
+                    store = podman_store(base, "overlay" if tool == "podman-ov" else "vfs")
                     t = run([*store, "pull", "-q", "--tls-verify=false", ref], env=penv)
-                    if not driver:
-                        driver = subprocess.run([*store, "info", "--format",
-                                                 "{{.Store.GraphDriverName}}"], env=penv,
-                                                capture_output=True, text=True).stdout.strip()
                 wipe(base)
                 if i:
                     samples[tool].append(t)
-                    print(f"  round {i} {tool:6s} {t:7.3f} s")
-        rl_m, pm_m = median(samples["rl"]), median(samples["podman"])
-        print(f"median: rl {rl_m:.3f} s, podman {pm_m:.3f} s (storage driver {driver}); "
-              f"rl/podman = {rl_m / pm_m:.2f}")
+                    print(f"  round {i} {tool:10s} {t:7.3f} s")
+        med = {t: median(samples[t]) for t in tools}
+        print("median: " + ", ".join(f"{t} {med[t]:.3f} s" for t in tools)
+              + f"; rl/podman-overlay = {med['rl'] / med['podman-ov']:.2f}, "
+              f"rl/podman-vfs = {med['rl'] / med['podman-vfs']:.2f}")
 
         print(f"\n== images on a store of {args.images} images ==")
         lst = xdg_env(work / "list")

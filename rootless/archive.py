@@ -101,6 +101,8 @@ def load(path: str, report: Report) -> list[Loaded]:
         raise RlError(f"{path} is a directory, not an archive") from None
     except tarfile.TarError:
         raise RlError(f"{path} is not a tar archive (gzip or plain)") from None
+    except OSError as e:
+        raise RlError(f"open {path}: {e.strerror}") from None
     with tf, store.writing():
         try:
             return _load_any(tf, store, path, report)

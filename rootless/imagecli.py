@@ -35,6 +35,14 @@ def _ago(iso: str) -> str:
     return f"{duration(time.time() - ts)} ago" if ts else "N/A"
 
 
+def _create(output: str, tmp: str) -> int:
+    """The temporary file an output is written to before it is renamed into place."""
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise RlError(f"open {output}: {e.strerror}") from None
+
+
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -236,7 +244,7 @@ def export_cmd(output: str | None, container: str) -> None:
         export(ctr, sys.stdout.fileno())
         return
     tmp = f"{output}.rl-tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = _create(output, tmp)
     try:
         try:
             export(ctr, fd)
@@ -294,8 +302,9 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
         return
     gz = gz or output.endswith((".gz", ".tgz"))
     tmp = f"{output}.rl-tmp-{os.getpid()}"
+    fd = _create(output, tmp)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             save(list(images), fmt, f, gz, report)
         os.replace(tmp, output)
     except BaseException:

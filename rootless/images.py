@@ -240,6 +240,8 @@ def import_tarball(source: str, name: str | None, changes: list[str],
             raise RlError(f"open {source}: no such file or directory") from None
         except IsADirectoryError:
             raise RlError(f"{source} is a directory, not a tar archive") from None
+        except OSError as e:
+            raise RlError(f"open {source}: {e.strerror}") from None
         try:
             diff_id, notes = store.ensure_layer(digest, "")
             layer = NewLayer(digest, size, layer_media_type(str(store.blob_path(digest))),
@@ -396,8 +398,7 @@ def remove(refs: list[str], force: bool) -> tuple[list[str], list[str]]:
                           "referenced in multiple repositories")
             continue
         if not by_id and len(img.names) > 1:
-            name = next(n for n in _names_for(text) if n in img.names) \
-                if any(n in img.names for n in _names_for(text)) else _match(img, text)
+            name = _match(img, text)
             store.untag(name)
             out.append(f"Untagged: {name}")
             continue
@@ -425,6 +426,10 @@ def _names_for(text: str) -> list[str]:
 
 
 def _match(img: Image, text: str) -> str:
+    """Which of the image's names the user's text means."""
+    for n in _names_for(text):
+        if n in img.names:
+            return n
     want = str(reference.parse(text).tagged())
     for n in img.names:
         if n.endswith("/" + want) or n == want:

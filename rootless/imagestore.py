@@ -28,13 +28,17 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import paths
 from .errors import RlError
+
+if TYPE_CHECKING:
+    from .userns import Worker
 
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -115,6 +119,8 @@ class Store:
         self.damaged: dict[str, str] = {}  # name or digest -> why images() skipped it
         self.new_blobs: set[str] = set()  # what this process added, for rollback()
         self.new_layers: set[str] = set()
+        self.verified: set[str] = set()  # blobs this process hashed itself on their way in
+        self._new_lock = threading.Lock()
         if not (self.root / "oci-layout").exists():
             for d in (self.blobs, self.layers, self.vfs, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,8 +192,10 @@ class Store:
             if expect and expect != digest:
                 raise BlobError(f"digest mismatch: expected {expect}, got {digest}")
             # Renaming over an identical blob a concurrent writer put there is harmless.
-            if not self.blob_path(digest).exists():
-                self.new_blobs.add(digest)
+            with self._new_lock:
+                if not self.blob_path(digest).exists():
+                    self.new_blobs.add(digest)
+                self.verified.add(digest)
             os.replace(tmp, self.blob_path(digest))
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -218,6 +226,8 @@ class Store:
         return value
 
     def verify_blob(self, digest: str) -> None:
+        if digest in self.verified and self.has_blob(digest):
+            return  # hashed on its way in, moments ago, by this very process
         if not self.has_blob(digest):
             raise BlobError(f"blob {digest} is missing from the store")
         if sha256_file(self.blob_path(digest)) != digest:
@@ -228,10 +238,12 @@ class Store:
     def layer_dir(self, diff_id: str) -> Path:
         return self.layers / check_digest(diff_id)
 
-    def ensure_layer(self, blob_digest: str, diff_id: str = "") -> tuple[str, list[str]]:
+    def ensure_layer(self, blob_digest: str, diff_id: str = "",
+                     worker: Worker | None = None) -> tuple[str, list[str]]:
         """Unpack a layer blob once, keyed by diff_id; returns (diff_id, notes for the user).
 
-        Without a diff_id (an imported tar) it is learnt while unpacking.
+        Without a diff_id (an imported tar) it is learnt while unpacking. Threaded
+        callers pass a userns.Worker, so that they never fork themselves.
         """
         from . import idmap, layers, userns
 
@@ -248,18 +260,24 @@ class Store:
             plan = idmap.plan()
             blob = str(self.blob_path(blob_digest))
             squash = plan.mode != "subuid"
+            remove = worker.remove_tree if worker else userns.remove_tree
             try:
-                result = userns.run(lambda: layers.unpack(blob, str(tmp), squash, diff_id), plan)
+                if worker:
+                    result = worker.call(layers.unpack, blob, str(tmp), squash, diff_id)
+                else:
+                    result = userns.run(lambda: layers.unpack(blob, str(tmp), squash, diff_id),
+                                        plan)
                 final = self.layer_dir(result.diff_id)
                 try:
                     os.rename(tmp, final)
-                    self.new_layers.add(result.diff_id)
+                    with self._new_lock:
+                        self.new_layers.add(result.diff_id)
                 except OSError:
                     if not final.is_dir():
                         raise
-                    userns.remove_tree(tmp)  # the same content is already there
+                    remove(tmp)  # the same content is already there
             except BaseException:
-                userns.remove_tree(tmp)
+                remove(tmp)
                 raise
         return result.diff_id, result.notes
 
@@ -301,20 +319,21 @@ class Store:
     def add_image(self, manifest_digest: str, media_type: str, size: int,
                   names: list[str]) -> None:
         """Record a manifest (already in blobs) under names; the names move to it."""
+        def name(e: dict[str, Any]) -> str | None:
+            value = e.get("annotations", {}).get(REF_NAME)
+            return str(value) if value is not None else None
+
         with self._index_lock():
-            entries = [e for e in self._load_index()
-                       if e.get("annotations", {}).get(REF_NAME) not in names]
-            if not any(e["digest"] == manifest_digest for e in entries) or names:
-                desc = {"mediaType": media_type, "digest": manifest_digest, "size": size}
-                if names:
-                    entries = [e for e in entries if not (e["digest"] == manifest_digest
-                                                          and REF_NAME not in
-                                                          e.get("annotations", {}))]
-                    entries += [{**desc, "annotations": {REF_NAME: n}} for n in names]
-                else:
-                    entries.append(desc)
-            entries = self._keep_nameless(entries, self._load_index())
-            self._save_index(entries)
+            before = self._load_index()
+            # The names leave what they named; a named manifest needs no nameless entry.
+            entries = [e for e in before if name(e) not in names and not (
+                names and e["digest"] == manifest_digest and name(e) is None)]
+            desc = {"mediaType": media_type, "digest": manifest_digest, "size": size}
+            if names:
+                entries += [{**desc, "annotations": {REF_NAME: n}} for n in names]
+            elif not any(e["digest"] == manifest_digest for e in entries):
+                entries.append(desc)
+            self._save_index(self._keep_nameless(entries, before))
 
     @staticmethod
     def _keep_nameless(entries: list[dict[str, Any]],

@@ -45,6 +45,7 @@ from .imagestore import (
 )
 from .progress import Progress, Task
 from .registry import Client, RegistryError
+from .userns import Worker
 
 PARALLEL = 4
 RESUME_ATTEMPTS = 3
@@ -138,19 +139,21 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: Progress) 
 
 def _pull_one(ref: reference.Reference, platform: str | None, tls_verify: bool,
               progress: Progress) -> Image:
-    from . import layers  # noqa: F401 - imported before threads start (unpack forks)
+    from . import layers, userns  # noqa: F401 - layers: the worker unpickles its functions
 
     store = open_store()
-    client = Client(ref.domain, tls_verify)
-    try:
-        with store.writing():
-            try:
-                return _pull_locked(store, client, ref, platform, progress)
-            except BaseException:
-                store.rollback()
-                raise
-    finally:
-        client.close()
+    # Forked before the first thread (the download pool) exists: see userns.Worker.
+    with userns.Worker() as worker:
+        client = Client(ref.domain, tls_verify)
+        try:
+            with store.writing():
+                try:
+                    return _pull_locked(store, client, ref, platform, progress, worker)
+                except BaseException:
+                    store.rollback()
+                    raise
+        finally:
+            client.close()
 
 
 def _fetch_manifest(client: Client, repo: str, ref: str, expect: str) -> tuple[bytes, str,
@@ -167,7 +170,7 @@ def _fetch_manifest(client: Client, repo: str, ref: str, expect: str) -> tuple[b
 
 
 def _pull_locked(store: Store, client: Client, ref: reference.Reference, platform: str | None,
-                 progress: Progress) -> Image:
+                 progress: Progress, worker: Worker) -> Image:
     repo = ref.path
     body, media_type, doc = _fetch_manifest(client, repo, ref.digest or ref.tag, ref.digest)
     if media_type in INDEX_TYPES:
@@ -200,7 +203,7 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
         raise RlError(f"image {ref} is for {'/'.join(have)}, not {platform}")
     progress.line(f"Pulling {ref} from {client.base}")
     _download_and_unpack(store, client, repo, layer_descs, config["rootfs"]["diff_ids"],
-                         progress)
+                         progress, worker)
     progress.line(f"Copying config {config_digest} done")
     manifest_digest = store.put_bytes(body)
     name = str(reference.Reference(ref.domain, ref.path, ref.tag or "latest")) \
@@ -212,28 +215,38 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
 
 def _download_and_unpack(store: Store, client: Client, repo: str,
                          layer_descs: list[dict[str, Any]], diff_ids: list[str],
-                         progress: Progress) -> None:
-    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
-        futures = {}
+                         progress: Progress, worker: Worker) -> None:
+    """Download in parallel; unpack each layer as soon as its blob is complete.
+
+    Unpacks run in parallel too, in the worker's children (so on every core).
+    """
+    def unpack(digest: str, diff_id: str, task: Task) -> None:
+        _, notes = store.ensure_layer(digest, diff_id, worker)
+        task.finish()
+        for n in notes:
+            progress.line(f"note: {n}")
+
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as downloads, \
+            concurrent.futures.ThreadPoolExecutor(PARALLEL) as unpacks:
+        fetching = {}
         for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
             digest = str(desc["digest"])
             if store.layer_dir(diff_id).is_dir() and store.has_blob(digest):
                 progress.line(f"Copying blob {digest[:19]} skipped: already exists")
                 continue
             task = progress.task(f"Copying blob {digest[:19]}", int(desc.get("size", 0)))
-            fut = pool.submit(_download, store, client, repo, digest, int(desc.get("size", -1)),
-                              task)
-            futures[fut] = (digest, diff_id, task)
+            fut = downloads.submit(_download, store, client, repo, digest,
+                                   int(desc.get("size", -1)), task)
+            fetching[fut] = (digest, diff_id, task)
+        unpacking = []
         try:
-            for fut in concurrent.futures.as_completed(futures):
+            for fut in concurrent.futures.as_completed(fetching):
                 fut.result()
-                digest, diff_id, task = futures[fut]
-                _, notes = store.ensure_layer(digest, diff_id)
-                task.finish()
-                for n in notes:
-                    progress.line(f"note: {n}")
+                unpacking.append(unpacks.submit(unpack, *fetching[fut]))
+            for u in concurrent.futures.as_completed(unpacking):
+                u.result()
         except BaseException:
-            for f in futures:
+            for f in [*fetching, *unpacking]:
                 f.cancel()
             raise
 
@@ -289,7 +302,9 @@ def _download(store: Store, client: Client, repo: str, digest: str, size: int,
             partial.unlink()
             raise BlobError(f"digest mismatch for blob {digest}: the content is {actual}")
         os.replace(partial, store.blob_path(digest))
-        store.new_blobs.add(digest)
+        with store._new_lock:
+            store.new_blobs.add(digest)
+            store.verified.add(digest)
     finally:
         os.close(lock_fd)
 

@@ -17,7 +17,7 @@ import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import _syscalls as sc
 from .errors import RlError
@@ -155,3 +155,188 @@ def remove_tree(path: str | Path) -> None:
         shutil.rmtree(path, onerror=fix)
 
     run(rm)
+
+
+def _rmtree(path: str) -> None:
+    def fix(func: Callable[..., object], p: str, _exc: object) -> None:
+        os.chmod(os.path.dirname(p), 0o700)
+        func(p)
+
+    shutil.rmtree(path, onerror=fix)
+
+
+class Worker:
+    """A user-namespace process for threaded callers (rl pull).
+
+    Forking while other threads run can copy a lock some thread holds (inside
+    OpenSSL, say) into a child that then deadlocks on it. So the worker is
+    forked once, before any thread exists, becomes root in a new user
+    namespace, and runs each job in a child of its own: jobs run in parallel
+    (up to the CPU count) without the caller ever forking. Jobs are a
+    module-level function and its arguments (pickled); `call` blocks the
+    calling thread until its job's result comes back.
+    """
+
+    def __init__(self, plan: IdMapPlan | None = None) -> None:
+        import threading
+
+        self._req_r, self._req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        self._lock = threading.Lock()
+        self._waiting: dict[int, tuple[threading.Event, list[tuple[str, Any]]]] = {}
+        self._next = 0
+        self.pid = _start_worker(self._req_r, self._req_w, res_r, res_w, plan)
+        os.close(self._req_r)
+        os.close(res_w)
+        self._res = res_r
+        self._reader = threading.Thread(target=self._read_results, daemon=True)
+        self._reader.start()
+
+    def _read_results(self) -> None:
+        while True:
+            head = _read_exact(self._res, 8)
+            if len(head) < 8:
+                break
+            (size,) = struct.unpack("!Q", head)
+            job, payload = pickle.loads(_read_exact(self._res, size))
+            with self._lock:
+                event, slot = self._waiting.pop(job)
+            slot.append(payload)
+            event.set()
+        with self._lock:  # the worker died: fail whoever still waits
+            for event, slot in self._waiting.values():
+                slot.append(("error", "the user-namespace worker died"))
+                event.set()
+            self._waiting.clear()
+
+    def call(self, func: Callable[..., T], *args: object) -> T:
+        import threading
+
+        event = threading.Event()
+        slot: list[tuple[str, Any]] = []
+        with self._lock:
+            job = self._next
+            self._next += 1
+            self._waiting[job] = (event, slot)
+            data = pickle.dumps((job, func, args))
+            _write_all(self._req_w, struct.pack("!Q", len(data)) + data)
+        event.wait()
+        kind, value = slot[0]
+        if kind == "ok":
+            return value  # type: ignore[no-any-return]
+        if kind == "rlerror":
+            message, code = value
+            raise RlError(message, code)
+        raise RlError(str(value))
+
+    def remove_tree(self, path: str | Path) -> None:
+        if os.path.lexists(path):
+            self.call(_rmtree, str(path))
+
+    def close(self) -> None:
+        os.close(self._req_w)
+        self._reader.join()
+        os.close(self._res)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _start_worker(req_r: int, req_w: int, res_r: int, res_w: int,
+                  plan: IdMapPlan | None) -> int:
+    from . import idmap
+
+    plan = plan or idmap.plan()
+    sync_r, sync_w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the worker
+        code = 0
+        try:
+            for fd in (sync_w, req_w, res_r):
+                os.close(fd)
+            sc.prctl(sc.PR_SET_PDEATHSIG, 9)
+            if os.getppid() != parent:
+                os._exit(1)
+            sc.unshare(sc.CLONE_NEWUSER)
+            _write_all(res_w, b"U")
+            if os.read(sync_r, 1) != b"M":
+                os._exit(3)
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            if plan.mode == "subuid":
+                os.setgroups([])
+            _serve(req_r, res_w)
+        except BaseException:
+            code = 2
+        os._exit(code)
+    os.close(sync_r)
+    try:
+        if os.read(res_r, 1) != b"U":
+            raise RlError("cannot create a user namespace")
+        idmap.write_maps(pid, plan)
+        os.write(sync_w, b"M")
+    except BaseException:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(sync_w)
+    return pid
+
+
+def _serve(req_r: int, res_w: int) -> None:  # pragma: no cover - runs in the worker
+    """The worker's loop: fork a child per job, relay each result as one frame."""
+    import select
+
+    limit = max(2, os.cpu_count() or 2)
+    queue: list[tuple[int, Callable[..., object], tuple[object, ...]]] = []
+    running: dict[int, tuple[int, int, list[bytes]]] = {}  # fd -> job, pid, chunks
+    eof = False
+    while not (eof and not queue and not running):
+        while queue and len(running) < limit:
+            job, func, args = queue.pop(0)
+            r, w = os.pipe()
+            child = os.fork()
+            if child == 0:
+                os.close(r)
+                try:
+                    payload: tuple[str, object] = ("ok", func(*args))
+                except RlError as e:
+                    payload = ("rlerror", (e.message, e.exit_code))
+                except BaseException as e:
+                    payload = ("error", str(e) or type(e).__name__)
+                _write_all(w, pickle.dumps(payload))
+                os._exit(0)
+            os.close(w)
+            running[r] = (job, child, [])
+        fds = list(running) + ([] if eof else [req_r])
+        ready, _, _ = select.select(fds, [], [])
+        for fd in ready:
+            if fd == req_r:
+                head = _read_exact(req_r, 8)
+                if len(head) < 8:
+                    eof = True
+                    continue
+                (size,) = struct.unpack("!Q", head)
+                job, func, args = pickle.loads(_read_exact(req_r, size))
+                queue.append((job, func, args))
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if chunk:
+                running[fd][2].append(chunk)
+                continue
+            job, child, chunks = running.pop(fd)
+            os.close(fd)
+            os.waitpid(child, 0)
+            data = b"".join(chunks)
+            payload = pickle.loads(data) if data else ("error", "a worker job died")
+            frame = pickle.dumps((job, payload))
+            _write_all(res_w, struct.pack("!Q", len(frame)) + frame)

@@ -118,10 +118,19 @@ def test_rm_removes_the_rootfs_copy(rl: RlRunner, bb: str, rl_state: RlState) ->
     assert not [n for n in os.listdir(vfs_dir) if n.startswith(".tmp")]
 
 
-def test_run_wrong_uses(rl: RlRunner, bb: str) -> None:
+def test_run_wrong_uses(rl: RlRunner, bb: str, rl_state: RlState) -> None:
     assert "no such image: nosuchimage" in one_line_error(rl("run", "nosuchimage"), 125)
     assert "invalid reference format" in one_line_error(rl("run", "UPPER:x:y"), 125)
     one_line_error(rl("create", "bad//ref"), 125)
+    # An image without a command, and none given: nothing is left behind.
+    cid = rl("create", bb, "true", check=True).stdout.strip()
+    rl("commit", "-c", "CMD []", cid, f"{bb}-nocmd", check=True)
+    rl("rm", cid, check=True)
+    vfs_dir = storage(rl_state.data_home) / "vfs"
+    before = set(os.listdir(vfs_dir))
+    assert "no command specified" in one_line_error(rl("run", f"{bb}-nocmd"), 125)
+    one_line_error(rl("run", "--workdir", "relative", bb), 125)
+    assert set(os.listdir(vfs_dir)) == before
     one_line_error(rl("run", "--rootfs", "/nonexistent", "true"), 125)
 
 
@@ -470,3 +479,96 @@ def test_concurrent_creates_keep_every_copy(rl: RlRunner, bb: str, rl_path: Path
     assert all((vfs_dir / cid).is_dir() for cid in ids)
     rl("rm", *ids, check=True)
     assert not any((vfs_dir / cid).exists() for cid in ids)
+
+
+def test_single_id_mode_squashes_owners(rl_path: Path, rootfs_tgz: Path,
+                                        tmp_path: Path) -> None:
+    data = tmp_path / "single-data"
+    run_dir = Path(f"/tmp/rl-single-{os.getpid()}")
+    run_dir.mkdir(mode=0o700)
+    env = {**os.environ, "RL_IDMAP": "single", "XDG_DATA_HOME": str(data),
+           "XDG_RUNTIME_DIR": str(run_dir)}
+
+    def rl1(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(rl_path), *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    try:
+        assert rl1("import", "-c", 'CMD ["true"]', rootfs_tgz, "single").returncode == 0
+        r = rl1("run", "--rm", "single", "stat", "-c", "%u:%g %a", "/home/user/owned",
+                "/usr/bin/suid-file")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:2] == ["0:0 644", "0:0 4755"]
+        owned = list((data / "rl/storage/layers").glob("*/home/user/owned"))
+        assert owned and owned[0].stat().st_uid == os.getuid()
+        assert rl1("rmi", "single").returncode == 0
+    finally:
+        for pidfile in run_dir.rglob("*.pid"):
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), 9)
+            except (OSError, ValueError):
+                pass
+        support.remove_tree(run_dir)
+        support.remove_tree(data)
+
+
+def test_more_wrong_uses(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    one_line_error(rl("export", "nosuch"), 1)
+    one_line_error(rl("export", "-o", tmp_path / "x.tar", "nosuch"), 1)
+    assert not (tmp_path / "x.tar").exists()
+    cid = rl("create", bb, "true", check=True).stdout.strip()
+    one_line_error(rl("commit", cid, "Bad:Name:x"), 125)
+    one_line_error(rl("commit", "-c", "BOGUS x", cid, "fine"), 125)
+    assert "No such file" in one_line_error(rl("export", "-o", tmp_path / "no/dir/x.tar", cid),
+                                            125)
+    rl("rm", cid, check=True)
+    one_line_error(rl("images", "--format", "{{.Nope}}"), 125)
+    unreadable = tmp_path / "secret.tar"
+    unreadable.write_bytes(b"x")
+    unreadable.chmod(0)
+    assert "Permission denied" in one_line_error(rl("import", unreadable, "x"), 125)
+    assert "Permission denied" in one_line_error(rl("load", "-i", unreadable), 125)
+    one_line_error(rl("save", "-o", tmp_path / "no/dir/x.tar", bb), 125)
+    for args in (["history"], ["rmi"], ["image", "inspect"], ["save"], ["pull"], ["push"],
+                 ["login"], ["tag", bb]):
+        r = rl(*args)
+        assert r.returncode == 125 and r.stderr.startswith("Error: "), (args, r.stderr)
+    one_line_error(rl("tag", bb, "Not Valid"), 125)
+    one_line_error(rl("tag", bb, "x@sha256:" + "a" * 64), 125)
+
+
+def test_kill_9_during_create_leaves_nothing_behind(rl: RlRunner, rl_path: Path,
+                                                    rootfs: Path, tmp_path: Path,
+                                                    rl_state: RlState) -> None:
+    import signal
+    import time
+
+    def extra(tf: tarfile.TarFile) -> None:
+        for i in range(12):
+            add_file(tf, f"./blob{i}", os.urandom(5 << 20))
+
+    tar = rootfs_tar(rootfs, tmp_path / "fat.tar", compress="", extra=extra)
+    rl("import", tar, "fat", check=True)
+    vfs_dir = storage(rl_state.data_home) / "vfs"
+    before = set(os.listdir(vfs_dir))
+    env = {**os.environ, **rl_state.env()}
+    proc = subprocess.Popen([str(rl_path), "create", "fat", "true"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if set(os.listdir(vfs_dir)) - before:
+            break
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The next commands work; the next prune collects the orphaned copy.
+    assert rl("run", "--rm", "fat", "sh", "-c", "ls /blob11", check=True).stdout == "/blob11\n"
+    records = set(rl("ps", "-aq", "--no-trunc", check=True).stdout.split())
+    rl("image", "prune", check=True)
+    assert set(os.listdir(vfs_dir)) <= before | records
+    # (If the kill came after the record was written, that container is complete.)
+    for cid in records:
+        if json.loads(rl("inspect", cid, check=True).stdout)[0]["Image"] == "fat":
+            rl("rm", cid, check=True)
+    rl("rmi", "fat", check=True)

@@ -19,7 +19,8 @@ from imagetools import rootfs_tar, storage, store_files
 from test_images import one_line_error
 
 import support
-from support import RlRunner, RlState
+from support import RlRunner
+from support import RlState
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -218,6 +219,10 @@ def test_index_platform_selection(rl: RlRunner, registry: Registry, local: str) 
                             ref), 125)
     assert "no image for platform linux/mips" in msg and "s390x" in msg
     one_line_error(rl("pull", "-q", "--tls-verify=false", "--platform", "bogus", ref), 125)
+    # A plain manifest for another platform than the one asked for.
+    msg = one_line_error(rl("pull", "-q", "--tls-verify=false", "--platform", "linux/s390x",
+                            f"{registry.host}/{repo}:single"), 125)
+    assert f"is for linux/{_arch()}, not linux/s390x" in msg
 
 
 def test_pull_errors_leave_nothing(rl: RlRunner, registry: Registry, local: str,
@@ -557,21 +562,21 @@ def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, loc
     assert not left
 
 
-def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, rl_path: Path,
-                                     rootfs: Path, tmp_path: Path) -> None:
+def test_progress_bars_on_a_terminal(rl: RlRunner, registry: Registry, local: str,
+                                     rl_path: Path) -> None:
     from test_tty import Terminal
 
-    # A layer no other image in the store shares, so the pull really downloads
-    # it (a layer already present is reported "done" at once, with no bar).
-    tree = support.copy_tree(rootfs, tmp_path / "unique")
-    (tree / "unique").write_bytes(os.urandom(1 << 20))
-    local = "bars-unique"
-    rl("import", rootfs_tar(tree, tmp_path / "unique.tar.gz"), local, check=True)
+    # A layer of its own, so that the pull must download it.
+    cid = rl("create", local, "sh", "-c", "head -c 200000 /dev/urandom > /r",
+             check=True).stdout.strip()
+    rl("start", "-a", cid, check=True)
+    rl("commit", cid, f"{local}-bars", check=True)
+    rl("rm", cid, check=True)
     ref = f"{registry.host}/bars/{local}:1"
-    r = rl("push", "--tls-verify=false", local, ref, check=True)
+    r = rl("push", "--tls-verify=false", f"{local}-bars", ref, check=True)
     assert "━" not in r.stderr  # not a terminal: plain lines
     assert "Copying blob" in r.stderr
-    rl("rmi", local, check=True)
+    rl("rmi", f"{local}-bars", check=True)
 
     def everything(argv: list[str]) -> bytes:
         term = Terminal(argv)
