@@ -1,0 +1,56 @@
+"""How an upper directory records deletions: whiteouts and opaque directories.
+
+One representation for every driver, the one kernel overlayfs itself writes
+inside a user namespace (mount option ``userxattr``), so that an upper
+directory written by the pyfuse3 overlay can be mounted by the kernel and the
+other way round:
+
+* a whiteout is a character device 0/0 (Linux >= 5.8 lets an unprivileged
+  user create exactly this device node); the kernel's other form, a
+  zero-size regular file with ``user.overlay.whiteout``, is understood too;
+* an opaque directory carries ``user.overlay.opaque = "y"``.
+
+The ``trusted.overlay.*`` forms of a privileged kernel overlay can't be set
+or read without CAP_SYS_ADMIN in the initial namespace, so they are ignored.
+OCI layer tars use ``.wh.NAME`` and ``.wh..wh..opq`` instead (see diff.py).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+XATTR_PREFIX = b"user.overlay."
+OPAQUE_XATTR = "user.overlay.opaque"
+WHITEOUT_XATTR = "user.overlay.whiteout"
+
+
+def is_whiteout_stat(st: os.stat_result) -> bool:
+    """The char-device form; the xattr form needs :func:`is_whiteout_path`."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def is_whiteout(path: str, st: os.stat_result) -> bool:
+    if is_whiteout_stat(st):
+        return True
+    return (stat.S_ISREG(st.st_mode) and st.st_size == 0
+            and _xattr(path, WHITEOUT_XATTR) is not None)
+
+
+def is_opaque(path: str) -> bool:
+    return _xattr(path, OPAQUE_XATTR) == b"y"
+
+
+def make_whiteout(dir_fd: int, name: bytes) -> None:
+    os.mknod(name, stat.S_IFCHR | 0o000, 0, dir_fd=dir_fd)
+
+
+def set_opaque(path: str) -> None:
+    os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
