@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fs import layout
+from fs.copy import copy_sparse
 from rootless import _syscalls as sc
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
     binary = shutil.which("fuse-overlayfs")
     if binary is None:
         raise DriverError("fuse-overlayfs is not installed (Debian package fuse-overlayfs)")
-    before = os.stat(target).st_dev
+    before = _fuse_mounts_at(target)
     opts = _overlay_options(lowers, upper, work).replace(",userxattr", "")
 
     def child_setup() -> None:
@@ -206,7 +207,7 @@ def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=child_setup)
     deadline = time.monotonic() + 10
-    while _mount_point_dev(target) == before:
+    while _fuse_mounts_at(target) == before:
         if proc.poll() is not None:
             err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
             raise DriverError(f"fuse-overlayfs: {err.splitlines()[-1] if err else 'failed'}")
@@ -220,16 +221,18 @@ def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
     return Mounted("fuse-overlayfs", target, proc.pid, proc)
 
 
-def _mount_point_dev(target: str) -> int | None:
-    """st_dev of *target*'s mount as the mount table says (stat could block on FUSE)."""
+def _fuse_mounts_at(target: str) -> int:
+    """How many FUSE mounts sit on *target* (the mount table; stat could block)."""
     real = os.path.realpath(target)
+    n = 0
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
-            if parts[4].encode().decode("unicode_escape") == real:
-                major, minor = parts[2].split(":")
-                return os.makedev(int(major), int(minor))
-    return None
+            sep = parts.index("-")
+            point = parts[4].encode().decode("unicode_escape")
+            if point == real and parts[sep + 1].startswith("fuse"):
+                n += 1
+    return n
 
 
 def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
@@ -246,8 +249,9 @@ def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mou
     return Mounted("vfs", target)
 
 
-def _apply_layer(src: str, dest: str) -> None:
+def _apply_layer(src: str, dest: str, links: dict[tuple[int, int], str] | None = None) -> None:
     """Lay one extracted layer over *dest*, honouring its whiteouts and opaque dirs."""
+    links = {} if links is None else links  # hard links inside the layer stay links
     for name in os.listdir(src):
         s, d = os.path.join(src, name), os.path.join(dest, name)
         st = os.lstat(s)
@@ -255,26 +259,39 @@ def _apply_layer(src: str, dest: str) -> None:
             _remove(d)
             continue
         if stat.S_ISDIR(st.st_mode):
-            if layout.is_opaque(s) or ((os.path.lexists(d) and not os.path.isdir(d))
-                                       or os.path.islink(d)):
+            if layout.is_opaque(s) or os.path.islink(d) or (
+                    os.path.lexists(d) and not os.path.isdir(d)):
                 _remove(d)
             if not os.path.lexists(d):
                 os.mkdir(d)
-            _apply_layer(s, d)
-            shutil.copystat(s, d, follow_symlinks=False)
+            _apply_layer(s, d, links)
             os.chown(d, st.st_uid, st.st_gid)
+            _copy_stat(s, d)
             continue
         _remove(d)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            os.link(links[key], d)
+            continue
+        links[key] = d
         if stat.S_ISREG(st.st_mode):
-            shutil.copy2(s, d, follow_symlinks=False)
+            with open(s, "rb") as fi, open(d, "xb") as fo:
+                copy_sparse(fi.fileno(), fo.fileno(), st.st_size)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(s), d)
         else:
             os.mknod(d, st.st_mode, st.st_rdev)
         os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
-            os.chmod(d, stat.S_IMODE(st.st_mode))
-        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            _copy_stat(s, d)
+
+
+def _copy_stat(s: str, d: str) -> None:
+    """Mode, times and xattrs, without the layer's own overlay marks."""
+    shutil.copystat(s, d, follow_symlinks=False)
+    for name in os.listxattr(d, follow_symlinks=False):
+        if name.startswith("user.overlay."):
+            os.removexattr(d, name, follow_symlinks=False)
 
 
 def _remove(path: str) -> None:

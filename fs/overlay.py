@@ -41,6 +41,7 @@ import pyfuse3
 
 from fs import layout
 from fs._sys import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from fs.copy import copy_sparse
 
 TIMEOUT = 3600.0  # seconds the kernel may trust entries and attributes
 UPPER = 0
@@ -557,11 +558,7 @@ class Overlay(pyfuse3.Operations):
         rel, lower = self._prepare_new(parent, name)
         os.mkdir(rel, mode, dir_fd=self.fds[UPPER])
         try:
-            # Over a removed directory it must not merge with the lower one; like the
-            # kernel, mark every new directory in a merged parent (lower layers
-            # could gain that name later).
-            assert parent.dlayers is not None
-            if lower or len(parent.dlayers) > 1:
+            if lower:  # over a removed directory: must not merge with the lower one
                 layout.set_opaque(self._xpath(UPPER, rel))
             self._owner(parent, rel, ctx, True)
         except BaseException:
@@ -680,7 +677,10 @@ class Overlay(pyfuse3.Operations):
         os.rename(old_rel, new_rel, src_dir_fd=up, dst_dir_fd=up)
         if node.lower:
             layout.make_whiteout(up, old_rel)
-        if is_dir and new_lower:
+        assert new_parent.dlayers is not None
+        if is_dir and (new_lower or len(new_parent.dlayers) > 1):
+            # as the kernel does: a moved dir must not merge with what a lower
+            # layer of its new parent has (or may get) under that name
             layout.set_opaque(self._xpath(UPPER, new_rel))
         if target_got is not None:
             target, tst = target_got
@@ -831,40 +831,13 @@ def _remove_whiteouts(dir_fd: int, rel: bytes) -> None:
 
 
 def _copy_data(sfd: int, srel: bytes, dfd: int, drel: bytes, size: int) -> None:
-    """Copy a regular file's data, keeping holes (files over 4 GiB are often sparse)."""
     src = os.open(srel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
     try:
         dst = os.open(drel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
                       dir_fd=dfd)
         try:
-            off = 0
-            while off < size:
-                try:
-                    data = os.lseek(src, off, os.SEEK_DATA)
-                except OSError as e:
-                    if e.errno == errno.ENXIO:
-                        break
-                    raise
-                hole = os.lseek(src, data, os.SEEK_HOLE)
-                _copy_range(src, dst, data, hole - data)
-                off = hole
-            os.ftruncate(dst, size)
+            copy_sparse(src, dst, size)
         finally:
             os.close(dst)
     finally:
         os.close(src)
-
-
-def _copy_range(src: int, dst: int, off: int, count: int) -> None:
-    while count > 0:
-        try:
-            n = os.copy_file_range(src, dst, min(count, 1 << 30), off, off)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            os.lseek(dst, off, os.SEEK_SET)
-            n = os.sendfile(dst, src, off, min(count, 1 << 30))
-        if n == 0:
-            raise OSError(errno.EIO, "copy-up: source file shrank")
-        off += n
-        count -= n
