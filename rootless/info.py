@@ -64,6 +64,15 @@ def _fuse() -> dict[str, Any]:
             "fuse_overlayfs": shutil.which("fuse-overlayfs")}
 
 
+def _storage() -> dict[str, Any]:
+    # fs/ owns the storage drivers; the probe mounts a tiny overlay in a throwaway userns
+    from fs import drivers
+
+    choice = drivers.detect_default()
+    return {"default_driver": choice.driver, "reason": choice.reason,
+            "drivers": list(drivers.DRIVERS)}
+
+
 def gather() -> dict[str, Any]:
     plan = idmap.plan()
     from . import api
@@ -87,6 +96,7 @@ def gather() -> dict[str, Any]:
             "newgidmap": shutil.which("newgidmap"),
         },
         "fuse": _fuse(),
+        "storage": _storage(),
         "cgroups": _cgroups(),
         "network": {
             "default": api.DEFAULT_NETWORK,

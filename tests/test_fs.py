@@ -590,3 +590,39 @@ def test_detect_default_probes_the_kernel(agent: Agent) -> None:
     mine = drivers.detect_default()  # also works outside any namespace
     assert driver == mine.driver == "overlay", reason
     assert "userxattr" in mine.reason
+
+
+def test_rl_info_shows_the_storage_driver_and_why(rl: Any) -> None:
+    out = rl("info", "--format", "{{.storage.default_driver}}|{{.storage.reason}}",
+             check=True).stdout.strip()
+    driver, reason = out.split("|", 1)
+    assert driver == drivers.detect_default().driver
+    assert reason and driver in drivers.DRIVERS
+
+
+def test_standalone_mount_command(workdir: Path) -> None:
+    support.require(support.userns_works(), "unprivileged user namespaces unavailable")
+    for d in ("l", "u", "w", "m"):
+        (workdir / d).mkdir()
+    (workdir / "l" / "f").write_text("hi\n")
+    cmd = ["unshare", "--map-root-user", "--mount", sys.executable, "-m", "fs", "mount",
+           "--driver", "fuse", "--lower", str(workdir / "l"), "--upper", str(workdir / "u"),
+           "--work", str(workdir / "w"), str(workdir / "m")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parent.parent)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        mountinfo = Path(f"/proc/{proc.pid}/mountinfo").read_text()
+        assert f"{workdir / 'm'} " in mountinfo and "fuse.rl-overlay" in mountinfo
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    bad = subprocess.run([*cmd[:-7], "--lower", str(workdir / "nope"), "--upper",
+                          str(workdir / "u"), "--work", str(workdir / "w"), str(workdir / "m")],
+                         capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert bad.returncode == 125
+    assert bad.stderr == f"Error: lower layer {workdir / 'nope'}: no such directory\n"
