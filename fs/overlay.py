@@ -79,16 +79,15 @@ def _fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 class Node:
     """One inode the kernel knows about."""
 
-    __slots__ = ("aliases", "children", "dlayers", "ino", "layer", "lookups", "lower",
-                 "name", "parent", "unlinked_st")
+    __slots__ = ("aliases", "children", "dlayers", "ino", "layer", "lookups", "name",
+                 "parent", "unlinked_st")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes, layer: int,
-                 lower: bool, dlayers: list[int] | None) -> None:
+                 dlayers: list[int] | None) -> None:
         self.ino = ino
         self.parent = parent
         self.name = name
         self.layer = layer        # topmost layer holding it (UPPER = 0)
-        self.lower = lower        # a lower layer has this name: removing it needs a whiteout
         self.dlayers = dlayers    # directories: the layers that merge into it, top first
         self.lookups = 0
         self.children: dict[bytes, Node] = {}
@@ -100,7 +99,6 @@ class Node:
 class _Found:
     layer: int
     st: os.stat_result
-    lower: bool
     dlayers: list[int] | None
 
 
@@ -136,7 +134,7 @@ class Overlay(pyfuse3.Operations):
                 dl.append(i)
                 if layout.is_opaque(self._xpath(i, b".")):
                     break
-        self.root = Node(pyfuse3.ROOT_INODE, None, b"", UPPER, True, dl)
+        self.root = Node(pyfuse3.ROOT_INODE, None, b"", UPPER, dl)
         self.root.lookups = 1
         self.nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: self.root}
         self.dirs: dict[int, tuple[Node, list[bytes]]] = {}
@@ -194,31 +192,26 @@ class Overlay(pyfuse3.Operations):
             if found is None:
                 if is_wh:
                     return None
-                found = _Found(layer, st, layer != UPPER, None)
+                found = _Found(layer, st, None)
                 if not stat.S_ISDIR(st.st_mode):
-                    if found.lower:
-                        return found
-                    continue  # only to learn whether a lower layer has the name
+                    return found
                 found.dlayers = [layer]
                 if i + 1 == len(parent.dlayers) or layout.is_opaque(self._xpath(layer, rel)):
-                    if layer == UPPER:
-                        found.lower = self._lower_has(parent, rel, i + 1)
                     return found
                 continue
-            # below the entry that was found
-            if not is_wh:
-                found.lower = True
-            if found.dlayers is None or is_wh or not stat.S_ISDIR(st.st_mode):
+            # below the directory that was found: merge while directories go on
+            if is_wh or not stat.S_ISDIR(st.st_mode):
                 return found
+            assert found.dlayers is not None
             found.dlayers.append(layer)
             if layout.is_opaque(self._xpath(layer, rel)):
                 return found
         return found
 
-    def _lower_has(self, parent: Node, rel: bytes, start: int = 1) -> bool:
+    def _lower_has(self, parent: Node, rel: bytes) -> bool:
         """Whether a layer under the upper one shows *rel* (so removing it needs a whiteout)."""
         assert parent.dlayers is not None
-        for layer in parent.dlayers[start:]:
+        for layer in parent.dlayers:
             if layer == UPPER:
                 continue
             try:
@@ -250,7 +243,7 @@ class Overlay(pyfuse3.Operations):
         ino = self._ino_for(found.layer, found.st, _join(prel, name))
         node = self.nodes.get(ino)
         if node is None:
-            node = Node(ino, parent, name, found.layer, found.lower, found.dlayers)
+            node = Node(ino, parent, name, found.layer, found.dlayers)
             self.nodes[ino] = node
         elif node.parent is not parent or node.name != name:
             node.aliases.append((parent, name))  # another hard link to a known inode
@@ -387,11 +380,11 @@ class Overlay(pyfuse3.Operations):
             st = os.lstat(rel, dir_fd=self.fds[UPPER])
             os.chmod(rel, stat.S_IMODE(st.st_mode) | stat.S_ISGID, dir_fd=self.fds[UPPER])
 
-    def _new_node(self, parent: Node, name: bytes, rel: bytes, lower: bool,
+    def _new_node(self, parent: Node, name: bytes, rel: bytes,
                   is_dir: bool) -> tuple[Node, os.stat_result]:
         st = os.lstat(rel, dir_fd=self.fds[UPPER])
         ino = self._ino_for(UPPER, st, rel)
-        node = Node(ino, parent, name, UPPER, lower, [UPPER] if is_dir else None)
+        node = Node(ino, parent, name, UPPER, [UPPER] if is_dir else None)
         self.nodes[ino] = node
         parent.children[name] = node
         return node, st
@@ -546,10 +539,10 @@ class Overlay(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        rel, lower = self._prepare_new(parent, name)
+        rel, _ = self._prepare_new(parent, name)
         os.mknod(rel, mode, rdev, dir_fd=self.fds[UPPER])
         self._owner(parent, rel, ctx, False)
-        return self._reply(*self._new_node(parent, name, rel, lower, False))
+        return self._reply(*self._new_node(parent, name, rel, False))
 
     @_fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
@@ -564,28 +557,28 @@ class Overlay(pyfuse3.Operations):
         except BaseException:
             os.rmdir(rel, dir_fd=self.fds[UPPER])
             raise
-        return self._reply(*self._new_node(parent, name, rel, lower, True))
+        return self._reply(*self._new_node(parent, name, rel, True))
 
     @_fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self._node(parent_inode)
-        rel, lower = self._prepare_new(parent, name)
+        rel, _ = self._prepare_new(parent, name)
         os.symlink(target, rel, dir_fd=self.fds[UPPER])
         self._owner(parent, rel, ctx, False)
-        return self._reply(*self._new_node(parent, name, rel, lower, False))
+        return self._reply(*self._new_node(parent, name, rel, False))
 
     @_fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
         parent = self._node(parent_inode)
-        rel, lower = self._prepare_new(parent, name)
+        rel, _ = self._prepare_new(parent, name)
         fd = os.open(rel, (flags & ~_OPEN_FLAGS_DROP) | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                      mode, dir_fd=self.fds[UPPER])
         try:
             self._owner(parent, rel, ctx, False)
-            node, st = self._new_node(parent, name, rel, lower, False)
+            node, st = self._new_node(parent, name, rel, False)
         except BaseException:
             os.close(fd)
             raise
@@ -597,7 +590,7 @@ class Overlay(pyfuse3.Operations):
         node = self._node(inode)
         parent = self._node(new_parent_inode)
         self._copy_up(node)
-        rel, _lower = self._prepare_new(parent, new_name)
+        rel, _ = self._prepare_new(parent, new_name)
         os.link(self._rel(node), rel, src_dir_fd=self.fds[UPPER], dst_dir_fd=self.fds[UPPER],
                 follow_symlinks=False)
         node.aliases.append((parent, new_name))
@@ -608,6 +601,7 @@ class Overlay(pyfuse3.Operations):
                                   is_dir: bool) -> None:
         rel = _join(self._rel(parent), name)
         up = self.fds[UPPER]
+        lower = self._lower_has(parent, rel)
         if node.layer == UPPER:
             if is_dir:
                 _remove_whiteouts(up, rel)
@@ -616,7 +610,7 @@ class Overlay(pyfuse3.Operations):
                 os.unlink(rel, dir_fd=up)
         else:
             self._copy_up(parent)
-        if node.lower:
+        if lower:
             layout.make_whiteout(up, rel)
 
     @_fuse_errors
@@ -672,10 +666,11 @@ class Overlay(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         self._copy_up(node)
         old_rel = _join(self._rel(old_parent), name_old)
+        old_lower = self._lower_has(old_parent, old_rel)
         new_rel, new_lower = self._prepare_target(new_parent, name_new, target_got)
         up = self.fds[UPPER]
         os.rename(old_rel, new_rel, src_dir_fd=up, dst_dir_fd=up)
-        if node.lower:
+        if old_lower:
             layout.make_whiteout(up, old_rel)
         assert new_parent.dlayers is not None
         if is_dir and (new_lower or len(new_parent.dlayers) > 1):
@@ -692,7 +687,6 @@ class Overlay(pyfuse3.Operations):
             node.parent, node.name = new_parent, name_new
         else:
             node.aliases.append((new_parent, name_new))
-        node.lower = new_lower
         new_parent.children[name_new] = node
 
     def _prepare_target(self, parent: Node, name: bytes,
