@@ -79,8 +79,8 @@ def _fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 class Node:
     """One inode the kernel knows about."""
 
-    __slots__ = ("aliases", "children", "dlayers", "ino", "layer", "lookups", "name",
-                 "parent", "unlinked_st")
+    __slots__ = ("aliases", "attr", "children", "dlayers", "ino", "layer", "listing",
+                 "lookups", "name", "parent", "unlinked_st")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes, layer: int,
                  dlayers: list[int] | None) -> None:
@@ -93,6 +93,9 @@ class Node:
         self.children: dict[bytes, Node] = {}
         self.aliases: list[tuple[Node, bytes]] = []  # further hard links (upper only)
         self.unlinked_st: os.stat_result | None = None
+        # readdir's caches, valid while Overlay._gen is unchanged
+        self.attr: tuple[int, pyfuse3.EntryAttributes] | None = None
+        self.listing: tuple[int, list[bytes]] | None = None
 
 
 @dataclass
@@ -138,6 +141,10 @@ class Overlay(pyfuse3.Operations):
         self.root.lookups = 1
         self.nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: self.root}
         self.dirs: dict[int, tuple[Node, list[bytes]]] = {}
+        # Bumped by every change made through the mount (writes included), so
+        # readdir may reuse listings and attributes while nothing changed: a
+        # warm walk then costs no syscalls here. (Only atime can move unseen.)
+        self._gen = 0
         self._next_dh = itertools.count(1)
 
     def close(self) -> None:
@@ -297,6 +304,7 @@ class Overlay(pyfuse3.Operations):
     def _copy_up(self, node: Node) -> None:
         if node.layer == UPPER:
             return
+        self._gen += 1
         assert node.parent is not None
         self._copy_up(node.parent)
         rel = self._rel(node)
@@ -380,9 +388,10 @@ class Overlay(pyfuse3.Operations):
             st = os.lstat(rel, dir_fd=self.fds[UPPER])
             os.chmod(rel, stat.S_IMODE(st.st_mode) | stat.S_ISGID, dir_fd=self.fds[UPPER])
 
-    def _new_node(self, parent: Node, name: bytes, rel: bytes,
-                  is_dir: bool) -> tuple[Node, os.stat_result]:
-        st = os.lstat(rel, dir_fd=self.fds[UPPER])
+    def _new_node(self, parent: Node, name: bytes, rel: bytes, is_dir: bool,
+                  st: os.stat_result | None = None) -> tuple[Node, os.stat_result]:
+        if st is None:
+            st = os.lstat(rel, dir_fd=self.fds[UPPER])
         ino = self._ino_for(UPPER, st, rel)
         node = Node(ino, parent, name, UPPER, [UPPER] if is_dir else None)
         self.nodes[ino] = node
@@ -468,6 +477,7 @@ class Overlay(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._gen += 1
         node = self._node(inode)
         if node.unlinked_st is not None and fh is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -538,6 +548,7 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._gen += 1
         parent = self._node(parent_inode)
         rel, _ = self._prepare_new(parent, name)
         os.mknod(rel, mode, rdev, dir_fd=self.fds[UPPER])
@@ -547,6 +558,7 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._gen += 1
         parent = self._node(parent_inode)
         rel, lower = self._prepare_new(parent, name)
         os.mkdir(rel, mode, dir_fd=self.fds[UPPER])
@@ -562,6 +574,7 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._gen += 1
         parent = self._node(parent_inode)
         rel, _ = self._prepare_new(parent, name)
         os.symlink(target, rel, dir_fd=self.fds[UPPER])
@@ -578,7 +591,7 @@ class Overlay(pyfuse3.Operations):
                      mode, dir_fd=self.fds[UPPER])
         try:
             self._owner(parent, rel, ctx, False)
-            node, st = self._new_node(parent, name, rel, False)
+            node, st = self._new_node(parent, name, rel, False, os.fstat(fd))
         except BaseException:
             os.close(fd)
             raise
@@ -587,6 +600,8 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        self._gen += 1
+        self._gen += 1
         node = self._node(inode)
         parent = self._node(new_parent_inode)
         self._copy_up(node)
@@ -615,6 +630,7 @@ class Overlay(pyfuse3.Operations):
 
     @_fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._gen += 1
         parent = self._node(parent_inode)
         node = self._lookup_node(parent, name)
         st = self._stat(node)
@@ -627,6 +643,7 @@ class Overlay(pyfuse3.Operations):
 
     @_fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._gen += 1
         parent = self._node(parent_inode)
         node = self._lookup_node(parent, name)
         st = self._stat(node)
@@ -642,6 +659,7 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self._gen += 1
         if flags & RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
         old_parent = self._node(parent_inode_old)
@@ -722,6 +740,7 @@ class Overlay(pyfuse3.Operations):
 
     @_fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self._gen += 1
         return os.pwrite(fh, buf, off)
 
     async def flush(self, fh: int) -> None:
@@ -749,7 +768,9 @@ class Overlay(pyfuse3.Operations):
         if node.dlayers is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         dh = next(self._next_dh)
-        self.dirs[dh] = (node, self._merged_names(node))
+        if node.listing is None or node.listing[0] != self._gen:
+            node.listing = (self._gen, self._merged_names(node))
+        self.dirs[dh] = (node, node.listing[1])
         return dh
 
     @_fuse_errors
@@ -757,17 +778,23 @@ class Overlay(pyfuse3.Operations):
         node, names = self.dirs[fh]
         prel = self._rel(node)
         fds = self.fds
+        gen = self._gen
         for i in range(start_id, len(names)):
             name = names[i]
             child = node.children.get(name)
-            if child is not None:  # the common case of a warm walk: one lstat
-                st = os.lstat(_join(prel, name), dir_fd=fds[child.layer])
+            if child is not None and child.attr is not None and child.attr[0] == gen:
+                entry = child.attr[1]
             else:
-                got = self._child(node, name)
-                if got is None:
-                    continue  # removed since opendir
-                child, st = got
-            if not pyfuse3.readdir_reply(token, name, self._entry(child, st), i + 1):
+                if child is not None:
+                    st = os.lstat(_join(prel, name), dir_fd=fds[child.layer])
+                else:
+                    got = self._child(node, name)
+                    if got is None:
+                        continue  # removed since opendir
+                    child, st = got
+                entry = self._entry(child, st)
+                child.attr = (gen, entry)
+            if not pyfuse3.readdir_reply(token, name, entry, i + 1):
                 break
             child.lookups += 1
 
@@ -797,6 +824,7 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        self._gen += 1
         if name.startswith(layout.XATTR_PREFIX):
             raise pyfuse3.FUSEError(errno.EPERM)
         node = self._node(inode)
@@ -805,6 +833,7 @@ class Overlay(pyfuse3.Operations):
 
     @_fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._gen += 1
         if name.startswith(layout.XATTR_PREFIX):
             raise pyfuse3.FUSEError(errno.ENODATA)
         node = self._node(inode)

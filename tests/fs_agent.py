@@ -92,6 +92,27 @@ def fsop(root: str, name: str, args: list[Any]) -> Any:
         with open(p(0), "rb") as f:
             f.seek(args[1])
             return f.read(args[2]).decode(errors="surrogateescape")
+    if name == "mmap_write":  # path, offset, text: through a shared mapping, then msync
+        import mmap
+        with open(p(0), "r+b") as f:
+            with mmap.mmap(f.fileno(), 0) as mm:
+                data = args[2].encode()
+                mm[args[1]:args[1] + len(data)] = data
+                mm.flush()
+            os.fsync(f.fileno())
+        return None
+    if name == "mmap_read":
+        import mmap
+        with open(p(0), "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+            return mm[:].decode(errors="surrogateescape")
+    if name == "fsync":
+        fd = os.open(p(0), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return None
     if name == "mksock":
         os.mknod(p(0), stat.S_IFSOCK | 0o755)
         return None

@@ -299,6 +299,15 @@ def test_links_and_special_files(pair: Pair) -> None:
     pair.check()
 
 
+def test_mmap_and_fsync(pair: Pair) -> None:
+    assert pair.do("mmap_read", "f") == "hello\n"
+    pair.do("mmap_write", "f", 1, "EL")  # a lower file: copy-up, then shared mapping
+    assert pair.do("read", "f") == "hELlo\n"
+    pair.do("fsync", "f")
+    pair.do("fsync", "d")
+    pair.check()
+
+
 def test_large_file(pair: Pair) -> None:
     pair.do("write", "huge", "", None)
     pair.do("write", "huge", "end", (4 << 30) + 7)
