@@ -635,3 +635,20 @@ def test_standalone_mount_command(workdir: Path) -> None:
                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert bad.returncode == 125
     assert bad.stderr == f"Error: lower layer {workdir / 'nope'}: no such directory\n"
+
+
+def test_benchmark_script_runs(tmp_path: Path) -> None:
+    """benchmarks/fs.py at a tiny scale: every configuration mounts and measures."""
+    support.require(support.userns_works(), "unprivileged user namespaces unavailable")
+    support.require(shutil.which("fuse-overlayfs") is not None, "fuse-overlayfs not installed")
+    tmp_path.chmod(0o755)
+    r = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "fs.py"),
+                        "--rounds", "1", "--scale", "0.002", "--dir", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    med = json.loads(r.stdout)
+    assert set(med) == {"plain", "overlay", "fuse-overlayfs", "fuse"}
+    for figures in med.values():
+        assert set(figures) == {"read", "write", "copy-up", "walk", "create"}
+        assert all(v > 0 for v in figures.values())
+    assert list(tmp_path.iterdir()) == []  # its data set is removed
