@@ -652,3 +652,26 @@ def test_benchmark_script_runs(tmp_path: Path) -> None:
         assert set(figures) == {"read", "write", "copy-up", "walk", "create"}
         assert all(v > 0 for v in figures.values())
     assert list(tmp_path.iterdir()) == []  # its data set is removed
+
+
+@pytest.mark.parametrize("driver", ["fuse", "fuse-overlayfs"])
+def test_kill_9_of_the_mounter_leaves_no_server(workdir: Path, driver: str) -> None:
+    support.require(support.userns_works(), "unprivileged user namespaces unavailable")
+    support.require(shutil.which("fuse-overlayfs") is not None, "fuse-overlayfs not installed")
+    for d in ("l", "u", "w", "m"):
+        (workdir / d).mkdir()
+    proc = subprocess.Popen(
+        ["unshare", "--map-root-user", "--mount", sys.executable, "-m", "fs", "mount",
+         "--driver", driver, "--lower", str(workdir / "l"), "--upper", str(workdir / "u"),
+         "--work", str(workdir / "w"), str(workdir / "m")],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1  # the server
+    server = int(children[0])
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while not _is_zombie(server) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _is_zombie(server), "the server outlived its mounter"  # (or init has yet to reap it)
