@@ -54,3 +54,35 @@ def make_whiteout(dir_fd: int, name: bytes) -> None:
 
 def set_opaque(path: str) -> None:
     os.setxattr(path, OPAQUE_XATTR, b"y", follow_symlinks=False)
+
+
+OCI_WHITEOUT_PREFIX = ".wh."
+OCI_OPAQUE = ".wh..wh..opq"
+
+
+def convert_oci_whiteouts(layer_dir: str) -> int:
+    """Turn an extracted OCI layer's ``.wh.`` files into this layout, in place.
+
+    For the images code: after extracting a layer tar (as root of the user
+    namespace, so that xattrs and the 0/0 device can be made), call this so the
+    directory can serve as a lower layer of every driver. Returns how many
+    markers were converted.
+    """
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(layer_dir):
+        for name in filenames:
+            if not name.startswith(OCI_WHITEOUT_PREFIX):
+                continue
+            os.unlink(os.path.join(dirpath, name))
+            if name == OCI_OPAQUE:
+                set_opaque(dirpath)
+            else:
+                fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    make_whiteout(fd, os.fsencode(name[len(OCI_WHITEOUT_PREFIX):]))
+                finally:
+                    os.close(fd)
+            n += 1
+        # a whited-out directory was a .wh. file, not a dir: nothing to prune
+        dirnames.sort()
+    return n

@@ -241,6 +241,9 @@ def handle(req: dict[str, Any]) -> Any:
     if op == "mountinfo":
         with open("/proc/self/mountinfo") as f:
             return f.read()
+    if op == "convert":
+        from fs import layout
+        return layout.convert_oci_whiteouts(req["dir"])
     if op == "detect":
         c = drivers.detect_default()
         return [c.driver, c.reason]

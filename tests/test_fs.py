@@ -675,3 +675,31 @@ def test_kill_9_of_the_mounter_leaves_no_server(workdir: Path, driver: str) -> N
     while not _is_zombie(server) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _is_zombie(server), "the server outlived its mounter"  # (or init has yet to reap it)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_extracted_oci_layer_whiteouts_work_as_lower(agent: Agent, workdir: Path,
+                                                     driver: str) -> None:
+    """A layer tar's .wh. markers, converted, hide what they should in every driver."""
+    base, top = workdir / "base", workdir / "top"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc" / "passwd").write_text("root\n")
+    (base / "etc" / "gone").write_text("x\n")
+    (base / "opq").mkdir()
+    (base / "opq" / "old").write_text("old\n")
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / ".wh.gone").write_text("")
+    (top / "opq").mkdir()
+    (top / "opq" / ".wh..wh..opq").write_text("")
+    (top / "opq" / "new").write_text("new\n")
+    assert agent.ok("convert", dir=str(top)) == 2
+    for d in ("u", "w", "m"):
+        (workdir / d).mkdir()
+    m = str(workdir / "m")
+    agent.ok("mount", driver=driver, lowers=[str(top), str(base)], upper=str(workdir / "u"),
+             work=str(workdir / "w"), target=m)
+    try:
+        assert agent.fs(m, "listdir", "etc") == ["passwd"]
+        assert agent.fs(m, "listdir", "opq") == ["new"]
+    finally:
+        agent.ok("unmount", target=m)
