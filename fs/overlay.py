@@ -126,7 +126,6 @@ class Overlay(pyfuse3.Operations):
         except BaseException:
             self.close()
             raise
-        self.upper_dev = os.fstat(self.fds[UPPER]).st_dev
         self._clean_work()
         self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
         self._next_tmp = itertools.count()
