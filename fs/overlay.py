@@ -733,14 +733,19 @@ class Overlay(pyfuse3.Operations):
                      dir_fd=self.fds[node.layer])
         return pyfuse3.FileInfo(fh=fd)
 
-    @_fuse_errors
+    # read and write are the hot path: no decorator layer
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(fh, size, off)
+        try:
+            return os.pread(fh, size, off)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 
-    @_fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._gen += 1
-        return os.pwrite(fh, buf, off)
+        try:
+            return os.pwrite(fh, buf, off)
+        except OSError as e:
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
 
     async def flush(self, fh: int) -> None:
         # Nothing to do at close(2); ENOSYS makes the kernel stop sending FLUSH,
