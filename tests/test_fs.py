@@ -647,7 +647,7 @@ def test_benchmark_script_runs(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     med = json.loads(r.stdout)
-    assert set(med) == {"plain", "overlay", "fuse-overlayfs", "fuse"}
+    assert set(med) == {"plain", "raw-overlay", "overlay", "fuse-overlayfs", "fuse"}
     for figures in med.values():
         assert set(figures) == {"read", "write", "copy-up", "walk", "create"}
         assert all(v > 0 for v in figures.values())
