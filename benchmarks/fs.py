@@ -12,7 +12,8 @@ data:
 
     read     sequential read of a 512 MiB lower file through a fresh mount
              (1 MiB reads; the lower file is in the host page cache for all)
-    write    sequential write of a new 512 MiB file (1 MiB writes, then close)
+    write    sequential write of a new 512 MiB file (1 MiB writes, then close),
+             after a sync(2) so no config inherits another's dirty pages
     copy-up  append one byte to a 256 MiB lower file (plain dir: a full copy,
              the floor of any copy-up)
     walk     find + stat over 20,000 lower files, warm (after one walk)
@@ -132,7 +133,9 @@ def one_round(config: str, base: Path, lower: Path, sz: Sizes, rnd: int) -> dict
     try:
         out: dict[str, float] = {}
         out["read"] = sz.read / MiB / timed(lambda: read_file(f"{root}/big"))
+        os.sync()  # every config starts its writes with no dirty pages of another's
         out["write"] = sz.write / MiB / timed(lambda: write_file(f"{scratch}/new", sz.write))
+        os.sync()
         if config == "plain":
             out["copy-up"] = timed(lambda: shutil.copyfile(f"{root}/cu", f"{scratch}/cu"))
         else:
@@ -142,6 +145,7 @@ def one_round(config: str, base: Path, lower: Path, sz: Sizes, rnd: int) -> dict
             out["copy-up"] = timed(append)
         walk(f"{root}/tree")
         out["walk"] = timed(lambda: walk(f"{root}/tree"))
+        os.sync()
         out["create"] = timed(lambda: create(f"{scratch}/many", sz.create))
         return out
     finally:
