@@ -17,6 +17,7 @@ that forks the server must close its own copy.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 
@@ -41,6 +42,18 @@ def mount(target: str, source: str = "rl-overlay") -> int:
         os.close(fd)
         raise
     return fd
+
+
+class _DropAbandonedReplies(logging.Filter):
+    """pyfuse3 logs an error when the kernel no longer waits for a reply (ENOENT:
+    the request was interrupted, or the mount went away under a pending
+    release). Nothing was lost, so it is not worth a line on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "fuse_reply_* failed with No such file or directory" not in record.getMessage()
+
+
+logging.getLogger("pyfuse3").addFilter(_DropAbandonedReplies())
 
 
 async def serve(fd: int, ops: pyfuse3.Operations, *,
