@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fs.overlay import Overlay
 
 DRIVERS = ("overlay", "fuse", "fuse-overlayfs", "vfs")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _VFS_MARKER = "rl-vfs-populated"
 
 
@@ -158,6 +159,12 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str) -> Mo
     if pid == 0:  # the server
         code = 0
         try:
+            # Held until trio listens for them: a stop request that comes while
+            # the server is still starting must not be lost (nor meet a handler
+            # inherited from the caller).
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
             sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
             if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -181,7 +188,8 @@ async def _serve_until_gone(fd: int, ops: Overlay, target: str) -> None:
 
     async with trio.open_nursery() as nursery:
         async def on_signal() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as it:
+            with trio.open_signal_receiver(*_STOP_SIGNALS) as it:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
                 async for _ in it:
                     with contextlib.suppress(OSError):
                         fuse.unmount(target)
