@@ -59,6 +59,7 @@ class Mounted:
     target: str
     pid: int | None = None  # the serving process (fuse, fuse-overlayfs)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _status: int | None = field(default=None, repr=False)  # exit code, -N for signal N
 
     def unmount(self, timeout: float = 2.0) -> None:
         """Detach the mount (even when busy) and stop its server.
@@ -83,17 +84,35 @@ class Mounted:
             time.sleep(0.005)
         self.pid = None
 
+    def server_error(self) -> str | None:
+        """Why the serving process is gone (for rl to report), or None while it serves.
+
+        Once it is gone, every access to the mount fails with ENOTCONN.
+        """
+        if self.pid is None or not self._reaped():
+            return None
+        st = self._status
+        assert st is not None
+        what = f"killed by signal {-st}" if st < 0 else f"exited with status {st}"
+        return f"{self.driver} server (pid {self.pid}) {what}"
+
     def _reaped(self) -> bool:
         assert self.pid is not None
+        if self._status is not None:
+            return True
         if self._proc is not None:
-            return self._proc.poll() is not None
-        return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+            self._status = self._proc.poll()
+        else:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status is not None
 
     def _wait(self) -> None:
         if self._proc is not None:
-            self._proc.wait()
-        elif self.pid is not None:
-            os.waitpid(self.pid, 0)
+            self._status = self._proc.wait()
+        elif self.pid is not None and self._status is None:
+            self._status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
 
     def __enter__(self) -> Mounted:
         return self

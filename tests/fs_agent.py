@@ -223,6 +223,8 @@ def handle(req: dict[str, Any]) -> Any:
                           req["target"])
         mounts[req["target"]] = m
         return m.pid
+    if op == "server_error":
+        return mounts[req["target"]].server_error()
     if op == "unmount":
         mounts.pop(req["target"]).unmount()
         return None

@@ -538,11 +538,13 @@ def test_fuse_server_death_gives_errors_not_a_hang(agent: Agent, workdir: Path) 
     pid = agent.ok("mount", driver="fuse", lowers=lowers, upper=str(workdir / "u"),
                    work=str(workdir / "w"), target=m)
     assert agent.fs(m, "read", "f") == "hello\n"
+    assert agent.ok("server_error", target=m) is None
     os.kill(pid, 9)
     deadline = time.monotonic() + 10
     while not _is_zombie(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert agent.fs(m, "read", "f2") == {"errno": "ENOTCONN"}
+    assert agent.ok("server_error", target=m) == f"fuse server (pid {pid}) killed by signal 9"
     agent.ok("unmount", target=m)
     assert f" {m} " not in agent.ok("mountinfo")
 
