@@ -6,8 +6,9 @@ directory written by the pyfuse3 overlay can be mounted by the kernel and the
 other way round:
 
 * a whiteout is a character device 0/0 (Linux >= 5.8 lets an unprivileged
-  user create exactly this device node); the kernel's other form, a
-  zero-size regular file with ``user.overlay.whiteout``, is understood too;
+  user create exactly this device node). The kernel's newer xattr form (a
+  zero-size file with ``user.overlay.whiteout`` in a directory marked
+  ``opaque=x``, for nested overlays) is neither written nor read;
 * an opaque directory carries ``user.overlay.opaque = "y"``.
 
 The ``trusted.overlay.*`` forms of a privileged kernel overlay can't be set
@@ -22,11 +23,10 @@ import stat
 
 XATTR_PREFIX = b"user.overlay."
 OPAQUE_XATTR = "user.overlay.opaque"
-WHITEOUT_XATTR = "user.overlay.whiteout"
 
 
 def is_whiteout_stat(st: os.stat_result) -> bool:
-    """The char-device form; the xattr form needs :func:`is_whiteout_path`."""
+    """Whether an entry of a layer is a whiteout (a character device 0/0)."""
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
@@ -35,13 +35,6 @@ def _xattr(path: str, name: str) -> bytes | None:
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError:
         return None
-
-
-def is_whiteout(path: str, st: os.stat_result) -> bool:
-    if is_whiteout_stat(st):
-        return True
-    return (stat.S_ISREG(st.st_mode) and st.st_size == 0
-            and _xattr(path, WHITEOUT_XATTR) is not None)
 
 
 def is_opaque(path: str) -> bool:
