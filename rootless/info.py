@@ -63,6 +63,15 @@ def _fuse() -> dict[str, Any]:
             "fuse_overlayfs": shutil.which("fuse-overlayfs")}
 
 
+def _storage() -> dict[str, Any]:
+    # fs/ owns the storage drivers; the probe mounts a tiny overlay in a throwaway userns
+    from fs import drivers
+
+    choice = drivers.detect_default()
+    return {"default_driver": choice.driver, "reason": choice.reason,
+            "drivers": list(drivers.DRIVERS)}
+
+
 def gather() -> dict[str, Any]:
     plan = idmap.plan()
 
@@ -85,6 +94,7 @@ def gather() -> dict[str, Any]:
             "newgidmap": shutil.which("newgidmap"),
         },
         "fuse": _fuse(),
+        "storage": _storage(),
         "cgroups": _cgroups(),
         "network": {
             "default": DEFAULT_NETWORK,

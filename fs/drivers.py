@@ -1,0 +1,402 @@
+"""Storage drivers: how a container's root is made from image layers + a writable dir.
+
+``mount(driver, lowers, upper, work, target)`` is the one entry point; it must
+run as root of a user namespace, inside the mount namespace that should see
+the root (a container's C1/C2 before pivot_root, or the test/benchmark agent).
+*lowers* are listed top first, as in overlayfs' ``lowerdir``.
+
+* ``overlay``: kernel overlayfs with ``userxattr`` (Linux >= 5.11 lets a user
+  namespace mount it). Fastest, the default wherever a probe mount works.
+* ``fuse``: rl's own overlay (overlay.py) served by a forked trio process.
+* ``fuse-overlayfs``: the Debian binary, run in the foreground as our child.
+* ``vfs``: no overlay at all: the layers are copied into *upper* once and
+  *upper* is bind-mounted; the last resort that works everywhere.
+
+All four leave the same upper dir layout (layout.py), so diff.py serves all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import platform
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fs import layout
+from fs.copy import copy_sparse
+from rootless import _syscalls as sc
+
+if TYPE_CHECKING:
+    from fs.overlay import Overlay
+
+DRIVERS = ("overlay", "fuse", "fuse-overlayfs", "vfs")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_VFS_MARKER = "rl-vfs-populated"
+
+
+class DriverError(Exception):
+    """A driver can't mount; the message is one line for ``Error: ...``."""
+
+
+@dataclass
+class Choice:
+    driver: str
+    reason: str
+
+
+@dataclass
+class Mounted:
+    driver: str
+    target: str
+    pid: int | None = None  # the serving process (fuse, fuse-overlayfs)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _status: int | None = field(default=None, repr=False)  # exit code, -N for signal N
+
+    def unmount(self, timeout: float = 2.0) -> None:
+        """Detach the mount (even when busy) and stop its server.
+
+        A busy FUSE mount's server gets *timeout* seconds to finish with the
+        open files; then it is stopped, and those users see ENOTCONN.
+        """
+        try:
+            sc.umount2(self.target, sc.MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not self._reaped():
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self._wait()
+                break
+            time.sleep(0.005)
+        self.pid = None
+
+    def server_error(self) -> str | None:
+        """Why the serving process is gone (for rl to report), or None while it serves.
+
+        Once it is gone, every access to the mount fails with ENOTCONN.
+        """
+        if self.pid is None or not self._reaped():
+            return None
+        st = self._status
+        assert st is not None
+        what = f"killed by signal {-st}" if st < 0 else f"exited with status {st}"
+        return f"{self.driver} server (pid {self.pid}) {what}"
+
+    def _reaped(self) -> bool:
+        assert self.pid is not None
+        if self._status is not None:
+            return True
+        if self._proc is not None:
+            self._status = self._proc.poll()
+        else:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status is not None
+
+    def _wait(self) -> None:
+        if self._proc is not None:
+            self._status = self._proc.wait()
+        elif self.pid is not None and self._status is None:
+            self._status = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+    def __enter__(self) -> Mounted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unmount()
+
+
+def _check_layers(lowers: Sequence[str], upper: str, work: str) -> None:
+    if not lowers:
+        raise DriverError("no lower layer given")
+    for kind, path in [*(("lower", p) for p in lowers), ("upper", upper), ("work", work)]:
+        if not os.path.isdir(path):
+            raise DriverError(f"{kind} layer {path}: no such directory")
+
+
+def mount(driver: str, lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+    """Mount *lowers* (top first) + *upper* on *target* with *driver*."""
+    _check_layers(lowers, upper, work)
+    if driver == "overlay":
+        return _mount_overlay(lowers, upper, work, target)
+    if driver == "fuse":
+        return _mount_fuse(lowers, upper, work, target)
+    if driver == "fuse-overlayfs":
+        return _mount_fuse_overlayfs(lowers, upper, work, target)
+    if driver == "vfs":
+        return _mount_vfs(lowers, upper, work, target)
+    raise DriverError(f"unknown storage driver {driver!r} (expected {', '.join(DRIVERS)})")
+
+
+def _overlay_options(lowers: Sequence[str], upper: str, work: str) -> str:
+    for p in [*lowers, upper, work]:
+        # the legacy mount(2) option string has no escape for these
+        if any(c in p for c in ",:\\"):
+            raise DriverError(f"layer path {p!r} contains ',', ':' or '\\'")
+    return f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr"
+
+
+def _mount_overlay(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+    try:
+        sc.mount("overlay", target, "overlay", 0, _overlay_options(lowers, upper, work))
+    except OSError as e:
+        raise DriverError(f"kernel overlayfs: {e.strerror}") from None
+    return Mounted("overlay", target)
+
+
+def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+    import trio
+
+    from fs import fuse, overlay
+
+    try:
+        ops = overlay.Overlay(lowers, upper, work)
+    except overlay.LayerError as e:
+        raise DriverError(str(e)) from None
+    try:
+        fd = fuse.mount(target)
+    except OSError as e:
+        ops.close()
+        raise DriverError(f"fuse: {e.strerror}") from None
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the server
+        code = 0
+        try:
+            # Held until trio listens for them: a stop request that comes while
+            # the server is still starting must not be lost (nor meet a handler
+            # inherited from the caller).
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+            os.umask(0)  # the kernel has applied the caller's umask already
+            trio.run(_serve_until_gone, fd, ops, target)
+        except BaseException:
+            # The mount's users see ENOTCONN; the reason goes to our stderr.
+            import traceback
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    os.close(fd)  # the server's copy must be the last one, or its death hangs users
+    ops.close()
+    return Mounted("fuse", target, pid)
+
+
+async def _serve_until_gone(fd: int, ops: Overlay, target: str) -> None:
+    import trio
+
+    from fs import fuse
+
+    async with trio.open_nursery() as nursery:
+        async def on_signal() -> None:
+            with trio.open_signal_receiver(*_STOP_SIGNALS) as it:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+                async for _ in it:
+                    with contextlib.suppress(OSError):
+                        fuse.unmount(target)
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        await fuse.serve(fd, ops)
+        nursery.cancel_scope.cancel()
+
+
+def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
+                          target: str) -> Mounted:
+    binary = shutil.which("fuse-overlayfs")
+    if binary is None:
+        raise DriverError("fuse-overlayfs is not installed (Debian package fuse-overlayfs)")
+    before = _fuse_mounts_at(target)
+    opts = _overlay_options(lowers, upper, work).replace(",userxattr", "")
+
+    def child_setup() -> None:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    proc = subprocess.Popen([binary, "-f", "-o", opts, target], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=child_setup)
+    deadline = time.monotonic() + 10
+    while _fuse_mounts_at(target) == before:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            raise DriverError(f"fuse-overlayfs: {err.splitlines()[-1] if err else 'failed'}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise DriverError("fuse-overlayfs: no mount after 10 s")
+        time.sleep(0.002)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    return Mounted("fuse-overlayfs", target, proc.pid, proc)
+
+
+def _fuse_mounts_at(target: str) -> int:
+    """How many FUSE mounts sit on *target* (the mount table; stat could block)."""
+    real = os.path.realpath(target)
+    n = 0
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            point = parts[4].encode().decode("unicode_escape")
+            if point == real and parts[sep + 1].startswith("fuse"):
+                n += 1
+    return n
+
+
+def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+    marker = os.path.join(work, _VFS_MARKER)
+    if not os.path.exists(marker):
+        for lower in reversed(lowers):
+            _apply_layer(lower, upper)
+        with open(marker, "w"):
+            pass
+    try:
+        sc.mount(upper, target, None, sc.MS_BIND | sc.MS_REC)
+    except OSError as e:
+        raise DriverError(f"vfs: bind mount: {e.strerror}") from None
+    return Mounted("vfs", target)
+
+
+def _apply_layer(src: str, dest: str, links: dict[tuple[int, int], str] | None = None) -> None:
+    """Lay one extracted layer over *dest*, honouring its whiteouts and opaque dirs."""
+    links = {} if links is None else links  # hard links inside the layer stay links
+    for name in os.listdir(src):
+        s, d = os.path.join(src, name), os.path.join(dest, name)
+        st = os.lstat(s)
+        if layout.is_whiteout_stat(st):
+            _remove(d)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if layout.is_opaque(s) or os.path.islink(d) or (
+                    os.path.lexists(d) and not os.path.isdir(d)):
+                _remove(d)
+            if not os.path.lexists(d):
+                os.mkdir(d)
+            _apply_layer(s, d, links)
+            os.chown(d, st.st_uid, st.st_gid)
+            _copy_stat(s, d)
+            continue
+        _remove(d)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            os.link(links[key], d)
+            continue
+        links[key] = d
+        if stat.S_ISREG(st.st_mode):
+            with open(s, "rb") as fi, open(d, "xb") as fo:
+                copy_sparse(fi.fileno(), fo.fileno(), st.st_size)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(s), d)
+        else:
+            os.mknod(d, st.st_mode, st.st_rdev)
+        os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            _copy_stat(s, d)
+
+
+def _copy_stat(s: str, d: str) -> None:
+    """Mode, times and xattrs, without the layer's own overlay marks."""
+    shutil.copystat(s, d, follow_symlinks=False)
+    for name in os.listxattr(d, follow_symlinks=False):
+        if name.startswith("user.overlay."):
+            os.removexattr(d, name, follow_symlinks=False)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+# ----------------------------------------------------------------------
+# Detection (for rl info and the default of --storage-driver)
+
+
+def _probe_overlay() -> str | None:
+    """Mount a tiny overlay in a throwaway user+mount namespace; None if it works."""
+    tmp = tempfile.mkdtemp(prefix="rl-probe-")
+    for d in ("l", "u", "w", "m"):
+        os.mkdir(os.path.join(tmp, d))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        msg = b""
+        try:
+            os.close(r)
+            uid, gid = os.getuid(), os.getgid()
+            sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+            for name, text in (("uid_map", f"0 {uid} 1"), ("setgroups", "deny"),
+                               ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            sc.mount("overlay", f"{tmp}/m", "overlay", 0,
+                     f"lowerdir={tmp}/l,upperdir={tmp}/u,workdir={tmp}/w,userxattr")
+        except OSError as e:
+            msg = (e.strerror or str(e)).encode()
+        except BaseException as e:
+            msg = str(e).encode() or b"failed"
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    # the kernel leaves work/work with mode 000; still ours to remove
+    with contextlib.suppress(OSError):
+        os.chmod(os.path.join(tmp, "w", "work"), 0o700)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out or None
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = platform.release().split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
+
+
+def fuse_usable() -> str | None:
+    """None if /dev/fuse can be opened, else why not."""
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return f"/dev/fuse: {e.strerror}"
+    return None
+
+
+def detect_default() -> Choice:
+    """The driver ``rl run`` uses without --storage-driver, and why."""
+    if not _kernel_at_least(5, 11):
+        why = f"kernel {platform.release()} < 5.11 has no overlayfs in user namespaces"
+    else:
+        failed = _probe_overlay()
+        if failed is None:
+            return Choice("overlay", "kernel overlayfs mounts in a user namespace (userxattr)")
+        why = f"kernel overlayfs in a user namespace failed: {failed}"
+    fuse_why = fuse_usable()
+    if fuse_why is None:
+        return Choice("fuse", f"{why}; /dev/fuse is usable, so rl's FUSE overlay")
+    return Choice("vfs", f"{why}; {fuse_why}; copying layers (vfs)")
+
