@@ -19,8 +19,7 @@ from imagetools import rootfs_tar, storage, store_files
 from test_images import one_line_error
 
 import support
-from support import RlRunner
-from support import RlState
+from support import RlRunner, RlState
 
 REGISTRY = "/usr/bin/docker-registry"
 
