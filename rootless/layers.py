@@ -94,6 +94,10 @@ def _components(name: str, what: str = "path") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"refusing layer entry whose {what} leaves the layer: {name!r}")
+    if parts and parts[-1].startswith(WHITEOUT) and parts[-1] != OPAQUE \
+            and parts[-1][len(WHITEOUT):] in ("", ".", ".."):
+        # ".wh.." would white out the directory's parent, ".wh.." itself.
+        raise LayerError(f"refusing layer entry with a whiteout of no name: {name!r}")
     return parts
 
 
@@ -313,7 +317,10 @@ def apply(layer_dir: str, dest: str) -> None:
                 _remove(os.path.join(target_dir, entry))
         for fname in filenames:
             if fname.startswith(WHITEOUT) and fname != OPAQUE:
-                _remove(os.path.join(target_dir, fname[len(WHITEOUT):]))
+                victim = fname[len(WHITEOUT):]
+                if victim in ("", ".", ".."):
+                    raise LayerError(f"refusing a whiteout of no name: {fname!r}")
+                _remove(os.path.join(target_dir, victim))
         for name in dirnames:
             target = os.path.join(target_dir, name)
             if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
