@@ -14,6 +14,7 @@ Device nodes cannot be created rootless: they are skipped with a note.
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import os
 import stat
@@ -21,9 +22,18 @@ import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from .errors import RlError
+
+# Decompressors are imported here, not when a layer is opened: layers are
+# unpacked in a forked child (userns.run), where a first import could
+# deadlock on an import lock held by a download thread of the parent.
+_zstd: Any
+try:
+    import zstandard as _zstd
+except ImportError:  # pragma: no cover - optional
+    _zstd = None
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -76,15 +86,11 @@ def open_decompressed(f: BinaryIO) -> IO[bytes]:
     f.seek(0)
     kind = compression(head)
     if kind == "gzip":
-        import gzip
-
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if kind == "zstd":
-        try:
-            import zstandard
-        except ImportError:
-            raise LayerError("zstd layers need the zstandard Python package") from None
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+        if _zstd is None:
+            raise LayerError("zstd layers need the zstandard Python package")
+        return _zstd.ZstdDecompressor().stream_reader(f, read_across_frames=True)  # type: ignore[no-any-return]
     return f
 
 
@@ -94,6 +100,10 @@ def _components(name: str, what: str = "path") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"refusing layer entry whose {what} leaves the layer: {name!r}")
+    if parts and parts[-1].startswith(WHITEOUT) and parts[-1] != OPAQUE \
+            and parts[-1][len(WHITEOUT):] in ("", ".", ".."):
+        # ".wh.." would white out the directory's parent, ".wh.." itself.
+        raise LayerError(f"refusing layer entry with a whiteout of no name: {name!r}")
     return parts
 
 
@@ -313,7 +323,10 @@ def apply(layer_dir: str, dest: str) -> None:
                 _remove(os.path.join(target_dir, entry))
         for fname in filenames:
             if fname.startswith(WHITEOUT) and fname != OPAQUE:
-                _remove(os.path.join(target_dir, fname[len(WHITEOUT):]))
+                victim = fname[len(WHITEOUT):]
+                if victim in ("", ".", ".."):
+                    raise LayerError(f"refusing a whiteout of no name: {fname!r}")
+                _remove(os.path.join(target_dir, victim))
         for name in dirnames:
             target = os.path.join(target_dir, name)
             if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):

@@ -75,7 +75,12 @@ class Client:
 
     # -- authentication --------------------------------------------------------------
 
-    def _auth_header(self, scope: str) -> dict[str, str]:
+    def _auth_header(self, scope: str, url: str) -> dict[str, str]:
+        # Credentials and tokens go to the registry itself only: an upload
+        # Location or a redirect may point at another host (httpx also drops
+        # the header on cross-origin redirects).
+        if httpx.URL(url).host != httpx.URL(self.base).host:
+            return {}
         with self._lock:
             token = self._tokens.get(scope)
             if token:
@@ -110,6 +115,10 @@ class Client:
         params += [("scope", s) for s in (scope or ch.params.get("scope", "")).split()]
         auth = None
         if self.creds:
+            realm = httpx.URL(ch.params["realm"])
+            if realm.scheme != "https" and self.base.startswith("https:"):
+                raise RegistryError(f"{self.host}: refusing to send credentials to the token "
+                                    f"server {realm} over plain HTTP", 401)
             auth = httpx.BasicAuth(*self.creds)
         try:
             r = self.http.get(ch.params["realm"], params=params, auth=auth)
@@ -137,8 +146,8 @@ class Client:
         resp = None
         for attempt in range(2):
             try:
-                resp = self.http.request(method, url, headers={**headers,
-                                                               **self._auth_header(scope)}, **kw)
+                resp = self.http.request(
+                    method, url, headers={**headers, **self._auth_header(scope, url)}, **kw)
             except httpx.HTTPError as e:
                 raise RegistryError(f"cannot reach registry {self.host}: {e}") from None
             if resp.status_code == 401 and attempt == 0:
@@ -164,7 +173,7 @@ class Client:
             url = self.base + url
         for attempt in range(2):
             req = self.http.build_request("GET", url,
-                                          headers={**headers, **self._auth_header(scope)})
+                                          headers={**headers, **self._auth_header(scope, url)})
             try:
                 resp = self.http.send(req, stream=True)
             except httpx.HTTPError as e:

@@ -227,7 +227,16 @@ class Supervisor:
     async def control_server(self, listener: trio.SocketListener) -> None:
         async with trio.open_nursery() as nursery:
             while True:
-                stream = await listener.accept()
+                try:
+                    stream = await listener.accept()
+                except OSError as e:
+                    # Out of descriptors (a flood on a published port, say):
+                    # wait for some to free up; never let it take the
+                    # supervisor, and so the container, down.
+                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        await trio.sleep(0.1)
+                        continue
+                    raise
                 nursery.start_soon(self.serve_control, stream)
 
     async def serve_control(self, stream: trio.SocketStream) -> None:
@@ -515,6 +524,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         if not attach:
             client.close()
             client = None
+    _raise_nofile_limit()  # after the launch: the container keeps the limits it was given
     sup = Supervisor(ctr, launched, net)
     try:
         code = trio.run(sup.run, ctl, client, attach_stdin)
@@ -535,6 +545,17 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             net.close()
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
+
+
+def _raise_nofile_limit() -> None:
+    """The supervisor holds a descriptor per attached client and forwarded
+    connection: let it use as many as the user may."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def bind_control_socket(run_dir: Path) -> socket.socket:

@@ -312,6 +312,19 @@ def _dotdot(tf: tarfile.TarFile) -> None:
     add_file(tf, "../../../../../../tmp/rl-pwned-dotdot", b"pwned")
 
 
+def _whiteout_parent(tf: tarfile.TarFile) -> None:
+    add_file(tf, "dir/ok", b"x")
+    add_file(tf, "dir/.wh...", b"")  # "white out ..": the layer's parent (storage/vfs)
+
+
+def _whiteout_self(tf: tarfile.TarFile) -> None:
+    add_file(tf, "dir/.wh..", b"")
+
+
+def _whiteout_empty(tf: tarfile.TarFile) -> None:
+    add_file(tf, ".wh.", b"")
+
+
 def _absolute(tf: tarfile.TarFile) -> None:
     add_file(tf, "/tmp/rl-pwned-abs", b"pwned")
 
@@ -355,6 +368,9 @@ HOSTILE = {
     "hardlink-absolute": (_hardlink_abs, "absolute"),
     "hardlink-through-symlink": (_hardlink_through_symlink, "not a directory"),
     "dir-replaced-by-symlink": (_dir_then_symlink, "not a directory"),
+    "whiteout-parent": (_whiteout_parent, "whiteout of no name"),
+    "whiteout-self": (_whiteout_self, "whiteout of no name"),
+    "whiteout-empty": (_whiteout_empty, "whiteout of no name"),
 }
 
 
