@@ -474,7 +474,10 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     # right after `rl run -d` must find it.
     ctl = bind_control_socket(run_dir)
     if client is not None:
-        client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+        try:
+            client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+        except OSError:
+            attach = False  # the client is gone (killed rl): the container goes on, detached
         if not attach:
             client.close()
             client = None
