@@ -29,6 +29,18 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
+class ImageDefaults:
+    """What an image's config contributes to a container (docker's override rules apply)."""
+
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    stop_signal: str = ""
+
+
+@dataclass
 class RunOptions:
     """docker run/create flags, as plain data."""
 
@@ -65,6 +77,8 @@ class RunOptions:
     labels: list[str] = field(default_factory=list)
     group_add: list[str] = field(default_factory=list)
     console_size: tuple[int, int] | None = None
+    image: str | None = None  # an image reference instead of a rootfs (rootless.images)
+    image_defaults: ImageDefaults | None = None
 
 
 # -- names ---------------------------------------------------------------------
@@ -257,8 +271,15 @@ def build_config(opts: RunOptions,
         raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
                       "are allowed")
     net = _net_options(opts)
+    img = opts.image_defaults
     entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
-    args = entrypoint + list(opts.command)
+    command = list(opts.command)
+    if img is not None and opts.entrypoint is None:
+        # docker: the image's Entrypoint stays unless --entrypoint is given (which
+        # also drops the image's Cmd); arguments replace the image's Cmd.
+        entrypoint = list(img.entrypoint)
+        command = command or list(img.cmd)
+    args = entrypoint + command
     if not args:
         raise RlError("no command specified")
     cid = store.new_id()
@@ -281,8 +302,9 @@ def build_config(opts: RunOptions,
         else:
             raise RlError(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
-    if opts.stop_signal:
-        stop_signal = signal.Signals(parse_signal(opts.stop_signal)).name
+    wanted_signal = opts.stop_signal or (img.stop_signal if img else "")
+    if wanted_signal:
+        stop_signal = signal.Signals(parse_signal(wanted_signal)).name
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
         raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
 
@@ -290,6 +312,9 @@ def build_config(opts: RunOptions,
     if opts.tty:
         env.append("TERM=xterm")
     user_env = _env_list(opts)
+    if img is not None:
+        mine = {e.partition("=")[0] for e in user_env}
+        user_env = [e for e in img.env if e.partition("=")[0] not in mine] + user_env
     keys = {e.partition("=")[0] for e in user_env}
     env = [e for e in env if e.partition("=")[0] not in keys] + user_env
     extra_gids = []
@@ -317,7 +342,7 @@ def build_config(opts: RunOptions,
     proc = Process(
         args=args,
         env=env,
-        cwd=opts.workdir or "/",
+        cwd=opts.workdir or (img.workdir if img else "") or "/",
         terminal=opts.tty,
         user=User(additional_gids=extra_gids),
         capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps),
@@ -351,7 +376,7 @@ def build_config(opts: RunOptions,
         spec=spec,
         image=rootfs,
         rootfs=rootfs,
-        user=opts.user or "",
+        user=opts.user or (img.user if img else "") or "",
         idmap_mode=plan.mode,
         tty=opts.tty,
         open_stdin=opts.interactive,
@@ -362,7 +387,7 @@ def build_config(opts: RunOptions,
         stop_signal=stop_signal,
         stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
         entrypoint=entrypoint,
-        cmd=list(opts.command),
+        cmd=command,
         binds=list(opts.volumes),
         tmpfs={m.destination: ",".join(m.options) for m in user_mounts if m.type == "tmpfs"},
         cap_add=list(opts.cap_add),
@@ -377,6 +402,10 @@ def build_config(opts: RunOptions,
 
 def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
     store.collect_garbage()
+    if opts.image is not None:
+        from . import images
+
+        return images.create_container(opts, warn)
     return store.create(build_config(opts, warn))
 
 

@@ -25,7 +25,7 @@ from netstack import cli as netcli
 
 from . import __version__
 from .defaults import DEFAULT_NETWORK
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, NoSuchContainer, RlError
 
 if TYPE_CHECKING:
     from .api import PsEntry
@@ -93,11 +93,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
     """The flags as api.RunOptions' fields (a dict: it travels to the fork server)."""
-    if not kw["rootfs"]:
-        raise RlError(f"no such image: {kw['image']}: rl has no image store yet; "
-                      "run a directory with --rootfs DIR")
     return dict(
-        rootfs=kw["image"], command=list(kw["command"]), name=kw["name"],
+        rootfs=kw["image"] if kw["rootfs"] else "",
+        image=None if kw["rootfs"] else kw["image"], command=list(kw["command"]), name=kw["name"],
         env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
         user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
         volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
@@ -412,18 +410,31 @@ def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
 
 @cli.command()
 @click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
-@click.option("--type", "type_", default="container", help="Only containers (for now).")
+@click.option("--type", "type_", default="", help="container or image (default: either).")
 @click.argument("containers", nargs=-1, required=True)
 def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
-    """Display detailed information on containers."""
+    """Display detailed information on containers or images."""
     from . import api, store
 
-    if type_ != "container":
+    if type_ not in ("", "container", "image"):
         raise RlError(f'"{type_}" is not a valid value for --type')
     results, failed = [], False
     for ref in containers:
         try:
-            results.append(api.inspect(store.lookup(ref)))
+            if type_ == "image":
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref))
+                continue
+            try:
+                results.append(api.inspect(store.lookup(ref)))
+            except NoSuchContainer:
+                if type_:
+                    raise
+                # As docker: not a container, so maybe an image (rootless.imagecli).
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True
@@ -468,6 +479,12 @@ def info(fmt: str | None) -> None:
         click.echo(render_template(fmt, data))
     else:
         click.echo(info_mod.render(data), nl=False)
+
+
+# Image commands live in their own module (rootless.imagecli).
+from . import imagecli  # noqa: E402
+
+imagecli.register(cli)
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ class ContainerConfig:
     cap_drop: list[str] = field(default_factory=list)
     created_mountpoints: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""  # the config digest of the image it was created from (rootless.images)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -258,6 +259,11 @@ def remove_files(cid: str) -> None:
         os.rename(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(paths.container_run_dir(cid), ignore_errors=True)
+    # A container made from an image owns a rootfs copy with sub-id owned files.
+    if (paths.data_dir() / "storage" / "vfs" / cid).exists():
+        from . import vfs
+
+        vfs.remove(cid)
 
 
 def collect_garbage() -> None:

@@ -477,7 +477,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         try:
             client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
         except OSError:
-            attach = False  # the client is gone (killed rl): the container goes on, detached
+            attach = False  # the client is gone (killed): the container runs on, detached
         if not attach:
             client.close()
             client = None
