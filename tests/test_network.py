@@ -628,3 +628,19 @@ def test_published_ports_survive_a_restart(rl: RlRunner, rootfs: Path, www: Path
             assert rl("port", cid).stdout == ""
     finally:
         rl("rm", "-f", cid)
+
+
+def test_publish_all_uses_the_images_exposed_ports(rl: RlRunner, rootfs: Path,
+                                                   tmp_path: Path) -> None:
+    from imagetools import rootfs_tar
+
+    tar = rootfs_tar(rootfs, tmp_path / "bb.tar.gz")
+    name = f"exposing-{os.getpid()}"
+    rl("import", "-c", "EXPOSE 80 5353/udp", tar, name, check=True)
+    try:
+        with container(rl, "-P", name, "sleep", "60") as cid:
+            mapping = dict(ln.split(" -> ") for ln in rl("port", cid).stdout.splitlines())
+            assert set(mapping) == {"80/tcp", "5353/udp"}
+            assert all(int(v.rsplit(":", 1)[1]) > 0 for v in mapping.values())
+    finally:
+        rl("rmi", name)
