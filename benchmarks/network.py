@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -81,7 +83,9 @@ class Peer:
         for cmd in self.stop_cmds:
             subprocess.run(cmd, capture_output=True, env=self.env, check=False)
         for p in self.procs:
-            p.kill()
+            # Own sessions (start_new_session): the servers started inside go too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
             p.wait()
 
 
@@ -116,14 +120,14 @@ def slirp_peer(rootfs: Path, tmp: Path) -> Peer:
     www = rootfs / "www"
     ns = subprocess.Popen(
         ["unshare", "-Urn", "sh", "-c",
-         f"ip link set lo up; busybox httpd -p 8080 -h {www} && exec iperf3 -s -p 5201"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         f"ip link set lo up; busybox httpd -f -p 8080 -h {www} & exec iperf3 -s -p 5201"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     time.sleep(0.3)
     api = tmp / "slirp.sock"
     slirp = subprocess.Popen(
         ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
          f"--api-socket={api}", str(ns.pid), "tap0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     peer.procs += [slirp, ns]
     deadline = time.monotonic() + 10
     while not api.exists() and time.monotonic() < deadline:
@@ -150,8 +154,8 @@ def pasta_peer(rootfs: Path) -> Peer:
     peer.procs.append(subprocess.Popen(
         ["pasta", "--config-net", "-f", "--quiet", "-t", f"127.0.0.1/{peer.iperf_port}:5201",
          "-t", f"127.0.0.1/{peer.http_port}:8080", "-u", "none", "-T", "none", "-U", "none",
-         "--", "sh", "-c", f"busybox httpd -p 8080 -h {www} && exec iperf3 -s -p 5201"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+         "--", "sh", "-c", f"busybox httpd -f -p 8080 -h {www} & exec iperf3 -s -p 5201"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     return peer
 
 
@@ -160,10 +164,11 @@ def host_peer(rootfs: Path) -> Peer:
     peer.iperf_port, peer.http_port = free_port(), free_port()
     peer.procs.append(subprocess.Popen(
         ["busybox", "httpd", "-f", "-p", f"127.0.0.1:{peer.http_port}", "-h",
-         str(rootfs / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+         str(rootfs / "www")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True))
     peer.procs.append(subprocess.Popen(
         ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(peer.iperf_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     return peer
 
 

@@ -1,4 +1,5 @@
-"""--network-bandwidth: tc qdiscs on the container's tap0, set over netlink with pyroute2.
+"""--network-bandwidth: tc qdiscs on the container's interface (slirp4netns's tap0, pasta's
+copy of the host's), set over netlink with pyroute2.
 
 Egress (container -> world): a token bucket filter (tbf) as tap0's root qdisc.
 Ingress (world -> container): tap0's ingress qdisc redirects every packet
@@ -33,7 +34,11 @@ def _apply_here(rate_bit: int) -> None:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=IFNAME)[0]
+        # slirp4netns's tap0; pasta names its interface after the host's (eth0…)
+        links = [(ln.get_attr("IFLA_IFNAME"), ln["index"]) for ln in ipr.get_links()]
+        idx = next((i for n, i in links if n == IFNAME), None)
+        if idx is None:
+            idx = next(i for n, i in links if n != "lo" and not n.startswith("ifb"))
         rate = rate_bit // 8  # pyroute2 takes bytes per second
         burst = _burst(rate_bit)
         ipr.tc("add", "tbf", idx, 0x10000, rate=rate, burst=burst, latency=50000)
@@ -73,5 +78,5 @@ def apply(pid: int, rate_bit: int) -> None:
         why = f.read().decode(errors="replace")
     _, status = os.waitpid(child, 0)
     if status != 0:
-        raise RlError(f"setting --network-bandwidth on the container's {IFNAME}: "
+        raise RlError("setting --network-bandwidth on the container's interface: "
                       f"{why or 'failed'}")

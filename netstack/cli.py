@@ -14,7 +14,7 @@ OPTIONS = [
                  help="Publish a port: [ip:][hostPort:]containerPort[/tcp|/udp]; ranges "
                       "allowed."),
     click.option("-P", "--publish-all", is_flag=True,
-                 help="Publish every exposed port on a free host port."),
+                 help="Publish every exposed port (image EXPOSE, --expose) on a free host port."),
     click.option("--expose", multiple=True, help="Expose a port or range (for -P)."),
     click.option("--dns", multiple=True, help="Set custom DNS servers."),
     click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (host:ip)."),

@@ -121,6 +121,7 @@ def _pool(n: int) -> list[socket.socket]:
             s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         except OSError:
             pass
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         out.append(s)
     return out
 

@@ -112,7 +112,9 @@ class Connector:
                 s.close()
                 s = await self._fresh()
         s.close()
-        return await self.connect("tcp", port, peer)
+        last = await self.connect("tcp", port, peer)
+        last.setblocking(False)
+        return last
 
 
 _PIPES: list[tuple[int, int]] = []  # empty pipes, kept for the next connection
@@ -129,7 +131,7 @@ def _pipe() -> tuple[int, int]:
 
 
 async def _splice_one_way(src: socket.socket, dst: socket.socket,
-                          both: trio.CancelScope) -> None:
+                          both: trio.CancelScope, ended: list[bool]) -> None:
     """Move bytes src -> dst until EOF, then half-close dst; a reset ends both ways."""
     pr, pw = _pipe()
     clean = False
@@ -149,8 +151,10 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket,
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(dst)
         clean = True  # EOF with the pipe drained: it can serve again
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+        if not ended[0]:  # else both ways are done and close() sends the FIN
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+        ended[0] = True
     except OSError:
         both.cancel()  # ECONNRESET, EPIPE: the connection is over, both ways
     finally:
@@ -163,9 +167,10 @@ async def _splice_one_way(src: socket.socket, dst: socket.socket,
 
 async def _relay(a: socket.socket, b: socket.socket) -> None:
     try:
+        ended = [False]
         async with trio.open_nursery() as n:
-            n.start_soon(_splice_one_way, a, b, n.cancel_scope)
-            n.start_soon(_splice_one_way, b, a, n.cancel_scope)
+            n.start_soon(_splice_one_way, a, b, n.cancel_scope, ended)
+            n.start_soon(_splice_one_way, b, a, n.cancel_scope, ended)
     finally:
         # The kernel holds the fds while trio waits on them: tell it first.
         for s in (a, b):
@@ -183,10 +188,9 @@ async def _handle_tcp(conn: socket.socket, peer: Any, m: PortMapping,
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
         return
-    inner.setblocking(False)
-    for s in (conn, inner):
-        with contextlib.suppress(OSError):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # (inner: non-blocking, and pooled sockets come with TCP_NODELAY set)
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     await _relay(conn, inner)
 
 

@@ -2,7 +2,7 @@
 
 `--network` accepts podman's syntax: `slirp4netns[:opt=v,...]`, `pasta`,
 `host`, `none`, `container:NAME`. slirp4netns options: `port_handler=rl|slirp4netns`,
-`allow_host_loopback=true|false`, `mtu=N`, `enable_ipv6=true|false`.
+`allow_host_loopback=true|false`, `mtu=N`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ class NetOptions:
     port_handler: str = "rl"
     allow_host_loopback: bool = False
     mtu: int = 65520
-    enable_ipv6: bool = False
     container: str = ""  # mode "container": the other container's name or id
     ports: list[PortMapping] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
@@ -47,7 +46,7 @@ class NetOptions:
         return {
             "mode": self.mode, "port_handler": self.port_handler,
             "allow_host_loopback": self.allow_host_loopback, "mtu": self.mtu,
-            "enable_ipv6": self.enable_ipv6, "container": self.container,
+            "container": self.container,
             "ports": [p.to_dict() for p in self.ports], "dns": self.dns,
             "dns_search": self.dns_search, "add_hosts": [list(h) for h in self.add_hosts],
             "bandwidth_bit": self.bandwidth_bit,
@@ -58,7 +57,7 @@ class NetOptions:
         return cls(
             mode=d.get("mode", DEFAULT_MODE), port_handler=d.get("port_handler", "rl"),
             allow_host_loopback=bool(d.get("allow_host_loopback")), mtu=int(d.get("mtu", 65520)),
-            enable_ipv6=bool(d.get("enable_ipv6")), container=d.get("container", ""),
+            container=d.get("container", ""),
             ports=[PortMapping.from_dict(p) for p in d.get("ports", [])],
             dns=list(d.get("dns", [])), dns_search=list(d.get("dns_search", [])),
             add_hosts=[(h[0], h[1]) for h in d.get("add_hosts", [])],
@@ -98,15 +97,13 @@ def parse_network(value: str) -> NetOptions:
             opts.port_handler = val
         elif key == "allow_host_loopback":
             opts.allow_host_loopback = _bool(key, val)
-        elif key == "enable_ipv6":
-            opts.enable_ipv6 = _bool(key, val)
         elif key == "mtu":
             if not val.isdigit() or not 1280 <= int(val) <= 65520:
                 raise RlError(f"invalid mtu {val!r}: expected 1280-65520")
             opts.mtu = int(val)
         else:
             raise RlError(f"unknown slirp4netns option {key!r} (known: port_handler, "
-                          "allow_host_loopback, enable_ipv6, mtu)")
+                          "allow_host_loopback, mtu)")
     return opts
 
 

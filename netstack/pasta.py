@@ -28,7 +28,7 @@ from rootless import _syscalls as sc
 from rootless.errors import RlError
 
 from .options import NetOptions
-from .slirp import _last_line, check_tun, find_binary
+from .slirp import _last_line, check_tun, find_binary, wait_child
 
 READY_TIMEOUT = 10.0
 
@@ -75,11 +75,7 @@ class Pasta:
         if self.proc is None:
             return
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        wait_child(self.proc, 2)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None

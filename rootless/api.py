@@ -39,6 +39,7 @@ class ImageDefaults:
     workdir: str = ""
     user: str = ""
     stop_signal: str = ""
+    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
 
 
 @dataclass
@@ -245,8 +246,10 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
 def _net_options(opts: RunOptions) -> Any:
     from netstack.options import from_flags
 
-    return from_flags(opts.network, opts.publish, opts.publish_all, opts.expose, opts.dns,
-                      opts.add_hosts, opts.network_bandwidth)
+    image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
+    return from_flags(opts.network, opts.publish, opts.publish_all,
+                      [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
+                      opts.network_bandwidth)
 
 
 def _net_namespaces(net: Any) -> list[Namespace]:

@@ -467,6 +467,7 @@ def defaults(img: Image) -> ImageDefaults:
         workdir=str(cfg.get("WorkingDir") or ""),
         user=str(cfg.get("User") or ""),
         stop_signal=str(cfg.get("StopSignal") or ""),
+        exposed=list(cfg.get("ExposedPorts") or {}),
     )
 
 

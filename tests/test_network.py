@@ -601,3 +601,46 @@ def test_missing_pasta_names_the_package(rl: RlRunner, rootfs: Path, tmp_path: P
         assert "pasta is not installed" in r.stderr and "Debian package passt" in r.stderr
     finally:
         os.environ["PATH"] = saved
+
+
+def test_port_wrong_uses(rl: RlRunner, rootfs: Path) -> None:
+    r = rl("port", "nosuchbox")
+    assert r.returncode == 1 and "no such container" in r.stderr.lower()
+    with container(rl, "--name", "portbox", "--rootfs", rootfs, "sleep", "60"):
+        r = rl("port", "portbox", "80/sctp")
+        assert r.returncode == 1 and "invalid port '80/sctp'" in r.stderr
+        assert rl("port", "portbox").stdout == ""  # nothing published: nothing shown
+
+
+def test_published_ports_survive_a_restart(rl: RlRunner, rootfs: Path, www: Path) -> None:
+    port = free_port()
+    r = rl("create", "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www", "--rootfs", rootfs,
+           "httpd", "-f", "-p", "80", "-h", "/www")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    try:
+        assert rl("port", cid).stdout == ""  # created, not running
+        for _ in range(2):
+            rl("start", cid, check=True)
+            assert fetch(f"http://127.0.0.1:{port}/index.html") == "hello from the container\n"
+            rl("stop", "-t", "0", cid, check=True)
+            assert port_free(port)
+            assert rl("port", cid).stdout == ""
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_publish_all_uses_the_images_exposed_ports(rl: RlRunner, rootfs: Path,
+                                                   tmp_path: Path) -> None:
+    from imagetools import rootfs_tar
+
+    tar = rootfs_tar(rootfs, tmp_path / "bb.tar.gz")
+    name = f"exposing-{os.getpid()}"
+    rl("import", "-c", "EXPOSE 80 5353/udp", tar, name, check=True)
+    try:
+        with container(rl, "-P", name, "sleep", "60") as cid:
+            mapping = dict(ln.split(" -> ") for ln in rl("port", cid).stdout.splitlines())
+            assert set(mapping) == {"80/tcp", "5353/udp"}
+            assert all(int(v.rsplit(":", 1)[1]) > 0 for v in mapping.values())
+    finally:
+        rl("rmi", name)
