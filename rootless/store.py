@@ -278,9 +278,15 @@ def collect_garbage() -> None:
     """Finish what a killed rl left: --rm containers whose supervisor died, temp dirs."""
     root = paths.containers_dir()
     for entry in root.iterdir():
-        # A create or remove that was killed half-way (never listed).
-        stale = time.time() - entry.stat().st_mtime > 60
-        if entry.name.startswith(".") and entry.is_dir() and stale:
+        if not entry.name.startswith("."):
+            continue
+        # A create or remove that was killed half-way (never listed). Another
+        # rl may finish (rename) its own at any moment: a vanished entry is fine.
+        try:
+            stale = entry.is_dir() and time.time() - entry.stat().st_mtime > 60
+        except FileNotFoundError:
+            continue
+        if stale:
             shutil.rmtree(entry, ignore_errors=True)
     for c in all_containers():
         try:
