@@ -61,6 +61,11 @@ class RunOptions:
     limits: LimitFlags = field(default_factory=LimitFlags)
     cgroups: str | None = None
 
+    def __post_init__(self) -> None:
+        raw: Any = self.limits
+        if isinstance(raw, dict):  # RunOptions fields that came as JSON (rl run's request)
+            self.limits = LimitFlags(**raw)
+
 
 # -- names ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ other command imports the library API when it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -150,7 +151,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         ulimits=list(kw["ulimit"]), security_opt=list(kw["security_opt"]),
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=list(kw["label"]), group_add=list(kw["group_add"]),
-        limits=_limit_flags(kw), cgroups=kw["cgroups"],
+        limits=dataclasses.asdict(_limit_flags(kw)), cgroups=kw["cgroups"],
     )
 
 

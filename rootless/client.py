@@ -133,8 +133,13 @@ def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> 
         raise RlError(f"container {ctr.name} is not running", 1) from None
     with sock:
         sock.settimeout(timeout)
-        wire.request(sock, msg)
-        line = wire.read_line(sock)
+        try:
+            wire.request(sock, msg)
+            line = wire.read_line(sock)
+        except (ConnectionResetError, BrokenPipeError):
+            # The supervisor left at that very moment (its container exited) with
+            # this connection still unaccepted: no answer, as after a close.
+            line = b""
     if not line:
         return {}
     answer: dict[str, Any] = json.loads(line)
