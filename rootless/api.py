@@ -17,14 +17,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netstack import cli as netcli
+
 from . import capabilities, client, paths, store
-from .defaults import DEFAULT_NETWORK, NETWORK_MODES
+from .defaults import DEFAULT_NETWORK
 from .errors import EXIT_RL, RlError
 from .resources import LimitFlags
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class ImageDefaults:
+    """What an image's config contributes to a container (docker's override rules apply)."""
+
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    stop_signal: str = ""
 
 
 @dataclass
@@ -50,6 +64,13 @@ class RunOptions:
     interactive: bool = False
     rm: bool = False
     network: str = DEFAULT_NETWORK
+    # netstack (issue 5): -p, -P, --expose, --dns, --add-host, --network-bandwidth
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    expose: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
+    network_bandwidth: str | None = None
     ulimits: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)
     stop_signal: str | None = None
@@ -57,6 +78,8 @@ class RunOptions:
     labels: list[str] = field(default_factory=list)
     group_add: list[str] = field(default_factory=list)
     console_size: tuple[int, int] | None = None
+    image: str | None = None  # an image reference instead of a rootfs (rootless.images)
+    image_defaults: ImageDefaults | None = None
     # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
     limits: LimitFlags = field(default_factory=LimitFlags)
     cgroups: str | None = None
@@ -218,6 +241,29 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
     return mounts
 
 
+def _net_options(opts: RunOptions) -> Any:
+    from netstack.options import from_flags
+
+    return from_flags(opts.network, opts.publish, opts.publish_all, opts.expose, opts.dns,
+                      opts.add_hosts, opts.network_bandwidth)
+
+
+def _net_namespaces(net: Any) -> list[Namespace]:
+    """A new netns; or (--network container:NAME) the other container's net and user ns."""
+    if net.mode != "container":
+        return [Namespace("network")]
+    try:
+        other = store.lookup(net.container)
+    except RlError as e:
+        raise RlError(e.message) from None  # a run flag's error: 125, as docker run
+    st = other.state()
+    if st.status != "running":
+        raise RlError(f"cannot join the network of container {net.container}: it is not "
+                      "running")
+    return [Namespace("network", path=f"/proc/{st.pid}/ns/net"),
+            Namespace("user", path=f"/proc/{st.pid}/ns/user")]
+
+
 def build_config(opts: RunOptions,
                  warn: Callable[[str], None] | None = None) -> ContainerConfig:
     """Validate every flag and build the container's record; nothing is written here.
@@ -233,11 +279,16 @@ def build_config(opts: RunOptions,
     if opts.name is not None and not valid_name(opts.name):
         raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
                       "are allowed")
-    if opts.network not in NETWORK_MODES:
-        raise RlError(f"network mode {opts.network!r} is not supported "
-                      f"(supported: {', '.join(NETWORK_MODES)})")
+    net = _net_options(opts)
+    img = opts.image_defaults
     entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
-    args = entrypoint + list(opts.command)
+    command = list(opts.command)
+    if img is not None and opts.entrypoint is None:
+        # docker: the image's Entrypoint stays unless --entrypoint is given (which
+        # also drops the image's Cmd); arguments replace the image's Cmd.
+        entrypoint = list(img.entrypoint)
+        command = command or list(img.cmd)
+    args = entrypoint + command
     if not args:
         raise RlError("no command specified")
     cid = store.new_id()
@@ -260,8 +311,9 @@ def build_config(opts: RunOptions,
         else:
             raise RlError(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
-    if opts.stop_signal:
-        stop_signal = signal.Signals(parse_signal(opts.stop_signal)).name
+    wanted_signal = opts.stop_signal or (img.stop_signal if img else "")
+    if wanted_signal:
+        stop_signal = signal.Signals(parse_signal(wanted_signal)).name
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
         raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
     from . import quotas
@@ -272,6 +324,9 @@ def build_config(opts: RunOptions,
     if opts.tty:
         env.append("TERM=xterm")
     user_env = _env_list(opts)
+    if img is not None:
+        mine = {e.partition("=")[0] for e in user_env}
+        user_env = [e for e in img.env if e.partition("=")[0] not in mine] + user_env
     keys = {e.partition("=")[0] for e in user_env}
     env = [e for e in env if e.partition("=")[0] not in keys] + user_env
     extra_gids = []
@@ -285,7 +340,7 @@ def build_config(opts: RunOptions,
         warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     run_dir = paths.container_run_dir(cid)
-    mounts = default_mounts(run_dir, opts.network != "host", gid5)
+    mounts = default_mounts(run_dir, net.mode != "host", gid5)
     user_mounts = [_parse_volume(v) for v in opts.volumes] + [_parse_tmpfs(t) for t in opts.tmpfs]
     mounts += user_mounts
     created = [m.destination for m in mounts
@@ -293,12 +348,13 @@ def build_config(opts: RunOptions,
                and not os.path.lexists(secure_join(rootfs, m.destination))]
 
     namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
-    if opts.network != "host":
-        namespaces.append(Namespace("network"))
+    if net.mode != "host":
+        joined = _net_namespaces(net)
+        namespaces = [n for n in namespaces if n.type not in {j.type for j in joined}] + joined
     proc = Process(
         args=args,
         env=env,
-        cwd=opts.workdir or "/",
+        cwd=opts.workdir or (img.workdir if img else "") or "/",
         terminal=opts.tty,
         user=User(additional_gids=extra_gids),
         capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps),
@@ -332,17 +388,18 @@ def build_config(opts: RunOptions,
         spec=spec,
         image=rootfs,
         rootfs=rootfs,
-        user=opts.user or "",
+        user=opts.user or (img.user if img else "") or "",
         idmap_mode=plan.mode,
         tty=opts.tty,
         open_stdin=opts.interactive,
         auto_remove=opts.rm,
         init=opts.init,
-        network=opts.network,
+        network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
+        net=net.to_dict(),
         stop_signal=stop_signal,
         stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
         entrypoint=entrypoint,
-        cmd=list(opts.command),
+        cmd=command,
         binds=list(opts.volumes),
         tmpfs={m.destination: ",".join(m.options) for m in user_mounts if m.type == "tmpfs"},
         cap_add=list(opts.cap_add),
@@ -362,6 +419,10 @@ def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Conta
 
     store.collect_garbage()
     quotas.collect_garbage()
+    if opts.image is not None:
+        from . import images
+
+        return images.create_container(opts, warn)
     return store.create(build_config(opts, warn))
 
 
@@ -397,7 +458,7 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     if ctr.running:
         try:
             answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
-        except RlError:
+        except (RlError, OSError):  # OSError: it left between accepting and answering
             answer = {}
         if "exit_code" in answer and answer["exit_code"] is not None:
             return int(answer["exit_code"])
@@ -468,9 +529,12 @@ def status_text(st: store.State, now: float | None = None) -> str:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
+    from netstack.options import NetOptions
+
     from . import quotas
 
     cfg, st = ctr.config, ctr.state()
+    cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
         ("/dev/", "/etc/"))]
@@ -514,6 +578,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Binds": cfg.binds,
             "AutoRemove": cfg.auto_remove,
             "NetworkMode": cfg.network,
+            "PortBindings": {k: [{"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}
+                                 for p in cfg_ports if p.key() == k]
+                             for k in dict.fromkeys(p.key() for p in cfg_ports)},
             "ReadonlyRootfs": cfg.spec.root.readonly,
             "CapAdd": cfg.cap_add or None,
             "CapDrop": cfg.cap_drop or None,
@@ -522,6 +589,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             **quotas.host_config(ctr),
         },
+        "NetworkSettings": netcli.network_settings(ctr),
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Destination": m.destination,
              "RW": "ro" not in m.options}
@@ -566,6 +634,7 @@ def ps(all_: bool = False) -> list[PsEntry]:
         out.append(PsEntry(
             id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
             created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
+            ports=netcli.ps_ports(c) if st.status == "running" else "",
         ))
     out.sort(key=lambda e: e.created, reverse=True)
     return out

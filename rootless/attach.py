@@ -59,9 +59,6 @@ def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
 
 def run(session: Session, tty: bool, stdin: bool) -> int | None:
     """Pump until the container exits; its exit code, or None if the supervisor vanished."""
-    code = _deliver(session.pending)
-    if code is not None:
-        return code
     sock = session.sock
     sel = selectors.DefaultSelector()
     wake_r, wake_w = socket.socketpair()
@@ -87,6 +84,12 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
         sel.register(0, selectors.EVENT_READ, "stdin")
     reader = session.reader
     try:
+        # Output that came with "started" is shown only now that the signal
+        # handlers are in place: a caller that reacts to it (a signal right
+        # after the first line) must reach the container, not kill rl.
+        code = _deliver(session.pending)
+        if code is not None:
+            return code
         while True:
             for key, _ in sel.select():
                 if key.data == "wake":

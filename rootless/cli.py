@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from netstack import cli as netcli
+
 from . import __version__
 from .defaults import DEFAULT_NETWORK
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, NoSuchContainer, RlError
 
 if TYPE_CHECKING:
     from .api import PsEntry
@@ -120,7 +122,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
         click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
-                     show_default=True, help="Network mode: host or none."),
+                     show_default=True, help="Network mode: slirp4netns[:options], pasta, "
+                     "host, none or container:NAME."),
         click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),
         click.option("--stop-signal", help="Signal to stop the container."),
@@ -133,16 +136,14 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for o in reversed(opts):
         f = o(f)
-    return limit_options(f, cgroups=True)
+    return limit_options(netcli.options(f), cgroups=True)
 
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
     """The flags as api.RunOptions' fields (a dict: it travels to the fork server)."""
-    if not kw["rootfs"]:
-        raise RlError(f"no such image: {kw['image']}: rl has no image store yet; "
-                      "run a directory with --rootfs DIR")
     return dict(
-        rootfs=kw["image"], command=list(kw["command"]), name=kw["name"],
+        rootfs=kw["image"] if kw["rootfs"] else "",
+        image=None if kw["rootfs"] else kw["image"], command=list(kw["command"]), name=kw["name"],
         env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
         user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
         volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
@@ -152,6 +153,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=list(kw["label"]), group_add=list(kw["group_add"]),
         limits=dataclasses.asdict(_limit_flags(kw)), cgroups=kw["cgroups"],
+        **netcli.run_options(kw),
     )
 
 
@@ -457,18 +459,31 @@ def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
 
 @cli.command()
 @click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
-@click.option("--type", "type_", default="container", help="Only containers (for now).")
+@click.option("--type", "type_", default="", help="container or image (default: either).")
 @click.argument("containers", nargs=-1, required=True)
 def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
-    """Display detailed information on containers."""
+    """Display detailed information on containers or images."""
     from . import api, store
 
-    if type_ != "container":
+    if type_ not in ("", "container", "image"):
         raise RlError(f'"{type_}" is not a valid value for --type')
     results, failed = [], False
     for ref in containers:
         try:
-            results.append(api.inspect(store.lookup(ref)))
+            if type_ == "image":
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref))
+                continue
+            try:
+                results.append(api.inspect(store.lookup(ref)))
+            except NoSuchContainer:
+                if type_:
+                    raise
+                # As docker: not a container, so maybe an image (rootless.imagecli).
+                from .imagecli import inspect_image
+
+                results.append(inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True
@@ -489,6 +504,15 @@ def top(container: str, ps_args: tuple[str, ...]) -> None:
     from . import api, store
 
     click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+
+
+@cli.command()
+@click.argument("container")
+@click.argument("private_port", required=False)
+def port(container: str, private_port: str | None) -> None:
+    """List a container's port mappings, or the host addresses of PRIVATE_PORT[/PROTO]."""
+    for line in netcli.port_lines(container, private_port):
+        click.echo(line)
 
 
 @cli.command()
@@ -563,6 +587,12 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
         sys.stdout.flush()
         if no_stream or (containers and not rows):
             return
+
+
+# Image commands live in their own module (rootless.imagecli).
+from . import imagecli  # noqa: E402
+
+imagecli.register(cli)
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ def _spawn_server(sock_path: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rootless.forkserver", sock_path, str(w)],
+        # -P: not the caller's cwd first on sys.path (a checkout of rl there would win)
+        [sys.executable, "-P", "-m", "rootless.forkserver", sock_path, str(w)],
         pass_fds=(w,), start_new_session=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, env=env,
     )
@@ -137,8 +138,8 @@ def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> 
             wire.request(sock, msg)
             line = wire.read_line(sock)
         except (ConnectionResetError, BrokenPipeError):
-            # The supervisor left at that very moment (its container exited) with
-            # this connection still unaccepted: no answer, as after a close.
+            # The supervisor left while we asked (it was exiting): no answer;
+            # callers read the state it recorded before leaving.
             line = b""
     if not line:
         return {}

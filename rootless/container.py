@@ -11,7 +11,7 @@ The process tree (see docs/architecture.md):
                                (--init: C2 stays as a reaping init and forks C3)
 
 Two pipes tie them together. `report` (children -> S) carries one line per
-event: "U" (user namespace made), "P<pid>" (C2's host pid), "E<code> <msg>"
+event: "U" (user namespace made; "J": joined), "P<pid>" (C2's host pid), "E<code> <msg>"
 (a setup error); it is close-on-exec, so EOF with no error means the command
 was executed. `sync` (S -> children) carries "M" (maps written) and "G" (C1
 reaped: C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so
@@ -188,17 +188,34 @@ def _first_process(
     cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
     pty_sock: socket.socket | None,
 ) -> NoReturn:
-    """C1: make the user namespace, wait for its maps, make the rest, fork PID 1."""
+    """C1: make the user namespace, wait for its maps, make the rest, fork PID 1.
+
+    Namespaces given by path (--network container:NAME) are joined instead:
+    the other container's user namespace first, in place of a new one ("J":
+    its maps exist already), since joining its network namespace needs
+    CAP_SYS_ADMIN over the user namespace that owns it (podman's pods share
+    theirs for the same reason).
+    """
     try:
-        try:
-            sc.unshare(sc.CLONE_NEWUSER)
-        except OSError as e:
-            err = _userns_error(e)
-            report.fail(report_w, err.exit_code, err.message)
-        report.send(report_w, "U")
+        # Opened before any setns: /proc/PID/ns/* are the host's view.
+        joined = {ns.type: os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+                  for ns in cfg.spec.linux.namespaces if ns.path is not None}
+        if "user" in joined:
+            sc.setns(joined.pop("user"), sc.CLONE_NEWUSER)
+            report.send(report_w, "J")
+        else:
+            try:
+                sc.unshare(sc.CLONE_NEWUSER)
+            except OSError as e:
+                err = _userns_error(e)
+                report.fail(report_w, err.exit_code, err.message)
+            report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
         sc.unshare(_namespace_flags(cfg.spec))
+        for kind, fd in joined.items():
+            sc.setns(fd, NAMESPACE_FLAGS[kind])
+            os.close(fd)
         pid = os.fork()
         if pid == 0:
             _container_pid1(cfg, report_w, sync_r, stdio, pty_sock)
@@ -266,10 +283,11 @@ def launch(
         line = report.read_line(reports)
         if line.startswith("E"):
             report.raise_error(line)
-        if line != "U":
+        if line not in ("U", "J"):
             raise RlError("the container's first process died while creating namespaces")
         try:
-            idmap.write_maps(c1, plan)
+            if line == "U":  # "J": C1 joined a user namespace that has its maps
+                idmap.write_maps(c1, plan)
         except OSError as e:
             raise RlError(f"writing the user namespace id maps: {e}") from e
         os.write(sync_w, b"M")

@@ -35,7 +35,8 @@ def fingerprint() -> str:
     # zlib, not hashlib: this runs on every command and needs no cryptography.
     parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
     pkg = Path(__file__).parent
-    for f in sorted(pkg.glob("*.py")):
+    # The supervisor runs the sibling packages' code too (netstack, fs).
+    for f in sorted(pkg.glob("*.py")) + sorted(pkg.parent.glob("netstack/*.py")):
         st = f.stat()
         parts.append(f"{f.name}:{st.st_mtime_ns}:{st.st_size}")
     text = "\n".join(parts).encode()

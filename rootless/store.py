@@ -50,6 +50,7 @@ class ContainerConfig:
     auto_remove: bool = False
     init: bool = False
     network: str = "host"
+    net: dict[str, Any] = field(default_factory=dict)  # netstack.options.NetOptions
     stop_signal: str = "SIGTERM"
     stop_timeout: int = 10
     entrypoint: list[str] = field(default_factory=list)
@@ -60,6 +61,7 @@ class ContainerConfig:
     cap_drop: list[str] = field(default_factory=list)
     created_mountpoints: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    image_id: str = ""  # the config digest of the image it was created from (rootless.images)
     # cgroup limits (cgroups.py); `rl update` rewrites them. cgroups: enabled | disabled
     resources: Resources = field(default_factory=Resources)
     cgroups: str = "enabled"
@@ -265,6 +267,11 @@ def remove_files(cid: str) -> None:
         os.rename(src, trash)
     shutil.rmtree(trash, ignore_errors=True)
     shutil.rmtree(paths.container_run_dir(cid), ignore_errors=True)
+    # A container made from an image owns a rootfs copy with sub-id owned files.
+    if (paths.data_dir() / "storage" / "vfs" / cid).exists():
+        from . import vfs
+
+        vfs.remove(cid)
 
 
 def collect_garbage() -> None:

@@ -24,10 +24,13 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
+
+from netstack.stack import NetStack
 
 from . import _syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
@@ -88,20 +91,15 @@ class Log:
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
+    from netstack import etc
+    from netstack.options import NetOptions
+
     hostname = cfg.spec.hostname or cfg.id[:12]
     (run_dir / "hostname").write_text(hostname + "\n")
-    hosts = (
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname} {cfg.name}\n"
-    )
-    (run_dir / "hosts").write_text(hosts)
-    resolv = ""
-    if cfg.network == "host":
-        try:
-            resolv = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            resolv = ""
-    (run_dir / "resolv.conf").write_text(resolv)
+    # Records made before the netstack have no "net": their mode is cfg.network.
+    net = NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
+    (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name))
+    (run_dir / "resolv.conf").write_text(etc.resolv_conf(net))
 
 
 class Client:
@@ -117,8 +115,10 @@ class Client:
 
 
 class Supervisor:
-    def __init__(self, ctr: Container, launched: container.Launched) -> None:
+    def __init__(self, ctr: Container, launched: container.Launched,
+                 net: NetStack | None = None) -> None:
         self.ctr = ctr
+        self.net = net
         self.cfg = ctr.config
         self.launched = launched
         self.log = Log(ctr.log_path)
@@ -275,6 +275,14 @@ class Supervisor:
 
     # -- lifetime ---------------------------------------------------------------
 
+    async def _serve_net(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        try:
+            with scope:
+                if self.net is not None:
+                    await self.net.serve()
+        finally:
+            done.set()
+
     async def wait_exit(self) -> None:
         pidfd = os.pidfd_open(self.launched.pid)
         try:
@@ -290,6 +298,9 @@ class Supervisor:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.control_server, listener)
+            net_scope = trio.CancelScope()
+            net_done = trio.Event()
+            nursery.start_soon(self._serve_net, net_scope, net_done)
             client_stream = None
             if first_client is not None:
                 client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
@@ -309,6 +320,12 @@ class Supervisor:
                 # the output pipes is too: drain them, but never hang on it.
                 io.cancel_scope.deadline = trio.current_time() + 2
             self.log.close()
+            # Published ports and the network helpers go with the container,
+            # before anyone hears that it exited.
+            net_scope.cancel()
+            await net_done.wait()
+            if self.net is not None:
+                self.net.close()
             assert self.exit_code is not None
             self.finish()
             self.done.set()
@@ -362,6 +379,20 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
         with contextlib.suppress(OSError):
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.unlink(path)
+
+
+def _before_start(cgroup: str | None, net: NetStack | None) -> Callable[[int], None] | None:
+    """What S does once PID 1 exists, before its command: its cgroup, then its network."""
+    if not cgroup and net is None:
+        return None
+
+    def hook(pid: int) -> None:
+        if cgroup:
+            cgroups.attach(cgroup, pid)
+        if net is not None:
+            net.attach(pid)
+
+    return hook
 
 
 def _make_cgroup(cfg: ContainerConfig) -> str | None:
@@ -438,25 +469,32 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         return 1
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
+    net: NetStack | None = None
     try:
         cfg = ctr.config
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
+        net = NetStack.load(cfg, run_dir) if cfg.net else None
+        if net is not None:
+            net.prepare()
         cgroup = _make_cgroup(cfg)
         try:
-            launched = container.launch(
-                cfg, plan, devnull_stdin=not cfg.open_stdin,
-                before_start=(lambda pid: cgroups.attach(cgroup, pid)) if cgroup else None)
+            launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
+                                        before_start=_before_start(cgroup, net))
         except BaseException:
             if cgroup:
                 cgroups.remove(cgroup)
             raise
     except RlError as err:
+        if net is not None:
+            net.close()
         fail_start(ctr, err)
         _send_error(client, err)
         return err.exit_code
     except Exception as exc:  # reported to the user, never lost
+        if net is not None:
+            net.close()
         failure = RlError(f"starting the container: {exc}", EXIT_RL)
         fail_start(ctr, failure)
         _send_error(client, failure)
@@ -476,11 +514,14 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     # right after `rl run -d` must find it.
     ctl = bind_control_socket(run_dir)
     if client is not None:
-        client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+        try:
+            client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+        except OSError:
+            attach = False  # the client is gone (killed): the container runs on, detached
         if not attach:
             client.close()
             client = None
-    sup = Supervisor(ctr, launched)
+    sup = Supervisor(ctr, launched, net)
     try:
         code = trio.run(sup.run, ctl, client, attach_stdin)
     except BaseException:
@@ -495,6 +536,9 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         with contextlib.suppress(OSError):
             ctr.write_state(st)
         raise
+    finally:
+        if net is not None:
+            net.close()
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
 

@@ -96,7 +96,8 @@ def test_bad_management_input(rl: RlRunner) -> None:
     assert rl("kill", "-s", "NOPE", "x").returncode == 125
     assert rl("logs", "--tail", "many", "x").returncode == 125
     assert rl("stop", "-t", "-5", "x").returncode == 125
-    assert rl("inspect", "--type", "image", "x").returncode == 125
+    assert rl("inspect", "--type", "volume", "x").returncode == 125
+    assert rl("inspect", "--type", "image", "x").returncode == 1  # no such image
     r = rl("ps", "--filter", "colour=red")
     assert r.returncode == 125 and "invalid filter" in r.stderr
 
@@ -293,7 +294,9 @@ def test_kill_9_at_any_moment_of_a_run(rl: RlRunner, rl_path: Path, rootfs: Path
     time.sleep(delay_ms / 1000)
     proc.kill()
     proc.wait()
-    # and the supervisor too, if it got that far
+    # The supervisor (if the request got that far) goes on by itself: give it
+    # time to show up, then kill it too.
+    time.sleep(0.5)
     for sup_pid in runtime_dir().glob("*/sup.pid"):
         try:
             os.kill(int(sup_pid.read_text()), signal.SIGKILL)

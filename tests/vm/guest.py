@@ -31,7 +31,7 @@ BUSYBOX = Path("/bin/busybox")
 # Load order matters: a module's dependencies first.
 MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev",
            "virtio_pci", "virtio_blk", "netfs", "fscache", "9pnet", "9pnet_virtio", "9p",
-           "overlay", "fuse"]
+           "overlay", "fuse", "tun"]
 DISK_MIB = 16  # the small virtio disk the io.max tests read from (/dev/vda in the guest)
 CONTROLLERS = "+cpuset +cpu +io +memory +pids"
 

@@ -1,0 +1,82 @@
+"""rl's network flags and `rl port`: click glue over netstack (rootless/cli.py stays thin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rootless.errors import RlError
+
+OPTIONS = [
+    click.option("-p", "--publish", multiple=True,
+                 help="Publish a port: [ip:][hostPort:]containerPort[/tcp|/udp]; ranges "
+                      "allowed."),
+    click.option("-P", "--publish-all", is_flag=True,
+                 help="Publish every exposed port on a free host port."),
+    click.option("--expose", multiple=True, help="Expose a port or range (for -P)."),
+    click.option("--dns", multiple=True, help="Set custom DNS servers."),
+    click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (host:ip)."),
+    click.option("--network-bandwidth", help="Limit the network, each direction (e.g. 10mbit)."),
+]
+
+
+def options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for o in reversed(OPTIONS):
+        f = o(f)
+    return f
+
+
+def run_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The RunOptions fields these flags set."""
+    return {"publish": list(kw["publish"]), "publish_all": kw["publish_all"],
+            "expose": list(kw["expose"]), "dns": list(kw["dns"]),
+            "add_hosts": list(kw["add_host"]), "network_bandwidth": kw["network_bandwidth"]}
+
+
+def port_lines(ref: str, private: str | None) -> list[str]:
+    """docker port: "80/tcp -> 0.0.0.0:8080" lines, or with PRIVATE_PORT only the addresses."""
+    from rootless import store
+
+    from .stack import published_ports
+
+    ctr = store.lookup(ref)
+    mappings = published_ports(ctr.run_dir) if store.supervisor_alive(ctr.id) else []
+    if private is None:
+        return [f"{m.key()} -> {m.host_text()}" for m in mappings]
+    port, slash, proto = private.partition("/")
+    proto = proto.lower() if slash else "tcp"
+    if not port.isdigit() or proto not in ("tcp", "udp"):
+        raise RlError(f"invalid port {private!r}: expected PORT[/tcp|/udp]", 1)
+    found = [m.host_text() for m in mappings
+             if m.container_port == int(port) and m.protocol == proto]
+    if not found:
+        raise RlError(f"no public port '{port}/{proto}' published for {ref}", 1)
+    return found
+
+
+def _live_ports(ctr: Any) -> list[Any]:
+    from rootless import store
+
+    from .stack import published_ports
+
+    return published_ports(ctr.run_dir) if store.supervisor_alive(ctr.id) else []
+
+
+def ps_ports(ctr: Any) -> str:
+    """docker ps's PORTS column: "0.0.0.0:8080->80/tcp, …" (running containers only)."""
+    return ", ".join(f"{m.host_text()}->{m.key()}" for m in _live_ports(ctr))
+
+
+def network_settings(ctr: Any) -> dict[str, Any]:
+    """docker inspect's NetworkSettings: the address and the published ports."""
+    from .options import SLIRP_ADDR, SLIRP_GATEWAY, NetOptions
+
+    opts = NetOptions.from_dict(ctr.config.net) if ctr.config.net else None
+    slirp = opts is not None and opts.mode == "slirp4netns"
+    ports: dict[str, list[dict[str, str]]] = {}
+    for m in _live_ports(ctr):
+        ports.setdefault(m.key(), []).append({"HostIp": m.bind_ip, "HostPort": str(m.host_port)})
+    return {"IPAddress": SLIRP_ADDR if slirp else "", "Gateway": SLIRP_GATEWAY if slirp else "",
+            "Ports": ports}

@@ -1,0 +1,176 @@
+"""What the supervisor calls: the container's network, from before its start to after its end.
+
+    stack = NetStack.load(cfg.net, run_dir)
+    stack.prepare()                  # before launch: checks, host ports bound (port errors here)
+    container.launch(..., before_start=stack.attach)   # stack up, ports forwarded, connector
+    trio: await stack.serve()        # rl's port driver
+    stack.close()                    # helpers gone, ports released
+
+Everything a stack starts is the supervisor's child and dies with it, even
+after SIGKILL: slirp4netns through --exit-fd, the connector through
+PR_SET_PDEATHSIG, listening sockets with the supervisor's fd table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rootless.errors import RlError
+from rootless.spec import Spec
+from rootless.store import ContainerConfig
+
+from . import ports
+from .options import SLIRP_GATEWAY, NetOptions
+from .ports import PortMapping
+from .slirp import Slirp4netns
+
+if TYPE_CHECKING:
+    from .pasta import Pasta
+
+PORTS_FILE = "ports.json"
+
+
+class NetStack:
+    def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None) -> None:
+        self.opts = opts
+        self.spec = spec
+        self.run_dir = run_dir
+        self.slirp: Slirp4netns | None = None
+        self.pasta: Pasta | None = None
+        self.listeners: list[tuple[socket.socket, PortMapping]] = []
+        self.published: list[PortMapping] = []
+        self.connector_pid = 0
+        self.connector_chan: socket.socket | None = None
+
+    @classmethod
+    def load(cls, cfg: ContainerConfig, run_dir: Path) -> NetStack:
+        return cls(NetOptions.from_dict(cfg.net), run_dir, cfg.spec)
+
+    @property
+    def fast_ports(self) -> bool:
+        return bool(self.opts.ports) and (self.opts.port_handler == "rl"
+                                          or self.opts.mode != "slirp4netns")
+
+    def prepare(self) -> None:
+        """Fail before the container exists: privileged or busy host ports."""
+        if self.opts.mode == "container" and self.spec is not None:
+            self._refresh_joined(self.spec)
+        ports.check_privileged(self.opts.ports, os.geteuid())
+        if self.fast_ports:
+            for m in self.opts.ports:
+                sock = ports.bind_host_socket(m)
+                self.listeners.append((sock, m))
+                self.published.append(PortMapping(m.container_port, sock.getsockname()[1],
+                                                  m.host_ip, m.protocol))
+        else:
+            for m in self.opts.ports:
+                if m.family == socket.AF_INET6:
+                    raise RlError(f"cannot publish port {m.host_text()}: slirp4netns's port "
+                                  "handler has no IPv6; use port_handler=rl")
+                # Probe (then release) so a busy port fails before the start;
+                # port 0 is resolved to a free port here.
+                with ports.bind_host_socket(m) as probe:
+                    port = probe.getsockname()[1]
+                self.published.append(PortMapping(m.container_port, port, m.host_ip,
+                                                  m.protocol))
+
+    def _refresh_joined(self, spec: Spec) -> None:
+        """--network container:NAME: that container's namespaces as of now (it may have
+        been restarted since this one was created)."""
+        from rootless import store
+
+        try:
+            other = store.lookup(self.opts.container)
+        except RlError as e:
+            raise RlError(f"cannot join the network of container {self.opts.container}: "
+                          f"{e.message}") from None
+        st = other.state()
+        if st.status != "running":
+            raise RlError(f"cannot join the network of container {self.opts.container}: it "
+                          "is not running")
+        for ns in spec.linux.namespaces:
+            if ns.type in ("network", "user") and ns.path is not None:
+                kind = "net" if ns.type == "network" else "user"
+                ns.path = f"/proc/{st.pid}/ns/{kind}"
+
+    def attach(self, pid: int) -> None:
+        """launch's before_start hook: PID 1's namespaces exist, its command has not started."""
+        if self.opts.mode == "pasta":
+            from .pasta import Pasta
+
+            self.pasta = Pasta(self.opts, self.run_dir)
+            self.pasta.start(pid)
+        if self.opts.mode == "slirp4netns":
+            self.slirp = Slirp4netns(self.opts, self.run_dir)
+            self.slirp.start(pid)
+            if not self.fast_ports:
+                for m in self.published:
+                    self.slirp.add_hostfwd(m)
+        if self.opts.bandwidth_bit:
+            from . import bandwidth
+
+            bandwidth.apply(pid, self.opts.bandwidth_bit)
+        if self.listeners:
+            # Forked here, while the supervisor is single-threaded and PID 1
+            # surely exists (a short command may be gone once launch returns).
+            from . import connector
+
+            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            self.connector_chan, self.connector_pid = connector.start(pid, loopback_as)
+        self._write_ports()
+
+    async def serve(self) -> None:
+        if self.connector_chan is None:
+            return
+        from . import forwarder
+
+        try:
+            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            conn = forwarder.Connector(self.connector_chan, loopback_as)
+            await forwarder.serve(self.listeners, conn)
+        except Exception:
+            # A forwarder bug must cost the published ports, never the container.
+            traceback.print_exc()
+            sys.stderr.flush()
+
+    def _write_ports(self) -> None:
+        data = [m.to_dict() for m in self.published]
+        tmp = self.run_dir / (PORTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.rename(self.run_dir / PORTS_FILE)
+
+    def close(self) -> None:
+        for sock, _ in self.listeners:
+            sock.close()
+        self.listeners.clear()
+        if self.connector_chan is not None:
+            self.connector_chan.close()
+            self.connector_chan = None
+        if self.connector_pid:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(self.connector_pid, signal.SIGKILL)
+                os.waitpid(self.connector_pid, 0)
+            self.connector_pid = 0
+        if self.slirp is not None:
+            self.slirp.stop()
+            self.slirp = None
+        if self.pasta is not None:
+            self.pasta.stop()
+            self.pasta = None
+
+
+def published_ports(run_dir: Path) -> list[PortMapping]:
+    """What a running container publishes, as `rl port` shows it ([] once it stopped)."""
+    try:
+        data = json.loads((run_dir / PORTS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [PortMapping.from_dict(d) for d in data]

@@ -1,0 +1,458 @@
+"""Layer tars: safe unpacking into a layer directory, and applying layers onto a rootfs.
+
+`unpack` runs inside a user namespace (rootless.userns) so chown gives files
+the image's owners through the subordinate-id map. It never trusts a member
+name: absolute names and `..` are refused, every parent directory is opened
+component by component with O_NOFOLLOW relative to the layer's root fd, so a
+symlink in the layer (or a directory replaced by one) cannot redirect a write,
+and hard links must name a file already inside the layer. Whiteouts are kept
+in the layer directory as the empty marker files the tar carries (`.wh.NAME`,
+`.wh..wh..opq`); `apply` interprets them when a rootfs is composed.
+Device nodes cannot be created rootless: they are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+from .errors import RlError
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class LayerError(RlError):
+    """A layer that is malformed or hostile; nothing of it is kept."""
+
+
+@dataclass
+class UnpackResult:
+    diff_id: str
+    size: int  # uncompressed bytes
+    notes: list[str] = field(default_factory=list)
+
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def compression(head: bytes) -> str:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return ""
+
+
+def open_decompressed(f: BinaryIO) -> IO[bytes]:
+    """The uncompressed stream of a gzip, zstd or plain layer blob."""
+    head = f.read(4)
+    f.seek(0)
+    kind = compression(head)
+    if kind == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerError("zstd layers need the zstandard Python package") from None
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    return f
+
+
+def _components(name: str, what: str = "path") -> list[str]:
+    if name.startswith("/"):
+        raise LayerError(f"refusing layer entry with an absolute {what}: {name!r}")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise LayerError(f"refusing layer entry whose {what} leaves the layer: {name!r}")
+    return parts
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Tree:
+    """The layer directory being written, reached only through directory fds."""
+
+    def __init__(self, root: str) -> None:
+        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.cache: tuple[tuple[str, ...], int] | None = None
+
+    def close(self) -> None:
+        if self.cache:
+            os.close(self.cache[1])
+        os.close(self.root_fd)
+
+    def parent(self, parts: list[str], name: str) -> int:
+        """An fd of the directory that holds parts[-1], creating missing directories."""
+        key = tuple(parts[:-1])
+        if self.cache and self.cache[0] == key:
+            return self.cache[1]
+        fd = os.dup(self.root_fd)
+        try:
+            for comp in key:
+                try:
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                        raise LayerError(f"refusing layer entry {name!r}: {comp!r} on its "
+                                         "path is not a directory (a symlink?)") from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.cache:
+            os.close(self.cache[1])
+        self.cache = (key, fd)
+        return fd
+
+    def clear(self, pfd: int, name: str, keep_dir: bool) -> None:
+        """Remove what is at name (a later tar entry replaces an earlier one)."""
+        try:
+            st = os.lstat(name, dir_fd=pfd)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            import shutil
+
+            shutil.rmtree(f"/proc/self/fd/{pfd}/{name}")
+        else:
+            os.unlink(name, dir_fd=pfd)
+
+
+def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    while True:
+        try:
+            info = tf.next()
+        except tarfile.ReadError as e:
+            raise LayerError(f"malformed layer tar: {e}") from None
+        if info is None:
+            return
+        yield info
+
+
+def unpack(blob: str, dest: str, squash_ids: bool, expect_diff_id: str = "") -> UnpackResult:
+    """Extract the layer blob into the empty directory dest; runs inside the user namespace."""
+    notes: list[str] = []
+    dirs: list[tuple[int, str, tarfile.TarInfo]] = []
+    with open(blob, "rb") as f:
+        try:
+            reader = _HashingReader(open_decompressed(f))
+            tree = _Tree(dest)
+            try:
+                with tarfile.open(fileobj=reader, mode="r|") as tf:  # type: ignore[call-overload]
+                    for info in _members(tf):
+                        _extract(tf, tree, info, squash_ids, notes, dirs)
+                    reader.drain()
+                # Directory times last: creating entries inside changed them.
+                for pfd_dir, name, info in reversed(dirs):
+                    os.utime(name, ns=(int(info.mtime * 1e9),) * 2, dir_fd=pfd_dir,
+                             follow_symlinks=False)
+                    os.close(pfd_dir)
+                dirs.clear()
+            finally:
+                for pfd_dir, _, _ in dirs:
+                    os.close(pfd_dir)
+                tree.close()
+        except LayerError:
+            raise
+        except (EOFError, tarfile.TarError) as e:
+            raise LayerError(f"truncated or malformed layer: {e or type(e).__name__}") from None
+        except OSError as e:
+            if e.errno is None:  # gzip/zstd decoding errors are OSErrors without errno
+                raise LayerError(f"corrupt compressed layer: {e}") from None
+            raise LayerError(f"unpacking the layer: {e.strerror}: {e.filename or ''}") from None
+        except Exception as e:  # zlib.error, zstd errors
+            raise LayerError(f"corrupt layer: {e}") from None
+    diff_id = "sha256:" + reader.hash.hexdigest()
+    if expect_diff_id and diff_id != expect_diff_id:
+        raise LayerError(f"layer content {diff_id} does not match its diff_id {expect_diff_id}")
+    return UnpackResult(diff_id, reader.count, notes)
+
+
+def _extract(tf: tarfile.TarFile, tree: _Tree, info: tarfile.TarInfo, squash_ids: bool,
+             notes: list[str], dirs: list[tuple[int, str, tarfile.TarInfo]]) -> None:
+    parts = _components(info.name)
+    if not parts:
+        return  # "./": the layer's root directory itself
+    pfd = tree.parent(parts, info.name)
+    name = parts[-1]
+    if info.ischr() or info.isblk():
+        notes.append(f"skipped device node /{'/'.join(parts)} (rootless cannot create it)")
+        return
+    tree.clear(pfd, name, keep_dir=info.isdir())
+    if info.isdir():
+        try:
+            os.mkdir(name, 0o700, dir_fd=pfd)
+        except FileExistsError:
+            pass
+    elif info.isreg():
+        src = tf.extractfile(info)
+        assert src is not None
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            left = info.size
+            while left > 0:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    raise LayerError(f"truncated layer: {info.name!r} claims {info.size} bytes "
+                                     "but the stream ends early")
+                os.write(fd, chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+    elif info.issym():
+        os.symlink(info.linkname, name, dir_fd=pfd)
+    elif info.islnk():
+        target = _components(info.linkname, "link target")
+        if not target:
+            raise LayerError(f"refusing hard link {info.name!r} to the layer's root")
+        tfd = os.dup(tree.parent(target, info.linkname))
+        pfd = tree.parent(parts, info.name)
+        try:
+            os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise LayerError(f"refusing hard link {info.name!r}: its target "
+                             f"{info.linkname!r} is not in the layer") from None
+        finally:
+            os.close(tfd)
+        return  # a hard link shares its target's metadata
+    elif info.isfifo():
+        os.mkfifo(name, 0o600, dir_fd=pfd)
+    else:
+        notes.append(f"skipped /{'/'.join(parts)}: unsupported tar entry type {info.type!r}")
+        return
+    _metadata(pfd, name, info, squash_ids, notes)
+    if info.isdir():
+        dirs.append((os.dup(pfd), name, info))
+    elif not info.issym():
+        os.utime(name, ns=(int(info.mtime * 1e9),) * 2, dir_fd=pfd, follow_symlinks=False)
+
+
+def _metadata(pfd: int, name: str, info: tarfile.TarInfo, squash_ids: bool,
+              notes: list[str]) -> None:
+    if not squash_ids:
+        try:
+            os.chown(name, info.uid, info.gid, dir_fd=pfd, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise LayerError(
+                    f"{info.name!r} is owned by {info.uid}:{info.gid}, outside the ids "
+                    "this user may map (see /etc/subuid and /etc/subgid)") from None
+            raise
+    if not info.issym():
+        # After chown, which clears setuid/setgid bits.
+        os.chmod(name, info.mode & 0o7777, dir_fd=pfd)
+    for key, value in info.pax_headers.items():
+        if not key.startswith("SCHILY.xattr."):
+            continue
+        attr = key[len("SCHILY.xattr."):]
+        try:
+            os.setxattr(f"/proc/self/fd/{pfd}/{name}", attr,
+                        value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+        except OSError as e:
+            notes.append(f"xattr {attr} of {info.name} not kept: {e.strerror}")
+
+
+# -- composing a rootfs from layer directories (vfs) -----------------------------
+
+
+def apply(layer_dir: str, dest: str) -> None:
+    """Apply one unpacked layer onto dest (inside the user namespace).
+
+    First a pass that resolves whiteouts, opaque directories and type changes
+    in dest; then `cp -a` merges the layer in (owners, modes, times, xattrs,
+    hard links); then the copied whiteout markers are removed.
+    """
+    markers: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(layer_dir):
+        rel = os.path.relpath(dirpath, layer_dir)
+        target_dir = dest if rel == "." else os.path.join(dest, rel)
+        markers += [os.path.join(target_dir, f) for f in filenames if f.startswith(WHITEOUT)]
+        if not os.path.isdir(target_dir) or os.path.islink(target_dir):
+            continue  # created fresh by cp: nothing below it to white out
+        if OPAQUE in filenames:
+            for entry in os.listdir(target_dir):
+                _remove(os.path.join(target_dir, entry))
+        for fname in filenames:
+            if fname.startswith(WHITEOUT) and fname != OPAQUE:
+                _remove(os.path.join(target_dir, fname[len(WHITEOUT):]))
+        for name in dirnames:
+            target = os.path.join(target_dir, name)
+            if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+                os.unlink(target)
+        for fname in filenames:
+            target = os.path.join(target_dir, fname)
+            if os.path.isdir(target) and not os.path.islink(target):
+                _remove(target)
+    proc = subprocess.run(["cp", "-a", "--remove-destination", "--", f"{layer_dir}/.", dest],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise RlError(f"copying a layer: {lines[-1] if lines else 'cp failed'}")
+    for path in markers:
+        if os.path.lexists(path):
+            os.unlink(path)
+
+
+def _remove(path: str) -> None:
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+# -- writing tars (export, commit) -------------------------------------------------
+
+
+def _tarinfo(tf: tarfile.TarFile, path: str, arcname: str) -> tarfile.TarInfo | None:
+    info = tf.gettarinfo(path, arcname)
+    if info is None:
+        return None
+    info.uname = info.gname = ""  # numeric owners: host names mean nothing in an image
+    if info.ischr() or info.isblk():
+        return None
+    pax: dict[str, str] = {}
+    try:
+        for attr in os.listxattr(path, follow_symlinks=False):
+            value = os.getxattr(path, attr, follow_symlinks=False)
+            pax[f"SCHILY.xattr.{attr}"] = value.decode("utf-8", "surrogateescape")
+    except OSError:
+        pass
+    if pax:
+        info.pax_headers = pax
+    return info
+
+
+def _add(tf: tarfile.TarFile, path: str, arcname: str) -> None:
+    info = _tarinfo(tf, path, arcname)
+    if info is None:
+        return
+    if info.isreg():
+        with open(path, "rb") as f:
+            tf.addfile(info, f)
+    else:
+        tf.addfile(info)
+
+
+def _walk_sorted(root: str) -> Iterator[tuple[str, str]]:
+    """(path, name in the tar) of everything below root, parents first, sorted."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        base = os.path.join(root, rel) if rel else root
+        names = sorted(os.listdir(base), reverse=True)
+        for name in names:
+            sub = f"{rel}/{name}" if rel else name
+            full = os.path.join(root, sub)
+            yield full, sub
+        for name in reversed(names):
+            sub = f"{rel}/{name}" if rel else name
+            full = os.path.join(root, sub)
+            if os.path.isdir(full) and not os.path.islink(full):
+                stack.append(sub)
+
+
+def _stream(out_fd: int) -> IO[bytes]:
+    return os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20)
+
+
+def write_tree_tar(root: str, out_fd: int, skip: set[str]) -> None:
+    """The whole tree as a PAX tar on out_fd (inside the user namespace)."""
+    with _stream(out_fd) as out, tarfile.open(fileobj=out, mode="w|",
+                                              format=tarfile.PAX_FORMAT) as tf:
+        for path, arc in _walk_sorted(root):
+            if "/" + arc not in skip:
+                _add(tf, path, arc)
+
+
+def _lower_view(lowers: list[str]) -> dict[str, os.stat_result]:
+    """path -> stat of the file system the lower layers compose to."""
+    view: dict[str, os.stat_result] = {}
+    for layer in lowers:
+        for path, arc in _walk_sorted(layer):
+            parent, _, name = arc.rpartition("/")
+            if name == OPAQUE:
+                prefix = parent + "/" if parent else ""
+                for k in [k for k in view if k.startswith(prefix) and k != parent]:
+                    del view[k]
+            elif name.startswith(WHITEOUT):
+                gone = (parent + "/" if parent else "") + name[len(WHITEOUT):]
+                for k in [k for k in view if k == gone or k.startswith(gone + "/")]:
+                    del view[k]
+            else:
+                view[arc] = os.lstat(path)
+    return view
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    same_meta = (a.st_mode == b.st_mode and a.st_uid == b.st_uid and a.st_gid == b.st_gid)
+    if stat.S_ISDIR(a.st_mode):
+        return same_meta
+    return same_meta and a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+
+
+def write_diff_tar(lowers: list[str], upper: str, out_fd: int, skip: set[str]) -> None:
+    """The changes of upper against the composed lowers, as a layer tar with whiteouts.
+
+    Files are compared by type, mode, owner, size and mtime (the vfs copy keeps
+    them), as containers/storage's naive differ does.
+    """
+    view = _lower_view(lowers)
+    seen: set[str] = set()
+    with _stream(out_fd) as out, tarfile.open(fileobj=out, mode="w|",
+                                              format=tarfile.PAX_FORMAT) as tf:
+        for path, arc in _walk_sorted(upper):
+            if "/" + arc in skip:
+                continue
+            seen.add(arc)
+            st = os.lstat(path)
+            old = view.get(arc)
+            if old is None or not _same(old, st):
+                _add(tf, path, arc)
+        for arc in sorted(view):
+            parent = arc.rpartition("/")[0]
+            if arc in seen or (parent and parent not in seen):
+                continue  # kept, or below a directory already whited out
+            info = tarfile.TarInfo((parent + "/" if parent else "") + WHITEOUT
+                                   + arc.rpartition("/")[2])
+            tf.addfile(info)
