@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +390,20 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
                 os.unlink(path)
 
 
+def _before_start(cgroup: str | None, net: NetStack | None) -> Callable[[int], None] | None:
+    """What S does once PID 1 exists, before its command: its cgroup, then its network."""
+    if not cgroup and net is None:
+        return None
+
+    def hook(pid: int) -> None:
+        if cgroup:
+            cgroups.attach(cgroup, pid)
+        if net is not None:
+            net.attach(pid)
+
+    return hook
+
+
 def _make_cgroup(cfg: ContainerConfig) -> str | None:
     """The container's own cgroup with its limits, when cgroups are delegated and wanted."""
     if cfg.cgroups == "disabled":
@@ -473,18 +488,9 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         if net is not None:
             net.prepare()
         cgroup = _make_cgroup(cfg)
-
-        def before_start(pid: int) -> None:
-            # Into its cgroup first, so everything it starts is accounted, then
-            # its network, which the command must never start without.
-            if cgroup:
-                cgroups.attach(cgroup, pid)
-            if net is not None:
-                net.attach(pid)
-
         try:
             launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
-                                        before_start=before_start)
+                                        before_start=_before_start(cgroup, net))
         except BaseException:
             if cgroup:
                 cgroups.remove(cgroup)

@@ -1,4 +1,4 @@
-"""The quota tests on a real cgroup v2 kernel: one qemu boot runs tests/guest/test_cgroup_v2.py.
+"""The quota tests on a real cgroup v2 kernel: one qemu boot runs tests/guest/guest_quotas.py.
 
 Each in-guest test shows up here as one host test that passes only if it
 passed in the guest (failed, skipped or not run there all fail here). No
@@ -18,7 +18,7 @@ from vm import guest
 import support
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-GUEST_MODULE = CHECKOUT / "tests" / "guest" / "test_cgroup_v2.py"
+GUEST_MODULE = CHECKOUT / "tests" / "guest" / "guest_quotas.py"
 # The first test pays for the boot and the whole in-guest run (about 2 minutes).
 pytestmark = pytest.mark.timeout(420)
 
@@ -51,3 +51,12 @@ def test_in_guest(guest_run: guest.GuestResult, name: str) -> None:
         pytest.fail(f"{name} did not run in the guest; pytest said:\n"
                     f"{guest_run.pytest_log[-4000:]}\nconsole:\n{guest_run.console[-2000:]}")
     assert outcome == "passed", f"{name} {outcome} in the guest:\n{guest_run.messages[name]}"
+
+
+def test_a_missing_kernel_is_named(tmp_path: Path) -> None:
+    kernel, why = guest.find_kernel(tmp_path)
+    assert kernel is None and f"no kernel in {tmp_path}/boot" in why
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot" / "vmlinuz-6.1.0-0-amd64").write_bytes(b"")
+    kernel, why = guest.find_kernel(tmp_path)
+    assert kernel is None and "kernel modules missing" in why and "9pnet_virtio" in why

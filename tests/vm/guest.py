@@ -54,15 +54,15 @@ class GuestResult:
     elapsed: float = 0.0
 
 
-def find_kernel() -> tuple[Kernel | None, str]:
+def find_kernel(cache: Path = KERNEL_CACHE) -> tuple[Kernel | None, str]:
     """The unpacked kernel package, or None and why not."""
-    images = sorted(glob.glob(str(KERNEL_CACHE / "boot" / "vmlinuz-*")))
+    images = sorted(glob.glob(str(cache / "boot" / "vmlinuz-*")))
     if not images:
-        return None, (f"no kernel in {KERNEL_CACHE}/boot (scripts/setup-host unpacks "
+        return None, (f"no kernel in {cache}/boot (scripts/setup-host unpacks "
                       "linux-image-*-amd64 there)")
     vmlinuz = Path(images[-1])
     release = vmlinuz.name.removeprefix("vmlinuz-")
-    moddir = KERNEL_CACHE / "lib" / "modules" / release / "kernel"
+    moddir = cache / "lib" / "modules" / release / "kernel"
     found: dict[str, Path] = {}
     for path in moddir.rglob("*.ko"):
         if path.stem in MODULES:

@@ -2,10 +2,10 @@
 
 tests/test_quotas_vm.py boots the guest (tests/vm/guest.py) once and runs
 this module there as the unprivileged test user, whose cgroup
-user@UID.service was delegated the way systemd's Delegate=yes does it. On
-the host every test here is skipped; the host test reports the guest's
-results one by one. TCG is slow, so each test checks several things per
-container.
+user@UID.service was delegated the way systemd's Delegate=yes does it. The
+host suite does not collect it (its name does not start with test_); the
+host test reports the guest's results one by one. TCG is slow, so each
+test checks several things per container.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def test_limits_written_to_a_delegated_leaf(rl, rootfs) -> None:  # type: ignore
     cid = rl("run", "-d", "--memory", "64m", "--memory-swap", "96m",
              "--memory-reservation", "32m", "--cpus", "1.5", "--cpu-shares", "512",
              "--pids-limit", "100", "--cpuset-cpus", "0", "--device-read-bps", f"{DISK}:10mb",
-             "--device-write-iops", f"{DISK}:100", "--rootfs", rootfs, "sleep", "1000",
+             "--device-write-iops", f"{DISK}:100", "--blkio-weight", "500",
+             "--rootfs", rootfs, "sleep", "1000",
              check=True).stdout.strip()
     cg = _cgroup(rl, cid)
     base = _own_base()
@@ -78,6 +79,7 @@ def test_limits_written_to_a_delegated_leaf(rl, rootfs) -> None:  # type: ignore
     assert _read(cg / "pids.max") == "100"
     assert _read(cg / "cpuset.cpus") == "0"
     assert f"{dev} rbps={10 * MiB} wbps=max riops=max wiops=100" in _read(cg / "io.max")
+    assert "default 4950" in _read(cg / "io.weight")  # 1 + (500 - 10) * 9999 // 990
     host = _inspect(rl, cid)["HostConfig"]
     assert (host["Memory"], host["MemorySwap"], host["MemoryReservation"]) == (
         64 * MiB, 96 * MiB, 32 * MiB)
