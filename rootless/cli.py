@@ -12,7 +12,6 @@ other command imports the library API when it runs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
