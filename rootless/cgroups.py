@@ -25,6 +25,7 @@ import errno
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -325,12 +326,14 @@ def populated(path: str) -> bool:
         return False
 
 
-def collect_garbage(host: Host, alive: set[str], known: set[str]) -> None:
+def collect_garbage(host: Host, alive: Callable[[str], bool], known: set[str]) -> None:
     """Remove the empty cgroups of containers whose supervisor is gone (kill -9 included).
 
-    alive: ids whose supervisor runs; known: every id in this user's store. A
-    cgroup of an unknown id (another rl state directory) must also be a minute
-    old, so one being set up right now is never taken.
+    alive(id): whether that container's supervisor runs, asked only after the
+    cgroups were listed: a supervisor takes its lock before it makes its
+    cgroup, so a cgroup in the listing whose supervisor is starting reads as
+    alive. known: every id in this user's store; a cgroup of an unknown id
+    (another rl state directory) must also be a minute old.
     """
     if host.base is None:
         return
@@ -342,8 +345,10 @@ def collect_garbage(host: Host, alive: set[str], known: set[str]) -> None:
     now = time.time()
     for name in entries:
         full = os.path.join(parent, name)
-        if name in alive or populated(full):
+        if alive(name) or populated(full):
             continue
+        # Only ever rmdir here, never cgroup.kill: a cgroup that has just
+        # gained a process stays (EBUSY).
         with contextlib.suppress(OSError):
             if name in known or now - os.stat(full).st_mtime > 60:
-                remove(full)
+                os.rmdir(full)

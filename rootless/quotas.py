@@ -40,12 +40,8 @@ def collect_garbage() -> None:
     host = cgroups.probe()
     if host.base is None:
         return
-    known, alive = set(), set()
-    for c in store.all_containers():
-        known.add(c.id)
-        if store.supervisor_alive(c.id):
-            alive.add(c.id)
-    cgroups.collect_garbage(host, alive, known)
+    known = {c.id for c in store.all_containers()}
+    cgroups.collect_garbage(host, store.supervisor_alive, known)
 
 
 def _throttles(items: list[Any]) -> list[dict[str, Any]] | None:

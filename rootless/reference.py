@@ -97,6 +97,8 @@ def parse(text: str) -> Reference:
         raise err
     if len(domain) + len(rest) > 255:
         raise RlError(f"invalid reference format: repository name too long: {text!r}")
+    if domain == DOCKER_HUB and "/" not in rest:
+        rest = f"library/{rest}"  # docker.io/busybox is docker.io/library/busybox
     return Reference(domain, rest, tag, digest)
 
 
