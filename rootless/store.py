@@ -259,13 +259,16 @@ def rename(ctr: Container, new_name: str) -> None:
         ctr._raw = None
 
 
-def remove_files(cid: str) -> None:
-    """Delete a container's record (rename first, so no half-deleted record is ever listed)."""
-    src = paths.container_dir(cid)
-    trash = paths.containers_dir() / f".{cid}.trash"
+def unlist(cid: str) -> None:
+    """Take a container out of every listing at once (the first step of removing it)."""
     with contextlib.suppress(FileNotFoundError):
-        os.rename(src, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+        os.rename(paths.container_dir(cid), paths.containers_dir() / f".{cid}.trash")
+
+
+def remove_files(cid: str) -> None:
+    """Delete a container's record (unlisted first, so no half-deleted record is ever listed)."""
+    unlist(cid)
+    shutil.rmtree(paths.containers_dir() / f".{cid}.trash", ignore_errors=True)
     shutil.rmtree(paths.container_run_dir(cid), ignore_errors=True)
     # A container made from an image owns a rootfs copy with sub-id owned files.
     if (paths.data_dir() / "storage" / "vfs" / cid).exists():

@@ -127,6 +127,7 @@ class Supervisor:
         self.exited = trio.Event()
         self.done = trio.Event()
         self.waiters = 0  # control clients blocked in "wait"
+        self.leftover_cgroup = ""  # removed by after_run()
         self.stdin_stream: trio.lowlevel.FdStream | None = None
         if launched.pty_master is not None:
             self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
@@ -350,7 +351,12 @@ class Supervisor:
         return self.exit_code
 
     def finish(self) -> None:
-        """Record the exit and clean up; with --rm the container is removed first."""
+        """Record the exit; with --rm take the container out of every listing.
+
+        Runs on the event loop, so only quick work here: removing the cgroup
+        (which may wait for dying processes) and the files (a --rm rootfs copy
+        needs a forked user-namespace helper) happen in after_run().
+        """
         st = self.ctr.raw_state()
         st.status = "exited"
         st.exit_code = self.exit_code or 0
@@ -360,10 +366,17 @@ class Supervisor:
         if st.cgroup:
             # The OOM killer's verdict is in memory.events, gone with the cgroup.
             st.oom_killed = cgroups.oom_killed(st.cgroup)
-            cgroups.remove(st.cgroup)
+            self.leftover_cgroup = st.cgroup
             st.cgroup = ""
         self.ctr.write_state(st)
         cleanup_mountpoints(self.cfg)
+        if self.cfg.auto_remove:
+            store.unlist(self.ctr.id)
+
+    def after_run(self) -> None:
+        """The slow part of the clean-up, once trio has returned."""
+        if self.leftover_cgroup:
+            cgroups.remove(self.leftover_cgroup)
         if self.cfg.auto_remove:
             store.remove_files(self.ctr.id)
 
@@ -549,6 +562,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     finally:
         if net is not None:
             net.close()
+    sup.after_run()
     shutil.rmtree(run_dir, ignore_errors=True)
     return code
 
