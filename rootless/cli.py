@@ -485,6 +485,11 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True
+    print_inspect(results, fmt, failed)
+
+
+def print_inspect(results: list[Any], fmt: str | None, failed: bool) -> None:
+    """docker inspect's output: a JSON array, or one template line per object; 1 on a miss."""
     if fmt:
         for r in results:
             click.echo(render_template(fmt, r))

@@ -119,7 +119,7 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
 @click.argument("images", nargs=-1, required=True)
 def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on images."""
-    from .cli import render_template
+    from .cli import print_inspect
     from .images import inspect, lookup, open_store
 
     store = open_store()
@@ -130,13 +130,7 @@ def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
         except RlError as e:
             click.echo(f"Error: {e.message}", err=True)
             failed = True
-    if fmt:
-        for r in results:
-            click.echo(render_template(fmt, r))
-    else:
-        click.echo(json.dumps(results, indent=4))
-    if failed:
-        sys.exit(1)
+    print_inspect(results, fmt, failed)
 
 
 @click.command("history")

@@ -24,12 +24,10 @@ leave a count wrong.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -129,14 +127,10 @@ class Store:
 
     # -- locks -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _flock(self, path: Path, shared: bool) -> Iterator[None]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _flock(self, path: Path, shared: bool) -> contextlib.AbstractContextManager[None]:
+        from .store import locked
+
+        return locked(path, shared)
 
     def writing(self) -> contextlib.AbstractContextManager[None]:
         """Held (shared) while adding to the store: rmi/prune wait for it."""

@@ -330,3 +330,15 @@ def remove_tree(path: Path) -> None:
 # import it, and `from conftest import ...` can pick up another directory's
 # conftest.py (tests/guest has one) when pytest collects the whole tree.
 RlRunner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 10) -> bool:
+    """Poll cond until it is true or timeout seconds pass (then one last look)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())

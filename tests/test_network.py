@@ -121,15 +121,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-def wait_until(cond: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(cond())  # type: ignore[operator]
-
-
 # -- the container's own network -----------------------------------------------------
 
 
@@ -340,10 +331,10 @@ def test_kill_9_of_the_supervisor_leaves_nothing(rl: RlRunner, rootfs: Path,
         assert helpers
         children = [int(p) for p in Path(f"/proc/{sup}/task/{sup}/children").read_text().split()]
         os.kill(sup, signal.SIGKILL)
-        assert wait_until(lambda: not slirp_procs(str(run_dir)))
-        assert wait_until(lambda: port_free(port))
+        assert support.wait_until(lambda: not slirp_procs(str(run_dir)))
+        assert support.wait_until(lambda: port_free(port))
         # every child of the supervisor (PID 1, slirp4netns, the connector) is gone
-        assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in children))
+        assert support.wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in children))
         assert not (run_dir / "slirp4netns.sock").exists()
         # and the next command works on the same port
         r = rl("run", "--rm", "-p", f"127.0.0.1:{port}:80", "--rootfs", rootfs, "true")
@@ -583,8 +574,8 @@ def test_pasta_mirrors_the_host_and_publishes(rl: RlRunner, rootfs: Path, www: P
         assert pasta_procs(str(run_dir))
         sup = int((run_dir / "sup.pid").read_text())
         os.kill(sup, signal.SIGKILL)
-        assert wait_until(lambda: not pasta_procs(str(run_dir)))
-        assert wait_until(lambda: port_free(port))
+        assert support.wait_until(lambda: not pasta_procs(str(run_dir)))
+        assert support.wait_until(lambda: port_free(port))
 
 
 def test_missing_pasta_names_the_package(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:

@@ -43,15 +43,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(cond: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def runtime_dir() -> Path:
     return Path(os.environ["XDG_RUNTIME_DIR"]) / "rl"
 
@@ -109,7 +100,7 @@ def test_kill_9_of_the_supervisor(rl: RlRunner, rootfs: Path) -> None:
     sup = int((runtime_dir() / cid / "sup.pid").read_text())
     os.kill(sup, signal.SIGKILL)
     # The container dies with its supervisor (PR_SET_PDEATHSIG on its PID 1).
-    assert wait_until(lambda: not alive(pid1))
+    assert support.wait_until(lambda: not alive(pid1))
     st = state_of(rl, cid)
     assert st["Status"] == "exited" and st["ExitCode"] == 255
     assert "supervisor died" in str(st["Error"])
@@ -123,7 +114,7 @@ def test_kill_9_of_the_supervisor_of_an_rm_container(rl: RlRunner, rootfs: Path)
     cid = rl("run", "-d", "--rm", "--rootfs", rootfs, "sleep", "100", check=True).stdout.strip()
     sup = int((runtime_dir() / cid / "sup.pid").read_text())
     os.kill(sup, signal.SIGKILL)
-    assert wait_until(lambda: not alive(sup))
+    assert support.wait_until(lambda: not alive(sup))
     # The next rl command finishes what the supervisor could not: the removal.
     assert cid not in containers(rl)
 
@@ -318,7 +309,7 @@ def test_kill_9_at_any_moment_of_a_run(rl: RlRunner, rl_path: Path, rootfs: Path
         rl("rm", "-f", name, check=True)
     leftovers = subprocess.run(["pgrep", "-u", str(os.getuid()), "-f", sleeper],
                                capture_output=True, text=True).stdout.split()
-    assert leftovers == [] or wait_until(
+    assert leftovers == [] or support.wait_until(
         lambda: not any(alive(int(p)) for p in leftovers), timeout=5)
     r = rl("run", "--rm", "--name", name, "--rootfs", rootfs, "echo", "again")
     assert r.returncode == 0 and r.stdout == "again\n", r.stderr
