@@ -50,14 +50,7 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
                 os._exit(1)
             payload: tuple[str, object]
             try:
-                sc.unshare(sc.CLONE_NEWUSER)
-                os.write(res_w, b"U")
-                if os.read(sync_r, 1) != b"M":
-                    os._exit(3)
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                if plan.mode == "subuid":
-                    os.setgroups([])
+                _become_root_of_new_userns(plan, res_w, sync_r)
                 payload = ("ok", func())
             except RlError as e:
                 payload = ("rlerror", (e.message, e.exit_code))
@@ -116,6 +109,19 @@ def _reap(pid: int) -> None:
             os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def _become_root_of_new_userns(plan: IdMapPlan, res_w: int, sync_r: int) -> None:
+    """In a forked child: a new user namespace; tell the parent ("U"), wait
+    for it to write the maps ("M"), then become that namespace's root."""
+    sc.unshare(sc.CLONE_NEWUSER)
+    _write_all(res_w, b"U")
+    if os.read(sync_r, 1) != b"M":
+        os._exit(3)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    if plan.mode == "subuid":
+        os.setgroups([])
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -265,14 +271,7 @@ def _start_worker(req_r: int, req_w: int, res_r: int, res_w: int,
             sc.prctl(sc.PR_SET_PDEATHSIG, 9)
             if os.getppid() != parent:
                 os._exit(1)
-            sc.unshare(sc.CLONE_NEWUSER)
-            _write_all(res_w, b"U")
-            if os.read(sync_r, 1) != b"M":
-                os._exit(3)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-            if plan.mode == "subuid":
-                os.setgroups([])
+            _become_root_of_new_userns(plan, res_w, sync_r)
             _serve(req_r, res_w)
         except BaseException:
             code = 2
