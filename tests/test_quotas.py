@@ -9,7 +9,6 @@ tests/test_quotas_vm.py.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -94,17 +93,16 @@ def test_cgroups_disabled_runs_and_says_so(rl: RlRunner, rootfs: Path) -> None:
     rl("rm", "nocg", check=True)
 
 
-def test_rl_cgroups_setting(rl: RlRunner, rootfs: Path) -> None:
-    os.environ["RL_CGROUPS"] = "disabled"
-    try:
+def test_rl_cgroups_setting(rl: RlRunner, rootfs: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as env:
+        env.setenv("RL_CGROUPS", "disabled")
         rl("create", "--name", "envcg", "--rootfs", rootfs, "true", check=True)
         info = json.loads(rl("info", "--format", "json", check=True).stdout)["cgroups"]
         assert info["mode"] == "disabled" and info["limits"] == "disabled (RL_CGROUPS)"
-        os.environ["RL_CGROUPS"] = "sometimes"
+        env.setenv("RL_CGROUPS", "sometimes")
         r = rl("run", "--rootfs", rootfs, "true")
         assert r.returncode == 125 and "RL_CGROUPS=sometimes" in r.stderr
-    finally:
-        del os.environ["RL_CGROUPS"]
     host = json.loads(rl("inspect", "envcg", check=True).stdout)[0]["HostConfig"]
     assert host["Cgroups"] == "disabled"
     rl("rm", "envcg", check=True)

@@ -541,12 +541,14 @@ def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, loc
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 60
+    busy: list[str] = []
     while time.monotonic() < deadline and proc.poll() is None:
         busy = [n for d in ("blobs/sha256", "layers") for n in os.listdir(root / d)
                 if n.startswith((".partial", ".tmp"))]
         if busy:
             break
         time.sleep(0.002)
+    assert busy, "the pull ended before it could be killed half-way"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)  # an orphaned unpack child notices its parent is gone
