@@ -337,6 +337,11 @@ def _truncate(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def template_of(fmt: str) -> str:
+    """The Go template of a --format value ("table {{.X}}" prints it without a header)."""
+    return fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+
+
 def render_template(template: str, data: Any) -> str:
     """The few Go-template forms scripts use: {{.A.B}}, {{json .A}}, {{json .}}."""
     import re
@@ -417,7 +422,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
             click.echo(json.dumps(as_dict(e)))
         return
     if fmt and fmt != "table":
-        template = fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+        template = template_of(fmt)
         for e in entries:
             click.echo(render_template(template, as_dict(e)))
         return
@@ -582,7 +587,7 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
         if fmt == "json":
             out = "\n".join(json.dumps(r) for r in rows)
         elif fmt and fmt != "table":
-            template = fmt.removeprefix("table ").strip()
+            template = template_of(fmt)
             out = "\n".join(render_template(template, r) for r in rows)
         else:
             table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",

@@ -75,12 +75,17 @@ def store(registry: str, user: str, password: str) -> Path:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     data.setdefault("auths", {})[registry] = {"auth": token}
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write(path, data)
+    return path
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    """Replace the auth file atomically, readable by its owner only (it holds passwords)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
-    return path
 
 
 def remove(registry: str | None) -> bool:
@@ -98,9 +103,5 @@ def remove(registry: str | None) -> bool:
                 del auths[key]
                 gone = True
     if gone:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
+        _write(path, data)
     return gone

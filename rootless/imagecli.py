@@ -6,9 +6,11 @@ every command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -35,12 +37,25 @@ def _ago(iso: str) -> str:
     return f"{duration(time.time() - ts)} ago" if ts else "N/A"
 
 
-def _create(output: str, tmp: str) -> int:
-    """The temporary file an output is written to before it is renamed into place."""
+@contextlib.contextmanager
+def _output_file(output: str) -> Iterator[int]:
+    """An fd on a temporary name beside output, renamed onto it only if the body succeeds:
+    a failed or interrupted export/save never leaves half a file under the asked name."""
+    tmp = f"{output}.rl-tmp-{os.getpid()}"
     try:
-        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     except OSError as e:
         raise RlError(f"open {output}: {e.strerror}") from None
+    try:
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _print_notes(notes: list[str]) -> None:
@@ -61,7 +76,7 @@ def _print_notes(notes: list[str]) -> None:
 def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str | None,
                repository: str | None) -> None:
     """List images."""
-    from .cli import _table, render_template
+    from .cli import _table, render_template, template_of
     from .images import list_images
 
     rows = list_images()
@@ -89,7 +104,7 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
         click.echo(json.dumps([as_dict(r) for r in rows], indent=2))
         return
     if fmt and fmt != "table":
-        template = fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+        template = template_of(fmt)
         for r in rows:
             click.echo(render_template(template, as_dict(r)))
         return
@@ -237,18 +252,8 @@ def export_cmd(output: str | None, container: str) -> None:
         sys.stdout.flush()
         export(ctr, sys.stdout.fileno())
         return
-    tmp = f"{output}.rl-tmp-{os.getpid()}"
-    fd = _create(output, tmp)
-    try:
-        try:
-            export(ctr, fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _output_file(output) as fd:
+        export(ctr, fd)
 
 
 @click.command("commit")
@@ -295,16 +300,8 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
         save(list(images), fmt, sys.stdout.buffer, gz, report)
         return
     gz = gz or output.endswith((".gz", ".tgz"))
-    tmp = f"{output}.rl-tmp-{os.getpid()}"
-    fd = _create(output, tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            save(list(images), fmt, f, gz, report)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _output_file(output) as fd, os.fdopen(os.dup(fd), "wb") as f:
+        save(list(images), fmt, f, gz, report)
 
 
 @click.command("load")
