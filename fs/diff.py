@@ -13,11 +13,11 @@ import hashlib
 import os
 import stat
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from fs import layout
+from fs import layout, walk
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
@@ -32,58 +32,56 @@ class Change:
         return f"{self.kind} {self.path}"
 
 
-def _lower_visible(rel: str, lowers: Sequence[str]) -> bool:
-    """Whether *rel* exists in the merged view of *lowers* (top first)."""
+def lower_lstat(rel: str, lowers: Sequence[str]) -> os.stat_result | None:
+    """The entry *rel* of the merged view of *lowers* (top first), or None if absent.
+
+    Every layer is read with lstat, component by component: a symlink in a
+    layer is never followed (its target would be a path of this host).
+    """
     parts = rel.split("/")
     for lower in lowers:
-        hidden_below = False
-        # an opaque or whited-out ancestor in this layer hides every layer below it
+        opaque_above = False  # an opaque ancestor in this layer hides the layers below
         for i in range(1, len(parts)):
             anc = os.path.join(lower, *parts[:i])
             try:
                 st = os.lstat(anc)
             except FileNotFoundError:
                 break
-            if not stat.S_ISDIR(st.st_mode) or _opaque(anc):
-                hidden_below = True
-                break
-        try:
-            st = os.lstat(os.path.join(lower, rel))
-        except (FileNotFoundError, NotADirectoryError):
-            if hidden_below:
-                return False
-            continue
-        return not layout.is_whiteout_stat(st)
-    return False
+            if not stat.S_ISDIR(st.st_mode):
+                return None  # a file, link or whiteout above it: no such path
+            opaque_above = opaque_above or _opaque(anc)
+        else:
+            try:
+                st = os.lstat(os.path.join(lower, rel))
+            except FileNotFoundError:
+                pass
+            else:
+                return None if layout.is_whiteout_stat(st) else st
+        if opaque_above:
+            return None
+    return None
 
 
-def _walk(upper: str, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
-    """Every entry of the upper dir below *rel*, parents first, names sorted."""
-    base = os.path.join(upper, rel) if rel else upper
-    for name in sorted(os.listdir(base)):
-        if name == WH_OPAQUE:
-            continue  # a marker, read by _opaque
-        r = f"{rel}/{name}" if rel else name
-        st = os.lstat(os.path.join(upper, r))
-        yield r, st
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(upper, r)
+def _lower_visible(rel: str, lowers: Sequence[str]) -> bool:
+    return lower_lstat(rel, lowers) is not None
 
 
 def changes(upper: str, lowers: Sequence[str]) -> list[Change]:
     """docker diff's list for an upper dir over *lowers* (top first), sorted by path."""
     out: list[Change] = []
-    for rel, st in _walk(upper):
-        full = os.path.join(upper, rel)
+    for e in walk.walk(upper):
+        if e.name == WH_OPAQUE:
+            continue  # a marker, read by _opaque
+        rel, st = e.rel, e.st
         in_lower = _lower_visible(rel, lowers)
         if layout.is_whiteout_stat(st):
             if in_lower:
                 out.append(Change("/" + rel, "D"))
             continue
         out.append(Change("/" + rel, "C" if in_lower else "A"))
-        if stat.S_ISDIR(st.st_mode) and in_lower and _opaque(full):
+        if stat.S_ISDIR(st.st_mode) and in_lower and _entry_opaque(e):
             # an opaque dir replaced the lower one: its lower entries are gone
-            present = set(os.listdir(full)) - {WH_OPAQUE}
+            present = set(_names(e)) - {WH_OPAQUE}
             for name in sorted(_lower_names(rel, lowers)):
                 if name not in present:
                     out.append(Change(f"/{rel}/{name}", "D"))
@@ -133,21 +131,19 @@ class _Hashing:
         return self.f.write(data)
 
 
-def _xattrs(path: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return out
-    for name in names:
-        if name.startswith("user.overlay."):
-            continue
-        try:
-            value = os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        out[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
-    return out
+def _write(upper: str, out: IO[bytes]) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tar:
+        links: dict[tuple[int, int], str] = {}
+        for e in walk.walk(upper):
+            if e.name != WH_OPAQUE:  # a marker: add_entry writes its own
+                add_entry(tar, e, links)
+
+
+def write_layer_to(upper: str, out_fd: int) -> None:
+    """Write *upper* as an OCI layer tar on *out_fd* (left open)."""
+    with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
+        _write(upper, out)
 
 
 def write_layer(upper: str, dest: str) -> Layer:
@@ -156,11 +152,7 @@ def write_layer(upper: str, dest: str) -> Layer:
     try:
         with open(tmp, "wb") as raw:
             hashing = _Hashing(raw)
-            with tarfile.open(fileobj=hashing, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                              encoding="utf-8", errors="surrogateescape") as tar:
-                links: dict[tuple[int, int], str] = {}
-                for rel, st in _walk(upper):
-                    _add(tar, upper, rel, st, links)
+            _write(upper, hashing)  # type: ignore[arg-type]
             raw.flush()
             os.fsync(raw.fileno())
         os.rename(tmp, dest)
@@ -173,21 +165,45 @@ def write_layer(upper: str, dest: str) -> Layer:
     return Layer(dest, f"sha256:{hashing.h.hexdigest()}", hashing.size)
 
 
-def _add(tar: tarfile.TarFile, upper: str, rel: str, st: os.stat_result,
-         links: dict[tuple[int, int], str]) -> None:
-    full = os.path.join(upper, rel)
+def _names(e: walk.Entry) -> list[str]:
+    fd = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=e.dir_fd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _entry_opaque(e: walk.Entry, xattrs: dict[str, bytes] | None = None) -> bool:
+    if (e.xattrs() if xattrs is None else xattrs).get(layout.OPAQUE_XATTR) == b"y":
+        return True
+    try:
+        return WH_OPAQUE in _names(e)
+    except OSError:
+        return False
+
+
+def add_entry(tar: tarfile.TarFile, e: walk.Entry, links: dict[tuple[int, int], str],
+              skip_devices: bool = False) -> None:
+    """One walked entry as tar members: a whiteout becomes ``.wh.NAME``, an opaque
+    directory gets ``.wh..wh..opq``, a second name of a file a hard link."""
+    rel, st = e.rel, e.st
     head, name = os.path.split(rel)
     if layout.is_whiteout_stat(st):
         ti = tarfile.TarInfo(os.path.join(head, WH_PREFIX + name))
         ti.mtime = st.st_mtime
         tar.addfile(ti)
         return
+    if skip_devices and (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return
     ti = tarfile.TarInfo(rel)
     ti.mode = stat.S_IMODE(st.st_mode)
     ti.uid, ti.gid = st.st_uid, st.st_gid
-    ti.uname = ti.gname = ""
+    ti.uname = ti.gname = ""  # numeric owners: names of this host mean nothing in an image
     ti.mtime = st.st_mtime
-    ti.pax_headers = _xattrs(full)
+    xattrs = e.xattrs()
+    ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                      for k, v in xattrs.items() if not k.startswith("user.overlay.")}
     key = (st.st_dev, st.st_ino)
     if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 and key in links:
         ti.type = tarfile.LNKTYPE
@@ -198,20 +214,21 @@ def _add(tar: tarfile.TarFile, upper: str, rel: str, st: os.stat_result,
         links[key] = rel
     if stat.S_ISREG(st.st_mode):
         ti.size = st.st_size
-        with open(full, "rb") as f:
+        fd = e.open()
+        with os.fdopen(fd, "rb") as f:
             tar.addfile(ti, f)
         return
     if stat.S_ISDIR(st.st_mode):
         ti.type = tarfile.DIRTYPE
         tar.addfile(ti)
-        if _opaque(full):
+        if _entry_opaque(e, xattrs):
             wh = tarfile.TarInfo(f"{rel}/{WH_OPAQUE}")
             wh.mtime = st.st_mtime
             tar.addfile(wh)
         return
     if stat.S_ISLNK(st.st_mode):
         ti.type = tarfile.SYMTYPE
-        ti.linkname = os.readlink(full)
+        ti.linkname = e.readlink()
     elif stat.S_ISFIFO(st.st_mode):
         ti.type = tarfile.FIFOTYPE
     elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):

@@ -129,14 +129,33 @@ def _check_layers(lowers: Sequence[str], upper: str, work: str) -> None:
             raise DriverError(f"{kind} layer {path}: no such directory")
 
 
-def mount(driver: str, lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+@dataclass
+class Serving:
+    """How a server (fuse, fuse-overlayfs) outlives the process that mounted it.
+
+    By default a server is tied to its parent (PR_SET_PDEATHSIG). A container's
+    mount is made by a short-lived process (C1, see rootless/container.py), so
+    there the server instead watches *life_fd*, the read end of a pipe whose
+    write end only the supervisor holds: EOF means the supervisor is gone, and
+    the server unmounts and exits. *close_fds* are the mounting process's
+    descriptors the server must not keep (a pipe whose EOF someone waits for).
+    """
+
+    life_fd: int
+    close_fds: Sequence[int] = ()
+
+
+def mount(driver: str, lowers: Sequence[str], upper: str, work: str, target: str,
+          serving: Serving | None = None) -> Mounted:
     """Mount *lowers* (top first) + *upper* on *target* with *driver*."""
     _check_layers(lowers, upper, work)
     if driver == "overlay":
         return _mount_overlay(lowers, upper, work, target)
     if driver == "fuse":
-        return _mount_fuse(lowers, upper, work, target)
+        return _mount_fuse(lowers, upper, work, target, serving)
     if driver == "fuse-overlayfs":
+        if serving is not None:
+            return _keep_serving(lowers, upper, work, target, serving)
         return _mount_fuse_overlayfs(lowers, upper, work, target)
     if driver == "vfs":
         return _mount_vfs(lowers, upper, work, target)
@@ -159,7 +178,8 @@ def _mount_overlay(lowers: Sequence[str], upper: str, work: str, target: str) ->
     return Mounted("overlay", target)
 
 
-def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
+                serving: Serving | None = None) -> Mounted:
     import trio
 
     from fs import fuse, overlay
@@ -184,11 +204,15 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str) -> Mo
             signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGTERM)
+            if serving is None:
+                sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
+                if os.getppid() != parent:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                _close_quietly(serving.close_fds)
             os.umask(0)  # the kernel has applied the caller's umask already
-            trio.run(_serve_until_gone, fd, ops, target)
+            trio.run(_serve_until_gone, fd, ops, target,
+                     serving.life_fd if serving else None)
         except BaseException:
             # The mount's users see ENOTCONN; the reason goes to our stderr.
             import traceback
@@ -200,27 +224,42 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str) -> Mo
     return Mounted("fuse", target, pid)
 
 
-async def _serve_until_gone(fd: int, ops: Overlay, target: str) -> None:
+def _close_quietly(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+async def _serve_until_gone(fd: int, ops: Overlay, target: str, life_fd: int | None) -> None:
     import trio
 
     from fs import fuse
 
     async with trio.open_nursery() as nursery:
+        def stop() -> None:
+            with contextlib.suppress(OSError):
+                fuse.unmount(target)
+            nursery.cancel_scope.cancel()
+
         async def on_signal() -> None:
             with trio.open_signal_receiver(*_STOP_SIGNALS) as it:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
                 async for _ in it:
-                    with contextlib.suppress(OSError):
-                        fuse.unmount(target)
-                    nursery.cancel_scope.cancel()
+                    stop()
+
+        async def on_parent_gone(life: int) -> None:
+            await trio.lowlevel.wait_readable(life)  # EOF: nothing is ever written
+            stop()
 
         nursery.start_soon(on_signal)
+        if life_fd is not None:
+            nursery.start_soon(on_parent_gone, life_fd)
         await fuse.serve(fd, ops)
         nursery.cancel_scope.cancel()
 
 
-def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
-                          target: str) -> Mounted:
+def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str, target: str,
+                          death_signal: int = signal.SIGTERM) -> Mounted:
     binary = shutil.which("fuse-overlayfs")
     if binary is None:
         raise DriverError("fuse-overlayfs is not installed (Debian package fuse-overlayfs)")
@@ -228,7 +267,7 @@ def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
     opts = _overlay_options(lowers, upper, work).replace(",userxattr", "")
 
     def child_setup() -> None:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGTERM)
+        sc.prctl(sc.PR_SET_PDEATHSIG, death_signal)
 
     proc = subprocess.Popen([binary, "-f", "-o", opts, target], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -246,6 +285,67 @@ def _mount_fuse_overlayfs(lowers: Sequence[str], upper: str, work: str,
     assert proc.stderr is not None
     proc.stderr.close()
     return Mounted("fuse-overlayfs", target, proc.pid, proc)
+
+
+def _keep_serving(lowers: Sequence[str], upper: str, work: str, target: str,
+                  serving: Serving) -> Mounted:
+    """fuse-overlayfs under a small keeper process that stops it when the
+    supervisor is gone (the binary itself knows nothing of rl's life pipe)."""
+    r, w = os.pipe()
+    keeper = os.fork()
+    if keeper == 0:
+        code = 1
+        try:
+            os.close(r)
+            _close_quietly(serving.close_fds)
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                # Killed with its keeper: a keeper gone without unmounting
+                # means nobody is left to stop the server.
+                mounted = _mount_fuse_overlayfs(lowers, upper, work, target, signal.SIGKILL)
+            except DriverError as e:
+                os.write(w, str(e).encode())
+                os._exit(1)
+            os.close(w)  # "mounted"
+            code = _keep(mounted, serving.life_fd)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode(errors="replace")
+    if err:
+        os.waitpid(keeper, 0)
+        raise DriverError(err)
+    return Mounted("fuse-overlayfs", target, keeper)
+
+
+def _keep(mounted: Mounted, life_fd: int) -> int:
+    """The keeper's loop: until a stop signal, the supervisor's death or the server's."""
+    import select
+
+    assert mounted._proc is not None
+    pidfd = os.pidfd_open(mounted._proc.pid)
+    sig_r, sig_w = os.pipe()
+    os.set_blocking(sig_w, False)
+    signal.set_wakeup_fd(sig_w)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    ready: list[int] = []
+    while not ready:
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select([pidfd, life_fd, sig_r], [], [])
+    if pidfd in ready:
+        status = mounted._proc.wait()
+        return 128 - status if status < 0 else status  # the server died: say how
+    mounted.unmount()
+    return 0
 
 
 def _fuse_mounts_at(target: str) -> int:
@@ -266,7 +366,7 @@ def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mou
     marker = os.path.join(work, _VFS_MARKER)
     if not os.path.exists(marker):
         for lower in reversed(lowers):
-            _apply_layer(lower, upper)
+            apply_layer(lower, upper)
         with open(marker, "w"):
             pass
     try:
@@ -276,7 +376,8 @@ def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mou
     return Mounted("vfs", target)
 
 
-def _apply_layer(src: str, dest: str, links: dict[tuple[int, int], str] | None = None) -> None:
+def apply_layer(src: str, dest: str,
+                links: dict[tuple[int, int], str] | None = None) -> None:
     """Lay one extracted layer over *dest*, honouring its whiteouts and opaque dirs."""
     links = {} if links is None else links  # hard links inside the layer stay links
     for name in os.listdir(src):
@@ -291,7 +392,7 @@ def _apply_layer(src: str, dest: str, links: dict[tuple[int, int], str] | None =
                 _remove(d)
             if not os.path.lexists(d):
                 os.mkdir(d)
-            _apply_layer(s, d, links)
+            apply_layer(s, d, links)
             os.chown(d, st.st_uid, st.st_gid)
             _copy_stat(s, d)
             continue
@@ -309,7 +410,9 @@ def _apply_layer(src: str, dest: str, links: dict[tuple[int, int], str] | None =
         else:
             os.mknod(d, st.st_mode, st.st_rdev)
         os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
-        if not stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode):
+            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        else:
             _copy_stat(s, d)
 
 
@@ -332,9 +435,13 @@ def _remove(path: str) -> None:
 # Detection (for rl info and the default of --storage-driver)
 
 
-def _probe_overlay() -> str | None:
-    """Mount a tiny overlay in a throwaway user+mount namespace; None if it works."""
-    tmp = tempfile.mkdtemp(prefix="rl-probe-")
+def _probe_overlay(where: str | None) -> str | None:
+    """Mount a tiny overlay in a throwaway user+mount namespace; None if it works.
+
+    *where* is the directory the layers will live in: its file system must
+    take an upper layer (user xattrs, whiteouts; NFS does not).
+    """
+    tmp = tempfile.mkdtemp(prefix=".rl-probe-", dir=where)
     for d in ("l", "u", "w", "m"):
         os.mkdir(os.path.join(tmp, d))
     r, w = os.pipe()
@@ -386,12 +493,12 @@ def fuse_usable() -> str | None:
     return None
 
 
-def detect_default() -> Choice:
-    """The driver ``rl run`` uses without --storage-driver, and why."""
+def detect_default(where: str | None = None) -> Choice:
+    """The driver ``rl run`` uses without --storage-driver, and why (probed in *where*)."""
     if not _kernel_at_least(5, 11):
         why = f"kernel {platform.release()} < 5.11 has no overlayfs in user namespaces"
     else:
-        failed = _probe_overlay()
+        failed = _probe_overlay(where)
         if failed is None:
             return Choice("overlay", "kernel overlayfs mounts in a user namespace (userxattr)")
         why = f"kernel overlayfs in a user namespace failed: {failed}"

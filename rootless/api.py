@@ -84,6 +84,7 @@ class RunOptions:
     # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
     limits: LimitFlags = field(default_factory=LimitFlags)
     cgroups: str | None = None
+    storage_driver: str | None = None  # overlay | fuse | fuse-overlayfs | vfs (rootfs.py)
 
     def __post_init__(self) -> None:
         # `rl run` sends its options to the fork server as JSON: rebuild the
@@ -423,6 +424,8 @@ def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Conta
 
     store.collect_garbage()
     quotas.collect_garbage()
+    if opts.storage_driver is not None and opts.image is None:
+        raise RlError("--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
         from . import images
 

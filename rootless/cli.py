@@ -129,6 +129,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-l", "--label", multiple=True, help="Set metadata on the container."),
         click.option("--group-add", multiple=True, help="Additional groups to join."),
         click.option("--rm", is_flag=True, help="Remove the container when it exits."),
+        click.option("--storage-driver", help="How the image becomes the container's root: "
+                     "overlay, fuse, fuse-overlayfs or vfs (default: see rl info)."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -151,7 +153,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
         labels=list(kw["label"]), group_add=list(kw["group_add"]),
         **netcli.run_options(kw),
-        limits=_limit_kw(kw), cgroups=kw["cgroups"],
+        limits=_limit_kw(kw), cgroups=kw["cgroups"], storage_driver=kw["storage_driver"],
     )
 
 

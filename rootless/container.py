@@ -4,6 +4,9 @@ Called by the supervisor before it starts trio, while it is single-threaded.
 The process tree (see docs/architecture.md):
 
     supervisor S ──fork──> C1: unshare(USER); S writes the id maps;
+                              [overlay root: unshare(MNT) and mount it there,
+                               the "storage" mount namespace; a FUSE server
+                               F forked here stays in it, S adopts F]
                               unshare(MNT|UTS|IPC|PID|CGROUP[|NET]); fork; exit
                            └─> C2: PID 1 of the new PID namespace; S adopts it
                                (S is a child subreaper); mounts, pivot_root,
@@ -11,7 +14,8 @@ The process tree (see docs/architecture.md):
                                (--init: C2 stays as a reaping init and forks C3)
 
 Two pipes tie them together. `report` (children -> S) carries one line per
-event: "U" (user namespace made; "J": joined), "P<pid>" (C2's host pid), "E<code> <msg>"
+event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
+if any), "P<pid>" (C2's host pid), "E<code> <msg>"
 (a setup error); it is close-on-exec, so EOF with no error means the command
 was executed. `sync` (S -> children) carries "M" (maps written) and "G" (C1
 reaped: C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so
@@ -45,8 +49,11 @@ class Launched:
     stdout: int | None = None  # read end
     stderr: int | None = None
     pty_master: int | None = None
+    storage_pid: int | None = None  # the root filesystem's server (fuse, fuse-overlayfs)
+    life_w: int | None = None  # its life pipe: S holds this end until S exits
 
 
+OVERLAY_DRIVERS = ("overlay", "fuse", "fuse-overlayfs")  # mounted at start (rootfs.py)
 NAMESPACE_FLAGS = {
     "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
     "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP, "network": sc.CLONE_NEWNET,
@@ -184,9 +191,34 @@ def _userns_error(err: OSError) -> RlError:
                    "are disabled or exhausted; an administrator must allow them)")
 
 
+def _mount_root(cfg: ContainerConfig, life_r: int | None, keep_out: list[int]) -> int | None:
+    """Mount the overlay root in a mount namespace of its own; the server's pid, if any.
+
+    The container's mount namespace is unshared from this one afterwards, so
+    it starts with the root mounted; a FUSE server stays here, where the
+    layer directories are the host's paths and pivot_root never moves it.
+    """
+    from fs import drivers
+
+    sc.unshare(sc.CLONE_NEWNS)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    serving = drivers.Serving(life_r, keep_out) if life_r is not None else None
+    missing = [d for d in [*cfg.layers, cfg.upper] if not os.path.isdir(d)]
+    if missing:
+        raise RlError(f"the container's storage is incomplete: {missing[0]} is missing "
+                      "(removed behind rl's back?); remove the container and create it again")
+    try:
+        mounted = drivers.mount(cfg.storage_driver, cfg.layers, cfg.upper, cfg.work,
+                                cfg.rootfs, serving)
+    except drivers.DriverError as e:
+        raise RlError(f"mounting the container's root with the {cfg.storage_driver} "
+                      f"storage driver: {e}") from None
+    return mounted.pid
+
+
 def _first_process(
     cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-    pty_sock: socket.socket | None,
+    pty_sock: socket.socket | None, life_r: int | None,
 ) -> NoReturn:
     """C1: make the user namespace, wait for its maps, make the rest, fork PID 1.
 
@@ -212,6 +244,15 @@ def _first_process(
             report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
+        if cfg.storage_driver in OVERLAY_DRIVERS:
+            keep_out = [report_w, sync_r, *(stdio or ())]
+            if pty_sock is not None:
+                keep_out.append(pty_sock.fileno())
+            server = _mount_root(cfg, life_r, keep_out)
+            if server:
+                report.send(report_w, f"F{server}")
+        if life_r is not None:
+            os.close(life_r)
         sc.unshare(_namespace_flags(cfg.spec))
         for kind, fd in joined.items():
             sc.setns(fd, NAMESPACE_FLAGS[kind])
@@ -222,6 +263,8 @@ def _first_process(
         report.send(report_w, f"P{pid}")
     except OSError as e:
         report.fail_with(report_w, e, "creating namespaces")
+    except BaseException as e:
+        report.fail_with(report_w, e)
     os._exit(0)
 
 
@@ -257,6 +300,10 @@ def launch(
         child_fds += [in_r, out_w, err_w]
         parent_fds += [fd for fd in (in_w, out_r, err_r) if fd is not None]
         result = Launched(pid=0, stdin=in_w, stdout=out_r, stderr=err_r)
+    life_r = None
+    if cfg.storage_driver in ("fuse", "fuse-overlayfs"):
+        life_r, result.life_w = os.pipe()
+        parent_fds.append(result.life_w)
 
     c1 = os.fork()
     if c1 == 0:
@@ -269,10 +316,12 @@ def launch(
                 pty_parent.close()
         except BaseException:
             os._exit(EXIT_RL)
-        _first_process(cfg, report_w, sync_r, stdio_child, pty_child)
+        _first_process(cfg, report_w, sync_r, stdio_child, pty_child, life_r)
 
     os.close(report_w)
     os.close(sync_r)
+    if life_r is not None:
+        os.close(life_r)
     for fd in child_fds:
         os.close(fd)
     if pty_child is not None:
@@ -292,6 +341,9 @@ def launch(
             raise RlError(f"writing the user namespace id maps: {e}") from e
         os.write(sync_w, b"M")
         line = report.read_line(reports)
+        if line.startswith("F"):
+            result.storage_pid = int(line[1:])
+            line = report.read_line(reports)
         if line.startswith("E"):
             report.raise_error(line)
         if not line.startswith("P"):
@@ -321,7 +373,7 @@ def launch(
         # as long as S lives.
         return result
     except BaseException:
-        for pid in (c1, c2):
+        for pid in (c1, c2, result.storage_pid):
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -333,6 +385,7 @@ def launch(
                 os.close(fd)
             except OSError:
                 pass
+        result.life_w = None
         raise
     finally:
         reports.close()

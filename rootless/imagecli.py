@@ -256,6 +256,17 @@ def export_cmd(output: str | None, container: str) -> None:
         export(ctr, fd)
 
 
+@click.command("diff")
+@click.argument("container")
+def diff_cmd(container: str) -> None:
+    """Inspect changes to files or directories on a container's filesystem."""
+    from . import store
+    from .images import diff
+
+    for kind, path in diff(store.lookup(container)):
+        click.echo(f"{kind} {path}")
+
+
 @click.command("commit")
 @click.option("-c", "--change", multiple=True, help="Apply a Dockerfile instruction.")
 @click.option("-m", "--message", default="", help="Commit message.")
@@ -415,7 +426,8 @@ def logout_cmd(all_: bool, registry: str | None) -> None:
 def register(cli: click.Group) -> None:
     """Add the image commands to rl's command group (docker's names and podman's)."""
     for cmd in (images_cmd, history_cmd, tag_cmd, rmi_cmd, import_cmd, export_cmd,
-                commit_cmd, save_cmd, load_cmd, pull_cmd, push_cmd, login_cmd, logout_cmd):
+                diff_cmd, commit_cmd, save_cmd, load_cmd, pull_cmd, push_cmd, login_cmd,
+                logout_cmd):
         cli.add_command(cmd)
 
     @cli.group("image")

@@ -472,49 +472,63 @@ def defaults(img: Image) -> ImageDefaults:
 
 
 def create_container(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
-    """A container from an image: a vfs copy of its layers, then the record."""
+    """A container from an image: its storage (rootfs.py), then the record."""
     import dataclasses
 
-    from . import api, userns, vfs
+    from . import api, rootfs
     from . import store as ctr_store
 
     assert opts.image is not None
     store = open_store()
+    driver = rootfs.choose_driver(opts.storage_driver)
     with store.writing():
         img = lookup(store, opts.image, exit_code=125)
-        tmp = vfs.prepare(store, img)
+        prepared = rootfs.prepare(store, img, driver)
         try:
             cfg = api.build_config(dataclasses.replace(
-                opts, rootfs=str(tmp), image_defaults=defaults(img)), warn)
-            final = vfs.rootfs_path(store, cfg.id)
-            cfg.rootfs = str(final)
-            cfg.spec.root.path = str(final)
+                opts, rootfs=str(prepared.rootfs), image_defaults=defaults(img)), warn)
             cfg.image = opts.image
             cfg.image_id = img.id
-            os.rename(tmp, final)
+            points = [(m.destination, _is_dir_mount(m)) for m in cfg.spec.mounts]
+            rootfs.finish(prepared, cfg, points)
         except BaseException:
-            userns.remove_tree(tmp)
+            rootfs.discard(prepared.tmp)
             raise
         try:
             return ctr_store.create(cfg)
         except BaseException:
-            vfs.remove(cfg.id)
+            rootfs.remove(cfg.id)
             raise
+
+
+def _is_dir_mount(m: Any) -> bool:
+    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+        return m.source is None or os.path.isdir(m.source)
+    return True
 
 
 def export(ctr: Container, out_fd: int) -> None:
     """`rl export`: the container's file system as a tar on out_fd (read in the userns)."""
-    from . import layers, userns
+    from . import rootfs
 
-    rootfs = ctr.config.rootfs
-    skip = set(ctr.config.created_mountpoints)
-    userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip))
+    rootfs.write_tree(ctr.config, out_fd)
+
+
+def diff(ctr: Container) -> list[tuple[str, str]]:
+    """`rl diff`: what the container changed in its image, as (A|C|D, path)."""
+    from . import rootfs
+
+    cfg = ctr.config
+    if not cfg.image_id:
+        raise RlError(f"container {cfg.name} was not created from an image (--rootfs): "
+                      "it has no image to compare with", 125)
+    return rootfs.changes(cfg, open_store())
 
 
 def commit(ctr: Container, name: str | None, changes: list[str], message: str,
            author: str) -> Image:
     """`rl commit`: the container's changes against its image, as a new top layer."""
-    from . import layers, userns
+    from . import rootfs
 
     cfg = ctr.config
     if not cfg.image_id:
@@ -527,15 +541,11 @@ def commit(ctr: Container, name: str | None, changes: list[str], message: str,
         if base is None:
             raise RlError(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
                           125)
-        for layer, diff_id in zip(base.layers, base.diff_ids, strict=False):
-            store.ensure_layer(layer["digest"], diff_id)
-        lowers = [str(store.layer_dir(d)) for d in base.diff_ids]
         tmp = store.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        skip = set(cfg.created_mountpoints)
         try:
             try:
-                userns.run(lambda: layers.write_diff_tar(lowers, cfg.rootfs, fd, skip))
+                rootfs.write_diff(cfg, store, fd)
             finally:
                 os.close(fd)
             digest, size = store.put_file(tmp)

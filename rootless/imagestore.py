@@ -6,8 +6,8 @@ Layout (an OCI image layout plus rl's own directories):
                               without a name has one descriptor without the
                               org.opencontainers.image.ref.name annotation
     blobs/sha256/<hex>        manifests, configs, layer tars (as pulled)
-    layers/<hex of diff_id>/  the unpacked layer, whiteout markers kept
-    vfs/<container id>/       a container's rootfs copy (rootless.vfs)
+    layers/<hex of diff_id>/  the unpacked layer, whiteouts as overlayfs writes them
+    containers/<id>/          a container's own storage (rootless.rootfs)
     locks/                    per-layer unpack locks
     gc.lock, index.lock
 
@@ -17,8 +17,8 @@ load, commit, container creation) hold gc.lock shared; rmi and prune take it
 exclusive, so they never free what a writer is about to reference, and
 anything `.tmp-*` they find belongs to a dead writer. Reference counts are
 computed, not stored: an image holds its manifest, config and layer blobs
-and its layer directories; a container holds its image. So a crash can never
-leave a count wrong.
+and its layer directories; a container holds its image, and the layer
+directories its overlay mounts. So a crash can never leave a count wrong.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Store:
         self.root = root or paths.data_dir() / "storage"
         self.blobs = self.root / "blobs" / "sha256"
         self.layers = self.root / "layers"
-        self.vfs = self.root / "vfs"
+        self.containers = self.root / "containers"
         self.locks = self.root / "locks"
         self.damaged: dict[str, str] = {}  # name or digest -> why images() skipped it
         self.new_blobs: set[str] = set()  # what this process added, for rollback()
@@ -120,7 +120,7 @@ class Store:
         self.verified: set[str] = set()  # blobs this process hashed itself on their way in
         self._new_lock = threading.Lock()
         if not (self.root / "oci-layout").exists():
-            for d in (self.blobs, self.layers, self.vfs, self.locks):
+            for d in (self.blobs, self.layers, self.containers, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._write_atomic(self.root / "oci-layout",
                                json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
@@ -387,6 +387,16 @@ class Store:
                 keep_blobs.add(img.id)
                 keep_blobs.update(layer["digest"] for layer in img.layers)
                 keep_layers.update(img.diff_ids)
+            from . import rootfs
+            from . import store as ctr_store
+
+            containers = ctr_store.all_containers()
+            for c in containers:
+                # An overlay container reads its layers for as long as it exists,
+                # even once `rmi -f` took its image away.
+                with contextlib.suppress(OSError, ValueError):
+                    keep_layers.update("sha256:" + os.path.basename(d)
+                                       for d in c.raw_config.get("layers") or [])
             freed = count = 0
             for path in self.blobs.iterdir():
                 if f"sha256:{path.name}" not in keep_blobs:
@@ -403,8 +413,5 @@ class Store:
                     path.unlink(missing_ok=True)
             for path in self.root.glob(".tmp-*"):
                 path.unlink(missing_ok=True)
-            from . import store as ctr_store
-            from . import vfs
-
-            vfs.collect_garbage(self, {c.id for c in ctr_store.all_containers()})
+            rootfs.collect_garbage({c.id for c in containers})
         return count, freed

@@ -64,12 +64,16 @@ def _fuse() -> dict[str, Any]:
 
 
 def _storage() -> dict[str, Any]:
-    # fs/ owns the storage drivers; the probe mounts a tiny overlay in a throwaway userns
-    from fs import drivers
+    # The probe (fs.drivers.detect_default) mounts a tiny overlay in a throwaway
+    # userns on the storage's own file system; rootfs.py caches its verdict per boot.
+    from . import rootfs
 
-    choice = drivers.detect_default()
-    return {"default_driver": choice.driver, "reason": choice.reason,
-            "drivers": list(drivers.DRIVERS)}
+    driver, reason = rootfs.default_driver()
+    chosen = os.environ.get("RL_STORAGE_DRIVER")
+    if chosen:
+        driver, reason = rootfs.choose_driver(chosen), "RL_STORAGE_DRIVER is set"
+    return {"default_driver": driver, "reason": reason, "drivers": list(rootfs.DRIVERS),
+            "root": str(rootfs.containers_root().parent)}
 
 
 def gather() -> dict[str, Any]:

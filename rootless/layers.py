@@ -5,10 +5,12 @@ the image's owners through the subordinate-id map. It never trusts a member
 name: absolute names and `..` are refused, every parent directory is opened
 component by component with O_NOFOLLOW relative to the layer's root fd, so a
 symlink in the layer (or a directory replaced by one) cannot redirect a write,
-and hard links must name a file already inside the layer. Whiteouts are kept
-in the layer directory as the empty marker files the tar carries (`.wh.NAME`,
-`.wh..wh..opq`); `apply` interprets them when a rootfs is composed.
-Device nodes cannot be created rootless: they are skipped with a note.
+and hard links must name a file already inside the layer. Whiteouts are
+stored the way kernel overlayfs writes them in a user namespace (fs.layout:
+a `.wh.NAME` member becomes a 0/0 character device NAME, `.wh..wh..opq` the
+xattr user.overlay.opaque=y on its directory), so a layer directory serves
+as a lower layer of every storage driver as it is. Other device nodes cannot
+be created rootless: they are skipped with a note.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import gzip
 import hashlib
 import os
 import stat
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
+
+from fs import layout
 
 from .errors import RlError
 
@@ -223,6 +226,15 @@ def _extract(tf: tarfile.TarFile, tree: _Tree, info: tarfile.TarInfo, squash_ids
         return  # "./": the layer's root directory itself
     pfd = tree.parent(parts, info.name)
     name = parts[-1]
+    if name == OPAQUE:
+        # The directory holding the marker hides what lower layers have in it.
+        os.setxattr(f"/proc/self/fd/{pfd}", layout.OPAQUE_XATTR, b"y")
+        return
+    if name.startswith(WHITEOUT):
+        victim = name[len(WHITEOUT):]
+        tree.clear(pfd, victim, keep_dir=False)
+        layout.make_whiteout(pfd, os.fsencode(victim))
+        return
     if info.ischr() or info.isblk():
         notes.append(f"skipped device node /{'/'.join(parts)} (rootless cannot create it)")
         return
@@ -294,6 +306,10 @@ def _metadata(pfd: int, name: str, info: tarfile.TarInfo, squash_ids: bool,
         if not key.startswith("SCHILY.xattr."):
             continue
         attr = key[len("SCHILY.xattr."):]
+        if attr.startswith(("user.overlay.", "trusted.overlay.")):
+            # Only rl's own whiteouts may speak to the overlay driver.
+            notes.append(f"xattr {attr} of {info.name} not kept: reserved for overlayfs")
+            continue
         try:
             os.setxattr(f"/proc/self/fd/{pfd}/{name}", attr,
                         value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
@@ -305,104 +321,14 @@ def _metadata(pfd: int, name: str, info: tarfile.TarInfo, squash_ids: bool,
 
 
 def apply(layer_dir: str, dest: str) -> None:
-    """Apply one unpacked layer onto dest (inside the user namespace).
+    """Apply one unpacked layer onto dest (inside the user namespace): its
+    whiteouts remove, its opaque directories replace, the rest is copied."""
+    from fs import drivers
 
-    First a pass that resolves whiteouts, opaque directories and type changes
-    in dest; then `cp -a` merges the layer in (owners, modes, times, xattrs,
-    hard links); then the copied whiteout markers are removed.
-    """
-    markers: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(layer_dir):
-        rel = os.path.relpath(dirpath, layer_dir)
-        target_dir = dest if rel == "." else os.path.join(dest, rel)
-        markers += [os.path.join(target_dir, f) for f in filenames if f.startswith(WHITEOUT)]
-        if not os.path.isdir(target_dir) or os.path.islink(target_dir):
-            continue  # created fresh by cp: nothing below it to white out
-        if OPAQUE in filenames:
-            for entry in os.listdir(target_dir):
-                _remove(os.path.join(target_dir, entry))
-        for fname in filenames:
-            if fname.startswith(WHITEOUT) and fname != OPAQUE:
-                victim = fname[len(WHITEOUT):]
-                if victim in ("", ".", ".."):
-                    raise LayerError(f"refusing a whiteout of no name: {fname!r}")
-                _remove(os.path.join(target_dir, victim))
-        for name in dirnames:
-            target = os.path.join(target_dir, name)
-            if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
-                os.unlink(target)
-        for fname in filenames:
-            target = os.path.join(target_dir, fname)
-            if os.path.isdir(target) and not os.path.islink(target):
-                _remove(target)
-    proc = subprocess.run(["cp", "-a", "--remove-destination", "--", f"{layer_dir}/.", dest],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise RlError(f"copying a layer: {lines[-1] if lines else 'cp failed'}")
-    for path in markers:
-        if os.path.lexists(path):
-            os.unlink(path)
-
-
-def _remove(path: str) -> None:
-    import shutil
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+    drivers.apply_layer(layer_dir, dest)
 
 
 # -- writing tars (export, commit) -------------------------------------------------
-
-
-def _tarinfo(tf: tarfile.TarFile, path: str, arcname: str) -> tarfile.TarInfo | None:
-    info = tf.gettarinfo(path, arcname)
-    if info is None:
-        return None
-    info.uname = info.gname = ""  # numeric owners: host names mean nothing in an image
-    if info.ischr() or info.isblk():
-        return None
-    pax: dict[str, str] = {}
-    try:
-        for attr in os.listxattr(path, follow_symlinks=False):
-            value = os.getxattr(path, attr, follow_symlinks=False)
-            pax[f"SCHILY.xattr.{attr}"] = value.decode("utf-8", "surrogateescape")
-    except OSError:
-        pass
-    if pax:
-        info.pax_headers = pax
-    return info
-
-
-def _add(tf: tarfile.TarFile, path: str, arcname: str) -> None:
-    info = _tarinfo(tf, path, arcname)
-    if info is None:
-        return
-    if info.isreg():
-        with open(path, "rb") as f:
-            tf.addfile(info, f)
-    else:
-        tf.addfile(info)
-
-
-def _walk_sorted(root: str) -> Iterator[tuple[str, str]]:
-    """(path, name in the tar) of everything below root, parents first, sorted."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        base = os.path.join(root, rel) if rel else root
-        names = sorted(os.listdir(base), reverse=True)
-        for name in names:
-            sub = f"{rel}/{name}" if rel else name
-            full = os.path.join(root, sub)
-            yield full, sub
-        for name in reversed(names):
-            sub = f"{rel}/{name}" if rel else name
-            full = os.path.join(root, sub)
-            if os.path.isdir(full) and not os.path.islink(full):
-                stack.append(sub)
 
 
 def _stream(out_fd: int) -> IO[bytes]:
@@ -410,30 +336,37 @@ def _stream(out_fd: int) -> IO[bytes]:
 
 
 def write_tree_tar(root: str, out_fd: int, skip: set[str]) -> None:
-    """The whole tree as a PAX tar on out_fd (inside the user namespace)."""
+    """The whole tree as a PAX tar on out_fd (inside the user namespace).
+
+    Walked with fs.walk (directory fds, O_NOFOLLOW): a running container
+    cannot redirect the walk out of its tree.
+    """
+    from fs import diff, walk
+
+    links: dict[tuple[int, int], str] = {}
     with _stream(out_fd) as out, tarfile.open(fileobj=out, mode="w|",
                                               format=tarfile.PAX_FORMAT) as tf:
-        for path, arc in _walk_sorted(root):
-            if "/" + arc not in skip:
-                _add(tf, path, arc)
+        for e in walk.walk(root):
+            if "/" + e.rel not in skip:
+                diff.add_entry(tf, e, links, skip_devices=True)
 
 
 def _lower_view(lowers: list[str]) -> dict[str, os.stat_result]:
-    """path -> stat of the file system the lower layers compose to."""
+    """path -> stat of the file system the lower layers (bottom first) compose to."""
+    from fs import walk
+
     view: dict[str, os.stat_result] = {}
     for layer in lowers:
-        for path, arc in _walk_sorted(layer):
-            parent, _, name = arc.rpartition("/")
-            if name == OPAQUE:
-                prefix = parent + "/" if parent else ""
-                for k in [k for k in view if k.startswith(prefix) and k != parent]:
+        for e in walk.walk(layer):
+            arc = e.rel
+            if layout.is_whiteout_stat(e.st) or (
+                    stat.S_ISDIR(e.st.st_mode)
+                    and e.xattrs().get(layout.OPAQUE_XATTR) == b"y"):
+                below = arc + "/"
+                for k in [k for k in view if k == arc or k.startswith(below)]:
                     del view[k]
-            elif name.startswith(WHITEOUT):
-                gone = (parent + "/" if parent else "") + name[len(WHITEOUT):]
-                for k in [k for k in view if k == gone or k.startswith(gone + "/")]:
-                    del view[k]
-            else:
-                view[arc] = os.lstat(path)
+            if not layout.is_whiteout_stat(e.st):
+                view[arc] = e.st
     return view
 
 
@@ -444,28 +377,60 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return same_meta and a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
-def write_diff_tar(lowers: list[str], upper: str, out_fd: int, skip: set[str]) -> None:
-    """The changes of upper against the composed lowers, as a layer tar with whiteouts.
+def _naive_diff(lowers: list[str], tree: str, skip: set[str]
+                ) -> tuple[dict[str, os.stat_result], list[str], list[str]]:
+    """(lower view, changed or added paths, deleted paths) of a full copy against its layers.
 
     Files are compared by type, mode, owner, size and mtime (the vfs copy keeps
     them), as containers/storage's naive differ does.
     """
+    from fs import walk
+
     view = _lower_view(lowers)
     seen: set[str] = set()
+    changed: list[str] = []
+    for e in walk.walk(tree):
+        if "/" + e.rel in skip:
+            continue
+        seen.add(e.rel)
+        old = view.get(e.rel)
+        if old is None or not _same(old, e.st):
+            changed.append(e.rel)
+    deleted = []
+    for arc in sorted(view):
+        parent = arc.rpartition("/")[0]
+        if arc in seen or (parent and parent not in seen):
+            continue  # kept, or below a directory already deleted
+        deleted.append(arc)
+    return view, changed, deleted
+
+
+def changes(lowers: list[str], tree: str, skip: set[str]) -> list[tuple[str, str]]:
+    """docker diff's (kind, path) list for a vfs copy; a directory holding a change
+    counts as changed, as docker's naive differ has it."""
+    view, changed, deleted = _naive_diff(lowers, tree, skip)
+    out = {arc: ("C" if arc in view else "A") for arc in changed}
+    out.update({arc: "D" for arc in deleted})
+    for arc in list(out):
+        parent = arc.rpartition("/")[0]
+        while parent and parent not in out:
+            out[parent] = "C"
+            parent = parent.rpartition("/")[0]
+    return sorted((kind, "/" + arc) for arc, kind in out.items())
+
+
+def write_diff_tar(lowers: list[str], tree: str, out_fd: int, skip: set[str]) -> None:
+    """The changes of a full copy against its layers (bottom first), as a layer tar."""
+    from fs import diff, walk
+
+    _, changed, deleted = _naive_diff(lowers, tree, skip)
+    want = set(changed)
+    links: dict[tuple[int, int], str] = {}
     with _stream(out_fd) as out, tarfile.open(fileobj=out, mode="w|",
                                               format=tarfile.PAX_FORMAT) as tf:
-        for path, arc in _walk_sorted(upper):
-            if "/" + arc in skip:
-                continue
-            seen.add(arc)
-            st = os.lstat(path)
-            old = view.get(arc)
-            if old is None or not _same(old, st):
-                _add(tf, path, arc)
-        for arc in sorted(view):
-            parent = arc.rpartition("/")[0]
-            if arc in seen or (parent and parent not in seen):
-                continue  # kept, or below a directory already whited out
-            info = tarfile.TarInfo((parent + "/" if parent else "") + WHITEOUT
-                                   + arc.rpartition("/")[2])
-            tf.addfile(info)
+        for e in walk.walk(tree):
+            if e.rel in want:
+                diff.add_entry(tf, e, links, skip_devices=True)
+        for arc in deleted:
+            parent, _, name = arc.rpartition("/")
+            tf.addfile(tarfile.TarInfo((parent + "/" if parent else "") + WHITEOUT + name))

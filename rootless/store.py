@@ -65,6 +65,12 @@ class ContainerConfig:
     # cgroup limits (cgroups.py); `rl update` rewrites them. cgroups: enabled | disabled
     resources: Resources = field(default_factory=Resources)
     cgroups: str = "enabled"
+    # Its root (rootfs.py): "" for --rootfs, "vfs" for a copy of its image, or an
+    # overlay driver with the layer directories (init layer first), upper and work.
+    storage_driver: str = ""
+    layers: list[str] = field(default_factory=list)
+    upper: str = ""
+    work: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -270,11 +276,11 @@ def remove_files(cid: str) -> None:
     unlist(cid)
     shutil.rmtree(paths.containers_dir() / f".{cid}.trash", ignore_errors=True)
     shutil.rmtree(paths.container_run_dir(cid), ignore_errors=True)
-    # A container made from an image owns a rootfs copy with sub-id owned files.
-    if (paths.data_dir() / "storage" / "vfs" / cid).exists():
-        from . import vfs
+    # A container made from an image owns storage with sub-id owned files.
+    if (paths.data_dir() / "storage" / "containers" / cid).exists():
+        from . import rootfs
 
-        vfs.remove(cid)
+        rootfs.remove(cid)
 
 
 def collect_garbage() -> None:

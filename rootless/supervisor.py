@@ -128,6 +128,7 @@ class Supervisor:
         self.done = trio.Event()
         self.waiters = 0  # control clients blocked in "wait"
         self.leftover_cgroup = ""  # removed by after_run()
+        self.storage_error = ""  # why the root's FUSE server died under the container
         self.stdin_stream: trio.lowlevel.FdStream | None = None
         if launched.pty_master is not None:
             self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
@@ -303,6 +304,42 @@ class Supervisor:
         self.exit_code = container.exit_code(status)
         self.exited.set()
 
+    async def watch_storage(self, pid: int) -> None:
+        """The root's FUSE server dying under the container is reported, not hidden:
+        the container sees ENOTCONN from then on, its log and State.Error say why."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        self.launched.storage_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        self.storage_error = (f"the {self.cfg.storage_driver} server of the container's root "
+                              f"filesystem (pid {pid}) {how}; its files are unreachable")
+        self.log.write("stderr", f"rl: {self.storage_error}\n".encode())
+        await self._broadcast(wire.frame(wire.STDERR,
+                                         f"rl: {self.storage_error}\n".encode()))
+
+    async def stop_storage(self) -> None:
+        """Once PID 1 is gone, nothing uses the root: its server unmounts and exits."""
+        pid = self.launched.storage_pid
+        if pid is None:
+            return
+        self.launched.storage_pid = None
+        pidfd = os.pidfd_open(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            with trio.move_on_after(2):
+                await trio.lowlevel.wait_readable(pidfd)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
     async def run(self, ctl: socket.socket, first_client: socket.socket | None,
                   attach_stdin: bool) -> int:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
@@ -311,6 +348,13 @@ class Supervisor:
             net_scope = trio.CancelScope()
             net_done = trio.Event()
             nursery.start_soon(self._serve_net, net_scope, net_done)
+            storage_scope = trio.CancelScope()
+            if self.launched.storage_pid is not None:
+                async def watch(pid: int) -> None:
+                    with storage_scope:
+                        await self.watch_storage(pid)
+
+                nursery.start_soon(watch, self.launched.storage_pid)
             client_stream = None
             if first_client is not None:
                 client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
@@ -329,6 +373,8 @@ class Supervisor:
                 # The PID namespace is gone with its PID 1, so every writer of
                 # the output pipes is too: drain them, but never hang on it.
                 io.cancel_scope.deadline = trio.current_time() + 2
+            storage_scope.cancel()
+            await self.stop_storage()
             self.log.close()
             # Published ports and the network helpers go with the container,
             # before anyone hears that it exited.
@@ -361,8 +407,8 @@ class Supervisor:
         st.status = "exited"
         st.exit_code = self.exit_code or 0
         st.finished_at = time.time()
-        if self.log.error:
-            st.error = self.log.error
+        if self.log.error or self.storage_error:
+            st.error = "; ".join(e for e in (self.storage_error, self.log.error) if e)
         if st.cgroup:
             # The OOM killer's verdict is in memory.events, gone with the cgroup.
             st.oom_killed = cgroups.oom_killed(st.cgroup)

@@ -66,10 +66,10 @@ def storage(data_home: Path) -> Path:
 
 
 def store_files(data_home: Path) -> set[str]:
-    """Every entry in the store's blobs, layers and vfs directories (relative names)."""
+    """Every entry in the store's blobs, layers and containers directories (relative names)."""
     root = storage(data_home)
     out = set()
-    for sub in ("blobs/sha256", "layers", "vfs"):
+    for sub in ("blobs/sha256", "layers", "containers"):
         d = root / sub
         if d.is_dir():
             out.update(f"{sub}/{n}" for n in os.listdir(d))

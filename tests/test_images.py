@@ -104,18 +104,20 @@ def test_owners_setuid_and_hardlinks_survive(rl: RlRunner, bb: str, rl_state: Rl
     assert owned and all(p.stat().st_uid == start + 999 for p in owned)
 
 
-def test_rm_removes_the_rootfs_copy(rl: RlRunner, bb: str, rl_state: RlState) -> None:
-    cid = rl("run", "-d", bb, "sh", "-c", "touch /home/user/x; chown 1000 /home/user/x",
-             check=True).stdout.strip()
+@pytest.mark.parametrize("driver,top", [("overlay", "diff"), ("vfs", "rootfs")])
+def test_rm_removes_the_container_storage(rl: RlRunner, bb: str, rl_state: RlState,
+                                          driver: str, top: str) -> None:
+    cid = rl("run", "-d", "--storage-driver", driver, bb, "sh", "-c",
+             "touch /home/user/x; chown 1000 /home/user/x", check=True).stdout.strip()
     rl("wait", cid, check=True)
-    copy = storage(rl_state.data_home) / "vfs" / cid
-    assert (copy / "home/user/x").exists()
+    own = storage(rl_state.data_home) / "containers" / cid
+    assert (own / top / "home/user/x").exists()
     rl("rm", cid, check=True)
-    assert not copy.exists()
-    r = rl("run", "--rm", bb, "true", check=True)
+    assert not own.exists()
+    r = rl("run", "--rm", "--storage-driver", driver, bb, "true", check=True)
     assert r.returncode == 0
-    vfs_dir = storage(rl_state.data_home) / "vfs"
-    assert not [n for n in os.listdir(vfs_dir) if n.startswith(".tmp")]
+    left = os.listdir(storage(rl_state.data_home) / "containers")
+    assert cid not in left and not [n for n in left if n.startswith(".")]
 
 
 def test_run_wrong_uses(rl: RlRunner, bb: str, rl_state: RlState) -> None:
@@ -126,11 +128,13 @@ def test_run_wrong_uses(rl: RlRunner, bb: str, rl_state: RlState) -> None:
     cid = rl("create", bb, "true", check=True).stdout.strip()
     rl("commit", "-c", "CMD []", cid, f"{bb}-nocmd", check=True)
     rl("rm", cid, check=True)
-    vfs_dir = storage(rl_state.data_home) / "vfs"
-    before = set(os.listdir(vfs_dir))
+    own_dir = storage(rl_state.data_home) / "containers"
+    before = set(os.listdir(own_dir))
     assert "no command specified" in one_line_error(rl("run", f"{bb}-nocmd"), 125)
     one_line_error(rl("run", "--workdir", "relative", bb), 125)
-    assert set(os.listdir(vfs_dir)) == before
+    assert "invalid storage driver 'zfs'" in one_line_error(
+        rl("run", "--storage-driver", "zfs", bb, "true"), 125)
+    assert set(os.listdir(own_dir)) == before
     one_line_error(rl("run", "--rootfs", "/nonexistent", "true"), 125)
 
 
@@ -487,14 +491,14 @@ def test_concurrent_creates_keep_every_copy(rl: RlRunner, bb: str, rl_path: Path
     assert all(p.returncode == 0 for p in procs), outs
     ids = [i for out, _ in outs for i in out.split()]
     assert len(ids) == 12
-    vfs_dir = storage(rl_state.data_home) / "vfs"
+    own_dir = storage(rl_state.data_home) / "containers"
     for cid in ids:
-        assert (vfs_dir / cid / "bin/busybox").is_file()
-    # rmi/prune collect only copies nothing owns.
+        assert (own_dir / cid / "diff").is_dir()
+    # rmi/prune collect only storage nothing owns.
     rl("image", "prune", check=True)
-    assert all((vfs_dir / cid).is_dir() for cid in ids)
+    assert all((own_dir / cid).is_dir() for cid in ids)
     rl("rm", *ids, check=True)
-    assert not any((vfs_dir / cid).exists() for cid in ids)
+    assert not any((own_dir / cid).exists() for cid in ids)
 
 
 def test_single_id_mode_squashes_owners(rl_path: Path, rootfs_tgz: Path,
@@ -565,10 +569,12 @@ def test_kill_9_during_create_leaves_nothing_behind(rl: RlRunner, rl_path: Path,
 
     tar = rootfs_tar(rootfs, tmp_path / "fat.tar", compress="", extra=extra)
     rl("import", tar, "fat", check=True)
-    vfs_dir = storage(rl_state.data_home) / "vfs"
+    vfs_dir = storage(rl_state.data_home) / "containers"
     before = set(os.listdir(vfs_dir))
     env = {**os.environ, **rl_state.env()}
-    proc = subprocess.Popen([str(rl_path), "create", "fat", "true"], env=env,
+    # vfs: the create copies 60 MB, so there is a copy to kill half-way
+    proc = subprocess.Popen([str(rl_path), "create", "--storage-driver", "vfs", "fat", "true"],
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 60

@@ -558,7 +558,7 @@ def test_kill_9_during_pull_breaks_nothing(rl: RlRunner, registry: Registry, loc
     assert out.strip() == str(80 << 20)
     rl("rmi", ref, check=True)
     rl("image", "prune", check=True)
-    left = [n for d in ("blobs/sha256", "layers", "vfs") for n in os.listdir(root / d)
+    left = [n for d in ("blobs/sha256", "layers", "containers") for n in os.listdir(root / d)
             if n.startswith(".")]
     assert not left
 

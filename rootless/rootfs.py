@@ -1,0 +1,319 @@
+"""A container's root filesystem, made from its image's layers by a storage driver.
+
+Each container made from an image owns storage/containers/<id>/:
+
+    vfs:                       rootfs/   a full copy of the layers, made at create
+    overlay, fuse,             init/     the mount points rl adds (/proc, /etc/hosts…),
+    fuse-overlayfs:                      a lower layer above the image's, as docker's
+                                         "-init" layer: they never show in rl diff
+                               diff/     the writable (upper) layer
+                               work/     the overlay's scratch directory
+                               merged/   the mount point; the mount itself exists
+                                         only in the container's mount namespaces
+
+The overlay drivers mount at start, in the container's first process (see
+container.py), never on the host: nothing is left mounted if any rl process
+is killed. Layer directories are shared, read-only, by every container of the
+image (imagestore.collect keeps them while a container uses them).
+
+A create prepares everything at storage/containers/.tmp-*, renames it to the
+container's id once the record is about to exist, and a removal renames it
+to .rm-<id> before deleting it inside the user namespace; collect_garbage
+finishes what a killed rl left. The driver is chosen once per boot
+(fs.drivers.detect_default, with a probe mount on the storage's own file
+system) and cached in the runtime directory; --storage-driver or
+RL_STORAGE_DRIVER override it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .errors import RlError
+from .imagestore import Image, Store
+from .store import ContainerConfig
+
+OVERLAYS = ("overlay", "fuse", "fuse-overlayfs")
+DRIVERS = (*OVERLAYS, "vfs")
+
+
+def containers_root() -> Path:
+    return paths.data_dir() / "storage" / "containers"
+
+
+def choose_driver(requested: str | None) -> str:
+    """--storage-driver, else RL_STORAGE_DRIVER, else what this machine does best."""
+    wanted = requested or os.environ.get("RL_STORAGE_DRIVER", "")
+    if wanted:
+        if wanted not in DRIVERS:
+            raise RlError(f"invalid storage driver {wanted!r}: expected one of "
+                          f"{', '.join(DRIVERS)}")
+        if wanted in ("fuse", "fuse-overlayfs"):
+            from fs import drivers
+
+            why = drivers.fuse_usable()
+            if why is not None:
+                raise RlError(f"storage driver {wanted}: {why} (FUSE is not usable here; "
+                              "try --storage-driver=overlay or vfs)")
+        return wanted
+    return default_driver()[0]
+
+
+def default_driver() -> tuple[str, str]:
+    """(driver, why), probed once per boot and data directory, then read from a cache."""
+    from fs import drivers
+
+    root = containers_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache = paths.runtime_dir() / "storage-driver"
+    key = f"{os.uname().release} {root}"
+    with contextlib.suppress(OSError, ValueError):
+        k, driver, why = cache.read_text().split("\n", 2)
+        if k == key and driver in DRIVERS:
+            return driver, why
+    choice = drivers.detect_default(str(root))
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        tmp.write_text(f"{key}\n{choice.driver}\n{choice.reason}")
+        os.rename(tmp, cache)
+    return choice.driver, choice.reason
+
+
+@dataclass
+class Prepared:
+    """Storage made for a container that has no record yet (at a temporary name)."""
+
+    driver: str
+    tmp: Path
+    image_layers: list[str]  # the image's layer directories, top first
+
+    @property
+    def rootfs(self) -> Path:
+        return self.tmp / ("rootfs" if self.driver == "vfs" else "merged")
+
+
+def prepare(store: Store, image: Image, driver: str) -> Prepared:
+    """The container's storage at a temporary name; the caller finishes or discards it."""
+    from . import layers, userns
+
+    for layer, diff_id in zip(image.layers, image.diff_ids, strict=False):
+        store.ensure_layer(layer["digest"], diff_id)
+    root = containers_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = root / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+    tmp.mkdir(mode=0o700)
+    bottom_first = [str(store.layer_dir(d)) for d in image.diff_ids]
+    prepared = Prepared(driver, tmp, bottom_first[::-1])
+    try:
+        if driver == "vfs":
+            rootfs = prepared.rootfs
+            rootfs.mkdir(mode=0o755)
+
+            def compose() -> None:
+                for d in bottom_first:
+                    layers.apply(d, str(rootfs))
+
+            userns.run(compose)
+        else:
+            for name in ("init", "diff", "work", "merged"):
+                (tmp / name).mkdir(mode=0o755)
+    except BaseException:
+        discard(tmp)
+        raise
+    return prepared
+
+
+def finish(prepared: Prepared, cfg: ContainerConfig, mount_points: list[tuple[str, bool]]
+           ) -> None:
+    """Give the storage its container's name and point cfg at it.
+
+    mount_points are (destination, is_dir) of the container's mounts: for an
+    overlay they are made in its init layer, where neither rl diff nor rl
+    commit sees them.
+    """
+    final = containers_root() / cfg.id
+    cfg.storage_driver = prepared.driver
+    if prepared.driver != "vfs":
+        lowers = prepared.image_layers
+        init = prepared.tmp / "init"
+        for dest, is_dir in mount_points:
+            _make_in_init(str(init), lowers, dest, is_dir)
+        cfg.created_mountpoints = []
+        cfg.layers = [str(final / "init"), *lowers]
+        cfg.upper = str(final / "diff")
+        cfg.work = str(final / "work")
+    cfg.rootfs = str(final / prepared.rootfs.name)
+    cfg.spec.root.path = cfg.rootfs
+    os.rename(prepared.tmp, final)
+
+
+def _make_in_init(init: str, lowers: list[str], dest: str, is_dir: bool) -> None:
+    """Create dest (and its parents) in the init layer where the image lacks them.
+
+    A destination whose path the image leads through a symlink, or through
+    a directory this user cannot read, is left alone: the container's PID 1
+    resolves it safely inside its root at start (mounts.secure_join).
+    """
+    from fs import diff
+
+    parts = [p for p in dest.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        rel = "/".join(parts[:i])
+        last = i == len(parts)
+        try:
+            st = diff.lower_lstat(rel, lowers)
+        except PermissionError:
+            return
+        path = os.path.join(init, rel)
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode) and not last:
+                if not os.path.isdir(path):
+                    os.mkdir(path)
+                    _copy_dir_meta(st, path)
+                continue
+            return  # there already (or not a directory: resolved at start)
+        if last and not is_dir:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            os.chmod(path, 0o644)
+        elif not os.path.isdir(path):
+            os.mkdir(path)
+            os.chmod(path, 0o755)
+
+
+def _copy_dir_meta(st: os.stat_result, path: str) -> None:
+    """The image's mode and times for an init-layer directory that now sits above it."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def discard(tmp: Path) -> None:
+    from . import userns
+
+    userns.remove_tree(tmp)
+
+
+def remove(cid: str) -> None:
+    """Delete a container's storage, if it has some (called from store.remove_files)."""
+    from . import userns
+
+    path = containers_root() / cid
+    trash = path.with_name(f".rm-{cid}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return  # never had any, or a concurrent rmi/prune collected it
+    userns.remove_tree(trash)
+
+
+def collect_garbage(container_ids: set[str]) -> None:
+    """Storage without a container record, and what a killed create or rm left behind.
+
+    Runs only under the image store's exclusive gc lock (rmi, prune): every
+    create holds it shared from preparing until its record exists, so nothing
+    found here is in flight, except a removal (`.rm-*`), left alone for a
+    minute after its rename (a rename updates the ctime).
+    """
+    from . import userns
+
+    root = containers_root()
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.name.startswith(".rm-"):
+            if time.time() - entry.lstat().st_ctime > 60:
+                userns.remove_tree(entry)
+        elif entry.name.startswith(".tmp-") or entry.name not in container_ids:
+            userns.remove_tree(entry)
+
+
+def image_layers(cfg: ContainerConfig, store: Store) -> list[str]:
+    """The container's image layer directories, bottom first (vfs: from its image)."""
+    if cfg.storage_driver in OVERLAYS:
+        return cfg.layers[1:][::-1]
+    img = next((i for i in store.images() if i.id == cfg.image_id), None)
+    if img is None:
+        raise RlError(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone", 125)
+    for layer, diff_id in zip(img.layers, img.diff_ids, strict=False):
+        store.ensure_layer(layer["digest"], diff_id)
+    return [str(store.layer_dir(d)) for d in img.diff_ids]
+
+
+def changes(cfg: ContainerConfig, store: Store) -> list[tuple[str, str]]:
+    """`rl diff`: (kind, path) for every change, sorted by path."""
+    from . import layers, userns
+
+    if cfg.storage_driver in OVERLAYS:
+        from fs import diff
+
+        upper, lowers = cfg.upper, cfg.layers
+        found = userns.run(lambda: diff.changes(upper, lowers))
+        return [(c.kind, c.path) for c in found]
+    lowers = image_layers(cfg, store)
+    rootfs, skip = cfg.rootfs, set(cfg.created_mountpoints)
+    return sorted(userns.run(lambda: layers.changes(lowers, rootfs, skip)),
+                  key=lambda kc: kc[1])
+
+
+def write_diff(cfg: ContainerConfig, store: Store, out_fd: int) -> None:
+    """`rl commit`: the container's changes as an OCI layer tar on out_fd."""
+    from . import layers, userns
+
+    if cfg.storage_driver in OVERLAYS:
+        from fs import diff
+
+        upper = cfg.upper
+        userns.run(lambda: diff.write_layer_to(upper, out_fd))
+        return
+    lowers = image_layers(cfg, store)
+    rootfs, skip = cfg.rootfs, set(cfg.created_mountpoints)
+    userns.run(lambda: layers.write_diff_tar(lowers, rootfs, out_fd, skip))
+
+
+def write_tree(cfg: ContainerConfig, out_fd: int) -> None:
+    """`rl export`: the container's whole file system as a tar on out_fd.
+
+    For an overlay, a read-only view (the upper layer on top of the others,
+    all as lower layers) is mounted in a private mount namespace of the
+    user-namespace helper, so it works whether the container runs or not.
+    """
+    from . import layers, userns
+
+    skip = set(cfg.created_mountpoints)
+    if cfg.storage_driver not in OVERLAYS:
+        rootfs = cfg.rootfs
+        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip))
+        return
+    driver, lowers, upper = cfg.storage_driver, [cfg.upper, *cfg.layers[1:]], cfg.upper
+
+    def export() -> None:
+        import tempfile
+
+        from fs import drivers
+
+        from . import _syscalls as sc
+
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        scratch = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(upper))
+        try:
+            for d in ("upper", "work", "root"):
+                os.mkdir(os.path.join(scratch, d))
+            view = os.path.join(scratch, "root")
+            with drivers.mount(driver, lowers, os.path.join(scratch, "upper"),
+                               os.path.join(scratch, "work"), view):
+                layers.write_tree_tar(view, out_fd, skip)
+        finally:
+            import shutil
+
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(scratch, "work", "work"), 0o700)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    userns.run(export)
