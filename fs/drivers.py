@@ -310,6 +310,10 @@ def _keep_serving(lowers: Sequence[str], upper: str, work: str, target: str,
                 os._exit(1)
             os.close(w)  # "mounted"
             code = _keep(mounted, serving.life_fd)
+            if code < 0:  # the server was killed: so is its keeper, for the supervisor to see
+                signal.signal(-code, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code])
+                os.kill(os.getpid(), -code)
         except BaseException:
             import traceback
 
@@ -342,8 +346,7 @@ def _keep(mounted: Mounted, life_fd: int) -> int:
         with contextlib.suppress(InterruptedError):
             ready, _, _ = select.select([pidfd, life_fd, sig_r], [], [])
     if pidfd in ready:
-        status = mounted._proc.wait()
-        return 128 - status if status < 0 else status  # the server died: say how
+        return mounted._proc.wait()  # the server died: its status (-N: signal N)
     mounted.unmount()
     return 0
 

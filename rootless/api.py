@@ -535,6 +535,15 @@ def status_text(st: store.State, now: float | None = None) -> str:
     return "Created"
 
 
+def _graph_driver(cfg: ContainerConfig) -> dict[str, Any]:
+    """docker's GraphDriver: where the container's root comes from."""
+    if cfg.storage_driver in ("", "vfs"):
+        return {"Name": cfg.storage_driver or "none", "Data": {"Dir": cfg.rootfs}}
+    return {"Name": cfg.storage_driver, "Data": {
+        "LowerDir": ":".join(cfg.layers), "UpperDir": cfg.upper, "WorkDir": cfg.work,
+        "MergedDir": cfg.rootfs}}
+
+
 def inspect(ctr: Container) -> dict[str, Any]:
     from netstack.options import NetOptions
 
@@ -566,6 +575,8 @@ def inspect(ctr: Container) -> dict[str, Any]:
         },
         "Image": cfg.image,
         "Rootfs": cfg.rootfs,
+        "Driver": cfg.storage_driver,
+        "GraphDriver": _graph_driver(cfg),
         "Name": "/" + cfg.name,
         "LogPath": str(ctr.log_path),
         "Config": {

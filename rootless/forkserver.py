@@ -99,7 +99,9 @@ def _warm_up() -> None:
     """
     import trio
 
-    from . import api, container, execute, spec, supervisor  # noqa: F401
+    from fs import drivers, walk  # noqa: F401
+
+    from . import api, container, execute, images, rootfs, spec, supervisor  # noqa: F401
 
     for cls in (spec.Spec, spec.Process, spec.User, spec.Rlimit, spec.Capabilities,
                 spec.ConsoleSize, spec.Root, spec.Mount, spec.Namespace, spec.IDMapping,

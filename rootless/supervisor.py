@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -314,31 +315,45 @@ class Supervisor:
             os.close(pidfd)
         _, status = os.waitpid(pid, 0)
         self.launched.storage_pid = None
-        code = os.waitstatus_to_exitcode(status)
+        await self._storage_died(pid, os.waitstatus_to_exitcode(status))
+
+    async def _storage_died(self, pid: int, code: int) -> None:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         self.storage_error = (f"the {self.cfg.storage_driver} server of the container's root "
                               f"filesystem (pid {pid}) {how}; its files are unreachable")
-        self.log.write("stderr", f"rl: {self.storage_error}\n".encode())
-        await self._broadcast(wire.frame(wire.STDERR,
-                                         f"rl: {self.storage_error}\n".encode()))
+        line = f"rl: {self.storage_error}\n".encode()
+        self.log.write("stderr", line)
+        await self._broadcast(wire.frame(wire.STDERR, line))
 
     async def stop_storage(self) -> None:
-        """Once PID 1 is gone, nothing uses the root: its server unmounts and exits."""
+        """Once PID 1 is gone, nothing uses the root: its server unmounts and exits.
+
+        A server asked to stop exits with 0; any other status means it had
+        died already (perhaps what ended the container), and is reported.
+        """
         pid = self.launched.storage_pid
         if pid is None:
             return
         self.launched.storage_pid = None
         pidfd = os.pidfd_open(pid)
+        killed = False
         try:
             os.kill(pid, signal.SIGTERM)
             with trio.move_on_after(2):
                 await trio.lowlevel.wait_readable(pidfd)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                if not select.select([pidfd], [], [], 0)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
         finally:
             os.close(pidfd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not killed:
+            await self._storage_died(pid, code)
 
     async def run(self, ctl: socket.socket, first_client: socket.socket | None,
                   attach_stdin: bool) -> int:
