@@ -311,8 +311,9 @@ def _keep_serving(lowers: Sequence[str], upper: str, work: str, target: str,
             os.close(w)  # "mounted"
             code = _keep(mounted, serving.life_fd)
             if code < 0:  # the server was killed: so is its keeper, for the supervisor to see
-                signal.signal(-code, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code])
+                if -code != signal.SIGKILL:
+                    signal.signal(-code, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code])
                 os.kill(os.getpid(), -code)
         except BaseException:
             import traceback

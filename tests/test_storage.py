@@ -168,6 +168,7 @@ def test_fuse_server_death_is_an_error_not_a_hang(rl: RlRunner, two_layers: str,
     assert r.stdout.strip() != "0"
     info = json.loads(rl("inspect", cid, check=True).stdout)[0]
     assert f"the {driver} server of the container's root filesystem" in info["State"]["Error"]
+    assert "was killed by signal 9" in info["State"]["Error"]
     logs = rl("logs", cid, check=True)
     assert f"rl: the {driver} server" in logs.stderr
     rl("rm", cid, check=True)
