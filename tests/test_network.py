@@ -276,6 +276,58 @@ def test_publish_udp(rl: RlRunner, fresh_rootfs: Path) -> None:
             assert answer == b"echo:ping127.0.0.1"
 
 
+def test_udp_flows_are_capped(rl: RlRunner, fresh_rootfs: Path, rl_state: support.RlState) -> None:
+    """More client source ports than the cap: the supervisor's fds stay bounded
+    (least recently used flows are evicted) and the port keeps forwarding, to
+    new clients and to evicted ones alike."""
+    from netstack.forwarder import UDP_FLOWS
+
+    for d in ("usr", "lib", "lib64"):
+        (fresh_rootfs / d).mkdir(exist_ok=True)
+    port = free_port(socket.SOCK_DGRAM)
+    echo = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "s.bind(('0.0.0.0',53))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(d,a)\n")
+
+    def ask(c: socket.socket, data: bytes, tries: int = 40) -> bytes:
+        for _ in range(tries):  # UDP drops: until the server is up, or a busy moment
+            c.sendto(data, ("127.0.0.1", port))
+            try:
+                return c.recv(2048)
+            except TimeoutError:
+                continue
+        return b""
+
+    def fds(pid: int) -> int:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+
+    with container(rl, "-p", f"127.0.0.1:{port}:53/udp", "-v", "/usr:/usr:ro",
+                   "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro",
+                   "--rootfs", fresh_rootfs, "/usr/bin/python3", "-c", echo) as cid:
+        sup = int((rl_state.runtime_dir / "rl" / cid / "sup.pid").read_text())
+        first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        first.settimeout(0.5)
+        assert ask(first, b"first") == b"first"
+        baseline = fds(sup)
+        ports = set()
+        n = 0
+        while len(ports) < UDP_FLOWS + 100:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(0.5)
+                c.bind(("127.0.0.1", 0))
+                ports.add(c.getsockname()[1])
+                assert ask(c, b"%d" % n, tries=10) == b"%d" % n
+                n += 1
+        # One fd per flow, none beyond the cap (the first flow was one of them).
+        assert fds(sup) <= baseline + UDP_FLOWS, (fds(sup), baseline)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(0.5)
+            assert ask(c, b"new") == b"new"
+        # The first client's flow was the least recently used: evicted, and made anew.
+        assert ask(first, b"again") == b"again"
+        first.close()
+        assert fds(sup) <= baseline + UDP_FLOWS
+
+
 def test_ipv6_host_address(rl: RlRunner, rootfs: Path, www: Path) -> None:
     with socket.socket(socket.AF_INET6) as s:
         try:
