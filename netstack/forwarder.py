@@ -6,8 +6,14 @@ space. The container sees connections coming from its own loopback
 (127.0.0.1), not from the client: see docs/decisions.md ("the fast port
 driver and the source address") for why the source cannot be kept here.
 
-UDP: one container-side socket per client address, dropped after
-UDP_IDLE seconds of silence, as docker-proxy does.
+UDP: one container-side socket (one fd) per client address, kept as a NAT
+table keeps a flow: dropped after UDP_TIMEOUT seconds without traffic either
+way until the container has answered, UDP_TIMEOUT_STREAM once it has (the
+defaults of the kernel's nf_conntrack_udp_timeout and _stream). At most
+UDP_FLOWS flows per published port: a new one past that evicts the least
+recently used flow the container never answered, else the least recently
+used of all (conntrack's early drop also spares answered flows), so a flood
+of source ports costs a bounded number of fds and leaves live flows alone.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import fcntl
 import os
 import socket
 import struct
+from collections import OrderedDict
 from typing import Any
 
 import trio
@@ -27,7 +34,9 @@ from .ports import PortMapping
 
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
-UDP_IDLE = 60.0
+UDP_TIMEOUT = 30.0  # nf_conntrack_udp_timeout
+UDP_TIMEOUT_STREAM = 120.0  # nf_conntrack_udp_timeout_stream
+UDP_FLOWS = 512  # per published port
 F_SETPIPE_SZ = 1031
 SPLICE_FLAGS = 0x1 | 0x2  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 
@@ -212,24 +221,92 @@ async def serve_tcp(listener: socket.socket, m: PortMapping, connector: Connecto
                 nursery.start_soon(_handle_tcp, conn, peer, m, connector)
 
 
+class _UdpFlow:
+    """One client address's socket in the container, and the task that answers it."""
+
+    __slots__ = ("answered", "peer", "scope", "sock")
+
+    def __init__(self, peer: Any, sock: socket.socket) -> None:
+        self.peer = peer
+        self.sock = sock
+        self.scope = trio.CancelScope(deadline=trio.current_time() + UDP_TIMEOUT)
+        self.answered = False
+
+    def touch(self) -> None:
+        timeout = UDP_TIMEOUT_STREAM if self.answered else UDP_TIMEOUT
+        self.scope.deadline = trio.current_time() + timeout
+
+    def close(self) -> None:
+        self.scope.cancel()
+        if self.sock.fileno() != -1:
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+
+class UdpFlows:
+    """A published UDP port's flows, least recently used first; never more than limit."""
+
+    def __init__(self, limit: int = UDP_FLOWS) -> None:
+        self.limit = limit
+        self.unanswered: OrderedDict[Any, _UdpFlow] = OrderedDict()
+        self.answered: OrderedDict[Any, _UdpFlow] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.unanswered) + len(self.answered)
+
+    def get(self, peer: Any) -> _UdpFlow | None:
+        return self.answered.get(peer) or self.unanswered.get(peer)
+
+    def add(self, flow: _UdpFlow) -> None:
+        self.unanswered[flow.peer] = flow
+
+    def used(self, flow: _UdpFlow, answer: bool = False) -> None:
+        """Traffic on flow (answer: from the container): it moves to the young end."""
+        if answer and not flow.answered:
+            flow.answered = True
+            self.unanswered.pop(flow.peer, None)
+            self.answered[flow.peer] = flow
+        table = self.answered if flow.answered else self.unanswered
+        if flow.peer in table:
+            table.move_to_end(flow.peer)
+        flow.touch()
+
+    def remove(self, flow: _UdpFlow) -> None:
+        for table in (self.unanswered, self.answered):
+            if table.get(flow.peer) is flow:
+                del table[flow.peer]
+        flow.close()
+
+    def make_room(self) -> None:
+        """Evict until one more flow fits."""
+        while len(self) >= self.limit:
+            table = self.unanswered or self.answered
+            _, flow = table.popitem(last=False)
+            flow.close()
+
+
 async def serve_udp(host: socket.socket, m: PortMapping, connector: Connector) -> None:
     host.setblocking(False)
-    flows: dict[Any, tuple[socket.socket, trio.CancelScope]] = {}
+    flows = UdpFlows()
 
-    async def back(peer: Any, inner: socket.socket, scope: trio.CancelScope) -> None:
-        with scope:
-            while True:
-                with trio.move_on_after(UDP_IDLE) as idle:
-                    await trio.lowlevel.wait_readable(inner)
-                if idle.cancelled_caught:
-                    break
-                try:
-                    data = inner.recv(65535)
-                    host.sendto(data, peer)
-                except OSError:
-                    continue  # ICMP port unreachable and friends: drop, as UDP does
-        flows.pop(peer, None)
-        inner.close()
+    async def back(flow: _UdpFlow) -> None:
+        try:
+            with flow.scope:
+                while True:
+                    await trio.lowlevel.wait_readable(flow.sock)
+                    try:
+                        data = flow.sock.recv(65535)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        continue  # ICMP port unreachable and friends: drop, as UDP does
+                    with contextlib.suppress(OSError):
+                        host.sendto(data, flow.peer)
+                    flows.used(flow, answer=True)
+        except trio.ClosedResourceError:
+            pass  # evicted
+        finally:
+            flows.remove(flow)
 
     async with trio.open_nursery() as nursery:
         while True:
@@ -240,16 +317,19 @@ async def serve_udp(host: socket.socket, m: PortMapping, connector: Connector) -
                 continue
             flow = flows.get(peer)
             if flow is None:
+                flows.make_room()
                 try:
                     inner = await connector.connect("udp", m.container_port, peer)
                 except OSError:
                     continue
                 inner.setblocking(False)
-                flow = (inner, trio.CancelScope())
-                flows[peer] = flow
-                nursery.start_soon(back, peer, inner, flow[1])
+                flow = _UdpFlow(peer, inner)
+                flows.add(flow)
+                nursery.start_soon(back, flow)
+            else:
+                flows.used(flow)
             with contextlib.suppress(OSError):
-                flow[0].send(data)
+                flow.sock.send(data)
 
 
 async def serve(listeners: list[tuple[socket.socket, PortMapping]], connector: Connector) -> None:

@@ -19,15 +19,22 @@ anything `.tmp-*` they find belongs to a dead writer. Reference counts are
 computed, not stored: an image holds its manifest, config and layer blobs
 and its layer directories; a container holds its image, and the layer
 directories its overlay mounts. So a crash can never leave a count wrong.
+
+A failed writer rolls back (`rollback`) only when it is the store's sole
+writer: a concurrent pull may have found a blob or layer this one added and
+be about to name it. Otherwise what it added stays until the next
+`collect()` (rmi, image prune).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -119,6 +126,7 @@ class Store:
         self.new_layers: set[str] = set()
         self.verified: set[str] = set()  # blobs this process hashed itself on their way in
         self._new_lock = threading.Lock()
+        self._writing_fds: list[int] = []  # this process's shared holds of gc.lock
         if not (self.root / "oci-layout").exists():
             for d in (self.blobs, self.layers, self.containers, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -132,9 +140,56 @@ class Store:
 
         return locked(path, shared)
 
-    def writing(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
         """Held (shared) while adding to the store: rmi/prune wait for it."""
-        return self._flock(self.root / "gc.lock", shared=True)
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._writing_fds.append(fd)
+            try:
+                yield
+            finally:
+                self._writing_fds.remove(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _sole_writer(self) -> Iterator[bool]:
+        """Yields True while this process holds gc.lock exclusively, else False.
+
+        Never waits for another writer. Inside writing(), the shared hold is
+        converted in place (another open of gc.lock would conflict with it) and
+        turned back into a shared one afterwards. A refused conversion drops
+        the shared hold (Linux removes the old lock before it tries the new
+        one), so it is taken again, waiting if a collector got in between.
+        """
+        if len(self._writing_fds) > 1:
+            yield False  # nested writing(): our own other hold blocks us
+            return
+        if self._writing_fds:
+            fd = self._writing_fds[0]
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            return
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def collecting(self) -> contextlib.AbstractContextManager[None]:
         return self._flock(self.root / "gc.lock", shared=False)
@@ -350,23 +405,34 @@ class Store:
         with self._index_lock():
             self._save_index([e for e in self._load_index() if e["digest"] != manifest_digest])
 
-    def rollback(self) -> None:
-        """After a failed import/load/pull: drop what it added that no image references."""
+    def rollback(self) -> bool:
+        """After a failed import/load/pull: drop what it added that no image references.
+
+        Only as the store's sole writer: while another writer holds gc.lock it
+        may have found one of our blobs or layers and skipped fetching it, and
+        it names it only when it records its image. Then nothing is removed
+        here; collect() frees it later if no image came to reference it.
+        Returns whether it rolled back.
+        """
         from . import userns
 
-        keep_blobs: set[str] = set()
-        keep_layers: set[str] = set()
-        for entry in self._load_index():
-            keep_blobs.add(entry["digest"])
-        for img in self.images():
-            keep_blobs.update([img.manifest_digest, img.id, *(x["digest"] for x in img.layers)])
-            keep_layers.update(img.diff_ids)
-        for digest in self.new_blobs - keep_blobs:
-            self.blob_path(digest).unlink(missing_ok=True)
-        for diff_id in self.new_layers - keep_layers:
-            userns.remove_tree(self.layer_dir(diff_id))
+        with self._sole_writer() as sole:
+            if sole:
+                keep_blobs: set[str] = set()
+                keep_layers: set[str] = set()
+                for entry in self._load_index():
+                    keep_blobs.add(entry["digest"])
+                for img in self.images():
+                    keep_blobs.update([img.manifest_digest, img.id,
+                                       *(x["digest"] for x in img.layers)])
+                    keep_layers.update(img.diff_ids)
+                for digest in self.new_blobs - keep_blobs:
+                    self.blob_path(digest).unlink(missing_ok=True)
+                for diff_id in self.new_layers - keep_layers:
+                    userns.remove_tree(self.layer_dir(diff_id))
         self.new_blobs.clear()
         self.new_layers.clear()
+        return sole
 
     # -- garbage -----------------------------------------------------------------
 

@@ -341,6 +341,171 @@ def test_concurrent_pulls(rl: RlRunner, registry: Registry, local: str, rl_path:
     assert not [n for n in os.listdir(root / "layers") if n.startswith(".")]
 
 
+class GatedProxy:
+    """An HTTP proxy in front of a registry that holds chosen blob GETs until released.
+
+    `gate(repo, digest, corrupt)` holds GET /v2/<repo>/blobs/<digest> until
+    `release(repo, digest)`; with corrupt, the body then comes with one byte
+    changed (same length). `seen` lists every (method, path) in arrival order.
+    """
+
+    def __init__(self, upstream: Registry) -> None:
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.seen: list[tuple[str, str]] = []
+        self.gates: dict[str, tuple[threading.Event, bool]] = {}
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._forward(body=False)
+
+            def do_GET(self) -> None:
+                self._forward(body=True)
+
+            def _forward(self, body: bool) -> None:
+                proxy.seen.append((self.command, self.path))
+                gate = proxy.gates.get(self.path)
+                if gate:
+                    gate[0].wait(120)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("accept", "range", "authorization")}
+                r = httpx.request(self.command, proxy.upstream.url(self.path), headers=headers,
+                                  timeout=60)
+                data = r.content
+                if gate and gate[1] and data:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                self.send_response(r.status_code)
+                for k in ("Content-Type", "Docker-Content-Digest", "Content-Range",
+                          "Docker-Distribution-Api-Version", "WWW-Authenticate"):
+                    if k in r.headers:
+                        self.send_header(k, r.headers[k])
+                self.send_header("Content-Length",
+                                 str(len(data) if body else r.headers.get("Content-Length", 0)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def gate(self, repo: str, digest: str, corrupt: bool = False) -> None:
+        import threading
+
+        self.gates[f"/v2/{repo}/blobs/{digest}"] = (threading.Event(), corrupt)
+
+    def release(self, repo: str, digest: str) -> None:
+        self.gates[f"/v2/{repo}/blobs/{digest}"][0].set()
+
+    def asked(self, repo: str, digest: str) -> bool:
+        return ("GET", f"/v2/{repo}/blobs/{digest}") in self.seen
+
+    def close(self) -> None:
+        for event, _ in self.gates.values():
+            event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _layer(name: str, size: int) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tf.addfile(info, io.BytesIO(os.urandom(size)))
+    return buf.getvalue()
+
+
+def test_failed_pull_spares_what_a_concurrent_pull_skipped(
+        rl: RlRunner, registry: Registry, local: str, rl_path: Path, rl_state: RlState,
+        tmp_path: Path) -> None:
+    """Pull A adds layer S, then fails; pull B, under way, found S and skipped it.
+
+    A's rollback must not delete S (blob or unpacked layer) under B's feet: B
+    names it only when it records its image. What A leaves goes with the next
+    collect (image prune).
+    """
+    import tarfile
+
+    from test_archive import docker_archive
+
+    base = json.loads(rl("image", "inspect", local, check=True).stdout)[0]["RootFS"]["Layers"]
+    rl("save", "-o", tmp_path / "base.tar", local, check=True)
+    with tarfile.open(tmp_path / "base.tar") as tf:
+        base_layer = tf.extractfile(f"{base[0][7:]}.tar").read()  # type: ignore[union-attr]
+    shared, only_a, only_b = _layer("shared", 1 << 20), _layer("a", 4096), _layer("b", 4096)
+    repos = {"a": f"race/a-{local}", "b": f"race/b-{local}"}
+    for key, top in (("a", only_a), ("b", only_b)):
+        name = f"race{key}{local}:1"
+        rl("load", "-q", "-i", docker_archive(tmp_path / f"{key}.tar", [base_layer, shared, top],
+                                              [name]), check=True)
+        rl("push", "-q", "--tls-verify=false", name, f"{registry.host}/{repos[key]}:1",
+           check=True)
+        rl("rmi", name, check=True)
+    manifests = {k: httpx.get(registry.url(f"/v2/{r}/manifests/1"),
+                              headers={"Accept": OCI_MANIFEST}).json() for k, r in repos.items()}
+    shared_digest = manifests["a"]["layers"][1]["digest"]
+    assert shared_digest == manifests["b"]["layers"][1]["digest"]
+    top = {k: m["layers"][2]["digest"] for k, m in manifests.items()}
+    root = storage(rl_state.data_home)
+    shared_dir = root / "layers" / hashlib.sha256(shared).hexdigest()
+    assert not shared_dir.exists() and not (root / "blobs/sha256" / shared_digest[7:]).exists()
+
+    proxy = GatedProxy(registry)
+    env = {**os.environ, **rl_state.env()}
+
+    def pull(key: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(rl_path), "pull", "-q", "--tls-verify=false",
+                                 f"{proxy.host}/{repos[key]}:1"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        proxy.gate(repos["a"], top["a"], corrupt=True)
+        proxy.gate(repos["b"], top["b"])
+        procs.append(a := pull("a"))
+        assert support.wait_until(lambda: shared_dir.is_dir() and proxy.asked(repos["a"], top["a"]),
+                                  60), proxy.seen
+        procs.append(b := pull("b"))
+        assert support.wait_until(lambda: proxy.asked(repos["b"], top["b"]), 60), proxy.seen
+        assert not proxy.asked(repos["b"], shared_digest)  # B skipped S: A's copy was there
+        proxy.release(repos["a"], top["a"])
+        _, err = a.communicate(timeout=60)
+        assert a.returncode == 125 and "digest mismatch" in err, err
+        proxy.release(repos["b"], top["b"])
+        _, err = b.communicate(timeout=60)
+        assert b.returncode == 0, err
+    finally:
+        proxy.close()
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
+    ref_b = f"{proxy.host}/{repos['b']}:1"
+    r = rl("run", "--rm", ref_b, "sh", "-c", "wc -c < /shared; wc -c < /b", check=True)
+    assert r.stdout.split() == [str(1 << 20), "4096"]
+    # A's leftovers (its config; S is B's now) go with the next collect.
+    a_config = root / "blobs/sha256" / manifests["a"]["config"]["digest"][7:]
+    assert a_config.exists()
+    rl("image", "prune", check=True)
+    assert not a_config.exists()
+    assert rl("run", "--rm", ref_b, "wc", "-c", "/shared", check=True).stdout.split()[0] == \
+        str(1 << 20)
+
+
 def test_login_logout_with_htpasswd(rl: RlRunner, auth_registry: Registry, local: str,
                                     rl_state: RlState) -> None:
     host = auth_registry.host
