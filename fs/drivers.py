@@ -429,10 +429,9 @@ def _copy_stat(s: str, d: str) -> None:
 
 
 def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+    from fs import walk
+
+    walk.remove(path)
 
 
 # ----------------------------------------------------------------------

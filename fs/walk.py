@@ -14,6 +14,7 @@ Python stack frame.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -68,6 +69,7 @@ class Entry:
 
 def walk(root: str) -> Iterator[Entry]:
     """Every entry below *root* (not root itself), depth first, parents first."""
+    _allow_deep_trees()
     top = os.open(root, _DIR_FLAGS)
     # (dir fd, rel of that dir, names left to visit)
     stack: list[tuple[int, str, list[str]]] = [(top, "", sorted(os.listdir(top), reverse=True))]
@@ -100,3 +102,65 @@ def walk(root: str) -> Iterator[Entry]:
     finally:
         for dfd, _, _ in stack:
             os.close(dfd)
+
+
+def _allow_deep_trees() -> None:
+    """One fd per level: a tree at PATH_MAX depth needs ~2,000 at once, past the
+    usual soft limit of 1,024 (the walkers are short-lived helpers)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < min(hard, 8192):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+
+
+def remove(name: str, dir_fd: int | None = None) -> None:
+    """``rm -rf name`` (relative to *dir_fd*), without recursion and without
+    following a symlink: safe on a tree at PATH_MAX depth or one a container
+    is changing. Directories that deny us write access are chmodded first
+    (ours, or root's in the user namespace)."""
+    try:
+        st = os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    _allow_deep_trees()
+    # (fd of a directory being emptied, its name, the fd of its parent)
+    stack = [(_open_to_empty(name, dir_fd), name, dir_fd)]
+    try:
+        while stack:
+            dfd, dname, pfd = stack[-1]
+            sub = None
+            with os.scandir(dfd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.name
+                        break
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.name, dir_fd=dfd)
+            if sub is not None:
+                stack.append((_open_to_empty(sub, dfd), sub, dfd))
+                continue
+            os.close(dfd)
+            stack.pop()
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(dname, dir_fd=pfd)
+    finally:
+        for dfd, _, _ in stack:
+            os.close(dfd)
+
+
+def _open_to_empty(name: str, dir_fd: int | None) -> int:
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:  # mode 000 (overlayfs leaves work/work so)
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    if os.fstat(fd).st_mode & 0o300 != 0o300:
+        try:
+            os.fchmod(fd, 0o700)
+        except OSError:
+            pass  # not ours: the unlinks will say why
+    return fd

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
-from fs import layout
+from fs import diff, drivers, layout, walk
 
 from .errors import RlError
 
@@ -162,9 +162,7 @@ class _Tree:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return
-            import shutil
-
-            shutil.rmtree(f"/proc/self/fd/{pfd}/{name}")
+            walk.remove(name, dir_fd=pfd)
         else:
             os.unlink(name, dir_fd=pfd)
 
@@ -183,7 +181,7 @@ def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 def unpack(blob: str, dest: str, squash_ids: bool, expect_diff_id: str = "") -> UnpackResult:
     """Extract the layer blob into the empty directory dest; runs inside the user namespace."""
     notes: list[str] = []
-    dirs: list[tuple[int, str, tarfile.TarInfo]] = []
+    dirs: dict[str, int] = {}  # directory (relative path) -> its mtime in ns
     with open(blob, "rb") as f:
         try:
             reader = _HashingReader(open_decompressed(f))
@@ -194,14 +192,14 @@ def unpack(blob: str, dest: str, squash_ids: bool, expect_diff_id: str = "") -> 
                         _extract(tf, tree, info, squash_ids, notes, dirs)
                     reader.drain()
                 # Directory times last: creating entries inside changed them.
-                for pfd_dir, name, info in reversed(dirs):
-                    os.utime(name, ns=(int(info.mtime * 1e9),) * 2, dir_fd=pfd_dir,
-                             follow_symlinks=False)
-                    os.close(pfd_dir)
-                dirs.clear()
+                # (One walk, not an fd per directory: a layer has thousands.)
+                if dirs:
+                    for e in walk.walk(dest):
+                        mtime = dirs.get(e.rel)
+                        if mtime is not None and stat.S_ISDIR(e.st.st_mode):
+                            os.utime(e.name, ns=(mtime, mtime), dir_fd=e.dir_fd,
+                                     follow_symlinks=False)
             finally:
-                for pfd_dir, _, _ in dirs:
-                    os.close(pfd_dir)
                 tree.close()
         except LayerError:
             raise
@@ -220,7 +218,7 @@ def unpack(blob: str, dest: str, squash_ids: bool, expect_diff_id: str = "") -> 
 
 
 def _extract(tf: tarfile.TarFile, tree: _Tree, info: tarfile.TarInfo, squash_ids: bool,
-             notes: list[str], dirs: list[tuple[int, str, tarfile.TarInfo]]) -> None:
+             notes: list[str], dirs: dict[str, int]) -> None:
     parts = _components(info.name)
     if not parts:
         return  # "./": the layer's root directory itself
@@ -283,7 +281,7 @@ def _extract(tf: tarfile.TarFile, tree: _Tree, info: tarfile.TarInfo, squash_ids
         return
     _metadata(pfd, name, info, squash_ids, notes)
     if info.isdir():
-        dirs.append((os.dup(pfd), name, info))
+        dirs["/".join(parts)] = int(info.mtime * 1e9)
     elif not info.issym():
         os.utime(name, ns=(int(info.mtime * 1e9),) * 2, dir_fd=pfd, follow_symlinks=False)
 
@@ -323,8 +321,6 @@ def _metadata(pfd: int, name: str, info: tarfile.TarInfo, squash_ids: bool,
 def apply(layer_dir: str, dest: str) -> None:
     """Apply one unpacked layer onto dest (inside the user namespace): its
     whiteouts remove, its opaque directories replace, the rest is copied."""
-    from fs import drivers
-
     drivers.apply_layer(layer_dir, dest)
 
 
@@ -341,8 +337,6 @@ def write_tree_tar(root: str, out_fd: int, skip: set[str]) -> None:
     Walked with fs.walk (directory fds, O_NOFOLLOW): a running container
     cannot redirect the walk out of its tree.
     """
-    from fs import diff, walk
-
     links: dict[tuple[int, int], str] = {}
     with _stream(out_fd) as out, tarfile.open(fileobj=out, mode="w|",
                                               format=tarfile.PAX_FORMAT) as tf:
@@ -353,8 +347,6 @@ def write_tree_tar(root: str, out_fd: int, skip: set[str]) -> None:
 
 def _lower_view(lowers: list[str]) -> dict[str, os.stat_result]:
     """path -> stat of the file system the lower layers (bottom first) compose to."""
-    from fs import walk
-
     view: dict[str, os.stat_result] = {}
     for layer in lowers:
         for e in walk.walk(layer):
@@ -384,8 +376,6 @@ def _naive_diff(lowers: list[str], tree: str, skip: set[str]
     Files are compared by type, mode, owner, size and mtime (the vfs copy keeps
     them), as containers/storage's naive differ does.
     """
-    from fs import walk
-
     view = _lower_view(lowers)
     seen: set[str] = set()
     changed: list[str] = []
@@ -421,8 +411,6 @@ def changes(lowers: list[str], tree: str, skip: set[str]) -> list[tuple[str, str
 
 def write_diff_tar(lowers: list[str], tree: str, out_fd: int, skip: set[str]) -> None:
     """The changes of a full copy against its layers (bottom first), as a layer tar."""
-    from fs import diff, walk
-
     _, changed, deleted = _naive_diff(lowers, tree, skip)
     want = set(changed)
     links: dict[tuple[int, int], str] = {}

@@ -11,13 +11,15 @@ Only trusted data crosses it: the child is a fork of this very process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
-import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from fs import walk
 
 from . import _syscalls as sc
 from .errors import RlError
@@ -147,28 +149,15 @@ def remove_tree(path: str | Path) -> None:
     path = str(path)
     if not os.path.lexists(path):
         return
-    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        walk.remove(path)  # what is ours goes without a fork
     if not os.path.lexists(path):
         return
-
-    def rm() -> None:
-        def fix(func: Callable[..., object], p: str, _exc: object) -> None:
-            # A directory without write permission: root in the namespace may chmod it.
-            parent = os.path.dirname(p)
-            os.chmod(parent, 0o700)
-            func(p)
-
-        shutil.rmtree(path, onerror=fix)
-
-    run(rm)
+    run(lambda: walk.remove(path))  # root in the namespace may remove (and chmod) the rest
 
 
 def _rmtree(path: str) -> None:
-    def fix(func: Callable[..., object], p: str, _exc: object) -> None:
-        os.chmod(os.path.dirname(p), 0o700)
-        func(p)
-
-    shutil.rmtree(path, onerror=fix)
+    walk.remove(path)
 
 
 class Worker:

@@ -281,6 +281,25 @@ def test_info_names_the_default_driver(rl: RlRunner, monkeypatch: pytest.MonkeyP
     assert json.loads(out)["storage"]["default_driver"] == "vfs"
 
 
+@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+def test_diff_and_commit_of_a_tree_at_path_max_depth(rl: RlRunner, two_layers: str,
+                                                    driver: str) -> None:
+    # 1,900 levels: the path is 3,800 bytes long, and a walk holds more fds than
+    # the usual soft limit of 1,024.
+    script = ("i=0; while [ $i -lt 1900 ]; do mkdir a && cd a || exit 1; i=$((i+1)); done; "
+              "echo deep > leaf")
+    name = f"deep-{driver}"
+    rl("run", "--name", name, "--storage-driver", driver, "-w", "/", two_layers, "sh", "-c",
+       script, check=True, timeout=180)
+    diff = rl("diff", name, check=True, timeout=120).stdout.splitlines()
+    assert len(diff) == 1901 and diff[0] == "A /a" and diff[-1].endswith("/a/leaf")
+    rl("commit", name, f"{name}-img", check=True, timeout=120)
+    leaf = "/" + "a/" * 1900 + "leaf"
+    assert rl("run", "--rm", f"{name}-img", "cat", leaf, check=True).stdout == "deep\n"
+    rl("rm", name, check=True)
+    rl("rmi", f"{name}-img", check=True)
+
+
 def test_walk_does_not_follow_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
     from fs import walk
 
