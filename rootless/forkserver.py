@@ -36,7 +36,8 @@ def fingerprint() -> str:
     parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
     pkg = Path(__file__).parent
     # The supervisor runs the sibling packages' code too (netstack, fs).
-    for f in sorted(pkg.glob("*.py")) + sorted(pkg.parent.glob("netstack/*.py")):
+    siblings = sorted(pkg.parent.glob("netstack/*.py")) + sorted(pkg.parent.glob("fs/*.py"))
+    for f in sorted(pkg.glob("*.py")) + siblings:
         st = f.stat()
         parts.append(f"{f.name}:{st.st_mtime_ns}:{st.st_size}")
     text = "\n".join(parts).encode()
