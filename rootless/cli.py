@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -131,6 +131,11 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rm", is_flag=True, help="Remove the container when it exits."),
         click.option("--storage-driver", help="How the image becomes the container's root: "
                      "overlay, fuse, fuse-overlayfs or vfs (default: see rl info)."),
+        click.option("--pull", "pull_policy", default="missing", show_default=True,
+                     type=click.Choice(["always", "missing", "never"]),
+                     help="Pull the image before running."),
+        click.option("--tls-verify", default="true",
+                     help="Pulling: false talks plain HTTP (loopback registries)."),
         click.argument("image"),
         click.argument("command", nargs=-1, type=click.UNPROCESSED),
     ]
@@ -170,7 +175,7 @@ def run(detach: bool, **kw: Any) -> None:
     if opts["tty"] and not detach:
         opts["console_size"] = attach.terminal_size()
     stdin = opts["interactive"] and not detach
-    session = client.run_container(opts, attach=not detach, stdin=stdin)
+    session = _pulling(kw, lambda: client.run_container(opts, attach=not detach, stdin=stdin))
     if detach:
         session.close()
         click.echo(session.event["id"])
@@ -191,9 +196,44 @@ def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     from . import api
 
-    ctr = api.create(api.RunOptions(**_options(kw)),
-                     warn=lambda m: click.echo(f"WARNING: {m}", err=True))
+    ctr = _pulling(kw, lambda: api.create(api.RunOptions(**_options(kw)),
+                                          warn=lambda m: click.echo(f"WARNING: {m}", err=True)))
     click.echo(ctr.id)
+
+
+T = TypeVar("T")
+
+
+def _pulling(kw: dict[str, Any], create: Callable[[], T]) -> T:
+    """docker's --pull: 'missing' pulls an image that is not in the store and
+    tries again, 'always' pulls first, 'never' leaves the error as it is."""
+    from .errors import NoSuchImage
+
+    policy, image = kw["pull_policy"], kw["image"]
+    if kw["rootfs"]:
+        return create()
+    if policy == "always":
+        _pull(image, kw["tls_verify"])
+        return create()
+    try:
+        return create()
+    except NoSuchImage as e:
+        from .reference import looks_like_id
+
+        if policy != "missing" or looks_like_id(image) or e.ref != image:
+            raise
+    click.echo(f"Unable to find image '{image}' locally", err=True)
+    _pull(image, kw["tls_verify"])
+    return create()
+
+
+def _pull(image: str, tls_verify: str) -> None:
+    from .imagecli import parse_tls_verify
+    from .progress import Progress
+    from .transfer import pull
+
+    with Progress(False) as progress:
+        pull(image, None, parse_tls_verify(tls_verify), progress)
 
 
 @cli.command()

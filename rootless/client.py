@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import forkserver, paths, wire
-from .errors import RlError
+from .errors import NoSuchImage, RlError
 
 if TYPE_CHECKING:
     from .store import Container
@@ -121,7 +121,10 @@ def _ask(request: dict[str, Any]) -> Session:
                 continue
             if event.get("event") == "error":
                 sock.close()
-                raise RlError(str(event.get("message")), int(event.get("exit_code", 125)))
+                code = int(event.get("exit_code", 125))
+                if event.get("missing_image"):
+                    raise NoSuchImage(str(event["missing_image"]), code)
+                raise RlError(str(event.get("message")), code)
             return Session(sock, event, reader, pending)
 
 

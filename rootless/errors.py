@@ -25,6 +25,12 @@ class RlError(Exception):
         return str(self.args[0])
 
 
+class NoSuchImage(RlError):
+    def __init__(self, ref: str, exit_code: int = 1) -> None:
+        super().__init__(f"no such image: {ref}", exit_code)
+        self.ref = ref
+
+
 class NoSuchContainer(RlError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no such container: {ref}", 1)

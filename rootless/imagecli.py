@@ -119,7 +119,8 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
 
 def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
     """One image's inspect view (for `rl inspect`, which tries containers first)."""
-    from .images import NoSuchImage, inspect, lookup, open_store
+    from .errors import NoSuchImage
+    from .images import inspect, lookup, open_store
 
     try:
         return inspect(lookup(open_store(), ref))
@@ -343,7 +344,7 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
             click.echo(f"Loaded image ID: {item.image.id}")
 
 
-def _tls(value: str) -> bool:
+def parse_tls_verify(value: str) -> bool:
     if value.lower() not in ("true", "false"):
         raise RlError(f"invalid value for --tls-verify: {value!r} (true or false)")
     return value.lower() == "true"
@@ -359,7 +360,7 @@ def pull_cmd(platform: str | None, quiet: bool, tls_verify: str, image: str) -> 
     from .progress import Progress
     from .transfer import pull
 
-    tls = _tls(tls_verify)
+    tls = parse_tls_verify(tls_verify)
     with Progress(quiet) as progress:
         img = pull(image, platform, tls, progress)
     click.echo(img.id)
@@ -375,7 +376,7 @@ def push_cmd(quiet: bool, tls_verify: str, image: str, destination: str | None) 
     from .progress import Progress
     from .transfer import push
 
-    tls = _tls(tls_verify)
+    tls = parse_tls_verify(tls_verify)
     with Progress(quiet) as progress:
         digest = push(image, destination, tls, progress)
     if not quiet:
@@ -393,7 +394,7 @@ def login_cmd(username: str | None, password: str | None, password_stdin: bool,
     """Log in to a registry; credentials go to podman's auth.json."""
     from .transfer import login
 
-    tls = _tls(tls_verify)
+    tls = parse_tls_verify(tls_verify)
     if password_stdin:
         if password is not None:
             raise RlError("--password and --password-stdin are mutually exclusive")

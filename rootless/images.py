@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import reference
-from .errors import RlError
+from .errors import NoSuchImage, RlError
 from .imagestore import (
     MT_OCI_CONFIG,
     MT_OCI_LAYER,
@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 
 LOCAL_DOMAIN = "localhost"
 DEFAULT_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class NoSuchImage(RlError):
-    def __init__(self, ref: str, exit_code: int = 1) -> None:
-        super().__init__(f"no such image: {ref}", exit_code)
 
 
 def open_store() -> Store:

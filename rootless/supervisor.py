@@ -35,7 +35,7 @@ from netstack.stack import NetStack
 
 from . import _syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, NoSuchImage, RlError
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
@@ -498,9 +498,11 @@ def _send_warning(sock: socket.socket, message: str) -> None:
 def _send_error(sock: socket.socket | None, err: RlError) -> None:
     if sock is None:
         return
+    event = {"event": "error", "exit_code": err.exit_code, "message": err.message}
+    if isinstance(err, NoSuchImage):
+        event["missing_image"] = err.ref  # rl run pulls it and asks again
     with contextlib.suppress(OSError):
-        sock.sendall(wire.control({"event": "error", "exit_code": err.exit_code,
-                                   "message": err.message}))
+        sock.sendall(wire.control(event))
 
 
 def serve_request(msg: dict[str, Any], client: socket.socket) -> int:

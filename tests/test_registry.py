@@ -139,6 +139,33 @@ def test_push_pull_run_roundtrip(rl: RlRunner, registry: Registry, local: str) -
     assert r.stderr.count("skipped: already exists") == 2
 
 
+def test_run_pulls_a_missing_image(rl: RlRunner, registry: Registry, local: str) -> None:
+    dest = f"{registry.host}/auto/{local}:v1"
+    rl("push", "--tls-verify=false", local, dest, check=True)
+    rl("rmi", local, check=True)
+    # --pull=never (and a plain typo of a name) stays an error, nothing pulled.
+    r = rl("run", "--rm", "--pull=never", dest)
+    assert r.returncode == 125 and f"no such image: {dest}" in r.stderr
+    assert rl("image", "inspect", dest).returncode == 1
+    # missing (the default): docker's notice, the pull's progress, then the run.
+    r = rl("run", "--rm", "--tls-verify=false", dest, check=True)
+    assert r.stdout == "from registry\n"
+    assert f"Unable to find image '{dest}' locally" in r.stderr and "Copying blob" in r.stderr
+    # Present now: no pull at all.
+    r = rl("run", "--rm", "--tls-verify=false", dest, check=True)
+    assert r.stdout == "from registry\n" and "Unable to find" not in r.stderr
+    # always: pulls (the blobs are there: the pull only checks them) and runs.
+    r = rl("create", "--pull=always", "--tls-verify=false", dest, check=True)
+    assert f"Pulling {dest}" in r.stderr and "skipped: already exists" in r.stderr
+    rl("rm", r.stdout.strip(), check=True)
+    # A missing image on a registry that does not have it: the pull's error, 125.
+    r = rl("run", "--rm", "--tls-verify=false", f"{registry.host}/auto/nosuch:v1")
+    assert r.returncode == 125 and "Unable to find image" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error: ")
+    r = rl("run", "--pull=sometimes", dest)
+    assert r.returncode == 125
+
+
 def test_chunked_upload(rl: RlRunner, registry: Registry, local: str, rl_path: Path,
                         rl_state: RlState) -> None:
     dest = f"{registry.host}/chunked/{local}:1"
