@@ -53,7 +53,7 @@ def runtime_dir() -> Path:
         (["run", "--rootfs", "/nonexistent/rootfs", "true"], "does not exist"),
         (["run", "--bogus-flag", "--rootfs", "/", "true"], "--bogus-flag"),
         (["run", "--rootfs", "{rootfs}"], "no command specified"),
-        (["run", "busybox", "true"], "no such image: busybox"),
+        (["run", "--pull=never", "busybox", "true"], "no such image: busybox"),
         (["run", "-v", "/nonexistent/src:/x", "--rootfs", "{rootfs}", "true"],
          "bind source path does not exist: /nonexistent/src"),
         (["run", "-v", "relative:/x", "--rootfs", "{rootfs}", "true"], "named volumes"),
