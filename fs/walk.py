@@ -128,7 +128,10 @@ def remove(name: str, dir_fd: int | None = None) -> None:
         return
     _allow_deep_trees()
     # (fd of a directory being emptied, its name, the fd of its parent)
-    stack = [(_open_to_empty(name, dir_fd), name, dir_fd)]
+    try:
+        stack = [(_open_to_empty(name, dir_fd), name, dir_fd)]
+    except FileNotFoundError:
+        return
     try:
         while stack:
             dfd, dname, pfd = stack[-1]
@@ -141,7 +144,10 @@ def remove(name: str, dir_fd: int | None = None) -> None:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.name, dir_fd=dfd)
             if sub is not None:
-                stack.append((_open_to_empty(sub, dfd), sub, dfd))
+                try:
+                    stack.append((_open_to_empty(sub, dfd), sub, dfd))
+                except FileNotFoundError:
+                    pass  # a concurrent remover was faster
                 continue
             os.close(dfd)
             stack.pop()
