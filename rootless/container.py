@@ -24,6 +24,7 @@ C2 can tell whether S died before the death signal was armed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -80,7 +81,32 @@ def take_terminal(pty_sock: socket.socket, size: ConsoleSize | None = None) -> N
         os.close(slave)
 
 
-def _reap_as_init(child: int) -> NoReturn:
+def _set_title(argv: list[str]) -> None:
+    """What ps shows for this process (docker's init shows `docker-init -- CMD`).
+
+    A forked Python keeps the fork server's command line. The kernel reads
+    it from our own memory, between arg_start and arg_end of /proc/self/stat,
+    so it is overwritten in place (as setproctitle does), truncated to the
+    space the original took; comm gets the name too.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
+        f.write(argv[0])
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48, 49 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return
+    size = end - start
+    if size <= 1:
+        return
+    title = "\0".join(argv).encode(errors="replace")[:size - 1]
+    ctypes.memmove(start, title.ljust(size, b"\0"), size)
+
+
+def _reap_as_init(child: int, args: list[str]) -> NoReturn:
     """--init: forward signals to the command, reap every orphan, exit with its status."""
     def forward(signum: int, _frame: object) -> None:
         try:
@@ -95,13 +121,7 @@ def _reap_as_init(child: int) -> NoReturn:
             except (OSError, ValueError):
                 pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    # ps shows the fork server's command line (a forked process keeps it), but
-    # the name column says what this is.
-    try:
-        with open("/proc/self/comm", "w") as f:
-            f.write("rl-init")
-    except OSError:
-        pass
+    _set_title(["rl-init", "--", *args])
     # Nothing of the supervisor's may stay open in the container's init.
     os.closerange(3, 1 << 20)
     while True:
@@ -156,7 +176,7 @@ def _container_pid1(
                         os.tcsetpgrp(0, child)
                 except OSError:
                     pass
-                _reap_as_init(child)
+                _reap_as_init(child, spec.process.args)
             os.setpgid(0, 0)
         process.execute(spec.process, env)
     except BaseException as e:

@@ -122,6 +122,11 @@ def test_init_is_pid_1_and_reaps(rl: RlRunner, rootfs: Path) -> None:
     first, zombies = out.split()[0], out.split()[-1]
     assert first != "1"
     assert zombies == "0"
+    # ps names PID 1 as docker's init is named (not rl's fork server).
+    out = sh(rl, rootfs, "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/comm", "--init")
+    cmdline, comm = out.splitlines()
+    assert cmdline.startswith("rl-init -- /bin/sh -c tr "), cmdline
+    assert "forkserver" not in cmdline and comm == "rl-init"
 
 
 def test_only_stdio_fds_are_open(rl: RlRunner, rootfs: Path) -> None:
