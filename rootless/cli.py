@@ -346,7 +346,7 @@ def rename(old: str, new: str) -> None:
 @click.option("-e", "--env", multiple=True)
 @click.option("-w", "--workdir")
 @click.option("-u", "--user")
-@click.option("-d", "--detach", is_flag=True)
+@click.option("-d", "--detach", is_flag=True, help="Run the command in the background.")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
@@ -354,13 +354,13 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | Non
     """Run a command in a running container."""
     from . import execute, store
 
-    if detach:
-        raise RlError("exec --detach is not supported yet")
     if workdir is not None and not workdir.startswith("/"):
         raise RlError(f"the working directory '{workdir}' is invalid, it needs to be an "
                       "absolute path")
     ctr = store.lookup(container)
-    code = execute.run(ctr, list(command), list(env), workdir, user, tty, interactive)
+    # -d: no terminal and no input (docker allocates a tty nobody reads).
+    code = execute.run(ctr, list(command), list(env), workdir, user, tty and not detach,
+                       interactive and not detach, detach)
     sys.exit(code)
 
 

@@ -98,7 +98,8 @@ def _pump_pty(master: int, stdin: bool) -> None:
 
 
 def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
-        user: str | None, tty: bool, interactive: bool) -> int:
+        user: str | None, tty: bool, interactive: bool, detach: bool = False) -> int:
+    """Run argv in the container; its exit status (-d: 0 once it was executed)."""
     st = api.running_or_error(ctr)
     cfg = ctr.config
     proc = copy.deepcopy(cfg.spec.process)
@@ -125,6 +126,14 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
             os.close(report_r)
             if pty_parent is not None:
                 pty_parent.close()
+            if detach:
+                # E1 outlives rl, as the exec'd process's reaper: it holds
+                # nothing of rl's (a caller waiting for EOF on rl's output).
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
             if st.cgroup:  # the container's limits apply to what it execs too
                 with open(os.path.join(st.cgroup, "cgroup.procs"), "w") as f:
                     f.write(str(os.getpid()))
@@ -178,6 +187,8 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
+        if detach:
+            return 0  # executed; E1 waits for it on its own
         if master is not None:
             if interactive and os.isatty(0):
                 saved_tc = termios.tcgetattr(0)

@@ -186,6 +186,22 @@ def test_exec_joins_every_namespace(rl: RlRunner, ctr: str) -> None:
     assert r.stdout == "piped through\n"
 
 
+def test_exec_detached_runs_in_the_background(rl: RlRunner, ctr: str) -> None:
+    # The command waits for /tmp/go: rl exec -d returns at all only if it does not wait.
+    r = rl("exec", "-d", ctr, "sh", "-c",
+           "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo done > /tmp/detached; echo lost")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    assert rl("exec", ctr, "cat", "/tmp/detached").returncode == 1  # still waiting
+    rl("exec", ctr, "touch", "/tmp/go", check=True)
+    assert support.wait_until(
+        lambda: rl("exec", ctr, "cat", "/tmp/detached").stdout == "done\n", timeout=30)
+    # It is reaped: no zombie is left in the container.
+    ps = rl("exec", ctr, "ps", "-o", "stat,args", check=True).stdout
+    assert not [line for line in ps.splitlines() if line.startswith("Z")], ps
+    # A command that cannot run is still an error, with docker's status.
+    assert rl("exec", "-d", ctr, "nonexistent").returncode == 127
+
+
 def test_exec_on_stopped_and_missing_containers(rl: RlRunner, rootfs: Path) -> None:
     rl("run", "--name", "stopped1", "--rootfs", rootfs, "true", check=True)
     try:
