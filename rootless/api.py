@@ -303,6 +303,7 @@ def build_config(opts: RunOptions,
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
     no_new_privs = False
     confined = True
+    profile_file = None
     for so in opts.security_opt:
         if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
             no_new_privs = True
@@ -311,8 +312,7 @@ def build_config(opts: RunOptions,
         elif so in ("seccomp=unconfined", "seccomp:unconfined"):
             confined = False
         elif so.startswith(("seccomp=", "seccomp:")):
-            raise RlError(f"--security-opt {so}: only seccomp=unconfined is supported; rl "
-                          "applies Docker's default restrictions otherwise")
+            profile_file = os.path.abspath(so[len("seccomp="):])
         else:
             raise RlError(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
@@ -379,7 +379,8 @@ def build_config(opts: RunOptions,
     if confined:
         from . import seccomp
 
-        spec.linux.seccomp = seccomp.default_profile(caps)
+        spec.linux.seccomp = (seccomp.load_profile(profile_file, caps) if profile_file
+                              else seccomp.default_profile(caps))
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
     labels = {}

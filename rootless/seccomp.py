@@ -11,15 +11,21 @@ lack of a capability in the initial namespace; the filter closes the kernel
 code paths that are still reachable from a user namespace.
 
 The profile is OCI runtime-spec data (spec.Seccomp), so `rl inspect` shows it;
-`compile_filter` turns the subset rl writes (default ALLOW; ERRNO/ALLOW rules,
-in order, first match wins; SCMP_CMP_MASKED_EQ argument conditions) into BPF
-for the host's architecture and its 32-bit compat ABI. No libseccomp needed.
+`compile_filter` turns it into BPF for the host's architecture and its 32-bit
+compat ABI: rules in order, first match wins, every action and argument
+operator of the OCI spec. `--security-opt seccomp=FILE` reads a profile in
+Docker's JSON format (`load_profile`: includes/excludes by capability,
+architecture and kernel). The syscalls of rl's own profile are numbered by
+the tables below; any other name (a profile file's) by libseccomp's table
+(`seccomp_syscall_resolve_name_arch`), loaded when this module is imported,
+before any pivot_root, and only for that lookup: rl builds the filter itself.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import platform
 import struct
 
@@ -80,6 +86,45 @@ _AUDIT_ARCH = {
     "SCMP_ARCH_X86": 0x40000003,
     "SCMP_ARCH_AARCH64": 0xC00000B7,
 }
+
+def _open_libseccomp() -> ctypes.CDLL | None:
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return None
+    lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+    lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
+    lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p  # malloc'd
+    return lib
+
+
+_LIBSECCOMP = _open_libseccomp()
+
+
+def _number(arch: str, name: str) -> int | None:
+    """The syscall's number on this ABI, or None if the ABI has no such syscall."""
+    nr = _NUMBERS[arch].get(name)
+    if nr is None and _LIBSECCOMP is not None:
+        found = _LIBSECCOMP.seccomp_syscall_resolve_name_arch(_AUDIT_ARCH[arch],
+                                                              name.encode())
+        nr = found if found >= 0 else None  # < 0: none, or a multiplexed pseudo-call
+    return nr
+
+
+def syscall_name(arch: str, nr: int) -> str | None:
+    """libseccomp's name for a syscall number (None without libseccomp or name)."""
+    if _LIBSECCOMP is None:
+        return None
+    ptr = _LIBSECCOMP.seccomp_syscall_resolve_num_arch(_AUDIT_ARCH[arch], nr)
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr).decode()
+    finally:
+        ctypes.CDLL(None).free(ctypes.c_void_p(ptr))
+
+
 _HOST_ARCHES = {
     "x86_64": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
     "aarch64": ["SCMP_ARCH_AARCH64"],
@@ -133,10 +178,72 @@ def default_profile(caps: list[str]) -> Seccomp:
     return Seccomp(default_action="SCMP_ACT_ALLOW", architectures=arches, syscalls=rules)
 
 
+# -- a Docker profile file ------------------------------------------------------------
+
+_DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _applies(rule: dict[str, object], caps: list[str]) -> bool:
+    """A Docker profile rule's includes/excludes, for this container and host."""
+    arch = _DOCKER_ARCH.get(platform.machine(), platform.machine())
+    inc = rule.get("includes") or {}
+    exc = rule.get("excludes") or {}
+    assert isinstance(inc, dict) and isinstance(exc, dict)
+    if any(c not in caps for c in inc.get("caps") or []):
+        return False
+    if inc.get("arches") and arch not in inc["arches"]:
+        return False
+    if inc.get("minKernel") and not _kernel_at_least(str(inc["minKernel"])):
+        return False
+    if any(c in caps for c in exc.get("caps") or []):
+        return False
+    return not (exc.get("arches") and arch in exc["arches"])
+
+
+def _kernel_at_least(version: str) -> bool:
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in text.split("-")[0].split(".")[:2] if p.isdigit())
+
+    return parts(platform.release()) >= parts(version)
+
+
+def load_profile(path: str, caps: list[str]) -> Seccomp:
+    """A seccomp profile file in Docker's JSON format, for a container holding caps."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or "defaultAction" not in data:
+            raise ValueError("no defaultAction")
+        rules = []
+        for raw in data.get("syscalls") or []:
+            if not _applies(raw, caps):
+                continue
+            names = list(raw.get("names") or ([raw["name"]] if raw.get("name") else []))
+            args = [SeccompArg(index=int(a["index"]), value=int(a.get("value", 0)),
+                               value_two=int(a.get("valueTwo", 0)), op=str(a["op"]))
+                    for a in raw.get("args") or []]
+            rules.append(SeccompSyscall(names=names, action=str(raw["action"]),
+                                        errno_ret=raw.get("errnoRet"), args=args))
+        default_errno = data.get("defaultErrnoRet")
+        profile = Seccomp(default_action=str(data["defaultAction"]),
+                          default_errno_ret=int(default_errno) if default_errno is not None
+                          else None,
+                          architectures=_HOST_ARCHES.get(platform.machine(), []),
+                          syscalls=rules)
+    except OSError as e:
+        raise RlError(f"opening seccomp profile {path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        what = "not JSON" if isinstance(e, json.JSONDecodeError) else f"malformed ({e})"
+        raise RlError(f"seccomp profile {path}: {what}") from None
+    compile_filter(profile)  # an unknown action or operator is an error now, not at start
+    return profile
+
+
 # -- compiling ----------------------------------------------------------------------
 
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
+_JGT_K = 0x25
 _JGE_K = 0x35
 _JA = 0x05
 _AND_K = 0x54
@@ -144,47 +251,89 @@ _RET_K = 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
 _X32_SYSCALL_BIT = 0x40000000
+_RETURNS = {
+    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": 0x80000000, "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": _RET_ALLOW,
+}
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def _action(rule: SeccompSyscall) -> int:
-    if rule.action == "SCMP_ACT_ALLOW":
-        return _RET_ALLOW
-    if rule.action == "SCMP_ACT_ERRNO":
-        ret = errno.EPERM if rule.errno_ret is None else rule.errno_ret
-        return _RET_ERRNO | (ret & 0xFFFF)
-    raise RlError(f"seccomp: action {rule.action} is not supported")
+def _action(action: str, errno_ret: int | None) -> int:
+    if action in _RETURNS:
+        return _RETURNS[action]
+    if action == "SCMP_ACT_ERRNO":
+        return _RET_ERRNO | ((errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
+    if action == "SCMP_ACT_TRACE":
+        return 0x7FF00000 | ((errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
+    raise RlError(f"seccomp: unknown action {action}")
+
+
+# One argument condition as instructions whose jumps name a target: 0 (the
+# next instruction), "ok" (the condition holds: past its last instruction)
+# or "fail" (the next rule). 64-bit values are compared as two 32-bit halves,
+# high first (seccomp_data is little-endian on every ABI rl supports).
+_Insn = tuple[int, int | str, int | str, int]
+
+
+def _condition(arg: SeccompArg) -> list[_Insn]:
+    lo, hi = 16 + 8 * arg.index, 16 + 8 * arg.index + 4
+    v_lo, v_hi = arg.value & 0xFFFFFFFF, (arg.value >> 32) & 0xFFFFFFFF
+    op = arg.op
+    if op == "SCMP_CMP_MASKED_EQ":
+        w_lo, w_hi = arg.value_two & 0xFFFFFFFF, (arg.value_two >> 32) & 0xFFFFFFFF
+        return [(_LD_W_ABS, 0, 0, hi), (_AND_K, 0, 0, v_hi), (_JEQ_K, 0, "fail", w_hi),
+                (_LD_W_ABS, 0, 0, lo), (_AND_K, 0, 0, v_lo), (_JEQ_K, 0, "fail", w_lo)]
+    if op == "SCMP_CMP_EQ":
+        return [(_LD_W_ABS, 0, 0, hi), (_JEQ_K, 0, "fail", v_hi),
+                (_LD_W_ABS, 0, 0, lo), (_JEQ_K, 0, "fail", v_lo)]
+    if op == "SCMP_CMP_NE":
+        return [(_LD_W_ABS, 0, 0, hi), (_JEQ_K, 0, "ok", v_hi),
+                (_LD_W_ABS, 0, 0, lo), (_JEQ_K, "fail", 0, v_lo)]
+    # Ordered comparisons (unsigned, as libseccomp's): the high halves decide
+    # unless they are equal; then the low halves do.
+    low_test: dict[str, tuple[int, int | str, int | str]] = {
+        "SCMP_CMP_GT": (_JGT_K, 0, "fail"), "SCMP_CMP_GE": (_JGE_K, 0, "fail"),
+        "SCMP_CMP_LT": (_JGE_K, "fail", 0), "SCMP_CMP_LE": (_JGT_K, "fail", 0)}
+    if op not in low_test:
+        raise RlError(f"seccomp: unknown argument operator {op}")
+    greater = op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
+    code, jt, jf = low_test[op]
+    return [(_LD_W_ABS, 0, 0, hi),
+            (_JGT_K, "ok" if greater else "fail", 0, v_hi),
+            (_JEQ_K, 0, "fail" if greater else "ok", v_hi),
+            (_LD_W_ABS, 0, 0, lo), (code, jt, jf, v_lo)]
 
 
 def _block(nr: int, rule: SeccompSyscall) -> list[bytes]:
     """if nr matches and every argument condition holds: return the rule's action.
 
-    Each condition is checked on both 32-bit halves of the 64-bit argument;
-    a failed check jumps past the return to the next block (which reloads nr).
+    A failed check jumps past the return to the next block (which reloads nr).
     """
-    halves: list[tuple[int, int, int]] = []  # (offset, mask, wanted)
+    body: list[_Insn] = []
     for arg in rule.args:
-        if arg.op != "SCMP_CMP_MASKED_EQ":
-            raise RlError(f"seccomp: argument operator {arg.op} is not supported")
-        for offset, shift in ((0, 0), (4, 32)):
-            halves.append((16 + 8 * arg.index + offset, (arg.value >> shift) & 0xFFFFFFFF,
-                           (arg.value_two >> shift) & 0xFFFFFFFF))
-    after_nr = 3 * len(halves) + 1  # instructions between the nr compare and the next block
-    out = [_insn(_LD_W_ABS, 0, 0, 0), _insn(_JEQ_K, 0, after_nr, nr)]
-    for i, (offset, mask, wanted) in enumerate(halves):
-        remaining = 3 * (len(halves) - i - 1) + 1
-        out += [_insn(_LD_W_ABS, 0, 0, offset), _insn(_AND_K, 0, 0, mask),
-                _insn(_JEQ_K, 0, remaining, wanted)]
-    out.append(_insn(_RET_K, 0, 0, _action(rule)))
+        cond = _condition(arg)
+        base = len(body)
+        end = base + len(cond)
+        for i, (code, jt, jf, k) in enumerate(cond):
+            here = base + i + 1
+            body.append((code, end - here if jt == "ok" else jt,
+                         end - here if jf == "ok" else jf, k))
+    insns: list[_Insn] = [(_LD_W_ABS, 0, 0, 0), (_JEQ_K, 0, "fail", nr), *body,
+                          (_RET_K, 0, 0, _action(rule.action, rule.errno_ret))]
+    out = []
+    for i, (code, jt, jf, k) in enumerate(insns):
+        to_next = len(insns) - (i + 1)
+        out.append(_insn(code, to_next if jt == "fail" else int(jt),
+                         to_next if jf == "fail" else int(jf), k))
     return out
 
 
 def _arch_section(profile: Seccomp, arch: str) -> list[bytes]:
     """The rules in order for one ABI, then its default; every path ends in a return."""
-    numbers = _NUMBERS[arch]
     out: list[bytes] = []
     if arch == "SCMP_ARCH_X86_64":
         # x32 ABI syscalls (nr | 0x40000000) are refused outright.
@@ -192,10 +341,11 @@ def _arch_section(profile: Seccomp, arch: str) -> list[bytes]:
                 _insn(_RET_K, 0, 0, _RET_ERRNO | errno.EPERM)]
     for rule in profile.syscalls:
         for name in rule.names:
-            if name in numbers:
-                out += _block(numbers[name], rule)
-    default = SeccompSyscall(names=[], action=profile.default_action)
-    out.append(_insn(_RET_K, 0, 0, _action(default)))
+            nr = _number(arch, name)
+            if nr is not None:  # as runc: a name this ABI lacks is skipped
+                out += _block(nr, rule)
+    out.append(_insn(_RET_K, 0, 0, _action(profile.default_action,
+                                           profile.default_errno_ret)))
     return out
 
 

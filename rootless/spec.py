@@ -137,6 +137,7 @@ class SeccompSyscall:
 @dataclass
 class Seccomp:
     default_action: str
+    default_errno_ret: int | None = None
     architectures: list[str] = field(default_factory=list)
     syscalls: list[SeccompSyscall] = field(default_factory=list)
 
