@@ -77,7 +77,9 @@ def default_driver() -> tuple[str, str]:
         k, driver, why = cache.read_text().split("\n", 2)
         if k == key and driver in DRIVERS:
             return driver, why
-    choice = drivers.detect_default(str(root))
+    # In storage/, beside containers/: an rmi's garbage collection there must
+    # never take the probe's directory away mid-probe.
+    choice = drivers.detect_default(str(root.parent))
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
     with contextlib.suppress(OSError):
         tmp.write_text(f"{key}\n{choice.driver}\n{choice.reason}")
