@@ -170,11 +170,27 @@ def _overlay_options(lowers: Sequence[str], upper: str, work: str) -> str:
     return f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr"
 
 
+_MOUNT_DATA_MAX = 4000  # mount(2) copies one page of options
+
+
 def _mount_overlay(lowers: Sequence[str], upper: str, work: str, target: str) -> Mounted:
+    fds: list[int] = []
     try:
-        sc.mount("overlay", target, "overlay", 0, _overlay_options(lowers, upper, work))
+        options = _overlay_options(lowers, upper, work)
+        if len(options) > _MOUNT_DATA_MAX:
+            # Many layers: name each by an fd of ours (~16 bytes, not ~90); the
+            # kernel resolves the paths while mounting, so they may close after.
+            fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers]
+            options = _overlay_options([f"/proc/self/fd/{fd}" for fd in fds], upper, work)
+            if len(options) > _MOUNT_DATA_MAX:
+                raise DriverError(f"kernel overlayfs: {len(lowers)} layers are too many "
+                                  "for one mount")
+        sc.mount("overlay", target, "overlay", 0, options)
     except OSError as e:
         raise DriverError(f"kernel overlayfs: {e.strerror}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
     return Mounted("overlay", target)
 
 

@@ -3,6 +3,7 @@ rl commit and rl export from it, and what happens when the storage goes wrong.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -298,6 +299,29 @@ def test_diff_and_commit_of_a_tree_at_path_max_depth(rl: RlRunner, two_layers: s
     assert rl("run", "--rm", f"{name}-img", "cat", leaf, check=True).stdout == "deep\n"
     rl("rm", name, check=True)
     rl("rmi", f"{name}-img", check=True)
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse", "fuse-overlayfs"])
+def test_an_image_of_many_layers(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                 driver: str) -> None:
+    # 80 layers: their paths alone pass the page mount(2) takes for options.
+    from test_archive import docker_archive
+
+    _require_driver(driver)
+    base = rootfs_tar(rootfs, tmp_path / "base.tar", compress="").read_bytes()
+    layers = [base]
+    for i in range(79):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            add_file(tf, f"./many/l{i:02d}", f"{i}\n".encode())
+            if i == 78:
+                add_file(tf, "./many/.wh.l00")  # the top layer deletes the first file
+        layers.append(buf.getvalue())
+    rl("load", "-i", docker_archive(tmp_path / "many.tar", layers, ["many:latest"]),
+       check=True, timeout=180)
+    r = rl("run", "--rm", "--storage-driver", driver, "many", "sh", "-c",
+           "ls /many | wc -l; cat /many/l78; ls /many/l00 2>&1; true", check=True, timeout=120)
+    assert r.stdout.splitlines() == ["78", "78", "ls: /many/l00: No such file or directory"]
 
 
 def test_walk_does_not_follow_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
