@@ -558,11 +558,14 @@ def test_fuse_server_stops_on_sigterm_while_busy(agent: Agent, workdir: Path) ->
     m = str(workdir / "m")
     pid = agent.ok("mount", driver="fuse", lowers=lowers, upper=str(workdir / "u"),
                    work=str(workdir / "w"), target=m)
-    # three writers: one's request always waits while the server does another's
-    busy = agent.ok("sh", cmd="for i in 1 2 3; do (while :; do dd if=/dev/zero "
-                              f"of={m}/t$i bs=1M count=32; done) >/dev/null 2>&1 & done; "
-                              "echo $(jobs -p)")
-    busy_pids = busy["out"].split()
+    # three writers, so one's request always waits while the server does
+    # another's; each stops once the mount is gone (or after 20 s at most)
+    # and then leaves a done.N behind
+    done = [workdir / f"done.{i}" for i in (1, 2, 3)]
+    agent.ok("sh", cmd=(
+        f"t=$(($(date +%s) + 20)); for i in 1 2 3; do (while mountpoint -q {m} && "
+        f"[ $(date +%s) -lt $t ]; do dd if=/dev/zero of={m}/t$i bs=1M count=32; done; "
+        f"mkdir {workdir}/done.$i) >/dev/null 2>&1 & done"))
     try:
         time.sleep(0.3)
         os.kill(pid, 15)
@@ -573,7 +576,9 @@ def test_fuse_server_stops_on_sigterm_while_busy(agent: Agent, workdir: Path) ->
         assert agent.ok("server_error", target=m) == f"fuse server (pid {pid}) exited with status 0"
         assert f" {m} " not in agent.ok("mountinfo")
     finally:
-        agent.ok("sh", cmd=f"kill {' '.join(busy_pids)}")
+        deadline = time.monotonic() + 30
+        while not all(d.exists() for d in done) and time.monotonic() < deadline:
+            time.sleep(0.05)
     agent.ok("unmount", target=m)
 
 
