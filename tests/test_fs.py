@@ -549,6 +549,73 @@ def test_fuse_server_death_gives_errors_not_a_hang(agent: Agent, workdir: Path) 
     assert f" {m} " not in agent.ok("mountinfo")
 
 
+def test_fuse_server_stops_on_sigterm_while_busy(agent: Agent, workdir: Path) -> None:
+    # The server takes waiting requests back to back (fs/fuse.py); SIGTERM must
+    # still stop it while clients keep it busy.
+    lowers = build_lowers(agent, workdir)
+    for d in ("u", "w", "m"):
+        (workdir / d).mkdir()
+    m = str(workdir / "m")
+    pid = agent.ok("mount", driver="fuse", lowers=lowers, upper=str(workdir / "u"),
+                   work=str(workdir / "w"), target=m)
+    # three writers, so one's request always waits while the server does
+    # another's; each stops once the mount is gone (or after 20 s at most)
+    # and then leaves a done.N behind
+    done = [workdir / f"done.{i}" for i in (1, 2, 3)]
+    agent.ok("sh", cmd=(
+        f"t=$(($(date +%s) + 20)); for i in 1 2 3; do (while mountpoint -q {m} && "
+        f"[ $(date +%s) -lt $t ]; do dd if=/dev/zero of={m}/t$i bs=1M count=32; done; "
+        f"mkdir {workdir}/done.$i) >/dev/null 2>&1 & done"))
+    try:
+        time.sleep(0.3)
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 5
+        while not _is_zombie(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _is_zombie(pid), "the server went on serving after SIGTERM"
+        assert agent.ok("server_error", target=m) == f"fuse server (pid {pid}) exited with status 0"
+        assert f" {m} " not in agent.ok("mountinfo")
+    finally:
+        deadline = time.monotonic() + 30
+        while not all(d.exists() for d in done) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    agent.ok("unmount", target=m)
+
+
+def test_fuse_request_loop_lets_other_tasks_run() -> None:
+    # The deterministic half of the above: with a request always waiting, the
+    # loop still passes through trio's scheduler every YIELD_EVERY requests.
+    import trio
+
+    from fs import fuse
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")  # readable for good
+        lowlevel = fuse._Lowlevel(r)
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await trio.sleep(0)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other)
+                await trio.sleep(0)
+                for _ in range(10 * lowlevel.YIELD_EVERY):
+                    await lowlevel.wait_readable(r)
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        assert 10 <= turns <= 12
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_fuse_server_restart_cleans_copy_up_leftovers(agent: Agent, workdir: Path) -> None:
     lowers = build_lowers(agent, workdir)
     for d in ("u", "w", "m"):
