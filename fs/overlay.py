@@ -729,6 +729,8 @@ class Overlay(pyfuse3.Operations):
         node = self._node(inode)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._copy_up(node)
+        if flags & os.O_TRUNC:
+            self._gen += 1  # the size changes here: readdir's cached attributes are stale
         fd = os.open(self._rel(node), (flags & ~_OPEN_FLAGS_DROP) | os.O_CLOEXEC,
                      dir_fd=self.fds[node.layer])
         return pyfuse3.FileInfo(fh=fd)

@@ -772,3 +772,15 @@ def test_extracted_oci_layer_whiteouts_work_as_lower(agent: Agent, workdir: Path
         assert agent.fs(m, "listdir", "opq") == ["new"]
     finally:
         agent.ok("unmount", target=m)
+
+
+def test_truncating_open_is_seen_by_a_listing(pair: Pair) -> None:
+    # Found by the sequence test: a listing's attributes, cached by the FUSE
+    # overlay, still said 7 bytes after an open(O_TRUNC) emptied the file.
+    for name in ("t-new", "t-twice"):
+        pair.do("write", name, "abcdef", None)
+        pair.check()
+        pair.do("append", name, "z")
+        pair.check()  # the listing caches size 7
+        pair.do("write", name, "", None)  # open(O_WRONLY|O_CREAT|O_TRUNC)
+        pair.check()
