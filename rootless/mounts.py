@@ -153,6 +153,15 @@ def apply_mount(rootfs: str, m: Mount) -> None:
     try:
         sc.mount(m.source or m.type, target, m.type, flags, data or None)
     except OSError as e:
+        if m.type == "cgroup2" and e.errno == errno.EBUSY:
+            # The same cgroup2 superblock (there is one) is mounted right there
+            # (--network host: the host's /sys, bound read-only), and the kernel
+            # refuses to stack a file system on its own mount point: put an empty
+            # read-only tmpfs in between.
+            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC, "size=0,mode=755")
+            sc.mount(m.source or m.type, target, m.type, flags, data or None)
+            return
         if m.type == "mqueue" and e.errno == errno.EPERM:
             return  # an mqueue needs an IPC namespace of ours: skip it, as runc does
         raise
