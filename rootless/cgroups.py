@@ -21,6 +21,7 @@ requests fail before anything is created.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -36,6 +37,9 @@ LEAF = "rl.leaf"
 CONTAINERS = "rl"
 CONTROLLERS = ("cpuset", "cpu", "io", "memory", "pids")  # the ones rl uses, in enable order
 MODES = ("enabled", "disabled")
+# C1 moves into the container's cgroup before it forks PID 1 (container.launch),
+# so for a moment the cgroup holds two tasks: a smaller pids.max waits for C1's exit.
+START_TASKS = 2
 
 
 @dataclass
@@ -226,11 +230,24 @@ def create(host: Host, cid: str, res: Resources) -> str:
     except OSError as e:
         raise RlError(f"creating the container's cgroup {path}: {e.strerror}") from None
     try:
-        apply(path, res)
+        apply(path, _for_start(res))
     except BaseException:
         remove(path)
         raise
     return path
+
+
+def _for_start(res: Resources) -> Resources:
+    """res as the start needs it: room for C1 and PID 1 side by side."""
+    if 0 < res.pids_limit < START_TASKS:
+        return dataclasses.replace(res, pids_limit=START_TASKS)
+    return res
+
+
+def settle(path: str, res: Resources) -> None:
+    """Write what _for_start relaxed, once C1 is gone and before the command runs."""
+    if 0 < res.pids_limit < START_TASKS:
+        _set(path, "pids.max", str(res.pids_limit))
 
 
 def _set(path: str, name: str, value: str, required: bool = True) -> None:
@@ -280,7 +297,8 @@ def apply(path: str, res: Resources) -> None:
 
 
 def attach(path: str, pid: int) -> None:
-    """Move the container's PID 1 into its cgroup (before it runs the command)."""
+    """Move the container's first process C1 into its cgroup, before it makes the
+    cgroup namespace and forks PID 1 (which inherits the cgroup)."""
     try:
         _write(os.path.join(path, "cgroup.procs"), str(pid))
     except OSError as e:

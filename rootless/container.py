@@ -7,6 +7,7 @@ The process tree (see docs/architecture.md):
                               [overlay root: unshare(MNT) and mount it there,
                                the "storage" mount namespace; a FUSE server
                                F forked here stays in it, S adopts F]
+                              [own cgroup: S moves C1 into it]
                               unshare(MNT|UTS|IPC|PID|CGROUP[|NET]); fork; exit
                            └─> C2: PID 1 of the new PID namespace; S adopts it
                                (S is a child subreaper); mounts, pivot_root,
@@ -15,11 +16,19 @@ The process tree (see docs/architecture.md):
 
 Two pipes tie them together. `report` (children -> S) carries one line per
 event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
-if any), "P<pid>" (C2's host pid), "E<code> <msg>"
+if any), "C" (C1 is ready to be moved into the container's cgroup; only when
+it has one), "P<pid>" (C2's host pid), "E<code> <msg>"
 (a setup error); it is close-on-exec, so EOF with no error means the command
-was executed. `sync` (S -> children) carries "M" (maps written) and "G" (C1
-reaped: C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so
-C2 can tell whether S died before the death signal was armed.
+was executed. `sync` (S -> children) carries "M" (maps written), "C" (C1 is
+in the cgroup) and "G" (C1 reaped: C2 may arm PR_SET_PDEATHSIG), and stays
+open for S's whole life so C2 can tell whether S died before the death
+signal was armed.
+
+The cgroup comes before the cgroup namespace: unshare(CLONE_NEWCGROUP) roots
+the new namespace at the caller's cgroup, so C1 must already be in the
+container's for the container to see itself at "0::/" (and its own cgroup2
+at /sys/fs/cgroup); the FUSE server is forked before, so it stays in S's
+cgroup, out of the container's limits.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import _syscalls as sc
-from . import idmap, mounts, network, process, report
+from . import cgroups, idmap, mounts, network, process, report
 from .errors import EXIT_RL, RlError
 from .spec import ConsoleSize, Spec
 from .store import ContainerConfig
@@ -141,7 +150,7 @@ def exit_code(status: int) -> int:
 
 def _container_pid1(
     cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-    pty_sock: socket.socket | None,
+    pty_sock: socket.socket | None, cgroupfs: bool,
 ) -> NoReturn:
     spec = cfg.spec
     try:
@@ -157,7 +166,7 @@ def _container_pid1(
             sc.sethostname(spec.hostname)
         if spec.namespace("network") is not None:
             network.loopback_up()
-        mounts.setup(spec)
+        mounts.setup(spec, cgroupfs=cgroupfs)
         if pty_sock is not None:
             take_terminal(pty_sock, spec.process.console_size)
         elif stdio is not None:
@@ -190,6 +199,11 @@ def _namespace_flags(spec: Spec) -> int:
         if ns.type in NAMESPACE_FLAGS and ns.path is None:
             flags |= NAMESPACE_FLAGS[ns.type]
     return flags
+
+
+def _own_cgroup_namespace(spec: Spec) -> bool:
+    ns = spec.namespace("cgroup")
+    return ns is not None and ns.path is None
 
 
 def _userns_error(err: OSError) -> RlError:
@@ -238,9 +252,13 @@ def _mount_root(cfg: ContainerConfig, life_r: int | None, keep_out: list[int]) -
 
 def _first_process(
     cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-    pty_sock: socket.socket | None, life_r: int | None,
+    pty_sock: socket.socket | None, life_r: int | None, join_cgroup: bool,
 ) -> NoReturn:
     """C1: make the user namespace, wait for its maps, make the rest, fork PID 1.
+
+    join_cgroup: the container has a cgroup of its own; C1 says "C" and waits
+    until S moved it there before it makes the cgroup namespace (rooted at
+    the caller's cgroup) and forks PID 1 (children inherit the cgroup).
 
     Namespaces given by path (--network container:NAME) are joined instead:
     the other container's user namespace first, in place of a new one ("J":
@@ -273,13 +291,18 @@ def _first_process(
                 report.send(report_w, f"F{server}")
         if life_r is not None:
             os.close(life_r)
+        if join_cgroup:
+            report.send(report_w, "C")
+            if os.read(sync_r, 1) != b"C":
+                os._exit(EXIT_RL)
         sc.unshare(_namespace_flags(cfg.spec))
         for kind, fd in joined.items():
             sc.setns(fd, NAMESPACE_FLAGS[kind])
             os.close(fd)
         pid = os.fork()
         if pid == 0:
-            _container_pid1(cfg, report_w, sync_r, stdio, pty_sock)
+            _container_pid1(cfg, report_w, sync_r, stdio, pty_sock, cgroupfs=join_cgroup and
+                            _own_cgroup_namespace(cfg.spec))
         report.send(report_w, f"P{pid}")
     except OSError as e:
         report.fail_with(report_w, e, "creating namespaces")
@@ -290,14 +313,20 @@ def _first_process(
 
 def launch(
     cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool,
-    before_start: Callable[[int], None] | None = None,
+    before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
 ) -> Launched:
     """Start the container's PID 1 and return once its command was executed.
 
+    cgroup: the container's own cgroup (a directory of the host's cgroup2), or
+    None. S moves C1 into it after the root is mounted (a FUSE server stays
+    outside) and before C1 makes the other namespaces, so the cgroup
+    namespace is rooted there: the container sees "0::/", and PID 1 mounts
+    it read-only at /sys/fs/cgroup.
+
     before_start(pid) runs in S once the container's PID 1 exists, with all of
-    its namespaces, and before it does anything: the place to move it into a
-    cgroup or to attach its network (slirp4netns needs the namespace, and the
-    command must never start before its network).
+    its namespaces, and C1 is gone, before PID 1 does anything: the place to
+    attach its network (slirp4netns needs the namespace, and the command
+    must never start before its network) or to tighten its cgroup.
     """
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
@@ -336,7 +365,8 @@ def launch(
                 pty_parent.close()
         except BaseException:
             os._exit(EXIT_RL)
-        _first_process(cfg, report_w, sync_r, stdio_child, pty_child, life_r)
+        _first_process(cfg, report_w, sync_r, stdio_child, pty_child, life_r,
+                       join_cgroup=cgroup is not None)
 
     os.close(report_w)
     os.close(sync_r)
@@ -363,6 +393,14 @@ def launch(
         line = report.read_line(reports)
         if line.startswith("F"):
             result.storage_pid = int(line[1:])
+            line = report.read_line(reports)
+        if cgroup is not None:
+            if line.startswith("E"):
+                report.raise_error(line)
+            if line != "C":
+                raise RlError("the container's first process died while creating namespaces")
+            cgroups.attach(cgroup, c1)
+            os.write(sync_w, b"C")
             line = report.read_line(reports)
         if line.startswith("E"):
             report.raise_error(line)

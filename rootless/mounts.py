@@ -153,6 +153,15 @@ def apply_mount(rootfs: str, m: Mount) -> None:
     try:
         sc.mount(m.source or m.type, target, m.type, flags, data or None)
     except OSError as e:
+        if m.type == "cgroup2" and e.errno == errno.EBUSY:
+            # The same cgroup2 superblock (there is one) is mounted right there
+            # (--network host: the host's /sys, bound read-only), and the kernel
+            # refuses to stack a file system on its own mount point: put an empty
+            # read-only tmpfs in between.
+            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC, "size=0,mode=755")
+            sc.mount(m.source or m.type, target, m.type, flags, data or None)
+            return
         if m.type == "mqueue" and e.errno == errno.EPERM:
             return  # an mqueue needs an IPC namespace of ours: skip it, as runc does
         raise
@@ -207,8 +216,36 @@ def readonly_paths(paths: list[str]) -> None:
         remount_readonly(p)
 
 
-def setup(spec: Spec) -> None:
-    """Build the container's filesystem view and pivot_root into it."""
+# docker's /sys/fs/cgroup on cgroup v2 (cgroupns=private, not privileged): the
+# container's own cgroup, the root of its cgroup namespace, read-only.
+CGROUPFS = Mount("/sys/fs/cgroup", "cgroup2", "cgroup2",
+                 ["nosuid", "noexec", "nodev", "relatime", "ro"])
+
+
+def with_cgroupfs(mounts: list[Mount]) -> list[Mount]:
+    """mounts with CGROUPFS right after the /sys mount, as docker orders them.
+
+    Unchanged when there is no /sys mount to put it on, or when a mount
+    (the user's -v) already targets /sys/fs/cgroup: that one wins.
+    """
+    def norm(dest: str) -> str:
+        return "/" + os.path.normpath(dest).strip("/")
+
+    if any(norm(m.destination) == CGROUPFS.destination for m in mounts):
+        return mounts
+    sys_at = [i for i, m in enumerate(mounts) if norm(m.destination) == "/sys"]
+    if not sys_at:
+        return mounts
+    i = sys_at[-1] + 1
+    return [*mounts[:i], CGROUPFS, *mounts[i:]]
+
+
+def setup(spec: Spec, cgroupfs: bool = False) -> None:
+    """Build the container's filesystem view and pivot_root into it.
+
+    cgroupfs: mount the container's cgroup (the root of its own cgroup
+    namespace) read-only at /sys/fs/cgroup (CGROUPFS).
+    """
     rootfs = os.path.realpath(spec.root.path)
     if not os.path.isdir(rootfs):
         raise RlError(f"rootfs does not exist: {spec.root.path}")
@@ -216,7 +253,7 @@ def setup(spec: Spec) -> None:
     # host mounts made later still show, as with runc's default rslave).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
-    for m in spec.mounts:
+    for m in with_cgroupfs(spec.mounts) if cgroupfs else spec.mounts:
         try:
             apply_mount(rootfs, m)
         except OSError as e:

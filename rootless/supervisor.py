@@ -464,14 +464,17 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
                 os.unlink(path)
 
 
-def _before_start(cgroup: str | None, net: NetStack | None) -> Callable[[int], None] | None:
-    """What S does once PID 1 exists, before its command: its cgroup, then its network."""
+def _before_start(cfg: ContainerConfig, cgroup: str | None,
+                  net: NetStack | None) -> Callable[[int], None] | None:
+    """What S does once PID 1 exists, before its command: the limits the start
+    relaxed, then its network. (PID 1 is in its cgroup already: C1 was moved
+    there before it forked, see container.launch.)"""
     if not cgroup and net is None:
         return None
 
     def hook(pid: int) -> None:
         if cgroup:
-            cgroups.attach(cgroup, pid)
+            cgroups.settle(cgroup, cfg.resources)
         if net is not None:
             net.attach(pid)
 
@@ -566,7 +569,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         cgroup = _make_cgroup(cfg)
         try:
             launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
-                                        before_start=_before_start(cgroup, net))
+                                        before_start=_before_start(cfg, cgroup, net),
+                                        cgroup=cgroup)
         except BaseException:
             if cgroup:
                 cgroups.remove(cgroup)

@@ -84,9 +84,12 @@ def test_limits_refused_without_delegation_with_the_reason(rl: RlRunner, rootfs:
 
 
 def test_cgroups_disabled_runs_and_says_so(rl: RlRunner, rootfs: Path) -> None:
-    r = rl("run", "--name", "nocg", "--cgroups=disabled", "--rootfs", rootfs, "echo", "ok",
-           check=True)
-    assert r.stdout == "ok\n"
+    r = rl("run", "--name", "nocg", "--cgroups=disabled", "--rootfs", rootfs, "sh", "-c",
+           "echo ok; grep ^0:: /proc/self/cgroup; grep -c ' /sys/fs/cgroup cgroup2 ' "
+           "/proc/self/mounts || true", check=True)
+    # Its cgroup namespace is rooted where PID 1 is (the supervisor's cgroup), and
+    # without a cgroup of its own nothing is mounted at /sys/fs/cgroup.
+    assert r.stdout == "ok\n0::/\n0\n"
     host = json.loads(rl("inspect", "nocg", check=True).stdout)[0]["HostConfig"]
     assert host["Cgroups"] == "disabled"
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (0, 0, None)
@@ -179,6 +182,34 @@ def test_stats_stream_until_the_container_is_gone(rl: RlRunner, rl_path: Path,
 
 
 # -- the conversions (pure functions, checked against docker's/runc's figures) ----------
+
+
+def test_cgroupfs_goes_right_after_sys() -> None:
+    from rootless.api import default_mounts
+    from rootless.mounts import CGROUPFS, with_cgroupfs
+    from rootless.spec import Mount
+
+    mounts = default_mounts(Path("/run/x"), True, True)
+    dests = [m.destination for m in with_cgroupfs(mounts)]
+    assert dests[dests.index("/sys") + 1] == "/sys/fs/cgroup"
+    assert CGROUPFS.type == "cgroup2" and "ro" in CGROUPFS.options
+    own = [*mounts, Mount("/sys/fs/cgroup/", "bind", "/tmp", ["bind"])]
+    assert with_cgroupfs(own) == own, "the user's mount on /sys/fs/cgroup wins"
+    assert with_cgroupfs(mounts[:1]) == mounts[:1], "no /sys, no cgroupfs"
+
+
+def test_pids_limit_below_two_waits_for_the_start(tmp_path: Path) -> None:
+    # C1 and PID 1 share the cgroup while starting: pids.max 1 is written after.
+    (tmp_path / "pids.max").write_text("max")
+    one = resources.parse(LimitFlags(pids_limit=1))
+    cgroups.apply(str(tmp_path), cgroups._for_start(one))
+    assert (tmp_path / "pids.max").read_text() == "2"
+    cgroups.settle(str(tmp_path), one)
+    assert (tmp_path / "pids.max").read_text() == "1"
+    five = resources.parse(LimitFlags(pids_limit=5))
+    assert cgroups._for_start(five) is five
+    cgroups.settle(str(tmp_path), five)
+    assert (tmp_path / "pids.max").read_text() == "1", "nothing to settle"
 
 
 def test_docker_conversions() -> None:

@@ -52,6 +52,30 @@ def _kv(path: Path) -> dict[str, int]:
     return {k: int(v) for k, v in (ln.split() for ln in path.read_text().splitlines())}
 
 
+def _logs(rl, ref: str) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while True:
+        out = rl("logs", ref, check=True).stdout
+        if out or time.monotonic() > deadline:
+            return out  # type: ignore[no-any-return]
+        time.sleep(0.2)
+
+
+def _inside(rl, ref: str, *files: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """What `rl exec` sees: its own cgroup line, the /sys/fs/cgroup mount, a write to
+    it, and the given files of /sys/fs/cgroup."""
+    script = ("cat /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/self/mounts; "
+              "echo max > /sys/fs/cgroup/pids.max 2>/dev/null && echo WROTE; "
+              + "".join(f"echo {f}=$(cat /sys/fs/cgroup/{f}); " for f in files))
+    out = rl("exec", ref, "sh", "-c", script, check=True).stdout.splitlines()
+    assert out[0] == "0::/", out
+    mount = out[1].split()
+    assert mount[1:3] == ["/sys/fs/cgroup", "cgroup2"], out
+    assert "ro" in mount[3].split(","), out
+    assert "WROTE" not in out, "the container's cgroupfs is read-only"
+    return dict(line.split("=", 1) for line in out[2:])
+
+
 def test_limits_written_to_a_delegated_leaf(rl, rootfs) -> None:  # type: ignore[no-untyped-def]
     st = os.stat(DISK)
     dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
@@ -59,7 +83,7 @@ def test_limits_written_to_a_delegated_leaf(rl, rootfs) -> None:  # type: ignore
              "--memory-reservation", "32m", "--cpus", "1.5", "--cpu-shares", "512",
              "--pids-limit", "100", "--cpuset-cpus", "0", "--device-read-bps", f"{DISK}:10mb",
              "--device-write-iops", f"{DISK}:100", "--blkio-weight", "500",
-             "--rootfs", rootfs, "sleep", "1000",
+             "--rootfs", rootfs, "sh", "-c", "cat /proc/self/cgroup; exec sleep 1000",
              check=True).stdout.strip()
     cg = _cgroup(rl, cid)
     base = _own_base()
@@ -71,6 +95,16 @@ def test_limits_written_to_a_delegated_leaf(rl, rootfs) -> None:  # type: ignore
         _read(base / "cgroup.subtree_control").split())
     pid1 = _inspect(rl, cid)["State"]["Pid"]
     assert Path(f"/proc/{pid1}/cgroup").read_text().strip().endswith(f"/rl/{cid}")
+    # Only PID 1 is in it: C1, which moved in first, is gone.
+    assert _read(cg / "cgroup.procs") == str(pid1)
+    # Inside, the cgroup namespace is rooted at the container's cgroup (docker's
+    # cgroupns=private): PID 1 sees "0::/"...
+    assert _logs(rl, cid) == "0::/\n"
+    # ...and its own cgroup, read-only, at /sys/fs/cgroup.
+    inside = _inside(rl, cid, "memory.max", "memory.low", "cpu.max", "pids.max", "cpuset.cpus")
+    assert inside["memory.max"] == str(64 * MiB) and inside["memory.low"] == str(32 * MiB)
+    assert inside["cpu.max"] == "150000 100000" and inside["pids.max"] == "100"
+    assert inside["cpuset.cpus"] == "0"
     assert _read(cg / "memory.max") == str(64 * MiB)
     assert _read(cg / "memory.swap.max") == str(32 * MiB)
     assert _read(cg / "memory.low") == str(32 * MiB)
@@ -128,6 +162,12 @@ def test_forks_past_pids_limit_fail(rl, rootfs) -> None:  # type: ignore[no-unty
     assert r.returncode != 0
     assert "forked 4" in r.stdout and "forked 5" not in r.stdout, r.stdout
     assert "can't fork" in r.stderr, r.stderr
+    # A limit of 1 still starts (C1 and PID 1 share the cgroup only while starting).
+    # --network host: /sys is then the host's, bound read-only, and the
+    # container's cgroupfs goes on top of the host's hierarchy.
+    r = rl("run", "--rm", "--network", "host", "--pids-limit", "1", "--rootfs", rootfs,
+           "cat", "/sys/fs/cgroup/pids.max")
+    assert (r.returncode, r.stdout) == (0, "1\n"), r.stderr
     # Unlimited, the same loop runs to its end.
     r = rl("run", "--rm", "--rootfs", rootfs, "sh", "-c",
            "for i in 1 2 3 4 5 6 7 8; do sleep 1 & echo forked $i; done; echo all")
@@ -170,9 +210,12 @@ def test_stats_match_cgroupfs_and_update_changes_limits(rl, rootfs) -> None:  # 
     table = rl("stats", "--no-stream", "--interval", "0.2", check=True).stdout
     assert "CONTAINER ID" in table and "st" in table and "64MiB" in table
 
-    # rl exec runs in the container's cgroup, under its limits.
-    r = rl("exec", "st", "cat", "/proc/self/cgroup", check=True)
-    assert r.stdout.strip().endswith(f"/rl/{cid}"), r.stdout
+    # rl exec runs in the container's cgroup, under its limits, and in its
+    # cgroup namespace: "0::/", the same limits at /sys/fs/cgroup.
+    inside = _inside(rl, "st", "memory.max", "pids.max", "cgroup.procs")
+    assert inside["memory.max"] == str(64 * MiB) and inside["pids.max"] == "50"
+    # Its own subtree only, with the PIDs of its own PID namespace.
+    assert "1" in inside["cgroup.procs"].split(), inside
 
     rl("update", "--memory", "128m", "--cpus", "1", "--pids-limit", "20", "st", check=True)
     assert _read(cg / "memory.max") == str(128 * MiB)
@@ -181,6 +224,7 @@ def test_stats_match_cgroupfs_and_update_changes_limits(rl, rootfs) -> None:  # 
     host = _inspect(rl, "st")["HostConfig"]
     assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (
         128 * MiB, 1000000000, 20)
+    assert _inside(rl, "st", "memory.max")["memory.max"] == str(128 * MiB)
     bad = rl("update", "--memory", "3x", "st")
     assert bad.returncode != 0 and "invalid size" in bad.stderr
     assert _read(cg / "memory.max") == str(128 * MiB), "a bad update changes nothing"
@@ -205,10 +249,36 @@ def test_killed_supervisor_leaves_a_cgroup_the_next_command_removes(rl, rootfs, 
     rl("rm", "-f", cid, check=True)
 
 
+def test_fuse_server_stays_out_of_the_container_cgroup(rl, rootfs, rl_state, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from imagetools import rootfs_tar
+
+    rl("import", rootfs_tar(rootfs, tmp_path / "base.tar", compress=""), "cg-base", check=True)
+    # --network none: the supervisor's only children are PID 1 and the server.
+    cid = rl("run", "-d", "--network", "none", "--storage-driver", "fuse", "--memory", "32m",
+             "--pids-limit", "10", "cg-base", "sh", "-c", "cat /proc/self/cgroup; exec sleep 1000",
+             check=True).stdout.strip()
+    cg = _cgroup(rl, cid)
+    pid1 = _inspect(rl, cid)["State"]["Pid"]
+    sup = int((rl_state.runtime_dir / "rl" / cid / "sup.pid").read_text())
+    children = Path(f"/proc/{sup}/task/{sup}/children").read_text().split()
+    servers = [int(p) for p in children if int(p) != pid1]
+    assert len(servers) == 1, children
+    # The root's server is the supervisor's, as fuse-overlayfs is podman's: it
+    # was forked before C1 moved into the container's cgroup.
+    assert _read(cg / "cgroup.procs") == str(pid1)
+    server_cg = Path(f"/proc/{servers[0]}/cgroup").read_text().strip()
+    assert server_cg == Path(f"/proc/{sup}/cgroup").read_text().strip(), server_cg
+    assert _logs(rl, cid) == "0::/\n"
+    rl("rm", "-f", cid, check=True)
+    assert not cg.exists()
+
+
 def test_cgroups_disabled_and_too_small_memory(rl, rootfs) -> None:  # type: ignore[no-untyped-def]
-    r = rl("run", "--name", "nocg", "--cgroups=disabled", "--rootfs", rootfs,
-           "cat", "/proc/self/cgroup", check=True)
-    assert "/rl/" not in r.stdout
+    r = rl("run", "--name", "nocg", "--cgroups=disabled", "--rootfs", rootfs, "sh", "-c",
+           "cat /proc/self/cgroup; grep -c ' /sys/fs/cgroup ' /proc/self/mounts", check=False)
+    # No cgroup of its own: the namespace is rooted at the supervisor's cgroup,
+    # and nothing is mounted at /sys/fs/cgroup (there is nothing of its own to show).
+    assert r.stdout.splitlines() == ["0::/", "0"], r
     ins = _inspect(rl, "nocg")
     assert ins["HostConfig"]["Cgroups"] == "disabled" and ins["HostConfig"]["Memory"] == 0
     bad = rl("run", "--memory", "4m", "--rootfs", rootfs, "true")
