@@ -584,6 +584,7 @@ class Overlay(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
+        self._gen += 1
         parent = self._node(parent_inode)
         rel, _ = self._prepare_new(parent, name)
         fd = os.open(rel, (flags & ~_OPEN_FLAGS_DROP) | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -599,7 +600,6 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        self._gen += 1
         self._gen += 1
         node = self._node(inode)
         parent = self._node(new_parent_inode)

@@ -784,3 +784,13 @@ def test_truncating_open_is_seen_by_a_listing(pair: Pair) -> None:
         pair.check()  # the listing caches size 7
         pair.do("write", name, "", None)  # open(O_WRONLY|O_CREAT|O_TRUNC)
         pair.check()
+
+
+def test_a_created_file_is_in_the_next_listing(pair: Pair) -> None:
+    # Found by the sequence test: the FUSE overlay's cached listing of a directory
+    # it had listed before missed a file created in it with creat(2).
+    pair.check()
+    pair.do("write", "f", "", None)
+    pair.check()
+    pair.do("write", "n", "", None)
+    pair.check()
