@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
-from .options import SLIRP_ADDR, SLIRP_DNS, SLIRP_GATEWAY, NetOptions
+from .options import PASTA_DNS, SLIRP_ADDR, SLIRP_DNS, SLIRP_GATEWAY, NetOptions
 
 
 def _host_resolv() -> str:
@@ -13,13 +12,6 @@ def _host_resolv() -> str:
         return Path("/etc/resolv.conf").read_text()
     except OSError:
         return ""
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 def _joined_file(opts: NetOptions, name: str) -> str | None:
@@ -35,9 +27,10 @@ def _joined_file(opts: NetOptions, name: str) -> str | None:
 def resolv_conf(opts: NetOptions) -> str:
     """--dns wins; else the stack's resolver (slirp4netns) or the host's own servers.
 
-    The host's search and options lines are kept, as docker does. pasta copies
-    the host's servers, except loopback ones, which cannot be reached from the
-    container: those become pasta's forwarder at the gateway.
+    The host's search and options lines are kept, as docker does. With pasta,
+    the container asks PASTA_DNS, which pasta forwards to the host's resolver
+    (as podman does): a loopback resolver (systemd-resolved's 127.0.0.53)
+    serves the container too.
     """
     if opts.mode == "container" and not opts.dns:
         joined = _joined_file(opts, "resolv.conf")
@@ -45,8 +38,6 @@ def resolv_conf(opts: NetOptions) -> str:
             return joined
     host = _host_resolv()
     kept = [ln for ln in host.splitlines() if ln.split()[:1] in (["search"], ["options"])]
-    host_servers = [ln.split()[1] for ln in host.splitlines()
-                    if ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1]
     if opts.mode == "none" and not opts.dns:
         return ""
     if opts.dns:
@@ -54,7 +45,7 @@ def resolv_conf(opts: NetOptions) -> str:
     elif opts.mode == "slirp4netns":
         servers = [SLIRP_DNS]
     elif opts.mode == "pasta":
-        servers = [s for s in host_servers if not _is_loopback(s)]
+        servers = [PASTA_DNS]
     else:  # host, container: whatever the host uses
         return host
     return "".join(f"nameserver {s}\n" for s in servers) + "".join(ln + "\n" for ln in kept)

@@ -21,6 +21,7 @@ MODES = ("slirp4netns", "pasta", "host", "none", "container")
 PORT_HANDLERS = ("rl", "slirp4netns")
 SLIRP_ADDR = "10.0.2.100"
 SLIRP_DNS = "10.0.2.3"
+PASTA_DNS = "169.254.1.1"  # pasta forwards DNS sent here to the host's resolver (podman's)
 SLIRP_GATEWAY = "10.0.2.2"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from rootless import _syscalls as sc
 from rootless.errors import RlError
 
-from .options import NetOptions
+from .options import PASTA_DNS, NetOptions
 from .slirp import _last_line, check_tun, find_binary, wait_child
 
 READY_TIMEOUT = 10.0
@@ -53,6 +53,8 @@ class Pasta:
                 "--userns", f"/proc/{pid}/ns/user", "--netns", f"/proc/{pid}/ns/net"]
         if not self.opts.allow_host_loopback:
             args.append("--no-map-gw")
+        if not self.opts.dns:
+            args += ["--dns-forward", PASTA_DNS]
         self.pid_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, preexec_fn=_die_with_parent)

@@ -649,6 +649,43 @@ def test_pasta_mirrors_the_host_and_publishes(rl: RlRunner, rootfs: Path, www: P
         assert support.wait_until(lambda: port_free(port))
 
 
+def _host_resolver_answers() -> bool:
+    """Whether the host's first nameserver answers a query at all (NXDOMAIN is an answer)."""
+    import struct
+
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+        server = next(ln.split()[1] for ln in lines if ln.split()[:1] == ["nameserver"])
+    except (OSError, StopIteration, IndexError):
+        return False
+    query = struct.pack(">HHHHHH", 0x2a2a, 0x0100, 1, 0, 0, 0) + b"\x07example\x03com\x00" \
+        + struct.pack(">HH", 1, 1)
+    with socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET,
+                       socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        try:
+            s.sendto(query, (server, 53))
+            return len(s.recv(512)) >= 12
+        except OSError:
+            return False
+
+
+def test_pasta_forwards_dns_to_the_host_resolver(rl: RlRunner, rootfs: Path) -> None:
+    # podman's way: the container asks 169.254.1.1 and pasta forwards to the host's
+    # resolver, so a resolver on the host's loopback (127.0.0.53) serves it too.
+    support.require_pasta()
+    out = sh(rl, rootfs, "cat /etc/resolv.conf", "--network", "pasta")
+    assert out.splitlines()[0] == "nameserver 169.254.1.1"
+    support.require(_host_resolver_answers(), "the host's resolver does not answer here")
+    r = rl("run", "--rm", "--network", "pasta", "--rootfs", rootfs, "nslookup", "example.com")
+    text = r.stdout + r.stderr
+    assert "timed out" not in text and "no servers could be reached" not in text, text
+    assert "169.254.1.1" in text and ("can't find" in text or "Address" in text), text
+    # --dns: the user's servers, no forwarder
+    out = sh(rl, rootfs, "cat /etc/resolv.conf", "--network", "pasta", "--dns", "192.0.2.53")
+    assert out.splitlines()[0] == "nameserver 192.0.2.53"
+
+
 def test_missing_pasta_names_the_package(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
