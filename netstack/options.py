@@ -2,7 +2,7 @@
 
 `--network` accepts podman's syntax: `slirp4netns[:opt=v,...]`, `pasta`,
 `host`, `none`, `container:NAME`. slirp4netns options: `port_handler=rl|slirp4netns`,
-`allow_host_loopback=true|false`, `mtu=N`.
+`allow_host_loopback=true|false`, `mtu=N`, `enable_ipv6=true|false`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ SLIRP_ADDR = "10.0.2.100"
 SLIRP_DNS = "10.0.2.3"
 PASTA_DNS = "169.254.1.1"  # pasta forwards DNS sent here to the host's resolver (podman's)
 SLIRP_GATEWAY = "10.0.2.2"
+SLIRP6_ADDR = "fd00::100"  # slirp4netns's IPv6 network is fd00::/64, its router fd00::2
+SLIRP6_GATEWAY = "fd00::2"
+SLIRP6_DNS = "fd00::3"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class NetOptions:
     port_handler: str = "rl"
     allow_host_loopback: bool = False
     mtu: int = 65520
+    enable_ipv6: bool = False
     container: str = ""  # mode "container": the other container's name or id
     ports: list[PortMapping] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
@@ -47,7 +51,7 @@ class NetOptions:
         return {
             "mode": self.mode, "port_handler": self.port_handler,
             "allow_host_loopback": self.allow_host_loopback, "mtu": self.mtu,
-            "container": self.container,
+            "enable_ipv6": self.enable_ipv6, "container": self.container,
             "ports": [p.to_dict() for p in self.ports], "dns": self.dns,
             "dns_search": self.dns_search, "add_hosts": [list(h) for h in self.add_hosts],
             "bandwidth_bit": self.bandwidth_bit,
@@ -58,7 +62,7 @@ class NetOptions:
         return cls(
             mode=d.get("mode", DEFAULT_MODE), port_handler=d.get("port_handler", "rl"),
             allow_host_loopback=bool(d.get("allow_host_loopback")), mtu=int(d.get("mtu", 65520)),
-            container=d.get("container", ""),
+            enable_ipv6=bool(d.get("enable_ipv6")), container=d.get("container", ""),
             ports=[PortMapping.from_dict(p) for p in d.get("ports", [])],
             dns=list(d.get("dns", [])), dns_search=list(d.get("dns_search", [])),
             add_hosts=[(h[0], h[1]) for h in d.get("add_hosts", [])],
@@ -102,9 +106,11 @@ def parse_network(value: str) -> NetOptions:
             if not val.isdigit() or not 1280 <= int(val) <= 65520:
                 raise RlError(f"invalid mtu {val!r}: expected 1280-65520")
             opts.mtu = int(val)
+        elif key == "enable_ipv6":
+            opts.enable_ipv6 = _bool(key, val)
         else:
             raise RlError(f"unknown slirp4netns option {key!r} (known: port_handler, "
-                          "allow_host_loopback, mtu)")
+                          "allow_host_loopback, mtu, enable_ipv6)")
     return opts
 
 

@@ -100,6 +100,8 @@ class Slirp4netns:
                 f"--userns-path=/proc/{pid}/ns/user", "--netns-type=path"]
         if not self.opts.allow_host_loopback:
             args.append("--disable-host-loopback")
+        if self.opts.enable_ipv6:
+            args.append("--enable-ipv6")  # the container's PID 1 sets its address (network.py)
         args += [f"/proc/{pid}/ns/net", "tap0"]
         try:
             with open(self.log_path, "wb") as log:

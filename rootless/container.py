@@ -166,6 +166,10 @@ def _container_pid1(
             sc.sethostname(spec.hostname)
         if spec.namespace("network") is not None:
             network.loopback_up()
+            if cfg.net.get("enable_ipv6") and cfg.net.get("mode") == "slirp4netns":
+                from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY
+
+                network.ipv6_up("tap0", SLIRP6_ADDR, 64, SLIRP6_GATEWAY)
         mounts.setup(spec, cgroupfs=cgroupfs)
         if pty_sock is not None:
             take_terminal(pty_sock, spec.process.console_size)

@@ -190,6 +190,40 @@ def test_host_loopback_only_when_allowed(rl: RlRunner, rootfs: Path) -> None:
         srv.shutdown(socket.SHUT_RDWR)
 
 
+def test_ipv6_inside_the_container(rl: RlRunner, rootfs: Path) -> None:
+    import threading
+
+    # Its address and route are there before its command runs (no waiting for a
+    # router advertisement), and it reaches the host's ::1 through fd00::2.
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as srv:
+        srv.bind(("::1", 0))
+        srv.listen(4)
+        port = srv.getsockname()[1]
+
+        def answer() -> None:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"pong6\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        out = sh(rl, rootfs, f"ip -6 addr show tap0 | grep -c 'inet6 fd00::100/64'; "
+                 f"ip -6 route | grep -c '^default via fd00::2'; "
+                 f"nc fd00::2 {port} </dev/null 2>&1; true",
+                 "--network", "slirp4netns:enable_ipv6=true,allow_host_loopback=true")
+        assert out.split() == ["1", "1", "pong6"], out
+        srv.shutdown(socket.SHUT_RDWR)
+    # Without the option the container has no IPv6 address but its link-local one.
+    out = sh(rl, rootfs, "ip -6 addr show tap0 | grep -c 'scope global'; true")
+    assert out.strip() == "0"
+    r = rl("run", "--rm", "--network", "slirp4netns:enable_ipv6=maybe", "--rootfs", rootfs,
+           "true")
+    assert r.returncode == 125 and "enable_ipv6" in r.stderr
+
+
 # -- published ports ----------------------------------------------------------------
 
 
