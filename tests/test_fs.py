@@ -530,13 +530,19 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def test_fuse_server_death_gives_errors_not_a_hang(agent: Agent, workdir: Path) -> None:
+def _fuse_mount(agent: Agent, workdir: Path) -> tuple[str, int]:
+    """A fuse mount of the standard lowers at workdir/m; (mount point, server pid)."""
     lowers = build_lowers(agent, workdir)
     for d in ("u", "w", "m"):
         (workdir / d).mkdir()
     m = str(workdir / "m")
     pid = agent.ok("mount", driver="fuse", lowers=lowers, upper=str(workdir / "u"),
                    work=str(workdir / "w"), target=m)
+    return m, pid
+
+
+def test_fuse_server_death_gives_errors_not_a_hang(agent: Agent, workdir: Path) -> None:
+    m, pid = _fuse_mount(agent, workdir)
     assert agent.fs(m, "read", "f") == "hello\n"
     assert agent.ok("server_error", target=m) is None
     os.kill(pid, 9)
@@ -552,12 +558,7 @@ def test_fuse_server_death_gives_errors_not_a_hang(agent: Agent, workdir: Path) 
 def test_fuse_server_stops_on_sigterm_while_busy(agent: Agent, workdir: Path) -> None:
     # The server takes waiting requests back to back (fs/fuse.py); SIGTERM must
     # still stop it while clients keep it busy.
-    lowers = build_lowers(agent, workdir)
-    for d in ("u", "w", "m"):
-        (workdir / d).mkdir()
-    m = str(workdir / "m")
-    pid = agent.ok("mount", driver="fuse", lowers=lowers, upper=str(workdir / "u"),
-                   work=str(workdir / "w"), target=m)
+    m, pid = _fuse_mount(agent, workdir)
     # three writers, so one's request always waits while the server does
     # another's; each stops once the mount is gone (or after 20 s at most)
     # and then leaves a done.N behind

@@ -165,13 +165,14 @@ def test_exec_joins_the_network(rl: RlRunner, rootfs: Path) -> None:
         assert "inet 10.0.2.100/24" in out
 
 
-def test_host_loopback_only_when_allowed(rl: RlRunner, rootfs: Path) -> None:
+@contextlib.contextmanager
+def _answering(family: int, host: str, reply: bytes) -> Iterator[int]:
+    """A TCP server on the host that sends reply to every client; yields its port."""
     import threading
 
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
+    with socket.socket(family, socket.SOCK_STREAM) as srv:
+        srv.bind((host, 0))
         srv.listen(8)
-        port = srv.getsockname()[1]
 
         def answer() -> None:
             while True:
@@ -180,42 +181,32 @@ def test_host_loopback_only_when_allowed(rl: RlRunner, rootfs: Path) -> None:
                 except OSError:
                     return
                 with conn:
-                    conn.sendall(b"pong\n")
+                    conn.sendall(reply)
 
         threading.Thread(target=answer, daemon=True).start()
+        try:
+            yield srv.getsockname()[1]
+        finally:
+            srv.shutdown(socket.SHUT_RDWR)
+
+
+def test_host_loopback_only_when_allowed(rl: RlRunner, rootfs: Path) -> None:
+    with _answering(socket.AF_INET, "127.0.0.1", b"pong\n") as port:
         script = f"nc 10.0.2.2 {port} </dev/null 2>&1; true"
         assert "pong" not in sh(rl, rootfs, script)
         out = sh(rl, rootfs, script, "--network", "slirp4netns:allow_host_loopback=true")
         assert out == "pong\n"
-        srv.shutdown(socket.SHUT_RDWR)
 
 
 def test_ipv6_inside_the_container(rl: RlRunner, rootfs: Path) -> None:
-    import threading
-
     # Its address and route are there before its command runs (no waiting for a
     # router advertisement), and it reaches the host's ::1 through fd00::2.
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as srv:
-        srv.bind(("::1", 0))
-        srv.listen(4)
-        port = srv.getsockname()[1]
-
-        def answer() -> None:
-            while True:
-                try:
-                    conn, _ = srv.accept()
-                except OSError:
-                    return
-                with conn:
-                    conn.sendall(b"pong6\n")
-
-        threading.Thread(target=answer, daemon=True).start()
+    with _answering(socket.AF_INET6, "::1", b"pong6\n") as port:
         out = sh(rl, rootfs, f"ip -6 addr show tap0 | grep -c 'inet6 fd00::100/64'; "
                  f"ip -6 route | grep -c '^default via fd00::2'; "
                  f"nc fd00::2 {port} </dev/null 2>&1; true",
                  "--network", "slirp4netns:enable_ipv6=true,allow_host_loopback=true")
         assert out.split() == ["1", "1", "pong6"], out
-        srv.shutdown(socket.SHUT_RDWR)
     # Without the option the container has no IPv6 address but its link-local one.
     out = sh(rl, rootfs, "ip -6 addr show tap0 | grep -c 'scope global'; true")
     assert out.strip() == "0"
