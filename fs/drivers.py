@@ -137,12 +137,11 @@ class Serving:
     mount is made by a short-lived process (C1, see rootless/container.py), so
     there the server instead watches *life_fd*, the read end of a pipe whose
     write end only the supervisor holds: EOF means the supervisor is gone, and
-    the server unmounts and exits. *close_fds* are the mounting process's
-    descriptors the server must not keep (a pipe whose EOF someone waits for).
+    the server unmounts and exits. The server then keeps no descriptor but
+    its own (no lock, socket or pipe of the mounting process's family).
     """
 
     life_fd: int
-    close_fds: Sequence[int] = ()
 
 
 def mount(driver: str, lowers: Sequence[str], upper: str, work: str, target: str,
@@ -225,7 +224,7 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
                 if os.getppid() != parent:
                     os.kill(os.getpid(), signal.SIGTERM)
             else:
-                _close_quietly(serving.close_fds)
+                sc.close_fds_except({fd, serving.life_fd, *ops.fds, ops.work_fd})
             os.umask(0)  # the kernel has applied the caller's umask already
             trio.run(_serve_until_gone, fd, ops, target,
                      serving.life_fd if serving else None)
@@ -238,12 +237,6 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
     os.close(fd)  # the server's copy must be the last one, or its death hangs users
     ops.close()
     return Mounted("fuse", target, pid)
-
-
-def _close_quietly(fds: Sequence[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 async def _serve_until_gone(fd: int, ops: Overlay, target: str, life_fd: int | None) -> None:
@@ -313,7 +306,7 @@ def _keep_serving(lowers: Sequence[str], upper: str, work: str, target: str,
         code = 1
         try:
             os.close(r)
-            _close_quietly(serving.close_fds)
+            sc.close_fds_except({w, serving.life_fd})
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)

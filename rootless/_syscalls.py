@@ -132,6 +132,17 @@ def close_range_cloexec(first: int) -> None:
                 pass
 
 
+def close_fds_except(keep: set[int]) -> None:
+    """Close every descriptor but stdio and *keep*: for a forked process that
+    must hold nothing of its parent's (a lock, a socket, a pipe somebody
+    waits on for EOF)."""
+    start = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, 1 << 20)
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 

@@ -154,6 +154,13 @@ def _container_pid1(
 ) -> NoReturn:
     spec = cfg.spec
     try:
+        # PID 1 holds nothing of the supervisor's (sup.lock, the client's
+        # socket, published ports, the fork server's log): with --init it
+        # lives on beside the command, which could reach them via /proc/1/fd.
+        keep = {report_w, sync_r, *(stdio or ())}
+        if pty_sock is not None:
+            keep.add(pty_sock.fileno())
+        sc.close_fds_except(keep)
         if os.read(sync_r, 1) != b"G":
             os._exit(EXIT_RL)
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -229,7 +236,7 @@ def _userns_error(err: OSError) -> RlError:
                    "are disabled or exhausted; an administrator must allow them)")
 
 
-def _mount_root(cfg: ContainerConfig, life_r: int | None, keep_out: list[int]) -> int | None:
+def _mount_root(cfg: ContainerConfig, life_r: int | None) -> int | None:
     """Mount the overlay root in a mount namespace of its own; the server's pid, if any.
 
     The container's mount namespace is unshared from this one afterwards, so
@@ -240,7 +247,7 @@ def _mount_root(cfg: ContainerConfig, life_r: int | None, keep_out: list[int]) -
 
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
-    serving = drivers.Serving(life_r, keep_out) if life_r is not None else None
+    serving = drivers.Serving(life_r) if life_r is not None else None
     missing = [d for d in [*cfg.layers, cfg.upper] if not os.path.isdir(d)]
     if missing:
         raise RlError(f"the container's storage is incomplete: {missing[0]} is missing "
@@ -287,10 +294,7 @@ def _first_process(
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
         if cfg.storage_driver in OVERLAY_DRIVERS:
-            keep_out = [report_w, sync_r, *(stdio or ())]
-            if pty_sock is not None:
-                keep_out.append(pty_sock.fileno())
-            server = _mount_root(cfg, life_r, keep_out)
+            server = _mount_root(cfg, life_r)
             if server:
                 report.send(report_w, f"F{server}")
         if life_r is not None:

@@ -143,9 +143,19 @@ def finish(prepared: Prepared, cfg: ContainerConfig, mount_points: list[tuple[st
     cfg.storage_driver = prepared.driver
     if prepared.driver != "vfs":
         lowers = prepared.image_layers
-        init = prepared.tmp / "init"
-        for dest, is_dir in mount_points:
-            _make_in_init(str(init), lowers, dest, is_dir)
+        init = str(prepared.tmp / "init")
+        try:
+            # Usually every directory involved is the container root's, which
+            # is this user: no user namespace (and no fork) is needed.
+            _populate_init(init, lowers, mount_points, as_root=False)
+        except _NeedsRoot:
+            from fs import walk
+
+            from . import userns
+
+            for name in os.listdir(init):  # start over, as root of the namespace
+                walk.remove(os.path.join(init, name))
+            userns.run(lambda: _populate_init(init, lowers, mount_points, as_root=True))
         cfg.created_mountpoints = []
         cfg.layers = [str(final / "init"), *lowers]
         cfg.upper = str(final / "diff")
@@ -155,42 +165,55 @@ def finish(prepared: Prepared, cfg: ContainerConfig, mount_points: list[tuple[st
     os.rename(prepared.tmp, final)
 
 
-def _make_in_init(init: str, lowers: list[str], dest: str, is_dir: bool) -> None:
-    """Create dest (and its parents) in the init layer where the image lacks them.
+class _NeedsRoot(Exception):
+    """An init-layer directory must belong to another id than the container's root,
+    or the image's directories deny this user: redo it as root of the namespace."""
 
-    A destination whose path the image leads through a symlink, or through
-    a directory this user cannot read, is left alone: the container's PID 1
-    resolves it safely inside its root at start (mounts.secure_join).
+
+def _populate_init(init: str, lowers: list[str], mount_points: list[tuple[str, bool]],
+                   as_root: bool) -> None:
+    """Create the mount points the image lacks (and their parents) in the init layer.
+
+    A parent the image has is made with the image's owner, mode and times,
+    since the init layer's directory is what the container sees there (mode
+    and times set last, bottom up: a 0550 /root must still take /root/data).
+    A destination the image routes through a symlink is left to the
+    container's PID 1 to create safely at start (mounts.secure_join).
     """
     from fs import diff
 
-    parts = [p for p in dest.split("/") if p]
-    for i in range(1, len(parts) + 1):
-        rel = "/".join(parts[:i])
-        last = i == len(parts)
-        try:
-            st = diff.lower_lstat(rel, lowers)
-        except PermissionError:
-            return
-        path = os.path.join(init, rel)
-        if st is not None:
-            if stat.S_ISDIR(st.st_mode) and not last:
-                if not os.path.isdir(path):
+    made: list[tuple[str, os.stat_result]] = []  # directories copied from the image
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        for dest, is_dir in mount_points:
+            parts = [p for p in dest.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                rel = "/".join(parts[:i])
+                last = i == len(parts)
+                st = diff.lower_lstat(rel, lowers)
+                path = os.path.join(init, rel)
+                if st is not None:
+                    if not stat.S_ISDIR(st.st_mode) or last:
+                        break  # there already (or not a directory: resolved at start)
+                    if not os.path.isdir(path):
+                        if not as_root and (st.st_uid, st.st_gid) != (uid, gid):
+                            raise _NeedsRoot
+                        os.mkdir(path, 0o755)
+                        made.append((path, st))
+                    continue
+                if last and not is_dir:
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+                    os.chmod(path, 0o644)
+                elif not os.path.isdir(path):
                     os.mkdir(path)
-                    _copy_dir_meta(st, path)
-                continue
-            return  # there already (or not a directory: resolved at start)
-        if last and not is_dir:
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-            os.chmod(path, 0o644)
-        elif not os.path.isdir(path):
-            os.mkdir(path)
-            os.chmod(path, 0o755)
-
-
-def _copy_dir_meta(st: os.stat_result, path: str) -> None:
-    """The image's mode and times for an init-layer directory that now sits above it."""
-    with contextlib.suppress(OSError):
+                    os.chmod(path, 0o755)
+    except PermissionError:
+        if as_root:
+            raise
+        raise _NeedsRoot from None
+    for path, st in reversed(made):  # children first: their creation moved the times
+        if as_root:
+            os.lchown(path, st.st_uid, st.st_gid)
         os.chmod(path, stat.S_IMODE(st.st_mode))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 

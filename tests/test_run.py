@@ -138,6 +138,8 @@ def test_only_stdio_fds_are_open(rl: RlRunner, rootfs: Path) -> None:
     assert all("rl" not in line for line in out.splitlines() if line.split()[0] == "3")
     out = sh(rl, rootfs, "ls /proc/self/fd | wc -l", "--init")
     assert int(out) <= 4
+    # --init's PID 1 lives beside the command: it holds nothing of the supervisor's
+    assert sh(rl, rootfs, "ls /proc/1/fd | wc -l", "--init").strip() == "3"
     assert sh(rl, rootfs, "pwd; readlink /proc/self/cwd").split() == ["/", "/"]
 
 

@@ -207,6 +207,56 @@ def _state(pid: int) -> str:
     return ""
 
 
+def _fd_targets(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("driver", ["fuse", "fuse-overlayfs"])
+def test_fuse_server_holds_nothing_of_the_supervisors(rl: RlRunner, two_layers: str,
+                                                      rl_state: RlState, driver: str) -> None:
+    # Not sup.lock (rl would think the container runs after its supervisor died),
+    # not a published port, not the client's socket.
+    import socket
+
+    _require_driver(driver)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = set(_servers_of("-"))
+    cid = rl("run", "-d", "-p", f"127.0.0.1:{port}:80", "--storage-driver", driver,
+             two_layers, "sleep", "600", check=True).stdout.strip()
+    try:
+        servers = [p for p in _servers_of(cid) if p not in before]
+        sup = int((rl_state.runtime_dir / "rl" / cid / "sup.pid").read_text())
+        keepers = [p for p in _processes_of_user()
+                   if _ppid(p) == sup and driver in _cmdline(p) + _children_cmdlines(p)]
+        supervisors = {t for t in _fd_targets(sup) if t.startswith("socket:")}
+        assert supervisors  # the published port, ctl.sock
+        for pid in {*servers, *keepers}:
+            targets = _fd_targets(pid)
+            assert not [t for t in targets if t.endswith("sup.lock")], (pid, targets)
+            assert not targets & supervisors, (pid, targets & supervisors)
+    finally:
+        rl("rm", "-f", cid, check=True)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _children_cmdlines(pid: int) -> str:
+    return " ".join(_cmdline(c) for c in _processes_of_user() if _ppid(c) == pid)
+
+
 def test_missing_layer_is_a_clear_error_at_start(rl: RlRunner, two_layers: str,
                                                  rl_state: RlState) -> None:
     cid = rl("create", "--storage-driver", "overlay", two_layers, "true",
@@ -322,6 +372,33 @@ def test_an_image_of_many_layers(rl: RlRunner, rootfs: Path, tmp_path: Path,
     r = rl("run", "--rm", "--storage-driver", driver, "many", "sh", "-c",
            "ls /many | wc -l; cat /many/l78; ls /many/l00 2>&1; true", check=True, timeout=120)
     assert r.stdout.splitlines() == ["78", "78", "ls: /many/l00: No such file or directory"]
+
+
+@pytest.mark.parametrize("driver", ["overlay", "fuse", "vfs"])
+def test_mount_points_keep_the_images_owners_and_modes(rl: RlRunner, rootfs: Path,
+                                                       tmp_path: Path, driver: str) -> None:
+    # The init layer holds the parents of -v targets: they must look as in the image
+    # (a user's 0700 home stays the user's; a 0550 /root still takes /root/data).
+    _require_driver(driver)
+
+    def extra(tf: tarfile.TarFile) -> None:
+        add_file(tf, "./home/user", mode=0o700, uid=1000, gid=1000, type=tarfile.DIRTYPE)
+        add_file(tf, "./home/user/f", b"mine\n", mode=0o600, uid=1000, gid=1000)
+        add_file(tf, "./root", mode=0o550, type=tarfile.DIRTYPE)
+
+    rl("import", rootfs_tar(rootfs, tmp_path / "own.tar", extra=extra), "st-owners",
+       check=True)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    r = rl("run", "--rm", "--storage-driver", driver, "-u", "1000", "-v",
+           f"{vol}:/home/user/data", "-v", f"{vol}:/root/data", "st-owners", "sh", "-c",
+           "stat -c '%U %a %Y' /home/user /root; cat /home/user/f", check=True)
+    lines = r.stdout.splitlines()
+    if driver == "vfs":  # the copy is the container's own: the targets were made in it
+        lines = [" ".join(x.split()[:2]) if x != "mine" else x for x in lines]
+        assert lines == ["user 700", "root 550", "mine"]
+    else:
+        assert lines == ["user 700 1700000000", "root 550 1700000000", "mine"]
 
 
 def test_walk_does_not_follow_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
