@@ -389,58 +389,100 @@ def _mount_vfs(lowers: Sequence[str], upper: str, work: str, target: str) -> Mou
     return Mounted("vfs", target)
 
 
-def apply_layer(src: str, dest: str,
-                links: dict[tuple[int, int], str] | None = None) -> None:
-    """Lay one extracted layer over *dest*, honouring its whiteouts and opaque dirs."""
-    links = {} if links is None else links  # hard links inside the layer stay links
-    for name in os.listdir(src):
-        s, d = os.path.join(src, name), os.path.join(dest, name)
-        st = os.lstat(s)
-        if layout.is_whiteout_stat(st):
-            _remove(d)
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            if layout.is_opaque(s) or os.path.islink(d) or (
-                    os.path.lexists(d) and not os.path.isdir(d)):
-                _remove(d)
-            if not os.path.lexists(d):
-                os.mkdir(d)
-            apply_layer(s, d, links)
-            os.chown(d, st.st_uid, st.st_gid)
-            _copy_stat(s, d)
-            continue
-        _remove(d)
-        key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and key in links:
-            os.link(links[key], d)
-            continue
-        links[key] = d
-        if stat.S_ISREG(st.st_mode):
-            with open(s, "rb") as fi, open(d, "xb") as fo:
-                copy_sparse(fi.fileno(), fo.fileno(), st.st_size)
-        elif stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(s), d)
-        else:
-            os.mknod(d, st.st_mode, st.st_rdev)
-        os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-        else:
-            _copy_stat(s, d)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy_stat(s: str, d: str) -> None:
-    """Mode, times and xattrs, without the layer's own overlay marks."""
-    shutil.copystat(s, d, follow_symlinks=False)
-    for name in os.listxattr(d, follow_symlinks=False):
-        if name.startswith("user.overlay."):
-            os.removexattr(d, name, follow_symlinks=False)
+def apply_layer(src: str, dest: str) -> None:
+    """Lay one extracted layer over *dest*, honouring its whiteouts and opaque dirs.
 
-
-def _remove(path: str) -> None:
+    Iterative and relative to directory fds: a layer at PATH_MAX depth is as
+    good as any. Hard links inside the layer stay links. A directory's own
+    metadata is set once everything below it is in place.
+    """
     from fs import walk
 
-    walk.remove(path)
+    walk.allow_deep_trees()
+    links: dict[tuple[int, int], str] = {}  # (dev, ino) in the layer -> path below dest
+    src_root, dst_root = os.open(src, _DIR), os.open(dest, _DIR)
+    # (layer dir fd, dest dir fd, path below dest, names left, (parent fds, name, stat))
+    Frame = tuple[int, int, str, list[str],
+                  tuple[int, int, str, os.stat_result] | None]
+    stack: list[Frame] = [(src_root, dst_root, "", sorted(os.listdir(src_root)), None)]
+    try:
+        while stack:
+            sfd, dfd, rel, names, own = stack[-1]
+            if not names:
+                stack.pop()
+                os.close(sfd)
+                os.close(dfd)
+                if own is not None:
+                    psfd, pdfd, name, st = own
+                    os.chown(name, st.st_uid, st.st_gid, dir_fd=pdfd, follow_symlinks=False)
+                    _copy_meta(psfd, pdfd, name, st)
+                continue
+            name = names.pop()
+            st = os.lstat(name, dir_fd=sfd)
+            sub = f"{rel}/{name}" if rel else name
+            if layout.is_whiteout_stat(st):
+                walk.remove(name, dir_fd=dfd)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    there = os.lstat(name, dir_fd=dfd)
+                except FileNotFoundError:
+                    there = None
+                if there is not None and (not stat.S_ISDIR(there.st_mode)
+                                          or layout.is_opaque(f"/proc/self/fd/{sfd}/{name}")):
+                    walk.remove(name, dir_fd=dfd)
+                    there = None
+                if there is None:
+                    os.mkdir(name, 0o700, dir_fd=dfd)
+                child_s = os.open(name, _DIR, dir_fd=sfd)
+                child_d = os.open(name, _DIR, dir_fd=dfd)
+                stack.append((child_s, child_d, sub, sorted(os.listdir(child_s)),
+                              (sfd, dfd, name, st)))
+                continue
+            walk.remove(name, dir_fd=dfd)
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                os.link(links[key], name, src_dir_fd=dst_root, dst_dir_fd=dfd,
+                        follow_symlinks=False)
+                continue
+            links[key] = sub
+            if stat.S_ISREG(st.st_mode):
+                fi = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+                try:
+                    fo = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+                    try:
+                        copy_sparse(fi, fo, st.st_size)
+                    finally:
+                        os.close(fo)
+                finally:
+                    os.close(fi)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
+            else:
+                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+            _copy_meta(sfd, dfd, name, st)
+    finally:
+        for sfd, dfd, *_ in stack:
+            os.close(sfd)
+            os.close(dfd)
+
+
+def _copy_meta(sfd: int, dfd: int, name: str, st: os.stat_result) -> None:
+    """Mode (after chown, which clears set-id bits), xattrs without the layer's own
+    overlay marks, then times; a symlink has only times."""
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+        s_path, d_path = f"/proc/self/fd/{sfd}/{name}", f"/proc/self/fd/{dfd}/{name}"
+        for attr in os.listxattr(s_path, follow_symlinks=False):
+            if not attr.startswith("user.overlay."):
+                os.setxattr(d_path, attr, os.getxattr(s_path, attr, follow_symlinks=False),
+                            follow_symlinks=False)
+    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
 
 
 # ----------------------------------------------------------------------

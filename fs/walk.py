@@ -69,7 +69,7 @@ class Entry:
 
 def walk(root: str) -> Iterator[Entry]:
     """Every entry below *root* (not root itself), depth first, parents first."""
-    _allow_deep_trees()
+    allow_deep_trees()
     top = os.open(root, _DIR_FLAGS)
     # (dir fd, rel of that dir, names left to visit)
     stack: list[tuple[int, str, list[str]]] = [(top, "", sorted(os.listdir(top), reverse=True))]
@@ -104,9 +104,10 @@ def walk(root: str) -> Iterator[Entry]:
             os.close(dfd)
 
 
-def _allow_deep_trees() -> None:
-    """One fd per level: a tree at PATH_MAX depth needs ~2,000 at once, past the
-    usual soft limit of 1,024 (the walkers are short-lived helpers)."""
+def allow_deep_trees() -> None:
+    """One fd per level (two in fs.drivers.apply_layer): a tree at PATH_MAX depth
+    needs thousands at once, past the usual soft limit of 1,024 (the walkers
+    are short-lived helpers)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -126,7 +127,7 @@ def remove(name: str, dir_fd: int | None = None) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
         return
-    _allow_deep_trees()
+    allow_deep_trees()
     # (fd of a directory being emptied, its name, the fd of its parent)
     try:
         stack = [(_open_to_empty(name, dir_fd), name, dir_fd)]

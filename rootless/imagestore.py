@@ -405,6 +405,21 @@ class Store:
         with self._index_lock():
             self._save_index([e for e in self._load_index() if e["digest"] != manifest_digest])
 
+    def _remove_layer(self, path: Path) -> None:
+        """Delete a layer directory, first taking its name away: a removal killed
+        half-way must never leave a partial layer that is trusted as complete
+        (ensure_layer takes an existing directory as unpacked; containers mount it)."""
+        from . import userns
+
+        if not path.name.startswith((".tmp-", ".rm-")):
+            trash = path.with_name(f".rm-{path.name}-{os.urandom(4).hex()}")
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                return
+            path = trash
+        userns.remove_tree(path)
+
     def rollback(self) -> bool:
         """After a failed import/load/pull: drop what it added that no image references.
 
@@ -414,7 +429,6 @@ class Store:
         here; collect() frees it later if no image came to reference it.
         Returns whether it rolled back.
         """
-        from . import userns
 
         with self._sole_writer() as sole:
             if sole:
@@ -429,7 +443,7 @@ class Store:
                 for digest in self.new_blobs - keep_blobs:
                     self.blob_path(digest).unlink(missing_ok=True)
                 for diff_id in self.new_layers - keep_layers:
-                    userns.remove_tree(self.layer_dir(diff_id))
+                    self._remove_layer(self.layer_dir(diff_id))
         self.new_blobs.clear()
         self.new_layers.clear()
         return sole
@@ -441,7 +455,6 @@ class Store:
 
         Returns (blobs freed, bytes freed).
         """
-        from . import userns
 
         with self.collecting():
             keep_blobs: set[str] = set()
@@ -473,7 +486,7 @@ class Store:
             hexes = {d.partition(":")[2] for d in keep_layers}
             for path in self.layers.iterdir():
                 if path.name not in hexes:
-                    userns.remove_tree(path)
+                    self._remove_layer(path)
             for path in self.locks.iterdir():
                 if path.name.removesuffix(".lock") not in hexes:
                     path.unlink(missing_ok=True)

@@ -252,7 +252,11 @@ def collect_garbage(container_ids: set[str]) -> None:
         return
     for entry in root.iterdir():
         if entry.name.startswith(".rm-"):
-            if time.time() - entry.lstat().st_ctime > 60:
+            try:
+                stale = time.time() - entry.lstat().st_ctime > 60
+            except FileNotFoundError:
+                continue  # its remover just finished
+            if stale:
                 userns.remove_tree(entry)
         elif entry.name.startswith(".tmp-") or entry.name not in container_ids:
             userns.remove_tree(entry)

@@ -222,6 +222,8 @@ def load_profile(path: str, caps: list[str]) -> Seccomp:
             args = [SeccompArg(index=int(a["index"]), value=int(a.get("value", 0)),
                                value_two=int(a.get("valueTwo", 0)), op=str(a["op"]))
                     for a in raw.get("args") or []]
+            if any(not 0 <= a.index <= 5 for a in args):
+                raise ValueError("an argument index outside 0-5")
             rules.append(SeccompSyscall(names=names, action=str(raw["action"]),
                                         errno_ret=raw.get("errnoRet"), args=args))
         default_errno = data.get("defaultErrnoRet")

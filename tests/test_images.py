@@ -116,8 +116,10 @@ def test_rm_removes_the_container_storage(rl: RlRunner, bb: str, rl_state: RlSta
     assert not own.exists()
     r = rl("run", "--rm", "--storage-driver", driver, bb, "true", check=True)
     assert r.returncode == 0
-    left = os.listdir(storage(rl_state.data_home) / "containers")
-    assert cid not in left and not [n for n in left if n.startswith(".")]
+    own_dir = storage(rl_state.data_home) / "containers"
+    assert cid not in os.listdir(own_dir)
+    # (the --rm run's storage goes right after its exit was reported)
+    assert support.wait_until(lambda: not [n for n in os.listdir(own_dir) if n[0] == "."])
 
 
 def test_run_wrong_uses(rl: RlRunner, bb: str, rl_state: RlState) -> None:
@@ -596,3 +598,48 @@ def test_kill_9_during_create_leaves_nothing_behind(rl: RlRunner, rl_path: Path,
         if json.loads(rl("inspect", cid, check=True).stdout)[0]["Image"] == "fat":
             rl("rm", cid, check=True)
     rl("rmi", "fat", check=True)
+
+
+def test_kill_9_during_rmi_leaves_no_partial_layer(rl: RlRunner, rl_path: Path, rootfs: Path,
+                                                   tmp_path: Path, rl_state: RlState) -> None:
+    """A layer is renamed away before it is deleted: a removal killed half-way never
+    leaves a partial directory under the layer's name, which the next import (and
+    every overlay container) would trust as complete."""
+    import signal
+    import time
+
+    def extra(tf: tarfile.TarFile) -> None:
+        for i in range(20000):
+            add_file(tf, f"./many/f{i}", b"x")
+
+    tar = rootfs_tar(rootfs, tmp_path / "many.tar", compress="", extra=extra)
+    rl("import", tar, "manyfiles", check=True, timeout=180)
+    layers = storage(rl_state.data_home) / "layers"
+    info = json.loads(rl("image", "inspect", "manyfiles", check=True).stdout)[0]
+    ours = [d.removeprefix("sha256:") for d in info["RootFS"]["Layers"]]
+    env = {**os.environ, **rl_state.env()}
+    proc = subprocess.Popen([str(rl_path), "rmi", "manyfiles"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    many = layers / ours[-1] / "many"
+
+    def deleting() -> bool:
+        try:
+            return len(os.listdir(many)) < 20000
+        except FileNotFoundError:
+            return True
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        if deleting():
+            break  # its deletion has begun: kill it half-way
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if (layers / ours[-1]).exists():  # a layer still named is whole
+        n = sum(len(files) for _, _, files in os.walk(layers / ours[-1]))
+        assert n > 20000, n
+    rl("import", tar, "manyfiles2", check=True, timeout=180)
+    r = rl("run", "--rm", "manyfiles2", "sh", "-c", "ls /many | wc -l", check=True)
+    assert r.stdout.strip() == "20000"
+    rl("rmi", "manyfiles2", check=True, timeout=120)

@@ -171,6 +171,9 @@ def test_profile_includes_excludes_and_default_errno(tmp_path: Path) -> None:
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], '
      '"action": "SCMP_ACT_NOPE"}]}', "unknown action SCMP_ACT_NOPE"),
     ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], '
+     '"action": "SCMP_ACT_ALLOW", "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}',
+     "argument index outside 0-5"),
+    ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], '
      '"action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ODD"}]}]}',
      "unknown argument operator SCMP_CMP_ODD"),
 ])
