@@ -114,6 +114,10 @@ class Image:
         return sum(int(layer.get("size", 0)) for layer in self.layers)
 
 
+LAYERS_FORMAT = "layers-format"  # what a layer directory holds deletions as
+LAYERS_FORMAT_V2 = b"overlay-whiteouts\n"  # 0/0 devices and user.overlay.opaque (fs.layout)
+
+
 class Store:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or paths.data_dir() / "storage"
@@ -130,8 +134,34 @@ class Store:
         if not (self.root / "oci-layout").exists():
             for d in (self.blobs, self.layers, self.containers, self.locks):
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._write_atomic(self.root / LAYERS_FORMAT, LAYERS_FORMAT_V2)
             self._write_atomic(self.root / "oci-layout",
                                json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        elif not (self.root / LAYERS_FORMAT).exists():
+            self._migrate_layers()
+
+    def _migrate_layers(self) -> None:
+        """A store written before layers kept overlayfs' own whiteouts (rl before
+        session 2 kept the tar's .wh. marker files): convert its layer
+        directories in place, once, under the gc lock."""
+        from fs import layout
+
+        from . import userns
+
+        with self.collecting():
+            if (self.root / LAYERS_FORMAT).exists():
+                return  # another rl did it meanwhile
+            self.containers.mkdir(mode=0o700, exist_ok=True)
+            dirs = [str(p) for p in self.layers.iterdir() if not p.name.startswith(".")] \
+                if self.layers.is_dir() else []
+
+            def convert() -> None:
+                for d in dirs:
+                    layout.convert_oci_whiteouts(d)
+
+            if dirs:
+                userns.run(convert)
+            self._write_atomic(self.root / LAYERS_FORMAT, LAYERS_FORMAT_V2)
 
     # -- locks -------------------------------------------------------------------
 

@@ -247,6 +247,11 @@ def collect_garbage(container_ids: set[str]) -> None:
     """
     from . import userns
 
+    legacy = containers_root().parent / "vfs"  # copies made before rootfs.py
+    if legacy.is_dir():
+        for entry in legacy.iterdir():
+            if entry.name not in container_ids:
+                userns.remove_tree(entry)
     root = containers_root()
     if not root.is_dir():
         return

@@ -281,6 +281,11 @@ def remove_files(cid: str) -> None:
         from . import rootfs
 
         rootfs.remove(cid)
+    legacy = paths.data_dir() / "storage" / "vfs" / cid  # a copy made before rootfs.py
+    if legacy.exists():
+        from . import userns
+
+        userns.remove_tree(legacy)
 
 
 def collect_garbage() -> None:

@@ -643,3 +643,25 @@ def test_kill_9_during_rmi_leaves_no_partial_layer(rl: RlRunner, rl_path: Path, 
     r = rl("run", "--rm", "manyfiles2", "sh", "-c", "ls /many | wc -l", check=True)
     assert r.stdout.strip() == "20000"
     rl("rmi", "manyfiles2", check=True, timeout=120)
+
+
+def test_a_store_of_the_old_layer_format_is_migrated(rl: RlRunner, bb: str,
+                                                      rl_state: RlState) -> None:
+    """Stores written before layers kept overlayfs' whiteouts held the tar's .wh.
+    files: the first command converts them, so their images still delete what
+    they deleted."""
+    cid = rl("run", "-d", bb, "rm", "/etc/motd", check=True).stdout.strip()
+    rl("wait", cid, check=True)
+    rl("commit", cid, f"{bb}-deleted", check=True)
+    rl("rm", cid, check=True)
+    info = json.loads(rl("image", "inspect", f"{bb}-deleted", check=True).stdout)[0]
+    top = storage(rl_state.data_home) / "layers" / info["RootFS"]["Layers"][-1][7:]
+    # Back to the old form: the whiteout as a .wh. marker file, no format marker.
+    (top / "etc" / "motd").unlink()
+    (top / "etc" / ".wh.motd").write_text("")
+    (storage(rl_state.data_home) / "layers-format").unlink()
+    r = rl("run", "--rm", f"{bb}-deleted", "sh", "-c", "cat /etc/motd 2>&1; ls -a /etc")
+    assert "No such file" in r.stdout and ".wh.motd" not in r.stdout, r.stdout
+    assert (storage(rl_state.data_home) / "layers-format").exists()
+    st = os.stat(top / "etc" / "motd", follow_symlinks=False)
+    assert st.st_mode & 0o170000 == 0o020000 and st.st_rdev == 0  # a 0/0 character device
