@@ -85,8 +85,13 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
         os.close(sync_w)
         os.close(res_r)
         _reap(pid)
+    return _unwrap(kind, value)  # type: ignore[no-any-return]
+
+
+def _unwrap(kind: str, value: Any) -> Any:
+    """A helper's result as it came back pickled: the value, or its error raised."""
     if kind == "ok":
-        return value  # type: ignore[no-any-return]
+        return value
     if kind == "rlerror":
         message, code = value
         raise RlError(message, code)
@@ -217,12 +222,7 @@ class Worker:
             _write_all(self._req_w, struct.pack("!Q", len(data)) + data)
         event.wait()
         kind, value = slot[0]
-        if kind == "ok":
-            return value  # type: ignore[no-any-return]
-        if kind == "rlerror":
-            message, code = value
-            raise RlError(message, code)
-        raise RlError(str(value))
+        return _unwrap(kind, value)  # type: ignore[no-any-return]
 
     def remove_tree(self, path: str | Path) -> None:
         if os.path.lexists(path):
