@@ -61,6 +61,12 @@ def choose_driver(requested: str | None) -> str:
             if why is not None:
                 raise RlError(f"storage driver {wanted}: {why} (FUSE is not usable here; "
                               "try --storage-driver=overlay or vfs)")
+            if wanted == "fuse-overlayfs":
+                import shutil
+
+                if shutil.which("fuse-overlayfs") is None:
+                    raise RlError("storage driver fuse-overlayfs: fuse-overlayfs is not "
+                                  "installed (Debian package fuse-overlayfs)")
         return wanted
     return default_driver()[0]
 

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -297,11 +298,28 @@ def test_read_only_overlay_root(rl: RlRunner, two_layers: str) -> None:
     assert "Read-only file system" in r.stdout and "rc=1" in r.stdout
 
 
-def test_storage_driver_wrong_uses(rl: RlRunner, two_layers: str, rootfs: Path) -> None:
+def test_storage_driver_wrong_uses(rl: RlRunner, two_layers: str, rootfs: Path,
+                                   tmp_path: Path) -> None:
     r = rl("run", "--storage-driver", "btrfs", two_layers, "true")
     assert r.returncode == 125 and "invalid storage driver 'btrfs'" in r.stderr
     r = rl("run", "--rootfs", "--storage-driver", "overlay", rootfs, "true")
     assert r.returncode == 125 and "--storage-driver applies to images" in r.stderr
+    # fuse-overlayfs missing: said at create, with the package to install
+    import shutil as _sh
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in os.listdir("/usr/bin"):
+        if name != "fuse-overlayfs":
+            (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    saved = os.environ["PATH"]
+    os.environ["PATH"] = f"{Path(sys.executable).parent}:{bin_dir}"
+    try:
+        assert _sh.which("fuse-overlayfs") is None
+        r = rl("create", "--storage-driver", "fuse-overlayfs", two_layers, "true")
+        assert r.returncode == 125 and "Debian package fuse-overlayfs" in r.stderr, r.stderr
+    finally:
+        os.environ["PATH"] = saved
     r = rl("diff", "nosuchcontainer")
     assert r.returncode == 1 and "no such container" in r.stderr
     cid = rl("create", "--rootfs", rootfs, "true", check=True).stdout.strip()
