@@ -1,3 +1,3 @@
-from rootless.cli import main
+from rootless.entry import main
 
 main()

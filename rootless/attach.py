@@ -16,9 +16,10 @@ import signal
 import socket
 import termios
 import tty as ttymod
-from typing import TYPE_CHECKING
 
 from . import wire
+
+TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
 
 if TYPE_CHECKING:
     from .client import Session

@@ -190,6 +190,32 @@ def run(detach: bool, **kw: Any) -> None:
     os._exit(code)
 
 
+def parse_run(argv: list[str], console_size: tuple[int, int] | None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`rl run ARGV` parsed as `run` below would, for the supervisor (entry.py):
+    (api.RunOptions fields, flags: detach tty interactive pull_policy rootfs).
+
+    NeedsFullCli where the user must hear from click or see a pull: help, a
+    usage error, --pull=always.
+    """
+    from .errors import NeedsFullCli
+
+    try:
+        ctx = run.make_context("run", list(argv))
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise NeedsFullCli from None
+    kw = dict(ctx.params)
+    detach = kw.pop("detach")
+    if kw["pull_policy"] == "always":
+        raise NeedsFullCli
+    opts = _options(kw)
+    if opts["tty"] and not detach:
+        opts["console_size"] = console_size
+    flags = {"detach": detach, "tty": opts["tty"], "interactive": opts["interactive"],
+             "pull_policy": kw["pull_policy"], "rootfs": kw["rootfs"]}
+    return opts, flags
+
+
 @cli.command(context_settings=_RUN_SETTINGS)
 @run_options
 def create(**kw: Any) -> None:

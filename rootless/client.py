@@ -11,14 +11,17 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import forkserver, paths, wire
-from .errors import NoSuchImage, RlError
+from .errors import NeedsFullCli, NoSuchImage, RlError
 
+# Not `from typing import ...`: this module is on `rl run`'s start path, where
+# typing and dataclasses cost ~5 ms to import (mypy honours a local constant).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .store import Container
 
 
@@ -66,7 +69,6 @@ def connect_forkserver() -> socket.socket:
                   f"{paths.runtime_dir() / 'forkserver.log'}")
 
 
-@dataclass
 class Session:
     """A supervisor's socket after its first event, with what already came after it.
 
@@ -74,10 +76,12 @@ class Session:
     as the "started" event: those frames must reach the attach loop, not be lost.
     """
 
-    sock: socket.socket
-    event: dict[str, Any]
-    reader: wire.FrameReader
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    def __init__(self, sock: socket.socket, event: dict[str, Any], reader: wire.FrameReader,
+                 pending: list[tuple[int, bytes]] | None = None) -> None:
+        self.sock = sock
+        self.event = event
+        self.reader = reader
+        self.pending = pending if pending is not None else []
 
     def close(self) -> None:
         self.sock.close()
@@ -92,6 +96,13 @@ def run_container(options: dict[str, Any], attach: bool, stdin: bool) -> Session
     """Have a supervisor create (from api.RunOptions fields) and start a container."""
     return _ask({"op": "run", "options": options, "cwd": os.getcwd(), "attach": attach,
                  "stdin": stdin})
+
+
+def run_argv(argv: list[str], console_size: tuple[int, int] | None) -> Session:
+    """`rl run ARGV` parsed and run by a supervisor (entry.py); NeedsFullCli if it
+    wants the full CLI (help, a usage error, a pull)."""
+    return _ask({"op": "run-argv", "argv": argv, "cwd": os.getcwd(),
+                 "console_size": console_size})
 
 
 def _ask(request: dict[str, Any]) -> Session:
@@ -122,6 +133,8 @@ def _ask(request: dict[str, Any]) -> Session:
             if event.get("event") == "error":
                 sock.close()
                 code = int(event.get("exit_code", 125))
+                if event.get("needs_full_cli"):
+                    raise NeedsFullCli
                 if event.get("missing_image"):
                     raise NoSuchImage(str(event["missing_image"]), code)
                 raise RlError(str(event.get("message")), code)

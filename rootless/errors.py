@@ -25,6 +25,10 @@ class RlError(Exception):
         return str(self.args[0])
 
 
+class NeedsFullCli(Exception):
+    """`rl run`'s quick path (entry.py) hands over to click: help, a usage error, a pull."""
+
+
 class NoSuchImage(RlError):
     def __init__(self, ref: str, exit_code: int = 1) -> None:
         super().__init__(f"no such image: {ref}", exit_code)

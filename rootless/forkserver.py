@@ -65,7 +65,7 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
         conn.close()
         return
     conn.settimeout(None)
-    if msg.get("op") not in ("start", "run"):
+    if msg.get("op") not in ("start", "run", "run-argv"):
         conn.close()
         return
     pid = os.fork()
@@ -102,7 +102,7 @@ def _warm_up() -> None:
 
     from fs import drivers, walk  # noqa: F401
 
-    from . import api, container, execute, images, rootfs, spec, supervisor  # noqa: F401
+    from . import api, cli, container, execute, images, rootfs, spec, supervisor  # noqa: F401
 
     for cls in (spec.Spec, spec.Process, spec.User, spec.Rlimit, spec.Capabilities,
                 spec.ConsoleSize, spec.Root, spec.Mount, spec.Namespace, spec.IDMapping,

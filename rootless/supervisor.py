@@ -35,7 +35,7 @@ from netstack.stack import NetStack
 
 from . import _syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
-from .errors import EXIT_RL, NoSuchImage, RlError
+from .errors import EXIT_RL, NeedsFullCli, NoSuchImage, RlError
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
@@ -510,20 +510,44 @@ def _send_error(sock: socket.socket | None, err: RlError) -> None:
 
 def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
     """A fork-server request, in the forked supervisor: "start" an existing
-    container, or "run": create it from api.RunOptions fields, then start it."""
+    container; "run": create it from api.RunOptions fields, then start it;
+    "run-argv": the same from `rl run`'s raw arguments (entry.py)."""
     env = msg.get("env")
     if isinstance(env, dict):
         os.environ.clear()
         os.environ.update(env)
-    if msg.get("op") == "run":
+    op = msg.get("op")
+    attach, stdin = bool(msg.get("attach")), bool(msg.get("stdin"))
+    started: dict[str, Any] = {}
+    if op in ("run", "run-argv"):
         from . import api
 
+        flags: dict[str, Any] = {}
         try:
             os.chdir(str(msg.get("cwd") or "/"))
-            options = dict(msg.get("options") or {})
+            if op == "run-argv":
+                from . import cli
+
+                size = msg.get("console_size")
+                options, flags = cli.parse_run([str(a) for a in msg.get("argv") or []],
+                                               tuple(size) if size else None)
+                attach = not flags["detach"]
+                stdin = flags["interactive"] and attach
+                started = {k: flags[k] for k in ("detach", "tty", "interactive")}
+            else:
+                options = dict(msg.get("options") or {})
             if options.get("console_size"):
                 options["console_size"] = tuple(options["console_size"])
             cid = api.create(api.RunOptions(**options), warn=lambda m: _send_warning(client, m)).id
+        except NeedsFullCli:
+            _send_needs_full_cli(client)
+            return EXIT_RL
+        except NoSuchImage as err:
+            if op == "run-argv" and flags.get("pull_policy") == "missing":
+                _send_needs_full_cli(client)  # the CLI pulls it, with its progress, and runs
+                return EXIT_RL
+            _send_error(client, err)
+            return err.exit_code
         except RlError as err:
             _send_error(client, err)
             return err.exit_code
@@ -533,11 +557,17 @@ def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
             return EXIT_RL
     else:
         cid = str(msg["id"])
-    return main(cid, client, bool(msg.get("attach")), bool(msg.get("stdin")))
+    return main(cid, client, attach, stdin, started=started)
+
+
+def _send_needs_full_cli(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "error", "exit_code": EXIT_RL,
+                                   "needs_full_cli": True, "message": "needs the full CLI"}))
 
 
 def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
-         env: dict[str, str] | None = None) -> int:
+         env: dict[str, str] | None = None, started: dict[str, Any] | None = None) -> int:
     """Entry point in the forked supervisor process (single-threaded, trio not running).
 
     env is the requesting rl command's environment: a supervisor serves that
@@ -604,7 +634,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     ctl = bind_control_socket(run_dir)
     if client is not None:
         try:
-            client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid}))
+            client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid,
+                                         **(started or {})}))
         except OSError:
             attach = False  # the client is gone (killed): the container runs on, detached
         if not attach:

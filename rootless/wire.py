@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 STDIN = 0
 STDOUT = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,26 @@ def test_broken_newuidmap_falls_back_and_says_so(rl: RlRunner, rootfs: Path, tmp
     assert "neither setuid root nor has file capabilities" in r.stderr
     info = rl("info", "--format", "{{.idmap.mode}}", check=True).stdout.strip()
     assert info == "single"
+
+
+def test_rl_run_parses_in_the_supervisor_without_click(rl_path: Path, rootfs: Path,
+                                                       rl_state: support.RlState) -> None:
+    """`rl run` sends its arguments to the fork server, where click is loaded
+    already (rootless/entry.py): its own process never imports click, unless
+    it must hand over to the full CLI (help, a usage error, a pull)."""
+    env = {**os.environ, **rl_state.env(), "PYTHONPROFILEIMPORTTIME": "1"}
+
+    def imports(*args: str) -> tuple[int, str, set[str]]:
+        r = subprocess.run([str(rl_path), *args], env=env, capture_output=True, text=True,
+                           timeout=60)
+        mods = {line.rpartition("|")[2].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+        return r.returncode, r.stdout, mods
+
+    code, out, mods = imports("run", "--rm", "--rootfs", str(rootfs), "sh", "-c", "echo $0", "x")
+    assert code == 0 and out == "x\n"
+    assert "click" not in mods and "rootless.cli" not in mods
+    code, out, mods = imports("run", "--help")
+    assert code == 0 and out.startswith("Usage: rl run") and "click" in mods
+    code, _, mods = imports("run", "--no-such-flag", "--rootfs", str(rootfs), "true")
+    assert code == 125 and "click" in mods

@@ -1,0 +1,47 @@
+"""`rl run` without click in the client (see entry.py): the same behaviour as
+cli.run, with the flags parsed by the supervisor."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import attach, client
+from .errors import EXIT_RL, NeedsFullCli, RlError
+
+TYPE_CHECKING = False  # not `import typing`: this is the start path (see client.py)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+
+def run(argv: list[str]) -> None:
+    """Run the container and exit with its status; return if the full CLI must do it."""
+    size = attach.terminal_size() if os.isatty(0) else None
+    try:
+        session = client.run_argv(argv, size)
+    except NeedsFullCli:
+        return
+    except RlError as e:
+        _fail(e.message, e.exit_code)
+    event = session.event
+    if event.get("detach"):
+        session.close()
+        print(event["id"], flush=True)
+        sys.exit(0)
+    code = attach.run(session, tty=bool(event.get("tty")), stdin=bool(event.get("interactive")))
+    session.close()
+    if code is None:
+        from . import paths
+
+        _fail("the container's supervisor died; see "
+              f"{paths.runtime_dir() / 'forkserver.log'}", EXIT_RL)
+    # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stdout.flush()
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
