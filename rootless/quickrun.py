@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def run(argv: list[str]) -> None:
     """Run the container and exit with its status; return if the full CLI must do it."""
-    size = attach.terminal_size() if os.isatty(0) else None
+    size = attach.terminal_size()  # used with -t only, as cli.run does
     try:
         session = client.run_argv(argv, size)
     except NeedsFullCli:
