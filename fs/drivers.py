@@ -38,7 +38,8 @@ from rootless import _syscalls as sc
 if TYPE_CHECKING:
     from fs.overlay import Overlay
 
-DRIVERS = ("overlay", "fuse", "fuse-overlayfs", "vfs")
+OVERLAYS = ("overlay", "fuse", "fuse-overlayfs")  # mount layers + an upper dir
+DRIVERS = (*OVERLAYS, "vfs")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _VFS_MARKER = "rl-vfs-populated"
 
@@ -530,7 +531,7 @@ def _probe_overlay(where: str | None) -> str | None:
     return out or None
 
 
-def _kernel_at_least(major: int, minor: int) -> bool:
+def kernel_at_least(major: int, minor: int) -> bool:
     try:
         parts = platform.release().split(".")
         return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
@@ -549,7 +550,7 @@ def fuse_usable() -> str | None:
 
 def detect_default(where: str | None = None) -> Choice:
     """The driver ``rl run`` uses without --storage-driver, and why (probed in *where*)."""
-    if not _kernel_at_least(5, 11):
+    if not kernel_at_least(5, 11):
         why = f"kernel {platform.release()} < 5.11 has no overlayfs in user namespaces"
     else:
         failed = _probe_overlay(where)

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from fs.drivers import OVERLAYS
+
 from . import _syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
 from .errors import EXIT_RL, RlError
@@ -63,7 +65,6 @@ class Launched:
     life_w: int | None = None  # its life pipe: S holds this end until S exits
 
 
-OVERLAY_DRIVERS = ("overlay", "fuse", "fuse-overlayfs")  # mounted at start (rootfs.py)
 NAMESPACE_FLAGS = {
     "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
     "pid": sc.CLONE_NEWPID, "cgroup": sc.CLONE_NEWCGROUP, "network": sc.CLONE_NEWNET,
@@ -293,7 +294,7 @@ def _first_process(
             report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
-        if cfg.storage_driver in OVERLAY_DRIVERS:
+        if cfg.storage_driver in OVERLAYS:
             server = _mount_root(cfg, life_r)
             if server:
                 report.send(report_w, f"F{server}")

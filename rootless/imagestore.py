@@ -441,14 +441,10 @@ class Store:
         (ensure_layer takes an existing directory as unpacked; containers mount it)."""
         from . import userns
 
-        if not path.name.startswith((".tmp-", ".rm-")):
-            trash = path.with_name(f".rm-{path.name}-{os.urandom(4).hex()}")
-            try:
-                os.rename(path, trash)
-            except FileNotFoundError:
-                return
-            path = trash
-        userns.remove_tree(path)
+        if path.name.startswith((".tmp-", ".rm-")):
+            userns.remove_tree(path)  # no name to take away
+        else:
+            userns.remove_renamed(path, path.with_name(f".rm-{path.name}-{os.urandom(4).hex()}"))
 
     def rollback(self) -> bool:
         """After a failed import/load/pull: drop what it added that no image references.

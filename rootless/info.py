@@ -66,13 +66,15 @@ def _fuse() -> dict[str, Any]:
 def _storage() -> dict[str, Any]:
     # The probe (fs.drivers.detect_default) mounts a tiny overlay in a throwaway
     # userns on the storage's own file system; rootfs.py caches its verdict per boot.
+    from fs import drivers
+
     from . import rootfs
 
     driver, reason = rootfs.default_driver()
     chosen = os.environ.get("RL_STORAGE_DRIVER")
     if chosen:
         driver, reason = rootfs.choose_driver(chosen), "RL_STORAGE_DRIVER is set"
-    return {"default_driver": driver, "reason": reason, "drivers": list(rootfs.DRIVERS),
+    return {"default_driver": driver, "reason": reason, "drivers": list(drivers.DRIVERS),
             "root": str(rootfs.containers_root().parent)}
 
 

@@ -34,13 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fs.drivers import DRIVERS, OVERLAYS
+
 from . import paths
 from .errors import RlError
 from .imagestore import Image, Store
 from .store import ContainerConfig
-
-OVERLAYS = ("overlay", "fuse", "fuse-overlayfs")
-DRIVERS = (*OVERLAYS, "vfs")
 
 
 def containers_root() -> Path:
@@ -234,13 +233,9 @@ def remove(cid: str) -> None:
     """Delete a container's storage, if it has some (called from store.remove_files)."""
     from . import userns
 
+    # gone already: never had any, or a concurrent rmi/prune collected it
     path = containers_root() / cid
-    trash = path.with_name(f".rm-{cid}")
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return  # never had any, or a concurrent rmi/prune collected it
-    userns.remove_tree(trash)
+    userns.remove_renamed(path, path.with_name(f".rm-{cid}"))
 
 
 def collect_garbage(container_ids: set[str]) -> None:

@@ -193,7 +193,7 @@ def _applies(rule: dict[str, object], caps: list[str]) -> bool:
         return False
     if inc.get("arches") and arch not in inc["arches"]:
         return False
-    if inc.get("minKernel") and not _kernel_at_least(str(inc["minKernel"])):
+    if inc.get("minKernel") and not _kernel_at_least(str(inc["minKernel"])):  # e.g. "4.8"
         return False
     if any(c in caps for c in exc.get("caps") or []):
         return False
@@ -201,10 +201,10 @@ def _applies(rule: dict[str, object], caps: list[str]) -> bool:
 
 
 def _kernel_at_least(version: str) -> bool:
-    def parts(text: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in text.split("-")[0].split(".")[:2] if p.isdigit())
+    from fs.drivers import kernel_at_least  # only profiles with minKernel need it
 
-    return parts(platform.release()) >= parts(version)
+    major, _, minor = version.partition(".")
+    return kernel_at_least(int(major), int(minor.split(".")[0] or 0))
 
 
 def load_profile(path: str, caps: list[str]) -> Seccomp:

@@ -161,6 +161,17 @@ def remove_tree(path: str | Path) -> None:
     run(lambda: walk.remove(path))  # root in the namespace may remove (and chmod) the rest
 
 
+def remove_renamed(path: str | Path, trash: str | Path) -> None:
+    """Rename path to trash, then delete it: a removal killed half-way leaves a
+    trash name for the garbage collector, never a partial tree under the real
+    name. Nothing to do if path is gone already."""
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    remove_tree(trash)
+
+
 def _rmtree(path: str) -> None:
     walk.remove(path)
 
