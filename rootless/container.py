@@ -45,8 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from fs.drivers import OVERLAYS
-
 from . import _syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
 from .errors import EXIT_RL, RlError
@@ -294,6 +292,8 @@ def _first_process(
             report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
+        from fs.drivers import OVERLAYS  # loaded already in S; kept off rl exec's imports
+
         if cfg.storage_driver in OVERLAYS:
             server = _mount_root(cfg, life_r)
             if server:
