@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fs import diff, drivers, walk
 from fs.drivers import DRIVERS, OVERLAYS
 
 from . import paths
@@ -54,8 +55,6 @@ def choose_driver(requested: str | None) -> str:
             raise RlError(f"invalid storage driver {wanted!r}: expected one of "
                           f"{', '.join(DRIVERS)}")
         if wanted in ("fuse", "fuse-overlayfs"):
-            from fs import drivers
-
             why = drivers.fuse_usable()
             if why is not None:
                 raise RlError(f"storage driver {wanted}: {why} (FUSE is not usable here; "
@@ -72,8 +71,6 @@ def choose_driver(requested: str | None) -> str:
 
 def default_driver() -> tuple[str, str]:
     """(driver, why), probed once per boot and data directory, then read from a cache."""
-    from fs import drivers
-
     root = containers_root()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     cache = paths.runtime_dir() / "storage-driver"
@@ -154,8 +151,6 @@ def finish(prepared: Prepared, cfg: ContainerConfig, mount_points: list[tuple[st
             # is this user: no user namespace (and no fork) is needed.
             _populate_init(init, lowers, mount_points, as_root=False)
         except _NeedsRoot:
-            from fs import walk
-
             from . import userns
 
             for name in os.listdir(init):  # start over, as root of the namespace
@@ -185,8 +180,6 @@ def _populate_init(init: str, lowers: list[str], mount_points: list[tuple[str, b
     A destination the image routes through a symlink is left to the
     container's PID 1 to create safely at start (mounts.secure_join).
     """
-    from fs import diff
-
     made: list[tuple[str, os.stat_result]] = []  # directories copied from the image
     uid, gid = os.getuid(), os.getgid()
     try:
@@ -285,8 +278,6 @@ def changes(cfg: ContainerConfig, store: Store) -> list[tuple[str, str]]:
     from . import layers, userns
 
     if cfg.storage_driver in OVERLAYS:
-        from fs import diff
-
         upper, lowers = cfg.upper, cfg.layers
         found = userns.run(lambda: diff.changes(upper, lowers))
         return [(c.kind, c.path) for c in found]
@@ -301,8 +292,6 @@ def write_diff(cfg: ContainerConfig, store: Store, out_fd: int) -> None:
     from . import layers, userns
 
     if cfg.storage_driver in OVERLAYS:
-        from fs import diff
-
         upper = cfg.upper
         userns.run(lambda: diff.write_layer_to(upper, out_fd))
         return
@@ -330,8 +319,6 @@ def write_tree(cfg: ContainerConfig, out_fd: int) -> None:
     def export() -> None:
         import tempfile
 
-        from fs import drivers
-
         from . import _syscalls as sc
 
         sc.unshare(sc.CLONE_NEWNS)
@@ -345,10 +332,7 @@ def write_tree(cfg: ContainerConfig, out_fd: int) -> None:
                                os.path.join(scratch, "work"), view):
                 layers.write_tree_tar(view, out_fd, skip)
         finally:
-            import shutil
-
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(scratch, "work", "work"), 0o700)
-            shutil.rmtree(scratch, ignore_errors=True)
+                walk.remove(scratch)  # it opens up overlayfs' mode-000 work/work itself
 
     userns.run(export)
