@@ -524,10 +524,10 @@ def _probe_overlay(where: str | None) -> str | None:
     with os.fdopen(r, "rb") as f:
         out = f.read().decode(errors="replace")
     os.waitpid(pid, 0)
-    # the kernel leaves work/work with mode 000; still ours to remove
+    from fs import walk
+
     with contextlib.suppress(OSError):
-        os.chmod(os.path.join(tmp, "w", "work"), 0o700)
-    shutil.rmtree(tmp, ignore_errors=True)
+        walk.remove(tmp)  # it opens up the mode-000 work/work the kernel leaves
     return out or None
 
 
