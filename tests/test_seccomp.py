@@ -396,6 +396,17 @@ def test_syscall_numbers_are_the_kernels() -> None:
     assert checked > 900
 
 
+def test_the_default_filter_is_compiled_once() -> None:
+    # What the fork server does once; a container's profile comes back from config.json.
+    from rootless import capabilities, spec
+
+    seccomp.warm_up()
+    warm = seccomp.compile_filter(seccomp.default_profile(capabilities.DEFAULT_CAPS))
+    stored = spec.to_json(seccomp.default_profile(capabilities.DEFAULT_CAPS))
+    again = seccomp.compile_filter(spec.from_json(spec.Seccomp, json.loads(json.dumps(stored))))
+    assert again is warm
+
+
 # -- from inside a container: the kernel enforcing it ----------------------------------
 
 PROBES = ["io_uring_setup", "socket_inet", "socket_alg", "socket_vsock", "socket_vsock_high",
