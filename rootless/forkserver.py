@@ -103,6 +103,9 @@ def _warm_up() -> None:
     from fs import drivers, walk  # noqa: F401
 
     from . import api, cli, container, execute, images, rootfs, spec, supervisor  # noqa: F401
+    from .seccomp import warm_up
+
+    warm_up()  # the default seccomp filter, compiled once for every container
 
     for cls in (spec.Spec, spec.Process, spec.User, spec.Rlimit, spec.Capabilities,
                 spec.ConsoleSize, spec.Root, spec.Mount, spec.Namespace, spec.IDMapping,
