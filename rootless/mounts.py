@@ -77,6 +77,41 @@ def secure_join(root: str, unsafe: str) -> str:
     return os.path.join(root, *resolved)
 
 
+def container_path(path: str) -> str:
+    """path as the kernel resolves it in the container: '.', '..', '//' and a
+    trailing '/' folded (posixpath keeps a leading '//', the kernel does not)."""
+    return "/" + os.path.normpath("/" + path).lstrip("/")
+
+
+# Files under /proc a bind may replace: runc's checkProcMount list, the ones
+# lxcfs emulates.
+PROC_BINDABLE = frozenset({
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid", "/proc/sys/crypto/fips_enabled",
+})
+
+
+def refused_destination(dest: str) -> str | None:
+    """Why a user's mount may not go at dest (in container_path form).
+
+    Over / it would replace the root; over /proc, or anything in it, it would
+    replace procfs or escape the masks that are applied after the mounts; over
+    /dev it would take the place of rl's tmpfs, in which rl writes its /dev
+    symlinks (into the host's directory, for a bind).
+    """
+    if dest == "/":
+        return "invalid specification: destination can't be '/'"
+    if dest == "/proc":
+        return '"/proc" cannot be mounted because it is not of type proc'
+    if dest.startswith("/proc/") and dest not in PROC_BINDABLE:
+        return f'"{dest}" cannot be mounted because it is inside /proc'
+    if dest == "/dev":
+        return ('"/dev" cannot be mounted over: it is the container\'s own tmpfs of '
+                "device nodes (mount below it instead, e.g. /dev/shm)")
+    return None
+
+
 def _make_target(target: str, is_dir: bool) -> None:
     if os.path.lexists(target):
         return
@@ -134,6 +169,14 @@ def _bind(m: Mount, target: str, flags: int) -> None:
 
 def apply_mount(rootfs: str, m: Mount) -> None:
     target = secure_join(rootfs, m.destination)
+    # Checked at create against the path as given (api); a symlink in the
+    # rootfs may still lead it to /proc or /dev, which only shows here.
+    resolved = target[len(rootfs):] or "/"
+    if resolved != container_path(m.destination):
+        why = refused_destination(resolved)
+        if why is not None:
+            raise RlError(f"mounting {m.source or m.type} on {m.destination} (which is "
+                          f"{resolved} in the rootfs): {why}")
     flags, data = parse_options(m.options)
     if m.type == "bind" or flags & sc.MS_BIND:
         _bind(m, target, flags)

@@ -1,0 +1,102 @@
+"""Mount targets runc refuses (/, /proc and what is in it, /dev) are refused, and rl never
+writes into a volume source the user did not ask to be written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import support
+from support import RlRunner
+
+
+@pytest.fixture(autouse=True)
+def _needs_userns() -> None:
+    support.require_userns()
+
+
+def _names(rl: RlRunner) -> list[str]:
+    return rl("ps", "-a", "--format", "{{.Names}}", check=True).stdout.split()
+
+
+def _tree(path: Path) -> list[str]:
+    """Every entry below path, symlinks included, with what a symlink points at."""
+    out = []
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = Path(root) / name
+            out.append(f"{p.relative_to(path)} -> {os.readlink(p)}" if p.is_symlink()
+                       else str(p.relative_to(path)))
+    return sorted(out)
+
+
+REFUSED = [
+    ("-v", "/", "destination can't be '/'"),
+    ("-v", "//", "destination can't be '/'"),
+    ("-v", "/proc/..", "destination can't be '/'"),
+    ("-v", "/proc", '"/proc" cannot be mounted'),
+    ("-v", "/proc/", '"/proc" cannot be mounted'),
+    ("-v", "//proc", '"/proc" cannot be mounted'),
+    ("-v", "/tmp/../proc/", '"/proc" cannot be mounted'),
+    ("-v", "/proc/kcore", '"/proc/kcore" cannot be mounted because it is inside /proc'),
+    ("-v", "/proc/sys", '"/proc/sys" cannot be mounted because it is inside /proc'),
+    ("-v", "/proc/self/fd", "inside /proc"),
+    ("-v", "/dev", '"/dev" cannot be mounted over'),
+    ("-v", "/dev/", '"/dev" cannot be mounted over'),
+    ("--tmpfs", "/", "destination can't be '/'"),
+    ("--tmpfs", "/proc", '"/proc" cannot be mounted'),
+    ("--tmpfs", "/proc/sys/kernel", "inside /proc"),
+    ("--tmpfs", "//dev", '"/dev" cannot be mounted over'),
+]
+
+
+@pytest.mark.parametrize(("flag", "dest", "message"), REFUSED)
+def test_mount_over_root_proc_or_dev_is_refused_at_create(
+        rl: RlRunner, rootfs: Path, tmp_path: Path, flag: str, dest: str, message: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    value = f"{src}:{dest}" if flag == "-v" else dest
+    name = f"refused-{REFUSED.index((flag, dest, message))}"
+    for command in ("run", "create"):
+        r = rl(command, "--name", name, flag, value, "--rootfs", rootfs, "true")
+        assert r.returncode == 125, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), r.stderr
+        assert "invalid mount config" in r.stderr and message in r.stderr, r.stderr
+        assert name not in _names(rl)
+    assert _tree(src) == []
+
+
+def test_a_symlink_in_the_rootfs_cannot_lead_a_mount_onto_proc_dev_or_root(
+        rl: RlRunner, fresh_rootfs: Path, tmp_path: Path) -> None:
+    # Only the start can see where the rootfs's symlinks lead.
+    (fresh_rootfs / "myproc").symlink_to("/proc")
+    (fresh_rootfs / "mydev").symlink_to("../dev")
+    (fresh_rootfs / "myroot").symlink_to("/")
+    src = tmp_path / "src"
+    src.mkdir()
+    for dest, resolved in (("/myproc", "/proc"), ("/mydev", "/dev"), ("/myroot", "/")):
+        r = rl("run", "--rm", "-v", f"{src}:{dest}", "--rootfs", fresh_rootfs, "true")
+        assert r.returncode == 125, r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr
+        assert f"(which is {resolved} in the rootfs)" in r.stderr, r.stderr
+    r = rl("run", "--rm", "--tmpfs", "/mydev", "--rootfs", fresh_rootfs, "true")
+    assert r.returncode == 125 and "which is /dev in the rootfs" in r.stderr, r.stderr
+    assert _tree(src) == []
+
+
+def test_what_may_be_mounted_below_proc_and_dev_still_is(rl: RlRunner, rootfs: Path,
+                                                       tmp_path: Path) -> None:
+    # runc's list of files lxcfs emulates, and the directories under /dev.
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 1234 kB\n")
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    (shm / "seen").write_text("")
+    r = rl("run", "--rm", "-v", f"{meminfo}:/proc/meminfo:ro", "-v", f"{shm}:/dev/shm",
+           "--rootfs", rootfs, "sh", "-c", "cat /proc/meminfo; ls /dev/shm; ls -l /dev/fd",
+           check=True)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["MemTotal: 1234 kB", "seen"]
+    assert lines[2].endswith("/dev/fd -> /proc/self/fd")
