@@ -268,18 +268,18 @@ CGROUPFS = Mount("/sys/fs/cgroup", "cgroup2", "cgroup2",
 def with_cgroupfs(mounts: list[Mount]) -> list[Mount]:
     """mounts with CGROUPFS right after the /sys mount, as docker orders them.
 
-    Unchanged when there is no /sys mount to put it on, or when a mount
-    (the user's -v) already targets /sys/fs/cgroup: that one wins.
+    Unchanged when there is no sysfs to put it on, or when a mount (the
+    user's -v) already targets /sys/fs/cgroup, /sys or /sys/fs: that one wins.
     """
-    def norm(dest: str) -> str:
-        return "/" + os.path.normpath(dest).strip("/")
-
-    if any(norm(m.destination) == CGROUPFS.destination for m in mounts):
+    dests = [container_path(m.destination) for m in mounts]
+    sysfs = [i for i, m in enumerate(mounts) if dests[i] == "/sys" and m.type == "sysfs"]
+    if not sysfs or CGROUPFS.destination in dests:
         return mounts
-    sys_at = [i for i, m in enumerate(mounts) if norm(m.destination) == "/sys"]
-    if not sys_at:
+    # A user's mount on /sys or /sys/fs replaces the tree the mount point
+    # would be made in: making it would write into their source.
+    if any(d in ("/sys", "/sys/fs") for i, d in enumerate(dests) if i != sysfs[-1]):
         return mounts
-    i = sys_at[-1] + 1
+    i = sysfs[-1] + 1
     return [*mounts[:i], CGROUPFS, *mounts[i:]]
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import support
+from rootless.mounts import CGROUPFS, with_cgroupfs
+from rootless.spec import Mount
 from support import RlRunner
 
 
@@ -100,3 +102,17 @@ def test_what_may_be_mounted_below_proc_and_dev_still_is(rl: RlRunner, rootfs: P
     lines = r.stdout.splitlines()
     assert lines[:2] == ["MemTotal: 1234 kB", "seen"]
     assert lines[2].endswith("/dev/fd -> /proc/self/fd")
+
+
+def test_the_cgroup_mount_point_is_never_made_in_a_users_sys() -> None:
+    # The container's cgroup2 goes at /sys/fs/cgroup right after rl's sysfs;
+    # when the user mounts their own directory on /sys or /sys/fs, making that
+    # mount point would write into it: their tree wins, no cgroup2 is added.
+    sysfs = Mount("/sys", "sysfs", "sysfs", ["ro"])
+    proc = Mount("/proc", "proc", "proc", [])
+    assert with_cgroupfs([proc, sysfs]) == [proc, sysfs, CGROUPFS]
+    for dest in ("/sys", "/sys/", "/sys/fs", "//sys/fs/", "/sys/fs/cgroup"):
+        user = Mount(dest, "bind", "/srv/x", ["rbind"])
+        assert with_cgroupfs([proc, sysfs, user]) == [proc, sysfs, user], dest
+    other = Mount("/sys/kernel/x", "bind", "/srv/x", ["rbind"])
+    assert with_cgroupfs([sysfs, other]) == [sysfs, CGROUPFS, other]
