@@ -210,8 +210,12 @@ def apply_mount(rootfs: str, m: Mount) -> None:
         raise
 
 
-def _dev_symlinks(rootfs: str) -> None:
+def _dev_symlinks(rootfs: str, dev_id: int | None) -> None:
+    """/dev/fd and friends, in rl's /dev tmpfs (st_dev dev_id) and nowhere else:
+    never in a directory a mount brought in."""
     dev = secure_join(rootfs, "/dev")
+    if dev_id is None or os.stat(dev).st_dev != dev_id:
+        return
     links = {
         "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
         "stderr": "/proc/self/fd/2", "core": "/proc/kcore", "ptmx": "pts/ptmx",
@@ -296,13 +300,16 @@ def setup(spec: Spec, cgroupfs: bool = False) -> None:
     # host mounts made later still show, as with runc's default rslave).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    dev_id = None
     for m in with_cgroupfs(spec.mounts) if cgroupfs else spec.mounts:
         try:
             apply_mount(rootfs, m)
+            if container_path(m.destination) == "/dev":  # rl's tmpfs: users' are refused
+                dev_id = os.stat(secure_join(rootfs, "/dev")).st_dev
         except OSError as e:
             raise RlError(f"mounting {m.source or m.type} on {m.destination}: "
                           f"{os.strerror(e.errno or 0)}") from e
-    _dev_symlinks(rootfs)
+    _dev_symlinks(rootfs, dev_id)
     pivot(rootfs)
     mask_paths(spec.linux.masked_paths)
     readonly_paths(spec.linux.readonly_paths)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from imagetools import rootfs_tar
 
 import support
 from rootless.mounts import CGROUPFS, with_cgroupfs
@@ -102,6 +103,34 @@ def test_what_may_be_mounted_below_proc_and_dev_still_is(rl: RlRunner, rootfs: P
     lines = r.stdout.splitlines()
     assert lines[:2] == ["MemTotal: 1234 kB", "seen"]
     assert lines[2].endswith("/dev/fd -> /proc/self/fd")
+
+
+def test_rl_writes_nothing_into_a_volume_over_etc(rl: RlRunner, rootfs: Path,
+                                                 tmp_path: Path) -> None:
+    # rl's /etc/hosts, hostname and resolv.conf are mounted before the user's
+    # volumes: under -v DIR:/etc the user's directory wins and gets no mount
+    # points (docker creates them in it). With an image they go into the init
+    # layer, so rl diff stays empty.
+    rootfs_copy = support.copy_tree(rootfs, tmp_path / "rootfs")
+    for name in ("hosts", "hostname", "resolv.conf"):
+        (rootfs_copy / "etc" / name).unlink(missing_ok=True)
+    rl("import", rootfs_tar(rootfs_copy, tmp_path / "etcless.tar"), "mt-etcless", check=True)
+    vol = tmp_path / "etc"
+    vol.mkdir()
+    (vol / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (vol / "group").write_text("root:x:0:\n")
+    before = _tree(vol)
+    try:
+        r = rl("run", "--name", "mt-etc", "-v", f"{vol}:/etc", "mt-etcless", "ls", "/etc",
+               check=True)
+        assert r.stdout.split() == ["group", "passwd"]
+        assert rl("diff", "mt-etc", check=True).stdout == ""
+    finally:
+        rl("rm", "-f", "mt-etc")
+    r = rl("run", "--rm", "-v", f"{vol}:/etc", "--rootfs", rootfs_copy, "ls", "/etc",
+           check=True)
+    assert r.stdout.split() == ["group", "passwd"]
+    assert _tree(vol) == before
 
 
 def test_the_cgroup_mount_point_is_never_made_in_a_users_sys() -> None:
