@@ -313,6 +313,10 @@ def build_config(opts: RunOptions,
     if len(hostname) > 64:
         raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
+    if opts.init:
+        from .container import init_binary
+
+        init_binary()  # a missing catatonit is a 125 at create, not at start
     no_new_privs = False
     confined = True
     profile_file = None
