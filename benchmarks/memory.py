@@ -11,7 +11,7 @@ runs *for* the container, the container's own workload (sleep) excluded:
 
     rl      the supervisor (state.json "supervisor_pid"), the fork server
             ($XDG_RUNTIME_DIR/rl/fork-*.pid), with --init the init (state.json
-            "pid", a fork of the supervisor)
+            "pid", catatonit; until issue 10 a fork of the supervisor)
     podman  conmon (podman inspect .State.ConmonPid), the rootless pause
             process ($XDG_RUNTIME_DIR/libpod/tmp/pause.pid; it holds podman's
             user namespace for all containers) and any helper that appeared

@@ -58,9 +58,12 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # <linux/close_range.h>
 CLOSE_RANGE_CLOEXEC = 4
 
+# <fcntl.h>
+AT_SYMLINK_NOFOLLOW = 0x100
+
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "close_range": 436},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281},
 }
 _NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
@@ -130,6 +133,22 @@ def close_range_cloexec(first: int) -> None:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
+
+
+def execveat(dirfd: int, name: str, argv: list[str], env: dict[str, str],
+             flags: int = 0) -> None:
+    """Execute *name* relative to the directory *dirfd* (returns only on failure).
+
+    Unlike fexecve, the kernel names the new program after *name* (comm), not
+    after the fd's number.
+    """
+    def strings(items: list[str]) -> ctypes.Array[ctypes.c_char_p]:
+        return (ctypes.c_char_p * (len(items) + 1))(*[os.fsencode(i) for i in items], None)
+
+    c_argv = strings(argv)
+    c_env = strings([f"{k}={v}" for k, v in env.items()])
+    _check(_libc.syscall(ctypes.c_long(_NR["execveat"]), ctypes.c_int(dirfd),
+                         os.fsencode(name), c_argv, c_env, ctypes.c_int(flags)), "execveat", name)
 
 
 def close_fds_except(keep: set[int]) -> None:

@@ -173,6 +173,7 @@ def _parse_volume(spec: str) -> Mount:
     if not dest.startswith("/"):
         raise RlError(f"invalid volume specification: '{spec}': the container path "
                       "must be absolute")
+    dest = _mount_destination(dest, "bind", f"invalid volume specification: '{spec}': ")
     src = os.path.abspath(src)
     if not os.path.exists(src):
         raise RlError(f"bind source path does not exist: {src}")
@@ -186,21 +187,32 @@ def _parse_volume(spec: str) -> Mount:
             mount_opts.append(o)
         else:
             raise RlError(f"invalid volume specification: '{spec}': unknown option {o}")
-    return Mount(destination=os.path.normpath(dest), type="bind", source=src, options=mount_opts)
+    return Mount(destination=dest, type="bind", source=src, options=mount_opts)
+
+
+def _mount_destination(dest: str, kind: str, context: str) -> str:
+    """dest in its canonical form; 125 where a user's mount may not go (mounts.py)."""
+    from .mounts import container_path, refused_destination
+
+    dest = container_path(dest)
+    why = refused_destination(dest)
+    if why is not None:
+        raise RlError(f'{context}invalid mount config for type "{kind}": {why}')
+    return dest
 
 
 def _parse_tmpfs(spec: str) -> Mount:
     dest, _, opts = spec.partition(":")
     if not dest.startswith("/"):
         raise RlError(f"invalid tmpfs specification: '{spec}': the path must be absolute")
+    dest = _mount_destination(dest, "tmpfs", "")
     options = ["nosuid", "nodev", "noexec"]
     for o in (opts.split(",") if opts else []):
         if o in ("exec", "suid", "dev"):
             options.remove("no" + o)
         elif o:
             options.append(o)
-    return Mount(destination=os.path.normpath(dest), type="tmpfs", source="tmpfs",
-                 options=options)
+    return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
 
 
 def _parse_ulimit(spec: str) -> Rlimit:
@@ -301,6 +313,10 @@ def build_config(opts: RunOptions,
     if len(hostname) > 64:
         raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
+    if opts.init:
+        from .container import init_binary
+
+        init_binary()  # a missing catatonit is a 125 at create, not at start
     no_new_privs = False
     confined = True
     profile_file = None

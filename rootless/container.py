@@ -12,7 +12,7 @@ The process tree (see docs/architecture.md):
                            └─> C2: PID 1 of the new PID namespace; S adopts it
                                (S is a child subreaper); mounts, pivot_root,
                                user, capabilities; exec the command
-                               (--init: C2 stays as a reaping init and forks C3)
+                               (--init: exec catatonit, which forks it)
 
 Two pipes tie them together. `report` (children -> S) carries one line per
 event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
@@ -33,12 +33,12 @@ cgroup, out of the container's limits.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import select
 import signal
 import socket
+import stat
 import struct
 import termios
 from collections.abc import Callable
@@ -47,7 +47,7 @@ from typing import NoReturn
 
 from . import _syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RL, RlError
 from .spec import ConsoleSize, Spec
 from .store import ContainerConfig
 
@@ -89,56 +89,66 @@ def take_terminal(pty_sock: socket.socket, size: ConsoleSize | None = None) -> N
         os.close(slave)
 
 
-def _set_title(argv: list[str]) -> None:
-    """What ps shows for this process (docker's init shows `docker-init -- CMD`).
+# --init's PID 1: Debian's catatonit (podman's init), a static binary run
+# from the host's file system (docs/decisions.md, Hardening).
+INIT_BINARIES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
 
-    A forked Python keeps the fork server's command line. The kernel reads
-    it from our own memory, between arg_start and arg_end of /proc/self/stat,
-    so it is overwritten in place (as setproctitle does), truncated to the
-    space the original took; comm gets the name too.
+
+def init_binary() -> str:
+    """The host's catatonit; RlError (125) naming its package if there is none."""
+    for path in INIT_BINARIES:
+        if os.access(path, os.X_OK):
+            return os.path.realpath(path)
+    raise RlError("--init needs catatonit, which is not installed (Debian package "
+                  f"catatonit; looked for {' and '.join(INIT_BINARIES)})")
+
+
+def _check_command(argv0: str, env: dict[str, str]) -> None:
+    """Fail as process.execute would (127, 126) where argv0 cannot be executed.
+
+    Behind --init the command is exec'd by catatonit, which reports any
+    failure as its own exit 1 after the start; the usual cases are caught here
+    first, under the command's identity and working directory.
     """
-    import ctypes
+    if "/" in argv0:
+        candidates = [argv0]
+    else:
+        candidates = [os.path.join(d, argv0) for d in env.get("PATH", "").split(":")]
+    denied = False
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            denied = True
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK):
+            return
+        denied = True
+    if denied:
+        raise RlError(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
+    raise RlError(f'exec: "{argv0}": executable file not found in $PATH', EXIT_NOT_FOUND)
 
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
-        f.write(argv[0])
+
+def _exec_init(init_dir: int, name: str, args: list[str], env: dict[str, str]) -> None:
+    """--init: replace this process (and every page of the supervisor's it still
+    holds) with catatonit, which forks the command into its own process group
+    (the tty's foreground one with -t), forwards signals to it, reaps orphans and
+    exits with its status (128+n if killed by signal n).
+
+    It runs with the container's environment, identity, seccomp filter and
+    capabilities, as the command does, and keeps only stdio and its signalfd.
+    """
+    _check_command(args[0], env)
+    process.reset_signals()
+    sc.close_range_cloexec(3)
     try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        start, end = int(fields[45]), int(fields[46])  # fields 48, 49 of proc(5)
-    except (OSError, ValueError, IndexError):
-        return
-    size = end - start
-    if size <= 1:
-        return
-    title = "\0".join(argv).encode(errors="replace")[:size - 1]
-    ctypes.memmove(start, title.ljust(size, b"\0"), size)
-
-
-def _reap_as_init(child: int, args: list[str]) -> NoReturn:
-    """--init: forward signals to the command, reap every orphan, exit with its status."""
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-            try:
-                signal.signal(sig, forward)
-            except (OSError, ValueError):
-                pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    _set_title(["rl-init", "--", *args])
-    # Nothing of the supervisor's may stay open in the container's init.
-    os.closerange(3, 1 << 20)
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(EXIT_RL)
-        if pid == child:
-            os._exit(exit_code(status))
+        # Relative to the host's directory, opened before pivot_root: a symlink
+        # would resolve inside the container.
+        sc.execveat(init_dir, name, [name, "--", *args], env, sc.AT_SYMLINK_NOFOLLOW)
+    except OSError as e:
+        raise RlError(f"exec: the init {name}: {os.strerror(e.errno or 0)}") from None
 
 
 def exit_code(status: int) -> int:
@@ -154,8 +164,8 @@ def _container_pid1(
     spec = cfg.spec
     try:
         # PID 1 holds nothing of the supervisor's (sup.lock, the client's
-        # socket, published ports, the fork server's log): with --init it
-        # lives on beside the command, which could reach them via /proc/1/fd.
+        # socket, published ports, the fork server's log): whatever it execs
+        # (the command, or catatonit with --init) is readable via /proc/1/fd.
         keep = {report_w, sync_r, *(stdio or ())}
         if pty_sock is not None:
             keep.add(pty_sock.fileno())
@@ -176,6 +186,13 @@ def _container_pid1(
                 from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY
 
                 network.ipv6_up("tap0", SLIRP6_ADDR, 64, SLIRP6_GATEWAY)
+        init = None
+        if cfg.init:
+            # Reached through this fd once pivot_root has hidden the host's
+            # tree; close-on-exec, so catatonit does not hold it.
+            path = init_binary()
+            init = (os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY
+                            | os.O_CLOEXEC), os.path.basename(path))
         mounts.setup(spec, cgroupfs=cgroupfs)
         if pty_sock is not None:
             take_terminal(pty_sock, spec.process.console_size)
@@ -185,18 +202,8 @@ def _container_pid1(
         home = process.resolve_user(spec.process, cfg.user)
         env = process.env_with_defaults(spec.process.env, home)
         process.prepare(spec.process, spec.linux.seccomp)
-        if cfg.init:
-            child = os.fork()
-            if child:
-                os.close(report_w)
-                try:
-                    os.setpgid(child, child)
-                    if spec.process.terminal:
-                        os.tcsetpgrp(0, child)
-                except OSError:
-                    pass
-                _reap_as_init(child, spec.process.args)
-            os.setpgid(0, 0)
+        if init is not None:
+            _exec_init(*init, spec.process.args, env)
         process.execute(spec.process, env)
     except BaseException as e:
         report.fail_with(report_w, e)

@@ -484,10 +484,11 @@ def create_container(opts: RunOptions, warn: Callable[[str], None] | None = None
                 opts, rootfs=str(prepared.rootfs), image_defaults=defaults(img)), warn)
             cfg.image = opts.image
             cfg.image_id = img.id
-            # Below another mount (/dev/pts in /dev's tmpfs): made in that mount at start.
+            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
+            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
             dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
-            points = [(m.destination, _is_dir_mount(m)) for m in cfg.spec.mounts
-                      if not any(m.destination.startswith(d + "/") for d in dests)]
+            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
+                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
             rootfs.finish(prepared, cfg, points)
         except BaseException:
             rootfs.discard(prepared.tmp)

@@ -77,6 +77,41 @@ def secure_join(root: str, unsafe: str) -> str:
     return os.path.join(root, *resolved)
 
 
+def container_path(path: str) -> str:
+    """path as the kernel resolves it in the container: '.', '..', '//' and a
+    trailing '/' folded (posixpath keeps a leading '//', the kernel does not)."""
+    return "/" + os.path.normpath("/" + path).lstrip("/")
+
+
+# Files under /proc a bind may replace: runc's checkProcMount list, the ones
+# lxcfs emulates.
+PROC_BINDABLE = frozenset({
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid", "/proc/sys/crypto/fips_enabled",
+})
+
+
+def refused_destination(dest: str) -> str | None:
+    """Why a user's mount may not go at dest (in container_path form).
+
+    Over / it would replace the root; over /proc, or anything in it, it would
+    replace procfs or escape the masks that are applied after the mounts; over
+    /dev it would take the place of rl's tmpfs, in which rl writes its /dev
+    symlinks (into the host's directory, for a bind).
+    """
+    if dest == "/":
+        return "invalid specification: destination can't be '/'"
+    if dest == "/proc":
+        return '"/proc" cannot be mounted because it is not of type proc'
+    if dest.startswith("/proc/") and dest not in PROC_BINDABLE:
+        return f'"{dest}" cannot be mounted because it is inside /proc'
+    if dest == "/dev":
+        return ('"/dev" cannot be mounted over: it is the container\'s own tmpfs of '
+                "device nodes (mount below it instead, e.g. /dev/shm)")
+    return None
+
+
 def _make_target(target: str, is_dir: bool) -> None:
     if os.path.lexists(target):
         return
@@ -134,6 +169,14 @@ def _bind(m: Mount, target: str, flags: int) -> None:
 
 def apply_mount(rootfs: str, m: Mount) -> None:
     target = secure_join(rootfs, m.destination)
+    # Checked at create against the path as given (api); a symlink in the
+    # rootfs may still lead it to /proc or /dev, which only shows here.
+    resolved = target[len(rootfs):] or "/"
+    if resolved != container_path(m.destination):
+        why = refused_destination(resolved)
+        if why is not None:
+            raise RlError(f"mounting {m.source or m.type} on {m.destination} (which is "
+                          f"{resolved} in the rootfs): {why}")
     flags, data = parse_options(m.options)
     if m.type == "bind" or flags & sc.MS_BIND:
         _bind(m, target, flags)
@@ -167,8 +210,12 @@ def apply_mount(rootfs: str, m: Mount) -> None:
         raise
 
 
-def _dev_symlinks(rootfs: str) -> None:
+def _dev_symlinks(rootfs: str, dev_id: int | None) -> None:
+    """/dev/fd and friends, in rl's /dev tmpfs (st_dev dev_id) and nowhere else:
+    never in a directory a mount brought in."""
     dev = secure_join(rootfs, "/dev")
+    if dev_id is None or os.stat(dev).st_dev != dev_id:
+        return
     links = {
         "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
         "stderr": "/proc/self/fd/2", "core": "/proc/kcore", "ptmx": "pts/ptmx",
@@ -225,18 +272,18 @@ CGROUPFS = Mount("/sys/fs/cgroup", "cgroup2", "cgroup2",
 def with_cgroupfs(mounts: list[Mount]) -> list[Mount]:
     """mounts with CGROUPFS right after the /sys mount, as docker orders them.
 
-    Unchanged when there is no /sys mount to put it on, or when a mount
-    (the user's -v) already targets /sys/fs/cgroup: that one wins.
+    Unchanged when there is no sysfs to put it on, or when a mount (the
+    user's -v) already targets /sys/fs/cgroup, /sys or /sys/fs: that one wins.
     """
-    def norm(dest: str) -> str:
-        return "/" + os.path.normpath(dest).strip("/")
-
-    if any(norm(m.destination) == CGROUPFS.destination for m in mounts):
+    dests = [container_path(m.destination) for m in mounts]
+    sysfs = [i for i, m in enumerate(mounts) if dests[i] == "/sys" and m.type == "sysfs"]
+    if not sysfs or CGROUPFS.destination in dests:
         return mounts
-    sys_at = [i for i, m in enumerate(mounts) if norm(m.destination) == "/sys"]
-    if not sys_at:
+    # A user's mount on /sys or /sys/fs replaces the tree the mount point
+    # would be made in: making it would write into their source.
+    if any(d in ("/sys", "/sys/fs") for i, d in enumerate(dests) if i != sysfs[-1]):
         return mounts
-    i = sys_at[-1] + 1
+    i = sysfs[-1] + 1
     return [*mounts[:i], CGROUPFS, *mounts[i:]]
 
 
@@ -253,13 +300,16 @@ def setup(spec: Spec, cgroupfs: bool = False) -> None:
     # host mounts made later still show, as with runc's default rslave).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    dev_id = None
     for m in with_cgroupfs(spec.mounts) if cgroupfs else spec.mounts:
         try:
             apply_mount(rootfs, m)
+            if container_path(m.destination) == "/dev":  # rl's tmpfs: users' are refused
+                dev_id = os.stat(secure_join(rootfs, "/dev")).st_dev
         except OSError as e:
             raise RlError(f"mounting {m.source or m.type} on {m.destination}: "
                           f"{os.strerror(e.errno or 0)}") from e
-    _dev_symlinks(rootfs)
+    _dev_symlinks(rootfs, dev_id)
     pivot(rootfs)
     mask_paths(spec.linux.masked_paths)
     readonly_paths(spec.linux.readonly_paths)

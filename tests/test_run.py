@@ -117,17 +117,19 @@ def test_killed_by_signal_is_128_plus_n(rl: RlRunner, rootfs: Path) -> None:
 
 def test_init_is_pid_1_and_reaps(rl: RlRunner, rootfs: Path) -> None:
     # An orphan (the backgrounded sleep's parent subshell exits) is reaped by
-    # rl's init; without it a zombie would remain.
+    # the init (catatonit); without it a zombie would remain.
     script = "echo $$; (sleep 0.2 &) ; sleep 0.6; ps -o pid,stat,comm | grep -c Z; true"
     out = sh(rl, rootfs, script, "--init")
     first, zombies = out.split()[0], out.split()[-1]
     assert first != "1"
     assert zombies == "0"
-    # ps names PID 1 as docker's init is named (not rl's fork server).
-    out = sh(rl, rootfs, "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/comm", "--init")
-    cmdline, comm = out.splitlines()
-    assert cmdline.startswith("rl-init -- /bin/sh -c tr "), cmdline
-    assert "forkserver" not in cmdline and comm == "rl-init"
+    # ps shows the init and its command (as docker's `docker-init -- CMD`), not
+    # rl's Python.
+    out = sh(rl, rootfs, "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/comm; "
+             "ps -o pid,comm | grep -w 2", "--init")
+    cmdline, comm, second = out.splitlines()
+    assert cmdline.startswith("catatonit -- /bin/sh -c tr "), cmdline
+    assert comm == "catatonit" and second.split() == ["2", "sh"]
 
 
 def test_only_stdio_fds_are_open(rl: RlRunner, rootfs: Path) -> None:
@@ -139,8 +141,12 @@ def test_only_stdio_fds_are_open(rl: RlRunner, rootfs: Path) -> None:
     assert all("rl" not in line for line in out.splitlines() if line.split()[0] == "3")
     out = sh(rl, rootfs, "ls /proc/self/fd | wc -l", "--init")
     assert int(out) <= 4
-    # --init's PID 1 lives beside the command: it holds nothing of the supervisor's
-    assert sh(rl, rootfs, "ls /proc/1/fd | wc -l", "--init").strip() == "3"
+    # --init's PID 1 lives beside the command: it holds nothing of the supervisor's,
+    # only its own signalfd.
+    out = sh(rl, rootfs, "for f in /proc/1/fd/*; do echo ${f##*/} $(readlink $f); done",
+             "--init")
+    assert [ln.split()[0] for ln in out.splitlines()] == ["0", "1", "2", "3"], out
+    assert out.splitlines()[3] == "3 anon_inode:[signalfd]", out
     assert sh(rl, rootfs, "pwd; readlink /proc/self/cwd").split() == ["/", "/"]
 
 

@@ -104,6 +104,22 @@ def test_run_it_is_a_real_terminal(rl_path: Path, rootfs: Path) -> None:
     assert term.wait() == 7
 
 
+def test_init_puts_the_command_in_the_terminals_foreground(rl_path: Path,
+                                                          rootfs: Path) -> None:
+    # catatonit runs the command in a process group of its own and hands it the
+    # terminal: the shell's group is the tty's foreground group, so Ctrl-C is
+    # the command's (and the init, in another group, is left alone).
+    term = Terminal([str(rl_path), "run", "-it", "--rm", "--init", "--rootfs", str(rootfs),
+                     "sh", "-c", "cut -d' ' -f1,5,8 /proc/$$/stat; cat /proc/1/comm; "
+                     "echo READY; sleep 30"])
+    out = term.expect(b"READY\r\n").decode()
+    pid, pgrp, tpgid = out.splitlines()[-2].split()
+    assert pid == pgrp == tpgid and pid != "1", out
+    assert out.splitlines()[-1] == "catatonit", out
+    term.send(b"\x03")
+    assert term.wait() == 130
+
+
 def test_run_it_restores_the_terminal_and_exec_it(rl: RlRunner, rl_path: Path,
                                                   rootfs: Path) -> None:
     rl("run", "-d", "--name", "ttyexec", "--rootfs", rootfs, "sleep", "60", check=True)
