@@ -673,6 +673,19 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
 
 
 def main() -> None:
+    from . import output
+
+    try:
+        try:
+            _main()
+        finally:
+            # Here, not at the interpreter's exit, where a failure is a traceback.
+            sys.stdout.flush()
+    except output.OutputError as e:
+        output.fail(e)
+
+
+def _main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
@@ -692,8 +705,5 @@ def main() -> None:
         sys.exit(EXIT_RL)
     except RlError as e:
         _fail(e.message, e.exit_code)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -251,7 +251,16 @@ def export_cmd(output: str | None, container: str) -> None:
         if sys.stdout.isatty():
             raise RlError("refusing to write a tar to a terminal: use -o FILE or a redirect")
         sys.stdout.flush()
-        export(ctr, sys.stdout.fileno())
+        try:
+            export(ctr, sys.stdout.fileno())
+        except RlError:
+            from .output import die_of_sigpipe, reader_gone
+
+            # The tar is written by a user-namespace child: its EPIPE comes back
+            # as a message. A reader that left (`| head -c1`) ends rl quietly.
+            if reader_gone(sys.stdout.fileno()):
+                die_of_sigpipe()
+            raise
         return
     with _output_file(output) as fd:
         export(ctr, fd)
