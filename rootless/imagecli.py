@@ -76,9 +76,10 @@ def _print_notes(notes: list[str]) -> None:
 def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str | None,
                repository: str | None) -> None:
     """List images."""
-    from .cli import _table, render_template, template_of
+    from .cli import _table, parse_template, template_of
     from .images import list_images
 
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     rows = list_images()
     if repository:
         rows = [r for r in rows if r.repository == repository
@@ -103,10 +104,9 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
     if fmt == "json":
         click.echo(json.dumps([as_dict(r) for r in rows], indent=2))
         return
-    if fmt and fmt != "table":
-        template = template_of(fmt)
+    if tmpl:
         for r in rows:
-            click.echo(render_template(template, as_dict(r)))
+            click.echo(tmpl.render(as_dict(r)))
         return
     head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
     table = [head]
@@ -135,9 +135,11 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
 @click.argument("images", nargs=-1, required=True)
 def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on images."""
-    from .cli import print_inspect
+    from .cli import parse_template, print_inspect
     from .images import inspect, lookup, open_store
 
+    if fmt:
+        parse_template(fmt)  # a template that does not parse fails before any lookup
     store = open_store()
     results, failed = [], False
     for ref in images:
