@@ -35,8 +35,15 @@ if TYPE_CHECKING:
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
 
+def error(msg: str) -> None:
+    """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
+    from .output import one_line
+
+    click.echo(f"Error: {one_line(msg)}", err=True)
+
+
 def _fail(msg: str, code: int) -> NoReturn:
-    click.echo(f"Error: {msg}", err=True)
+    error(msg)
     sys.exit(code)
 
 
@@ -279,7 +286,7 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
             ctr = store.lookup(ref)
             session = api.start(ctr, attach=attach_, stdin=interactive)
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
             continue
         if session is None:
@@ -305,7 +312,7 @@ def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool =
             if echo:
                 click.echo(ref)
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     if failed:
         sys.exit(1)
@@ -536,7 +543,7 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
 
                 results.append(inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     print_inspect(results, fmt, failed)
 
@@ -674,7 +681,7 @@ def _main() -> None:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
     except click.UsageError as e:
-        click.echo(f"Error: {e.format_message()}", err=True)
+        error(e.format_message())
         if e.ctx is not None:
             click.echo(f"See '{e.ctx.command_path} --help'.", err=True)
         sys.exit(EXIT_RL)
@@ -683,8 +690,7 @@ def _main() -> None:
     except click.Abort:
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_RL)
+        _fail(e.format_message(), EXIT_RL)
     except RlError as e:
         _fail(e.message, e.exit_code)
     except KeyboardInterrupt:

@@ -135,7 +135,7 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
 @click.argument("images", nargs=-1, required=True)
 def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on images."""
-    from .cli import parse_template, print_inspect
+    from .cli import error, parse_template, print_inspect
     from .images import inspect, lookup, open_store
 
     if fmt:
@@ -146,7 +146,7 @@ def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
         try:
             results.append(inspect(lookup(store, ref)))
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     print_inspect(results, fmt, failed)
 
@@ -191,13 +191,14 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 @click.argument("images", nargs=-1, required=True)
 def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
     """Remove images."""
+    from .cli import error
     from .images import remove
 
     out, errors = remove(list(images), force)
     for line in out:
         click.echo(line)
     for e in errors:
-        click.echo(f"Error: {e}", err=True)
+        error(e)
     if errors:
         sys.exit(1)
 

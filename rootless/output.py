@@ -129,10 +129,22 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
+
+
+def one_line(text: str) -> str:
+    """text with what would break the line or drive the terminal (control characters,
+    Unicode line separators) written out: an error is one line, whatever it quotes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\t" else _ESCAPES.get(c, f"\\x{ord(c):02x}"
+                   if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text)
+
+
 def error_line(message: str) -> None:
     """`Error: message` on fd 2, if it can be written at all."""
     try:
-        os.write(2, f"Error: {message}\n".encode(errors="backslashreplace"))
+        os.write(2, f"Error: {one_line(message)}\n".encode(errors="backslashreplace"))
     except OSError:
         pass
 
