@@ -69,6 +69,8 @@ def _json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except ValueError as e:
         raise RlError(f"malformed {what}: {e}") from None
+    except RecursionError:
+        raise RlError(f"malformed {what}: nested too deeply") from None
 
 
 def _name(text: str, docker: bool) -> str:
@@ -79,16 +81,10 @@ def _name(text: str, docker: bool) -> str:
 
 
 def check_config(config: Any, layer_count: int) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise RlError("malformed image config: not a JSON object")
-    diff_ids = config.get("rootfs", {}).get("diff_ids") if isinstance(
-        config.get("rootfs"), dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != layer_count:
-        raise RlError("malformed image config: rootfs.diff_ids does not match the layers")
-    for d in diff_ids:
-        if not isinstance(d, str) or not d.startswith("sha256:"):
-            raise RlError(f"malformed image config: bad diff_id {d!r}")
-    return config
+    """An image config on its way into the store (load, pull), against the OCI schema."""
+    from .imageconfig import validate
+
+    return validate(config, layer_count)
 
 
 def load(path: str, report: Report) -> list[Loaded]:

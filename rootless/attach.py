@@ -17,7 +17,7 @@ import socket
 import termios
 import tty as ttymod
 
-from . import wire
+from . import output, wire
 
 TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
 
@@ -37,13 +37,9 @@ def terminal_size() -> tuple[int, int] | None:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BrokenPipeError:
-            return
-        view = view[n:]
+    # A failed write to stdout raises output.OutputError: the caller leaves
+    # (quietly for EPIPE) and the container goes on, as after a kill of rl.
+    output.write_all(fd, data)
 
 
 def _deliver(frames: list[tuple[int, bytes]]) -> int | None:

@@ -30,12 +30,20 @@ from .errors import EXIT_RL, NoSuchContainer, RlError
 if TYPE_CHECKING:
     from .api import PsEntry
     from .store import Container
+    from .template import Template
 
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
 
+def error(msg: str) -> None:
+    """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
+    from .output import one_line
+
+    click.echo(f"Error: {one_line(msg)}", err=True)
+
+
 def _fail(msg: str, code: int) -> NoReturn:
-    click.echo(f"Error: {msg}", err=True)
+    error(msg)
     sys.exit(code)
 
 
@@ -278,7 +286,7 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
             ctr = store.lookup(ref)
             session = api.start(ctr, attach=attach_, stdin=interactive)
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
             continue
         if session is None:
@@ -304,7 +312,7 @@ def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool =
             if echo:
                 click.echo(ref)
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     if failed:
         sys.exit(1)
@@ -410,34 +418,11 @@ def template_of(fmt: str) -> str:
     return fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
 
 
-def render_template(template: str, data: Any) -> str:
-    """The few Go-template forms scripts use: {{.A.B}}, {{json .A}}, {{json .}}."""
-    import re
+def parse_template(fmt: str) -> Template:
+    """A --format template, parsed before any data is read (rootless.template)."""
+    from .template import parse
 
-    def lookup(path: str) -> Any:
-        value = data
-        for part in [p for p in path.split(".") if p]:
-            if not isinstance(value, dict) or part not in value:
-                raise RlError(f"template: can't evaluate field {part}")
-            value = value[part]
-        return value
-
-    def sub(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        if expr.startswith("json "):
-            return json.dumps(lookup(expr[5:].strip()))
-        if expr.startswith("."):
-            v = lookup(expr)
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if v is None:
-                return "<no value>"
-            if isinstance(v, (list, dict)):
-                return json.dumps(v)
-            return str(v)
-        raise RlError(f"template: unsupported expression {{{{{expr}}}}}")
-
-    return re.sub(r"\{\{(.*?)\}\}", sub, template.replace("\\t", "\t").replace("\\n", "\n"))
+    return parse(fmt)
 
 
 @cli.command()
@@ -456,6 +441,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
     from . import api
     from .humanize import duration
 
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     entries = api.ps(all_=all_ or latest or last >= 0 or bool(filters))
     for flt in filters:
         key, _, value = flt.partition("=")
@@ -489,10 +475,9 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
         for e in entries:
             click.echo(json.dumps(as_dict(e)))
         return
-    if fmt and fmt != "table":
-        template = template_of(fmt)
+    if tmpl:
         for e in entries:
-            click.echo(render_template(template, as_dict(e)))
+            click.echo(tmpl.render(as_dict(e)))
         return
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for e in entries:
@@ -538,6 +523,8 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
 
     if type_ not in ("", "container", "image"):
         raise RlError(f'"{type_}" is not a valid value for --type')
+    if fmt:
+        parse_template(fmt)  # a template that does not parse fails before any lookup
     results, failed = [], False
     for ref in containers:
         try:
@@ -556,7 +543,7 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
 
                 results.append(inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     print_inspect(results, fmt, failed)
 
@@ -564,8 +551,9 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
 def print_inspect(results: list[Any], fmt: str | None, failed: bool) -> None:
     """docker inspect's output: a JSON array, or one template line per object; 1 on a miss."""
     if fmt:
+        tmpl = parse_template(fmt)
         for r in results:
-            click.echo(render_template(fmt, r))
+            click.echo(tmpl.render(r))
     else:
         click.echo(json.dumps(results, indent=4))
     if failed:
@@ -597,11 +585,12 @@ def info(fmt: str | None) -> None:
     """What the kernel and host offer rl, and where its state lives."""
     from . import info as info_mod
 
+    tmpl = parse_template(fmt) if fmt and fmt != "json" else None
     data = info_mod.gather()
-    if fmt == "json":
+    if tmpl:
+        click.echo(tmpl.render(data))
+    elif fmt == "json":
         click.echo(json.dumps(data, indent=2))
-    elif fmt:
-        click.echo(render_template(fmt, data))
     else:
         click.echo(info_mod.render(data), nl=False)
 
@@ -648,15 +637,15 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     if interval <= 0:
         raise RlError(f"invalid --interval {interval}: must be positive")
     clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     first = True
     while True:
         rows = quotas.stats(list(containers), interval, strict=first)
         first = False
         if fmt == "json":
             out = "\n".join(json.dumps(r) for r in rows)
-        elif fmt and fmt != "table":
-            template = template_of(fmt)
-            out = "\n".join(render_template(template, r) for r in rows)
+        elif tmpl:
+            out = "\n".join(tmpl.render(r) for r in rows)
         else:
             table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
                       "NET I/O", "BLOCK I/O", "PIDS"]]
@@ -673,13 +662,26 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
 
 
 def main() -> None:
+    from . import output
+
+    try:
+        try:
+            _main()
+        finally:
+            # Here, not at the interpreter's exit, where a failure is a traceback.
+            sys.stdout.flush()
+    except output.OutputError as e:
+        output.fail(e)
+
+
+def _main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
     except click.UsageError as e:
-        click.echo(f"Error: {e.format_message()}", err=True)
+        error(e.format_message())
         if e.ctx is not None:
             click.echo(f"See '{e.ctx.command_path} --help'.", err=True)
         sys.exit(EXIT_RL)
@@ -688,12 +690,8 @@ def main() -> None:
     except click.Abort:
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
-        sys.exit(EXIT_RL)
+        _fail(e.format_message(), EXIT_RL)
     except RlError as e:
         _fail(e.message, e.exit_code)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,6 +7,10 @@ supervisor parses them exactly as the CLI would (cli.parse_run) and goes on.
 Anything that needs the CLI itself — help, a usage error, a pull — comes
 back as "needs the full CLI", and the command then runs through click as
 every other command does (nothing was created meanwhile).
+
+Before anything, stdio is made safe to use (rootless.output): a closed
+standard fd becomes /dev/null, and writes to stdout and stderr follow
+rl's rules for a full disk or a pipe nobody reads.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import sys
 
 
 def main() -> None:
+    from . import output
+
+    output.ensure_stdio()
+    output.install()
     if len(sys.argv) > 1 and sys.argv[1] == "run":
         from .quickrun import run
 

@@ -76,9 +76,10 @@ def _print_notes(notes: list[str]) -> None:
 def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str | None,
                repository: str | None) -> None:
     """List images."""
-    from .cli import _table, render_template, template_of
+    from .cli import _table, parse_template, template_of
     from .images import list_images
 
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     rows = list_images()
     if repository:
         rows = [r for r in rows if r.repository == repository
@@ -103,10 +104,9 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
     if fmt == "json":
         click.echo(json.dumps([as_dict(r) for r in rows], indent=2))
         return
-    if fmt and fmt != "table":
-        template = template_of(fmt)
+    if tmpl:
         for r in rows:
-            click.echo(render_template(template, as_dict(r)))
+            click.echo(tmpl.render(as_dict(r)))
         return
     head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
     table = [head]
@@ -135,16 +135,18 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
 @click.argument("images", nargs=-1, required=True)
 def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on images."""
-    from .cli import print_inspect
+    from .cli import error, parse_template, print_inspect
     from .images import inspect, lookup, open_store
 
+    if fmt:
+        parse_template(fmt)  # a template that does not parse fails before any lookup
     store = open_store()
     results, failed = [], False
     for ref in images:
         try:
             results.append(inspect(lookup(store, ref)))
         except RlError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            error(e.message)
             failed = True
     print_inspect(results, fmt, failed)
 
@@ -189,13 +191,14 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 @click.argument("images", nargs=-1, required=True)
 def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
     """Remove images."""
+    from .cli import error
     from .images import remove
 
     out, errors = remove(list(images), force)
     for line in out:
         click.echo(line)
     for e in errors:
-        click.echo(f"Error: {e}", err=True)
+        error(e)
     if errors:
         sys.exit(1)
 
@@ -251,7 +254,16 @@ def export_cmd(output: str | None, container: str) -> None:
         if sys.stdout.isatty():
             raise RlError("refusing to write a tar to a terminal: use -o FILE or a redirect")
         sys.stdout.flush()
-        export(ctr, sys.stdout.fileno())
+        try:
+            export(ctr, sys.stdout.fileno())
+        except RlError:
+            from .output import die_of_sigpipe, reader_gone
+
+            # The tar is written by a user-namespace child: its EPIPE comes back
+            # as a message. A reader that left (`| head -c1`) ends rl quietly.
+            if reader_gone(sys.stdout.fileno()):
+                die_of_sigpipe()
+            raise
         return
     with _output_file(output) as fd:
         export(ctr, fd)

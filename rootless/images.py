@@ -153,6 +153,8 @@ def apply_changes(cfg: dict[str, Any], changes: list[str]) -> None:
             name, sep, val = rest.partition("=")
             if not sep:
                 name, _, val = rest.partition(" ")
+            if not name.strip():
+                raise RlError(f"invalid --change {change!r}: ENV names can not be blank")
             env = [e for e in cfg.get("Env") or [] if e.partition("=")[0] != name]
             cfg["Env"] = [*env, f"{name}={val.strip()}"]
         elif key == "LABEL":
@@ -204,6 +206,10 @@ def write_image(store: Store, base: Image | None, new_layers: list[NewLayer],
         if comment:
             entry["comment"] = comment
         config["history"].append(entry)
+    # import and commit make configs too (--change): they enter the store checked.
+    from .imageconfig import validate
+
+    validate(config, len(base.layers if base else []) + len(new_layers))
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = store.put_bytes(config_bytes)
     manifest = {

@@ -298,7 +298,7 @@ class Store:
     def read_json(self, digest: str) -> dict[str, Any]:
         try:
             value = json.loads(self.read_blob(digest))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
             raise BlobError(f"blob {digest} is not valid JSON: {e}") from None
         if not isinstance(value, dict):
             raise BlobError(f"blob {digest} is not a JSON object")

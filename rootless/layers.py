@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import os
 import stat
 import tarfile
@@ -27,6 +28,7 @@ from typing import IO, Any, BinaryIO
 
 from fs import diff, drivers, layout, walk
 
+from . import output
 from .errors import RlError
 
 # Decompressors are imported here, not when a layer is opened: layers are
@@ -328,7 +330,10 @@ def apply(layer_dir: str, dest: str) -> None:
 
 
 def _stream(out_fd: int) -> IO[bytes]:
-    return os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20)
+    # A failed write says what it was writing ("write /dev/full: no space left
+    # on device"), not "[Errno 28]", when it reaches the user through userns.run.
+    name = "/dev/stdout" if out_fd == 1 else ""
+    return io.BufferedWriter(output.Sink(os.dup(out_fd), closefd=True, name=name), 1 << 20)
 
 
 def write_tree_tar(root: str, out_fd: int, skip: set[str]) -> None:

@@ -146,8 +146,15 @@ def execute(proc: Process, env: dict[str, str]) -> None:
     reset_signals()
     sc.close_range_cloexec(3)
     argv0 = proc.args[0]
+    if not argv0:
+        # What runc says of an empty command (docker: 127), not Python's ValueError.
+        raise RlError('exec: "": executable file not found in $PATH', EXIT_NOT_FOUND)
     try:
         os.execvpe(argv0, proc.args, env)
+    except ValueError as e:
+        # A NUL byte in an argument or variable, or an empty variable name:
+        # nothing execve(2) can be given. (Image configs are refused at load.)
+        raise RlError(f'exec: "{argv0}": {e}') from None
     except FileNotFoundError:
         raise RlError(f'exec: "{argv0}": executable file not found in $PATH',
                       EXIT_NOT_FOUND) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import attach, client
+from . import attach, client, output
 from .errors import EXIT_RL, NeedsFullCli, RlError
 
 TYPE_CHECKING = False  # not `import typing`: this is the start path (see client.py)
@@ -16,6 +16,15 @@ if TYPE_CHECKING:
 
 def run(argv: list[str]) -> None:
     """Run the container and exit with its status; return if the full CLI must do it."""
+    try:
+        _run(argv)
+    except output.OutputError as e:
+        # The container goes on without this client, as after a kill of rl
+        # (its output is in the log; --rm still applies when it exits).
+        output.fail(e)
+
+
+def _run(argv: list[str]) -> None:
     size = attach.terminal_size()  # used with -t only, as cli.run does
     try:
         session = client.run_argv(argv, size)
@@ -26,7 +35,7 @@ def run(argv: list[str]) -> None:
     event = session.event
     if event.get("detach"):
         session.close()
-        print(event["id"], flush=True)
+        output.write_all(1, f"{event['id']}\n".encode())
         sys.exit(0)
     code = attach.run(session, tty=bool(event.get("tty")), stdin=bool(event.get("interactive")))
     session.close()
@@ -43,5 +52,5 @@ def run(argv: list[str]) -> None:
 
 def _fail(message: str, code: int) -> NoReturn:
     sys.stdout.flush()
-    print(f"Error: {message}", file=sys.stderr, flush=True)
+    output.error_line(message)
     sys.exit(code)

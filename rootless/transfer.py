@@ -61,7 +61,7 @@ def _chunk_size() -> int:
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         raise RlError(f"malformed {what}: {e}") from None
     if not isinstance(doc, dict):
         raise RlError(f"malformed {what}: not a JSON object")
