@@ -47,6 +47,7 @@ MNT_DETACH = 2
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -58,9 +59,13 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # <linux/close_range.h>
 CLOSE_RANGE_CLOEXEC = 4
 
+# <linux/openat2.h>
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436},
-    "aarch64": {"pivot_root": 41, "close_range": 436},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "openat2": 437},
 }
 _NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
@@ -130,6 +135,19 @@ def close_range_cloexec(first: int) -> None:
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2) (Linux >= 5.6): open with RESOLVE_* limits on the path walk."""
+    how = _OpenHow(flags, 0, resolve)
+    ret = _libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd), _b(path),
+                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, f"open {path}", path)
 
 
 def close_fds_except(keep: set[int]) -> None:
