@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import selectors
 import signal
 import socket
@@ -37,19 +36,14 @@ def terminal_size() -> tuple[int, int] | None:
     return None
 
 
-def _write_all(fd: int, data: bytes) -> bool:
-    """A blocking write of all of data to rl's fd; False once nobody reads it."""
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
-        except BlockingIOError:  # made non-blocking by whoever shares it: wait
-            select.select([], [fd], [])
-            continue
-        except OSError:
-            return False
+        except BrokenPipeError:
+            return
         view = view[n:]
-    return True
 
 
 def watch_stdin(sel: selectors.BaseSelector, data: object = None) -> bool:

@@ -22,6 +22,7 @@ import copy
 import ctypes
 import fcntl
 import os
+import select
 import selectors
 import signal
 import socket
@@ -243,7 +244,7 @@ class _Relay:
         if not data:
             self._close_output(fd)
             return
-        if not attach._write_all(self.outputs[fd], data):
+        if not _write_out(self.outputs[fd], data):
             # Nobody reads rl's output any more: the container's writer gets
             # EPIPE, as in a shell pipeline.
             self._close_output(fd)
@@ -321,13 +322,13 @@ class _Relay:
 
 
 def _write_out(fd: int, data: bytes) -> bool:
-    """A blocking write of all of data to rl's fd; False if nobody reads it any more."""
+    """A blocking write of all of data to rl's fd 1 or 2; False once nobody reads it."""
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
-        except BlockingIOError:  # non-blocking by somebody else's choice: wait for it
-            selectors.DefaultSelector().select()  # placeholder, replaced below
+        except BlockingIOError:  # made non-blocking by whoever shares it: wait
+            select.select([], [fd], [])
             continue
         except OSError:
             return False
