@@ -169,6 +169,7 @@ class _Relay:
         self.pending = b""  # read from rl's stdin, not yet taken by the container
         self.stdin_open = stdin_dst is not None
         self.stdin_polled = False
+        self.eof_sent = False
         for fd in {*self.outputs, *([stdin_dst] if stdin_dst is not None else [])}:
             _set_nonblocking(fd)
         for fd in self.outputs:
@@ -298,15 +299,19 @@ class _Relay:
             self.stdin_polled = False
 
     def _end_stdin(self) -> None:
-        """The end of rl's stdin: EOF for the container (a pty has no half-close: ^D)."""
+        """The end of rl's stdin: EOF for the container (a pty has no half-close: ^D,
+        written as input is, once the pty takes it)."""
         if self.dst is None:
             return
-        if self.pty:
-            with contextlib.suppress(OSError):
-                os.write(self.dst, b"\x04")
-            self.dst = None
-        else:
+        if not self.pty:
             self._stop_stdin()
+        elif not self.eof_sent:
+            self.eof_sent = True
+            self.pending = b"\x04"
+            self._flush()  # back here once it is written
+        else:
+            self._want(self.dst, selectors.EVENT_WRITE, False)
+            self.dst = None
 
     def _stop_stdin(self) -> None:
         """No more input: rl's stdin is no longer read, the pipe is closed."""
