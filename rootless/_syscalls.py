@@ -47,6 +47,7 @@ MNT_DETACH = 2
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -61,9 +62,13 @@ CLOSE_RANGE_CLOEXEC = 4
 # <fcntl.h>
 AT_SYMLINK_NOFOLLOW = 0x100
 
+# <linux/openat2.h>
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322},
-    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281, "openat2": 437},
 }
 _NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
@@ -149,6 +154,19 @@ def execveat(dirfd: int, name: str, argv: list[str], env: dict[str, str],
     c_env = strings([f"{k}={v}" for k, v in env.items()])
     _check(_libc.syscall(ctypes.c_long(_NR["execveat"]), ctypes.c_int(dirfd),
                          os.fsencode(name), c_argv, c_env, ctypes.c_int(flags)), "execveat", name)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2) (Linux >= 5.6): open with RESOLVE_* limits on the path walk."""
+    how = _OpenHow(flags, 0, resolve)
+    ret = _libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd), _b(path),
+                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(ret, f"open {path}", path)
 
 
 def close_fds_except(keep: set[int]) -> None:

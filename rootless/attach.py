@@ -42,6 +42,19 @@ def _write_all(fd: int, data: bytes) -> None:
     output.write_all(fd, data)
 
 
+def watch_stdin(sel: selectors.BaseSelector, data: object = None) -> bool:
+    """Register fd 0 for reading; False where it cannot be polled.
+
+    epoll refuses a regular file or /dev/null (EPERM), which a plain read never
+    waits on: the caller reads those directly instead.
+    """
+    try:
+        sel.register(0, selectors.EVENT_READ, data)
+    except OSError:
+        return False
+    return True
+
+
 def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
     """Write output frames; the exit code if one of them is the exit event."""
     for kind, payload in frames:
@@ -52,6 +65,21 @@ def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
             if event.get("event") == "exit":
                 return int(event["exit_code"])
     return None
+
+
+def _send_stdin(sock: socket.socket) -> bool:
+    """One read of rl's stdin to the supervisor; False at its end."""
+    try:
+        data = os.read(0, 65536)
+    except BlockingIOError:  # made non-blocking by whoever shares it
+        return True
+    except OSError:
+        data = b""
+    try:
+        sock.sendall(wire.frame(wire.STDIN, data) if data else wire.frame(wire.STDIN_EOF, b""))
+    except OSError:  # the supervisor is leaving: its exit event (or EOF) follows
+        return False
+    return bool(data)
 
 
 def run(session: Session, tty: bool, stdin: bool) -> int | None:
@@ -77,8 +105,9 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
             sock.sendall(wire.control({"op": "resize", "rows": size[0], "cols": size[1]}))
     sel.register(sock, selectors.EVENT_READ, "sock")
     sel.register(wake_r, selectors.EVENT_READ, "wake")
-    if stdin:
-        sel.register(0, selectors.EVENT_READ, "stdin")
+    # stdin that cannot be polled is read in the loop between two looks at the
+    # rest, which then never waits.
+    read_stdin = stdin and not watch_stdin(sel, "stdin")
     reader = session.reader
     try:
         # Output that came with "started" is shown only now that the signal
@@ -88,7 +117,9 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
         if code is not None:
             return code
         while True:
-            for key, _ in sel.select():
+            if read_stdin:
+                read_stdin = _send_stdin(sock)
+            for key, _ in sel.select(0 if read_stdin else None):
                 if key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
                         wake_r.recv(4096)
@@ -102,17 +133,13 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
                         else:
                             sock.sendall(wire.control({"op": "signal", "signal": signum}))
                 elif key.data == "stdin":
-                    try:
-                        data = os.read(0, 65536)
-                    except OSError:
-                        data = b""
-                    if data:
-                        sock.sendall(wire.frame(wire.STDIN, data))
-                    else:
+                    if not _send_stdin(sock):
                         sel.unregister(0)
-                        sock.sendall(wire.frame(wire.STDIN_EOF, b""))
                 else:
-                    data = sock.recv(65536)
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:  # ECONNRESET: it left with our stdin unread
+                        data = b""
                     if not data:
                         return None
                     code = _deliver(reader.feed(data))

@@ -58,6 +58,7 @@ def ensure_stdio() -> None:
             if got != fd:
                 os.dup2(got, fd)
                 os.close(got)
+            os.set_inheritable(fd, True)  # a standard fd, as the children expect
     # Python left sys.stdin/stdout/stderr None for fds that were closed at start.
     if sys.stdin is None:
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
