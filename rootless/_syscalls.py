@@ -61,9 +61,13 @@ CLOSE_RANGE_CLOEXEC = 4
 # <fcntl.h>
 AT_SYMLINK_NOFOLLOW = 0x100
 
+# <linux/openat2.h>
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322},
-    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281, "openat2": 437},
 }
 _NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
 
@@ -149,6 +153,19 @@ def execveat(dirfd: int, name: str, argv: list[str], env: dict[str, str],
     c_env = strings([f"{k}={v}" for k, v in env.items()])
     _check(_libc.syscall(ctypes.c_long(_NR["execveat"]), ctypes.c_int(dirfd),
                          os.fsencode(name), c_argv, c_env, ctypes.c_int(flags)), "execveat", name)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): *path* opened relative to *dirfd* under the *resolve* rules."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    return _check(_libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd),
+                                os.fsencode(path), ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))), "openat2", path)
 
 
 def close_fds_except(keep: set[int]) -> None:
