@@ -162,11 +162,11 @@ class _OpenHow(ctypes.Structure):
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
-    """openat2(2) (Linux >= 5.6): open with RESOLVE_* limits on the path walk."""
-    how = _OpenHow(flags, 0, resolve)
-    ret = _libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd), _b(path),
-                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    return _check(ret, f"open {path}", path)
+    """openat2(2): *path* opened relative to *dirfd* under the *resolve* rules."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    return _check(_libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd),
+                                os.fsencode(path), ctypes.byref(how),
+                                ctypes.c_size_t(ctypes.sizeof(how))), f"open {path}", path)
 
 
 def close_fds_except(keep: set[int]) -> None:

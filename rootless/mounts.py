@@ -112,14 +112,49 @@ def refused_destination(dest: str) -> str | None:
     return None
 
 
-def _make_target(target: str, is_dir: bool) -> None:
-    if os.path.lexists(target):
-        return
-    if is_dir:
-        os.makedirs(target, exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+def _in_root(root_fd: int, rel: str, flags: int = os.O_PATH) -> int:
+    """rel opened below root_fd, every symlink resolved inside it (openat2)."""
+    return sc.openat2(root_fd, rel or ".", flags, sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS)
+
+
+def _make_target(root_fd: int, rel: str, is_dir: bool) -> None:
+    """The mount point rel (and its parents) below root_fd, where missing.
+
+    Each step is made relative to a directory fd resolved inside the root:
+    a container that shares a directory with this one (a volume) and swaps
+    a component for a symlink while this one starts can never make rl
+    create anything outside the root.
+    """
+    parts = [p for p in rel.split("/") if p]
+    for i, part in enumerate(parts):
+        try:
+            os.close(_in_root(root_fd, "/".join(parts[:i + 1])))
+            continue
+        except FileNotFoundError:
+            pass
+        parent = _in_root(root_fd, "/".join(parts[:i]), os.O_PATH | os.O_DIRECTORY)
+        try:
+            if is_dir or i < len(parts) - 1:
+                os.mkdir(part, dir_fd=parent)
+            else:
+                os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o644, dir_fd=parent))
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+
+
+def _open_target(root_fd: int, rel: str, expected: str) -> int:
+    """An O_PATH fd of the mount point, which must still be where secure_join
+    found it (and the refused-destination check passed it)."""
+    fd = _in_root(root_fd, rel)
+    actual = os.readlink(f"/proc/self/fd/{fd}")
+    if actual != expected:
+        os.close(fd)
+        raise RlError(f"the mount point {expected} changed while the container was "
+                      f"starting (it now leads to {actual})")
+    return fd
 
 
 def locked_flags(path: str) -> int:
@@ -152,19 +187,32 @@ def remount_readonly_recursive(target: str) -> None:
             sc.mount("tmpfs", point, "tmpfs", sc.MS_RDONLY, "size=0")
 
 
-def _bind(m: Mount, target: str, flags: int) -> None:
+def _bind(m: Mount, root_fd: int, rel: str, target: str, flags: int) -> None:
     assert m.source is not None
     if not os.path.exists(m.source):
         raise RlError(f"bind source path does not exist: {m.source}")
-    _make_target(target, os.path.isdir(m.source))
-    sc.mount(m.source, target, None, sc.MS_BIND | (flags & sc.MS_REC))
+    _make_target(root_fd, rel, os.path.isdir(m.source))
+    fd = _open_target(root_fd, rel, target)
+    try:
+        sc.mount(m.source, f"/proc/self/fd/{fd}", None, sc.MS_BIND | (flags & sc.MS_REC))
+    finally:
+        os.close(fd)
     extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_RDONLY)
-    if flags & sc.MS_RDONLY and flags & sc.MS_REC:
-        remount_readonly_recursive(target)
-    elif flags & sc.MS_RDONLY:
-        remount_readonly(target, extra)
-    elif extra:
-        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | extra | locked_flags(target))
+    if not flags & sc.MS_RDONLY and not extra:
+        return
+    # Opened again, so that the fd is the new mount's root: the remount must
+    # reach the bind just made, whatever happened to the path since.
+    fd = _open_target(root_fd, rel, target)
+    try:
+        here = f"/proc/self/fd/{fd}"
+        if flags & sc.MS_RDONLY and flags & sc.MS_REC:
+            remount_readonly_recursive(target)
+        elif flags & sc.MS_RDONLY:
+            remount_readonly(here, extra)
+        else:
+            sc.mount(None, here, None, sc.MS_BIND | sc.MS_REMOUNT | extra | locked_flags(here))
+    finally:
+        os.close(fd)
 
 
 def apply_mount(rootfs: str, m: Mount) -> None:
@@ -177,33 +225,54 @@ def apply_mount(rootfs: str, m: Mount) -> None:
         if why is not None:
             raise RlError(f"mounting {m.source or m.type} on {m.destination} (which is "
                           f"{resolved} in the rootfs): {why}")
+    # From here on the path is only reached through fds resolved inside the
+    # root, and must still be the one checked (a shared volume may change).
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        rel = resolved.lstrip("/")
+        real = os.path.realpath(rootfs)
+        _apply_at(m, root_fd, rel, os.path.join(real, rel) if rel else real)
+    finally:
+        os.close(root_fd)
+
+
+def _apply_at(m: Mount, root_fd: int, rel: str, target: str) -> None:
     flags, data = parse_options(m.options)
     if m.type == "bind" or flags & sc.MS_BIND:
-        _bind(m, target, flags)
+        _bind(m, root_fd, rel, target, flags)
         return
-    _make_target(target, True)
+    _make_target(root_fd, rel, True)
+    fd = _open_target(root_fd, rel, target)
+    try:
+        _mount_fs(m, f"/proc/self/fd/{fd}", target, flags, data)
+    finally:
+        os.close(fd)
+
+
+def _mount_fs(m: Mount, here: str, target: str, flags: int, data: str) -> None:
+    """A file system of m's type on here (target's mount point, as a /proc/self/fd path)."""
     if m.type == "sysfs":
         try:
-            sc.mount("sysfs", target, "sysfs", flags, data or None)
+            sc.mount("sysfs", here, "sysfs", flags, data or None)
         except OSError as e:
             if e.errno != errno.EPERM:
                 raise
             # No network namespace of our own: the kernel refuses a fresh
             # sysfs, so show the host's, read-only.
-            sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount("/sys", here, None, sc.MS_BIND | sc.MS_REC)
             remount_readonly_recursive(target)
         return
     try:
-        sc.mount(m.source or m.type, target, m.type, flags, data or None)
+        sc.mount(m.source or m.type, here, m.type, flags, data or None)
     except OSError as e:
         if m.type == "cgroup2" and e.errno == errno.EBUSY:
             # The same cgroup2 superblock (there is one) is mounted right there
             # (--network host: the host's /sys, bound read-only), and the kernel
             # refuses to stack a file system on its own mount point: put an empty
             # read-only tmpfs in between.
-            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+            sc.mount("tmpfs", here, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
                      | sc.MS_NOEXEC, "size=0,mode=755")
-            sc.mount(m.source or m.type, target, m.type, flags, data or None)
+            sc.mount(m.source or m.type, here, m.type, flags, data or None)
             return
         if m.type == "mqueue" and e.errno == errno.EPERM:
             return  # an mqueue needs an IPC namespace of ours: skip it, as runc does
