@@ -113,6 +113,17 @@ def test_driver_root_diff_commit_export(rl: RlRunner, two_layers: str, driver: s
     rl("rmi", f"{name}-img", check=True)
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unlinked_open_files(rl: RlRunner, two_layers: str, driver: str) -> None:
+    """What apt does with its temporary files: write and read them through an fd
+    after rm."""
+    _require_driver(driver)
+    r = rl("run", "--rm", "--storage-driver", driver, two_layers, "sh", "-c",
+           "exec 3>/tmp/f; rm /tmp/f; echo hi >&3; cat /proc/self/fd/3; "
+           "echo more >&3; stat -L -c '%s' /proc/self/fd/3", check=True)
+    assert r.stdout.splitlines() == ["hi", "8"]
+
+
 def _processes_of_user() -> set[int]:
     uid = os.getuid()
     out = set()
