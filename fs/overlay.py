@@ -26,7 +26,10 @@ lower file move to the upper copy when it is copied up.
 
 Inode numbers come from the backing file's (st_dev, st_ino), remembered
 across copy-up, so they stay stable for the life of the mount even after the
-kernel forgets a node.
+kernel forgets a node, and the hard links of a lower layer are one inode, as
+in the kernel. The kernel (without ``index=on``) parts them on copy-up; here
+they are one kernel inode with one page cache, so a copy-up copies the file
+once and links it at every name the merged view shows.
 
 All work is done synchronously on the trio thread: the calls are short local
 syscalls, and a copy-up must not interleave with other changes to the same
@@ -99,7 +102,7 @@ class Node:
         self.dlayers = dlayers    # directories: the layers that merge into it, top first
         self.lookups = 0
         self.children: dict[bytes, Node] = {}
-        self.aliases: list[tuple[Node, bytes]] = []  # further hard links (upper only)
+        self.aliases: list[tuple[Node, bytes]] = []  # further hard links
         self.fd = -1  # once nameless (parent None): an O_PATH fd on the backing file
         self.lower_fhs: dict[int, int] | None = None  # open on the lower file: fh -> flags
         # readdir's caches, valid while Overlay._gen is unchanged
@@ -246,11 +249,8 @@ class Overlay(pyfuse3.Operations):
             return not layout.is_whiteout_stat(st)
         return False
 
-    def _ino_for(self, layer: int, st: os.stat_result, rel: bytes) -> int:
-        key: tuple[int, int] = (st.st_dev, st.st_ino)
-        if layer != UPPER and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-            # lower hard links part ways on copy-up: one inode number per path
-            key = (-layer, hash(rel))
+    def _ino_for(self, st: os.stat_result) -> int:
+        key = (st.st_dev, st.st_ino)
         ino = self.inos.get(key)
         if ino is None:
             ino = self.inos[key] = next(self._next_ino)
@@ -265,7 +265,7 @@ class Overlay(pyfuse3.Operations):
         found = self._resolve(parent, prel, name)
         if found is None:
             return None
-        ino = self._ino_for(found.layer, found.st, _join(prel, name))
+        ino = self._ino_for(found.st)
         node = self.nodes.get(ino)
         if node is None:
             node = Node(ino, parent, name, found.layer, found.dlayers)
@@ -337,12 +337,15 @@ class Overlay(pyfuse3.Operations):
         src = self.fds[node.layer]
         st = os.lstat(rel, dir_fd=src)
         up = self.fds[UPPER]
+        links: list[tuple[Node, bytes]] = []
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(rel, 0o700, dir_fd=up)
             self._copy_meta(node.layer, rel, up, rel, st)
             assert node.dlayers is not None
             node.dlayers.insert(0, UPPER)
         else:
+            if st.st_nlink > 1:
+                links = self._other_names(node, rel, st)
             tmp = _TMP_PREFIX + b"%d" % next(self._next_tmp)
             wfd = self.work_fd
             try:
@@ -363,6 +366,10 @@ class Overlay(pyfuse3.Operations):
         new = os.lstat(rel, dir_fd=up)
         self.inos[(new.st_dev, new.st_ino)] = node.ino
         node.layer = UPPER
+        for parent, name in links:  # the same file under its other names
+            self._copy_up(parent)
+            os.link(rel, _join(self._rel(parent), name), src_dir_fd=up, dst_dir_fd=up,
+                    follow_symlinks=False)
         if node.lower_fhs:
             # Its open files now read the copy, as the kernel's do (the
             # handles are the fds, so the new file takes the old number).
@@ -374,6 +381,52 @@ class Overlay(pyfuse3.Operations):
                     os.close(fd)
                 del self.lower_fh[fh]
             node.lower_fhs = None
+
+    def _other_names(self, node: Node, rel: bytes, st: os.stat_result) -> list[tuple[Node, bytes]]:
+        """Where else the merged view shows the lower file *node* (hard links in its layer).
+
+        Found by walking the layer until all st_nlink names are seen: a copy-up
+        of a file with hard links is rare, and the kernel's index (which this
+        overlay has none of) is what would make it cheap.
+        """
+        out: list[tuple[Node, bytes]] = []
+        seen = 1
+        todo = [b"."]
+        while todo and seen < st.st_nlink:
+            d = todo.pop()
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=self.fds[node.layer])
+            except OSError:
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(os.fsencode(e.name), e.inode(), e.is_dir(follow_symlinks=False))
+                               for e in it]
+            finally:
+                os.close(fd)
+            for name, ino, is_dir in entries:
+                path = _join(d, name)
+                if is_dir:
+                    todo.append(path)
+                elif ino == st.st_ino and path != rel:
+                    seen += 1
+                    where = self._shown_at(path, node)
+                    if where is not None:
+                        out.append(where)
+        return out
+
+    def _shown_at(self, rel: bytes, node: Node) -> tuple[Node, bytes] | None:
+        """The parent and name of *rel* if the merged view shows *node* there."""
+        *dirs, name = rel.split(b"/")
+        parent = self.root
+        for d in dirs:
+            got = self._child(parent, d)
+            if got is None or got[0].dlayers is None:
+                return None
+            parent = got[0]
+        got = self._child(parent, name)
+        return (parent, name) if got is not None and got[0] is node else None
 
     def _copy_meta(self, layer: int, rel: bytes, dfd: int, drel: bytes,
                    st: os.stat_result) -> None:
@@ -429,7 +482,7 @@ class Overlay(pyfuse3.Operations):
                   st: os.stat_result | None = None) -> tuple[Node, os.stat_result]:
         if st is None:
             st = os.lstat(rel, dir_fd=self.fds[UPPER])
-        ino = self._ino_for(UPPER, st, rel)
+        ino = self._ino_for(st)
         node = Node(ino, parent, name, UPPER, [UPPER] if is_dir else None)
         self.nodes[ino] = node
         parent.children[name] = node
