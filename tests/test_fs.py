@@ -590,9 +590,9 @@ def test_random_sequences_match_kernel(agent: Agent,
                 if op[0] == "open":
                     opened[op[2]] = op[1]
                 elif op[0] == "unlink_opened":
-                    op = ("unlink", opened.get(op[1], "f"))
+                    op = ("unlink", opened[op[1]])
                 elif op[0] == "rename_onto_opened":
-                    op = ("rename", op[1], opened.get(op[2], "f"))
+                    op = ("rename", op[1], opened[op[2]])
                 p.do(op[0], *op[1:])
                 p.check()
         finally:
