@@ -18,11 +18,22 @@ cache entries, attributes and page contents for long (see TIMEOUT); every
 operation that changes something answers with fresh attributes.
 
 Nodes are identified by path (parent + name, walked up on use), so renaming
-a directory needs no fix-up below it. Inode numbers come from the backing
-file's (st_dev, st_ino), remembered across copy-up, so they stay stable for
-the life of the mount even after the kernel forgets a node. All work is done
-synchronously on the trio thread: the calls are short local syscalls, and a
-copy-up must not interleave with other changes to the same node.
+a directory needs no fix-up below it. A node whose last name goes while the
+kernel still knows it (an open file, a cwd) keeps an O_PATH fd on its backing
+file instead, until the kernel forgets it: the POSIX life of an unlinked open
+file. Open files are served by the fd opened for them, and those opened on a
+lower file move to the upper copy when it is copied up.
+
+Inode numbers come from the backing file's (st_dev, st_ino), remembered
+across copy-up, so they stay stable for the life of the mount even after the
+kernel forgets a node, and the hard links of a lower layer are one inode, as
+in the kernel. The kernel (without ``index=on``) parts them on copy-up; here
+they are one kernel inode with one page cache, so a copy-up copies the file
+once and links it at every name the merged view shows.
+
+All work is done synchronously on the trio thread: the calls are short local
+syscalls, and a copy-up must not interleave with other changes to the same
+node.
 """
 
 from __future__ import annotations
@@ -79,8 +90,8 @@ def _fuse_errors(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Corouti
 class Node:
     """One inode the kernel knows about."""
 
-    __slots__ = ("aliases", "attr", "children", "dlayers", "ino", "layer", "listing",
-                 "lookups", "name", "parent", "unlinked_st")
+    __slots__ = ("aliases", "attr", "children", "dlayers", "fd", "ino", "layer", "listing",
+                 "lookups", "lower_fhs", "name", "parent")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes, layer: int,
                  dlayers: list[int] | None) -> None:
@@ -91,8 +102,9 @@ class Node:
         self.dlayers = dlayers    # directories: the layers that merge into it, top first
         self.lookups = 0
         self.children: dict[bytes, Node] = {}
-        self.aliases: list[tuple[Node, bytes]] = []  # further hard links (upper only)
-        self.unlinked_st: os.stat_result | None = None
+        self.aliases: list[tuple[Node, bytes]] = []  # further hard links
+        self.fd = -1  # once nameless (parent None): an O_PATH fd on the backing file
+        self.lower_fhs: dict[int, int] | None = None  # open on the lower file: fh -> flags
         # readdir's caches, valid while Overlay._gen is unchanged
         self.attr: tuple[int, pyfuse3.EntryAttributes] | None = None
         self.listing: tuple[int, list[bytes]] | None = None
@@ -140,6 +152,7 @@ class Overlay(pyfuse3.Operations):
         self.root.lookups = 1
         self.nodes: dict[int, Node] = {pyfuse3.ROOT_INODE: self.root}
         self.dirs: dict[int, tuple[Node, list[bytes]]] = {}
+        self.lower_fh: dict[int, Node] = {}  # open files on a lower file (Node.lower_fhs)
         # Bumped by every change made through the mount (writes included), so
         # readdir may reuse listings and attributes while nothing changed: a
         # warm walk then costs no syscalls here. (Only atime can move unseen.)
@@ -176,6 +189,8 @@ class Overlay(pyfuse3.Operations):
         while n.parent is not None:
             parts.append(n.name)
             n = n.parent
+        if n is not self.root:
+            raise pyfuse3.FUSEError(errno.ENOENT)  # nameless: only its fd reaches it
         if not parts:
             return b"."
         parts.reverse()
@@ -184,6 +199,13 @@ class Overlay(pyfuse3.Operations):
     def _xpath(self, layer: int, rel: bytes) -> str:
         """A path for calls without dir_fd (xattrs), through /proc."""
         return f"/proc/self/fd/{self.fds[layer]}/{os.fsdecode(rel)}"
+
+    def _node_xpath(self, node: Node, layer: int) -> tuple[str, bool]:
+        """An xattr path for *node* in *layer*, and whether calls must follow it:
+        a nameless node is reached through the /proc link of its fd."""
+        if node.fd >= 0:
+            return f"/proc/self/fd/{node.fd}", True
+        return self._xpath(layer, self._rel(node)), False
 
     def _resolve(self, parent: Node, prel: bytes, name: bytes) -> _Found | None:
         rel = _join(prel, name)
@@ -227,11 +249,8 @@ class Overlay(pyfuse3.Operations):
             return not layout.is_whiteout_stat(st)
         return False
 
-    def _ino_for(self, layer: int, st: os.stat_result, rel: bytes) -> int:
-        key: tuple[int, int] = (st.st_dev, st.st_ino)
-        if layer != UPPER and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
-            # lower hard links part ways on copy-up: one inode number per path
-            key = (-layer, hash(rel))
+    def _ino_for(self, st: os.stat_result) -> int:
+        key = (st.st_dev, st.st_ino)
         ino = self.inos.get(key)
         if ino is None:
             ino = self.inos[key] = next(self._next_ino)
@@ -246,11 +265,15 @@ class Overlay(pyfuse3.Operations):
         found = self._resolve(parent, prel, name)
         if found is None:
             return None
-        ino = self._ino_for(found.layer, found.st, _join(prel, name))
+        ino = self._ino_for(found.st)
         node = self.nodes.get(ino)
         if node is None:
             node = Node(ino, parent, name, found.layer, found.dlayers)
             self.nodes[ino] = node
+        elif node.fd >= 0:  # nameless, and here is a name of it the kernel has not seen
+            os.close(node.fd)
+            node.fd = -1
+            node.parent, node.name = parent, name
         elif node.parent is not parent or node.name != name:
             node.aliases.append((parent, name))  # another hard link to a known inode
         parent.children[name] = node
@@ -288,8 +311,8 @@ class Overlay(pyfuse3.Operations):
         return e
 
     def _stat(self, node: Node) -> os.stat_result:
-        if node.unlinked_st is not None:
-            return node.unlinked_st
+        if node.fd >= 0:
+            return os.stat(node.fd)
         return os.lstat(self._rel(node), dir_fd=self.fds[node.layer])
 
     def _reply(self, node: Node, st: os.stat_result | None = None) -> pyfuse3.EntryAttributes:
@@ -303,6 +326,10 @@ class Overlay(pyfuse3.Operations):
     def _copy_up(self, node: Node) -> None:
         if node.layer == UPPER:
             return
+        if node.fd >= 0:
+            # A lower file whose name is gone: the kernel fails alike (its
+            # copy-up finds the name taken by the whiteout).
+            raise pyfuse3.FUSEError(errno.EEXIST)
         self._gen += 1
         assert node.parent is not None
         self._copy_up(node.parent)
@@ -310,12 +337,15 @@ class Overlay(pyfuse3.Operations):
         src = self.fds[node.layer]
         st = os.lstat(rel, dir_fd=src)
         up = self.fds[UPPER]
+        links: list[tuple[Node, bytes]] = []
         if stat.S_ISDIR(st.st_mode):
             os.mkdir(rel, 0o700, dir_fd=up)
             self._copy_meta(node.layer, rel, up, rel, st)
             assert node.dlayers is not None
             node.dlayers.insert(0, UPPER)
         else:
+            if st.st_nlink > 1:
+                links = self._other_names(node, rel, st)
             tmp = _TMP_PREFIX + b"%d" % next(self._next_tmp)
             wfd = self.work_fd
             try:
@@ -336,6 +366,67 @@ class Overlay(pyfuse3.Operations):
         new = os.lstat(rel, dir_fd=up)
         self.inos[(new.st_dev, new.st_ino)] = node.ino
         node.layer = UPPER
+        for parent, name in links:  # the same file under its other names
+            self._copy_up(parent)
+            os.link(rel, _join(self._rel(parent), name), src_dir_fd=up, dst_dir_fd=up,
+                    follow_symlinks=False)
+        if node.lower_fhs:
+            # Its open files now read the copy, as the kernel's do (the
+            # handles are the fds, so the new file takes the old number).
+            for fh, flags in node.lower_fhs.items():
+                fd = os.open(rel, flags | os.O_CLOEXEC, dir_fd=up)
+                try:
+                    os.dup2(fd, fh, inheritable=False)
+                finally:
+                    os.close(fd)
+                del self.lower_fh[fh]
+            node.lower_fhs = None
+
+    def _other_names(self, node: Node, rel: bytes, st: os.stat_result) -> list[tuple[Node, bytes]]:
+        """Where else the merged view shows the lower file *node* (hard links in its layer).
+
+        Found by walking the layer until all st_nlink names are seen: a copy-up
+        of a file with hard links is rare, and the kernel's index (which this
+        overlay has none of) is what would make it cheap.
+        """
+        out: list[tuple[Node, bytes]] = []
+        seen = 1
+        todo = [b"."]
+        while todo and seen < st.st_nlink:
+            d = todo.pop()
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=self.fds[node.layer])
+            except OSError:
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(os.fsencode(e.name), e.inode(), e.is_dir(follow_symlinks=False))
+                               for e in it]
+            finally:
+                os.close(fd)
+            for name, ino, is_dir in entries:
+                path = _join(d, name)
+                if is_dir:
+                    todo.append(path)
+                elif ino == st.st_ino and path != rel:
+                    seen += 1
+                    where = self._shown_at(path, node)
+                    if where is not None:
+                        out.append(where)
+        return out
+
+    def _shown_at(self, rel: bytes, node: Node) -> tuple[Node, bytes] | None:
+        """The parent and name of *rel* if the merged view shows *node* there."""
+        *dirs, name = rel.split(b"/")
+        parent = self.root
+        for d in dirs:
+            got = self._child(parent, d)
+            if got is None or got[0].dlayers is None:
+                return None
+            parent = got[0]
+        got = self._child(parent, name)
+        return (parent, name) if got is not None and got[0] is node else None
 
     def _copy_meta(self, layer: int, rel: bytes, dfd: int, drel: bytes,
                    st: os.stat_result) -> None:
@@ -391,24 +482,45 @@ class Overlay(pyfuse3.Operations):
                   st: os.stat_result | None = None) -> tuple[Node, os.stat_result]:
         if st is None:
             st = os.lstat(rel, dir_fd=self.fds[UPPER])
-        ino = self._ino_for(UPPER, st, rel)
+        ino = self._ino_for(st)
         node = Node(ino, parent, name, UPPER, [UPPER] if is_dir else None)
         self.nodes[ino] = node
         parent.children[name] = node
         return node, st
 
-    def _drop_name(self, parent: Node, name: bytes, node: Node) -> None:
-        """Forget that *name* in *parent* leads to *node* (unlinked or renamed away)."""
+    def _hold(self, node: Node) -> int:
+        """Before a name of *node* goes: an O_PATH fd on its backing file if
+        that is the last name it is known by and the kernel knows the node
+        (for _drop_name), else -1."""
+        if node.aliases or node.lookups <= 0:
+            return -1
+        return os.open(self._rel(node), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=self.fds[node.layer])
+
+    def _drop_name(self, parent: Node, name: bytes, node: Node, hold: int = -1) -> None:
+        """Forget that *name* in *parent* leads to *node* (unlinked or renamed over).
+
+        If it was the last name known, the node lives on, nameless, on the fd
+        *hold* until the kernel forgets it (an open file, a cwd); with no fd,
+        nothing can reach it any more.
+        """
         if parent.children.get(name) is node:
             del parent.children[name]
         if node.parent is parent and node.name == name:
             if node.aliases:
                 node.parent, node.name = node.aliases.pop()
+            else:
+                node.parent, node.name, node.fd = None, b"", hold
+                if hold < 0 and self.nodes.get(node.ino) is node:
+                    del self.nodes[node.ino]
+                return
         else:
             try:
                 node.aliases.remove((parent, name))
             except ValueError:
                 pass
+        if hold >= 0:
+            os.close(hold)
 
     def _merged_names(self, node: Node) -> list[bytes]:
         rel = self._rel(node)
@@ -461,6 +573,9 @@ class Overlay(pyfuse3.Operations):
             node.lookups -= n
             if node.lookups <= 0:
                 del self.nodes[ino]
+                if node.fd >= 0:
+                    os.close(node.fd)
+                    node.fd = -1
                 if node.parent is not None and node.parent.children.get(node.name) is node:
                     del node.parent.children[node.name]
                 for p, name in node.aliases:
@@ -478,52 +593,46 @@ class Overlay(pyfuse3.Operations):
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         self._gen += 1
         node = self._node(inode)
-        if node.unlinked_st is not None and fh is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if node.unlinked_st is None:
-            self._copy_up(node)
-        rel = self._rel(node)
+        self._copy_up(node)
         up = self.fds[UPPER]
+        # through the open file, else the fd of a nameless node, else the path
+        where: int | bytes
+        kw: dict[str, Any] = {}
+        if fh is not None:
+            where = fh
+        elif node.fd >= 0:
+            where = b"/proc/self/fd/%d" % node.fd
+        else:
+            where = self._rel(node)
+            kw = {"dir_fd": up, "follow_symlinks": False}
         if fields.update_size:
-            if fh is not None:
-                os.ftruncate(fh, attr.st_size)
-            else:
-                fd = os.open(rel, os.O_WRONLY | os.O_CLOEXEC, dir_fd=up)
+            if isinstance(where, bytes) and kw:
+                fd = os.open(where, os.O_WRONLY | os.O_CLOEXEC, dir_fd=up)
                 try:
                     os.ftruncate(fd, attr.st_size)
                 finally:
                     os.close(fd)
+            else:
+                os.truncate(where, attr.st_size)
         if fields.update_uid or fields.update_gid:
             uid = attr.st_uid if fields.update_uid else -1
             gid = attr.st_gid if fields.update_gid else -1
-            if fh is not None:
-                os.fchown(fh, uid, gid)
-            else:
-                os.chown(rel, uid, gid, dir_fd=up, follow_symlinks=False)
+            os.chown(where, uid, gid, **kw)
         if fields.update_mode:
-            if fh is not None:
-                os.fchmod(fh, stat.S_IMODE(attr.st_mode))
-            else:
-                os.chmod(rel, stat.S_IMODE(attr.st_mode), dir_fd=up)
+            # (chmod follows symlinks: Linux can't change a symlink's mode)
+            os.chmod(where, stat.S_IMODE(attr.st_mode), dir_fd=up if kw else None)
         if fields.update_atime or fields.update_mtime:
-            cur = os.fstat(fh) if fh is not None else os.lstat(rel, dir_fd=up)
+            cur = os.stat(where, **kw)
             ns = (attr.st_atime_ns if fields.update_atime else cur.st_atime_ns,
                   attr.st_mtime_ns if fields.update_mtime else cur.st_mtime_ns)
-            if fh is not None:
-                os.utime(fh, ns=ns)
-            else:
-                os.utime(rel, ns=ns, dir_fd=up, follow_symlinks=False)
-        if fh is not None:
-            st = os.fstat(fh)
-            if node.unlinked_st is not None:
-                node.unlinked_st = st
-        else:
-            st = os.lstat(rel, dir_fd=up)
-        return self._entry(node, st)
+            os.utime(where, ns=ns, **kw)
+        return self._entry(node, os.stat(where, **kw))
 
     @_fuse_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._node(inode)
+        if node.fd >= 0:
+            return os.readlink(b"", dir_fd=node.fd)
         return os.readlink(self._rel(node), dir_fd=self.fds[node.layer])
 
     @_fuse_errors
@@ -605,8 +714,11 @@ class Overlay(pyfuse3.Operations):
         parent = self._node(new_parent_inode)
         self._copy_up(node)
         rel, _ = self._prepare_new(parent, new_name)
-        os.link(self._rel(node), rel, src_dir_fd=self.fds[UPPER], dst_dir_fd=self.fds[UPPER],
-                follow_symlinks=False)
+        if node.fd >= 0:  # nameless, but with links the kernel has not looked up
+            os.link(b"/proc/self/fd/%d" % node.fd, rel, dst_dir_fd=self.fds[UPPER])
+        else:
+            os.link(self._rel(node), rel, src_dir_fd=self.fds[UPPER],
+                    dst_dir_fd=self.fds[UPPER], follow_symlinks=False)
         node.aliases.append((parent, new_name))
         parent.children[new_name] = node
         return self._reply(node)
@@ -633,12 +745,15 @@ class Overlay(pyfuse3.Operations):
         parent = self._node(parent_inode)
         node = self._lookup_node(parent, name)
         st = self._stat(node)
-        self._remove_upper_or_whiteout(parent, name, node, False)
-        self._drop_name(parent, name, node)
-        if st.st_nlink <= 1 or node.layer != UPPER:
-            node.unlinked_st = st
-            if node.layer == UPPER:
-                self.inos.pop((st.st_dev, st.st_ino), None)
+        hold = self._hold(node)
+        try:
+            self._remove_upper_or_whiteout(parent, name, node, False)
+        except BaseException:
+            _close(hold)
+            raise
+        self._drop_name(parent, name, node, hold)
+        if node.layer == UPPER and st.st_nlink <= 1:
+            self.inos.pop((st.st_dev, st.st_ino), None)  # gone: its number may come back
 
     @_fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -650,9 +765,13 @@ class Overlay(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if self._merged_names(node):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        self._remove_upper_or_whiteout(parent, name, node, True)
-        self._drop_name(parent, name, node)
-        node.unlinked_st = st
+        hold = self._hold(node)
+        try:
+            self._remove_upper_or_whiteout(parent, name, node, True)
+        except BaseException:
+            _close(hold)
+            raise
+        self._drop_name(parent, name, node, hold)
         self.inos.pop((st.st_dev, st.st_ino), None)
 
     @_fuse_errors
@@ -684,9 +803,19 @@ class Overlay(pyfuse3.Operations):
         self._copy_up(node)
         old_rel = _join(self._rel(old_parent), name_old)
         old_lower = self._lower_has(old_parent, old_rel)
-        new_rel, new_lower = self._prepare_target(new_parent, name_new, target_got)
         up = self.fds[UPPER]
-        os.rename(old_rel, new_rel, src_dir_fd=up, dst_dir_fd=up)
+        hold = self._hold(target_got[0]) if target_got is not None else -1
+        try:
+            new_rel, new_lower = self._prepare_target(new_parent, name_new, target_got)
+            os.rename(old_rel, new_rel, src_dir_fd=up, dst_dir_fd=up)
+        except BaseException:
+            _close(hold)
+            raise
+        if target_got is not None:
+            target, tst = target_got
+            self._drop_name(new_parent, name_new, target, hold)
+            if target.layer == UPPER and (tst.st_nlink <= 1 or stat.S_ISDIR(tst.st_mode)):
+                self.inos.pop((tst.st_dev, tst.st_ino), None)
         if old_lower:
             layout.make_whiteout(up, old_rel)
         assert new_parent.dlayers is not None
@@ -694,15 +823,15 @@ class Overlay(pyfuse3.Operations):
             # as the kernel does: a moved dir must not merge with what a lower
             # layer of its new parent has (or may get) under that name
             layout.set_opaque(self._xpath(UPPER, new_rel))
-        if target_got is not None:
-            target, tst = target_got
-            self._drop_name(new_parent, name_new, target)
-            if tst.st_nlink <= 1 or stat.S_ISDIR(tst.st_mode):
-                target.unlinked_st = tst
-        self._drop_name(old_parent, name_old, node)
+        if old_parent.children.get(name_old) is node:
+            del old_parent.children[name_old]
         if node.parent is old_parent and node.name == name_old:
             node.parent, node.name = new_parent, name_new
-        else:
+        else:  # one of its other names
+            try:
+                node.aliases.remove((old_parent, name_old))
+            except ValueError:
+                pass
             node.aliases.append((new_parent, name_new))
         new_parent.children[name_new] = node
 
@@ -731,8 +860,16 @@ class Overlay(pyfuse3.Operations):
             self._copy_up(node)
         if flags & os.O_TRUNC:
             self._gen += 1  # the size changes here: readdir's cached attributes are stale
-        fd = os.open(self._rel(node), (flags & ~_OPEN_FLAGS_DROP) | os.O_CLOEXEC,
-                     dir_fd=self.fds[node.layer])
+        flags = (flags & ~_OPEN_FLAGS_DROP) | os.O_CLOEXEC
+        if node.fd >= 0:  # nameless: the /proc link reopens even an unlinked file
+            fd = os.open(b"/proc/self/fd/%d" % node.fd, flags)
+        else:
+            fd = os.open(self._rel(node), flags, dir_fd=self.fds[node.layer])
+        if node.layer != UPPER:  # for _copy_up to move it to the copy
+            if node.lower_fhs is None:
+                node.lower_fhs = {}
+            node.lower_fhs[fd] = flags
+            self.lower_fh[fd] = node
         return pyfuse3.FileInfo(fh=fd)
 
     # read and write are the hot path: no decorator layer
@@ -756,6 +893,9 @@ class Overlay(pyfuse3.Operations):
 
     @_fuse_errors
     async def release(self, fh: int) -> None:
+        node = self.lower_fh.pop(fh, None)
+        if node is not None and node.lower_fhs is not None:
+            del node.lower_fhs[fh]
         os.close(fh)
 
     @_fuse_errors
@@ -774,6 +914,9 @@ class Overlay(pyfuse3.Operations):
         if node.dlayers is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         dh = next(self._next_dh)
+        if node.fd >= 0:  # removed, but still someone's cwd: empty, as the kernel has it
+            self.dirs[dh] = (node, [])
+            return dh
         if node.listing is None or node.listing[0] != self._gen:
             node.listing = (self._gen, self._merged_names(node))
         self.dirs[dh] = (node, node.listing[1])
@@ -782,6 +925,8 @@ class Overlay(pyfuse3.Operations):
     @_fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         node, names = self.dirs[fh]
+        if start_id >= len(names):
+            return
         prel = self._rel(node)
         fds = self.fds
         gen = self._gen
@@ -818,13 +963,14 @@ class Overlay(pyfuse3.Operations):
         if name.startswith(layout.XATTR_PREFIX):
             raise pyfuse3.FUSEError(errno.ENODATA)
         node = self._node(inode)
-        return os.getxattr(self._xpath(node.layer, self._rel(node)), name,
-                           follow_symlinks=False)
+        path, follow = self._node_xpath(node, node.layer)
+        return os.getxattr(path, name, follow_symlinks=follow)
 
     @_fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         node = self._node(inode)
-        names = os.listxattr(self._xpath(node.layer, self._rel(node)), follow_symlinks=False)
+        path, follow = self._node_xpath(node, node.layer)
+        names = os.listxattr(path, follow_symlinks=follow)
         return [n for n in map(os.fsencode, names) if not n.startswith(layout.XATTR_PREFIX)]
 
     @_fuse_errors
@@ -835,7 +981,8 @@ class Overlay(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EPERM)
         node = self._node(inode)
         self._copy_up(node)
-        os.setxattr(self._xpath(UPPER, self._rel(node)), name, value, follow_symlinks=False)
+        path, follow = self._node_xpath(node, UPPER)
+        os.setxattr(path, name, value, follow_symlinks=follow)
 
     @_fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -844,7 +991,13 @@ class Overlay(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENODATA)
         node = self._node(inode)
         self._copy_up(node)
-        os.removexattr(self._xpath(UPPER, self._rel(node)), name, follow_symlinks=False)
+        path, follow = self._node_xpath(node, UPPER)
+        os.removexattr(path, name, follow_symlinks=follow)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _open_layer(kind: str, path: str) -> int:

@@ -25,6 +25,56 @@ from fs import drivers
 
 mounts: dict[str, drivers.Mounted] = {}
 held: dict[int, int] = {}
+named: dict[tuple[str, str], int] = {}  # (mount, key): fds the fd_* fsops act on
+
+
+def _fd(root: str, key: str) -> int:
+    try:
+        return named[(root, key)]
+    except KeyError:
+        raise OSError(errno.EBADF, f"no fd {key!r}") from None
+
+
+def fd_op(root: str, name: str, args: list[Any]) -> Any:
+    """An operation through an fd kept open under a name, so that a test can
+    give both mounts the same call (their fds differ) and act on a file after
+    its name is gone."""
+    if name == "close_all":
+        for k in [k for k in named if k[0] == root]:
+            os.close(named.pop(k))
+        return None
+    fd = _fd(root, args[0])
+    if name == "close":
+        os.close(named.pop((root, args[0])))
+        return None
+    if name == "fd_read":  # key: the whole file, from offset 0
+        return os.pread(fd, 1 << 16, 0).decode(errors="surrogateescape")
+    if name == "fd_write":  # key, offset, text
+        return os.pwrite(fd, args[2].encode(), args[1])
+    if name == "fd_truncate":
+        os.ftruncate(fd, args[1])
+        return None
+    if name == "fd_stat":
+        st = os.fstat(fd)
+        out = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid, "ino": st.st_ino}
+        if not stat.S_ISDIR(st.st_mode):  # a merged dir's size and links are the driver's
+            out.update(size=st.st_size, nlink=st.st_nlink)
+        return out
+    if name == "fd_mmap_write":  # key, offset, text: a shared mapping of the fd
+        import mmap
+        with mmap.mmap(fd, 0) as mm:
+            data = args[2].encode()
+            mm[args[1]:args[1] + len(data)] = data
+            mm.flush()
+        return None
+    if name == "fd_mmap_read":
+        import mmap
+        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as mm:
+            return mm[:].decode(errors="surrogateescape")
+    if name == "reopen_read":  # `cat /proc/self/fd/N`: a new open of the fd's inode
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            return f.read().decode(errors="surrogateescape")
+    raise ValueError(f"unknown fsop {name}")
 
 
 def _b(p: str) -> bytes:
@@ -145,6 +195,15 @@ def fsop(root: str, name: str, args: list[Any]) -> Any:
     if name == "statvfs":
         s = os.statvfs(p(0))
         return {"bsize": s.f_bsize, "blocks": s.f_blocks, "namemax": s.f_namemax}
+    if name == "open":  # path, key, "r" | "rw": keep an fd for the fd_* fsops
+        fd = os.open(p(0), os.O_RDONLY if args[2] == "r" else os.O_RDWR)
+        old = named.pop((root, args[1]), None)
+        if old is not None:
+            os.close(old)
+        named[(root, args[1])] = fd
+        return None
+    if name in ("close", "close_all") or name.startswith(("fd_", "reopen_")):
+        return fd_op(root, name, args)
     if name == "hold":  # open and keep an fd (busy mount)
         fd = os.open(p(0), os.O_RDONLY)
         held[fd] = fd

@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from imagetools import add_file, rootfs_tar, storage
+from imagetools import add_entry, add_file, rootfs_tar, storage
 
 import support
 from support import RlRunner, RlState
@@ -46,6 +46,8 @@ def two_layers(rootfs: Path, tmp_path_factory: pytest.TempPathFactory,
         add_file(tf, "./etc/motd", b"base\n")
         add_file(tf, "./data/keep", b"keep\n")
         add_file(tf, "./data/old/a", b"a\n")
+        add_file(tf, "./data/hl-a", b"linked\n")
+        add_entry(tf, "./data/hl-b", tarfile.LNKTYPE, "./data/hl-a")
 
     base = rootfs_tar(rootfs, tmp / "base.tar", compress="", extra=extra)
     env = {**os.environ, **rl_state.env()}
@@ -111,6 +113,20 @@ def test_driver_root_diff_commit_export(rl: RlRunner, two_layers: str, driver: s
     assert not [n for n in names if ".wh." in n]
     rl("rm", name, check=True)
     rl("rmi", f"{name}-img", check=True)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unlinked_open_files_and_hard_links(rl: RlRunner, two_layers: str, driver: str) -> None:
+    """What apt does with its temporary files (write and read them through an fd
+    after rm), and an image's hard links as one inode (du, tar -h, rsync -H)."""
+    _require_driver(driver)
+    r = rl("run", "--rm", "--storage-driver", driver, two_layers, "sh", "-c",
+           "exec 3>/tmp/f; rm /tmp/f; echo hi >&3; cat /proc/self/fd/3; "
+           "echo more >&3; stat -L -c '%s' /proc/self/fd/3; "
+           "stat -c '%h' /data/hl-a /data/hl-b; "
+           "[ $(stat -c %i /data/hl-a) = $(stat -c %i /data/hl-b) ] && echo one inode",
+           check=True)
+    assert r.stdout.splitlines() == ["hi", "8", "2", "2", "one inode"]
 
 
 def _processes_of_user() -> set[int]:
