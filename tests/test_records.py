@@ -178,6 +178,31 @@ def test_a_damaged_record(rl: RlRunner, rl_state: RlState, rootfs: Path, file: s
         assert not run_dir(rl_state, cid).exists()
 
 
+@pytest.mark.parametrize(("file", "how"), [("config.json", "missing"),
+                                         ("state.json", "truncated")])
+def test_stop_a_damaged_running_record(rl: RlRunner, rl_state: RlState, rootfs: Path,
+                                       file: str, how: str) -> None:
+    """rl stop reaches the supervisor of a record it cannot read; a state.json the
+    supervisor rewrites at the exit is whole again."""
+    cid = rl("run", "-d", "--network", "none", "--rootfs", rootfs, "sleep", "300",
+             check=True).stdout.strip()
+    sup = int((run_dir(rl_state, cid) / "sup.pid").read_text())
+    damage(record_dir(rl_state, cid) / file, how, cid)
+    try:
+        assert ps_rows(rl)[cid]["State"] == "dead"
+        r = rl("stop", "-t", "1", cid)
+        assert r.returncode == 0 and r.stdout == f"{cid}\n", r.stderr
+        assert support.wait_until(lambda: not alive(sup))
+        row = ps_rows(rl, "-a")[cid]
+        if file == "state.json":
+            assert row["State"] == "exited" and row["Status"].startswith("Exited (137)"), row
+        else:
+            assert row["State"] == "dead"
+            assert cid not in ps_rows(rl)  # nothing runs for it any more
+    finally:
+        rl("rm", "-f", cid, check=True)
+
+
 @pytest.mark.parametrize("state", ["valid", "damaged"])
 def test_rm_f_never_kills_a_process_a_record_names(rl: RlRunner, rl_state: RlState,
                                                   rootfs: Path, state: str) -> None:
