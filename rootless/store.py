@@ -279,9 +279,10 @@ def _probe(path: Path) -> bool | None:
 
 
 def _lock_pattern(cid: str) -> re.Pattern[str]:
-    # Its lock, however the record was renamed or the file unlinked since (the
-    # runtime directory's <id>/sup.lock of an older rl matches too).
-    return re.compile(rf".*/(?:{cid}|\.{cid}\.trash)/{LOCK}(?: \(deleted\))?")
+    # Its lock, also once unlinked (the runtime directory's <id>/sup.lock of an
+    # older rl matches too). Not in .<id>.trash: an --rm supervisor that unlisted
+    # its record is removing it, and must not be killed for it.
+    return re.compile(rf".*/{cid}/{LOCK}(?: \(deleted\))?")
 
 
 def holds_lock(pid: int, cid: str) -> bool:
