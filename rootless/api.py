@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,26 +94,7 @@ class RunOptions:
             self.limits = LimitFlags(**self.limits)
 
 
-# -- names ---------------------------------------------------------------------
-
-_LEFT = ["admiring", "brave", "calm", "eager", "focused", "gallant", "happy", "jolly",
-         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant"]
-_RIGHT = ["babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "knuth",
-          "lovelace", "meitner", "noether", "pascal", "ritchie", "turing", "wozniak", "yalow"]
-
-
-def _pick(words: list[str]) -> str:
-    # os.urandom rather than secrets: `import secrets` costs ~4 ms of start-up.
-    return words[int.from_bytes(os.urandom(2), "big") % len(words)]
-
-
-def random_name() -> str:
-    taken = {c.name for c in store.all_containers()}
-    for _ in range(100):
-        name = f"{_pick(_LEFT)}_{_pick(_RIGHT)}"
-        if name not in taken:
-            return name
-    return f"{_pick(_LEFT)}_{_pick(_RIGHT)}{int.from_bytes(os.urandom(2), 'big') % 1000}"
+# -- names (a generated one is picked by store.create, under the registry lock) ---
 
 
 def valid_name(name: str) -> bool:
@@ -405,7 +387,7 @@ def build_config(opts: RunOptions,
         labels[k] = v
     return ContainerConfig(
         id=cid,
-        name=opts.name or random_name(),
+        name=opts.name or "",  # "": store.create picks a free one
         created=time.time(),
         spec=spec,
         image=rootfs,
@@ -455,11 +437,13 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
     st = ctr.state()
     if st.status == "running":
         raise RlError(f"container {ctr.name} is already running", 1)
+    if st.status == "dead":
+        raise RlError(f"cannot start container {ctr.label}: {_dead_why(ctr, st)}", 1)
     try:
         session = client.start_supervisor(ctr.id, attach, stdin)
     except RlError:
         # The supervisor records its own failures; this covers one that never ran.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             if ctr.config.auto_remove and not store.supervisor_alive(ctr.id):
                 with store.registry_lock():
                     store.remove_files(ctr.id)
@@ -470,39 +454,89 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
     return session
 
 
+def _alive(st: store.State) -> bool:
+    """Whether a supervisor runs for the record: running, or dead with one still there."""
+    return st.status == "running" or (st.status == "dead" and st.supervisor_pid != 0)
+
+
+def _dead_why(ctr: Container, st: store.State) -> str:
+    return (f"its record is damaged ({st.error.removeprefix('damaged record: ')}); "
+            f"`rl rm -f {ctr.label}` removes it")
+
+
 def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
-    if not ctr.running:
-        raise RlError(f"cannot kill container: {ctr.name}: container "
+    st = ctr.state()
+    if not _alive(st):
+        raise RlError(f"cannot kill container: {ctr.label}: container "
                       f"{ctr.id[:12]} is not running", 1)
-    client.control(ctr, {"op": "kill", "signal": signum})
+    try:
+        client.control(ctr, {"op": "kill", "signal": signum})
+    except RlError:
+        if st.status != "dead":
+            raise
+        raise RlError(f"cannot kill container {ctr.label}: {_dead_why(ctr, st)}", 1) from None
+
+
+def _linger(ctr: Container, timeout: float) -> None:
+    """Wait (bounded) for a supervisor that holds the record's lock to let it go."""
+    deadline = time.monotonic() + timeout
+    while store.supervisor_alive(ctr.id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _wait_gone(ctr: Container, timeout: float | None = None, linger: float = 5) -> int | None:
+    """Wait for the supervisor to record the exit and leave (it cleans up for a moment
+    after answering: up to linger s more); the exit code, if it answered.
+
+    Without a control socket (a damaged runtime directory) there is nothing to
+    wait for: the caller kills what holds the record.
+    """
+    try:
+        st = os.lstat(ctr.run_dir / "ctl.sock")
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    try:
+        answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
+    except (RlError, OSError):  # OSError: it left between accepting and answering
+        answer = {}
+    _linger(ctr, linger)
+    code = answer.get("exit_code")
+    return None if code is None else int(code)
 
 
 def wait(ctr: Container, timeout: float | None = None) -> int:
     """Block until the container exits; its exit code."""
-    if ctr.running:
-        try:
-            answer = client.control(ctr, {"op": "wait"}, timeout=timeout)
-        except (RlError, OSError):  # OSError: it left between accepting and answering
-            answer = {}
-        if "exit_code" in answer and answer["exit_code"] is not None:
-            return int(answer["exit_code"])
-        # The supervisor went away without answering: read what it recorded.
-        deadline = time.monotonic() + 5
-        while store.supervisor_alive(ctr.id) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    if _alive(ctr.state()):
+        code = _wait_gone(ctr, timeout)
+        if code is not None:
+            return code
+        _linger(ctr, float("inf") if timeout is None else timeout)  # no control socket
     if not ctr.dir.exists():
         return 0
-    return ctr.state().exit_code
+    st = ctr.state()
+    if st.status == "dead":
+        raise RlError(f"cannot wait for container {ctr.label}: {_dead_why(ctr, st)}", 1)
+    return st.exit_code
 
 
 def stop(ctr: Container, timeout: int | None = None, signum: int | None = None) -> None:
-    """The stop signal (given, or the container's, or SIGTERM), then SIGKILL after timeout s."""
-    if not ctr.running:
+    """The stop signal (given, or the container's, or SIGTERM), then SIGKILL after timeout s.
+
+    A damaged record's supervisor is asked the same (SIGTERM and 10 s where
+    its config is unreadable) and killed if it does not answer.
+    """
+    st = ctr.state()
+    if not _alive(st):
         return
-    cfg = ctr.config
-    grace = cfg.stop_timeout if timeout is None else timeout
+    try:
+        stop_timeout, stop_signal = ctr.config.stop_timeout, ctr.config.stop_signal
+    except store.RecordError:
+        stop_timeout, stop_signal = 10, "SIGTERM"
+    grace = stop_timeout if timeout is None else timeout
     if signum is None:
-        signum = parse_signal(cfg.stop_signal)
+        signum = parse_signal(stop_signal)
     with contextlib.suppress(RlError):
         client.control(ctr, {"op": "kill", "signal": signum})
     if grace != 0:
@@ -513,20 +547,40 @@ def stop(ctr: Container, timeout: int | None = None, signum: int | None = None) 
             pass
     with contextlib.suppress(RlError):
         client.control(ctr, {"op": "kill", "signal": signal.SIGKILL})
-    wait(ctr)
+    if _wait_gone(ctr, timeout=10, linger=10 if st.status == "running" else 0.5) is None:
+        # It does not answer (no control socket, or stuck): kill it.
+        store.terminate(ctr.id, scan=st.status == "dead")
 
 
 def remove(ctr: Container, force: bool = False) -> None:
-    if ctr.running:
-        if not force:
-            raise RlError(
-                f"cannot remove container {ctr.name}: container is running: stop the "
-                "container before removing or force remove", 1)
-        with contextlib.suppress(RlError):
-            client.control(ctr, {"op": "kill", "signal": signal.SIGKILL})
-        wait(ctr)
-    with store.registry_lock():
-        store.remove_files(ctr.id)
+    """Delete the record; -f first kills whatever runs for it, whatever is left of it."""
+    st = ctr.state()
+    if _alive(st) and not force:
+        raise RlError(
+            f"cannot remove container {ctr.label}: container is running: stop the "
+            "container before removing or force remove", 1)
+    for _ in range(3):
+        if _alive(st):
+            if st.status == "running":
+                with contextlib.suppress(RlError):
+                    client.control(ctr, {"op": "kill", "signal": signal.SIGKILL})
+                _wait_gone(ctr, timeout=10, linger=10)
+            # Whatever did not go (quick when nothing holds the lock).
+            store.terminate(ctr.id, scan=st.status == "dead")
+        else:
+            _linger(ctr, 10)  # a supervisor that recorded the exit may still clean up
+        try:
+            store.remove(ctr)
+            return
+        except RlError:
+            # Still held: a supervisor that took the record meanwhile (`rl start`).
+            if not force:
+                raise
+        try:
+            st = ctr.state()
+        except store.RecordError:
+            return  # removed meanwhile
+    store.remove(ctr)
 
 
 # -- views -----------------------------------------------------------------------
@@ -549,7 +603,49 @@ def status_text(st: store.State, now: float | None = None) -> str:
         return f"Up {duration(now - st.started_at)}"
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {duration(now - st.finished_at)} ago"
+    if st.status == "dead":
+        return "Dead"
     return "Created"
+
+
+def _salvage(ctr: Container) -> tuple[str, str, float]:
+    """A damaged record's image, command and creation time, as far as they can be read."""
+    try:
+        raw = ctr.raw_config
+    except store.RecordError:
+        raw = {}
+    image = raw.get("image") if isinstance(raw.get("image"), str) else ""
+    spec = raw.get("spec")
+    process = spec.get("process") if isinstance(spec, dict) else None
+    args = process.get("args") if isinstance(process, dict) else None
+    command = shlex.join(args) if isinstance(args, list) and all(
+        isinstance(a, str) for a in args) else ""
+    created = raw.get("created")
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        try:
+            created = ctr.dir.stat().st_mtime
+        except OSError:
+            created = 0.0
+    return str(image), command, float(created)
+
+
+def _inspect_dead(ctr: Container, st: store.State) -> dict[str, Any]:
+    """What docker's inspect says of a Dead container, from what is left of the record."""
+    image, command, created = _salvage(ctr)
+    return {
+        "Id": ctr.id,
+        "Created": _iso(created),
+        "Path": shlex.split(command)[0] if command else "",
+        "Args": shlex.split(command)[1:],
+        "State": {
+            "Status": "dead", "Running": False, "Paused": False, "Restarting": False,
+            "OOMKilled": False, "Dead": True, "Pid": 0, "ExitCode": 0, "Error": st.error,
+            "StartedAt": _iso(0), "FinishedAt": _iso(0), "CgroupPath": "",
+        },
+        "Image": image,
+        "Name": "/" + ctr.name,
+        "LogPath": str(ctr.log_path),
+    }
 
 
 def _graph_driver(cfg: ContainerConfig) -> dict[str, Any]:
@@ -566,7 +662,10 @@ def inspect(ctr: Container) -> dict[str, Any]:
 
     from . import quotas
 
-    cfg, st = ctr.config, ctr.state()
+    st = ctr.state()
+    if st.status == "dead":
+        return _inspect_dead(ctr, st)
+    cfg = ctr.config
     cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
@@ -661,9 +760,17 @@ def ps(all_: bool = False) -> list[PsEntry]:
     now = time.time()
     for c in store.all_containers():
         try:
-            cfg, st = c.config, c.state()
-        except (OSError, ValueError):
-            continue
+            st = c.state()
+            if st.status == "dead":
+                # Without -a too while a supervisor still runs for it.
+                if all_ or st.supervisor_pid:
+                    image, command, created = _salvage(c)
+                    out.append(PsEntry(id=c.id, image=image, command=command, created=created,
+                                       status="Dead", state="dead", names=c.name))
+                continue
+            cfg = c.config
+        except store.RecordError:
+            continue  # removed meanwhile
         if not all_ and st.status != "running":
             continue
         out.append(PsEntry(
@@ -683,19 +790,29 @@ class LogRecord:
 
 
 def _parse_log_line(line: bytes) -> LogRecord | None:
+    # A damaged line (truncated, or not rl's shape) is skipped, not fatal.
     try:
         rec = json.loads(line)
-        return LogRecord(rec["stream"], rec["log"], rec["time"])
-    except (ValueError, KeyError):
+    except (ValueError, RecursionError):
         return None
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str)
+                                            for k in ("stream", "log", "time")):
+        return None
+    return LogRecord(rec["stream"], rec["log"], rec["time"])
 
 
 def logs(ctr: Container, follow: bool = False, tail: int | None = None) -> Iterator[LogRecord]:
-    path = ctr.log_path
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, the generator may pause
+        # O_NONBLOCK: a FIFO in its place must not hang; only a regular file is a log.
+        fd = os.open(ctr.log_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise RlError(f"cannot read the log of container {ctr.label}: {e.strerror}", 1) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RlError(f"cannot read the log of container {ctr.label}: it is not a file", 1)
+    f = open(fd, "rb")  # noqa: SIM115 - closed below, the generator may pause
     with f:
         lines = f.readlines()
         if tail is not None:
@@ -781,6 +898,8 @@ def rename(ctr: Container, new_name: str) -> None:
 
 def running_or_error(ctr: Container) -> store.State:
     st = ctr.state()
+    if st.status == "dead":
+        raise RlError(f"container {ctr.label}: {_dead_why(ctr, st)}", 1)
     if st.status != "running":
         raise RlError(f"container {ctr.id[:12]} is not running", 1)
     return st

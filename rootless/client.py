@@ -146,8 +146,8 @@ def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> 
     path = str(ctr.run_dir / "ctl.sock")
     try:
         sock = _connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise RlError(f"container {ctr.name} is not running", 1) from None
+    except OSError:  # gone, refused, or not a socket any more (a damaged run dir)
+        raise RlError(f"container {ctr.label} is not running", 1) from None
     with sock:
         sock.settimeout(timeout)
         try:

@@ -1,9 +1,12 @@
 """Where rl keeps its state.
 
-Runtime state (sockets, liveness locks, per-container scratch files) lives in
+Runtime state (sockets, per-container scratch files) lives in
 $XDG_RUNTIME_DIR/rl: a per-user tmpfs that a reboot empties, which is exactly
-the lifetime of a running container. Persistent state (container records and
-logs, later images) lives in $XDG_DATA_HOME/rl.
+the lifetime of a running container. Persistent state (container records,
+their logs and liveness locks, images) lives in $XDG_DATA_HOME/rl. The
+runtime directory is the caller's and may differ between callers of the same
+store (XDG_RUNTIME_DIR unset: /tmp/rl-<uid>), so nothing that every caller
+must find lives only there: a supervisor names its own in its record's lock.
 """
 
 from __future__ import annotations

@@ -3,14 +3,24 @@
 A container is a directory $XDG_DATA_HOME/rl/containers/<id> with
 - config.json: written once at create (rl's settings plus the OCI spec),
 - state.json:  rewritten atomically (temp file + rename) by its supervisor,
-- ctr.log:     JSON lines, one per chunk of output, like docker's json-file.
+- ctr.log:     JSON lines, one per chunk of output, like docker's json-file,
+- sup.lock:    its supervisor's liveness lock (below).
 
 Changes to the set of containers (create, rename, rm) hold one flock on
-containers.lock, so names stay unique under concurrent rl commands. Whether a
-container really runs is never taken from state.json alone: its supervisor
-holds an flock on <runtime>/<id>/sup.lock for its whole life, and a lock
-nobody holds means the supervisor is gone (kill -9 included), whatever
-state.json says.
+containers.lock, so names stay unique under concurrent rl commands. Readers
+take no lock: a record may vanish under them at any moment (a removal renames
+it away, then deletes it), and they skip it. Whether a container really runs
+is never taken from state.json alone: its supervisor holds an exclusive flock
+on the record's sup.lock for its whole life, and a lock nobody holds means
+the supervisor is gone (kill -9 included), whatever state.json says. The lock
+lives with the record, not in the runtime directory, so every caller finds
+it whatever its XDG_RUNTIME_DIR; the supervisor writes its pid and runtime
+directory into it.
+
+A record rl cannot read (a file missing, truncated, of the wrong shape, a
+directory, unreadable) is "dead": listed as such, never in the way of the
+others, and removed by `rl rm -f`, which first kills whatever still runs for
+it (found through its lock, verified, never by a pid alone).
 """
 
 from __future__ import annotations
@@ -18,10 +28,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
+import re
+import select
 import shutil
+import signal
+import stat
 import time
+import types
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +47,117 @@ from typing import Any
 from . import paths
 from .errors import NoSuchContainer, RlError
 from .resources import Resources
-from .spec import Spec, from_json, to_json
+from .spec import Spec, _json_name, from_json, to_json
+
+LOCK = "sup.lock"
+STATUSES = ("created", "running", "exited")
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class RecordError(RlError, ValueError):
+    """A record rl cannot read: gone meanwhile (vanished, why == ""), or damaged.
+
+    An RlError, so a command that meets one prints one line; a ValueError,
+    so code that skips unreadable records (`except (OSError, ValueError)`)
+    skips it too.
+    """
+
+    def __init__(self, cid: str, why: str = "") -> None:
+        self.why = why
+        self.vanished = not why
+        super().__init__(f"no such container: {cid}" if self.vanished else
+                         f"the record of container {cid[:12]} is damaged: {why}; "
+                         f"`rl rm -f {cid[:12]}` removes it", 1)
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path, cid: str) -> Any:
+    """A record file's JSON; RecordError says what is wrong with it, or that the
+    record is gone (its directory was renamed away meanwhile)."""
+    name = path.name
+    try:
+        # O_NONBLOCK: a FIFO put in its place must not hang rl.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise RecordError(cid, f"{name} is {kind}")
+        with open(fd, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise RecordError(cid) from None
+        raise RecordError(cid, f"{name} is missing") from None
+    except IsADirectoryError:
+        raise RecordError(cid, f"{name} is a directory") from None
+    except OSError as e:
+        raise RecordError(cid, f"{name}: {e.strerror}") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise RecordError(cid, f"{name} is {'empty' if not text.strip() else 'not valid JSON'}"
+                          ) from None
+
+
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+    bool: ((bool,), "true or false")}
+
+
+def _check(tp: Any, value: Any, where: str, top: bool = False) -> None:
+    """ValueError naming the first place where JSON value does not have type tp.
+
+    Records are dataclasses whose fields are scalars, lists, dicts, optionals
+    and dataclasses; top: keys are field names (rl's own records), not the
+    OCI spec's camelCase.
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    if origin is list or origin is dict:
+        if not isinstance(value, origin):
+            raise ValueError(f"{where} is not a {'list' if origin is list else 'object'}")
+        item = typing.get_args(tp)[-1]
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _check(item, v, f"{where}[{k!r}]")
+        return
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is not an object")
+        hints = _hints(tp)
+        for f in dataclasses.fields(tp):
+            key = f.name if top else _json_name(f)
+            if key in value:
+                _check(hints[f.name], value[key], f"{where}.{key}" if where else key)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{where}.{key} is missing" if where else f"{key} is missing")
+        return
+    scalar = _SCALARS.get(tp)
+    if scalar is not None and (not isinstance(value, scalar[0])
+                               or (tp is not bool and isinstance(value, bool))):
+        raise ValueError(f"{where} is not {scalar[1]}")
 
 
 @dataclass
@@ -80,6 +207,9 @@ class ContainerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerConfig:
+        """ValueError if data is not the shape a record has (checked before anything
+        is built: a wrong type would otherwise surface far away, at start or exec)."""
+        _check(cls, data, "", top=True)
         data = dict(data)
         spec = from_json(Spec, data.pop("spec"))
         resources = from_json(Resources, data.pop("resources", None) or {})
@@ -90,9 +220,9 @@ class ContainerConfig:
 
 @dataclass
 class State:
-    status: str = "created"  # created | running | exited
+    status: str = "created"  # created | running | exited; "dead": a record rl cannot read
     pid: int = 0  # host pid of the container's PID 1
-    supervisor_pid: int = 0
+    supervisor_pid: int = 0  # dead: the supervisor that still runs for it (0: none)
     exit_code: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -100,16 +230,16 @@ class State:
     oom_killed: bool = False
     cgroup: str = ""  # the container's cgroup directory while it runs ("" if none)
 
-
-def new_id() -> str:
-    return os.urandom(32).hex()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    @classmethod
+    def from_dict(cls, data: Any) -> State:
+        """ValueError unless data is a state record (keys of a newer rl are left out)."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        _check(cls, data, "", top=True)
+        if data.get("status", "created") not in STATUSES:
+            raise ValueError(f"unknown status {data.get('status')!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @contextlib.contextmanager
@@ -126,20 +256,195 @@ def registry_lock() -> contextlib.AbstractContextManager[None]:
     return locked(paths.containers_dir() / "containers.lock")
 
 
-def supervisor_alive(cid: str) -> bool:
-    """True while the container's supervisor holds its liveness lock."""
-    lock = paths.container_run_dir(cid) / "sup.lock"
+# -- liveness ----------------------------------------------------------------------
+
+
+def _probe(path: Path) -> bool | None:
+    """Whether someone holds path's exclusive lock; None when path cannot tell
+    (missing, not a regular file, unreadable)."""
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
     finally:
         os.close(fd)
+
+
+def _lock_pattern(cid: str) -> re.Pattern[str]:
+    # Its lock, also once unlinked (the runtime directory's <id>/sup.lock of an
+    # older rl matches too). Not in .<id>.trash: an --rm supervisor that unlisted
+    # its record is removing it, and must not be killed for it.
+    return re.compile(rf".*/{cid}/{LOCK}(?: \(deleted\))?")
+
+
+def holds_lock(pid: int, cid: str) -> bool:
+    """Whether process pid holds cid's liveness lock exclusively.
+
+    The identity of a process, not a pid's: one of its descriptors is that
+    lock file and the kernel lists an exclusive flock on it (fdinfo), which a
+    reused pid or a reader probing the lock cannot have.
+    """
+    pattern = _lock_pattern(cid)
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if not pattern.fullmatch(os.readlink(f"{fd_dir}/{fd}")):
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = f.read()
+        except OSError:
+            continue
+        if any(line.startswith("lock:") and "FLOCK" in line and "WRITE" in line
+               for line in info.splitlines()):
+            return True
     return False
+
+
+def _lock_info(cid: str) -> dict[str, Any]:
+    """What the supervisor wrote into its lock: {"pid": …, "run_dir": …}, or {}."""
+    try:
+        with open(paths.container_dir(cid) / LOCK, "rb") as f:
+            data = json.loads(f.read(4096) or b"{}")
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _own_pids() -> list[int]:
+    uid = os.getuid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    out.append(int(entry))
+    return out
+
+
+def holders(cid: str, scan: bool = False) -> list[int]:
+    """The processes holding cid's liveness lock (its supervisor), verified by holds_lock.
+
+    Candidates: the lock's holder in /proc/locks, the pid written into the
+    lock, the one state.json names; scan: every process of this user, for a
+    lock file deleted or replaced under its holder.
+    """
+    candidates: set[int] = set()
+    lock = paths.container_dir(cid) / LOCK
+    with contextlib.suppress(OSError, ValueError):
+        ino = os.stat(lock, follow_symlinks=False).st_ino
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if ("FLOCK" in fields and "WRITE" in fields and len(fields) >= 6
+                        and fields[-3].rpartition(":")[2] == str(ino)):
+                    candidates.add(int(fields[-4]))
+    pid = _lock_info(cid).get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool):
+        candidates.add(pid)
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        with open(paths.container_dir(cid) / "state.json", "rb") as f:
+            data = json.loads(f.read())
+        spid = data.get("supervisor_pid") if isinstance(data, dict) else None
+        if isinstance(spid, int) and not isinstance(spid, bool):
+            candidates.add(spid)
+    if scan:
+        candidates.update(_own_pids())
+    return sorted(p for p in candidates if p > 1 and p != os.getpid() and holds_lock(p, cid))
+
+
+def supervisor_alive(cid: str) -> bool:
+    """True while a supervisor of the container holds its liveness lock.
+
+    Nobody holding the file found at the lock's path is not the end of it:
+    the file may have been deleted or replaced under a live holder, which
+    still has the original (holders() checks the supervisor the record names).
+    """
+    if _probe(paths.container_dir(cid) / LOCK):
+        return True
+    # A supervisor started by an rl from before the lock moved keeps its old one.
+    return bool(holders(cid)) or _probe(paths.container_run_dir(cid) / LOCK) is True
+
+
+def terminate(cid: str, scan: bool = False, timeout: float = 10) -> None:
+    """SIGKILL whatever still runs for a record, whatever is left of it; return once gone.
+
+    The supervisors holding its lock and their children (PID 1, whose death
+    empties the PID namespace; the root's FUSE server; slirp4netns, pasta),
+    then what is left in the container's cgroup. Every process is pinned by
+    a pidfd before it is checked, so a pid reused meanwhile is never signalled.
+    scan: look at every process of the user (for a damaged record, whose
+    lock file may be gone and whose supervisor no readable file names).
+    """
+    scan = scan or _probe(paths.container_dir(cid) / LOCK) is None
+    sups = holders(cid, scan=scan)
+    pinned: list[int] = []
+    for pid in sups:
+        fd = _pin(pid)
+        if fd is None:
+            continue
+        if not holds_lock(pid, cid):
+            os.close(fd)
+            continue
+        pinned.append(fd)
+        for child in _children(pid):
+            cfd = _pin(child)
+            if cfd is not None and _ppid(child) == pid:
+                pinned.append(cfd)
+            elif cfd is not None:
+                os.close(cfd)
+    try:
+        for fd in pinned:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        for fd in pinned:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+    finally:
+        for fd in pinned:
+            os.close(fd)
+    from . import cgroups
+
+    host = cgroups.probe()
+    if host.base is not None:
+        path = cgroups.container_path(host, cid)
+        if os.path.isdir(path):
+            cgroups.remove(path)
+
+
+def _pin(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    return [p for p in _own_pids() if _ppid(p) == pid]
+
+
+# -- records -----------------------------------------------------------------------
+
+_HEAD = re.compile(rb'\{"id": "([0-9a-f]{64})", "name": "([a-zA-Z0-9][a-zA-Z0-9_.-]*)"')
 
 
 class Container:
@@ -153,21 +458,48 @@ class Container:
 
     @property
     def raw_config(self) -> dict[str, Any]:
-        """config.json as a dict: enough for names and flags, without building the Spec."""
+        """config.json as a dict: enough for names and flags, without building the Spec.
+
+        RecordError if it is unreadable or not this container's record.
+        """
         if self._raw is None:
-            with open(self.dir / "config.json") as f:
-                self._raw = json.load(f)
+            data = _read_json(self.dir / "config.json", self.id)
+            if not isinstance(data, dict) or data.get("id") != self.id \
+                    or not isinstance(data.get("name"), str):
+                raise RecordError(self.id, "config.json is not a record of this container")
+            self._raw = data
         return self._raw
 
     @property
     def config(self) -> ContainerConfig:
         if self._config is None:
-            self._config = ContainerConfig.from_dict(self.raw_config)
+            try:
+                self._config = ContainerConfig.from_dict(self.raw_config)
+            except (ValueError, TypeError) as e:
+                if isinstance(e, RecordError):
+                    raise
+                raise RecordError(self.id, f"config.json: {e}") from None
         return self._config
 
     @property
     def name(self) -> str:
-        return str(self.raw_config["name"])
+        """Its name; of a damaged config.json, what its first bytes still say, or ""."""
+        try:
+            return str(self.raw_config["name"])
+        except RecordError as e:
+            if e.vanished:
+                raise
+        try:
+            with open(self.dir / "config.json", "rb") as f:
+                m = _HEAD.match(f.read(200))
+        except OSError:
+            return ""
+        return m.group(2).decode() if m and m.group(1).decode() == self.id else ""
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its name, else its short id."""
+        return self.name or self.id[:12]
 
     @property
     def log_path(self) -> Path:
@@ -175,18 +507,60 @@ class Container:
 
     @property
     def run_dir(self) -> Path:
+        """Its supervisor's runtime directory (ctl.sock, /etc files, ports): the one the
+        supervisor wrote into its lock, whatever this caller's XDG_RUNTIME_DIR."""
+        named = _lock_info(self.id).get("run_dir")
+        if isinstance(named, str) and os.path.isabs(named) and os.path.basename(named) == self.id:
+            return Path(named)
         return paths.container_run_dir(self.id)
 
     def raw_state(self) -> State:
+        """state.json as written; RecordError if it is unreadable."""
+        data = _read_json(self.dir / "state.json", self.id)
         try:
-            with open(self.dir / "state.json") as f:
-                return State(**json.load(f))
-        except FileNotFoundError:
-            return State()
+            return State.from_dict(data)
+        except (ValueError, TypeError) as e:
+            raise RecordError(self.id, f"state.json: {e}") from None
+
+    def _read(self) -> tuple[State | None, str]:
+        """(state.json, "") or (None, what is wrong with the record); RecordError if it
+        vanished."""
+        try:
+            st = self.raw_state()
+            _ = self.config
+        except RecordError as e:
+            if e.vanished:
+                raise
+            return None, e.why
+        lock = self.dir / LOCK
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.lstat(lock).st_mode):
+                return None, f"{LOCK} is not a regular file"
+            if not os.access(lock, os.R_OK | os.W_OK):
+                return None, f"{LOCK}: permission denied"
+        return st, ""
+
+    def damage(self) -> str:
+        """What is wrong with the record ("": nothing); RecordError if it vanished."""
+        return self._read()[1]
 
     def state(self) -> State:
-        """The truth: a 'running' record whose supervisor died reads as exited (255)."""
-        st = self.raw_state()
+        """The truth, computed (never written back; it costs a look at processes only
+        for a record that says running, or is damaged).
+
+        A 'running' record whose supervisor died reads as exited (255). A
+        damaged record reads as 'dead'; its error says why, and supervisor_pid
+        is the supervisor that still runs for it (0: none). RecordError only
+        if the record vanished.
+        """
+        st, why = self._read()
+        if st is None:
+            # A lock that cannot tell (gone, replaced): look at every process.
+            sups = holders(self.id, scan=_probe(self.dir / LOCK) is None)
+            error = f"damaged record: {why}"
+            if sups:
+                error += f"; its supervisor (pid {sups[0]}) still runs"
+            return State(status="dead", supervisor_pid=sups[0] if sups else 0, error=error)
         if st.status == "running" and not supervisor_alive(self.id):
             st.status = "exited"
             st.exit_code = 255
@@ -199,15 +573,29 @@ class Container:
 
     @property
     def running(self) -> bool:
-        return self.state().status == "running"
+        try:
+            return self.state().status == "running"
+        except RecordError:
+            return False  # removed meanwhile
 
 
 def all_containers() -> list[Container]:
+    """Every listed record, damaged ones included: a directory named by an id."""
     out = []
-    for entry in paths.containers_dir().iterdir():
-        if entry.is_dir() and (entry / "config.json").exists():
-            out.append(Container(entry.name))
+    with os.scandir(paths.containers_dir()) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if _ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+                    out.append(Container(entry.name))
     return out
+
+
+def _name_of(c: Container) -> str | None:
+    """c's name, None if it was removed meanwhile."""
+    try:
+        return c.name
+    except RecordError:
+        return None
 
 
 def _find(ref: str, candidates: list[Container]) -> Container | None:
@@ -215,7 +603,7 @@ def _find(ref: str, candidates: list[Container]) -> Container | None:
         if c.id == ref:
             return c
     for c in candidates:
-        if c.name == ref:
+        if _name_of(c) == ref:
             return c
     matches = [c for c in candidates if c.id.startswith(ref)]
     if len(matches) > 1:
@@ -233,32 +621,75 @@ def lookup(ref: str) -> Container:
     return found
 
 
+def names_in_use() -> dict[str, str]:
+    """name -> id of every record (a damaged one holds what is left of its name)."""
+    out = {}
+    for c in all_containers():
+        name = _name_of(c)
+        if name:
+            out[name] = c.id
+    return out
+
+
+# -- names ---------------------------------------------------------------------
+
+_LEFT = ["admiring", "brave", "calm", "eager", "focused", "gallant", "happy", "jolly",
+         "keen", "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant"]
+_RIGHT = ["babbage", "curie", "darwin", "euler", "fermi", "gauss", "hopper", "knuth",
+          "lovelace", "meitner", "noether", "pascal", "ritchie", "turing", "wozniak", "yalow"]
+
+
+def _pick(words: list[str]) -> str:
+    # os.urandom rather than secrets: `import secrets` costs ~4 ms of start-up.
+    return words[int.from_bytes(os.urandom(2), "big") % len(words)]
+
+
+def random_name(taken: set[str] | dict[str, str]) -> str:
+    """docker's adjective_scientist, one that is not taken."""
+    for _ in range(100):
+        name = f"{_pick(_LEFT)}_{_pick(_RIGHT)}"
+        if name not in taken:
+            return name
+    while True:
+        name = f"{_pick(_LEFT)}_{_pick(_RIGHT)}{int.from_bytes(os.urandom(2), 'big') % 10000}"
+        if name not in taken:
+            return name
+
+
+def _name_in_use(name: str, other: str, exit_code: int = 125) -> RlError:
+    return RlError(f'the container name "/{name}" is already in use by container "{other}". '
+                   "You have to remove (or rename) that container to be able to reuse that "
+                   "name.", exit_code)
+
+
 def create(config: ContainerConfig) -> Container:
-    """Write a new container record; the name must be free (checked under the lock)."""
+    """Write a new container record.
+
+    The name must be free; an empty one is chosen here, among the free ones,
+    under the same lock that makes names unique (chosen before it, two
+    concurrent `rl run`s could pick the same one).
+    """
     with registry_lock():
-        for other in all_containers():
-            if other.name == config.name:
-                raise RlError(
-                    f'the container name "/{config.name}" is already in use by container '
-                    f'"{other.id}". You have to remove (or rename) that container to be able '
-                    "to reuse that name."
-                )
+        taken = names_in_use()
+        if not config.name:
+            config.name = random_name(taken)
+        elif config.name in taken:
+            raise _name_in_use(config.name, taken[config.name])
         tmp = paths.containers_dir() / f".{config.id}.tmp"
         tmp.mkdir(mode=0o700)
         write_json_atomic(tmp / "config.json", config.to_dict())
         write_json_atomic(tmp / "state.json", dataclasses.asdict(State()))
+        os.close(os.open(tmp / LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         os.rename(tmp, paths.container_dir(config.id))
     return Container(config.id)
 
 
 def rename(ctr: Container, new_name: str) -> None:
     with registry_lock():
-        for other in all_containers():
-            if other.name == new_name and other.id != ctr.id:
-                raise RlError(
-                    f'the container name "/{new_name}" is already in use by container '
-                    f'"{other.id}"', 1
-                )
+        other = names_in_use().get(new_name)
+        if other is not None and other != ctr.id:
+            raise RlError(f'the container name "/{new_name}" is already in use by container '
+                          f'"{other}"', 1)
         cfg = ctr.config
         cfg.name = new_name
         write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
@@ -271,11 +702,69 @@ def unlist(cid: str) -> None:
         os.rename(paths.container_dir(cid), paths.containers_dir() / f".{cid}.trash")
 
 
+def remove(ctr: Container) -> None:
+    """Delete a record nothing runs for; RlError (1) if a supervisor holds it.
+
+    The lock is held shared meanwhile, so no supervisor can start for it
+    (it takes the lock exclusively) between the check and the removal.
+    """
+    with registry_lock():
+        if not ctr.dir.is_dir():
+            return  # removed meanwhile (its own --rm, say)
+        fd, existed = _open_lock(ctr.dir / LOCK)
+        try:
+            busy = fd >= 0 and not _lock_shared(fd)
+            # The file may have been deleted or replaced from under a live
+            # holder (ours, made now, keeps new ones out meanwhile): look for it
+            # everywhere if nothing readable names it.
+            if not busy:
+                try:
+                    unnamed = fd < 0 or not existed or bool(ctr.damage())
+                except RecordError:
+                    return  # removed meanwhile
+                busy = bool(holders(ctr.id, scan=unnamed))
+            if busy or _probe(paths.container_run_dir(ctr.id) / LOCK):
+                raise RlError(f"cannot remove container {ctr.label}: container is running: "
+                              "stop the container before removing or force remove", 1)
+            remove_files(ctr.id)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """(a descriptor of the lock file, -1 if it is unusable; whether it was there)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd, existed = os.open(path, flags), True
+    except FileNotFoundError:
+        try:
+            fd, existed = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600), False
+        except OSError:
+            return -1, False  # made meanwhile by a starting supervisor, or the record went
+    except OSError:
+        return -1, True
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd, existed
+    os.close(fd)
+    return -1, True
+
+
+def _lock_shared(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def remove_files(cid: str) -> None:
     """Delete a container's record (unlisted first, so no half-deleted record is ever listed)."""
+    run_dirs = {paths.container_run_dir(cid), Container(cid).run_dir}
     unlist(cid)
     shutil.rmtree(paths.containers_dir() / f".{cid}.trash", ignore_errors=True)
-    shutil.rmtree(paths.container_run_dir(cid), ignore_errors=True)
+    for run_dir in run_dirs:
+        shutil.rmtree(run_dir, ignore_errors=True)
     # A container made from an image owns storage with sub-id owned files.
     if (paths.data_dir() / "storage" / "containers" / cid).exists():
         from . import rootfs
@@ -306,6 +795,7 @@ def collect_garbage() -> None:
         try:
             auto_remove, st = c.raw_config.get("auto_remove"), c.raw_state()
         except (OSError, ValueError):
-            continue
+            continue  # damaged (left to rl rm -f) or removed meanwhile
         if auto_remove and st.status == "running" and not supervisor_alive(c.id):
-            remove_files(c.id)
+            with contextlib.suppress(RlError):
+                remove(c)  # unless a supervisor (re)started it meanwhile

@@ -7,9 +7,11 @@ log and to attached clients, feed stdin, relay signals and terminal resizes,
 answer `kill`/`wait`/`resize` on its control socket, and, when PID 1 exits,
 record the exit status, clean up and go.
 
-Liveness: the supervisor holds an exclusive flock on <run>/<id>/sup.lock for
-its whole life; store.supervisor_alive() tests it, so a supervisor killed with
-SIGKILL is seen as gone by the very next rl command.
+Liveness: the supervisor holds an exclusive flock on the record's sup.lock
+(containers/<id>/sup.lock) for its whole life and writes its pid and runtime
+directory into it; store.supervisor_alive() tests it, so a supervisor killed
+with SIGKILL is seen as gone by the very next rl command, whatever that
+command's XDG_RUNTIME_DIR.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from netstack.stack import NetStack
 
 from . import _syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
-from .errors import EXIT_RL, NeedsFullCli, NoSuchImage, RlError
+from .errors import EXIT_RL, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
@@ -49,9 +51,13 @@ class Log:
     """docker's json-file format: one JSON object per line of output."""
 
     def __init__(self, path: Path) -> None:
-        self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
         self._partial: dict[str, bytes] = {}
         self.error: str | None = None
+        self._f = None
+        try:
+            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
+        except OSError as e:  # a damaged record (a directory in its place, say): no log
+            self.error = f"opening the log failed: {e.strerror}"
 
     def write(self, stream: str, data: bytes) -> None:
         data = self._partial.pop(stream, b"") + data
@@ -70,7 +76,7 @@ class Log:
     def _write(self, data: bytes) -> None:
         # A full disk or a removed log must not stop the container or its
         # attached clients: the log stops, once, and says why at the end.
-        if self.error is not None:
+        if self.error is not None or self._f is None:
             return
         try:
             self._f.write(data)
@@ -85,6 +91,8 @@ class Log:
         for stream, tail in list(self._partial.items()):
             self._write(self._record(stream, tail))
         self._partial.clear()
+        if self._f is None:
+            return
         try:
             self._f.close()
         except OSError as e:
@@ -117,10 +125,13 @@ class Client:
 
 class Supervisor:
     def __init__(self, ctr: Container, launched: container.Launched,
-                 net: NetStack | None = None) -> None:
+                 net: NetStack | None = None, state: store.State | None = None) -> None:
         self.ctr = ctr
         self.net = net
         self.cfg = ctr.config
+        # The record's state as this supervisor wrote it: finish() starts from it, not
+        # from state.json, which may have been damaged meanwhile.
+        self.state = state or store.State(status="running", pid=launched.pid)
         self.launched = launched
         self.log = Log(ctr.log_path)
         self.clients: list[Client] = []
@@ -418,7 +429,7 @@ class Supervisor:
         (which may wait for dying processes) and the files (a --rm rootfs copy
         needs a forked user-namespace helper) happen in after_run().
         """
-        st = self.ctr.raw_state()
+        st = self.state
         st.status = "exited"
         st.exit_code = self.exit_code or 0
         st.finished_at = time.time()
@@ -429,7 +440,8 @@ class Supervisor:
             st.oom_killed = cgroups.oom_killed(st.cgroup)
             self.leftover_cgroup = st.cgroup
             st.cgroup = ""
-        self.ctr.write_state(st)
+        with contextlib.suppress(OSError):  # state.json replaced by a directory, say
+            self.ctr.write_state(st)
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
             store.unlist(self.ctr.id)
@@ -577,19 +589,22 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         os.environ.clear()
         os.environ.update(env)
     ctr = Container(cid)
-    run_dir = ctr.run_dir
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock_fd = os.open(run_dir / "sup.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        _send_error(client, RlError(f"container {cid[:12]} is already running", 1))
-        return 1
+        lock_fd = _take_lock(ctr)
+    except RlError as err:
+        _send_error(client, err)
+        return err.exit_code
+    # This supervisor's own runtime directory (the record names its creator's).
+    run_dir = paths.container_run_dir(cid)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}).encode(), 0)
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
     (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
     net: NetStack | None = None
     try:
         cfg = ctr.config
+        _own_run_dir(cfg, run_dir)
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
@@ -608,18 +623,21 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     except RlError as err:
         if net is not None:
             net.close()
-        fail_start(ctr, err)
+        fail_start(ctr, err, run_dir)
         _send_error(client, err)
         return err.exit_code
     except Exception as exc:  # reported to the user, never lost
         if net is not None:
             net.close()
         failure = RlError(f"starting the container: {exc}", EXIT_RL)
-        fail_start(ctr, failure)
+        fail_start(ctr, failure, run_dir)
         _send_error(client, failure)
         return EXIT_RL
 
-    st = ctr.raw_state()
+    try:
+        st = ctr.raw_state()
+    except store.RecordError:
+        st = store.State()  # damaged meanwhile: this supervisor's is the truth now
     st.status = "running"
     st.pid = launched.pid
     st.supervisor_pid = os.getpid()
@@ -628,7 +646,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.error = ""
     st.oom_killed = False
     st.cgroup = cgroup or ""
-    ctr.write_state(st)
+    with contextlib.suppress(OSError):  # unwritable: the record reads as dead, rm -f works
+        ctr.write_state(st)
     # The control socket listens before anyone hears "started": a `rl stop`
     # right after `rl run -d` must find it.
     ctl = bind_control_socket(run_dir)
@@ -642,14 +661,14 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             client.close()
             client = None
     _raise_nofile_limit()  # after the launch: the container keeps the limits it was given
-    sup = Supervisor(ctr, launched, net)
+    sup = Supervisor(ctr, launched, net, st)
     try:
         code = trio.run(sup.run, ctl, client, attach_stdin)
     except BaseException:
         # Never leave a record saying "running" behind a crash: say what happened.
         import traceback
 
-        st = ctr.raw_state()
+        st = sup.state
         st.status = "exited"
         st.exit_code = sup.exit_code if sup.exit_code is not None else 255
         st.error = "supervisor crashed: " + traceback.format_exc().strip().splitlines()[-1]
@@ -686,7 +705,48 @@ def bind_control_socket(run_dir: Path) -> socket.socket:
     return sock
 
 
-def fail_start(ctr: Container, err: RlError) -> None:
+def _take_lock(ctr: Container) -> int:
+    """The record's liveness lock, held for this process's life; RlError if another
+    supervisor has it, or the record is gone or damaged."""
+    cid = ctr.id
+    path = ctr.dir / store.LOCK
+    try:
+        # No O_CREAT of the directory: a record removed meanwhile stays removed.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise NoSuchContainer(cid) from None
+    except OSError as e:
+        raise RlError(f"cannot start container {cid[:12]}: its record is damaged: "
+                      f"{store.LOCK}: {e.strerror}; `rl rm -f {cid[:12]}` removes it", 1) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Removed between the open and the lock (rm holds it shared while it
+        # deletes): the lock is on a file no other rl can find any more.
+        same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except BlockingIOError:
+        os.close(fd)
+        raise RlError(f"container {cid[:12]} is already running", 1) from None
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        raise NoSuchContainer(cid)
+    return fd
+
+
+def _own_run_dir(cfg: ContainerConfig, run_dir: Path) -> None:
+    """Bind /etc/hostname, hosts and resolv.conf from this supervisor's runtime directory:
+    the record names its creator's, which may be another (XDG_RUNTIME_DIR unset, say)."""
+    for m in cfg.spec.mounts:
+        if (m.type == "bind" and m.source and m.destination in _ETC_FILES
+                and Path(m.source).parent.name == cfg.id):
+            m.source = str(run_dir / Path(m.source).name)
+
+
+_ETC_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def fail_start(ctr: Container, err: RlError, run_dir: Path) -> None:
     """A container whose start failed stays 'created' with the error, as docker's does."""
     with contextlib.suppress(OSError, ValueError):
         cleanup_mountpoints(ctr.config)
@@ -698,4 +758,4 @@ def fail_start(ctr: Container, err: RlError) -> None:
         st.exit_code = err.exit_code
         st.error = err.message
         ctr.write_state(st)
-    shutil.rmtree(ctr.run_dir, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
