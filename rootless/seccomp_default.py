@@ -116,13 +116,27 @@ CLONE_NAMESPACE_FLAGS = 0x7E020000
 
 def _table(text: str) -> dict[str, int]:
     numbers = {}
-    for line in text.strip().splitlines():
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
         first, *names = line.split()
         for nr, name in enumerate(names, int(first)):
             if name != "-":
                 numbers[name] = nr
     return numbers
 
+
+# Since Linux 5.1 every architecture numbers its new syscalls alike, from 424.
+_UNIFIED = """
+424 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount
+430 fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd
+439 faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
+444 landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
+448 process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2
+453 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
+459 lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat
+465 listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
+"""
 
 NUMBERS: dict[str, dict[str, int]] = {
     "SCMP_ARCH_X86_64": _table("""
@@ -165,15 +179,7 @@ NUMBERS: dict[str, dict[str, int]] = {
 313 finit_module sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create
 320 kexec_file_load bpf execveat userfaultfd membarrier mlock2 copy_file_range preadv2
 328 pwritev2 pkey_mprotect pkey_alloc pkey_free statx io_pgetevents rseq uretprobe uprobe
-424 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount
-430 fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd
-439 faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
-444 landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
-448 process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2
-453 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
-459 lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat
-465 listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
-"""),
+""" + _UNIFIED),
     "SCMP_ARCH_X86": _table("""
 0 restart_syscall exit fork read write open close waitpid creat link unlink execve chdir
 13 time mknod chmod lchown break oldstat lseek getpid mount umount setuid getuid stime
@@ -224,15 +230,8 @@ NUMBERS: dict[str, dict[str, int]] = {
 408 timer_gettime64 timer_settime64 timerfd_gettime64 timerfd_settime64 utimensat_time64
 413 pselect6_time64 ppoll_time64 - io_pgetevents_time64 recvmmsg_time64 mq_timedsend_time64
 419 mq_timedreceive_time64 semtimedop_time64 rt_sigtimedwait_time64 futex_time64
-423 sched_rr_get_interval_time64 pidfd_send_signal io_uring_setup io_uring_enter
-427 io_uring_register open_tree move_mount fsopen fsconfig fsmount fspick pidfd_open clone3
-436 close_range openat2 pidfd_getfd faccessat2 process_madvise epoll_pwait2 mount_setattr
-443 quotactl_fd landlock_create_ruleset landlock_add_rule landlock_restrict_self
-447 memfd_secret process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2
-453 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
-459 lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat
-465 listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
-"""),
+423 sched_rr_get_interval_time64
+""" + _UNIFIED),
     "SCMP_ARCH_AARCH64": _table("""
 0 io_setup io_destroy io_submit io_cancel io_getevents setxattr lsetxattr fsetxattr getxattr
 9 lgetxattr fgetxattr listxattr llistxattr flistxattr removexattr lremovexattr fremovexattr
@@ -268,13 +267,5 @@ NUMBERS: dict[str, dict[str, int]] = {
 274 sched_setattr sched_getattr renameat2 seccomp getrandom memfd_create bpf execveat
 282 userfaultfd membarrier mlock2 copy_file_range preadv2 pwritev2 pkey_mprotect pkey_alloc
 290 pkey_free statx io_pgetevents rseq kexec_file_load
-424 pidfd_send_signal io_uring_setup io_uring_enter io_uring_register open_tree move_mount
-430 fsopen fsconfig fsmount fspick pidfd_open clone3 close_range openat2 pidfd_getfd
-439 faccessat2 process_madvise epoll_pwait2 mount_setattr quotactl_fd
-444 landlock_create_ruleset landlock_add_rule landlock_restrict_self memfd_secret
-448 process_mrelease futex_waitv set_mempolicy_home_node cachestat fchmodat2
-453 map_shadow_stack futex_wake futex_wait futex_requeue statmount listmount
-459 lsm_get_self_attr lsm_set_self_attr lsm_list_modules mseal setxattrat getxattrat
-465 listxattrat removexattrat open_tree_attr file_getattr file_setattr listns
-"""),
+""" + _UNIFIED),
 }
