@@ -83,17 +83,18 @@ class Unavailable(RlError):
 class CannotExecute(RlError):
     """The container's command cannot be executed (permission denied, unknown user).
 
-    The request was well formed and the container exists; what failed is
-    the start inside it, so HTTP says 500 (as dockerd does for an OCI
-    runtime's exec failure); the CLI exits 126.
+    The CLI exits 126; HTTP says 400, as dockerd does (its start answers an
+    OCI runtime's "permission denied" or "executable file not found" as an
+    invalid parameter: the command is part of the container's config). Not
+    an InvalidArgument all the same: its exit code is the command's, not rl's.
     """
 
     exit_code = EXIT_CANNOT_EXEC
-    http_status = 500
+    http_status = 400
 
 
 class CommandNotFound(CannotExecute):
-    """The container's command was not found (exit 127; HTTP 500, as CannotExecute)."""
+    """The container's command was not found (exit 127; HTTP 400, as CannotExecute)."""
 
     exit_code = EXIT_NOT_FOUND
 

@@ -42,8 +42,8 @@ DOCUMENTED = {
     InvalidArgument: (125, 400),
     Unauthorized: (125, 401),
     Unavailable: (125, 503),
-    CannotExecute: (126, 500),
-    CommandNotFound: (127, 500),
+    CannotExecute: (126, 400),
+    CommandNotFound: (127, 400),
 }
 
 
@@ -110,10 +110,10 @@ def test_kinds_cross_a_process_boundary() -> None:
 def test_report_lines_are_reraised_of_the_kind_their_code_means() -> None:
     with pytest.raises(RlError) as exc:
         report.raise_error('E127 exec: "nope": executable file not found in $PATH')
-    check(exc, CommandNotFound, 127, 500, 'exec: "nope": executable file not found in $PATH')
+    check(exc, CommandNotFound, 127, 400, 'exec: "nope": executable file not found in $PATH')
     with pytest.raises(RlError) as exc:
         report.raise_error('E126 exec: "/etc": permission denied')
-    check(exc, CannotExecute, 126, 500, 'exec: "/etc": permission denied')
+    check(exc, CannotExecute, 126, 400, 'exec: "/etc": permission denied')
     with pytest.raises(RlError) as exc:
         report.raise_error("E125 mounting proc on /proc: EPERM")
     assert type(exc.value) is RlError and exc.value.exit_code == 125
@@ -282,6 +282,6 @@ def test_command_errors_at_start(rl: RlRunner, rootfs: Path, request: pytest.Fix
         ctr = store.lookup(name)
         with pytest.raises(RlError) as exc:
             api.start(ctr, attach=False, stdin=False)
-        check(exc, kind, code, 500, message)
+        check(exc, kind, code, 400, message)
     finally:
         rl("rm", "-f", name)
