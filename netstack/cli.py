@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from rootless.errors import RlError
+from rootless.errors import InvalidArgument, NotFound
 
 OPTIONS = [
     click.option("-p", "--publish", multiple=True,
@@ -48,11 +48,11 @@ def port_lines(ref: str, private: str | None) -> list[str]:
     port, slash, proto = private.partition("/")
     proto = proto.lower() if slash else "tcp"
     if not port.isdigit() or proto not in ("tcp", "udp"):
-        raise RlError(f"invalid port {private!r}: expected PORT[/tcp|/udp]", 1)
+        raise InvalidArgument(f"invalid port {private!r}: expected PORT[/tcp|/udp]", 1)
     found = [m.host_text() for m in mappings
              if m.container_port == int(port) and m.protocol == proto]
     if not found:
-        raise RlError(f"no public port '{port}/{proto}' published for {ref}", 1)
+        raise NotFound(f"no public port '{port}/{proto}' published for {ref}", 1)
     return found
 
 

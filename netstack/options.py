@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rootless.errors import RlError
+from rootless.errors import InvalidArgument
 
 from .ports import PortMapping
 
@@ -75,7 +75,7 @@ def _bool(name: str, value: str) -> bool:
         return True
     if value.lower() in ("false", "0", "no"):
         return False
-    raise RlError(f"invalid --network option {name}={value!r}: expected true or false")
+    raise InvalidArgument(f"invalid --network option {name}={value!r}: expected true or false")
 
 
 def parse_network(value: str) -> NetOptions:
@@ -83,34 +83,34 @@ def parse_network(value: str) -> NetOptions:
     mode, colon, rest = value.partition(":")
     if mode == "container":
         if not rest:
-            raise RlError("--network container: needs a container name or id "
-                          "(container:NAME)")
+            raise InvalidArgument("--network container: needs a container name or id "
+                                  "(container:NAME)")
         return NetOptions(mode="container", container=rest)
     if mode not in MODES:
-        raise RlError(f"network mode {value!r} is not supported (supported: slirp4netns, "
-                      "pasta, host, none, container:NAME)")
+        raise InvalidArgument(f"network mode {value!r} is not supported (supported: slirp4netns, "
+                              "pasta, host, none, container:NAME)")
     opts = NetOptions(mode=mode)
     if colon and mode != "slirp4netns":
-        raise RlError(f"network mode {mode!r} takes no options")
+        raise InvalidArgument(f"network mode {mode!r} takes no options")
     for item in filter(None, rest.split(",")):
         key, eq, val = item.partition("=")
         if not eq:
-            raise RlError(f"invalid --network option {item!r}: expected key=value")
+            raise InvalidArgument(f"invalid --network option {item!r}: expected key=value")
         if key == "port_handler":
             if val not in PORT_HANDLERS:
-                raise RlError(f"invalid port_handler {val!r}: expected rl or slirp4netns")
+                raise InvalidArgument(f"invalid port_handler {val!r}: expected rl or slirp4netns")
             opts.port_handler = val
         elif key == "allow_host_loopback":
             opts.allow_host_loopback = _bool(key, val)
         elif key == "mtu":
             if not val.isdigit() or not 1280 <= int(val) <= 65520:
-                raise RlError(f"invalid mtu {val!r}: expected 1280-65520")
+                raise InvalidArgument(f"invalid mtu {val!r}: expected 1280-65520")
             opts.mtu = int(val)
         elif key == "enable_ipv6":
             opts.enable_ipv6 = _bool(key, val)
         else:
-            raise RlError(f"unknown slirp4netns option {key!r} (known: port_handler, "
-                          "allow_host_loopback, mtu, enable_ipv6)")
+            raise InvalidArgument(f"unknown slirp4netns option {key!r} (known: port_handler, "
+                                  "allow_host_loopback, mtu, enable_ipv6)")
     return opts
 
 
@@ -124,11 +124,11 @@ def parse_rate(text: str) -> int:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", text.strip())
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _UNITS:
-        raise RlError(f"invalid --network-bandwidth {text!r}: expected a rate such as "
-                      "10mbit, 500kbit or 1gbit")
+        raise InvalidArgument(f"invalid --network-bandwidth {text!r}: expected a rate such as "
+                              "10mbit, 500kbit or 1gbit")
     bits = int(float(m.group(1)) * _UNITS[unit])
     if bits < 8000:
-        raise RlError(f"invalid --network-bandwidth {text!r}: at least 8kbit")
+        raise InvalidArgument(f"invalid --network-bandwidth {text!r}: at least 8kbit")
     return bits
 
 
@@ -136,16 +136,17 @@ def parse_add_host(value: str) -> tuple[str, str]:
     """--add-host name:ip (docker); IPv6 addresses may contain ':' and be bracketed."""
     name, sep, ip = value.partition(":")
     if not sep or not name or not ip:
-        raise RlError(f"invalid --add-host {value!r}: expected HOST:IP")
+        raise InvalidArgument(f"invalid --add-host {value!r}: expected HOST:IP")
     ip = ip.strip("[]")
     if ip == "host-gateway":
         ip = SLIRP_GATEWAY
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        raise RlError(f"invalid --add-host {value!r}: {ip!r} is not an IP address") from None
+        raise InvalidArgument(
+            f"invalid --add-host {value!r}: {ip!r} is not an IP address") from None
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", name):
-        raise RlError(f"invalid --add-host {value!r}: {name!r} is not a host name")
+        raise InvalidArgument(f"invalid --add-host {value!r}: {name!r} is not a host name")
     return name, ip
 
 
@@ -153,7 +154,7 @@ def parse_dns(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise RlError(f"invalid --dns {value!r}: not an IP address") from None
+        raise InvalidArgument(f"invalid --dns {value!r}: not an IP address") from None
 
 
 def from_flags(network: str, publish: list[str], publish_all: bool, expose: list[str],
@@ -164,13 +165,13 @@ def from_flags(network: str, publish: list[str], publish_all: bool, expose: list
     opts = parse_network(network)
     opts.ports = resolve(publish, expose, publish_all)
     if opts.ports and not opts.own_stack:
-        raise RlError(f"cannot publish ports with --network={opts.mode}: publishing needs "
-                      "the container's own network stack (slirp4netns or pasta)")
+        raise InvalidArgument(f"cannot publish ports with --network={opts.mode}: publishing needs "
+                              "the container's own network stack (slirp4netns or pasta)")
     opts.dns = [parse_dns(d) for d in dns]
     opts.add_hosts = [parse_add_host(h) for h in add_hosts]
     if bandwidth:
         if not opts.own_stack:
-            raise RlError(f"--network-bandwidth needs --network=slirp4netns or pasta, not "
-                          f"{opts.mode}")
+            raise InvalidArgument(f"--network-bandwidth needs --network=slirp4netns or pasta, not "
+                                  f"{opts.mode}")
         opts.bandwidth_bit = parse_rate(bandwidth)
     return opts

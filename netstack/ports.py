@@ -11,7 +11,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rootless.errors import RlError
+from rootless.errors import InvalidArgument, RlError
 
 PROTOCOLS = ("tcp", "udp")
 
@@ -54,15 +54,16 @@ def _port_range(text: str, what: str, spec: str) -> list[int]:
         lo = int(lo_text)
         hi = int(hi_text) if dash else lo
     except ValueError:
-        raise RlError(f"invalid port specification {spec!r}: {what} {text!r} is not a "
-                      "number or a range") from None
+        raise InvalidArgument(f"invalid port specification {spec!r}: {what} {text!r} is not a "
+                              "number or a range") from None
     minimum = 0 if what == "host port" else 1
     for p in (lo, hi):
         if not minimum <= p <= 65535:
-            raise RlError(f"invalid port specification {spec!r}: {what} {p} is out of "
-                          f"range ({minimum}-65535)")
+            raise InvalidArgument(f"invalid port specification {spec!r}: {what} {p} is out of "
+                                  f"range ({minimum}-65535)")
     if hi < lo:
-        raise RlError(f"invalid port specification {spec!r}: {what} range {text} is reversed")
+        raise InvalidArgument(
+            f"invalid port specification {spec!r}: {what} range {text} is reversed")
     return list(range(lo, hi + 1))
 
 
@@ -71,18 +72,18 @@ def parse_publish(spec: str) -> list[PortMapping]:
     body, slash, proto = spec.partition("/")
     proto = proto.lower() if slash else "tcp"
     if proto not in PROTOCOLS:
-        raise RlError(f"invalid port specification {spec!r}: protocol {proto!r} is not "
-                      "tcp or udp")
+        raise InvalidArgument(f"invalid port specification {spec!r}: protocol {proto!r} is not "
+                              "tcp or udp")
     host_ip = ""
     if body.startswith("["):
         ip_text, bracket, rest = body[1:].partition("]")
         if not bracket or not rest.startswith(":"):
-            raise RlError(f"invalid port specification {spec!r}: unbalanced [ip]")
+            raise InvalidArgument(f"invalid port specification {spec!r}: unbalanced [ip]")
         host_ip, body = ip_text, rest[1:]
         parts = body.split(":")
         if len(parts) != 2:
-            raise RlError(f"invalid port specification {spec!r}: expected "
-                          "[ip]:hostPort:containerPort")
+            raise InvalidArgument(f"invalid port specification {spec!r}: expected "
+                                  "[ip]:hostPort:containerPort")
         host_text, ctr_text = parts
     else:
         parts = body.split(":")
@@ -93,23 +94,23 @@ def parse_publish(spec: str) -> list[PortMapping]:
         elif len(parts) == 3:
             host_ip, host_text, ctr_text = parts
         else:
-            raise RlError(f"invalid port specification {spec!r}: too many ':' (put an "
-                          "IPv6 address in brackets)")
+            raise InvalidArgument(f"invalid port specification {spec!r}: too many ':' (put an "
+                                  "IPv6 address in brackets)")
     if host_ip:
         try:
             host_ip = str(ipaddress.ip_address(host_ip))
         except ValueError:
-            raise RlError(f"invalid port specification {spec!r}: {host_ip!r} is not an IP "
-                          "address") from None
+            raise InvalidArgument(f"invalid port specification {spec!r}: {host_ip!r} is not an IP "
+                                  "address") from None
     if not ctr_text:
-        raise RlError(f"invalid port specification {spec!r}: no container port")
+        raise InvalidArgument(f"invalid port specification {spec!r}: no container port")
     ctr_ports = _port_range(ctr_text, "container port", spec)
     host_ports = _port_range(host_text, "host port", spec) if host_text else [0] * len(ctr_ports)
     if len(host_ports) != len(ctr_ports):
-        raise RlError(f"invalid port specification {spec!r}: the host range has "
-                      f"{len(host_ports)} ports and the container range {len(ctr_ports)}")
+        raise InvalidArgument(f"invalid port specification {spec!r}: the host range has "
+                              f"{len(host_ports)} ports and the container range {len(ctr_ports)}")
     if host_ports.count(0) not in (0, len(host_ports)):
-        raise RlError(f"invalid port specification {spec!r}: host port 0 inside a range")
+        raise InvalidArgument(f"invalid port specification {spec!r}: host port 0 inside a range")
     return [PortMapping(c, h, host_ip, proto) for h, c in zip(host_ports, ctr_ports, strict=True)]
 
 
@@ -118,7 +119,7 @@ def parse_expose(spec: str) -> list[tuple[int, str]]:
     body, slash, proto = spec.partition("/")
     proto = proto.lower() if slash else "tcp"
     if proto not in PROTOCOLS:
-        raise RlError(f"invalid --expose {spec!r}: protocol {proto!r} is not tcp or udp")
+        raise InvalidArgument(f"invalid --expose {spec!r}: protocol {proto!r} is not tcp or udp")
     return [(p, proto) for p in _port_range(body, "container port", spec)]
 
 
@@ -140,7 +141,7 @@ def resolve(publish: list[str], expose: list[str], publish_all: bool) -> list[Po
             continue
         k = (m.bind_ip, m.host_port, m.protocol)
         if k in seen:
-            raise RlError(f"host port {m.host_text()}/{m.protocol} is published twice")
+            raise InvalidArgument(f"host port {m.host_text()}/{m.protocol} is published twice")
         seen.add(k)
     return out
 

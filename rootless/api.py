@@ -22,7 +22,7 @@ from netstack import cli as netcli
 
 from . import capabilities, client, paths, store
 from .defaults import DEFAULT_NETWORK
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from .resources import LimitFlags
 from .spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
 from .store import Container, ContainerConfig
@@ -118,7 +118,7 @@ def parse_signal(value: str) -> int:
         sig = getattr(signal.Signals, name, None)
         if sig is not None:
             return int(sig)
-    raise RlError(f"invalid signal: {value}")
+    raise InvalidArgument(f"invalid signal: {value}")
 
 
 def _env_list(opts: RunOptions) -> list[str]:
@@ -134,7 +134,7 @@ def _env_list(opts: RunOptions) -> list[str]:
     for item in env:
         key, sep, value = item.partition("=")
         if not key:
-            raise RlError(f"invalid environment variable: {item}")
+            raise InvalidArgument(f"invalid environment variable: {item}")
         if not sep:
             if key in os.environ:
                 out[key] = os.environ[key]
@@ -146,19 +146,19 @@ def _env_list(opts: RunOptions) -> list[str]:
 def _parse_volume(spec: str) -> Mount:
     parts = spec.split(":")
     if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
-        raise RlError(f"invalid volume specification: '{spec}'")
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
     src, dest = parts[0], parts[1]
     opts = parts[2].split(",") if len(parts) == 3 else []
     if not src.startswith("/") and not src.startswith("."):
-        raise RlError(f"invalid volume specification: '{spec}': named volumes are not "
-                      "supported; give an absolute host path")
+        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not "
+                              "supported; give an absolute host path")
     if not dest.startswith("/"):
-        raise RlError(f"invalid volume specification: '{spec}': the container path "
-                      "must be absolute")
+        raise InvalidArgument(f"invalid volume specification: '{spec}': the container path "
+                              "must be absolute")
     dest = _mount_destination(dest, "bind", f"invalid volume specification: '{spec}': ")
     src = os.path.abspath(src)
     if not os.path.exists(src):
-        raise RlError(f"bind source path does not exist: {src}")
+        raise InvalidArgument(f"bind source path does not exist: {src}")
     mount_opts = ["rbind"]
     for o in opts:
         if o in ("ro", "rw"):
@@ -168,7 +168,7 @@ def _parse_volume(spec: str) -> Mount:
         elif o in ("rprivate", "private", "rslave", "slave"):
             mount_opts.append(o)
         else:
-            raise RlError(f"invalid volume specification: '{spec}': unknown option {o}")
+            raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {o}")
     return Mount(destination=dest, type="bind", source=src, options=mount_opts)
 
 
@@ -179,14 +179,14 @@ def _mount_destination(dest: str, kind: str, context: str) -> str:
     dest = container_path(dest)
     why = refused_destination(dest)
     if why is not None:
-        raise RlError(f'{context}invalid mount config for type "{kind}": {why}')
+        raise InvalidArgument(f'{context}invalid mount config for type "{kind}": {why}')
     return dest
 
 
 def _parse_tmpfs(spec: str) -> Mount:
     dest, _, opts = spec.partition(":")
     if not dest.startswith("/"):
-        raise RlError(f"invalid tmpfs specification: '{spec}': the path must be absolute")
+        raise InvalidArgument(f"invalid tmpfs specification: '{spec}': the path must be absolute")
     dest = _mount_destination(dest, "tmpfs", "")
     options = ["nosuid", "nodev", "noexec"]
     for o in (opts.split(",") if opts else []):
@@ -204,16 +204,17 @@ def _parse_ulimit(spec: str) -> Rlimit:
         soft = -1 if soft_s == "unlimited" else int(soft_s)
         hard = soft if not hard_s else (-1 if hard_s == "unlimited" else int(hard_s))
     except ValueError:
-        raise RlError(f"invalid ulimit: {spec}") from None
+        raise InvalidArgument(f"invalid ulimit: {spec}") from None
     import resource
 
     rname = "RLIMIT_" + name.upper()
     if not sep or not hasattr(resource, rname):
-        raise RlError(f"invalid ulimit: {spec}")
+        raise InvalidArgument(f"invalid ulimit: {spec}")
     inf = resource.RLIM_INFINITY
     soft, hard = (inf if soft < 0 else soft), (inf if hard < 0 else hard)
     if soft > hard:
-        raise RlError(f"invalid ulimit: {spec}: soft limit {soft} exceeds hard limit {hard}")
+        raise InvalidArgument(
+            f"invalid ulimit: {spec}: soft limit {soft} exceeds hard limit {hard}")
     return Rlimit(type=rname, soft=soft, hard=hard)
 
 
@@ -254,7 +255,7 @@ def _net_namespaces(net: Any) -> list[Namespace]:
     try:
         other = store.lookup(net.container)
     except RlError as e:
-        raise RlError(e.message) from None  # a run flag's error: 125, as docker run
+        raise InvalidArgument(e.message) from None  # a run flag's error: 125, as docker run
     st = other.state()
     if st.status != "running":
         raise RlError(f"cannot join the network of container {net.container}: it is not "
@@ -274,10 +275,11 @@ def build_config(opts: RunOptions,
 
     rootfs = os.path.abspath(opts.rootfs)
     if not os.path.isdir(rootfs):
-        raise RlError(f"rootfs {opts.rootfs!r} does not exist or is not a directory")
+        raise InvalidArgument(f"rootfs {opts.rootfs!r} does not exist or is not a directory")
     if opts.name is not None and not valid_name(opts.name):
-        raise RlError(f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
-                      "are allowed")
+        raise InvalidArgument(
+            f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
+            "are allowed")
     net = _net_options(opts)
     img = opts.image_defaults
     entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
@@ -289,11 +291,11 @@ def build_config(opts: RunOptions,
         command = command or list(img.cmd)
     args = entrypoint + command
     if not args:
-        raise RlError("no command specified")
+        raise InvalidArgument("no command specified")
     cid = store.new_id()
     hostname = opts.hostname or cid[:12]
     if len(hostname) > 64:
-        raise RlError(f"invalid hostname {hostname!r}: longer than 64 characters")
+        raise InvalidArgument(f"invalid hostname {hostname!r}: longer than 64 characters")
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
     if opts.init:
         from .container import init_binary
@@ -312,13 +314,13 @@ def build_config(opts: RunOptions,
         elif so.startswith(("seccomp=", "seccomp:")):
             profile_file = os.path.abspath(so[len("seccomp="):])
         else:
-            raise RlError(f"invalid --security-opt: {so}")
+            raise InvalidArgument(f"invalid --security-opt: {so}")
     stop_signal = "SIGTERM"
     wanted_signal = opts.stop_signal or (img.stop_signal if img else "")
     if wanted_signal:
         stop_signal = signal.Signals(parse_signal(wanted_signal)).name
     if opts.stop_timeout is not None and opts.stop_timeout < -1:
-        raise RlError(f"invalid stop timeout: {opts.stop_timeout}")
+        raise InvalidArgument(f"invalid stop timeout: {opts.stop_timeout}")
     from . import quotas
 
     resources, cgroups_mode = quotas.build(opts.limits, opts.cgroups)
@@ -335,7 +337,7 @@ def build_config(opts: RunOptions,
     extra_gids = []
     for g in opts.group_add:
         if not g.isdigit():
-            raise RlError(f"--group-add {g}: only numeric group ids are supported")
+            raise InvalidArgument(f"--group-add {g}: only numeric group ids are supported")
         extra_gids.append(int(g))
 
     plan = idmap.plan()
@@ -365,8 +367,8 @@ def build_config(opts: RunOptions,
         no_new_privileges=no_new_privs,
     )
     if opts.workdir and not opts.workdir.startswith("/"):
-        raise RlError(f"the working directory '{opts.workdir}' is invalid, it needs to be "
-                      "an absolute path")
+        raise InvalidArgument(f"the working directory '{opts.workdir}' is invalid, it needs to be "
+                              "an absolute path")
     if opts.console_size:
         from .spec import ConsoleSize
 
@@ -424,7 +426,8 @@ def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Conta
     store.collect_garbage()
     quotas.collect_garbage()
     if opts.storage_driver is not None and opts.image is None:
-        raise RlError("--storage-driver applies to images; a --rootfs directory is used as it is")
+        raise InvalidArgument(
+            "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
         from . import images
 
@@ -436,7 +439,7 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
     """Start a created or exited container; returns the attached session, if any."""
     st = ctr.state()
     if st.status == "running":
-        raise RlError(f"container {ctr.name} is already running", 1)
+        raise Conflict(f"container {ctr.name} is already running", 1)
     if st.status == "dead":
         raise RlError(f"cannot start container {ctr.label}: {_dead_why(ctr, st)}", 1)
     try:
@@ -467,8 +470,8 @@ def _dead_why(ctr: Container, st: store.State) -> str:
 def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
     st = ctr.state()
     if not _alive(st):
-        raise RlError(f"cannot kill container: {ctr.label}: container "
-                      f"{ctr.id[:12]} is not running", 1)
+        raise NotRunning(f"cannot kill container: {ctr.label}: container "
+                         f"{ctr.id[:12]} is not running", 1)
     try:
         client.control(ctr, {"op": "kill", "signal": signum})
     except RlError:
@@ -556,7 +559,7 @@ def remove(ctr: Container, force: bool = False) -> None:
     """Delete the record; -f first kills whatever runs for it, whatever is left of it."""
     st = ctr.state()
     if _alive(st) and not force:
-        raise RlError(
+        raise Conflict(
             f"cannot remove container {ctr.label}: container is running: stop the "
             "container before removing or force remove", 1)
     for _ in range(3):
@@ -849,7 +852,7 @@ def logs(ctr: Container, follow: bool = False, tail: int | None = None) -> Itera
 
 def top(ctr: Container, ps_args: list[str]) -> str:
     if not ctr.running:
-        raise RlError(f"container {ctr.name} is not running", 1)
+        raise NotRunning(f"container {ctr.name} is not running", 1)
     st = ctr.state()
     pids = pids_in_container(st.pid)
     import subprocess
@@ -892,7 +895,7 @@ def pids_in_container(pid1: int) -> set[int]:
 
 def rename(ctr: Container, new_name: str) -> None:
     if not valid_name(new_name):
-        raise RlError(f'invalid container name "{new_name}"', 1)
+        raise InvalidArgument(f'invalid container name "{new_name}"', 1)
     store.rename(ctr, new_name)
 
 
@@ -901,7 +904,7 @@ def running_or_error(ctr: Container) -> store.State:
     if st.status == "dead":
         raise RlError(f"container {ctr.label}: {_dead_why(ctr, st)}", 1)
     if st.status != "running":
-        raise RlError(f"container {ctr.id[:12]} is not running", 1)
+        raise NotRunning(f"container {ctr.id[:12]} is not running", 1)
     return st
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from . import reference
-from .errors import RlError
+from .errors import InvalidArgument, RlError
 from .images import NewLayer, go_arch, layer_media_type, lookup, open_store
 from .imagestore import (
     INDEX_TYPES,
@@ -233,7 +233,7 @@ def select_platform(index: dict[str, Any], platform: str | None) -> dict[str, An
     """The manifest descriptor of an image index for os/arch[/variant] (default: this host)."""
     want = (platform or f"linux/{go_arch()}").split("/")
     if len(want) < 2 or len(want) > 3:
-        raise RlError(f"invalid platform {platform!r}: expected os/arch[/variant]")
+        raise InvalidArgument(f"invalid platform {platform!r}: expected os/arch[/variant]")
     available = []
     for desc in index.get("manifests") or []:
         plat = desc.get("platform") or {}
@@ -258,7 +258,7 @@ def _short_tag(name: str) -> str:
 
 def save(refs: list[str], fmt: str, out: IO[bytes], compress: bool, report: Report) -> None:
     if fmt not in FORMATS:
-        raise RlError(f"unknown archive format {fmt!r} (supported: {', '.join(FORMATS)})")
+        raise InvalidArgument(f"unknown archive format {fmt!r} (supported: {', '.join(FORMATS)})")
     store = open_store()
     chosen: list[tuple[Image, list[str]]] = []
     for text in refs:

@@ -8,7 +8,7 @@ so that programs see what they would see under Docker.
 from __future__ import annotations
 
 from . import _syscalls as sc
-from .errors import RlError
+from .errors import InvalidArgument
 
 CAP_NAMES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -39,7 +39,7 @@ def normalize(name: str) -> str:
     if not upper.startswith("CAP_"):
         upper = "CAP_" + upper
     if upper not in CAP_NUMBERS:
-        raise RlError(f"unknown capability: {name!r}")
+        raise InvalidArgument(f"unknown capability: {name!r}")
     return upper
 
 

@@ -25,7 +25,7 @@ from netstack import cli as netcli
 
 from . import __version__
 from .defaults import DEFAULT_NETWORK
-from .errors import EXIT_RL, NoSuchContainer, RlError
+from .errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 
 if TYPE_CHECKING:
     from .api import PsEntry
@@ -279,7 +279,7 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
     from . import api, attach, store
 
     if attach_ and len(containers) > 1:
-        raise RlError("you cannot start and attach multiple containers at once", 1)
+        raise InvalidArgument("you cannot start and attach multiple containers at once", 1)
     failed = False
     for ref in containers:
         try:
@@ -327,7 +327,7 @@ def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> N
     from . import api
 
     if timeout is not None and timeout < -1:
-        raise RlError(f"invalid value for --time: {timeout}")
+        raise InvalidArgument(f"invalid value for --time: {timeout}")
     signum = api.parse_signal(sig) if sig else None
     _each(containers, lambda c: api.stop(c, timeout, signum))
 
@@ -389,8 +389,8 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | Non
     from . import execute, store
 
     if workdir is not None and not workdir.startswith("/"):
-        raise RlError(f"the working directory '{workdir}' is invalid, it needs to be an "
-                      "absolute path")
+        raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs to be an "
+                              "absolute path")
     ctr = store.lookup(container)
     # -d: no terminal and no input (docker allocates a tty nobody reads).
     code = execute.run(ctr, list(command), list(env), workdir, user, tty and not detach,
@@ -452,7 +452,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
         elif key == "id":
             entries = [e for e in entries if e.id.startswith(value)]
         else:
-            raise RlError(f"invalid filter '{key}'")
+            raise InvalidArgument(f"invalid filter '{key}'")
     if latest:
         entries = entries[:1]
     elif last >= 0:
@@ -497,7 +497,7 @@ def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
     from . import api, store
 
     if tail != "all" and not tail.lstrip("-").isdigit():
-        raise RlError(f"invalid value for --tail: {tail}")
+        raise InvalidArgument(f"invalid value for --tail: {tail}")
     n = None if tail == "all" or int(tail) < 0 else int(tail)
     ctr = store.lookup(container)
     out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
@@ -522,7 +522,7 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
     from . import api, store
 
     if type_ not in ("", "container", "image"):
-        raise RlError(f'"{type_}" is not a valid value for --type')
+        raise InvalidArgument(f'"{type_}" is not a valid value for --type')
     if fmt:
         parse_template(fmt)  # a template that does not parse fails before any lookup
     results, failed = [], False
@@ -635,7 +635,7 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
 
     del all_
     if interval <= 0:
-        raise RlError(f"invalid --interval {interval}: must be positive")
+        raise InvalidArgument(f"invalid --interval {interval}: must be positive")
     clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     first = True

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import forkserver, paths, wire
-from .errors import NeedsFullCli, NoSuchImage, RlError
+from .errors import NeedsFullCli, NoSuchImage, NotRunning, RlError, rebuild
 
 # Not `from typing import ...`: this module is on `rl run`'s start path, where
 # typing and dataclasses cost ~5 ms to import (mypy honours a local constant).
@@ -137,7 +137,7 @@ def _ask(request: dict[str, Any]) -> Session:
                     raise NeedsFullCli
                 if event.get("missing_image"):
                     raise NoSuchImage(str(event["missing_image"]), code)
-                raise RlError(str(event.get("message")), code)
+                raise rebuild(str(event.get("message")), code, str(event.get("kind", "")))
             return Session(sock, event, reader, pending)
 
 
@@ -147,7 +147,7 @@ def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> 
     try:
         sock = _connect(path)
     except OSError:  # gone, refused, or not a socket any more (a damaged run dir)
-        raise RlError(f"container {ctr.label} is not running", 1) from None
+        raise NotRunning(f"container {ctr.label} is not running", 1) from None
     with sock:
         sock.settimeout(timeout)
         try:

@@ -47,7 +47,14 @@ from typing import NoReturn
 
 from . import _syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
-from .errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RL, RlError
+from .errors import (
+    EXIT_CANNOT_EXEC,
+    EXIT_NOT_FOUND,
+    EXIT_RL,
+    CannotExecute,
+    CommandNotFound,
+    RlError,
+)
 from .spec import ConsoleSize, Spec
 from .store import ContainerConfig
 
@@ -127,8 +134,8 @@ def _check_command(argv0: str, env: dict[str, str]) -> None:
             return
         denied = True
     if denied:
-        raise RlError(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
-    raise RlError(f'exec: "{argv0}": executable file not found in $PATH', EXIT_NOT_FOUND)
+        raise CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
+    raise CommandNotFound(f'exec: "{argv0}": executable file not found in $PATH', EXIT_NOT_FOUND)
 
 
 def _exec_init(init_dir: int, name: str, args: list[str], env: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .errors import RlError
+from .errors import InvalidArgument, NotFound, RlError
 
 
 def human_size(n: float) -> str:
@@ -126,7 +126,7 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
         return inspect(lookup(open_store(), ref))
     except NoSuchImage:
         if missing:
-            raise RlError(missing, 1) from None
+            raise NotFound(missing, 1) from None
         raise
 
 
@@ -252,7 +252,8 @@ def export_cmd(output: str | None, container: str) -> None:
     ctr = store.lookup(container)
     if output is None:
         if sys.stdout.isatty():
-            raise RlError("refusing to write a tar to a terminal: use -o FILE or a redirect")
+            raise InvalidArgument(
+                "refusing to write a tar to a terminal: use -o FILE or a redirect")
         sys.stdout.flush()
         try:
             export(ctr, sys.stdout.fileno())
@@ -319,8 +320,8 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
     report = _reporter(quiet)
     if output is None:
         if sys.stdout.isatty():
-            raise RlError("refusing to write an archive to a terminal: use -o FILE or a "
-                          "redirect")
+            raise InvalidArgument("refusing to write an archive to a terminal: use -o FILE or a "
+                                  "redirect")
         save(list(images), fmt, sys.stdout.buffer, gz, report)
         return
     gz = gz or output.endswith((".gz", ".tgz"))
@@ -338,7 +339,7 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
     report = _reporter(quiet)
     if input_ is None:
         if sys.stdin.isatty():
-            raise RlError("no archive given: use -i FILE or redirect stdin")
+            raise InvalidArgument("no archive given: use -i FILE or redirect stdin")
         import shutil
         import tempfile
 
@@ -358,7 +359,7 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
 
 def parse_tls_verify(value: str) -> bool:
     if value.lower() not in ("true", "false"):
-        raise RlError(f"invalid value for --tls-verify: {value!r} (true or false)")
+        raise InvalidArgument(f"invalid value for --tls-verify: {value!r} (true or false)")
     return value.lower() == "true"
 
 
@@ -409,15 +410,15 @@ def login_cmd(username: str | None, password: str | None, password_stdin: bool,
     tls = parse_tls_verify(tls_verify)
     if password_stdin:
         if password is not None:
-            raise RlError("--password and --password-stdin are mutually exclusive")
+            raise InvalidArgument("--password and --password-stdin are mutually exclusive")
         password = sys.stdin.readline().rstrip("\n")
     if username is None:
         if not sys.stdin.isatty():
-            raise RlError("no username given: use -u USER")
+            raise InvalidArgument("no username given: use -u USER")
         username = click.prompt("Username")
     if password is None:
         if not sys.stdin.isatty():
-            raise RlError("no password given: use -p or --password-stdin")
+            raise InvalidArgument("no password given: use -p or --password-stdin")
         password = click.prompt("Password", hide_input=True)
     login(registry, username, password, tls)
     click.echo("Login Succeeded!")
@@ -431,7 +432,7 @@ def logout_cmd(all_: bool, registry: str | None) -> None:
     from .transfer import logout
 
     if not all_ and not registry:
-        raise RlError("give a registry or --all")
+        raise InvalidArgument("give a registry or --all")
     logout(None if all_ else registry)
     click.echo("Removed login credentials for " + ("all registries" if all_ else str(registry)))
 

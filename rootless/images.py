@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import reference
-from .errors import NoSuchImage, RlError
+from .errors import InvalidArgument, NoSuchImage, NotFound, RlError
 from .imagestore import (
     MT_OCI_CONFIG,
     MT_OCI_LAYER,
@@ -57,7 +57,7 @@ def qualify(text: str) -> str:
     """The stored name for a user-given name: domain added (localhost), tag added."""
     ref = reference.parse(text)
     if ref.digest:
-        raise RlError(f"{text}: a name with a digest cannot be used as a tag")
+        raise InvalidArgument(f"{text}: a name with a digest cannot be used as a tag")
     if not ref.domain:
         ref = ref.with_domain(LOCAL_DOMAIN)
     return str(ref.tagged())
@@ -87,13 +87,13 @@ def lookup(store: Store, text: str, exit_code: int = 1) -> Image:
         if len(ids) == 1:
             return found[0]
         if len(ids) > 1 and len(hexpart) < 64:
-            raise RlError(f"{text}: ambiguous image ID prefix", exit_code)
+            raise InvalidArgument(f"{text}: ambiguous image ID prefix", exit_code)
         if text.startswith("sha256:"):
             raise NoSuchImage(text, exit_code)
     try:
         ref = reference.parse(text)
     except RlError as e:
-        raise RlError(e.message, exit_code) from None
+        raise InvalidArgument(e.message, exit_code) from None
     if ref.digest:
         repo_names = candidates(reference.Reference(ref.domain, ref.path))
         repos = {n.rpartition(":")[0] for n in repo_names}
@@ -133,16 +133,17 @@ def apply_changes(cfg: dict[str, Any], changes: list[str]) -> None:
         key = word.upper()
         rest = rest.strip()
         if key not in _CHANGE_KEYS or not rest:
-            raise RlError(f"invalid --change {change!r}: expected one of "
-                          f"{', '.join(_CHANGE_KEYS)} and a value")
+            raise InvalidArgument(f"invalid --change {change!r}: expected one of "
+                                  f"{', '.join(_CHANGE_KEYS)} and a value")
         if key in ("CMD", "ENTRYPOINT", "VOLUME"):
             if rest.startswith("["):
                 try:
                     value = json.loads(rest)
                 except ValueError:
-                    raise RlError(f"invalid --change {change!r}: bad JSON array") from None
+                    raise InvalidArgument(f"invalid --change {change!r}: bad JSON array") from None
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise RlError(f"invalid --change {change!r}: expected an array of strings")
+                    raise InvalidArgument(
+                        f"invalid --change {change!r}: expected an array of strings")
             else:
                 value = ["/bin/sh", "-c", rest] if key != "VOLUME" else [rest]
             if key == "VOLUME":
@@ -154,7 +155,7 @@ def apply_changes(cfg: dict[str, Any], changes: list[str]) -> None:
             if not sep:
                 name, _, val = rest.partition(" ")
             if not name.strip():
-                raise RlError(f"invalid --change {change!r}: ENV names can not be blank")
+                raise InvalidArgument(f"invalid --change {change!r}: ENV names can not be blank")
             env = [e for e in cfg.get("Env") or [] if e.partition("=")[0] != name]
             cfg["Env"] = [*env, f"{name}={val.strip()}"]
         elif key == "LABEL":
@@ -544,8 +545,8 @@ def commit(ctr: Container, name: str | None, changes: list[str], message: str,
     with store.writing():
         base = next((i for i in store.images() if i.id == cfg.image_id), None)
         if base is None:
-            raise RlError(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
-                          125)
+            raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
+                           125)
         tmp = store.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -14,7 +14,7 @@ import os
 import stat
 
 from . import _syscalls as sc
-from .errors import RlError
+from .errors import InvalidArgument, RlError
 from .spec import Mount, Spec
 
 _FLAGS = {
@@ -190,7 +190,7 @@ def remount_readonly_recursive(target: str) -> None:
 def _bind(m: Mount, root_fd: int, rel: str, target: str, flags: int) -> None:
     assert m.source is not None
     if not os.path.exists(m.source):
-        raise RlError(f"bind source path does not exist: {m.source}")
+        raise InvalidArgument(f"bind source path does not exist: {m.source}")
     _make_target(root_fd, rel, os.path.isdir(m.source))
     fd = _open_target(root_fd, rel, target)
     try:
@@ -223,8 +223,8 @@ def apply_mount(rootfs: str, m: Mount) -> None:
     if resolved != container_path(m.destination):
         why = refused_destination(resolved)
         if why is not None:
-            raise RlError(f"mounting {m.source or m.type} on {m.destination} (which is "
-                          f"{resolved} in the rootfs): {why}")
+            raise InvalidArgument(f"mounting {m.source or m.type} on {m.destination} (which is "
+                                  f"{resolved} in the rootfs): {why}")
     # From here on the path is only reached through fds resolved inside the
     # root, and must still be the one checked (a shared volume may change).
     root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

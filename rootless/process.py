@@ -19,7 +19,14 @@ from . import _syscalls as sc
 # pivot_root or setns(mnt), where rl's own files are no longer visible, so a
 # lazy import there fails.
 from . import capabilities, seccomp, users
-from .errors import EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, EXIT_RL, RlError
+from .errors import (
+    EXIT_CANNOT_EXEC,
+    EXIT_NOT_FOUND,
+    EXIT_RL,
+    CannotExecute,
+    CommandNotFound,
+    RlError,
+)
 from .spec import Process, Seccomp
 
 
@@ -148,7 +155,7 @@ def execute(proc: Process, env: dict[str, str]) -> None:
     argv0 = proc.args[0]
     if not argv0:
         # What runc says of an empty command (docker: 127), not Python's ValueError.
-        raise RlError('exec: "": executable file not found in $PATH', EXIT_NOT_FOUND)
+        raise CommandNotFound('exec: "": executable file not found in $PATH', EXIT_NOT_FOUND)
     try:
         os.execvpe(argv0, proc.args, env)
     except ValueError as e:
@@ -156,10 +163,10 @@ def execute(proc: Process, env: dict[str, str]) -> None:
         # nothing execve(2) can be given. (Image configs are refused at load.)
         raise RlError(f'exec: "{argv0}": {e}') from None
     except FileNotFoundError:
-        raise RlError(f'exec: "{argv0}": executable file not found in $PATH',
-                      EXIT_NOT_FOUND) from None
+        raise CommandNotFound(f'exec: "{argv0}": executable file not found in $PATH',
+                              EXIT_NOT_FOUND) from None
     except PermissionError:
-        raise RlError(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC) from None
+        raise CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC) from None
     except OSError as e:
         code = EXIT_CANNOT_EXEC if e.errno in (errno.ENOEXEC, errno.EISDIR) else EXIT_RL
         raise RlError(f'exec: "{argv0}": {os.strerror(e.errno or 0)}', code) from None

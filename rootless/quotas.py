@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cgroups, store
-from .errors import RlError
+from .errors import InvalidArgument, NotRunning, RlError
 from .resources import LimitFlags, Resources, parse
 from .store import Container
 
@@ -21,12 +21,12 @@ def build(flags: LimitFlags, mode: str | None) -> tuple[Resources, str]:
     """Validate the limit flags of `rl run/create` (nothing is created): (limits, mode)."""
     mode = mode or cgroups.mode_from_env()
     if mode not in cgroups.MODES:
-        raise RlError(f"invalid --cgroups value {mode!r}: expected enabled or disabled")
+        raise InvalidArgument(f"invalid --cgroups value {mode!r}: expected enabled or disabled")
     given = flags.given()
     if mode == "disabled":
         if given:
-            raise RlError(f"{', '.join(given)} cannot be used with --cgroups=disabled: "
-                          "limits need a cgroup")
+            raise InvalidArgument(f"{', '.join(given)} cannot be used with --cgroups=disabled: "
+                                  "limits need a cgroup")
         return Resources(), mode
     host = cgroups.probe() if given else None
     res = parse(flags, available_cpus=cgroups.available_cpus(host) if host else None)
@@ -86,7 +86,7 @@ def update(ctr: Container, flags: LimitFlags) -> Resources:
     """Change the limits of a container: at once in its cgroup if it runs, and its record."""
     given = flags.given()
     if not given:
-        raise RlError("you must provide one or more flags when using this command", 1)
+        raise InvalidArgument("you must provide one or more flags when using this command", 1)
     cfg = ctr.config
     if cfg.cgroups == "disabled":
         raise RlError(f"cannot update container {ctr.name}: it runs with --cgroups=disabled",
@@ -205,7 +205,7 @@ def running_containers(refs: list[str], strict: bool = True) -> list[Container]:
             if c.running:
                 out.append(c)
             elif strict:
-                raise RlError(f"container {c.name} is not running", 1)
+                raise NotRunning(f"container {c.name} is not running", 1)
         return out
     return [c for c in store.all_containers() if c.running]
 

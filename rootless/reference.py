@@ -13,7 +13,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .errors import RlError
+from .errors import InvalidArgument
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _DOMAIN_RE = (r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -69,7 +69,7 @@ class Reference:
 
 def parse(text: str) -> Reference:
     """Parse a reference; an invalid one is a one-line RlError (exit 125)."""
-    err = RlError(f"invalid reference format: {text!r}")
+    err = InvalidArgument(f"invalid reference format: {text!r}")
     if not text or len(text) > 4096 or text != text.strip():
         raise err
     rest, digest = text, ""
@@ -92,11 +92,11 @@ def parse(text: str) -> Reference:
         domain, rest = first, remainder
     if not _pattern("path").fullmatch(rest):
         if rest.lower() != rest and _pattern("path").fullmatch(rest.lower()):
-            raise RlError(f"invalid reference format: repository name must be lowercase: "
-                          f"{text!r}")
+            raise InvalidArgument(f"invalid reference format: repository name must be lowercase: "
+                                  f"{text!r}")
         raise err
     if len(domain) + len(rest) > 255:
-        raise RlError(f"invalid reference format: repository name too long: {text!r}")
+        raise InvalidArgument(f"invalid reference format: repository name too long: {text!r}")
     if domain == DOCKER_HUB and "/" not in rest:
         rest = f"library/{rest}"  # docker.io/busybox is docker.io/library/busybox
     return Reference(domain, rest, tag, digest)

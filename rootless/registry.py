@@ -28,9 +28,13 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 class RegistryError(RlError):
+    """A registry's failure; its HTTP status, if it gave one, says the kind (401, 403, 404)."""
+
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+        if status in (401, 403, 404):
+            self.http_status = status
 
 
 @dataclass

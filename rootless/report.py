@@ -12,7 +12,7 @@ import os
 import traceback
 from typing import BinaryIO, NoReturn
 
-from .errors import EXIT_RL, RlError
+from .errors import EXIT_RL, RlError, rebuild
 
 
 def send(fd: int, line: str) -> None:
@@ -45,6 +45,6 @@ def read_line(f: BinaryIO) -> str:
 
 
 def raise_error(line: str) -> NoReturn:
-    """Raise the RlError an "E<code> <message>" line reports."""
+    """Raise the RlError an "E<code> <message>" line reports, of the kind its code means."""
     code, _, msg = line[1:].partition(" ")
-    raise RlError(msg, int(code) if code.isdigit() else EXIT_RL)
+    raise rebuild(msg, int(code) if code.isdigit() else EXIT_RL)

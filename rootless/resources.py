@@ -14,7 +14,7 @@ import re
 import stat
 from dataclasses import dataclass, field, fields
 
-from .errors import RlError
+from .errors import InvalidArgument, RlError
 
 MIN_MEMORY = 6 * 1024 * 1024  # docker's floor: below it the container cannot start
 DEFAULT_CPU_PERIOD = 100_000  # µs, the kernel's (and docker's) CFS default
@@ -114,7 +114,7 @@ class LimitFlags:
 
 
 def _bad(flag: str, value: object, why: str) -> RlError:
-    return RlError(f'invalid argument "{value}" for "--{flag}" flag: {why}')
+    return InvalidArgument(f'invalid argument "{value}" for "--{flag}" flag: {why}')
 
 
 def parse_size(value: str, flag: str) -> int:
@@ -168,10 +168,11 @@ def _block_device(path: str, flag: str) -> tuple[int, int]:
     try:
         st = os.stat(path)
     except OSError as e:
-        raise RlError(f'--{flag}: error gathering device information while adding custom '
-                      f'device "{path}": {e.strerror.lower() if e.strerror else e}') from None
+        raise InvalidArgument(
+            f'--{flag}: error gathering device information while adding custom '
+            f'device "{path}": {e.strerror.lower() if e.strerror else e}') from None
     if not stat.S_ISBLK(st.st_mode):
-        raise RlError(f'--{flag}: "{path}" is not a block device')
+        raise InvalidArgument(f'--{flag}: "{path}" is not a block device')
     return os.major(st.st_rdev), os.minor(st.st_rdev)
 
 
@@ -206,8 +207,9 @@ def _memory(flags: LimitFlags, res: Resources) -> None:
     if flags.memory is not None:
         res.memory = parse_size(flags.memory, "memory")
         if res.memory < MIN_MEMORY:
-            raise RlError(f"--memory {flags.memory}: the minimum memory limit allowed is 6MB "
-                          "(a smaller one cannot even start the container)")
+            raise InvalidArgument(
+                f"--memory {flags.memory}: the minimum memory limit allowed is 6MB "
+                "(a smaller one cannot even start the container)")
     if flags.memory_swap is not None:
         if flags.memory_swap.strip() == "-1":
             res.memory_swap = -1
@@ -219,14 +221,14 @@ def _memory(flags: LimitFlags, res: Resources) -> None:
 
 def _check_memory(res: Resources) -> None:
     if res.memory_swap and not res.memory:
-        raise RlError("you should always set the memory limit when using the memoryswap "
-                      "limit (--memory-swap needs --memory)")
+        raise InvalidArgument("you should always set the memory limit when using the memoryswap "
+                              "limit (--memory-swap needs --memory)")
     if res.memory_swap > 0 and res.memory_swap < res.memory:
-        raise RlError("minimum memoryswap limit should be larger than memory limit "
-                      "(--memory-swap is memory plus swap)")
+        raise InvalidArgument("minimum memoryswap limit should be larger than memory limit "
+                              "(--memory-swap is memory plus swap)")
     if res.memory and res.memory_reservation > res.memory:
-        raise RlError("minimum memory limit can not be less than memory reservation limit "
-                      "(--memory-reservation must not exceed --memory)")
+        raise InvalidArgument("minimum memory limit can not be less than memory reservation limit "
+                              "(--memory-reservation must not exceed --memory)")
 
 
 def _cpu(flags: LimitFlags, res: Resources) -> None:
@@ -241,8 +243,8 @@ def _cpu(flags: LimitFlags, res: Resources) -> None:
             raise _bad("cpus", flags.cpus, f"range of CPUs is from 0.01 to {ncpu}.00, as "
                        f"there are only {ncpu} CPUs available")
         if flags.cpu_period or flags.cpu_quota:
-            raise RlError("conflicting options: --cpus cannot be used with --cpu-period or "
-                          "--cpu-quota")
+            raise InvalidArgument("conflicting options: --cpus cannot be used with --cpu-period or "
+                                  "--cpu-quota")
         res.nano_cpus = nano
     if flags.cpu_period is not None:
         if flags.cpu_period and not 1000 <= flags.cpu_period <= 1_000_000:
@@ -266,17 +268,17 @@ def _cpuset(flags: LimitFlags, res: Resources, available_cpus: set[int] | None) 
         want = parse_cpu_list(flags.cpuset_cpus, "cpuset-cpus")
         have = available_cpus if available_cpus is not None else online_cpus()
         if not want <= have:
-            raise RlError(f"requested CPUs are not available - requested "
-                          f"{flags.cpuset_cpus}, available: {format_cpu_list(have)} "
-                          "(--cpuset-cpus)")
+            raise InvalidArgument(f"requested CPUs are not available - requested "
+                                  f"{flags.cpuset_cpus}, available: {format_cpu_list(have)} "
+                                  "(--cpuset-cpus)")
         res.cpuset_cpus = format_cpu_list(want)
     if flags.cpuset_mems is not None:
         want = parse_cpu_list(flags.cpuset_mems, "cpuset-mems")
         have = online_mems()
         if not want <= have:
-            raise RlError(f"requested memory nodes are not available - requested "
-                          f"{flags.cpuset_mems}, available: {format_cpu_list(have)} "
-                          "(--cpuset-mems)")
+            raise InvalidArgument(f"requested memory nodes are not available - requested "
+                                  f"{flags.cpuset_mems}, available: {format_cpu_list(have)} "
+                                  "(--cpuset-mems)")
         res.cpuset_mems = format_cpu_list(want)
 
 

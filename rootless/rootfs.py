@@ -38,7 +38,7 @@ from fs import diff, drivers, walk
 from fs.drivers import DRIVERS, OVERLAYS
 
 from . import paths
-from .errors import RlError
+from .errors import InvalidArgument, NotFound, RlError
 from .imagestore import Image, Store
 from .store import ContainerConfig
 
@@ -52,8 +52,8 @@ def choose_driver(requested: str | None) -> str:
     wanted = requested or os.environ.get("RL_STORAGE_DRIVER", "")
     if wanted:
         if wanted not in DRIVERS:
-            raise RlError(f"invalid storage driver {wanted!r}: expected one of "
-                          f"{', '.join(DRIVERS)}")
+            raise InvalidArgument(f"invalid storage driver {wanted!r}: expected one of "
+                                  f"{', '.join(DRIVERS)}")
         if wanted in ("fuse", "fuse-overlayfs"):
             why = drivers.fuse_usable()
             if why is not None:
@@ -267,7 +267,7 @@ def image_layers(cfg: ContainerConfig, store: Store) -> list[str]:
         return cfg.layers[1:][::-1]
     img = next((i for i in store.images() if i.id == cfg.image_id), None)
     if img is None:
-        raise RlError(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone", 125)
+        raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone", 125)
     for layer, diff_id in zip(img.layers, img.diff_ids, strict=False):
         store.ensure_layer(layer["digest"], diff_id)
     return [str(store.layer_dir(d)) for d in img.diff_ids]

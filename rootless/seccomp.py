@@ -32,7 +32,7 @@ import struct
 from . import _syscalls as sc
 from . import capabilities
 from . import seccomp_default as policy
-from .errors import RlError
+from .errors import InvalidArgument, RlError
 from .spec import Seccomp, SeccompArg, SeccompSyscall
 
 _AUDIT_ARCH = {
@@ -172,10 +172,10 @@ def load_profile(path: str, caps: list[str]) -> Seccomp:
                           architectures=_HOST_ARCHES.get(platform.machine(), []),
                           syscalls=rules)
     except OSError as e:
-        raise RlError(f"opening seccomp profile {path}: {e.strerror}") from None
+        raise InvalidArgument(f"opening seccomp profile {path}: {e.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         what = "not JSON" if isinstance(e, json.JSONDecodeError) else f"malformed ({e})"
-        raise RlError(f"seccomp profile {path}: {what}") from None
+        raise InvalidArgument(f"seccomp profile {path}: {what}") from None
     compile_filter(profile)  # an unknown action or operator is an error now, not at start
     return profile
 
@@ -210,7 +210,7 @@ def _action(action: str, errno_ret: int | None) -> int:
         return _RET_ERRNO | ((errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
     if action == "SCMP_ACT_TRACE":
         return 0x7FF00000 | ((errno.EPERM if errno_ret is None else errno_ret) & 0xFFFF)
-    raise RlError(f"seccomp: unknown action {action}")
+    raise InvalidArgument(f"seccomp: unknown action {action}")
 
 
 # One argument condition as instructions whose jumps name a target: 0 (the
@@ -245,7 +245,7 @@ def _condition(arg: SeccompArg, wide: bool) -> list[_Insn]:
         "SCMP_CMP_GT": (_JGT_K, 0, "fail"), "SCMP_CMP_GE": (_JGE_K, 0, "fail"),
         "SCMP_CMP_LT": (_JGE_K, "fail", 0), "SCMP_CMP_LE": (_JGT_K, "fail", 0)}
     if op not in low_test:
-        raise RlError(f"seccomp: unknown argument operator {op}")
+        raise InvalidArgument(f"seccomp: unknown argument operator {op}")
     code, jt, jf = low_test[op]
     low = [(_LD_W_ABS, 0, 0, lo), (code, jt, jf, v_lo)]
     if not wide:

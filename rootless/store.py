@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .errors import NoSuchContainer, RlError
+from .errors import Conflict, InvalidArgument, NoSuchContainer, RlError
 from .resources import Resources
 from .spec import Spec, _json_name, from_json, to_json
 
@@ -68,6 +68,8 @@ class RecordError(RlError, ValueError):
         super().__init__(f"no such container: {cid}" if self.vanished else
                          f"the record of container {cid[:12]} is damaged: {why}; "
                          f"`rl rm -f {cid[:12]}` removes it", 1)
+        if self.vanished:
+            self.http_status = 404
 
 
 def new_id() -> str:
@@ -607,7 +609,7 @@ def _find(ref: str, candidates: list[Container]) -> Container | None:
             return c
     matches = [c for c in candidates if c.id.startswith(ref)]
     if len(matches) > 1:
-        raise RlError(f"multiple IDs found with provided prefix: {ref}", 1)
+        raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}", 1)
     return matches[0] if matches else None
 
 
@@ -657,9 +659,9 @@ def random_name(taken: set[str] | dict[str, str]) -> str:
 
 
 def _name_in_use(name: str, other: str, exit_code: int = 125) -> RlError:
-    return RlError(f'the container name "/{name}" is already in use by container "{other}". '
-                   "You have to remove (or rename) that container to be able to reuse that "
-                   "name.", exit_code)
+    return Conflict(f'the container name "/{name}" is already in use by container "{other}". '
+                    "You have to remove (or rename) that container to be able to reuse that "
+                    "name.", exit_code)
 
 
 def create(config: ContainerConfig) -> Container:
@@ -688,8 +690,8 @@ def rename(ctr: Container, new_name: str) -> None:
     with registry_lock():
         other = names_in_use().get(new_name)
         if other is not None and other != ctr.id:
-            raise RlError(f'the container name "/{new_name}" is already in use by container '
-                          f'"{other}"', 1)
+            raise Conflict(f'the container name "/{new_name}" is already in use by container '
+                           f'"{other}"', 1)
         cfg = ctr.config
         cfg.name = new_name
         write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
@@ -724,8 +726,8 @@ def remove(ctr: Container) -> None:
                     return  # removed meanwhile
                 busy = bool(holders(ctr.id, scan=unnamed))
             if busy or _probe(paths.container_run_dir(ctr.id) / LOCK):
-                raise RlError(f"cannot remove container {ctr.label}: container is running: "
-                              "stop the container before removing or force remove", 1)
+                raise Conflict(f"cannot remove container {ctr.label}: container is running: "
+                               "stop the container before removing or force remove", 1)
             remove_files(ctr.id)
         finally:
             if fd >= 0:

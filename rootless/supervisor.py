@@ -37,7 +37,7 @@ from netstack.stack import NetStack
 
 from . import _syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
-from .errors import EXIT_RL, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError
+from .errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
@@ -513,7 +513,8 @@ def _send_warning(sock: socket.socket, message: str) -> None:
 def _send_error(sock: socket.socket | None, err: RlError) -> None:
     if sock is None:
         return
-    event = {"event": "error", "exit_code": err.exit_code, "message": err.message}
+    event = {"event": "error", "exit_code": err.exit_code, "message": err.message,
+             "kind": kind_of(err)}
     if isinstance(err, NoSuchImage):
         event["missing_image"] = err.ref  # rl run pulls it and asks again
     with contextlib.suppress(OSError):
@@ -725,7 +726,7 @@ def _take_lock(ctr: Container) -> int:
         same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
     except BlockingIOError:
         os.close(fd)
-        raise RlError(f"container {cid[:12]} is already running", 1) from None
+        raise Conflict(f"container {cid[:12]} is already running", 1) from None
     except OSError:
         same = False
     if not same:

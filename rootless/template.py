@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RlError
+from .errors import InvalidArgument
 
 _FIELD = re.compile(r"(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\.")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -33,7 +33,7 @@ class _Action:
     path: tuple[str, ...]  # field names; () is the data itself
 
 
-class TemplateError(RlError):
+class TemplateError(InvalidArgument):
     def __init__(self, line: int, message: str, parsing: bool = True) -> None:
         head = "template parsing error: " if parsing else ""
         super().__init__(f"{head}template: :{line}: {message}")
@@ -52,7 +52,7 @@ class Template:
             value = data
             for name in part.path:
                 if not isinstance(value, dict) or name not in value:
-                    raise RlError(f"template: can't evaluate field {name}")
+                    raise InvalidArgument(f"template: can't evaluate field {name}")
                 value = value[name]
             out.append(json.dumps(value) if part.func == "json" else _text(value))
         return "".join(out)

@@ -30,7 +30,7 @@ import httpx
 
 from . import reference
 from .archive import check_config, select_platform
-from .errors import RlError
+from .errors import InvalidArgument, RlError, Unauthorized
 from .images import go_arch, lookup, open_store
 from .imagestore import (
     CONFIG_TYPES,
@@ -322,9 +322,9 @@ def push(source: str, dest: str | None, tls_verify: bool, progress: Progress) ->
         if dest is None and ref.domain == "" and img.names:
             ref = reference.parse(img.names[0])
         if not ref.domain or ref.domain == "localhost":
-            raise RlError(f"no registry in {target!r}: push to HOST[:PORT]/NAME[:TAG]")
+            raise InvalidArgument(f"no registry in {target!r}: push to HOST[:PORT]/NAME[:TAG]")
     if ref.digest:
-        raise RlError(f"{target}: cannot push to a digest reference")
+        raise InvalidArgument(f"{target}: cannot push to a digest reference")
     ref = ref.tagged()
     client = Client(ref.domain, tls_verify)
     repo = ref.path
@@ -393,7 +393,7 @@ def login(registry: str, user: str, password: str, tls_verify: bool) -> str:
         client.ping()
     except RegistryError as e:
         if e.status == 401:
-            raise RlError(f"logging in to {host}: invalid username or password") from None
+            raise Unauthorized(f"logging in to {host}: invalid username or password") from None
         raise
     finally:
         client.close()
@@ -403,7 +403,7 @@ def login(registry: str, user: str, password: str, tls_verify: bool) -> str:
 def _registry_host(text: str) -> str:
     host = text.removeprefix("https://").removeprefix("http://").rstrip("/").split("/")[0]
     if not host or not reference.valid_domain(host):
-        raise RlError(f"invalid registry {text!r}")
+        raise InvalidArgument(f"invalid registry {text!r}")
     return host
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from fs import walk
 
 from . import _syscalls as sc
-from .errors import RlError
+from .errors import RlError, kind_of, rebuild
 from .idmap import IdMapPlan
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
                 _become_root_of_new_userns(plan, res_w, sync_r)
                 payload = ("ok", func())
             except RlError as e:
-                payload = ("rlerror", (e.message, e.exit_code))
+                payload = ("rlerror", (e.message, e.exit_code, kind_of(e)))
             except BaseException as e:  # everything reaches the parent as one line
                 text = str(e) or type(e).__name__
                 payload = ("error", text)
@@ -93,8 +93,8 @@ def _unwrap(kind: str, value: Any) -> Any:
     if kind == "ok":
         return value
     if kind == "rlerror":
-        message, code = value
-        raise RlError(message, code)
+        message, code, kind = value
+        raise rebuild(message, code, kind)
     raise RlError(str(value))
 
 
@@ -309,7 +309,7 @@ def _serve(req_r: int, res_w: int) -> None:  # pragma: no cover - runs in the wo
                 try:
                     payload: tuple[str, object] = ("ok", func(*args))
                 except RlError as e:
-                    payload = ("rlerror", (e.message, e.exit_code))
+                    payload = ("rlerror", (e.message, e.exit_code, kind_of(e)))
                 except BaseException as e:
                     payload = ("error", str(e) or type(e).__name__)
                 _write_all(w, pickle.dumps(payload))

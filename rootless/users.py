@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 
 from . import _syscalls as sc
-from .errors import EXIT_CANNOT_EXEC, RlError
+from .errors import EXIT_CANNOT_EXEC, CannotExecute, RlError
 
 # Far above any real account file (a 100k-user passwd is ~6 MiB); only a bound
 # on what a container can make rl read into memory.
@@ -29,7 +29,7 @@ class ResolvedUser:
 
 
 def _unreadable(path: str, why: str) -> RlError:
-    return RlError(f"unable to read {path} of the container: {why}", EXIT_CANNOT_EXEC)
+    return CannotExecute(f"unable to read {path} of the container: {why}", EXIT_CANNOT_EXEC)
 
 
 def _open_in_root(path: str) -> int:
@@ -102,7 +102,7 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
     else:
         entry = next((e for e in users if e[0] == user_part), None)
         if entry is None:
-            raise RlError(
+            raise CannotExecute(
                 f"unable to find user {user_part}: no matching entries in passwd file",
                 EXIT_CANNOT_EXEC,
             )
@@ -116,7 +116,7 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
         else:
             g = next((e for e in groups if e[0] == group_part), None)
             if g is None:
-                raise RlError(
+                raise CannotExecute(
                     f"unable to find group {group_part}: no matching entries in group file",
                     EXIT_CANNOT_EXEC,
                 )
