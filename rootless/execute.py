@@ -45,8 +45,8 @@ NS_ORDER = ["user", "mnt", "pid", "uts", "ipc", "net", "cgroup"]
 DRAIN_SECONDS = 2.0
 
 
-def _open_namespaces(pid: int) -> list[int]:
-    fds = []
+def _open_namespaces(pid: int) -> list[tuple[str, int]]:
+    fds: list[tuple[str, int]] = []
     own = {}
     for ns in NS_ORDER:
         with contextlib.suppress(OSError):
@@ -56,9 +56,9 @@ def _open_namespaces(pid: int) -> list[int]:
             path = f"/proc/{pid}/ns/{ns}"
             if os.readlink(path) == own.get(ns):
                 continue  # shared with us (e.g. --network=host): nothing to join
-            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            fds.append((ns, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as e:
-        for fd in fds:
+        for _, fd in fds:
             os.close(fd)
         raise RlError(f"cannot open the container's namespaces: {e.strerror}", 1) from e
     return fds
@@ -78,7 +78,8 @@ def _hide_cmdline() -> None:
                        end - start)
 
 
-def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: list[int],
+def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
+        ns_fds: list[tuple[str, int]],
         report_w: int, stdio: list[int | None], pty_sock: socket.socket | None,
         detach: bool) -> NoReturn:
     """Join the container and fork E2 into it; wait for E2 and exit with its status."""
@@ -97,19 +98,22 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: li
         null = os.open("/dev/null", os.O_RDWR)
         for target, fd in enumerate(stdio):
             os.dup2(null if fd is None else fd, target)
-        keep = {report_w, null, *ns_fds}
+        keep = {report_w, null, *(fd for _, fd in ns_fds)}
         if pty_sock is not None:
             keep.add(pty_sock.fileno())
         sc.close_fds_except(keep)  # the CLI's files and sockets, the other pipe ends
         if cgroup:  # the container's limits apply to what it execs too
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
-        for fd in ns_fds:
+        ids = None
+        for ns, fd in ns_fds:
+            if ns == "mnt":  # still the host's /proc, seen from the container's userns
+                ids = process.IdMaps.read()
             sc.setns(fd, 0)
             os.close(fd)
         e2 = os.fork()
         if e2 == 0:
-            _e2(ctr, proc, user, report_w, pty_sock, null)
+            _e2(ctr, proc, user, report_w, pty_sock, null, ids or process.IdMaps.read())
         report.send(report_w, f"P{e2}")
         os.close(report_w)
         if pty_sock is not None:
@@ -127,15 +131,15 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: li
 
 
 def _e2(ctr: Container, proc: Process, user: str, report_w: int,
-        pty_sock: socket.socket | None, null: int) -> NoReturn:
+        pty_sock: socket.socket | None, null: int, ids: process.IdMaps) -> NoReturn:
     try:
         os.close(null)
         os.setsid()
         if pty_sock is not None:
             container.take_terminal(pty_sock)
-        home = process.resolve_user(proc, user)
+        home = process.resolve_user(proc, user, ids)
         env = process.env_with_defaults(proc.env, home)
-        process.prepare(proc, ctr.config.spec.linux.seccomp)
+        process.prepare(proc, ctr.config.spec.linux.seccomp, ids)
         # A uid change resets the flag to fs.suid_dumpable, which may be 1.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         process.execute(proc, env)
@@ -377,7 +381,7 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     if e1 == 0:
         _e1(ctr, proc, user if user is not None else cfg.user, st.cgroup, ns_fds, report_w,
             stdio, pty_child, detach)
-    for fd in [*ns_fds, report_w, *(fd for fd in stdio if fd is not None)]:
+    for fd in [*(fd for _, fd in ns_fds), report_w, *(fd for fd in stdio if fd is not None)]:
         os.close(fd)
     if pty_child is not None:
         pty_child.close()
