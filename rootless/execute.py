@@ -94,6 +94,10 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
             # E1 outlives rl, as the exec'd process's reaper: it holds
             # nothing of rl's (a caller waiting for EOF on rl's output).
             os.setsid()
+        else:
+            # Out of the caller's foreground process group: a ^C reaches E2
+            # once, through rl's forwarding, not a second time through E1's.
+            os.setpgid(0, 0)
         # The host's /dev/null: the container's could be a FIFO it made.
         null = os.open("/dev/null", os.O_RDWR)
         for target, fd in enumerate(stdio):
@@ -114,6 +118,17 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
         e2 = os.fork()
         if e2 == 0:
             _e2(ctr, proc, user, report_w, pty_sock, null, ids or process.IdMaps.read())
+        # rl signals E1, its child, and E1 its own: neither pid can be another
+        # process's while its parent has not reaped it (rl used to signal E2's
+        # pid itself, after E1 had reaped it and until the output was drained).
+        e2_fd = os.pidfd_open(e2)
+
+        def forward(signum: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(e2_fd, signum)
+
+        for sig in attach.PROXIED:
+            signal.signal(sig, forward)
         report.send(report_w, f"P{e2}")
         os.close(report_w)
         if pty_sock is not None:
@@ -122,8 +137,6 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        for sig in attach.PROXIED:
-            signal.signal(sig, signal.SIG_IGN)
         _, status = os.waitpid(e2, 0)
         os._exit(container.exit_code(status))
     except BaseException as e:
@@ -381,6 +394,7 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     if e1 == 0:
         _e1(ctr, proc, user if user is not None else cfg.user, st.cgroup, ns_fds, report_w,
             stdio, pty_child, detach)
+    e1_fd = os.pidfd_open(e1)
     for fd in [*(fd for _, fd in ns_fds), report_w, *(fd for fd in stdio if fd is not None)]:
         os.close(fd)
     if pty_child is not None:
@@ -389,15 +403,13 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     saved_tc = None
     try:
         line = report.read_line(reports)
-        e2_pid = int(line[1:]) if line.startswith("P") else 0
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
 
         def forward(signum: int, _frame: object) -> None:
-            if e2_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(e2_pid, signum)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(e1_fd, signum)  # E1 passes it on to E2
 
         for sig in attach.PROXIED:
             signal.signal(sig, forward)
@@ -430,5 +442,6 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
         if saved_tc is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
         reports.close()
+        os.close(e1_fd)
         for fd in {*outputs, *([stdin_w] if stdin_w is not None else [])}:
             os.close(fd)
