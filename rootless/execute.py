@@ -45,8 +45,8 @@ NS_ORDER = ["user", "mnt", "pid", "uts", "ipc", "net", "cgroup"]
 DRAIN_SECONDS = 2.0
 
 
-def _open_namespaces(pid: int) -> list[int]:
-    fds = []
+def _open_namespaces(pid: int) -> list[tuple[str, int]]:
+    fds: list[tuple[str, int]] = []
     own = {}
     for ns in NS_ORDER:
         with contextlib.suppress(OSError):
@@ -56,9 +56,9 @@ def _open_namespaces(pid: int) -> list[int]:
             path = f"/proc/{pid}/ns/{ns}"
             if os.readlink(path) == own.get(ns):
                 continue  # shared with us (e.g. --network=host): nothing to join
-            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            fds.append((ns, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as e:
-        for fd in fds:
+        for _, fd in fds:
             os.close(fd)
         raise RlError(f"cannot open the container's namespaces: {e.strerror}", 1) from e
     return fds
@@ -78,7 +78,8 @@ def _hide_cmdline() -> None:
                        end - start)
 
 
-def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: list[int],
+def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
+        ns_fds: list[tuple[str, int]],
         report_w: int, stdio: list[int | None], pty_sock: socket.socket | None,
         detach: bool) -> NoReturn:
     """Join the container and fork E2 into it; wait for E2 and exit with its status."""
@@ -93,23 +94,41 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: li
             # E1 outlives rl, as the exec'd process's reaper: it holds
             # nothing of rl's (a caller waiting for EOF on rl's output).
             os.setsid()
+        else:
+            # Out of the caller's foreground process group: a ^C reaches E2
+            # once, through rl's forwarding, not a second time through E1's.
+            os.setpgid(0, 0)
         # The host's /dev/null: the container's could be a FIFO it made.
         null = os.open("/dev/null", os.O_RDWR)
         for target, fd in enumerate(stdio):
             os.dup2(null if fd is None else fd, target)
-        keep = {report_w, null, *ns_fds}
+        keep = {report_w, null, *(fd for _, fd in ns_fds)}
         if pty_sock is not None:
             keep.add(pty_sock.fileno())
         sc.close_fds_except(keep)  # the CLI's files and sockets, the other pipe ends
         if cgroup:  # the container's limits apply to what it execs too
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
-        for fd in ns_fds:
+        ids = None
+        for ns, fd in ns_fds:
+            if ns == "mnt":  # still the host's /proc, seen from the container's userns
+                ids = process.IdMaps.read()
             sc.setns(fd, 0)
             os.close(fd)
         e2 = os.fork()
         if e2 == 0:
-            _e2(ctr, proc, user, report_w, pty_sock, null)
+            _e2(ctr, proc, user, report_w, pty_sock, null, ids or process.IdMaps.read())
+        # rl signals E1, its child, and E1 its own: neither pid can be another
+        # process's while its parent has not reaped it (rl used to signal E2's
+        # pid itself, after E1 had reaped it and until the output was drained).
+        e2_fd = os.pidfd_open(e2)
+
+        def forward(signum: int, _frame: object) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(e2_fd, signum)
+
+        for sig in attach.PROXIED:
+            signal.signal(sig, forward)
         report.send(report_w, f"P{e2}")
         os.close(report_w)
         if pty_sock is not None:
@@ -118,8 +137,6 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: li
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        for sig in attach.PROXIED:
-            signal.signal(sig, signal.SIG_IGN)
         _, status = os.waitpid(e2, 0)
         os._exit(container.exit_code(status))
     except BaseException as e:
@@ -127,15 +144,15 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None, ns_fds: li
 
 
 def _e2(ctr: Container, proc: Process, user: str, report_w: int,
-        pty_sock: socket.socket | None, null: int) -> NoReturn:
+        pty_sock: socket.socket | None, null: int, ids: process.IdMaps) -> NoReturn:
     try:
         os.close(null)
         os.setsid()
         if pty_sock is not None:
             container.take_terminal(pty_sock)
-        home = process.resolve_user(proc, user)
+        home = process.resolve_user(proc, user, ids)
         env = process.env_with_defaults(proc.env, home)
-        process.prepare(proc, ctr.config.spec.linux.seccomp)
+        process.prepare(proc, ctr.config.spec.linux.seccomp, ids)
         # A uid change resets the flag to fs.suid_dumpable, which may be 1.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         process.execute(proc, env)
@@ -377,7 +394,8 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     if e1 == 0:
         _e1(ctr, proc, user if user is not None else cfg.user, st.cgroup, ns_fds, report_w,
             stdio, pty_child, detach)
-    for fd in [*ns_fds, report_w, *(fd for fd in stdio if fd is not None)]:
+    e1_fd = os.pidfd_open(e1)
+    for fd in [*(fd for _, fd in ns_fds), report_w, *(fd for fd in stdio if fd is not None)]:
         os.close(fd)
     if pty_child is not None:
         pty_child.close()
@@ -385,15 +403,13 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
     saved_tc = None
     try:
         line = report.read_line(reports)
-        e2_pid = int(line[1:]) if line.startswith("P") else 0
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
 
         def forward(signum: int, _frame: object) -> None:
-            if e2_pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(e2_pid, signum)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(e1_fd, signum)  # E1 passes it on to E2
 
         for sig in attach.PROXIED:
             signal.signal(sig, forward)
@@ -426,5 +442,6 @@ def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
         if saved_tc is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
         reports.close()
+        os.close(e1_fd)
         for fd in {*outputs, *([stdin_w] if stdin_w is not None else [])}:
             os.close(fd)

@@ -12,6 +12,7 @@ import errno
 import os
 import resource
 import signal
+from dataclasses import dataclass
 
 from . import _syscalls as sc
 
@@ -30,7 +31,32 @@ from .errors import (
 from .spec import Process, Seccomp
 
 
-def resolve_user(proc: Process, user_spec: str) -> str:
+@dataclass
+class IdMaps:
+    """/proc/self's uid_map, gid_map and setgroups (None: unreadable).
+
+    `rl exec` reads them in E1 before it joins the container's mount
+    namespace: a container with CAP_SYS_ADMIN may have mounted anything over
+    its own /proc (a FIFO there hung the exec), and the three are the same
+    for every process of the user namespace.
+    """
+
+    uid_map: str | None
+    gid_map: str | None
+    setgroups: str | None
+
+    @classmethod
+    def read(cls) -> IdMaps:
+        def text(name: str) -> str | None:
+            try:
+                with open(f"/proc/self/{name}") as f:
+                    return f.read()
+            except OSError:
+                return None
+        return cls(text("uid_map"), text("gid_map"), text("setgroups"))
+
+
+def resolve_user(proc: Process, user_spec: str, ids: IdMaps | None = None) -> str:
     """Fill proc.user from `-u`; returns the user's home directory."""
     resolved = users.resolve(user_spec or "0")
     proc.user.uid = resolved.uid
@@ -38,18 +64,10 @@ def resolve_user(proc: Process, user_spec: str) -> str:
     # Groups listed in /etc/group only apply where setgroups is allowed: in
     # single-id mode (setgroups denied) they are dropped, as they could never
     # be mapped; groups asked for with --group-add still fail loudly.
-    if _setgroups_allowed():
+    if ((ids or IdMaps.read()).setgroups or "").strip() != "deny":
         proc.user.additional_gids = sorted(set(proc.user.additional_gids) | set(
             resolved.additional_gids))
     return resolved.home
-
-
-def _setgroups_allowed() -> bool:
-    try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() != "deny"
-    except OSError:
-        return True
 
 
 def env_with_defaults(env: list[str], home: str) -> dict[str, str]:
@@ -87,20 +105,19 @@ def _apply_rlimits(proc: Process) -> None:
             raise RlError(f"setting {name} to {rl.soft}:{rl.hard}: {e}") from e
 
 
-def _is_mapped(ident: int, map_file: str) -> bool:
-    try:
-        with open(map_file) as f:
-            rows = [tuple(map(int, line.split())) for line in f if line.strip()]
-    except OSError:
+def _is_mapped(ident: int, map_text: str | None) -> bool:
+    if map_text is None:
         return True
+    rows = [tuple(map(int, line.split())) for line in map_text.splitlines() if line.strip()]
     return any(first <= ident < first + count for first, _, count in rows)
 
 
-def switch_identity(proc: Process) -> None:
+def switch_identity(proc: Process, ids: IdMaps | None = None) -> None:
     u = proc.user
     caps = proc.capabilities
-    for ident, kind in ((u.uid, "uid"), (u.gid, "gid")):
-        if not _is_mapped(ident, f"/proc/self/{kind}_map"):
+    ids = ids or IdMaps.read()
+    for ident, kind, text in ((u.uid, "uid", ids.uid_map), (u.gid, "gid", ids.gid_map)):
+        if not _is_mapped(ident, text):
             raise RlError(
                 f"{kind} {ident} is not mapped in the container's user namespace "
                 "(see `rl info`: without a subordinate id range only root exists)"
@@ -132,7 +149,8 @@ def prepare_cwd(cwd: str) -> None:
         raise RlError(f"working directory {cwd} is not a directory") from None
 
 
-def prepare(proc: Process, seccomp_profile: Seccomp | None = None) -> None:
+def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
+            ids: IdMaps | None = None) -> None:
     """rlimits, seccomp, user, groups, capabilities, umask, working directory.
 
     The seccomp filter goes in while the process is still root of its user
@@ -142,7 +160,7 @@ def prepare(proc: Process, seccomp_profile: Seccomp | None = None) -> None:
     _apply_rlimits(proc)
     if seccomp_profile is not None:
         seccomp.install(seccomp_profile)
-    switch_identity(proc)
+    switch_identity(proc, ids)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
     prepare_cwd(proc.cwd)
