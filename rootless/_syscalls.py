@@ -169,6 +169,18 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
                                 ctypes.c_size_t(ctypes.sizeof(how))), f"open {path}", path)
 
 
+# <linux/magic.h>: file systems whose files describe processes and the kernel
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+
+
+def fs_type(fd: int) -> int:
+    """The f_type of fstatfs(2) on fd (the file system's magic number)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs: f_type is its first word
+    _check(_libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    return ctypes.c_long.from_buffer(buf).value
+
+
 def close_fds_except(keep: set[int]) -> None:
     """Close every descriptor but stdio and *keep*: for a forked process that
     must hold nothing of its parent's (a lock, a socket, a pipe somebody

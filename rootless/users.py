@@ -68,6 +68,10 @@ def read_account_file(path: str) -> str | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _unreadable(path, "not a regular file")
+        # /proc/self/environ & co. are regular files and no magic links: in
+        # rl exec's joining process they would be the CLI's own.
+        if sc.fs_type(fd) in (sc.PROC_SUPER_MAGIC, sc.SYSFS_MAGIC):
+            raise _unreadable(path, "a file of /proc or /sys")
         chunks = []
         size = 0
         while chunk := os.read(fd, 1 << 20):
