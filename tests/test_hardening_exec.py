@@ -271,9 +271,12 @@ def test_joining_process_is_unreadable_from_inside(rl: RlRunner, rootfs: Path,
     ("rm /etc/passwd; ln -s /dev/null /etc/passwd", "not a regular file"),
     ("rm /etc/passwd; ln -s /proc/self/fd/0 /etc/passwd", "Too many levels of symbolic links"),
     ("truncate -s 40M /etc/passwd", "larger than 32 MiB"),
-    # Not a magic link, but the joining process's own environment (the CLI's).
-    ("rm /etc/passwd; ln -s /proc/self/environ /etc/passwd", "a file of /proc or /sys"),
-    ("rm /etc/group; ln -s /proc/self/environ /etc/group", "a file of /proc or /sys"),
+    # No magic links, but files of the joining process itself: its environ is
+    # the CLI's (refused at the open: the process is non-dumpable), and no
+    # file of /proc is an account file either.
+    ("rm /etc/passwd; ln -s /proc/self/environ /etc/passwd", "Permission denied"),
+    ("rm /etc/passwd; ln -s /proc/self/status /etc/passwd", "a file of /proc or /sys"),
+    ("rm /etc/group; ln -s /proc/self/stat /etc/group", "a file of /proc or /sys"),
 ])
 def test_exec_user_lookup_refuses_what_is_no_account_file(rl: RlRunner, fresh_rootfs: Path,
                                                           setup: str, why: str) -> None:
