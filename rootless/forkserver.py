@@ -102,10 +102,10 @@ def _warm_up() -> None:
 
     from fs import drivers, walk  # noqa: F401
 
-    from . import api, cli, container, execute, images, rootfs, spec, supervisor  # noqa: F401
-    from .seccomp import warm_up
+    from . import api, cli, container, execute, images, rootfs, seccomp, spec, store, supervisor  # noqa: F401
 
-    warm_up()  # the default seccomp filter, compiled once for every container
+    seccomp.warm_up()  # the default seccomp filter, compiled once for every container
+    store.warm_up()  # the record types' hints, for the checks of every record read
 
     for cls in (spec.Spec, spec.Process, spec.User, spec.Rlimit, spec.Capabilities,
                 spec.ConsoleSize, spec.Root, spec.Mount, spec.Namespace, spec.IDMapping,

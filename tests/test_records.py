@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import support
+from rootless import store
+from rootless.spec import Spec
 from support import RlRunner, RlState
 
 
@@ -359,3 +361,17 @@ def test_start_from_another_runtime_dir(rl: RlRunner, rootfs: Path,
         assert rl("wait", cid, check=True).stdout == f"{128 + signal.SIGKILL}\n"
     finally:
         rl("rm", "-f", cid)
+
+
+def test_warm_up_resolves_every_record_type_the_checks_meet() -> None:
+    # The fork server calls it so that no supervisor pays get_type_hints.
+    store._hints.cache_clear()
+    store.warm_up()
+    warmed = store._hints.cache_info().currsize
+    before = store._hints.cache_info().misses
+    store._check(store.State, {"status": "running", "pid": 1}, "", top=True)
+    store._check(Spec, {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                        "process": {"args": ["true"], "cwd": "/"},
+                        "linux": {"namespaces": [{"type": "pid"}]}}, "spec")
+    assert store._hints.cache_info().misses == before, "a record type was not warmed"
+    assert warmed >= 10
