@@ -264,12 +264,13 @@ class RlState:
 # Cleanup
 
 
-def kill_recorded_pids(run_dir: Path) -> list[int]:
-    """SIGKILL every process whose pid is recorded in ``run_dir/rl/**/*.pid``."""
+def kill_recorded_pids(run_dir: Path, sub: str = "rl") -> list[int]:
+    """SIGKILL every process whose pid is recorded in ``run_dir/<sub>/**/*.pid``
+    (sub="": rl's /tmp/rl-<uid> fallback, which is the runtime dir itself)."""
     import signal
 
     killed: list[int] = []
-    base = run_dir / "rl"
+    base = run_dir / sub
     if not base.is_dir():
         return killed
     for pidfile in sorted(base.rglob("*.pid")):

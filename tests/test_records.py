@@ -314,10 +314,15 @@ def elsewhere(rl_state: RlState, tmp_path: Path) -> Iterator[dict[str, dict[str,
     other.mkdir(mode=0o700)
     base = {**os.environ, **rl_state.env()}
     unset = {k: v for k, v in base.items() if k != "XDG_RUNTIME_DIR"}
+    fallback = Path(f"/tmp/rl-{os.getuid()}")  # what the unset caller uses
+    made_here = not fallback.exists()
     try:
         yield {"other": {**base, "XDG_RUNTIME_DIR": str(other)}, "unset": unset}
     finally:
         support.kill_recorded_pids(other)  # a fork server `rl start` started there
+        if made_here and fallback.is_dir():  # the unset caller's, made by this test
+            support.kill_recorded_pids(fallback, sub="")
+            support.remove_tree(fallback)
 
 
 @pytest.mark.parametrize("caller", ["other", "unset"])
