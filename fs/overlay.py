@@ -723,6 +723,17 @@ class Overlay(pyfuse3.Operations):
         parent.children[new_name] = node
         return self._reply(node)
 
+    def _remove_name(self, parent: Node, name: bytes, node: Node, is_dir: bool) -> None:
+        """unlink/rmdir of name: the backing file is held first, so an fd still
+        open on it keeps working once the name is gone (see _hold)."""
+        hold = self._hold(node)
+        try:
+            self._remove_upper_or_whiteout(parent, name, node, is_dir)
+        except BaseException:
+            _close(hold)
+            raise
+        self._drop_name(parent, name, node, hold)
+
     def _remove_upper_or_whiteout(self, parent: Node, name: bytes, node: Node,
                                   is_dir: bool) -> None:
         rel = _join(self._rel(parent), name)
@@ -745,13 +756,7 @@ class Overlay(pyfuse3.Operations):
         parent = self._node(parent_inode)
         node = self._lookup_node(parent, name)
         st = self._stat(node)
-        hold = self._hold(node)
-        try:
-            self._remove_upper_or_whiteout(parent, name, node, False)
-        except BaseException:
-            _close(hold)
-            raise
-        self._drop_name(parent, name, node, hold)
+        self._remove_name(parent, name, node, False)
         if node.layer == UPPER and st.st_nlink <= 1:
             self.inos.pop((st.st_dev, st.st_ino), None)  # gone: its number may come back
 
@@ -765,13 +770,7 @@ class Overlay(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         if self._merged_names(node):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        hold = self._hold(node)
-        try:
-            self._remove_upper_or_whiteout(parent, name, node, True)
-        except BaseException:
-            _close(hold)
-            raise
-        self._drop_name(parent, name, node, hold)
+        self._remove_name(parent, name, node, True)
         self.inos.pop((st.st_dev, st.st_ino), None)
 
     @_fuse_errors
