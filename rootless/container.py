@@ -47,14 +47,7 @@ from typing import NoReturn
 
 from . import _syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
-from .errors import (
-    EXIT_CANNOT_EXEC,
-    EXIT_NOT_FOUND,
-    EXIT_RL,
-    CannotExecute,
-    CommandNotFound,
-    RlError,
-)
+from .errors import EXIT_RL, RlError
 from .spec import ConsoleSize, Spec
 from .store import ContainerConfig
 
@@ -133,9 +126,7 @@ def _check_command(argv0: str, env: dict[str, str]) -> None:
         if stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK):
             return
         denied = True
-    if denied:
-        raise CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
-    raise CommandNotFound(f'exec: "{argv0}": executable file not found in $PATH', EXIT_NOT_FOUND)
+    raise process.permission_denied(argv0) if denied else process.not_found(argv0)
 
 
 def _exec_init(init_dir: int, name: str, args: list[str], env: dict[str, str]) -> None:

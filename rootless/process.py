@@ -166,14 +166,24 @@ def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
     prepare_cwd(proc.cwd)
 
 
+def not_found(argv0: str) -> CommandNotFound:
+    """runc's words for a command that is not there (docker: 127)."""
+    return CommandNotFound(f'exec: "{argv0}": executable file not found in $PATH',
+                           EXIT_NOT_FOUND)
+
+
+def permission_denied(argv0: str) -> CannotExecute:
+    """runc's words for a command that cannot be executed (docker: 126)."""
+    return CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
+
+
 def execute(proc: Process, env: dict[str, str]) -> None:
     """Reset signals, close every fd above 2 on exec, exec; raises RlError on failure."""
     reset_signals()
     sc.close_range_cloexec(3)
     argv0 = proc.args[0]
     if not argv0:
-        # What runc says of an empty command (docker: 127), not Python's ValueError.
-        raise CommandNotFound('exec: "": executable file not found in $PATH', EXIT_NOT_FOUND)
+        raise not_found(argv0)  # what runc says of an empty command, not Python's ValueError
     try:
         os.execvpe(argv0, proc.args, env)
     except ValueError as e:
@@ -181,10 +191,9 @@ def execute(proc: Process, env: dict[str, str]) -> None:
         # nothing execve(2) can be given. (Image configs are refused at load.)
         raise RlError(f'exec: "{argv0}": {e}') from None
     except FileNotFoundError:
-        raise CommandNotFound(f'exec: "{argv0}": executable file not found in $PATH',
-                              EXIT_NOT_FOUND) from None
+        raise not_found(argv0) from None
     except PermissionError:
-        raise CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC) from None
+        raise permission_denied(argv0) from None
     except OSError as e:
         code = EXIT_CANNOT_EXEC if e.errno in (errno.ENOEXEC, errno.EISDIR) else EXIT_RL
         raise RlError(f'exec: "{argv0}": {os.strerror(e.errno or 0)}', code) from None
