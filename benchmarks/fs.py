@@ -159,7 +159,7 @@ def one_round(config: str, base: Path, lower: Path, sz: Sizes, rnd: int) -> dict
 
 def inner(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(REPO))
-    from rootless import _syscalls as sc
+    from rootless import syscalls as sc
 
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     sz = Sizes(args.scale)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from fs import layout
 from fs.copy import copy_sparse
-from rootless import _syscalls as sc
+from rootless import syscalls as sc
 
 if TYPE_CHECKING:
     from fs.overlay import Overlay

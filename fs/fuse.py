@@ -26,7 +26,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from rootless import _syscalls as sc
+from rootless import syscalls as sc
 
 MAX_READ = 1 << 20  # the kernel's largest FUSE request (256 pages)
 FSTYPE = "fuse.rl-overlay"

@@ -17,7 +17,7 @@ import os
 import signal
 import traceback
 
-from rootless import _syscalls as sc
+from rootless import syscalls as sc
 from rootless.errors import RlError
 
 IFNAME = "tap0"

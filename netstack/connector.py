@@ -36,7 +36,7 @@ import os
 import signal
 import socket
 
-from rootless import _syscalls as sc
+from rootless import syscalls as sc
 
 TARGETS = ("127.0.0.1", "::1")
 FORWARD_ADDR = "169.254.99.1"

@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rootless import _syscalls as sc
+from rootless import syscalls as sc
 from rootless.errors import RlError
 
 from .options import PASTA_DNS, NetOptions

@@ -7,7 +7,7 @@ so that programs see what they would see under Docker.
 
 from __future__ import annotations
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from .errors import InvalidArgument
 
 CAP_NAMES = [

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from . import cgroups, idmap, mounts, network, process, report
 from .errors import EXIT_RL, RlError
 from .spec import ConsoleSize, Spec

@@ -31,7 +31,7 @@ import time
 import tty as ttymod
 from typing import NoReturn
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from . import api, attach, container, process, report
 from .errors import EXIT_RL, RlError
 from .spec import Process

@@ -34,12 +34,14 @@ def fingerprint() -> str:
     # A server serves one user in one user namespace with one version of rl.
     # zlib, not hashlib: this runs on every command and needs no cryptography.
     parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
-    pkg = Path(__file__).parent
-    # The supervisor runs the sibling packages' code too (netstack, fs).
-    siblings = sorted(pkg.parent.glob("netstack/*.py")) + sorted(pkg.parent.glob("fs/*.py"))
-    for f in sorted(pkg.glob("*.py")) + siblings:
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_mtime_ns}:{st.st_size}")
+    top = Path(__file__).parent.parent
+    # The supervisor runs all of rl's code: rootless and its sub-packages
+    # (runtime, image, engine, cli) and the sibling packages (netstack, fs).
+    # One level of glob each, not rglob: this is on every command's path.
+    for pattern in ("rootless/*.py", "rootless/*/*.py", "netstack/*.py", "fs/*.py"):
+        for f in sorted(top.glob(pattern)):
+            st = f.stat()
+            parts.append(f"{f.relative_to(top)}:{st.st_mtime_ns}:{st.st_size}")
     text = "\n".join(parts).encode()
     return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
 

@@ -13,7 +13,7 @@ import errno
 import os
 import stat
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from .errors import InvalidArgument, RlError
 from .spec import Mount, Spec
 

@@ -14,7 +14,7 @@ import resource
 import signal
 from dataclasses import dataclass
 
-from . import _syscalls as sc
+from . import syscalls as sc
 
 # Everything this module needs is imported at the top: it runs after
 # pivot_root or setns(mnt), where rl's own files are no longer visible, so a

@@ -319,7 +319,7 @@ def write_tree(cfg: ContainerConfig, out_fd: int) -> None:
     def export() -> None:
         import tempfile
 
-        from . import _syscalls as sc
+        from . import syscalls as sc
 
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)

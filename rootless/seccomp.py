@@ -29,7 +29,7 @@ import json
 import platform
 import struct
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from . import capabilities
 from . import seccomp_default as policy
 from .errors import InvalidArgument, RlError

@@ -35,7 +35,7 @@ import trio
 
 from netstack.stack import NetStack
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from . import cgroups, container, idmap, paths, store, wire
 from .errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
 from .store import Container, ContainerConfig

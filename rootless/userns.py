@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from fs import walk
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from .errors import RlError, kind_of, rebuild
 from .idmap import IdMapPlan
 

@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from . import _syscalls as sc
+from . import syscalls as sc
 from .errors import EXIT_CANNOT_EXEC, CannotExecute, RlError
 
 # Far above any real account file (a 100k-user passwd is ~6 MiB); only a bound

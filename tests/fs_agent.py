@@ -338,7 +338,7 @@ def _as_user(req: dict[str, Any]) -> Any:
 
 def main() -> None:
     # Mounts made here stay here: private propagation for the whole namespace.
-    from rootless import _syscalls as sc
+    from rootless import syscalls as sc
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     os.umask(0o022)
     for line in sys.stdin:
