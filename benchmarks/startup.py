@@ -131,7 +131,7 @@ def pycache_warning(python: str, env: dict[str, str]) -> str | None:
     here): with no bytecode cache for them (PYTHONPYCACHEPREFIX unset, or
     PYTHONDONTWRITEBYTECODE set), every rl command recompiles them, which
     costs ~20 ms of its start-up."""
-    probe = ("import importlib.util, os, rootless.cli as m; "
+    probe = ("import importlib.util, os, rootless.cli.app as m; "
              "print(os.path.exists(importlib.util.cache_from_source(m.__file__)))")
     out = ""
     for _ in range(2):  # the first import may write the cache
@@ -244,7 +244,7 @@ def make_tools(args: argparse.Namespace, rootfs: Path, rl_path: str, state: RlSt
 def python_context(python: str, rl_path: str, env: dict[str, str], runs: int) -> None:
     cases = {
         "python -c pass": [python, "-c", "pass"],
-        "python -c 'import rootless.cli'": [python, "-c", "import rootless.cli"],
+        "python -c 'import rootless.cli.app'": [python, "-c", "import rootless.cli.app"],
         "rl --version": [rl_path, "--version"],
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -260,14 +260,14 @@ def python_context(python: str, rl_path: str, env: dict[str, str], runs: int) ->
     for name, ts in times.items():
         print(f"  {name:34} {ms(median(ts)):>9} {ms(p90(ts)):>8}")
     base = median(times["python -c pass"])
-    cli = median(times["python -c 'import rootless.cli'"])
+    cli = median(times["python -c 'import rootless.cli.app'"])
     print(f"  => importing rl's CLI costs {ms(cli - base).strip()} ms "
           "over a bare interpreter")
 
     # Which top-level imports cost what (-X importtime, best of 3 per module).
     best: dict[tuple[int, str], int] = {}
     for _ in range(3):
-        r = subprocess.run([python, "-X", "importtime", "-c", "import rootless.cli"],
+        r = subprocess.run([python, "-X", "importtime", "-c", "import rootless.cli.app"],
                            capture_output=True, text=True, env=env, check=False)
         seen: dict[tuple[int, str], int] = {}
         for line in r.stderr.splitlines():

@@ -37,7 +37,7 @@ def run_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 def port_lines(ref: str, private: str | None) -> list[str]:
     """docker port: "80/tcp -> 0.0.0.0:8080" lines, or with PRIVATE_PORT only the addresses."""
-    from rootless import store
+    from rootless.engine import store
 
     from .stack import published_ports
 
@@ -57,7 +57,7 @@ def port_lines(ref: str, private: str | None) -> list[str]:
 
 
 def _live_ports(ctr: Any) -> list[Any]:
-    from rootless import store
+    from rootless.engine import store
 
     from .stack import published_ports
 

@@ -16,7 +16,7 @@ def _host_resolv() -> str:
 
 def _joined_file(opts: NetOptions, name: str) -> str | None:
     """--network container:NAME shares that container's /etc/hosts and resolv.conf."""
-    from rootless import store
+    from rootless.engine import store
 
     try:
         return (store.lookup(opts.container).run_dir / name).read_text()

@@ -23,9 +23,9 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rootless.engine.store import ContainerConfig
 from rootless.errors import RlError
-from rootless.spec import Spec
-from rootless.store import ContainerConfig
+from rootless.runtime.spec import Spec
 
 from . import ports
 from .options import SLIRP_GATEWAY, NetOptions
@@ -85,7 +85,7 @@ class NetStack:
     def _refresh_joined(self, spec: Spec) -> None:
         """--network container:NAME: that container's namespaces as of now (it may have
         been restarted since this one was created)."""
-        from rootless import store
+        from rootless.engine import store
 
         try:
             other = store.lookup(self.opts.container)

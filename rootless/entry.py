@@ -27,6 +27,6 @@ def main() -> None:
         from .quickrun import run
 
         run(sys.argv[2:])  # exits, unless the full CLI must take over
-    from .cli import main as cli_main
+    from .cli.app import main as cli_main
 
     cli_main()

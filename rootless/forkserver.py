@@ -82,7 +82,7 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     os.setsid()
     code = 125
     try:
-        from . import supervisor
+        from .engine import supervisor
 
         code = supervisor.serve_request(msg, conn)
     except BaseException:
@@ -104,7 +104,8 @@ def _warm_up() -> None:
 
     from fs import drivers, walk  # noqa: F401
 
-    from . import api, cli, container, execute, images, rootfs, seccomp, spec, store, supervisor  # noqa: F401
+    from .engine import store
+    from .runtime import container, seccomp, spec  # noqa: F401
 
     seccomp.warm_up()  # the default seccomp filter, compiled once for every container
     store.warm_up()  # the record types' hints, for the checks of every record read

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import sys
 
-from . import attach, client, output
+from . import output
+from .cli import attach
+from .engine import client
 from .errors import EXIT_RL, NeedsFullCli, RlError
 
 TYPE_CHECKING = False  # not `import typing`: this is the start path (see client.py)

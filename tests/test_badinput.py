@@ -27,7 +27,7 @@ from test_images import one_line_error
 from test_registry import OCI_MANIFEST, Registry, _put_blob, _put_manifest, registry
 
 import support
-from rootless.cli import cli
+from rootless.cli.app import cli
 from support import RlRunner, RlState
 
 ENOSPC_LINE = "Error: write /dev/stdout: no space left on device"

@@ -1,6 +1,6 @@
 """Typed errors (issue 11): the library raises kinds a face maps without reading messages.
 
-These call rl's library in-process (rootless.api, store, images), not the CLI:
+These call rl's library in-process (rootless.engine.containers, store, images), not the CLI:
 a Docker Engine API or an OCI runtime face relies on the kind, its exit code,
 its HTTP status, and the message, all four asserted here.
 """
@@ -19,7 +19,9 @@ import pytest
 import netstack
 import rootless
 import support
-from rootless import api, errors, images, report, store
+from rootless import errors
+from rootless.engine import containers as api
+from rootless.engine import store
 from rootless.errors import (
     CannotExecute,
     CommandNotFound,
@@ -31,6 +33,8 @@ from rootless.errors import (
     Unauthorized,
     Unavailable,
 )
+from rootless.image import images
+from rootless.runtime import report
 from support import RlRunner
 
 # The documented mappings (docs/decisions.md, "Layers (issue 11)", entry 1).
@@ -123,7 +127,7 @@ def test_report_lines_are_reraised_of_the_kind_their_code_means() -> None:
 
 
 def test_registry_and_record_errors_narrow_their_http_status() -> None:
-    from rootless.registry import RegistryError
+    from rootless.image.registry import RegistryError
 
     assert RegistryError("r: unauthorized", 401).http_status == 401
     assert RegistryError("r: manifest unknown", 404).http_status == 404
@@ -239,7 +243,7 @@ def test_rename_to_a_name_in_use(stopped: str, running: str) -> None:
 
 
 def test_exec_and_kill_on_a_stopped_container(stopped: str) -> None:
-    from rootless import execute
+    from rootless.engine import execute
 
     ctr = store.lookup(stopped)
     with pytest.raises(RlError) as exc:

@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from imagetools import rootfs_tar
 
 import support
-from rootless import cli as cli_mod
-from rootless import imageconfig, layers, process, userns
+from rootless.cli import app as cli_mod
 from rootless.errors import NeedsFullCli, RlError
+from rootless.image import imageconfig, layers
+from rootless.runtime import process, userns
 from support import RlRunner, RlState
 
 _BASE = settings(deadline=None, database=None, derandomize=True,
@@ -216,8 +217,8 @@ def configs(draw: st.DrawFn) -> Any:
 def test_image_configs_are_valid_or_refused_in_one_line(config: Any) -> None:
     """validate() refuses in one line, or what it lets in is what `rl run` needs:
     lists of strings where execve wants them, NAME=VALUE environment entries."""
-    from rootless.images import defaults
-    from rootless.imagestore import Image
+    from rootless.image.images import defaults
+    from rootless.image.store import Image
 
     try:
         imageconfig.validate(config, 1)

@@ -10,8 +10,8 @@ import pytest
 from imagetools import rootfs_tar
 
 import support
-from rootless.mounts import CGROUPFS, with_cgroupfs
-from rootless.spec import Mount
+from rootless.runtime.mounts import CGROUPFS, with_cgroupfs
+from rootless.runtime.spec import Mount
 from support import RlRunner
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import support
-from rootless import cgroups, resources
 from rootless.errors import RlError
-from rootless.resources import LimitFlags
+from rootless.runtime import cgroups, resources
+from rootless.runtime.resources import LimitFlags
 from support import RlRunner
 
 DELEGATED = cgroups.probe().base is not None
@@ -185,9 +185,9 @@ def test_stats_stream_until_the_container_is_gone(rl: RlRunner, rl_path: Path,
 
 
 def test_cgroupfs_goes_right_after_sys() -> None:
-    from rootless.api import default_mounts
-    from rootless.mounts import CGROUPFS, with_cgroupfs
-    from rootless.spec import Mount
+    from rootless.engine.containers import default_mounts
+    from rootless.runtime.mounts import CGROUPFS, with_cgroupfs
+    from rootless.runtime.spec import Mount
 
     mounts = default_mounts(Path("/run/x"), True, True)
     dests = [m.destination for m in with_cgroupfs(mounts)]

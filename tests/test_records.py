@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import support
-from rootless import store
-from rootless.spec import Spec
+from rootless.engine import store
+from rootless.runtime.spec import Spec
 from support import RlRunner, RlState
 
 
@@ -269,7 +269,7 @@ def test_concurrent_generated_names_in_a_crowded_store(rl: RlRunner, rl_state: R
     """With most of the 256 generated names taken, 40 concurrent `rl run -d` all
     get free, distinct ones: a name is picked under the lock that keeps names
     unique, never before it."""
-    from rootless.store import _LEFT, _RIGHT
+    from rootless.engine.store import _LEFT, _RIGHT
 
     model = rl("create", "--network", "none", "--rootfs", rootfs, "true",
                check=True).stdout.strip()

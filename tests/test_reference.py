@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rootless import reference
 from rootless.errors import RlError
+from rootless.image import reference
 
 
 @pytest.mark.parametrize(("text", "expected"), [

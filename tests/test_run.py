@@ -314,7 +314,7 @@ def test_rl_run_parses_in_the_supervisor_without_click(rl_path: Path, rootfs: Pa
 
     code, out, mods = imports("run", "--rm", "--rootfs", str(rootfs), "sh", "-c", "echo $0", "x")
     assert code == 0 and out == "x\n"
-    assert "click" not in mods and "rootless.cli" not in mods
+    assert "click" not in mods and "rootless.cli.app" not in mods
     code, out, mods = imports("run", "--help")
     assert code == 0 and out.startswith("Usage: rl run") and "click" in mods
     code, _, mods = imports("run", "--no-such-flag", "--rootfs", str(rootfs), "true")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import support
-from rootless import seccomp
+from rootless.runtime import seccomp
 from support import RlRunner
 
 
@@ -347,7 +347,7 @@ def test_the_default_gives_dockers_verdicts(docker: dict[str, Any], machine: str
     container's capabilities after --cap-add/--cap-drop."""
     import platform
 
-    from rootless import capabilities, seccomp_default
+    from rootless.runtime import capabilities, seccomp_default
 
     data = docker["data"]
     native, abis = ABIS[machine]
@@ -392,7 +392,7 @@ def test_the_default_gives_dockers_verdicts(docker: dict[str, Any], machine: str
 
 def test_syscall_numbers_are_the_kernels() -> None:
     """rl's tables agree with libseccomp's wherever libseccomp knows the number."""
-    from rootless import seccomp_default
+    from rootless.runtime import seccomp_default
 
     support.require(seccomp.syscall_name("SCMP_ARCH_X86_64", 0) == "read",
                     "libseccomp (Debian: libseccomp2) is not available")
@@ -410,7 +410,7 @@ def test_syscall_numbers_are_the_kernels() -> None:
 
 def test_the_default_filter_is_compiled_once() -> None:
     # What the fork server does once; a container's profile comes back from config.json.
-    from rootless import capabilities, spec
+    from rootless.runtime import capabilities, spec
 
     seccomp.warm_up()
     warm = seccomp.compile_filter(seccomp.default_profile(capabilities.DEFAULT_CAPS))

@@ -1,0 +1,704 @@
+"""rl's command line: a thin click shell over rootless.api.
+
+Flags, output shapes and exit codes follow docker's: 125 for rl's own errors
+(bad flags included), 126/127 when the command cannot be run or found,
+the container's own status otherwise, 1 for a failing management command.
+
+`rl run` is the start path and imports nothing but click and the client: it
+sends its options to the fork server, whose warm, forked supervisor validates
+them, creates the record and starts the container (api.create there). Every
+other command imports the library API when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from netstack import cli as netcli
+
+from .. import __version__
+from ..defaults import DEFAULT_NETWORK
+from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
+
+if TYPE_CHECKING:
+    from ..engine.containers import PsEntry
+    from ..engine.store import Container
+    from .template import Template
+
+_RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+def error(msg: str) -> None:
+    """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
+    from ..output import one_line
+
+    click.echo(f"Error: {one_line(msg)}", err=True)
+
+
+def _fail(msg: str, code: int) -> NoReturn:
+    error(msg)
+    sys.exit(code)
+
+
+def _supervisor_died() -> NoReturn:
+    from .. import paths
+
+    _fail("the container's supervisor died; see "
+          f"{paths.runtime_dir() / 'forkserver.log'}", EXIT_RL)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=__version__, prog_name="rl")
+def cli() -> None:
+    """rl: rootless containers, the docker way."""
+
+
+# -- shared flag sets ----------------------------------------------------------------
+
+def limit_options(f: Callable[..., Any], cgroups: bool) -> Callable[..., Any]:
+    """docker's resource flags, shared by run, create and update."""
+    opts = [
+        click.option("-m", "--memory", help="Memory limit (e.g. 512m, 1g)."),
+        click.option("--memory-swap",
+                     help="Memory plus swap limit; -1 for unlimited swap."),
+        click.option("--memory-reservation", help="Memory soft limit (memory.low)."),
+        click.option("--cpus", help="Number of CPUs (e.g. 1.5)."),
+        click.option("--cpu-period", type=int, help="CFS period in microseconds."),
+        click.option("--cpu-quota", type=int, help="CFS quota in microseconds per period."),
+        click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight)."),
+        click.option("--pids-limit", type=int, help="Process limit (-1 for unlimited)."),
+        click.option("--cpuset-cpus", help="CPUs allowed (0-3, 0,1)."),
+        click.option("--cpuset-mems", help="Memory nodes allowed (0-3, 0,1)."),
+        click.option("--blkio-weight", type=int, help="Block IO weight, 10 to 1000."),
+        click.option("--blkio-weight-device", multiple=True, help="DEVICE:WEIGHT."),
+        click.option("--device-read-bps", multiple=True, help="DEVICE:RATE (e.g. 10mb)."),
+        click.option("--device-write-bps", multiple=True, help="DEVICE:RATE."),
+        click.option("--device-read-iops", multiple=True, help="DEVICE:IOPS."),
+        click.option("--device-write-iops", multiple=True, help="DEVICE:IOPS."),
+    ]
+    if cgroups:
+        opts.append(click.option("--cgroups", type=click.Choice(["enabled", "disabled"]),
+                                 help="disabled: no cgroup, no limits (default: "
+                                      "$RL_CGROUPS or enabled)."))
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _limit_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    """The limit flags as resources.LimitFlags' fields (plain data: `run` sends it as JSON)."""
+    return dict(
+        memory=kw["memory"], memory_swap=kw["memory_swap"],
+        memory_reservation=kw["memory_reservation"], cpus=kw["cpus"],
+        cpu_period=kw["cpu_period"], cpu_quota=kw["cpu_quota"], cpu_shares=kw["cpu_shares"],
+        pids_limit=kw["pids_limit"], cpuset_cpus=kw["cpuset_cpus"],
+        cpuset_mems=kw["cpuset_mems"], blkio_weight=kw["blkio_weight"],
+        blkio_weight_device=list(kw["blkio_weight_device"]),
+        device_read_bps=list(kw["device_read_bps"]),
+        device_write_bps=list(kw["device_write_bps"]),
+        device_read_iops=list(kw["device_read_iops"]),
+        device_write_iops=list(kw["device_write_iops"]),
+    )
+
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--rootfs", is_flag=True,
+                     help="The first argument is a root filesystem directory, not an image."),
+        click.option("--name", help="Assign a name to the container."),
+        click.option("-e", "--env", multiple=True, help="Set environment variables."),
+        click.option("--env-file", multiple=True, help="Read in a file of environment variables."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        click.option("--entrypoint", help="Overwrite the default ENTRYPOINT."),
+        click.option("-h", "--hostname", help="Container host name."),
+        click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro]."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
+        click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
+        click.option("--init", is_flag=True, help="Run an init inside the container."),
+        click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
+        click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
+        click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
+                     show_default=True, help="Network mode: slirp4netns[:options], pasta, "
+                     "host, none or container:NAME."),
+        click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
+        click.option("--security-opt", multiple=True, help="Security options."),
+        click.option("--stop-signal", help="Signal to stop the container."),
+        click.option("--stop-timeout", type=int, help="Timeout (in seconds) to stop."),
+        click.option("-l", "--label", multiple=True, help="Set metadata on the container."),
+        click.option("--group-add", multiple=True, help="Additional groups to join."),
+        click.option("--rm", is_flag=True, help="Remove the container when it exits."),
+        click.option("--storage-driver", help="How the image becomes the container's root: "
+                     "overlay, fuse, fuse-overlayfs or vfs (default: see rl info)."),
+        click.option("--pull", "pull_policy", default="missing", show_default=True,
+                     type=click.Choice(["always", "missing", "never"]),
+                     help="Pull the image before running."),
+        click.option("--tls-verify", default="true",
+                     help="Pulling: false talks plain HTTP (loopback registries)."),
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return limit_options(netcli.options(f), cgroups=True)
+
+
+def _options(kw: dict[str, Any]) -> dict[str, Any]:
+    """The flags as api.RunOptions' fields (a dict: it travels to the fork server)."""
+    return dict(
+        rootfs=kw["image"] if kw["rootfs"] else "",
+        image=None if kw["rootfs"] else kw["image"], command=list(kw["command"]), name=kw["name"],
+        env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
+        user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
+        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
+        init=kw["init"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
+        tty=kw["tty"], interactive=kw["interactive"], rm=kw["rm"], network=kw["network"],
+        ulimits=list(kw["ulimit"]), security_opt=list(kw["security_opt"]),
+        stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
+        labels=list(kw["label"]), group_add=list(kw["group_add"]),
+        **netcli.run_options(kw),
+        limits=_limit_kw(kw), cgroups=kw["cgroups"], storage_driver=kw["storage_driver"],
+    )
+
+
+# -- run / create / start -------------------------------------------------------------
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, print its ID.")
+@run_options
+def run(detach: bool, **kw: Any) -> None:
+    """Create and run a container: rl run [OPTIONS] --rootfs DIR COMMAND [ARG...]"""
+    from ..engine import client
+    from . import attach
+
+    opts = _options(kw)
+    if opts["tty"] and not detach:
+        opts["console_size"] = attach.terminal_size()
+    stdin = opts["interactive"] and not detach
+    session = _pulling(kw, lambda: client.run_container(opts, attach=not detach, stdin=stdin))
+    if detach:
+        session.close()
+        click.echo(session.event["id"])
+        return
+    code = attach.run(session, tty=opts["tty"], stdin=opts["interactive"])
+    session.close()
+    if code is None:
+        _supervisor_died()
+    # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def parse_run(argv: list[str], console_size: tuple[int, int] | None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`rl run ARGV` parsed as `run` below would, for the supervisor (entry.py):
+    (api.RunOptions fields, flags: detach tty interactive pull_policy rootfs).
+
+    NeedsFullCli where the user must hear from click or see a pull: help, a
+    usage error, --pull=always.
+    """
+    from ..errors import NeedsFullCli
+
+    try:
+        ctx = run.make_context("run", list(argv))
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise NeedsFullCli from None
+    kw = dict(ctx.params)
+    detach = kw.pop("detach")
+    if kw["pull_policy"] == "always":
+        raise NeedsFullCli
+    opts = _options(kw)
+    if opts["tty"] and not detach:
+        opts["console_size"] = console_size
+    flags = {"detach": detach, "tty": opts["tty"], "interactive": opts["interactive"],
+             "pull_policy": kw["pull_policy"], "rootfs": kw["rootfs"]}
+    return opts, flags
+
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@run_options
+def create(**kw: Any) -> None:
+    """Create a container without starting it; prints its ID."""
+    from ..engine import containers as api
+
+    ctr = _pulling(kw, lambda: api.create(api.RunOptions(**_options(kw)),
+                                          warn=lambda m: click.echo(f"WARNING: {m}", err=True)))
+    click.echo(ctr.id)
+
+
+T = TypeVar("T")
+
+
+def _pulling(kw: dict[str, Any], create: Callable[[], T]) -> T:
+    """docker's --pull: 'missing' pulls an image that is not in the store and
+    tries again, 'always' pulls first, 'never' leaves the error as it is."""
+    from ..errors import NoSuchImage
+
+    policy, image = kw["pull_policy"], kw["image"]
+    if kw["rootfs"]:
+        return create()
+    if policy == "always":
+        _pull(image, kw["tls_verify"])
+        return create()
+    try:
+        return create()
+    except NoSuchImage as e:
+        from ..image.reference import looks_like_id
+
+        if policy != "missing" or looks_like_id(image) or e.ref != image:
+            raise
+    click.echo(f"Unable to find image '{image}' locally", err=True)
+    _pull(image, kw["tls_verify"])
+    return create()
+
+
+def _pull(image: str, tls_verify: str) -> None:
+    from ..image.transfer import pull
+    from .images import parse_tls_verify
+    from .progress import Progress
+
+    with Progress(False) as progress:
+        pull(image, None, parse_tls_verify(tls_verify), progress)
+
+
+@cli.command()
+@click.option("-a", "--attach", "attach_", is_flag=True, help="Attach STDOUT/STDERR.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach STDIN.")
+@click.argument("containers", nargs=-1, required=True)
+def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None:
+    """Start one or more created or stopped containers."""
+    from ..engine import containers as api
+    from ..engine import store
+    from . import attach
+
+    if attach_ and len(containers) > 1:
+        raise InvalidArgument("you cannot start and attach multiple containers at once", 1)
+    failed = False
+    for ref in containers:
+        try:
+            ctr = store.lookup(ref)
+            session = api.start(ctr, attach=attach_, stdin=interactive)
+        except RlError as e:
+            error(e.message)
+            failed = True
+            continue
+        if session is None:
+            click.echo(ref)
+            continue
+        code = attach.run(session, tty=ctr.config.tty, stdin=interactive)
+        if code is None:
+            _supervisor_died()
+        sys.exit(code)
+    if failed:
+        sys.exit(1)
+
+
+# -- stop / kill / rm / wait / rename ---------------------------------------------------
+
+def _each(refs: Iterable[str], action: Callable[[Container], None], echo: bool = True) -> None:
+    from ..engine import store
+
+    failed = False
+    for ref in refs:
+        try:
+            action(store.lookup(ref))
+            if echo:
+                click.echo(ref)
+        except RlError as e:
+            error(e.message)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("-t", "--time", "timeout", type=int, help="Seconds to wait before killing it.")
+@click.option("-s", "--signal", "sig", help="Signal to send instead of the stop signal.")
+@click.argument("containers", nargs=-1, required=True)
+def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> None:
+    """Stop running containers: the stop signal, then SIGKILL after a grace period."""
+    from ..engine import containers as api
+
+    if timeout is not None and timeout < -1:
+        raise InvalidArgument(f"invalid value for --time: {timeout}")
+    signum = api.parse_signal(sig) if sig else None
+    _each(containers, lambda c: api.stop(c, timeout, signum))
+
+
+@cli.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True)
+@click.argument("containers", nargs=-1, required=True)
+def kill(sig: str, containers: tuple[str, ...]) -> None:
+    """Send a signal to running containers."""
+    from ..engine import containers as api
+
+    signum = api.parse_signal(sig)
+    _each(containers, lambda c: api.kill(c, signum))
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Kill and remove a running container.")
+@click.argument("containers", nargs=-1, required=True)
+def rm(force: bool, containers: tuple[str, ...]) -> None:
+    """Remove containers."""
+    from ..engine import containers as api
+
+    _each(containers, lambda c: api.remove(c, force))
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+def wait(containers: tuple[str, ...]) -> None:
+    """Block until containers stop, then print their exit codes."""
+    from ..engine import containers as api
+
+    _each(containers, lambda c: click.echo(api.wait(c)), echo=False)
+
+
+@cli.command()
+@click.argument("old")
+@click.argument("new")
+def rename(old: str, new: str) -> None:
+    """Rename a container."""
+    from ..engine import containers as api
+    from ..engine import store
+
+    api.rename(store.lookup(old), new)
+
+
+# -- exec ---------------------------------------------------------------------------
+
+@cli.command("exec", context_settings=_RUN_SETTINGS)
+@click.option("-i", "--interactive", is_flag=True)
+@click.option("-t", "--tty", is_flag=True)
+@click.option("-e", "--env", multiple=True)
+@click.option("-w", "--workdir")
+@click.option("-u", "--user")
+@click.option("-d", "--detach", is_flag=True, help="Run the command in the background.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
+          user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
+    """Run a command in a running container."""
+    from ..engine import execute, store
+
+    if workdir is not None and not workdir.startswith("/"):
+        raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs to be an "
+                              "absolute path")
+    ctr = store.lookup(container)
+    # -d: no terminal and no input (docker allocates a tty nobody reads).
+    code = execute.run(ctr, list(command), list(env), workdir, user, tty and not detach,
+                       interactive and not detach, detach)
+    sys.exit(code)
+
+
+# -- views ---------------------------------------------------------------------------
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _truncate(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def template_of(fmt: str) -> str:
+    """The Go template of a --format value ("table {{.X}}" prints it without a header)."""
+    return fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+
+
+def parse_template(fmt: str) -> Template:
+    """A --format template, parsed before any data is read (rootless.template)."""
+    from .template import parse
+
+    return parse(fmt)
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
+@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("--format", "fmt", help="'table', 'json' or a Go template.")
+@click.option("-f", "--filter", "filters", multiple=True, help="name=, status=, id=")
+@click.option("-l", "--latest", is_flag=True, help="Show the latest created container.")
+@click.option("-n", "--last", type=int, default=-1, help="Show n last created containers.")
+def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...],
+       latest: bool, last: int) -> None:
+    """List containers."""
+    import time
+
+    from ..engine import containers as api
+    from ..engine.humanize import duration
+
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
+    entries = api.ps(all_=all_ or latest or last >= 0 or bool(filters))
+    for flt in filters:
+        key, _, value = flt.partition("=")
+        if key == "name":
+            entries = [e for e in entries if value in e.names]
+        elif key == "status":
+            entries = [e for e in entries if e.state == value]
+        elif key == "id":
+            entries = [e for e in entries if e.id.startswith(value)]
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    if latest:
+        entries = entries[:1]
+    elif last >= 0:
+        entries = entries[:last]
+    now = time.time()
+
+    def as_dict(e: PsEntry) -> dict[str, Any]:
+        return {
+            "ID": e.id if no_trunc else e.id[:12], "Image": e.image, "Command": e.command,
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(e.created)),
+            "RunningFor": f"{duration(now - e.created)} ago", "Status": e.status,
+            "State": e.state, "Names": e.names, "Ports": e.ports,
+        }
+
+    if quiet:
+        for e in entries:
+            click.echo(e.id if no_trunc else e.id[:12])
+        return
+    if fmt == "json":
+        for e in entries:
+            click.echo(json.dumps(as_dict(e)))
+        return
+    if tmpl:
+        for e in entries:
+            click.echo(tmpl.render(as_dict(e)))
+        return
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for e in entries:
+        d = as_dict(e)
+        cmd = e.command if no_trunc else _truncate(e.command, 20)
+        rows.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], e.status, e.ports, e.names])
+    click.echo(_table(rows))
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@click.option("-n", "--tail", default="all", help="Number of lines from the end.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.argument("container")
+def logs(follow: bool, tail: str, timestamps: bool, container: str) -> None:
+    """Fetch the logs of a container."""
+    from ..engine import containers as api
+    from ..engine import store
+
+    if tail != "all" and not tail.lstrip("-").isdigit():
+        raise InvalidArgument(f"invalid value for --tail: {tail}")
+    n = None if tail == "all" or int(tail) < 0 else int(tail)
+    ctr = store.lookup(container)
+    out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    for rec in api.logs(ctr, follow=follow, tail=n):
+        f = out.get(rec.stream, sys.stdout.buffer)
+        text = rec.text.encode()
+        if timestamps:
+            text = rec.time.encode() + b" " + text
+        f.write(text)
+        if follow:
+            f.flush()
+    sys.stdout.flush()
+
+
+@cli.command()
+@click.option("-f", "--format", "fmt", help="Format the output using a Go template.")
+@click.option("--type", "type_", default="", help="container or image (default: either).")
+@click.argument("containers", nargs=-1, required=True)
+def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
+    """Display detailed information on containers or images."""
+    from ..engine import containers as api
+    from ..engine import store
+
+    if type_ not in ("", "container", "image"):
+        raise InvalidArgument(f'"{type_}" is not a valid value for --type')
+    if fmt:
+        parse_template(fmt)  # a template that does not parse fails before any lookup
+    results, failed = [], False
+    for ref in containers:
+        try:
+            if type_ == "image":
+                from .images import inspect_image
+
+                results.append(inspect_image(ref))
+                continue
+            try:
+                results.append(api.inspect(store.lookup(ref)))
+            except NoSuchContainer:
+                if type_:
+                    raise
+                # As docker: not a container, so maybe an image (rootless.imagecli).
+                from .images import inspect_image
+
+                results.append(inspect_image(ref, f"no such container: {ref}"))
+        except RlError as e:
+            error(e.message)
+            failed = True
+    print_inspect(results, fmt, failed)
+
+
+def print_inspect(results: list[Any], fmt: str | None, failed: bool) -> None:
+    """docker inspect's output: a JSON array, or one template line per object; 1 on a miss."""
+    if fmt:
+        tmpl = parse_template(fmt)
+        for r in results:
+            click.echo(tmpl.render(r))
+    else:
+        click.echo(json.dumps(results, indent=4))
+    if failed:
+        sys.exit(1)
+
+
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
+def top(container: str, ps_args: tuple[str, ...]) -> None:
+    """Display the running processes of a container."""
+    from ..engine import containers as api
+    from ..engine import store
+
+    click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+
+
+@cli.command()
+@click.argument("container")
+@click.argument("private_port", required=False)
+def port(container: str, private_port: str | None) -> None:
+    """List a container's port mappings, or the host addresses of PRIVATE_PORT[/PROTO]."""
+    for line in netcli.port_lines(container, private_port):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("-f", "--format", "fmt", help="'json' or a Go template.")
+def info(fmt: str | None) -> None:
+    """What the kernel and host offer rl, and where its state lives."""
+    from ..engine import info as info_mod
+
+    tmpl = parse_template(fmt) if fmt and fmt != "json" else None
+    data = info_mod.gather()
+    if tmpl:
+        click.echo(tmpl.render(data))
+    elif fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(info_mod.render(data), nl=False)
+
+
+# Image commands live in their own module (rootless.imagecli).
+from . import images as imagecli  # noqa: E402
+
+imagecli.register(cli)
+
+
+# -- resource limits: flags, stats, update (rootless/quotas.py) -------------------------
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+def update(containers: tuple[str, ...], **kw: Any) -> None:
+    """Change the resource limits of containers (at once if they run)."""
+    from ..engine import quotas
+    from ..runtime.resources import LimitFlags
+
+    flags = LimitFlags(**_limit_kw(kw))
+
+    def one(ctr: Container) -> None:
+        quotas.update(ctr, flags)
+
+    _each(containers, one)
+
+
+update = limit_options(update, cgroups=False)  # type: ignore[assignment]
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Accepted for docker compatibility.")
+@click.option("--no-stream", is_flag=True, help="Print one result and exit.")
+@click.option("--format", "fmt", help="'table', 'json' or a Go template.")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between samples.")
+@click.argument("containers", nargs=-1)
+def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
+          containers: tuple[str, ...]) -> None:
+    """Live CPU, memory, pids, block and network I/O of running containers."""
+    from ..engine import quotas
+
+    del all_
+    if interval <= 0:
+        raise InvalidArgument(f"invalid --interval {interval}: must be positive")
+    clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
+    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
+    first = True
+    while True:
+        rows = quotas.stats(list(containers), interval, strict=first)
+        first = False
+        if fmt == "json":
+            out = "\n".join(json.dumps(r) for r in rows)
+        elif tmpl:
+            out = "\n".join(tmpl.render(r) for r in rows)
+        else:
+            table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                      "NET I/O", "BLOCK I/O", "PIDS"]]
+            table += [[r["Container"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"],
+                       r["NetIO"], r["BlockIO"], r["PIDs"]] for r in rows]
+            out = _table(table)
+        if clear:
+            click.echo("\033[2J\033[H", nl=False)
+        if out:
+            click.echo(out)
+        sys.stdout.flush()
+        if no_stream or (containers and not rows):
+            return
+
+
+def main() -> None:
+    from .. import output
+
+    try:
+        try:
+            _main()
+        finally:
+            # Here, not at the interpreter's exit, where a failure is a traceback.
+            sys.stdout.flush()
+    except output.OutputError as e:
+        output.fail(e)
+
+
+def _main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except click.UsageError as e:
+        error(e.format_message())
+        if e.ctx is not None:
+            click.echo(f"See '{e.ctx.command_path} --help'.", err=True)
+        sys.exit(EXIT_RL)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        _fail(e.format_message(), EXIT_RL)
+    except RlError as e:
+        _fail(e.message, e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,157 @@
+"""The terminal side of an attached container: rl's stdio <-> the supervisor's socket.
+
+A selectors loop, no threads, no trio: stdin becomes STDIN frames, output
+frames go to fd 1 and 2 with blocking writes (never set O_NONBLOCK on a file
+description the user's shell shares), signals rl receives are proxied to the
+container, and SIGWINCH becomes a resize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import termios
+import tty as ttymod
+
+from .. import output
+from ..engine import wire
+
+TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
+
+if TYPE_CHECKING:
+    from ..engine.client import Session
+
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)
+
+
+def terminal_size() -> tuple[int, int] | None:
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(fd)
+            return size.lines, size.columns
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A failed write to stdout raises output.OutputError: the caller leaves
+    # (quietly for EPIPE) and the container goes on, as after a kill of rl.
+    output.write_all(fd, data)
+
+
+def watch_stdin(sel: selectors.BaseSelector, data: object = None) -> bool:
+    """Register fd 0 for reading; False where it cannot be polled.
+
+    epoll refuses a regular file or /dev/null (EPERM), which a plain read never
+    waits on: the caller reads those directly instead.
+    """
+    try:
+        sel.register(0, selectors.EVENT_READ, data)
+    except OSError:
+        return False
+    return True
+
+
+def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
+    """Write output frames; the exit code if one of them is the exit event."""
+    for kind, payload in frames:
+        if kind in (wire.STDOUT, wire.STDERR):
+            _write_all(kind, payload)
+        elif kind == wire.CONTROL:
+            event = json.loads(payload)
+            if event.get("event") == "exit":
+                return int(event["exit_code"])
+    return None
+
+
+def _send_stdin(sock: socket.socket) -> bool:
+    """One read of rl's stdin to the supervisor; False at its end."""
+    try:
+        data = os.read(0, 65536)
+    except BlockingIOError:  # made non-blocking by whoever shares it
+        return True
+    except OSError:
+        data = b""
+    try:
+        sock.sendall(wire.frame(wire.STDIN, data) if data else wire.frame(wire.STDIN_EOF, b""))
+    except OSError:  # the supervisor is leaving: its exit event (or EOF) follows
+        return False
+    return bool(data)
+
+
+def run(session: Session, tty: bool, stdin: bool) -> int | None:
+    """Pump until the container exits; its exit code, or None if the supervisor vanished."""
+    sock = session.sock
+    sel = selectors.DefaultSelector()
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    pending: list[int] = []  # signal numbers, handled in the loop
+    old_handlers = {}
+    watched = [*PROXIED, signal.SIGWINCH] if tty else list(PROXIED)
+    for sig in watched:
+        old_handlers[sig] = signal.signal(sig, lambda s, _f: pending.append(s))
+    saved_tc = None
+    if tty and stdin and os.isatty(0):
+        saved_tc = termios.tcgetattr(0)
+        ttymod.setraw(0)
+    if tty:
+        size = terminal_size()
+        if size:
+            sock.sendall(wire.control({"op": "resize", "rows": size[0], "cols": size[1]}))
+    sel.register(sock, selectors.EVENT_READ, "sock")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    # stdin that cannot be polled is read in the loop between two looks at the
+    # rest, which then never waits.
+    read_stdin = stdin and not watch_stdin(sel, "stdin")
+    reader = session.reader
+    try:
+        # Output that came with "started" is shown only now that the signal
+        # handlers are in place: a caller that reacts to it (a signal right
+        # after the first line) must reach the container, not kill rl.
+        code = _deliver(session.pending)
+        if code is not None:
+            return code
+        while True:
+            if read_stdin:
+                read_stdin = _send_stdin(sock)
+            for key, _ in sel.select(0 if read_stdin else None):
+                if key.data == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        wake_r.recv(4096)
+                    while pending:
+                        signum = pending.pop(0)
+                        if signum == signal.SIGWINCH:
+                            size = terminal_size()
+                            if size:
+                                sock.sendall(wire.control(
+                                    {"op": "resize", "rows": size[0], "cols": size[1]}))
+                        else:
+                            sock.sendall(wire.control({"op": "signal", "signal": signum}))
+                elif key.data == "stdin":
+                    if not _send_stdin(sock):
+                        sel.unregister(0)
+                else:
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:  # ECONNRESET: it left with our stdin unread
+                        data = b""
+                    if not data:
+                        return None
+                    code = _deliver(reader.feed(data))
+                    if code is not None:
+                        return code
+    finally:
+        if saved_tc is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_wakeup)
+        sel.close()
+        wake_r.close()
+        wake_w.close()

@@ -1,0 +1,133 @@
+"""`rl info`: what the kernel and the host offer, and which choices rl made from it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from typing import Any
+
+from .. import paths
+from ..defaults import DEFAULT_NETWORK
+from ..runtime import idmap
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _userns() -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "max_user_namespaces": _read("/proc/sys/user/max_user_namespaces"),
+    }
+    for key, path in (
+        ("unprivileged_userns_clone", "/proc/sys/kernel/unprivileged_userns_clone"),
+        ("apparmor_restrict_unprivileged_userns",
+         "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+    ):
+        value = _read(path)
+        if value is not None:
+            out[key] = value
+    probe = subprocess.run(["unshare", "-U", "true"], capture_output=True, text=True) \
+        if shutil.which("unshare") else None
+    out["unprivileged"] = bool(probe and probe.returncode == 0)
+    return out
+
+
+def _cgroups() -> dict[str, Any]:
+    from ..runtime import cgroups
+
+    host = cgroups.probe()
+    try:
+        mode = cgroups.mode_from_env()
+    except Exception as e:
+        mode = str(e)
+    usable = host.base is not None and mode == "enabled"
+    return {"version": host.version, "v2_mount": host.mount, "own_cgroup": host.own,
+            "v1_controllers": host.v1_controllers, "controllers": host.controllers,
+            "delegated": host.delegated, "base": host.base,
+            "systemd_user_instance": host.systemd_user, "mode": mode,
+            "limits": "enforced" if usable else
+            ("disabled (RL_CGROUPS)" if mode != "enabled" else f"unavailable: {host.reason}")}
+
+
+def _fuse() -> dict[str, Any]:
+    ok = os.access("/dev/fuse", os.R_OK | os.W_OK)
+    filesystems = _read("/proc/filesystems") or ""
+    return {"dev_fuse": ok, "kernel_fuse": "fuse" in filesystems.split(),
+            "overlay": "overlay" in filesystems.split(),
+            "fuse_overlayfs": shutil.which("fuse-overlayfs")}
+
+
+def _storage() -> dict[str, Any]:
+    # The probe (fs.drivers.detect_default) mounts a tiny overlay in a throwaway
+    # userns on the storage's own file system; rootfs.py caches its verdict per boot.
+    from fs import drivers
+
+    from ..image import rootfs
+
+    driver, reason = rootfs.default_driver()
+    chosen = os.environ.get("RL_STORAGE_DRIVER")
+    if chosen:
+        driver, reason = rootfs.choose_driver(chosen), "RL_STORAGE_DRIVER is set"
+    return {"default_driver": driver, "reason": reason, "drivers": list(drivers.DRIVERS),
+            "root": str(rootfs.containers_root().parent)}
+
+
+def gather() -> dict[str, Any]:
+    plan = idmap.plan()
+
+    return {
+        "host": {
+            "kernel": platform.release(),
+            "arch": platform.machine(),
+            "uid": os.getuid(),
+            "rootless": os.geteuid() != 0,
+        },
+        "userns": _userns(),
+        "idmap": {
+            "mode": plan.mode,
+            "reason": plan.reason,
+            "uid_map": [f"{m.container_id}:{m.host_id}:{m.size}" for m in plan.uid_mappings],
+            "gid_map": [f"{m.container_id}:{m.host_id}:{m.size}" for m in plan.gid_mappings],
+            "subuid": idmap.subordinate_ranges("/etc/subuid"),
+            "subgid": idmap.subordinate_ranges("/etc/subgid"),
+            "newuidmap": shutil.which("newuidmap"),
+            "newgidmap": shutil.which("newgidmap"),
+        },
+        "fuse": _fuse(),
+        "storage": _storage(),
+        "cgroups": _cgroups(),
+        "network": {
+            "default": DEFAULT_NETWORK,
+            "slirp4netns": shutil.which("slirp4netns"),
+            "pasta": shutil.which("pasta"),
+            "dev_net_tun": os.access("/dev/net/tun", os.R_OK | os.W_OK),
+        },
+        "store": {
+            "runtime_dir": str(paths.runtime_dir()),
+            "data_dir": str(paths.data_dir()),
+            "containers": len(list(paths.containers_dir().glob("[0-9a-f]*"))),
+        },
+    }
+
+
+def render(data: dict[str, Any], indent: int = 0) -> str:
+    """Nested dict as indented 'key: value' lines (podman info's shape)."""
+    out = []
+    for key, value in data.items():
+        pad = "  " * indent
+        if isinstance(value, dict):
+            out.append(f"{pad}{key}:\n{render(value, indent + 1)}")
+        elif isinstance(value, list):
+            items = ", ".join(":".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                              for v in value)
+            out.append(f"{pad}{key}: [{items}]\n")
+        else:
+            out.append(f"{pad}{key}: {'' if value is None else value}\n")
+    return "".join(out)

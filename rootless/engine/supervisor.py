@@ -1,0 +1,764 @@
+"""The per-container supervisor: owns one container's life, as conmon does for podman.
+
+A supervisor is forked by the user's fork server (forkserver.py) with the
+requesting client's socket in hand. It creates the container synchronously
+(container.launch), then runs trio to: pump the container's output into its
+log and to attached clients, feed stdin, relay signals and terminal resizes,
+answer `kill`/`wait`/`resize` on its control socket, and, when PID 1 exits,
+record the exit status, clean up and go.
+
+Liveness: the supervisor holds an exclusive flock on the record's sup.lock
+(containers/<id>/sup.lock) for its whole life and writes its pid and runtime
+directory into it; store.supervisor_alive() tests it, so a supervisor killed
+with SIGKILL is seen as gone by the very next rl command, whatever that
+command's XDG_RUNTIME_DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from netstack.stack import NetStack
+
+from .. import paths
+from .. import syscalls as sc
+from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
+from ..runtime import cgroups, container, idmap
+from . import store, wire
+from .store import Container, ContainerConfig
+
+READ_SIZE = 65536
+
+
+def _now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Log:
+    """docker's json-file format: one JSON object per line of output."""
+
+    def __init__(self, path: Path) -> None:
+        self._partial: dict[str, bytes] = {}
+        self.error: str | None = None
+        self._f = None
+        try:
+            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
+        except OSError as e:  # a damaged record (a directory in its place, say): no log
+            self.error = f"opening the log failed: {e.strerror}"
+
+    def write(self, stream: str, data: bytes) -> None:
+        data = self._partial.pop(stream, b"") + data
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        out = []
+        for line in lines:
+            out.append(self._record(stream, line + b"\n"))
+        if len(tail) >= 16384:
+            out.append(self._record(stream, tail))
+        elif tail:
+            self._partial[stream] = tail
+        if out:
+            self._write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
+        # A full disk or a removed log must not stop the container or its
+        # attached clients: the log stops, once, and says why at the end.
+        if self.error is not None or self._f is None:
+            return
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.error = f"writing the log failed: {e.strerror}"
+
+    def _record(self, stream: str, data: bytes) -> bytes:
+        rec = {"log": data.decode(errors="replace"), "stream": stream, "time": _now_rfc3339()}
+        return json.dumps(rec).encode() + b"\n"
+
+    def close(self) -> None:
+        for stream, tail in list(self._partial.items()):
+            self._write(self._record(stream, tail))
+        self._partial.clear()
+        if self._f is None:
+            return
+        try:
+            self._f.close()
+        except OSError as e:
+            self.error = self.error or f"closing the log failed: {e.strerror}"
+
+
+def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
+    from netstack import etc
+    from netstack.options import NetOptions
+
+    hostname = cfg.spec.hostname or cfg.id[:12]
+    (run_dir / "hostname").write_text(hostname + "\n")
+    # Records made before the netstack have no "net": their mode is cfg.network.
+    net = NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
+    (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name))
+    (run_dir / "resolv.conf").write_text(etc.resolv_conf(net))
+
+
+class Client:
+    """An attached client; output pumps and the exit notice take turns sending to it."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._lock = trio.Lock()
+
+    async def send(self, data: bytes) -> None:
+        async with self._lock:
+            await self.stream.send_all(data)
+
+
+class Supervisor:
+    def __init__(self, ctr: Container, launched: container.Launched,
+                 net: NetStack | None = None, state: store.State | None = None) -> None:
+        self.ctr = ctr
+        self.net = net
+        self.cfg = ctr.config
+        # The record's state as this supervisor wrote it: finish() starts from it, not
+        # from state.json, which may have been damaged meanwhile.
+        self.state = state or store.State(status="running", pid=launched.pid)
+        self.launched = launched
+        self.log = Log(ctr.log_path)
+        self.clients: list[Client] = []
+        self.exit_code: int | None = None
+        self.exited = trio.Event()
+        self.done = trio.Event()
+        self.waiters = 0  # control clients blocked in "wait"
+        self.leftover_cgroup = ""  # removed by after_run()
+        self.storage_error = ""  # why the root's FUSE server died under the container
+        self.stdin_stream: trio.lowlevel.FdStream | None = None
+        if launched.pty_master is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
+        elif launched.stdin is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(launched.stdin)
+
+    # -- output ---------------------------------------------------------------
+
+    async def _broadcast(self, data: bytes) -> None:
+        for client in list(self.clients):
+            try:
+                await client.send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.clients.remove(client)
+
+    async def pump(self, fd: int, stream: str, kind: int) -> None:
+        async with trio.lowlevel.FdStream(fd) as src:
+            while True:
+                try:
+                    data = await src.receive_some(READ_SIZE)
+                except trio.BrokenResourceError:  # EIO on a pty whose slave closed
+                    break
+                except OSError as e:
+                    if e.errno == errno.EIO:
+                        break
+                    raise
+                if not data:
+                    break
+                self.log.write(stream, data)
+                await self._broadcast(wire.frame(kind, data))
+
+    # -- input and control ------------------------------------------------------
+
+    def kill(self, signum: int) -> None:
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.launched.pid, signum)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.launched.pty_master is not None:
+            with contextlib.suppress(OSError):
+                container.set_winsize(self.launched.pty_master, rows, cols)
+
+    async def handle_control(self, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "signal":
+            self.kill(int(msg["signal"]))
+        elif op == "resize":
+            self.resize(int(msg["rows"]), int(msg["cols"]))
+
+    async def serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
+        """An attached client: frames in (stdin, control), output frames out.
+
+        Whatever a client sends, or however it goes away, the supervisor and
+        the container go on.
+        """
+        try:
+            await self._serve_client(stream, stdin)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
+                KeyError, TypeError):
+            pass
+
+    async def _serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
+        reader = wire.FrameReader()
+        while True:
+            try:
+                data = await stream.receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                # The client went away: docker detaches and the container goes on.
+                # A pipe's reader gets EOF (as with docker run -i); a terminal is
+                # left alone, so a shell under -t survives its client.
+                if stdin and self.launched.pty_master is None:
+                    await self.close_stdin()
+                return
+            for kind, payload in reader.feed(data):
+                if kind == wire.STDIN and stdin and self.stdin_stream is not None:
+                    try:
+                        await self.stdin_stream.send_all(payload)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+                elif kind == wire.STDIN_EOF and stdin:
+                    await self.close_stdin()
+                elif kind == wire.CONTROL:
+                    await self.handle_control(json.loads(payload))
+
+    async def close_stdin(self) -> None:
+        if self.launched.pty_master is not None:
+            # A terminal has no half-close: send EOF the way a keyboard does.
+            if self.stdin_stream is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.stdin_stream.send_all(b"\x04")
+            return
+        if self.stdin_stream is not None:
+            await self.stdin_stream.aclose()
+            self.stdin_stream = None
+
+    async def control_server(self, listener: trio.SocketListener) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as e:
+                    # Out of descriptors (a flood on a published port, say):
+                    # wait for some to free up; never let it take the
+                    # supervisor, and so the container, down.
+                    if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                nursery.start_soon(self.serve_control, stream)
+
+    async def serve_control(self, stream: trio.SocketStream) -> None:
+        # A client may vanish at any moment (a `stop -t` that gave up waiting):
+        # that must never take the supervisor, and the container, down with it.
+        try:
+            await self._serve_control(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
+                KeyError, TypeError):
+            pass
+
+    async def _serve_control(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            line = b""
+            while not line.endswith(b"\n") and len(line) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                line += chunk
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                return
+            op = msg.get("op")
+            if op == "kill":
+                self.kill(int(msg.get("signal", signal.SIGKILL)))
+                await stream.send_all(b'{"ok": true}\n')
+            elif op == "resize":
+                self.resize(int(msg["rows"]), int(msg["cols"]))
+                await stream.send_all(b'{"ok": true}\n')
+            elif op == "wait":
+                self.waiters += 1
+                try:
+                    await self.done.wait()
+                    await stream.send_all(
+                        json.dumps({"exit_code": self.exit_code}).encode() + b"\n")
+                finally:
+                    self.waiters -= 1
+            elif op == "attach":
+                client = Client(stream)
+                await client.send(wire.control({"event": "attached"}))
+                self.clients.append(client)
+                await self.serve_client(stream, stdin=bool(msg.get("stdin")))
+
+    # -- lifetime ---------------------------------------------------------------
+
+    async def _serve_net(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        try:
+            with scope:
+                if self.net is not None:
+                    await self.net.serve()
+        finally:
+            done.set()
+
+    async def wait_exit(self) -> None:
+        pidfd = os.pidfd_open(self.launched.pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(self.launched.pid, 0)
+        self.exit_code = container.exit_code(status)
+        self.exited.set()
+
+    async def watch_storage(self, pid: int) -> None:
+        """The root's FUSE server dying under the container is reported, not hidden:
+        the container sees ENOTCONN from then on, its log and State.Error say why."""
+        pidfd = os.pidfd_open(pid)
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        self.launched.storage_pid = None
+        await self._storage_died(pid, os.waitstatus_to_exitcode(status))
+
+    async def _storage_died(self, pid: int, code: int) -> None:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        self.storage_error = (f"the {self.cfg.storage_driver} server of the container's root "
+                              f"filesystem (pid {pid}) {how}; its files are unreachable")
+        line = f"rl: {self.storage_error}\n".encode()
+        self.log.write("stderr", line)
+        await self._broadcast(wire.frame(wire.STDERR, line))
+
+    async def stop_storage(self) -> None:
+        """Once PID 1 is gone, nothing uses the root: its server unmounts and exits.
+
+        A server asked to stop exits with 0; any other status means it had
+        died already (perhaps what ended the container), and is reported.
+        """
+        pid = self.launched.storage_pid
+        if pid is None:
+            return
+        self.launched.storage_pid = None
+        pidfd = os.pidfd_open(pid)
+        killed = False
+        try:
+            os.kill(pid, signal.SIGTERM)
+            with trio.move_on_after(2):
+                await trio.lowlevel.wait_readable(pidfd)
+            with contextlib.suppress(ProcessLookupError):
+                if not select.select([pidfd], [], [], 0)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
+        finally:
+            os.close(pidfd)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not killed:
+            await self._storage_died(pid, code)
+
+    async def run(self, ctl: socket.socket, first_client: socket.socket | None,
+                  attach_stdin: bool) -> int:
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.control_server, listener)
+            net_scope = trio.CancelScope()
+            net_done = trio.Event()
+            nursery.start_soon(self._serve_net, net_scope, net_done)
+            storage_scope = trio.CancelScope()
+            if self.launched.storage_pid is not None:
+                async def watch(pid: int) -> None:
+                    with storage_scope:
+                        await self.watch_storage(pid)
+
+                nursery.start_soon(watch, self.launched.storage_pid)
+            client_stream = None
+            if first_client is not None:
+                client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
+                self.clients.append(Client(client_stream))
+                nursery.start_soon(self.serve_client, client_stream, attach_stdin)
+            async with trio.open_nursery() as io:
+                io.start_soon(self.wait_exit)
+                ch = self.launched
+                if ch.pty_master is not None:
+                    io.start_soon(self.pump, ch.pty_master, "stdout", wire.STDOUT)
+                if ch.stdout is not None:
+                    io.start_soon(self.pump, ch.stdout, "stdout", wire.STDOUT)
+                if ch.stderr is not None:
+                    io.start_soon(self.pump, ch.stderr, "stderr", wire.STDERR)
+                await self.exited.wait()
+                # The PID namespace is gone with its PID 1, so every writer of
+                # the output pipes is too: drain them, but never hang on it.
+                io.cancel_scope.deadline = trio.current_time() + 2
+            storage_scope.cancel()
+            await self.stop_storage()
+            self.log.close()
+            # Published ports and the network helpers go with the container,
+            # before anyone hears that it exited.
+            net_scope.cancel()
+            await net_done.wait()
+            if self.net is not None:
+                self.net.close()
+            assert self.exit_code is not None
+            self.finish()
+            self.done.set()
+            for client in list(self.clients):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await client.send(wire.control({"event": "exit",
+                                                    "exit_code": self.exit_code}))
+            # Let every `wait` caller have its answer (bounded), then go.
+            with trio.move_on_after(1):
+                while self.waiters:
+                    await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+        return self.exit_code
+
+    def finish(self) -> None:
+        """Record the exit; with --rm take the container out of every listing.
+
+        Runs on the event loop, so only quick work here: removing the cgroup
+        (which may wait for dying processes) and the files (a --rm rootfs copy
+        needs a forked user-namespace helper) happen in after_run().
+        """
+        st = self.state
+        st.status = "exited"
+        st.exit_code = self.exit_code or 0
+        st.finished_at = time.time()
+        if self.log.error or self.storage_error:
+            st.error = "; ".join(e for e in (self.storage_error, self.log.error) if e)
+        if st.cgroup:
+            # The OOM killer's verdict is in memory.events, gone with the cgroup.
+            st.oom_killed = cgroups.oom_killed(st.cgroup)
+            self.leftover_cgroup = st.cgroup
+            st.cgroup = ""
+        with contextlib.suppress(OSError):  # state.json replaced by a directory, say
+            self.ctr.write_state(st)
+        cleanup_mountpoints(self.cfg)
+        if self.cfg.auto_remove:
+            store.unlist(self.ctr.id)
+
+    def after_run(self) -> None:
+        """The slow part of the clean-up, once trio has returned."""
+        if self.leftover_cgroup:
+            cgroups.remove(self.leftover_cgroup)
+        if self.cfg.auto_remove:
+            store.remove_files(self.ctr.id)
+
+
+def cleanup_mountpoints(cfg: ContainerConfig) -> None:
+    """Remove the empty files rl created in the rootfs to mount /etc/hosts and friends on."""
+    from ..runtime.mounts import secure_join
+
+    if not cfg.created_mountpoints:
+        return
+    # Another live container on the same rootfs may have a mount on one of
+    # these files: unlinking it would detach that mount from under it.
+    for other in store.all_containers():
+        try:
+            shared = other.id != cfg.id and other.raw_config.get("rootfs") == cfg.rootfs
+        except (OSError, ValueError):
+            continue
+        if shared and store.supervisor_alive(other.id):
+            return
+    for dest in cfg.created_mountpoints:
+        path = secure_join(cfg.rootfs, dest)
+        with contextlib.suppress(OSError):
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                os.unlink(path)
+
+
+def _before_start(cfg: ContainerConfig, cgroup: str | None,
+                  net: NetStack | None) -> Callable[[int], None] | None:
+    """What S does once PID 1 exists, before its command: the limits the start
+    relaxed, then its network. (PID 1 is in its cgroup already: C1 was moved
+    there before it forked, see container.launch.)"""
+    if not cgroup and net is None:
+        return None
+
+    def hook(pid: int) -> None:
+        if cgroup:
+            cgroups.settle(cgroup, cfg.resources)
+        if net is not None:
+            net.attach(pid)
+
+    return hook
+
+
+def _make_cgroup(cfg: ContainerConfig) -> str | None:
+    """The container's own cgroup with its limits, when cgroups are delegated and wanted."""
+    if cfg.cgroups == "disabled":
+        return None
+    host = cgroups.probe()
+    if host.base is None:
+        # rl run checked at create time; a record with limits must not run unconstrained.
+        cgroups.require(cfg.resources, [], host)
+        return None
+    return cgroups.create(host, cfg.id, cfg.resources)
+
+
+def _send_warning(sock: socket.socket, message: str) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "warning", "message": message}))
+
+
+def _send_error(sock: socket.socket | None, err: RlError) -> None:
+    if sock is None:
+        return
+    event = {"event": "error", "exit_code": err.exit_code, "message": err.message,
+             "kind": kind_of(err)}
+    if isinstance(err, NoSuchImage):
+        event["missing_image"] = err.ref  # rl run pulls it and asks again
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control(event))
+
+
+def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
+    """A fork-server request, in the forked supervisor: "start" an existing
+    container; "run": create it from api.RunOptions fields, then start it;
+    "run-argv": the same from `rl run`'s raw arguments (entry.py)."""
+    env = msg.get("env")
+    if isinstance(env, dict):
+        os.environ.clear()
+        os.environ.update(env)
+    op = msg.get("op")
+    attach, stdin = bool(msg.get("attach")), bool(msg.get("stdin"))
+    started: dict[str, Any] = {}
+    if op in ("run", "run-argv"):
+        from . import containers as api
+
+        flags: dict[str, Any] = {}
+        try:
+            os.chdir(str(msg.get("cwd") or "/"))
+            if op == "run-argv":
+                from ..cli import app as cli
+
+                size = msg.get("console_size")
+                options, flags = cli.parse_run([str(a) for a in msg.get("argv") or []],
+                                               tuple(size) if size else None)
+                attach = not flags["detach"]
+                stdin = flags["interactive"] and attach
+                started = {k: flags[k] for k in ("detach", "tty", "interactive")}
+            else:
+                options = dict(msg.get("options") or {})
+            if options.get("console_size"):
+                options["console_size"] = tuple(options["console_size"])
+            cid = api.create(api.RunOptions(**options), warn=lambda m: _send_warning(client, m)).id
+        except NeedsFullCli:
+            _send_needs_full_cli(client)
+            return EXIT_RL
+        except NoSuchImage as err:
+            if op == "run-argv" and flags.get("pull_policy") == "missing":
+                _send_needs_full_cli(client)  # the CLI pulls it, with its progress, and runs
+                return EXIT_RL
+            _send_error(client, err)
+            return err.exit_code
+        except RlError as err:
+            _send_error(client, err)
+            return err.exit_code
+        except (OSError, TypeError, ValueError) as exc:
+            failure = RlError(f"creating the container: {exc}", EXIT_RL)
+            _send_error(client, failure)
+            return EXIT_RL
+    else:
+        cid = str(msg["id"])
+    return main(cid, client, attach, stdin, started=started)
+
+
+def _send_needs_full_cli(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(wire.control({"event": "error", "exit_code": EXIT_RL,
+                                   "needs_full_cli": True, "message": "needs the full CLI"}))
+
+
+def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
+         env: dict[str, str] | None = None, started: dict[str, Any] | None = None) -> int:
+    """Entry point in the forked supervisor process (single-threaded, trio not running).
+
+    env is the requesting rl command's environment: a supervisor serves that
+    command's XDG directories and settings, not the fork server's.
+    """
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    ctr = Container(cid)
+    try:
+        lock_fd = _take_lock(ctr)
+    except RlError as err:
+        _send_error(client, err)
+        return err.exit_code
+    # This supervisor's own runtime directory (the record names its creator's).
+    run_dir = paths.container_run_dir(cid)
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}).encode(), 0)
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
+    net: NetStack | None = None
+    try:
+        cfg = ctr.config
+        _own_run_dir(cfg, run_dir)
+        write_etc_files(cfg, run_dir)
+        linux = cfg.spec.linux
+        plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
+        net = NetStack.load(cfg, run_dir) if cfg.net else None
+        if net is not None:
+            net.prepare()
+        cgroup = _make_cgroup(cfg)
+        try:
+            launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
+                                        before_start=_before_start(cfg, cgroup, net),
+                                        cgroup=cgroup)
+        except BaseException:
+            if cgroup:
+                cgroups.remove(cgroup)
+            raise
+    except RlError as err:
+        if net is not None:
+            net.close()
+        fail_start(ctr, err, run_dir)
+        _send_error(client, err)
+        return err.exit_code
+    except Exception as exc:  # reported to the user, never lost
+        if net is not None:
+            net.close()
+        failure = RlError(f"starting the container: {exc}", EXIT_RL)
+        fail_start(ctr, failure, run_dir)
+        _send_error(client, failure)
+        return EXIT_RL
+
+    try:
+        st = ctr.raw_state()
+    except store.RecordError:
+        st = store.State()  # damaged meanwhile: this supervisor's is the truth now
+    st.status = "running"
+    st.pid = launched.pid
+    st.supervisor_pid = os.getpid()
+    st.started_at = time.time()
+    st.exit_code = 0
+    st.error = ""
+    st.oom_killed = False
+    st.cgroup = cgroup or ""
+    with contextlib.suppress(OSError):  # unwritable: the record reads as dead, rm -f works
+        ctr.write_state(st)
+    # The control socket listens before anyone hears "started": a `rl stop`
+    # right after `rl run -d` must find it.
+    ctl = bind_control_socket(run_dir)
+    if client is not None:
+        try:
+            client.sendall(wire.control({"event": "started", "id": cid, "pid": launched.pid,
+                                         **(started or {})}))
+        except OSError:
+            attach = False  # the client is gone (killed): the container runs on, detached
+        if not attach:
+            client.close()
+            client = None
+    _raise_nofile_limit()  # after the launch: the container keeps the limits it was given
+    sup = Supervisor(ctr, launched, net, st)
+    try:
+        code = trio.run(sup.run, ctl, client, attach_stdin)
+    except BaseException:
+        # Never leave a record saying "running" behind a crash: say what happened.
+        import traceback
+
+        st = sup.state
+        st.status = "exited"
+        st.exit_code = sup.exit_code if sup.exit_code is not None else 255
+        st.error = "supervisor crashed: " + traceback.format_exc().strip().splitlines()[-1]
+        st.finished_at = time.time()
+        with contextlib.suppress(OSError):
+            ctr.write_state(st)
+        raise
+    finally:
+        if net is not None:
+            net.close()
+    sup.after_run()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return code
+
+
+def _raise_nofile_limit() -> None:
+    """The supervisor holds a descriptor per attached client and forwarded
+    connection: let it use as many as the user may."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def bind_control_socket(run_dir: Path) -> socket.socket:
+    path = run_dir / "ctl.sock"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.bind(paths.socket_address(path))
+    sock.listen(16)
+    return sock
+
+
+def _take_lock(ctr: Container) -> int:
+    """The record's liveness lock, held for this process's life; RlError if another
+    supervisor has it, or the record is gone or damaged."""
+    cid = ctr.id
+    path = ctr.dir / store.LOCK
+    try:
+        # No O_CREAT of the directory: a record removed meanwhile stays removed.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except FileNotFoundError:
+        raise NoSuchContainer(cid) from None
+    except OSError as e:
+        raise RlError(f"cannot start container {cid[:12]}: its record is damaged: "
+                      f"{store.LOCK}: {e.strerror}; `rl rm -f {cid[:12]}` removes it", 1) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Removed between the open and the lock (rm holds it shared while it
+        # deletes): the lock is on a file no other rl can find any more.
+        same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"container {cid[:12]} is already running", 1) from None
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        raise NoSuchContainer(cid)
+    return fd
+
+
+def _own_run_dir(cfg: ContainerConfig, run_dir: Path) -> None:
+    """Bind /etc/hostname, hosts and resolv.conf from this supervisor's runtime directory:
+    the record names its creator's, which may be another (XDG_RUNTIME_DIR unset, say)."""
+    for m in cfg.spec.mounts:
+        if (m.type == "bind" and m.source and m.destination in _ETC_FILES
+                and Path(m.source).parent.name == cfg.id):
+            m.source = str(run_dir / Path(m.source).name)
+
+
+_ETC_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def fail_start(ctr: Container, err: RlError, run_dir: Path) -> None:
+    """A container whose start failed stays 'created' with the error, as docker's does."""
+    with contextlib.suppress(OSError, ValueError):
+        cleanup_mountpoints(ctr.config)
+        if ctr.config.auto_remove:
+            store.remove_files(ctr.id)
+            return
+        st = ctr.raw_state()
+        st.status = "created"
+        st.exit_code = err.exit_code
+        st.error = err.message
+        ctr.write_state(st)
+    shutil.rmtree(run_dir, ignore_errors=True)

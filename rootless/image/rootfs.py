@@ -1,0 +1,342 @@
+"""A container's root filesystem, made from its image's layers by a storage driver.
+
+Each container made from an image owns storage/containers/<id>/:
+
+    vfs:                       rootfs/   a full copy of the layers, made at create
+    overlay, fuse,             init/     the mount points rl adds (/proc, /etc/hosts…),
+    fuse-overlayfs:                      a lower layer above the image's, as docker's
+                                         "-init" layer: they never show in rl diff
+                               diff/     the writable (upper) layer
+                               work/     the overlay's scratch directory
+                               merged/   the mount point; the mount itself exists
+                                         only in the container's mount namespaces
+
+The overlay drivers mount at start, in the container's first process (see
+container.py), never on the host: nothing is left mounted if any rl process
+is killed. Layer directories are shared, read-only, by every container of the
+image (imagestore.collect keeps them while a container uses them).
+
+A create prepares everything at storage/containers/.tmp-*, renames it to the
+container's id once the record is about to exist, and a removal renames it
+to .rm-<id> before deleting it inside the user namespace; collect_garbage
+finishes what a killed rl left. The driver is chosen once per boot
+(fs.drivers.detect_default, with a probe mount on the storage's own file
+system) and cached in the runtime directory; --storage-driver or
+RL_STORAGE_DRIVER override it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fs import diff, drivers, walk
+from fs.drivers import DRIVERS, OVERLAYS
+
+from .. import paths
+from ..engine.store import ContainerConfig
+from ..errors import InvalidArgument, NotFound, RlError
+from .store import Image, Store
+
+
+def containers_root() -> Path:
+    return paths.data_dir() / "storage" / "containers"
+
+
+def choose_driver(requested: str | None) -> str:
+    """--storage-driver, else RL_STORAGE_DRIVER, else what this machine does best."""
+    wanted = requested or os.environ.get("RL_STORAGE_DRIVER", "")
+    if wanted:
+        if wanted not in DRIVERS:
+            raise InvalidArgument(f"invalid storage driver {wanted!r}: expected one of "
+                                  f"{', '.join(DRIVERS)}")
+        if wanted in ("fuse", "fuse-overlayfs"):
+            why = drivers.fuse_usable()
+            if why is not None:
+                raise RlError(f"storage driver {wanted}: {why} (FUSE is not usable here; "
+                              "try --storage-driver=overlay or vfs)")
+            if wanted == "fuse-overlayfs":
+                import shutil
+
+                if shutil.which("fuse-overlayfs") is None:
+                    raise RlError("storage driver fuse-overlayfs: fuse-overlayfs is not "
+                                  "installed (Debian package fuse-overlayfs)")
+        return wanted
+    return default_driver()[0]
+
+
+def default_driver() -> tuple[str, str]:
+    """(driver, why), probed once per boot and data directory, then read from a cache."""
+    root = containers_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cache = paths.runtime_dir() / "storage-driver"
+    key = f"{os.uname().release} {root}"
+    with contextlib.suppress(OSError, ValueError):
+        k, driver, why = cache.read_text().split("\n", 2)
+        if k == key and driver in DRIVERS:
+            return driver, why
+    # In storage/, beside containers/: an rmi's garbage collection there must
+    # never take the probe's directory away mid-probe.
+    choice = drivers.detect_default(str(root.parent))
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        tmp.write_text(f"{key}\n{choice.driver}\n{choice.reason}")
+        os.rename(tmp, cache)
+    return choice.driver, choice.reason
+
+
+@dataclass
+class Prepared:
+    """Storage made for a container that has no record yet (at a temporary name)."""
+
+    driver: str
+    tmp: Path
+    image_layers: list[str]  # the image's layer directories, top first
+
+    @property
+    def rootfs(self) -> Path:
+        return self.tmp / ("rootfs" if self.driver == "vfs" else "merged")
+
+
+def prepare(store: Store, image: Image, driver: str) -> Prepared:
+    """The container's storage at a temporary name; the caller finishes or discards it."""
+    from ..runtime import userns
+    from . import layers
+
+    for layer, diff_id in zip(image.layers, image.diff_ids, strict=False):
+        store.ensure_layer(layer["digest"], diff_id)
+    root = containers_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = root / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+    tmp.mkdir(mode=0o700)
+    bottom_first = [str(store.layer_dir(d)) for d in image.diff_ids]
+    prepared = Prepared(driver, tmp, bottom_first[::-1])
+    try:
+        if driver == "vfs":
+            rootfs = prepared.rootfs
+            rootfs.mkdir(mode=0o755)
+
+            def compose() -> None:
+                for d in bottom_first:
+                    layers.apply(d, str(rootfs))
+
+            userns.run(compose)
+        else:
+            for name in ("init", "diff", "work", "merged"):
+                (tmp / name).mkdir(mode=0o755)
+    except BaseException:
+        discard(tmp)
+        raise
+    return prepared
+
+
+def finish(prepared: Prepared, cfg: ContainerConfig, mount_points: list[tuple[str, bool]]
+           ) -> None:
+    """Give the storage its container's name and point cfg at it.
+
+    mount_points are (destination, is_dir) of the container's mounts: for an
+    overlay they are made in its init layer, where neither rl diff nor rl
+    commit sees them.
+    """
+    final = containers_root() / cfg.id
+    cfg.storage_driver = prepared.driver
+    if prepared.driver != "vfs":
+        lowers = prepared.image_layers
+        init = str(prepared.tmp / "init")
+        try:
+            # Usually every directory involved is the container root's, which
+            # is this user: no user namespace (and no fork) is needed.
+            _populate_init(init, lowers, mount_points, as_root=False)
+        except _NeedsRoot:
+            from ..runtime import userns
+
+            for name in os.listdir(init):  # start over, as root of the namespace
+                walk.remove(os.path.join(init, name))
+            userns.run(lambda: _populate_init(init, lowers, mount_points, as_root=True))
+        cfg.created_mountpoints = []
+        cfg.layers = [str(final / "init"), *lowers]
+        cfg.upper = str(final / "diff")
+        cfg.work = str(final / "work")
+    cfg.rootfs = str(final / prepared.rootfs.name)
+    cfg.spec.root.path = cfg.rootfs
+    os.rename(prepared.tmp, final)
+
+
+class _NeedsRoot(Exception):
+    """An init-layer directory must belong to another id than the container's root,
+    or the image's directories deny this user: redo it as root of the namespace."""
+
+
+def _populate_init(init: str, lowers: list[str], mount_points: list[tuple[str, bool]],
+                   as_root: bool) -> None:
+    """Create the mount points the image lacks (and their parents) in the init layer.
+
+    A parent the image has is made with the image's owner, mode and times,
+    since the init layer's directory is what the container sees there (mode
+    and times set last, bottom up: a 0550 /root must still take /root/data).
+    A destination the image routes through a symlink is left to the
+    container's PID 1 to create safely at start (mounts.secure_join).
+    """
+    made: list[tuple[str, os.stat_result]] = []  # directories copied from the image
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        for dest, is_dir in mount_points:
+            parts = [p for p in dest.split("/") if p]
+            for i in range(1, len(parts) + 1):
+                rel = "/".join(parts[:i])
+                last = i == len(parts)
+                st = diff.lower_lstat(rel, lowers)
+                path = os.path.join(init, rel)
+                if st is not None:
+                    if not stat.S_ISDIR(st.st_mode) or last:
+                        break  # there already (or not a directory: resolved at start)
+                    if not os.path.isdir(path):
+                        if not as_root and (st.st_uid, st.st_gid) != (uid, gid):
+                            raise _NeedsRoot
+                        os.mkdir(path, 0o755)
+                        made.append((path, st))
+                    continue
+                if last and not is_dir:
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+                    os.chmod(path, 0o644)
+                elif not os.path.isdir(path):
+                    os.mkdir(path)
+                    os.chmod(path, 0o755)
+    except PermissionError:
+        if as_root:
+            raise
+        raise _NeedsRoot from None
+    for path, st in reversed(made):  # children first: their creation moved the times
+        if as_root:
+            os.lchown(path, st.st_uid, st.st_gid)
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def discard(tmp: Path) -> None:
+    from ..runtime import userns
+
+    userns.remove_tree(tmp)
+
+
+def remove(cid: str) -> None:
+    """Delete a container's storage, if it has some (called from store.remove_files)."""
+    from ..runtime import userns
+
+    # gone already: never had any, or a concurrent rmi/prune collected it
+    path = containers_root() / cid
+    userns.remove_renamed(path, path.with_name(f".rm-{cid}"))
+
+
+def collect_garbage(container_ids: set[str]) -> None:
+    """Storage without a container record, and what a killed create or rm left behind.
+
+    Runs only under the image store's exclusive gc lock (rmi, prune): every
+    create holds it shared from preparing until its record exists, so nothing
+    found here is in flight, except a removal (`.rm-*`), left alone for a
+    minute after its rename (a rename updates the ctime).
+    """
+    from ..runtime import userns
+
+    legacy = containers_root().parent / "vfs"  # copies made before rootfs.py
+    if legacy.is_dir():
+        for entry in legacy.iterdir():
+            if entry.name not in container_ids:
+                userns.remove_tree(entry)
+    root = containers_root()
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        if entry.name.startswith(".rm-"):
+            try:
+                stale = time.time() - entry.lstat().st_ctime > 60
+            except FileNotFoundError:
+                continue  # its remover just finished
+            if stale:
+                userns.remove_tree(entry)
+        elif entry.name.startswith(".tmp-") or entry.name not in container_ids:
+            userns.remove_tree(entry)
+
+
+def image_layers(cfg: ContainerConfig, store: Store) -> list[str]:
+    """The container's image layer directories, bottom first (vfs: from its image)."""
+    if cfg.storage_driver in OVERLAYS:
+        return cfg.layers[1:][::-1]
+    img = next((i for i in store.images() if i.id == cfg.image_id), None)
+    if img is None:
+        raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone", 125)
+    for layer, diff_id in zip(img.layers, img.diff_ids, strict=False):
+        store.ensure_layer(layer["digest"], diff_id)
+    return [str(store.layer_dir(d)) for d in img.diff_ids]
+
+
+def changes(cfg: ContainerConfig, store: Store) -> list[tuple[str, str]]:
+    """`rl diff`: (kind, path) for every change, sorted by path."""
+    from ..runtime import userns
+    from . import layers
+
+    if cfg.storage_driver in OVERLAYS:
+        upper, lowers = cfg.upper, cfg.layers
+        found = userns.run(lambda: diff.changes(upper, lowers))
+        return [(c.kind, c.path) for c in found]
+    lowers = image_layers(cfg, store)
+    rootfs, skip = cfg.rootfs, set(cfg.created_mountpoints)
+    return sorted(userns.run(lambda: layers.changes(lowers, rootfs, skip)),
+                  key=lambda kc: kc[1])
+
+
+def write_diff(cfg: ContainerConfig, store: Store, out_fd: int) -> None:
+    """`rl commit`: the container's changes as an OCI layer tar on out_fd."""
+    from ..runtime import userns
+    from . import layers
+
+    if cfg.storage_driver in OVERLAYS:
+        upper = cfg.upper
+        userns.run(lambda: diff.write_layer_to(upper, out_fd))
+        return
+    lowers = image_layers(cfg, store)
+    rootfs, skip = cfg.rootfs, set(cfg.created_mountpoints)
+    userns.run(lambda: layers.write_diff_tar(lowers, rootfs, out_fd, skip))
+
+
+def write_tree(cfg: ContainerConfig, out_fd: int) -> None:
+    """`rl export`: the container's whole file system as a tar on out_fd.
+
+    For an overlay, a read-only view (the upper layer on top of the others,
+    all as lower layers) is mounted in a private mount namespace of the
+    user-namespace helper, so it works whether the container runs or not.
+    """
+    from ..runtime import userns
+    from . import layers
+
+    skip = set(cfg.created_mountpoints)
+    if cfg.storage_driver not in OVERLAYS:
+        rootfs = cfg.rootfs
+        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip))
+        return
+    driver, lowers, upper = cfg.storage_driver, [cfg.upper, *cfg.layers[1:]], cfg.upper
+
+    def export() -> None:
+        import tempfile
+
+        from .. import syscalls as sc
+
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        scratch = tempfile.mkdtemp(prefix=".export-", dir=os.path.dirname(upper))
+        try:
+            for d in ("upper", "work", "root"):
+                os.mkdir(os.path.join(scratch, d))
+            view = os.path.join(scratch, "root")
+            with drivers.mount(driver, lowers, os.path.join(scratch, "upper"),
+                               os.path.join(scratch, "work"), view):
+                layers.write_tree_tar(view, out_fd, skip)
+        finally:
+            with contextlib.suppress(OSError):
+                walk.remove(scratch)  # it opens up overlayfs' mode-000 work/work itself
+
+    userns.run(export)
