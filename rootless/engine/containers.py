@@ -600,19 +600,6 @@ def _iso(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def status_text(st: store.State, now: float | None = None) -> str:
-    from .humanize import duration
-
-    now = now or time.time()
-    if st.status == "running":
-        return f"Up {duration(now - st.started_at)}"
-    if st.status == "exited":
-        return f"Exited ({st.exit_code}) {duration(now - st.finished_at)} ago"
-    if st.status == "dead":
-        return "Dead"
-    return "Created"
-
-
 def _salvage(ctr: Container) -> tuple[str, str, float]:
     """A damaged record's image, command and creation time, as far as they can be read."""
     try:
@@ -742,49 +729,6 @@ def inspect(ctr: Container) -> dict[str, Any]:
                        cfg.spec.linux.gid_mappings],
         },
     }
-
-
-@dataclass
-class PsEntry:
-    id: str
-    image: str
-    command: str
-    created: float
-    status: str
-    state: str
-    names: str
-    ports: str = ""
-
-
-def ps(all_: bool = False) -> list[PsEntry]:
-    from . import quotas
-
-    store.collect_garbage()
-    quotas.collect_garbage()
-    out = []
-    now = time.time()
-    for c in store.all_containers():
-        try:
-            st = c.state()
-            if st.status == "dead":
-                # Without -a too while a supervisor still runs for it.
-                if all_ or st.supervisor_pid:
-                    image, command, created = _salvage(c)
-                    out.append(PsEntry(id=c.id, image=image, command=command, created=created,
-                                       status="Dead", state="dead", names=c.name))
-                continue
-            cfg = c.config
-        except store.RecordError:
-            continue  # removed meanwhile
-        if not all_ and st.status != "running":
-            continue
-        out.append(PsEntry(
-            id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
-            created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
-            ports=netcli.ps_ports(c) if st.status == "running" else "",
-        ))
-    out.sort(key=lambda e: e.created, reverse=True)
-    return out
 
 
 @dataclass

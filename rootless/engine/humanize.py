@@ -1,6 +1,12 @@
-"""Durations and sizes spelled the way docker prints them."""
+"""Durations and statuses spelled the way docker prints them.
+
+Here and not in a face: docker's API itself answers a container's Status
+as text ("Up 5 seconds"), so every face spells it the same way.
+"""
 
 from __future__ import annotations
+
+import time
 
 
 def duration(seconds: float) -> str:
@@ -29,3 +35,17 @@ def duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{hours // 24 // 365} years"
+
+
+def status(state: str, exit_code: int = 0, started_at: float = 0.0, finished_at: float = 0.0,
+           now: float | None = None) -> str:
+    """docker's container Status: 'Up 5 seconds', 'Exited (0) 3 minutes ago', 'Created'."""
+    now = now or time.time()
+    if state == "running":
+        return f"Up {duration(now - started_at)}"
+    if state == "exited":
+        return f"Exited ({exit_code}) {duration(now - finished_at)} ago"
+    if state == "dead":
+        return "Dead"
+    return "Created"
+
