@@ -628,7 +628,7 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     first = True
     while True:
-        rows = quotas.stats(list(containers), interval, strict=first)
+        rows = [views.stats_row(s) for s in quotas.stats(list(containers), interval, strict=first)]
         first = False
         if fmt == "json":
             out = "\n".join(json.dumps(r) for r in rows)

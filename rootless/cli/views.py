@@ -1,7 +1,7 @@
 """The engine's records as the CLI shows them: docker's --format json keys and text layouts.
 
 The engine returns typed values (timestamps, bytes, port mappings); the
-strings `rl ps` and `rl port` print are made here.
+strings `rl ps`, `rl stats` and `rl port` print are made here.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..engine.humanize import duration
+from ..engine.humanize import binary_size, duration, human_size
 
 if TYPE_CHECKING:
     from netstack.ports import PortMapping
 
     from ..engine.listing import ContainerSummary
+    from ..engine.quotas import Stats
 
 
 def ports_text(ports: Iterable[PortMapping]) -> str:
@@ -37,5 +38,30 @@ def ps_row(s: ContainerSummary, now: float, no_trunc: bool) -> dict[str, Any]:
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
         "RunningFor": f"{duration(now - s.created)} ago", "Status": s.status(now),
         "State": s.state, "Names": s.name, "Ports": ports_text(s.ports),
+    }
+
+
+def stats_row(s: Stats) -> dict[str, Any]:
+    """One line of `rl stats`: docker's --format json keys (strings) plus raw figures."""
+    if not s.available:
+        dash = "--"
+        return {"ID": s.id, "Container": s.id[:12], "Name": s.name,
+                "CPUPerc": dash, "MemUsage": f"{dash} / {dash}", "MemPerc": dash,
+                "NetIO": f"{dash} / {dash}", "BlockIO": f"{dash} / {dash}", "PIDs": dash,
+                "Cgroup": False}
+    return {
+        "ID": s.id, "Container": s.id[:12], "Name": s.name,
+        "CPUPerc": f"{s.cpu_percent:.2f}%",
+        "MemUsage": f"{binary_size(s.mem_usage)} / {binary_size(s.mem_limit)}",
+        "MemPerc": f"{s.mem_percent:.2f}%",
+        "NetIO": f"{human_size(s.net_rx)} / {human_size(s.net_tx)}",
+        "BlockIO": f"{human_size(s.block_read)} / {human_size(s.block_write)}",
+        "PIDs": str(s.pids),
+        "Cgroup": True,
+        "CPUUsageUsec": s.cpu_usec, "MemUsageBytes": s.mem_usage,
+        "MemLimitBytes": s.mem_limit, "PIDsCurrent": s.pids,
+        "PIDsLimit": s.pids_limit, "BlockReadBytes": s.block_read,
+        "BlockWriteBytes": s.block_write, "NetRxBytes": s.net_rx,
+        "NetTxBytes": s.net_tx,
     }
 

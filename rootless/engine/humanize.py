@@ -1,4 +1,4 @@
-"""Durations and statuses spelled the way docker prints them.
+"""Durations, sizes and statuses spelled the way docker prints them.
 
 Here and not in a face: docker's API itself answers a container's Status
 as text ("Up 5 seconds"), so every face spells it the same way.
@@ -49,3 +49,20 @@ def status(state: str, exit_code: int = 0, started_at: float = 0.0, finished_at:
         return "Dead"
     return "Created"
 
+
+def _size(n: float, base: int, units: list[str]) -> str:
+    i = 0
+    while n >= base and i < len(units) - 1:
+        n /= base
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def binary_size(n: float) -> str:
+    """docker's BytesSize: 1.5MiB."""
+    return _size(n, 1024, ["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+
+
+def human_size(n: float) -> str:
+    """docker's HumanSize (decimal): 1.2kB."""
+    return _size(n, 1000, ["B", "kB", "MB", "GB", "TB", "PB"])
