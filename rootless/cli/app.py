@@ -580,7 +580,7 @@ def info(fmt: str | None) -> None:
     elif fmt == "json":
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(info_mod.render(data), nl=False)
+        click.echo(views.render_info(data), nl=False)
 
 
 # Image commands live in their own module (rootless.imagecli).

@@ -1,7 +1,7 @@
 """The engine's records as the CLI shows them: docker's --format json keys and text layouts.
 
 The engine returns typed values (timestamps, bytes, port mappings); the
-strings `rl ps`, `rl stats` and `rl port` print are made here.
+strings `rl ps`, `rl stats`, `rl port` and `rl info` print are made here.
 """
 
 from __future__ import annotations
@@ -65,3 +65,18 @@ def stats_row(s: Stats) -> dict[str, Any]:
         "NetTxBytes": s.net_tx,
     }
 
+
+def render_info(data: dict[str, Any], indent: int = 0) -> str:
+    """`rl info`'s nested dict as indented 'key: value' lines (podman info's shape)."""
+    out = []
+    for key, value in data.items():
+        pad = "  " * indent
+        if isinstance(value, dict):
+            out.append(f"{pad}{key}:\n{render_info(value, indent + 1)}")
+        elif isinstance(value, list):
+            items = ", ".join(":".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+                              for v in value)
+            out.append(f"{pad}{key}: [{items}]\n")
+        else:
+            out.append(f"{pad}{key}: {'' if value is None else value}\n")
+    return "".join(out)
