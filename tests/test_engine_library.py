@@ -234,3 +234,11 @@ def test_a_kind_from_the_container_process_reaches_exec(made: dict[str, str]) ->
     assert isinstance(e, CannotExecute) and e.exit_code == 126
     assert e.message == "unable to find user nosuchuser: no matching entries in passwd file"
     assert store.lookup(made["running"]).running
+
+
+def test_top_returns_titles_and_processes(made: dict[str, str]) -> None:
+    top = api.top(store.lookup(made["running"]), [])
+    assert top.titles[-1] == "CMD" and "PID" in top.titles
+    assert top.lines[0].split() == top.titles
+    assert [p[-1] for p in top.processes] == ["sleep 600"]  # the command keeps its spaces
+    assert all(len(p) == len(top.titles) for p in top.processes)

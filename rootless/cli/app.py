@@ -552,7 +552,8 @@ def top(container: str, ps_args: tuple[str, ...]) -> None:
     from ..engine import containers as api
     from ..engine import store
 
-    click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+    lines = api.top(store.lookup(container), list(ps_args)).lines
+    click.echo("".join(line + "\n" for line in lines), nl=False)
 
 
 @cli.command()

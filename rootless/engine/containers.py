@@ -796,7 +796,29 @@ def logs(ctr: Container, follow: bool = False, tail: int | None = None) -> Itera
             time.sleep(0.05)
 
 
-def top(ctr: Container, ps_args: list[str]) -> str:
+@dataclass(frozen=True)
+class Top:
+    """A running container's processes as ps shows them (docker's ContainerTop).
+
+    lines: ps's header, then its lines for the container's processes, as ps
+    laid them out (what `rl top` prints).
+    """
+
+    lines: list[str]
+
+    @property
+    def titles(self) -> list[str]:
+        return self.lines[0].split() if self.lines else []
+
+    @property
+    def processes(self) -> list[list[str]]:
+        """Each line's fields; the last column (the command) keeps its spaces, as dockerd's."""
+        n = len(self.titles)
+        return [[*f[:n - 1], " ".join(f[n - 1:])] if len(f) >= n else f
+                for f in (line.split() for line in self.lines[1:])]
+
+
+def top(ctr: Container, ps_args: list[str]) -> Top:
     if not ctr.running:
         raise NotRunning(f"container {ctr.name} is not running", 1)
     st = ctr.state()
@@ -809,7 +831,7 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         raise RlError(f"ps {' '.join(args)}: {proc.stderr.strip()}", 1)
     lines = proc.stdout.splitlines()
     if not lines:
-        return ""
+        return Top([])
     header = lines[0].split()
     if "PID" not in header:
         raise RlError("couldn't find PID field in ps output", 1)
@@ -819,7 +841,7 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         fields = line.split()
         if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
             keep.append(line)
-    return "\n".join(keep) + "\n"
+    return Top(keep)
 
 
 def pids_in_container(pid1: int) -> set[int]:
