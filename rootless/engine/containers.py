@@ -600,30 +600,9 @@ def _iso(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _salvage(ctr: Container) -> tuple[str, str, float]:
-    """A damaged record's image, command and creation time, as far as they can be read."""
-    try:
-        raw = ctr.raw_config
-    except store.RecordError:
-        raw = {}
-    image = raw.get("image") if isinstance(raw.get("image"), str) else ""
-    spec = raw.get("spec")
-    process = spec.get("process") if isinstance(spec, dict) else None
-    args = process.get("args") if isinstance(process, dict) else None
-    command = shlex.join(args) if isinstance(args, list) and all(
-        isinstance(a, str) for a in args) else ""
-    created = raw.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        try:
-            created = ctr.dir.stat().st_mtime
-        except OSError:
-            created = 0.0
-    return str(image), command, float(created)
-
-
 def _inspect_dead(ctr: Container, st: store.State) -> dict[str, Any]:
     """What docker's inspect says of a Dead container, from what is left of the record."""
-    image, command, created = _salvage(ctr)
+    image, command, created = store.salvage(ctr)
     return {
         "Id": ctr.id,
         "Created": _iso(created),

@@ -16,7 +16,7 @@ from netstack.ports import PortMapping
 from netstack.stack import published_ports
 
 from ..errors import InvalidArgument, NotFound
-from . import store
+from . import quotas, store
 from .humanize import status
 from .store import Container
 
@@ -83,15 +83,13 @@ def live_ports(ctr: Container) -> list[PortMapping]:
 
 def _summary(c: Container, all_: bool) -> ContainerSummary | None:
     """c's summary, None if the listing leaves it out (or it was removed meanwhile)."""
-    from .containers import _salvage
-
     try:
         st = c.state()
         if st.status == "dead":
             # Without -a too while a supervisor still runs for it.
             if not (all_ or st.supervisor_pid):
                 return None
-            image, command, created = _salvage(c)
+            image, command, created = store.salvage(c)
             return ContainerSummary(id=c.id, name=c.name, image=image, command=command,
                                     created=created, state="dead")
         cfg = c.config
@@ -113,8 +111,6 @@ def list_containers(all_: bool = False, filters: Filters | None = None,
     all_: stopped and created ones too; last: only the `last` newest (of all
     of them, as docker's -n and -l); a filter or `last` implies all_.
     """
-    from . import quotas
-
     filters = filters or Filters()
     all_ = all_ or last is not None or bool(filters)
     store.collect_garbage()
