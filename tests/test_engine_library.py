@@ -242,3 +242,30 @@ def test_top_returns_titles_and_processes(made: dict[str, str]) -> None:
     assert top.lines[0].split() == top.titles
     assert [p[-1] for p in top.processes] == ["sleep 600"]  # the command keeps its spaces
     assert all(len(p) == len(top.titles) for p in top.processes)
+
+
+
+def test_a_kind_from_the_container_process_reaches_start(rootfs: Path) -> None:
+    # C2 finds the working directory is a file: InvalidArgument crosses the
+    # report pipe to the supervisor, then its error event to this process.
+    support.require_userns()
+    ctr = api.create(api.RunOptions(rootfs=str(rootfs), command=["true"],
+                                    workdir="/etc/passwd", name=f"lib{os.getpid()}-cwd"))
+    try:
+        with pytest.raises(RlError) as exc:
+            api.start(ctr, attach=False, stdin=False)
+        e = exc.value
+        assert isinstance(e, InvalidArgument)
+        assert (e.exit_code, e.http_status) == (125, 400)
+        assert e.message == "working directory /etc/passwd is not a directory"
+    finally:
+        api.remove(store.Container(ctr.id), force=True)
+
+
+def test_a_kind_from_exec_s_process_reaches_exec(made: dict[str, str]) -> None:
+    with pytest.raises(RlError) as exc:
+        execute.run(store.lookup(made["running"]), ["true"], [], "/etc/passwd", None,
+                    tty=False, interactive=False)
+    e = exc.value
+    assert isinstance(e, InvalidArgument) and e.exit_code == 125
+    assert e.message == "working directory /etc/passwd is not a directory"
