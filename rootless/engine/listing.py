@@ -28,7 +28,8 @@ class Filters:
     """`ps --filter KEY=VALUE`s: a container must match every one given.
 
     names: substrings of the name; statuses: the state (created, running,
-    exited, dead); ids: prefixes of the id.
+    exited, dead); ids: prefixes of the id. Two values of one key must both
+    match, as rl's ps has always done (docker would take either).
     """
 
     names: tuple[str, ...] = ()
