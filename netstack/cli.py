@@ -1,4 +1,4 @@
-"""rl's network flags and `rl port`: click glue over netstack (rootless/cli.py stays thin)."""
+"""rl's network flags and inspect's NetworkSettings: click glue over netstack."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
-from rootless.errors import InvalidArgument, NotFound
 
 OPTIONS = [
     click.option("-p", "--publish", multiple=True,
@@ -35,38 +33,12 @@ def run_options(kw: dict[str, Any]) -> dict[str, Any]:
             "add_hosts": list(kw["add_host"]), "network_bandwidth": kw["network_bandwidth"]}
 
 
-def port_lines(ref: str, private: str | None) -> list[str]:
-    """docker port: "80/tcp -> 0.0.0.0:8080" lines, or with PRIVATE_PORT only the addresses."""
-    from rootless.engine import store
-
-    from .stack import published_ports
-
-    ctr = store.lookup(ref)
-    mappings = published_ports(ctr.run_dir) if store.supervisor_alive(ctr.id) else []
-    if private is None:
-        return [f"{m.key()} -> {m.host_text()}" for m in mappings]
-    port, slash, proto = private.partition("/")
-    proto = proto.lower() if slash else "tcp"
-    if not port.isdigit() or proto not in ("tcp", "udp"):
-        raise InvalidArgument(f"invalid port {private!r}: expected PORT[/tcp|/udp]", 1)
-    found = [m.host_text() for m in mappings
-             if m.container_port == int(port) and m.protocol == proto]
-    if not found:
-        raise NotFound(f"no public port '{port}/{proto}' published for {ref}", 1)
-    return found
-
-
 def _live_ports(ctr: Any) -> list[Any]:
     from rootless.engine import store
 
     from .stack import published_ports
 
     return published_ports(ctr.run_dir) if store.supervisor_alive(ctr.id) else []
-
-
-def ps_ports(ctr: Any) -> str:
-    """docker ps's PORTS column: "0.0.0.0:8080->80/tcp, …" (running containers only)."""
-    return ", ".join(f"{m.host_text()}->{m.key()}" for m in _live_ports(ctr))
 
 
 def network_settings(ctr: Any) -> dict[str, Any]:

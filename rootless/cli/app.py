@@ -26,9 +26,9 @@ from netstack import cli as netcli
 from .. import __version__
 from ..defaults import DEFAULT_NETWORK
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
+from . import views
 
 if TYPE_CHECKING:
-    from ..engine.containers import PsEntry
     from ..engine.store import Container
     from .template import Template
 
@@ -442,52 +442,30 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
     """List containers."""
     import time
 
-    from ..engine import containers as api
-    from ..engine.humanize import duration
+    from ..engine import listing
 
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
-    entries = api.ps(all_=all_ or latest or last >= 0 or bool(filters))
-    for flt in filters:
-        key, _, value = flt.partition("=")
-        if key == "name":
-            entries = [e for e in entries if value in e.names]
-        elif key == "status":
-            entries = [e for e in entries if e.state == value]
-        elif key == "id":
-            entries = [e for e in entries if e.id.startswith(value)]
-        else:
-            raise InvalidArgument(f"invalid filter '{key}'")
-    if latest:
-        entries = entries[:1]
-    elif last >= 0:
-        entries = entries[:last]
+    entries = listing.list_containers(all_, listing.Filters.parse(filters),
+                                      1 if latest else (last if last >= 0 else None))
     now = time.time()
-
-    def as_dict(e: PsEntry) -> dict[str, Any]:
-        return {
-            "ID": e.id if no_trunc else e.id[:12], "Image": e.image, "Command": e.command,
-            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(e.created)),
-            "RunningFor": f"{duration(now - e.created)} ago", "Status": e.status,
-            "State": e.state, "Names": e.names, "Ports": e.ports,
-        }
-
     if quiet:
         for e in entries:
             click.echo(e.id if no_trunc else e.id[:12])
         return
     if fmt == "json":
         for e in entries:
-            click.echo(json.dumps(as_dict(e)))
+            click.echo(json.dumps(views.ps_row(e, now, no_trunc)))
         return
     if tmpl:
         for e in entries:
-            click.echo(tmpl.render(as_dict(e)))
+            click.echo(tmpl.render(views.ps_row(e, now, no_trunc)))
         return
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for e in entries:
-        d = as_dict(e)
+        d = views.ps_row(e, now, no_trunc)
         cmd = e.command if no_trunc else _truncate(e.command, 20)
-        rows.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], e.status, e.ports, e.names])
+        rows.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], d["Status"], d["Ports"],
+                     e.name])
     click.echo(_table(rows))
 
 
@@ -574,7 +552,8 @@ def top(container: str, ps_args: tuple[str, ...]) -> None:
     from ..engine import containers as api
     from ..engine import store
 
-    click.echo(api.top(store.lookup(container), list(ps_args)), nl=False)
+    lines = api.top(store.lookup(container), list(ps_args)).lines
+    click.echo("".join(line + "\n" for line in lines), nl=False)
 
 
 @cli.command()
@@ -582,7 +561,10 @@ def top(container: str, ps_args: tuple[str, ...]) -> None:
 @click.argument("private_port", required=False)
 def port(container: str, private_port: str | None) -> None:
     """List a container's port mappings, or the host addresses of PRIVATE_PORT[/PROTO]."""
-    for line in netcli.port_lines(container, private_port):
+    from ..engine import listing
+
+    ports = listing.port(container, private_port)
+    for line in views.port_lines(ports, addresses_only=private_port is not None):
         click.echo(line)
 
 
@@ -599,7 +581,7 @@ def info(fmt: str | None) -> None:
     elif fmt == "json":
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(info_mod.render(data), nl=False)
+        click.echo(views.render_info(data), nl=False)
 
 
 # Image commands live in their own module (rootless.imagecli).
@@ -647,7 +629,7 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
     first = True
     while True:
-        rows = quotas.stats(list(containers), interval, strict=first)
+        rows = [views.stats_row(s) for s in quotas.stats(list(containers), interval, strict=first)]
         first = False
         if fmt == "json":
             out = "\n".join(json.dumps(r) for r in rows)

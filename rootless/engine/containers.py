@@ -600,43 +600,9 @@ def _iso(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def status_text(st: store.State, now: float | None = None) -> str:
-    from .humanize import duration
-
-    now = now or time.time()
-    if st.status == "running":
-        return f"Up {duration(now - st.started_at)}"
-    if st.status == "exited":
-        return f"Exited ({st.exit_code}) {duration(now - st.finished_at)} ago"
-    if st.status == "dead":
-        return "Dead"
-    return "Created"
-
-
-def _salvage(ctr: Container) -> tuple[str, str, float]:
-    """A damaged record's image, command and creation time, as far as they can be read."""
-    try:
-        raw = ctr.raw_config
-    except store.RecordError:
-        raw = {}
-    image = raw.get("image") if isinstance(raw.get("image"), str) else ""
-    spec = raw.get("spec")
-    process = spec.get("process") if isinstance(spec, dict) else None
-    args = process.get("args") if isinstance(process, dict) else None
-    command = shlex.join(args) if isinstance(args, list) and all(
-        isinstance(a, str) for a in args) else ""
-    created = raw.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        try:
-            created = ctr.dir.stat().st_mtime
-        except OSError:
-            created = 0.0
-    return str(image), command, float(created)
-
-
 def _inspect_dead(ctr: Container, st: store.State) -> dict[str, Any]:
     """What docker's inspect says of a Dead container, from what is left of the record."""
-    image, command, created = _salvage(ctr)
+    image, command, created = store.salvage(ctr)
     return {
         "Id": ctr.id,
         "Created": _iso(created),
@@ -745,49 +711,6 @@ def inspect(ctr: Container) -> dict[str, Any]:
 
 
 @dataclass
-class PsEntry:
-    id: str
-    image: str
-    command: str
-    created: float
-    status: str
-    state: str
-    names: str
-    ports: str = ""
-
-
-def ps(all_: bool = False) -> list[PsEntry]:
-    from . import quotas
-
-    store.collect_garbage()
-    quotas.collect_garbage()
-    out = []
-    now = time.time()
-    for c in store.all_containers():
-        try:
-            st = c.state()
-            if st.status == "dead":
-                # Without -a too while a supervisor still runs for it.
-                if all_ or st.supervisor_pid:
-                    image, command, created = _salvage(c)
-                    out.append(PsEntry(id=c.id, image=image, command=command, created=created,
-                                       status="Dead", state="dead", names=c.name))
-                continue
-            cfg = c.config
-        except store.RecordError:
-            continue  # removed meanwhile
-        if not all_ and st.status != "running":
-            continue
-        out.append(PsEntry(
-            id=c.id, image=cfg.image, command=shlex.join(cfg.spec.process.args),
-            created=cfg.created, status=status_text(st, now), state=st.status, names=cfg.name,
-            ports=netcli.ps_ports(c) if st.status == "running" else "",
-        ))
-    out.sort(key=lambda e: e.created, reverse=True)
-    return out
-
-
-@dataclass
 class LogRecord:
     stream: str
     text: str
@@ -852,7 +775,29 @@ def logs(ctr: Container, follow: bool = False, tail: int | None = None) -> Itera
             time.sleep(0.05)
 
 
-def top(ctr: Container, ps_args: list[str]) -> str:
+@dataclass(frozen=True)
+class Top:
+    """A running container's processes as ps shows them (docker's ContainerTop).
+
+    lines: ps's header, then its lines for the container's processes, as ps
+    laid them out (what `rl top` prints).
+    """
+
+    lines: list[str]
+
+    @property
+    def titles(self) -> list[str]:
+        return self.lines[0].split() if self.lines else []
+
+    @property
+    def processes(self) -> list[list[str]]:
+        """Each line's fields; the last column (the command) keeps its spaces, as dockerd's."""
+        n = len(self.titles)
+        return [[*f[:n - 1], " ".join(f[n - 1:])] if len(f) >= n else f
+                for f in (line.split() for line in self.lines[1:])]
+
+
+def top(ctr: Container, ps_args: list[str]) -> Top:
     if not ctr.running:
         raise NotRunning(f"container {ctr.name} is not running", 1)
     st = ctr.state()
@@ -865,7 +810,7 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         raise RlError(f"ps {' '.join(args)}: {proc.stderr.strip()}", 1)
     lines = proc.stdout.splitlines()
     if not lines:
-        return ""
+        return Top([])
     header = lines[0].split()
     if "PID" not in header:
         raise RlError("couldn't find PID field in ps output", 1)
@@ -875,7 +820,7 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         fields = line.split()
         if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
             keep.append(line)
-    return "\n".join(keep) + "\n"
+    return Top(keep)
 
 
 def pids_in_container(pid1: int) -> set[int]:

@@ -1,6 +1,12 @@
-"""Durations and sizes spelled the way docker prints them."""
+"""Durations, sizes and statuses spelled the way docker prints them.
+
+Here and not in a face: docker's API itself answers a container's Status
+as text ("Up 5 seconds"), so every face spells it the same way.
+"""
 
 from __future__ import annotations
+
+import time
 
 
 def duration(seconds: float) -> str:
@@ -29,3 +35,34 @@ def duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{hours // 24 // 365} years"
+
+
+def status(state: str, exit_code: int = 0, started_at: float = 0.0, finished_at: float = 0.0,
+           now: float | None = None) -> str:
+    """docker's container Status: 'Up 5 seconds', 'Exited (0) 3 minutes ago', 'Created'."""
+    now = now or time.time()
+    if state == "running":
+        return f"Up {duration(now - started_at)}"
+    if state == "exited":
+        return f"Exited ({exit_code}) {duration(now - finished_at)} ago"
+    if state == "dead":
+        return "Dead"
+    return "Created"
+
+
+def _size(n: float, base: int, units: list[str]) -> str:
+    i = 0
+    while n >= base and i < len(units) - 1:
+        n /= base
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def binary_size(n: float) -> str:
+    """docker's BytesSize: 1.5MiB."""
+    return _size(n, 1024, ["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+
+
+def human_size(n: float) -> str:
+    """docker's HumanSize (decimal): 1.2kB."""
+    return _size(n, 1000, ["B", "kB", "MB", "GB", "TB", "PB"])

@@ -116,18 +116,3 @@ def gather() -> dict[str, Any]:
         },
     }
 
-
-def render(data: dict[str, Any], indent: int = 0) -> str:
-    """Nested dict as indented 'key: value' lines (podman info's shape)."""
-    out = []
-    for key, value in data.items():
-        pad = "  " * indent
-        if isinstance(value, dict):
-            out.append(f"{pad}{key}:\n{render(value, indent + 1)}")
-        elif isinstance(value, list):
-            items = ", ".join(":".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-                              for v in value)
-            out.append(f"{pad}{key}: [{items}]\n")
-        else:
-            out.append(f"{pad}{key}: {'' if value is None else value}\n")
-    return "".join(out)

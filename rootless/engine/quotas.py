@@ -211,52 +211,46 @@ def running_containers(refs: list[str], strict: bool = True) -> list[Container]:
     return [c for c in store.all_containers() if c.running]
 
 
-def _size(n: float, base: int, units: list[str]) -> str:
-    i = 0
-    while n >= base and i < len(units) - 1:
-        n /= base
-        i += 1
-    return f"{n:.4g}{units[i]}"
+@dataclass(frozen=True)
+class Stats:
+    """One container's use of its resources: docker's stats figures, in bytes and percent.
+
+    available is False when the container has no cgroup (--cgroups=disabled,
+    or no delegation): rl knows none of the figures then, and they are 0.
+    """
+
+    id: str
+    name: str
+    available: bool
+    cpu_percent: float = 0.0  # between the two samples, 100 being one whole CPU
+    cpu_usec: int = 0
+    mem_usage: int = 0
+    mem_limit: int = 0
+    pids: int = 0
+    pids_limit: int = 0  # 0: unlimited
+    block_read: int = 0
+    block_write: int = 0
+    net_rx: int = 0
+    net_tx: int = 0
+
+    @property
+    def mem_percent(self) -> float:
+        return self.mem_usage / self.mem_limit * 100 if self.mem_limit else 0.0
 
 
-def binary_size(n: float) -> str:
-    """docker's BytesSize: 1.5MiB."""
-    return _size(n, 1024, ["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
-
-
-def human_size(n: float) -> str:
-    """docker's HumanSize (decimal): 1.2kB."""
-    return _size(n, 1000, ["B", "kB", "MB", "GB", "TB", "PB"])
-
-
-def stats_row(before: Sample, after: Sample) -> dict[str, Any]:
-    """One line of `rl stats`: docker's --format json keys (strings) plus raw figures."""
+def measure(before: Sample, after: Sample) -> Stats:
+    """The stats of the interval between two samples of one container."""
     if not after.available:
-        dash = "--"
-        return {"ID": after.id, "Container": after.id[:12], "Name": after.name,
-                "CPUPerc": dash, "MemUsage": f"{dash} / {dash}", "MemPerc": dash,
-                "NetIO": f"{dash} / {dash}", "BlockIO": f"{dash} / {dash}", "PIDs": dash,
-                "Cgroup": False}
-    mem_pct = after.mem_usage / after.mem_limit * 100 if after.mem_limit else 0.0
-    return {
-        "ID": after.id, "Container": after.id[:12], "Name": after.name,
-        "CPUPerc": f"{cpu_percent(before, after):.2f}%",
-        "MemUsage": f"{binary_size(after.mem_usage)} / {binary_size(after.mem_limit)}",
-        "MemPerc": f"{mem_pct:.2f}%",
-        "NetIO": f"{human_size(after.net_rx)} / {human_size(after.net_tx)}",
-        "BlockIO": f"{human_size(after.blk_read)} / {human_size(after.blk_write)}",
-        "PIDs": str(after.pids),
-        "Cgroup": True,
-        "CPUUsageUsec": after.cpu_usec, "MemUsageBytes": after.mem_usage,
-        "MemLimitBytes": after.mem_limit, "PIDsCurrent": after.pids,
-        "PIDsLimit": after.pids_limit, "BlockReadBytes": after.blk_read,
-        "BlockWriteBytes": after.blk_write, "NetRxBytes": after.net_rx,
-        "NetTxBytes": after.net_tx,
-    }
+        return Stats(after.id, after.name, available=False)
+    return Stats(after.id, after.name, available=True,
+                 cpu_percent=cpu_percent(before, after), cpu_usec=after.cpu_usec,
+                 mem_usage=after.mem_usage, mem_limit=after.mem_limit, pids=after.pids,
+                 pids_limit=after.pids_limit, block_read=after.blk_read,
+                 block_write=after.blk_write, net_rx=after.net_rx, net_tx=after.net_tx)
 
 
-def stats(refs: list[str], interval: float, strict: bool = True) -> list[dict[str, Any]]:
-    """One round of `rl stats`: two samples interval seconds apart, one row per container.
+def stats(refs: list[str], interval: float, strict: bool = True) -> list[Stats]:
+    """One round of `rl stats`: two samples interval seconds apart, one record per container.
 
     strict: every named container must be running (the first round); later
     rounds of a stream drop the ones that have stopped.
@@ -265,7 +259,4 @@ def stats(refs: list[str], interval: float, strict: bool = True) -> list[dict[st
     first = {c.id: sample(c) for c in ctrs}
     if ctrs:
         time.sleep(interval)
-    rows = []
-    for c in ctrs:
-        rows.append(stats_row(first[c.id], sample(c)))
-    return rows
+    return [measure(first[c.id], sample(c)) for c in ctrs]

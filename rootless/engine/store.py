@@ -33,6 +33,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import stat
@@ -592,6 +593,27 @@ class Container:
             return self.state().status == "running"
         except RecordError:
             return False  # removed meanwhile
+
+
+def salvage(ctr: Container) -> tuple[str, str, float]:
+    """A damaged record's image, command and creation time, as far as they can be read."""
+    try:
+        raw = ctr.raw_config
+    except RecordError:
+        raw = {}
+    image = raw.get("image") if isinstance(raw.get("image"), str) else ""
+    spec = raw.get("spec")
+    process = spec.get("process") if isinstance(spec, dict) else None
+    args = process.get("args") if isinstance(process, dict) else None
+    command = shlex.join(args) if isinstance(args, list) and all(
+        isinstance(a, str) for a in args) else ""
+    created = raw.get("created")
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        try:
+            created = ctr.dir.stat().st_mtime
+        except OSError:
+            created = 0.0
+    return str(image), command, float(created)
 
 
 def all_containers() -> list[Container]:

@@ -21,6 +21,7 @@ from ..errors import (
     EXIT_RL,
     CannotExecute,
     CommandNotFound,
+    InvalidArgument,
     RlError,
 )
 
@@ -146,7 +147,8 @@ def prepare_cwd(cwd: str) -> None:
         os.makedirs(cwd, exist_ok=True)
         os.chdir(cwd)
     except NotADirectoryError:
-        raise RlError(f"working directory {cwd} is not a directory") from None
+        # The caller's config, not rl, is wrong (as the relative -w build_config refuses).
+        raise InvalidArgument(f"working directory {cwd} is not a directory") from None
 
 
 def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
