@@ -156,12 +156,16 @@ def _ipv6(ours: dict[str, str]) -> Ipv6 | None:
     if not iface or len(iface) > 15 or "/" in iface:
         raise ValueError(f"annotation {keys[0]} is {iface!r}, not an interface name")
     try:
+        if "/" not in address:
+            raise ValueError
         net = ipaddress.IPv6Interface(address)
+    except ValueError:
+        raise ValueError(f"annotation {keys[1]} is {address!r}, not an IPv6 address/prefix "
+                         "length") from None
+    try:
         ipaddress.IPv6Address(gateway)
-    except ValueError as e:
-        raise ValueError(f"annotation {PREFIX}ipv6: {e}") from None
-    if "/" not in address:
-        raise ValueError(f"annotation {keys[1]} is {address!r}, without a prefix length")
+    except ValueError:
+        raise ValueError(f"annotation {keys[2]} is {gateway!r}, not an IPv6 address") from None
     return Ipv6(iface, str(net.ip), net.network.prefixlen, gateway)
 
 
@@ -208,9 +212,10 @@ def _read(bundle_dir: str) -> Any:
         raise _invalid(bundle_dir, "is missing") from None
     except OSError as e:
         raise _invalid(bundle_dir, f"cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _invalid(bundle_dir, "is not a regular file")
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise _invalid(bundle_dir, "is not a regular file")
         text = f.read()
     try:
         return json.loads(text)
