@@ -17,7 +17,7 @@ import support
 from rootless.errors import Conflict, InvalidArgument, NotRunning, RlError
 from rootless.runtime import bundle, container, gate, idmap
 from rootless.runtime.bundle import Extras, Ipv6, Storage
-from rootless.runtime.spec import Mount, Namespace, Process, Root, Spec
+from rootless.runtime.spec import Capabilities, Mount, Namespace, Process, Root, Spec
 
 # -- the bundle on disk ----------------------------------------------------------
 
@@ -334,3 +334,28 @@ def test_detached_fuse_root_is_refused(tmp_path: Path) -> None:
     plan = idmap.plan()
     with pytest.raises(InvalidArgument, match="dies with its creator"):
         container.create(b, plan, str(tmp_path), devnull_stdin=True, detached=True)
+
+
+def test_a_record_makes_a_valid_bundle(rootfs: Path, tmp_path: Path) -> None:
+    """What the supervisor hands the runtime for a record is a bundle that survives disk."""
+    from rootless.engine import store, supervisor
+    from rootless.runtime import capabilities, seccomp
+
+    cfg = store.ContainerConfig(
+        id="c" * 64, name="n", created=0.0, spec=_spec(rootfs, ["true"]), image="img",
+        rootfs=str(rootfs), user="1000:1000", init=True, network="slirp4netns",
+        net={"mode": "slirp4netns", "enable_ipv6": True}, storage_driver="overlay",
+        layers=["/s/init", "/s/l1"], upper="/s/diff", work="/s/work")
+    caps = capabilities.resolve([], [])
+    cfg.spec.process.capabilities = Capabilities(bounding=caps, effective=caps, permitted=caps)
+    cfg.spec.linux.seccomp = seccomp.default_profile(caps)
+    b = supervisor.bundle_of(cfg)
+    assert b.spec is cfg.spec
+    assert b.extras == Extras(
+        storage=Storage("overlay", ["/s/init", "/s/l1"], "/s/diff", "/s/work"), init=True,
+        user="1000:1000", ipv6=Ipv6("tap0", "fd00::100", 64, "fd00::2"))
+    bundle.write(str(tmp_path), b.spec, b.extras)
+    assert bundle.load(str(tmp_path)) == b
+
+    cfg.storage_driver, cfg.net, cfg.init, cfg.user = "vfs", {"mode": "none"}, False, ""
+    assert supervisor.bundle_of(cfg).extras == Extras()
