@@ -412,12 +412,13 @@ def create(
     if detached and storage is not None and storage.driver != "overlay":
         raise InvalidArgument(f"a root served by {storage.driver} dies with its creator: "
                               "it cannot be created detached")
+    gate_fd = gate.make(state_dir)
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
     pty_parent = pty_child = None
     stdio_child: tuple[int, int, int] | None = None
     parent_fds: list[int] = []
-    child_fds: list[int] = []
+    child_fds: list[int] = [gate_fd]
     result = Launched(pid=0)
     if bundle.spec.process.terminal:
         pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -437,8 +438,6 @@ def create(
     if storage is not None and storage.driver in ("fuse", "fuse-overlayfs"):
         life_r, result.life_w = os.pipe()
         parent_fds.append(result.life_w)
-    gate_fd = gate.make(state_dir)
-    child_fds.append(gate_fd)
 
     c1 = os.fork()
     if c1 == 0:

@@ -1,9 +1,10 @@
 """The report pipe: how a forked child tells its parent what became of it.
 
-One line per event, written atomically (well under PIPE_BUF): "U", "F<pid>"
-and "P<pid>" while a container is made, "E<code> <message>" on failure. The
-pipe is close-on-exec, so EOF with no "E" line means the command was
-executed. Used for the container's PID 1 (container.py) and for `rl exec`.
+One line per event, written atomically (well under PIPE_BUF): "U", "F<pid>",
+"P<pid>" and "R" (waiting at the gate) while a container is made,
+"E<code> <message>" on failure. The pipe is close-on-exec, so EOF with no
+"E" line means the command was executed. Used for the container's PID 1
+(container.py) and for `rl exec`.
 """
 
 from __future__ import annotations
