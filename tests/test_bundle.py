@@ -182,6 +182,15 @@ def test_gate_nobody_waits_at(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gate_made_released(tmp_path: Path) -> None:
+    """The supervisor's gate: open from the start, found by no other start."""
+    fd = gate.make(str(tmp_path), released=True)
+    assert list(tmp_path.iterdir()) == []
+    gate.wait(fd)
+    with pytest.raises(Conflict, match="it has no gate"):
+        container.start(str(tmp_path))
+
+
 def test_stale_gate_is_replaced(tmp_path: Path) -> None:
     (tmp_path / "exec.fifo").write_text("left by a killed creator")
     fd = gate.make(str(tmp_path))

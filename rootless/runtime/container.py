@@ -386,7 +386,7 @@ def _kill(*pids: int | None) -> None:
 def create(
     bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
-    detached: bool = False,
+    detached: bool = False, started: bool = False,
 ) -> Created:
     """Make the container's PID 1 and return once it waits at its gate.
 
@@ -407,12 +407,15 @@ def create(
     detached: PID 1 outlives this process (no parent-death signal), as an
     OCI runtime's `create` leaves it for a later `start`; the caller's
     stdio pipes go with it, so such a command writes to files, not to them.
+
+    started: the caller starts it itself, now (launch): the gate is made
+    open, PID 1 passes it as soon as it is set up.
     """
     storage = bundle.extras.storage
     if detached and storage is not None and storage.driver != "overlay":
         raise InvalidArgument(f"a root served by {storage.driver} dies with its creator: "
                               "it cannot be created detached")
-    gate_fd = gate.make(state_dir)
+    gate_fd = gate.make(state_dir, released=started)
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
     pty_parent = pty_child = None
@@ -558,11 +561,7 @@ def launch(
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
 ) -> Launched:
     """create, start and wait_started at once: rl's supervisor, which starts what it
-    creates, passes through the gate too (the release costs a FIFO write)."""
-    created = create(bundle, plan, state_dir, devnull_stdin, before_start, cgroup)
-    try:
-        start(state_dir)
-    except BaseException:
-        created.abandon()
-        raise
+    creates. Its PID 1 passes the same gate, opened before it is forked."""
+    created = create(bundle, plan, state_dir, devnull_stdin, before_start, cgroup,
+                     started=True)
     return wait_started(created)
