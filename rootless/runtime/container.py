@@ -270,6 +270,8 @@ def _mount_root(b: Bundle, life_r: int | None) -> int | None:
     it starts with the root mounted; a FUSE server stays here, where the
     layer directories are the host's paths and pivot_root never moves it.
     """
+    # In C1, a fork of S, where the fork server loaded it already: free for
+    # `rl run`, and kept off the imports of `rl exec` (~5 ms), which imports this module.
     from fs import drivers
 
     storage = b.extras.storage
