@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import functools
 import json
 import os
 import re
@@ -38,7 +37,6 @@ import shutil
 import signal
 import stat
 import time
-import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +46,8 @@ from typing import Any
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import Resources
-from ..runtime.spec import Spec, _json_name, from_json, to_json
+from ..runtime.spec import Spec, _hints, from_json, to_json
+from ..runtime.spec import check as _check  # the shape check records share with bundles
 
 LOCK = "sup.lock"
 STATUSES = ("created", "running", "exited")
@@ -113,11 +112,6 @@ def _read_json(path: Path, cid: str) -> Any:
                           ) from None
 
 
-@functools.cache
-def _hints(cls: Any) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def warm_up() -> None:
     """Resolve the type hints _check needs for every record type (the fork server
     does it once: get_type_hints costs each supervisor ~1.5 ms otherwise)."""
@@ -129,51 +123,6 @@ def warm_up() -> None:
         if isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp not in seen:
             seen.add(tp)
             todo.extend(_hints(tp).values())
-
-
-_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
-    str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
-    bool: ((bool,), "true or false")}
-
-
-def _check(tp: Any, value: Any, where: str, top: bool = False) -> None:
-    """ValueError naming the first place where JSON value does not have type tp.
-
-    Records are dataclasses whose fields are scalars, lists, dicts, optionals
-    and dataclasses; top: keys are field names (rl's own records), not the
-    OCI spec's camelCase.
-    """
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        origin = typing.get_origin(tp)
-    if origin is list or origin is dict:
-        if not isinstance(value, origin):
-            raise ValueError(f"{where} is not a {'list' if origin is list else 'object'}")
-        item = typing.get_args(tp)[-1]
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for k, v in items:
-            _check(item, v, f"{where}[{k!r}]")
-        return
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} is not an object")
-        hints = _hints(tp)
-        for f in dataclasses.fields(tp):
-            key = f.name if top else _json_name(f)
-            if key in value:
-                _check(hints[f.name], value[key], f"{where}.{key}" if where else key)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{where}.{key} is missing" if where else f"{key} is missing")
-        return
-    scalar = _SCALARS.get(tp)
-    if scalar is not None and (not isinstance(value, scalar[0])
-                               or (tp is not bool and isinstance(value, bool))):
-        raise ValueError(f"{where} is not {scalar[1]}")
 
 
 @dataclass

@@ -33,12 +33,14 @@ from typing import Any
 
 import trio
 
+from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY
 from netstack.stack import NetStack
 
 from .. import paths
 from .. import syscalls as sc
 from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
 from ..runtime import cgroups, container, idmap
+from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import store, wire
 from .store import Container, ContainerConfig
 
@@ -495,6 +497,18 @@ def _before_start(cfg: ContainerConfig, cgroup: str | None,
     return hook
 
 
+def bundle_of(cfg: ContainerConfig) -> Bundle:
+    """The runtime's input for a record: its spec, and rl's additions that the
+    record keeps beside it (the record's config.json is the bundle on disk)."""
+    storage = None
+    if cfg.storage_driver not in ("", "vfs"):  # vfs: a plain copy, nothing to mount
+        storage = Storage(cfg.storage_driver, list(cfg.layers), cfg.upper, cfg.work)
+    ipv6 = None
+    if cfg.net.get("enable_ipv6") and cfg.net.get("mode") == "slirp4netns":
+        ipv6 = Ipv6("tap0", SLIRP6_ADDR, 64, SLIRP6_GATEWAY)
+    return Bundle(cfg.spec, Extras(storage=storage, init=cfg.init, user=cfg.user, ipv6=ipv6))
+
+
 def _make_cgroup(cfg: ContainerConfig) -> str | None:
     """The container's own cgroup with its limits, when cgroups are delegated and wanted."""
     if cfg.cgroups == "disabled":
@@ -616,7 +630,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             net.prepare()
         cgroup = _make_cgroup(cfg)
         try:
-            launched = container.launch(cfg, plan, devnull_stdin=not cfg.open_stdin,
+            launched = container.launch(bundle_of(cfg), plan, str(run_dir),
+                                        devnull_stdin=not cfg.open_stdin,
                                         before_start=_before_start(cfg, cgroup, net),
                                         cgroup=cgroup)
         except BaseException:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RlError
-from .resources import Resources, cpu_max, cpu_weight, io_weight
+from .resources import Resources, cpu_max, cpu_weight, io_weight, parse_cpu_list
 
 LEAF = "rl.leaf"
 CONTAINERS = "rl"
@@ -163,8 +163,6 @@ def require(res: Resources, flags: list[str], host: Host | None = None) -> Host:
 
 def available_cpus(host: Host) -> set[int] | None:
     """The CPUs the delegated subtree may use (its cpuset.cpus.effective)."""
-    from .resources import parse_cpu_list
-
     if host.base is None:
         return None
     try:

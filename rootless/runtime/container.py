@@ -11,18 +11,27 @@ The process tree (see docs/architecture.md):
                               unshare(MNT|UTS|IPC|PID|CGROUP[|NET]); fork; exit
                            └─> C2: PID 1 of the new PID namespace; S adopts it
                                (S is a child subreaper); mounts, pivot_root,
-                               user, capabilities; exec the command
+                               user, capabilities; waits at the gate (gate.py)
+                               until started; exec the command
                                (--init: exec catatonit, which forks it)
+
+What to make comes in as a Bundle (bundle.py): the OCI spec and rl's
+additions to it (the root's storage, --init, -u, the IPv6 address). The
+gate splits the launch in two, as an OCI runtime's create and start: create
+returns once PID 1 is set up and waits at the gate in the container's state
+directory; start, from this process or any other, releases it; then the
+report pipe's EOF says the command was executed. The supervisor does both
+at once (launch).
 
 Two pipes tie them together. `report` (children -> S) carries one line per
 event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
 if any), "C" (C1 is ready to be moved into the container's cgroup; only when
-it has one), "P<pid>" (C2's host pid), "E<code> <msg>"
-(a setup error); it is close-on-exec, so EOF with no error means the command
-was executed. `sync` (S -> children) carries "M" (maps written), "C" (C1 is
-in the cgroup) and "G" (C1 reaped: C2 may arm PR_SET_PDEATHSIG), and stays
-open for S's whole life so C2 can tell whether S died before the death
-signal was armed.
+it has one), "P<pid>" (C2's host pid), "R" (C2 is set up and waits at the
+gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
+error after "R" means the command was executed. `sync` (S -> children)
+carries "M" (maps written), "C" (C1 is in the cgroup) and "G" (C1 reaped:
+C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so C2 can
+tell whether S died before the death signal was armed.
 
 The cgroup comes before the cgroup namespace: unshare(CLONE_NEWCGROUP) roots
 the new namespace at the caller's cgroup, so C1 must already be in the
@@ -42,13 +51,13 @@ import stat
 import struct
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NoReturn
+from dataclasses import dataclass, field
+from typing import BinaryIO, NoReturn
 
 from .. import syscalls as sc
-from ..engine.store import ContainerConfig
-from ..errors import EXIT_RL, RlError
-from . import cgroups, idmap, mounts, network, process, report
+from ..errors import EXIT_RL, InvalidArgument, RlError
+from . import cgroups, gate, idmap, mounts, network, process, report
+from .bundle import Bundle
 from .spec import ConsoleSize, Spec
 
 
@@ -155,51 +164,65 @@ def exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _container_pid1(
-    cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-    pty_sock: socket.socket | None, cgroupfs: bool,
-) -> NoReturn:
-    spec = cfg.spec
+@dataclass
+class _Child:
+    """What C1 and C2 are given: the bundle and their ends of S's pipes."""
+
+    bundle: Bundle
+    report_w: int
+    sync_r: int
+    gate_fd: int
+    stdio: tuple[int, int, int] | None
+    pty_sock: socket.socket | None
+    life_r: int | None
+    join_cgroup: bool
+    detached: bool
+
+
+def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
+    spec, extras, report_w, sync_r = ch.bundle.spec, ch.bundle.extras, ch.report_w, ch.sync_r
     try:
         # PID 1 holds nothing of the supervisor's (sup.lock, the client's
         # socket, published ports, the fork server's log): whatever it execs
         # (the command, or catatonit with --init) is readable via /proc/1/fd.
-        keep = {report_w, sync_r, *(stdio or ())}
-        if pty_sock is not None:
-            keep.add(pty_sock.fileno())
+        keep = {report_w, sync_r, ch.gate_fd, *(ch.stdio or ())}
+        if ch.pty_sock is not None:
+            keep.add(ch.pty_sock.fileno())
         sc.close_fds_except(keep)
         if os.read(sync_r, 1) != b"G":
             os._exit(EXIT_RL)
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        # S may have died between writing "G" and the line above: its end of
-        # sync is then closed and readable (EOF).
-        if select.select([sync_r], [], [], 0)[0]:
-            os._exit(EXIT_RL)
+        if not ch.detached:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            # S may have died between writing "G" and the line above: its end of
+            # sync is then closed and readable (EOF).
+            if select.select([sync_r], [], [], 0)[0]:
+                os._exit(EXIT_RL)
         os.setsid()
         if spec.hostname:
             sc.sethostname(spec.hostname)
         if spec.namespace("network") is not None:
             network.loopback_up()
-            if cfg.net.get("enable_ipv6") and cfg.net.get("mode") == "slirp4netns":
-                from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY
-
-                network.ipv6_up("tap0", SLIRP6_ADDR, 64, SLIRP6_GATEWAY)
+            if extras.ipv6 is not None:
+                v6 = extras.ipv6
+                network.ipv6_up(v6.interface, v6.address, v6.prefix, v6.gateway)
         init = None
-        if cfg.init:
+        if extras.init:
             # Reached through this fd once pivot_root has hidden the host's
             # tree; close-on-exec, so catatonit does not hold it.
             path = init_binary()
             init = (os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY
                             | os.O_CLOEXEC), os.path.basename(path))
         mounts.setup(spec, cgroupfs=cgroupfs)
-        if pty_sock is not None:
-            take_terminal(pty_sock, spec.process.console_size)
-        elif stdio is not None:
-            for target, fd in enumerate(stdio):
+        if ch.pty_sock is not None:
+            take_terminal(ch.pty_sock, spec.process.console_size)
+        elif ch.stdio is not None:
+            for target, fd in enumerate(ch.stdio):
                 os.dup2(fd, target)
-        home = process.resolve_user(spec.process, cfg.user)
+        home = process.resolve_user(spec.process, extras.user)
         env = process.env_with_defaults(spec.process.env, home)
         process.prepare(spec.process, spec.linux.seccomp)
+        report.send(report_w, "R")
+        gate.wait(ch.gate_fd)
         if init is not None:
             _exec_init(*init, spec.process.args, env)
         process.execute(spec.process, env)
@@ -240,35 +263,36 @@ def _userns_error(err: OSError) -> RlError:
                    "are disabled or exhausted; an administrator must allow them)")
 
 
-def _mount_root(cfg: ContainerConfig, life_r: int | None) -> int | None:
+def _mount_root(b: Bundle, life_r: int | None) -> int | None:
     """Mount the overlay root in a mount namespace of its own; the server's pid, if any.
 
     The container's mount namespace is unshared from this one afterwards, so
     it starts with the root mounted; a FUSE server stays here, where the
     layer directories are the host's paths and pivot_root never moves it.
     """
+    # In C1, a fork of S, where the fork server loaded it already: free for
+    # `rl run`, and kept off the imports of `rl exec` (~5 ms), which imports this module.
     from fs import drivers
 
+    storage = b.extras.storage
+    assert storage is not None
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     serving = drivers.Serving(life_r) if life_r is not None else None
-    missing = [d for d in [*cfg.layers, cfg.upper] if not os.path.isdir(d)]
+    missing = [d for d in [*storage.lower, storage.upper] if not os.path.isdir(d)]
     if missing:
         raise RlError(f"the container's storage is incomplete: {missing[0]} is missing "
                       "(removed behind rl's back?); remove the container and create it again")
     try:
-        mounted = drivers.mount(cfg.storage_driver, cfg.layers, cfg.upper, cfg.work,
-                                cfg.rootfs, serving)
+        mounted = drivers.mount(storage.driver, storage.lower, storage.upper, storage.work,
+                                b.spec.root.path, serving)
     except drivers.DriverError as e:
-        raise RlError(f"mounting the container's root with the {cfg.storage_driver} "
+        raise RlError(f"mounting the container's root with the {storage.driver} "
                       f"storage driver: {e}") from None
     return mounted.pid
 
 
-def _first_process(
-    cfg: ContainerConfig, report_w: int, sync_r: int, stdio: tuple[int, int, int] | None,
-    pty_sock: socket.socket | None, life_r: int | None, join_cgroup: bool,
-) -> NoReturn:
+def _first_process(ch: _Child) -> NoReturn:
     """C1: make the user namespace, wait for its maps, make the rest, fork PID 1.
 
     join_cgroup: the container has a cgroup of its own; C1 says "C" and waits
@@ -281,10 +305,11 @@ def _first_process(
     CAP_SYS_ADMIN over the user namespace that owns it (podman's pods share
     theirs for the same reason).
     """
+    spec, report_w, sync_r = ch.bundle.spec, ch.report_w, ch.sync_r
     try:
         # Opened before any setns: /proc/PID/ns/* are the host's view.
         joined = {ns.type: os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-                  for ns in cfg.spec.linux.namespaces if ns.path is not None}
+                  for ns in spec.linux.namespaces if ns.path is not None}
         if "user" in joined:
             sc.setns(joined.pop("user"), sc.CLONE_NEWUSER)
             report.send(report_w, "J")
@@ -297,26 +322,23 @@ def _first_process(
             report.send(report_w, "U")
         if os.read(sync_r, 1) != b"M":
             os._exit(EXIT_RL)
-        from fs.drivers import OVERLAYS  # loaded already in S; kept off rl exec's imports
-
-        if cfg.storage_driver in OVERLAYS:
-            server = _mount_root(cfg, life_r)
+        if ch.bundle.extras.storage is not None:
+            server = _mount_root(ch.bundle, ch.life_r)
             if server:
                 report.send(report_w, f"F{server}")
-        if life_r is not None:
-            os.close(life_r)
-        if join_cgroup:
+        if ch.life_r is not None:
+            os.close(ch.life_r)
+        if ch.join_cgroup:
             report.send(report_w, "C")
             if os.read(sync_r, 1) != b"C":
                 os._exit(EXIT_RL)
-        sc.unshare(_namespace_flags(cfg.spec))
+        sc.unshare(_namespace_flags(spec))
         for kind, fd in joined.items():
             sc.setns(fd, NAMESPACE_FLAGS[kind])
             os.close(fd)
         pid = os.fork()
         if pid == 0:
-            _container_pid1(cfg, report_w, sync_r, stdio, pty_sock, cgroupfs=join_cgroup and
-                            _own_cgroup_namespace(cfg.spec))
+            _container_pid1(ch, cgroupfs=ch.join_cgroup and _own_cgroup_namespace(spec))
         report.send(report_w, f"P{pid}")
     except OSError as e:
         report.fail_with(report_w, e, "creating namespaces")
@@ -325,11 +347,53 @@ def _first_process(
     os._exit(0)
 
 
-def launch(
-    cfg: ContainerConfig, plan: idmap.IdMapPlan, devnull_stdin: bool,
+@dataclass
+class Created:
+    """A container made up to its gate: its PID 1 (launched.pid) waits for start."""
+
+    launched: Launched
+    state_dir: str
+    reports: BinaryIO  # the report pipe: "E…" or EOF once started
+    parent_fds: list[int] = field(default_factory=list)  # closed if it fails
+
+    def abandon(self) -> None:
+        """Kill what was made (a failed launch): PID 1, the root's server, their fds."""
+        _kill(self.launched.pid, self.launched.storage_pid)
+        self.launched.pid = 0
+        self.launched.storage_pid = None
+        self.close(failed=True)
+
+    def close(self, failed: bool = False) -> None:
+        self.reports.close()
+        if failed:
+            for fd in self.parent_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.launched.life_w = None
+            gate.remove(self.state_dir)
+
+
+def _kill(*pids: int | None) -> None:
+    for pid in pids:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def create(
+    bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
-) -> Launched:
-    """Start the container's PID 1 and return once its command was executed.
+    detached: bool = False, started: bool = False,
+) -> Created:
+    """Make the container's PID 1 and return once it waits at its gate.
+
+    state_dir: a private directory of the caller's, outside the container's
+    root, where the gate is made (gate.py); start(state_dir) releases it.
 
     cgroup: the container's own cgroup (a directory of the host's cgroup2), or
     None. S moves C1 into it after the root is mounted (a FUSE server stays
@@ -341,15 +405,27 @@ def launch(
     its namespaces, and C1 is gone, before PID 1 does anything: the place to
     attach its network (slirp4netns needs the namespace, and the command
     must never start before its network) or to tighten its cgroup.
+
+    detached: PID 1 outlives this process (no parent-death signal), as an
+    OCI runtime's `create` leaves it for a later `start`; the caller's
+    stdio pipes go with it, so such a command writes to files, not to them.
+
+    started: the caller starts it itself, now (launch): the gate is made
+    open, PID 1 passes it as soon as it is set up.
     """
+    storage = bundle.extras.storage
+    if detached and storage is not None and storage.driver != "overlay":
+        raise InvalidArgument(f"a root served by {storage.driver} dies with its creator: "
+                              "it cannot be created detached")
+    gate_fd = gate.make(state_dir, released=started)
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
     pty_parent = pty_child = None
     stdio_child: tuple[int, int, int] | None = None
     parent_fds: list[int] = []
-    child_fds: list[int] = []
+    child_fds: list[int] = [gate_fd]
     result = Launched(pid=0)
-    if cfg.tty:
+    if bundle.spec.process.terminal:
         pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     else:
         if devnull_stdin:
@@ -364,7 +440,7 @@ def launch(
         parent_fds += [fd for fd in (in_w, out_r, err_r) if fd is not None]
         result = Launched(pid=0, stdin=in_w, stdout=out_r, stderr=err_r)
     life_r = None
-    if cfg.storage_driver in ("fuse", "fuse-overlayfs"):
+    if storage is not None and storage.driver in ("fuse", "fuse-overlayfs"):
         life_r, result.life_w = os.pipe()
         parent_fds.append(result.life_w)
 
@@ -379,8 +455,8 @@ def launch(
                 pty_parent.close()
         except BaseException:
             os._exit(EXIT_RL)
-        _first_process(cfg, report_w, sync_r, stdio_child, pty_child, life_r,
-                       join_cgroup=cgroup is not None)
+        _first_process(_Child(bundle, report_w, sync_r, gate_fd, stdio_child, pty_child,
+                              life_r, join_cgroup=cgroup is not None, detached=detached))
 
     os.close(report_w)
     os.close(sync_r)
@@ -390,7 +466,8 @@ def launch(
         os.close(fd)
     if pty_child is not None:
         pty_child.close()
-    reports = os.fdopen(report_r, "rb", buffering=0)
+    created = Created(result, state_dir, os.fdopen(report_r, "rb", buffering=0), parent_fds)
+    reports = created.reports
     c2 = 0
     try:
         line = report.read_line(reports)
@@ -432,32 +509,61 @@ def launch(
                 result.pty_master = fds[0]
                 os.set_inheritable(fds[0], False)
             pty_parent.close()
-        line = report.read_line(reports)  # EOF ("") once the command is executed
+        line = report.read_line(reports)
         if line.startswith("E"):
-            try:
-                os.waitpid(c2, 0)
-            except ChildProcessError:
-                pass
+            _reap(c2)
             c2 = 0
             report.raise_error(line)
+        if line != "R":
+            raise RlError("the container's process died while it was being set up")
         result.pid = c2
         # sync_w stays open (and leaks into nothing: it is close-on-exec) for
-        # as long as S lives.
-        return result
+        # as long as S lives: C2 reads its EOF as S's death (above).
+        return created
     except BaseException:
-        for pid in (c1, c2, result.storage_pid):
-            if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
-        for fd in parent_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        result.life_w = None
+        _kill(c1, c2, result.storage_pid)
+        result.storage_pid = None
+        created.close(failed=True)
         raise
-    finally:
-        reports.close()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def start(state_dir: str) -> None:
+    """Let the container created with state_dir exec its command (any process may)."""
+    gate.release(state_dir)
+
+
+def wait_started(created: Created) -> Launched:
+    """The creator's side of the start: return once the command was executed.
+
+    Raises the error PID 1 reported instead (the command not found, 127),
+    PID 1 reaped.
+    """
+    try:
+        line = report.read_line(created.reports)  # EOF ("") once the command is executed
+        if line.startswith("E"):
+            _reap(created.launched.pid)
+            created.launched.pid = 0
+            report.raise_error(line)
+    except BaseException:
+        created.abandon()
+        raise
+    created.close()
+    return created.launched
+
+
+def launch(
+    bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
+    before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
+) -> Launched:
+    """create, start and wait_started at once: rl's supervisor, which starts what it
+    creates. Its PID 1 passes the same gate, opened before it is forked."""
+    created = create(bundle, plan, state_dir, devnull_stdin, before_start, cgroup,
+                     started=True)
+    return wait_started(created)

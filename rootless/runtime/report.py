@@ -1,11 +1,11 @@
 """The report pipe: how a forked child tells its parent what became of it.
 
 One line per event, written atomically (at most PIPE_BUF bytes): "U",
-"F<pid>" and "P<pid>" while a container is made, "E<code> <kind> <message>"
-on failure, kind being an errors.KINDS name, so the parent raises the
-child's kind again and not only what its exit code means. The pipe is
-close-on-exec, so EOF with no "E" line means the command was executed.
-Used for the container's PID 1 (container.py) and for `rl exec`.
+"F<pid>", "P<pid>" and "R" (waiting at the gate) while a container is made,
+"E<code> <kind> <message>" on failure, kind being an errors.KINDS name, so
+the parent raises the child's kind again and not only what its exit code
+means. The pipe is close-on-exec, so EOF with no "E" line means the command
+was executed. Used for the container's PID 1 (container.py) and for `rl exec`.
 """
 
 from __future__ import annotations

@@ -213,6 +213,52 @@ def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+_SCALARS: dict[Any, tuple[tuple[type, ...], str]] = {
+    str: ((str,), "a string"), int: ((int,), "an integer"), float: ((int, float), "a number"),
+    bool: ((bool,), "true or false")}
+
+
+def check(tp: Any, value: Any, where: str, top: bool = False) -> None:
+    """ValueError naming the first place where JSON value does not have type tp.
+
+    Records are dataclasses whose fields are scalars, lists, dicts, optionals
+    and dataclasses; top: keys are field names (rl's own records), not the
+    OCI spec's camelCase. Run before from_json, which trusts its input: a
+    wrong type would otherwise surface far away, at start or exec.
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    if origin is list or origin is dict:
+        if not isinstance(value, origin):
+            raise ValueError(f"{where} is not a {'list' if origin is list else 'object'}")
+        item = typing.get_args(tp)[-1]
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            check(item, v, f"{where}[{k!r}]")
+        return
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is not an object")
+        hints = _hints(tp)
+        for f in dataclasses.fields(tp):
+            key = f.name if top else _json_name(f)
+            if key in value:
+                check(hints[f.name], value[key], f"{where}.{key}" if where else key)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{where}.{key} is missing" if where else f"{key} is missing")
+        return
+    scalar = _SCALARS.get(tp)
+    if scalar is not None and (not isinstance(value, scalar[0])
+                               or (tp is not bool and isinstance(value, bool))):
+        raise ValueError(f"{where} is not {scalar[1]}")
+
+
 def from_json(cls: type[T], data: dict[str, Any]) -> T:
     """Build a dataclass of type cls from its JSON form; unknown keys are ignored."""
     hints = _hints(typing.cast(Any, cls))

@@ -23,6 +23,7 @@ from fs import walk
 
 from .. import syscalls as sc
 from ..errors import RlError, kind_of, rebuild
+from . import idmap
 from .idmap import IdMapPlan
 
 T = TypeVar("T")
@@ -34,8 +35,6 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
     RlError raised by func comes back as is (message and exit status); any
     other exception becomes an RlError with its text.
     """
-    from . import idmap
-
     plan = plan or idmap.plan()
     sync_r, sync_w = os.pipe()  # parent -> child: "maps written"
     res_r, res_w = os.pipe()  # child -> parent: b"U" after unshare, then the result
@@ -257,8 +256,6 @@ class Worker:
 
 def _start_worker(req_r: int, req_w: int, res_r: int, res_w: int,
                   plan: IdMapPlan | None) -> int:
-    from . import idmap
-
     plan = plan or idmap.plan()
     sync_r, sync_w = os.pipe()
     parent = os.getpid()
