@@ -1,14 +1,18 @@
 """Typed options and the spec generator (issue 11), in-process.
 
 The golden records in tests/golden/specgen.json were written by the
-build_config that specgen replaced (RL_RECORD_SPECS=1), from the same `rl
-run` arguments: the generator must give the same record byte for byte.
+build_config that specgen replaced (commit d6ae830, RL_RECORD_SPECS=1), from
+the same `rl run` arguments, which it resolved in its own process: the face
+and the generator must give the same record byte for byte.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,11 @@ import pytest
 
 from rootless import paths
 from rootless.cli import app as cli_mod
+from rootless.cli import resolve
 from rootless.engine import containers as api
-from rootless.engine import store
+from rootless.engine import specgen, store
+from rootless.engine.options import Bind, CreateOptions, ExecOptions, ImageDefaults, StopOptions
+from rootless.errors import InvalidArgument, RlError
 from rootless.runtime import cgroups, idmap, seccomp
 from rootless.runtime.spec import IDMapping
 
@@ -104,20 +111,20 @@ def _normal(cfg: store.ContainerConfig, base: Path, profile: Path) -> Any:
 def _generate_argv(argv: list[str], size: tuple[int, int] | None, base: Path,
                    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
                    ) -> store.ContainerConfig:
-    # The old code resolved -e KEY, --env-file and relative paths in the
-    # calling process: its environment and working directory.
-    monkeypatch.chdir(base)
-    monkeypatch.setenv("FROM_ENV", "yes")
-    monkeypatch.delenv("UNSET_KEY", raising=False)
-    opts, _flags = cli_mod.parse_run(argv, size)
-    return api.build_config(api.RunOptions(**opts), warnings.append)
+    # The face resolves -e KEY, --env-file and relative paths with the
+    # environment and cwd it is given; this process's are elsewhere.
+    monkeypatch.chdir("/")
+    monkeypatch.delenv("FROM_ENV", raising=False)
+    monkeypatch.setenv("UNSET_KEY", "not the client's")
+    opts, _flags = cli_mod.parse_run(argv, size, {"FROM_ENV": "yes"}, str(base))
+    return specgen.generate(opts, warnings.append)
 
 
 def _generate_image(change: dict[str, Any], base: Path, warnings: list[str]
                     ) -> store.ContainerConfig:
-    opts = api.RunOptions(rootfs=str(base / "rootfs"), image="example/img",
-                          image_defaults=api.ImageDefaults(**IMAGE), **change)
-    return api.build_config(opts, warnings.append)
+    opts = CreateOptions(rootfs=str(base / "rootfs"), image="example/img",
+                         image_defaults=ImageDefaults(**IMAGE), **change)
+    return specgen.generate(opts, warnings.append)
 
 
 def _check(name: str, got: Any) -> None:
@@ -147,3 +154,90 @@ def test_the_record_of_image_defaults(name: str, workdir: Path) -> None:
     cfg = _generate_image(IMAGE_CASES[name], workdir, warnings)
     _check(name, {"record": _normal(cfg, workdir, workdir / "profile.json"),
                   "warnings": warnings})
+
+
+# -- the face resolves; the engine refuses what is unresolved -------------------------
+
+
+def test_the_face_resolves_env_and_paths_from_what_it_is_given(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("HOME_KEY", "this process's")
+    argv = ["-e", "HOME_KEY", "-e", "GONE", "-e", "X=1", "--env-file", "envf",
+            "-v", "./data:/d", "-v", "/abs:/a", "--security-opt", "seccomp=profile.json",
+            "--security-opt", "seccomp=unconfined", "--rootfs", "rootfs", "true"]
+    opts, flags = cli_mod.parse_run(argv, None, {"HOME_KEY": "client's"}, str(workdir))
+    assert opts.env == ["FROM_FILE=1", "OVERRIDDEN=file", "HOME_KEY=client's", "X=1"]
+    assert opts.rootfs == str(workdir / "rootfs")
+    assert opts.volumes == [Bind("./data:/d", str(workdir / "data")), Bind("/abs:/a")]
+    assert opts.security_opt == [f"seccomp={workdir / 'profile.json'}", "seccomp=unconfined"]
+    assert flags == {"detach": False, "tty": False, "interactive": False,
+                     "pull_policy": "missing", "rootfs": True}
+    # What the full CLI sends to the fork server comes back the same.
+    assert CreateOptions(**json.loads(json.dumps(dataclasses.asdict(opts)))) == opts
+
+
+def test_the_face_keeps_the_users_words_in_its_errors(workdir: Path) -> None:
+    with pytest.raises(RlError) as exc:
+        cli_mod.parse_run(["--rootfs", "./nope", "true"], None, {}, str(workdir))
+    assert exc.value.message == "rootfs './nope' does not exist or is not a directory"
+    with pytest.raises(RlError) as exc:
+        cli_mod.parse_run(["--env-file", "missing", "--rootfs", "rootfs", "true"], None, {},
+                          str(workdir))
+    assert exc.value.message == "open missing: No such file or directory"
+    assert exc.value.exit_code == 125
+
+
+def test_exec_env_is_resolved_by_the_face() -> None:
+    assert resolve.env(["A", "B", "C=3", "", "=x"], {"A": "1"}) == ["A=1", "C=3", "", "=x"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"env": ["BARE"]}, "invalid environment variable: BARE: no value"),
+    ({"env": ["=x"]}, "invalid environment variable: =x"),
+    ({"rootfs": "rootfs"}, "rootfs 'rootfs' is not an absolute path"),
+    ({"volumes": [Bind("./data:/d")]}, "invalid volume specification: './data:/d': the host "
+                                       "path must be absolute"),
+    ({"volumes": [Bind("data:/d")]}, "invalid volume specification: 'data:/d': named volumes"),
+    ({"security_opt": ["seccomp=p.json"]}, "invalid --security-opt: seccomp=p.json: the "
+                                           "profile path must be absolute"),
+    ({"stop_timeout": -2}, "invalid stop timeout: -2"),
+    ({"group_add": ["wheel"]}, "--group-add wheel: only numeric group ids are supported"),
+    ({"network": "bogus"}, "network mode 'bogus' is not supported"),
+])
+def test_the_engine_refuses_bad_values_without_the_cli(workdir: Path, change: dict[str, Any],
+                                                       message: str) -> None:
+    opts = CreateOptions(rootfs=str(workdir / "rootfs"), command=["true"])
+    for k, v in change.items():
+        setattr(opts, k, v)
+    with pytest.raises(InvalidArgument) as exc:
+        specgen.generate(opts)
+    assert exc.value.message.startswith(message), exc.value.message
+    assert (exc.value.exit_code, exc.value.http_status) == (125, 400)
+
+
+def test_exec_and_stop_options_check_themselves() -> None:
+    with pytest.raises(InvalidArgument, match="the working directory 'w' is invalid"):
+        ExecOptions(["true"], workdir="w")
+    with pytest.raises(InvalidArgument, match="invalid value for --time: -2"):
+        StopOptions(timeout=-2)
+    assert StopOptions(-1, 9) == StopOptions(timeout=-1, signal=9)
+
+
+def test_every_create_option_is_a_run_flag_of_its_name() -> None:
+    """The flag's destination is the field's name (the kw -> field map is generic)."""
+    params = {p.name for p in cli_mod.run.params}
+    fields = {f.name for f in dataclasses.fields(CreateOptions)}
+    assert fields - params <= cli_mod._DERIVED, fields - params - cli_mod._DERIVED
+    limits = {f.name for f in dataclasses.fields(api.LimitFlags)}
+    assert limits <= params, limits - params
+
+
+def test_the_engine_loads_no_face() -> None:
+    code = ("import sys, rootless.engine.containers, rootless.engine.supervisor, "
+            "rootless.engine.specgen; print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    loaded = [m for m in out if m.split(".")[0] in ("click", "rich")
+              or m.startswith(("rootless.cli", "netstack.cli")) or m == "rootless.forkserver"]
+    assert loaded == []
