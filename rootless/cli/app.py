@@ -1,13 +1,16 @@
-"""rl's command line: a thin click shell over rootless.api.
+"""rl's command line: a thin click shell over the engine (rootless.engine).
 
 Flags, output shapes and exit codes follow docker's: 125 for rl's own errors
 (bad flags included), 126/127 when the command cannot be run or found,
 the container's own status otherwise, 1 for a failing management command.
 
-`rl run` is the start path and imports nothing but click and the client: it
-sends its options to the fork server, whose warm, forked supervisor validates
-them, creates the record and starts the container (api.create there). Every
-other command imports the library API when it runs.
+A command converts its flags into the engine's options (engine/options.py),
+resolving what only the caller knows first (cli/resolve.py: -e KEY,
+--env-file, relative paths), and calls the engine. `rl run` here is the
+fallback of entry.py's quick path: it sends its resolved options to the
+fork server, whose warm, forked supervisor validates them, creates the
+record and starts the container (containers.create there). Every other
+command imports the engine when it runs.
 """
 
 from __future__ import annotations

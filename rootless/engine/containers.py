@@ -7,22 +7,30 @@ docker's exit status; none of them prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import json
 import os
 import shlex
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netstack import views as netviews
+from netstack.options import NetOptions
 from netstack.stack import published_ports
 
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
+from ..image import images
+from ..image import rootfs as image_rootfs
 from ..runtime.resources import LimitFlags
-from . import client, store
+from ..runtime.spec import Mount
+from . import client, quotas, specgen, store
+from .humanize import duration
 from .options import CreateOptions, ExecOptions, ImageDefaults, RunOptions, StopOptions
 from .specgen import generate as build_config
 from .specgen import parse_signal, valid_name
@@ -35,18 +43,50 @@ if TYPE_CHECKING:
 
 
 def create(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> Container:
-    from . import quotas
-
     store.collect_garbage()
     quotas.collect_garbage()
     if opts.storage_driver is not None and opts.image is None:
         raise InvalidArgument(
             "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
-        from ..image import images
+        return _create_from_image(opts, opts.image, warn)
+    return store.create(specgen.generate(opts, warn))
 
-        return images.create_container(opts, warn)
-    return store.create(build_config(opts, warn))
+
+def _create_from_image(opts: CreateOptions, ref: str,
+                       warn: Callable[[str], None] | None) -> Container:
+    """A container from an image: its storage (image/rootfs.py), then the record."""
+    images_store = images.open_store()
+    driver = image_rootfs.choose_driver(opts.storage_driver)
+    with images_store.writing():
+        img = images.lookup(images_store, ref, exit_code=125)
+        prepared = image_rootfs.prepare(images_store, img, driver)
+        try:
+            cfg = specgen.generate(dataclasses.replace(
+                opts, rootfs=str(prepared.rootfs), image_defaults=specgen.image_defaults(img)),
+                warn)
+            cfg.image = ref
+            cfg.image_id = img.id
+            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
+            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
+            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
+            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
+                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
+            image_rootfs.finish(prepared, cfg, points)
+        except BaseException:
+            image_rootfs.discard(prepared.tmp)
+            raise
+        try:
+            return store.create(cfg)
+        except BaseException:
+            image_rootfs.remove(cfg.id)
+            raise
+
+
+def _is_dir_mount(m: Mount) -> bool:
+    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+        return m.source is None or os.path.isdir(m.source)
+    return True
 
 
 def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
@@ -207,15 +247,11 @@ def remove(ctr: Container, force: bool = False) -> None:
 def _iso(ts: float) -> str:
     if not ts:
         return "0001-01-01T00:00:00Z"
-    import datetime
-
     dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def status_text(st: store.State, now: float | None = None) -> str:
-    from .humanize import duration
-
     now = now or time.time()
     if st.status == "running":
         return f"Up {duration(now - st.started_at)}"
@@ -276,10 +312,6 @@ def _graph_driver(cfg: store.ContainerConfig) -> dict[str, Any]:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
-    from netstack.options import NetOptions
-
-    from . import quotas
-
     st = ctr.state()
     if st.status == "dead":
         return _inspect_dead(ctr, st)
@@ -370,8 +402,6 @@ class PsEntry:
 
 
 def ps(all_: bool = False) -> list[PsEntry]:
-    from . import quotas
-
     store.collect_garbage()
     quotas.collect_garbage()
     out = []
@@ -470,8 +500,6 @@ def top(ctr: Container, ps_args: list[str]) -> str:
         raise NotRunning(f"container {ctr.name} is not running", 1)
     st = ctr.state()
     pids = pids_in_container(st.pid)
-    import subprocess
-
     args = ps_args or ["-ef"]
     proc = subprocess.run(["ps", *args], capture_output=True, text=True)
     if proc.returncode != 0:

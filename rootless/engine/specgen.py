@@ -11,6 +11,8 @@ nothing is written: store.create writes the record.
 from __future__ import annotations
 
 import os
+import re
+import resource
 import shlex
 import signal
 import time
@@ -19,11 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netstack.options import from_flags
+
 from .. import paths
 from ..errors import InvalidArgument, RlError
-from ..runtime import capabilities
+from ..runtime import capabilities, idmap, seccomp
+from ..runtime.container import init_binary
+from ..runtime.mounts import container_path, refused_destination, secure_join
 from ..runtime.spec import (
     Capabilities,
+    ConsoleSize,
     Mount,
     Namespace,
     Process,
@@ -33,21 +40,20 @@ from ..runtime.spec import (
     Spec,
     User,
 )
-from . import store
-from .options import Bind, CreateOptions
+from . import quotas, store
+from .options import Bind, CreateOptions, ImageDefaults
 from .store import ContainerConfig
 
 if TYPE_CHECKING:
     from netstack.options import NetOptions
 
+    from ..image.store import Image
     from ..runtime.resources import Resources
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def valid_name(name: str) -> bool:
-    import re
-
     return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
 
 
@@ -64,6 +70,20 @@ def parse_signal(value: str) -> int:
         if sig is not None:
             return int(sig)
     raise InvalidArgument(f"invalid signal: {value}")
+
+
+def image_defaults(img: Image) -> ImageDefaults:
+    """What the image's config gives a container (docker's override rules: command())."""
+    cfg = img.config.get("config") or {}
+    return ImageDefaults(
+        entrypoint=list(cfg.get("Entrypoint") or []),
+        cmd=list(cfg.get("Cmd") or []),
+        env=list(cfg.get("Env") or []),
+        workdir=str(cfg.get("WorkingDir") or ""),
+        user=str(cfg.get("User") or ""),
+        stop_signal=str(cfg.get("StopSignal") or ""),
+        exposed=list(cfg.get("ExposedPorts") or {}),
+    )
 
 
 def rootfs_missing(shown: str) -> InvalidArgument:
@@ -147,8 +167,6 @@ def stop(opts: CreateOptions) -> tuple[str, int]:
 
 def resources(opts: CreateOptions) -> tuple[Resources, str]:
     """The cgroup limits and the cgroups mode (quotas.py)."""
-    from . import quotas
-
     return quotas.build(opts.limits, opts.cgroups)
 
 
@@ -185,8 +203,6 @@ def group_ids(opts: CreateOptions) -> list[int]:
 
 
 def network(opts: CreateOptions) -> NetOptions:
-    from netstack.options import from_flags
-
     image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
     return from_flags(opts.network, opts.publish, opts.publish_all,
                       [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
@@ -216,8 +232,6 @@ def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mo
 
 def _mount_destination(dest: str, kind: str, context: str) -> str:
     """dest in its canonical form; 125 where a user's mount may not go (mounts.py)."""
-    from ..runtime.mounts import container_path, refused_destination
-
     dest = container_path(dest)
     why = refused_destination(dest)
     if why is not None:
@@ -311,8 +325,6 @@ def parse_ulimit(spec: str) -> Rlimit:
         hard = soft if not hard_s else (-1 if hard_s == "unlimited" else int(hard_s))
     except ValueError:
         raise InvalidArgument(f"invalid ulimit: {spec}") from None
-    import resource
-
     rname = "RLIMIT_" + name.upper()
     if not sep or not hasattr(resource, rname):
         raise InvalidArgument(f"invalid ulimit: {spec}")
@@ -341,8 +353,6 @@ def process(opts: CreateOptions, args: list[str], env: list[str], caps: list[str
         raise InvalidArgument(f"the working directory '{opts.workdir}' is invalid, it needs to be "
                               "an absolute path")
     if opts.console_size:
-        from ..runtime.spec import ConsoleSize
-
         proc.console_size = ConsoleSize(height=opts.console_size[0], width=opts.console_size[1])
     return proc
 
@@ -351,8 +361,6 @@ def seccomp_filter(sec: Security, caps: list[str]) -> Seccomp | None:
     """The seccomp profile (rl's default, or the file's), None when unconfined."""
     if not sec.confined:
         return None
-    from ..runtime import seccomp
-
     if sec.profile_file:
         return seccomp.load_profile(sec.profile_file, caps)
     return seccomp.default_profile(caps)
@@ -374,9 +382,6 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
 
     warn receives what the user should hear without it being an error.
     """
-    from ..runtime import idmap
-    from ..runtime.mounts import secure_join
-
     rootfs = root(opts)
     if opts.name is not None and not valid_name(opts.name):
         raise InvalidArgument(
@@ -388,8 +393,6 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
     host = hostname(opts, cid)
     caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
     if opts.init:
-        from ..runtime.container import init_binary
-
         init_binary()  # a missing catatonit is a 125 at create, not at start
     sec = security(opts)
     stop_signal, stop_timeout = stop(opts)
