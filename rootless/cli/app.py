@@ -15,6 +15,7 @@ command imports the engine when it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -26,14 +27,15 @@ import click
 
 from .. import __version__
 from ..defaults import DEFAULT_NETWORK
+from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
-from . import netflags
+from ..runtime.resources import LimitFlags
+from . import netflags, resolve
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..engine.containers import PsEntry
-    from ..engine.options import CreateOptions
     from ..engine.store import Container
     from .template import Template
 
@@ -104,10 +106,6 @@ def _plain(kw: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
 
 def _limit_kw(kw: dict[str, Any]) -> dict[str, Any]:
     """The limit flags as resources.LimitFlags' fields (their destinations are those names)."""
-    import dataclasses
-
-    from ..runtime.resources import LimitFlags
-
     return _plain(kw, (f.name for f in dataclasses.fields(LimitFlags)))
 
 
@@ -166,12 +164,6 @@ _DERIVED = {"rootfs", "image", "env", "volumes", "security_opt", "console_size",
 def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> CreateOptions:
     """The flags as the engine's CreateOptions: a flag's destination is its field's name;
     the caller's environment and cwd resolve -e KEY, --env-file and relative paths."""
-    import dataclasses
-
-    from ..engine.options import CreateOptions
-    from ..runtime.resources import LimitFlags
-    from . import resolve
-
     names = [f.name for f in dataclasses.fields(CreateOptions) if f.name not in _DERIVED]
     rootfs = ""
     if kw["rootfs"]:
@@ -193,8 +185,6 @@ def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> Create
 @run_options
 def run(detach: bool, **kw: Any) -> None:
     """Create and run a container: rl run [OPTIONS] --rootfs DIR COMMAND [ARG...]"""
-    import dataclasses
-
     from ..engine import client
     from . import attach
 
@@ -413,8 +403,6 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | Non
           user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
     """Run a command in a running container."""
     from ..engine import execute, store
-    from ..engine.options import ExecOptions
-    from . import resolve
 
     # -d: no terminal and no input (docker allocates a tty nobody reads).
     opts = ExecOptions(list(command), resolve.env(env, os.environ), workdir, user,

@@ -14,8 +14,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ..engine.options import Bind
-from ..engine.specgen import rootfs_missing
+from ..engine.options import Bind, rootfs_missing
 from ..errors import RlError
 
 

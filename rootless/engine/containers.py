@@ -32,7 +32,6 @@ from ..runtime.spec import Mount
 from . import client, quotas, specgen, store
 from .humanize import duration
 from .options import CreateOptions, ExecOptions, ImageDefaults, RunOptions, StopOptions
-from .specgen import generate as build_config
 from .specgen import parse_signal, valid_name
 from .store import Container
 
@@ -563,4 +562,4 @@ def running_or_error(ctr: Container) -> store.State:
 
 # Names faces and image code use from here (options.py and specgen.py hold them).
 __all__ = ["EXIT_RL", "CreateOptions", "ExecOptions", "ImageDefaults", "LimitFlags",
-           "RunOptions", "StopOptions", "build_config", "parse_signal", "valid_name"]
+           "RunOptions", "StopOptions", "parse_signal", "valid_name"]

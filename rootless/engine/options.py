@@ -102,6 +102,12 @@ class CreateOptions:
             self.console_size = (rows, cols)
 
 
+def rootfs_missing(shown: str) -> InvalidArgument:
+    """The error for a --rootfs that is no directory (shown as the user gave it: the face
+    checks a relative one before it makes it absolute)."""
+    return InvalidArgument(f"rootfs {shown!r} does not exist or is not a directory")
+
+
 # The name the CLI and the image code used before there were other operations.
 RunOptions = CreateOptions
 

@@ -41,7 +41,7 @@ from ..runtime.spec import (
     User,
 )
 from . import quotas, store
-from .options import Bind, CreateOptions, ImageDefaults
+from .options import Bind, CreateOptions, ImageDefaults, rootfs_missing
 from .store import ContainerConfig
 
 if TYPE_CHECKING:
@@ -84,11 +84,6 @@ def image_defaults(img: Image) -> ImageDefaults:
         stop_signal=str(cfg.get("StopSignal") or ""),
         exposed=list(cfg.get("ExposedPorts") or {}),
     )
-
-
-def rootfs_missing(shown: str) -> InvalidArgument:
-    """The error for a --rootfs that is no directory (shown as the user gave it)."""
-    return InvalidArgument(f"rootfs {shown!r} does not exist or is not a directory")
 
 
 # -- the steps ----------------------------------------------------------------------
