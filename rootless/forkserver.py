@@ -10,8 +10,8 @@ sends one JSON line {"op": "start", "id": ..., "attach": bool, "stdin": bool}.
 The server forks; the child (the supervisor) keeps the client's socket and
 speaks wire.py frames on it from then on. The server itself never runs trio,
 never starts a thread and holds no state, so killing it loses nothing: the
-next rl command starts a new one. The fingerprint covers rl's own source
-files, so an upgraded rl never talks to an old server. The server leaves
+next rl command starts a new one. The fingerprint (engine/client.py) covers
+rl's own source files, so an upgraded rl never talks to an old server. The server leaves
 when it has been idle for RL_FORKSERVER_IDLE seconds (default 600).
 """
 
@@ -24,30 +24,9 @@ import os
 import signal
 import socket
 import sys
-import zlib
 from pathlib import Path
 
 from . import paths
-
-
-def fingerprint() -> str:
-    # A server serves one user in one user namespace with one version of rl.
-    # zlib, not hashlib: this runs on every command and needs no cryptography.
-    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
-    top = Path(__file__).parent.parent
-    # The supervisor runs all of rl's code: rootless and its sub-packages
-    # (runtime, image, engine, cli) and the sibling packages (netstack, fs).
-    # One level of glob each, not rglob: this is on every command's path.
-    for pattern in ("rootless/*.py", "rootless/*/*.py", "netstack/*.py", "fs/*.py"):
-        for f in sorted(top.glob(pattern)):
-            st = f.stat()
-            parts.append(f"{f.relative_to(top)}:{st.st_mtime_ns}:{st.st_size}")
-    text = "\n".join(parts).encode()
-    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
-
-
-def socket_path() -> Path:
-    return paths.runtime_dir() / f"fork-{fingerprint()}.sock"
 
 
 def _serve_one(listener: socket.socket, lock_fd: int) -> None:
@@ -82,9 +61,12 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     os.setsid()
     code = 125
     try:
+        from .cli.app import parse_run  # imported by _warm_up: nothing to load here
         from .engine import supervisor
 
-        code = supervisor.serve_request(msg, conn)
+        # The supervisor parses `rl run`'s arguments with the CLI's own parser
+        # (one definition of every flag); the engine itself imports no face.
+        code = supervisor.serve_request(msg, conn, parse_run=parse_run)
     except BaseException:
         import traceback
 
@@ -104,7 +86,11 @@ def _warm_up() -> None:
 
     from fs import drivers, walk  # noqa: F401
 
-    from .engine import store
+    # Everything a supervisor runs: the CLI's parser (click and rl's flags, ~25 ms
+    # that `rl run`'s client saves), the engine, images and the runtime.
+    from .cli import app  # noqa: F401
+    from .engine import containers, execute, store, supervisor  # noqa: F401
+    from .image import images, rootfs  # noqa: F401
     from .runtime import container, seccomp, spec  # noqa: F401
 
     seccomp.warm_up()  # the default seccomp filter, compiled once for every container

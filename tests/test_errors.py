@@ -247,7 +247,7 @@ def test_exec_and_kill_on_a_stopped_container(stopped: str) -> None:
 
     ctr = store.lookup(stopped)
     with pytest.raises(RlError) as exc:
-        execute.run(ctr, ["true"], [], None, None, tty=False, interactive=False)
+        execute.run(ctr, api.ExecOptions(["true"]))
     check(exc, NotRunning, 1, 409, f"container {ctr.id[:12]} is not running")
     with pytest.raises(RlError) as exc:
         api.kill(ctr, signal.SIGTERM)

@@ -9,6 +9,7 @@ a run costs the same on a loaded machine and fails the same way twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -117,7 +118,7 @@ def test_the_supervisors_run_parser_returns_or_hands_over(args: list[str]) -> No
     except RlError as e:
         assert "\n" not in e.message and not PYTHONISMS.search(e.message)
         return
-    json.dumps([opts, flags])  # it travels to the supervisor as JSON
+    json.dumps([dataclasses.asdict(opts), flags])  # `rl run`'s full CLI sends it as JSON
 
 
 # -- the real command line ---------------------------------------------------------------
@@ -217,7 +218,7 @@ def configs(draw: st.DrawFn) -> Any:
 def test_image_configs_are_valid_or_refused_in_one_line(config: Any) -> None:
     """validate() refuses in one line, or what it lets in is what `rl run` needs:
     lists of strings where execve wants them, NAME=VALUE environment entries."""
-    from rootless.image.images import defaults
+    from rootless.engine.specgen import image_defaults as defaults
     from rootless.image.store import Image
 
     try:

@@ -185,7 +185,7 @@ def test_stats_stream_until_the_container_is_gone(rl: RlRunner, rl_path: Path,
 
 
 def test_cgroupfs_goes_right_after_sys() -> None:
-    from rootless.engine.containers import default_mounts
+    from rootless.engine.specgen import default_mounts
     from rootless.runtime.mounts import CGROUPFS, with_cgroupfs
     from rootless.runtime.spec import Mount
 

@@ -1,17 +1,21 @@
-"""rl's command line: a thin click shell over rootless.api.
+"""rl's command line: a thin click shell over the engine (rootless.engine).
 
 Flags, output shapes and exit codes follow docker's: 125 for rl's own errors
 (bad flags included), 126/127 when the command cannot be run or found,
 the container's own status otherwise, 1 for a failing management command.
 
-`rl run` is the start path and imports nothing but click and the client: it
-sends its options to the fork server, whose warm, forked supervisor validates
-them, creates the record and starts the container (api.create there). Every
-other command imports the library API when it runs.
+A command converts its flags into the engine's options (engine/options.py),
+resolving what only the caller knows first (cli/resolve.py: -e KEY,
+--env-file, relative paths), and calls the engine. `rl run` here is the
+fallback of entry.py's quick path: it sends its resolved options to the
+fork server, whose warm, forked supervisor validates them, creates the
+record and starts the container (containers.create there). Every other
+command imports the engine when it runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,14 +25,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from netstack import cli as netcli
-
 from .. import __version__
 from ..defaults import DEFAULT_NETWORK
+from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
-from . import views
+from ..runtime.resources import LimitFlags
+from . import netflags, resolve, views
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ..engine.store import Container
     from .template import Template
 
@@ -92,20 +98,14 @@ def limit_options(f: Callable[..., Any], cgroups: bool) -> Callable[..., Any]:
     return f
 
 
+def _plain(kw: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The flags whose destinations are these field names; click's tuples as lists."""
+    return {n: list(kw[n]) if isinstance(kw[n], tuple) else kw[n] for n in names}
+
+
 def _limit_kw(kw: dict[str, Any]) -> dict[str, Any]:
-    """The limit flags as resources.LimitFlags' fields (plain data: `run` sends it as JSON)."""
-    return dict(
-        memory=kw["memory"], memory_swap=kw["memory_swap"],
-        memory_reservation=kw["memory_reservation"], cpus=kw["cpus"],
-        cpu_period=kw["cpu_period"], cpu_quota=kw["cpu_quota"], cpu_shares=kw["cpu_shares"],
-        pids_limit=kw["pids_limit"], cpuset_cpus=kw["cpuset_cpus"],
-        cpuset_mems=kw["cpuset_mems"], blkio_weight=kw["blkio_weight"],
-        blkio_weight_device=list(kw["blkio_weight_device"]),
-        device_read_bps=list(kw["device_read_bps"]),
-        device_write_bps=list(kw["device_write_bps"]),
-        device_read_iops=list(kw["device_read_iops"]),
-        device_write_iops=list(kw["device_write_iops"]),
-    )
+    """The limit flags as resources.LimitFlags' fields (their destinations are those names)."""
+    return _plain(kw, (f.name for f in dataclasses.fields(LimitFlags)))
 
 
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +119,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])."),
         click.option("--entrypoint", help="Overwrite the default ENTRYPOINT."),
         click.option("-h", "--hostname", help="Container host name."),
-        click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro]."),
+        click.option("-v", "--volume", "volumes", multiple=True,
+                     help="Bind mount HOST:CONTAINER[:ro]."),
         click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
         click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
         click.option("--init", is_flag=True, help="Run an init inside the container."),
@@ -130,11 +131,13 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
                      show_default=True, help="Network mode: slirp4netns[:options], pasta, "
                      "host, none or container:NAME."),
-        click.option("--ulimit", multiple=True, help="Ulimit options (name=soft[:hard])."),
+        click.option("--ulimit", "ulimits", multiple=True,
+                     help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),
         click.option("--stop-signal", help="Signal to stop the container."),
         click.option("--stop-timeout", type=int, help="Timeout (in seconds) to stop."),
-        click.option("-l", "--label", multiple=True, help="Set metadata on the container."),
+        click.option("-l", "--label", "labels", multiple=True,
+                     help="Set metadata on the container."),
         click.option("--group-add", multiple=True, help="Additional groups to join."),
         click.option("--rm", is_flag=True, help="Remove the container when it exits."),
         click.option("--storage-driver", help="How the image becomes the container's root: "
@@ -149,25 +152,29 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for o in reversed(opts):
         f = o(f)
-    return limit_options(netcli.options(f), cgroups=True)
+    return limit_options(netflags.options(f), cgroups=True)
 
 
-def _options(kw: dict[str, Any]) -> dict[str, Any]:
-    """The flags as api.RunOptions' fields (a dict: it travels to the fork server)."""
-    return dict(
-        rootfs=kw["image"] if kw["rootfs"] else "",
-        image=None if kw["rootfs"] else kw["image"], command=list(kw["command"]), name=kw["name"],
-        env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"],
-        user=kw["user"], entrypoint=kw["entrypoint"], hostname=kw["hostname"],
-        volumes=list(kw["volume"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
-        init=kw["init"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
-        tty=kw["tty"], interactive=kw["interactive"], rm=kw["rm"], network=kw["network"],
-        ulimits=list(kw["ulimit"]), security_opt=list(kw["security_opt"]),
-        stop_signal=kw["stop_signal"], stop_timeout=kw["stop_timeout"],
-        labels=list(kw["label"]), group_add=list(kw["group_add"]),
-        **netcli.run_options(kw),
-        limits=_limit_kw(kw), cgroups=kw["cgroups"], storage_driver=kw["storage_driver"],
-    )
+# CreateOptions' fields that flags of the same name do not give as they are.
+_DERIVED = {"rootfs", "image", "env", "volumes", "security_opt", "console_size",
+            "image_defaults", "limits"}
+
+
+def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> CreateOptions:
+    """The flags as the engine's CreateOptions: a flag's destination is its field's name;
+    the caller's environment and cwd resolve -e KEY, --env-file and relative paths."""
+    names = [f.name for f in dataclasses.fields(CreateOptions) if f.name not in _DERIVED]
+    rootfs = ""
+    if kw["rootfs"]:
+        # An error of --storage-driver's comes first, as the engine checks it first.
+        rootfs = (resolve.rootfs(kw["image"], cwd) if kw["storage_driver"] is None
+                  else resolve.path(kw["image"], cwd))
+    return CreateOptions(
+        rootfs=rootfs, image=None if kw["rootfs"] else kw["image"],
+        env=resolve.env(kw["env"], environ, kw["env_file"], cwd),
+        volumes=[resolve.bind(v, cwd) for v in kw["volumes"]],
+        security_opt=[resolve.security_opt(so, cwd) for so in kw["security_opt"]],
+        limits=LimitFlags(**_limit_kw(kw)), **_plain(kw, names))
 
 
 # -- run / create / start -------------------------------------------------------------
@@ -180,16 +187,17 @@ def run(detach: bool, **kw: Any) -> None:
     from ..engine import client
     from . import attach
 
-    opts = _options(kw)
-    if opts["tty"] and not detach:
-        opts["console_size"] = attach.terminal_size()
-    stdin = opts["interactive"] and not detach
-    session = _pulling(kw, lambda: client.run_container(opts, attach=not detach, stdin=stdin))
+    opts = _options(kw, os.environ, os.getcwd())
+    if opts.tty and not detach:
+        opts.console_size = attach.terminal_size()
+    stdin = opts.interactive and not detach
+    plain = dataclasses.asdict(opts)  # it travels to the fork server as JSON
+    session = _pulling(kw, lambda: client.run_container(plain, attach=not detach, stdin=stdin))
     if detach:
         session.close()
         click.echo(session.event["id"])
         return
-    code = attach.run(session, tty=opts["tty"], stdin=opts["interactive"])
+    code = attach.run(session, tty=opts.tty, stdin=opts.interactive)
     session.close()
     if code is None:
         _supervisor_died()
@@ -199,10 +207,12 @@ def run(detach: bool, **kw: Any) -> None:
     os._exit(code)
 
 
-def parse_run(argv: list[str], console_size: tuple[int, int] | None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`rl run ARGV` parsed as `run` below would, for the supervisor (entry.py):
-    (api.RunOptions fields, flags: detach tty interactive pull_policy rootfs).
+def parse_run(argv: list[str], console_size: tuple[int, int] | None,
+              environ: Mapping[str, str] | None = None, cwd: str | None = None
+              ) -> tuple[CreateOptions, dict[str, Any]]:
+    """`rl run ARGV` parsed as `run` above would, for the supervisor (entry.py), with the
+    client's environment and working directory (default: this process's):
+    (CreateOptions, flags: detach tty interactive pull_policy rootfs).
 
     NeedsFullCli where the user must hear from click or see a pull: help, a
     usage error, --pull=always.
@@ -217,10 +227,11 @@ def parse_run(argv: list[str], console_size: tuple[int, int] | None
     detach = kw.pop("detach")
     if kw["pull_policy"] == "always":
         raise NeedsFullCli
-    opts = _options(kw)
-    if opts["tty"] and not detach:
-        opts["console_size"] = console_size
-    flags = {"detach": detach, "tty": opts["tty"], "interactive": opts["interactive"],
+    opts = _options(kw, os.environ if environ is None else environ,
+                    os.getcwd() if cwd is None else cwd)
+    if opts.tty and not detach:
+        opts.console_size = console_size
+    flags = {"detach": detach, "tty": opts.tty, "interactive": opts.interactive,
              "pull_policy": kw["pull_policy"], "rootfs": kw["rootfs"]}
     return opts, flags
 
@@ -231,7 +242,8 @@ def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     from ..engine import containers as api
 
-    ctr = _pulling(kw, lambda: api.create(api.RunOptions(**_options(kw)),
+    opts = _options(kw, os.environ, os.getcwd())
+    ctr = _pulling(kw, lambda: api.create(opts,
                                           warn=lambda m: click.echo(f"WARNING: {m}", err=True)))
     click.echo(ctr.id)
 
@@ -329,10 +341,9 @@ def stop(timeout: int | None, sig: str | None, containers: tuple[str, ...]) -> N
     """Stop running containers: the stop signal, then SIGKILL after a grace period."""
     from ..engine import containers as api
 
-    if timeout is not None and timeout < -1:
-        raise InvalidArgument(f"invalid value for --time: {timeout}")
-    signum = api.parse_signal(sig) if sig else None
-    _each(containers, lambda c: api.stop(c, timeout, signum))
+    opts = api.StopOptions(timeout)  # the timeout is checked before the signal
+    opts.signal = api.parse_signal(sig) if sig else None
+    _each(containers, lambda c: api.stop(c, opts))
 
 
 @cli.command()
@@ -392,13 +403,10 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | Non
     """Run a command in a running container."""
     from ..engine import execute, store
 
-    if workdir is not None and not workdir.startswith("/"):
-        raise InvalidArgument(f"the working directory '{workdir}' is invalid, it needs to be an "
-                              "absolute path")
-    ctr = store.lookup(container)
     # -d: no terminal and no input (docker allocates a tty nobody reads).
-    code = execute.run(ctr, list(command), list(env), workdir, user, tty and not detach,
-                       interactive and not detach, detach)
+    opts = ExecOptions(list(command), resolve.env(env, os.environ), workdir, user,
+                       tty and not detach, interactive and not detach, detach)
+    code = execute.run(store.lookup(container), opts)
     sys.exit(code)
 
 

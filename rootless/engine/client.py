@@ -11,9 +11,10 @@ import os
 import socket
 import sys
 import time
+import zlib
 from pathlib import Path
 
-from .. import forkserver, paths
+from .. import paths
 from ..errors import NeedsFullCli, NoSuchImage, NotRunning, RlError, rebuild
 from . import wire
 
@@ -24,6 +25,27 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .store import Container
+
+
+def fingerprint() -> str:
+    """The fork server's identity: the one to talk to serves this user, namespace and rl."""
+    # A server serves one user in one user namespace with one version of rl.
+    # zlib, not hashlib: this runs on every command and needs no cryptography.
+    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
+    top = Path(__file__).parent.parent.parent
+    # The supervisor runs all of rl's code: rootless and its sub-packages
+    # (runtime, image, engine, cli) and the sibling packages (netstack, fs).
+    # One level of glob each, not rglob: this is on every command's path.
+    for pattern in ("rootless/*.py", "rootless/*/*.py", "netstack/*.py", "fs/*.py"):
+        for f in sorted(top.glob(pattern)):
+            st = f.stat()
+            parts.append(f"{f.relative_to(top)}:{st.st_mtime_ns}:{st.st_size}")
+    text = "\n".join(parts).encode()
+    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
+
+
+def socket_path() -> Path:
+    return paths.runtime_dir() / f"fork-{fingerprint()}.sock"
 
 
 def _connect(path: str) -> socket.socket:
@@ -59,7 +81,7 @@ def _spawn_server(sock_path: str) -> None:
 
 
 def connect_forkserver() -> socket.socket:
-    path = str(forkserver.socket_path())
+    path = str(socket_path())
     for _ in range(50):
         try:
             return _connect(path)
@@ -94,9 +116,9 @@ def start_supervisor(cid: str, attach: bool, stdin: bool) -> Session:
 
 
 def run_container(options: dict[str, Any], attach: bool, stdin: bool) -> Session:
-    """Have a supervisor create (from api.RunOptions fields) and start a container."""
-    return _ask({"op": "run", "options": options, "cwd": os.getcwd(), "attach": attach,
-                 "stdin": stdin})
+    """Have a supervisor create (from CreateOptions, as a dict: resolved by the face,
+    so no cwd travels) and start a container."""
+    return _ask({"op": "run", "options": options, "attach": attach, "stdin": stdin})
 
 
 def run_argv(argv: list[str], console_size: tuple[int, int] | None) -> Session:
@@ -109,7 +131,8 @@ def run_argv(argv: list[str], console_size: tuple[int, int] | None) -> Session:
 def _ask(request: dict[str, Any]) -> Session:
     """Send a request to the fork server; the supervisor's session after its first event.
 
-    The request carries this command's environment: the supervisor works in it.
+    The request carries this command's environment: the supervisor takes rl's
+    settings from it (XDG_* directories, RL_* knobs), and run-argv's parser -e KEY.
     """
     sock = connect_forkserver()
     wire.request(sock, {**request, "env": dict(os.environ)})

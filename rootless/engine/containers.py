@@ -7,434 +7,83 @@ docker's exit status; none of them prints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import json
 import os
 import shlex
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from netstack import cli as netcli
+from netstack import views as netviews
+from netstack.options import NetOptions
 
-from .. import paths
-from ..defaults import DEFAULT_NETWORK
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
-from ..runtime import capabilities
+from ..image import images
+from ..image import rootfs as image_rootfs
 from ..runtime.resources import LimitFlags
-from ..runtime.spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
-from . import client, store
-from .store import Container, ContainerConfig
+from ..runtime.spec import Mount
+from . import client, listing, quotas, specgen, store
+from .options import CreateOptions, ExecOptions, ImageDefaults, RunOptions, StopOptions
+from .specgen import parse_signal, valid_name
+from .store import Container
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass
-class ImageDefaults:
-    """What an image's config contributes to a container (docker's override rules apply)."""
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    stop_signal: str = ""
-    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
-
-
-@dataclass
-class RunOptions:
-    """docker run/create flags, as plain data."""
-
-    rootfs: str
-    command: list[str] = field(default_factory=list)
-    name: str | None = None
-    env: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    workdir: str | None = None
-    user: str | None = None
-    entrypoint: str | None = None
-    hostname: str | None = None
-    volumes: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
-    read_only: bool = False
-    init: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    tty: bool = False
-    interactive: bool = False
-    rm: bool = False
-    network: str = DEFAULT_NETWORK
-    # netstack (issue 5): -p, -P, --expose, --dns, --add-host, --network-bandwidth
-    publish: list[str] = field(default_factory=list)
-    publish_all: bool = False
-    expose: list[str] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    add_hosts: list[str] = field(default_factory=list)
-    network_bandwidth: str | None = None
-    ulimits: list[str] = field(default_factory=list)
-    security_opt: list[str] = field(default_factory=list)
-    stop_signal: str | None = None
-    stop_timeout: int | None = None
-    labels: list[str] = field(default_factory=list)
-    group_add: list[str] = field(default_factory=list)
-    console_size: tuple[int, int] | None = None
-    image: str | None = None  # an image reference instead of a rootfs (rootless.images)
-    image_defaults: ImageDefaults | None = None
-    # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
-    limits: LimitFlags = field(default_factory=LimitFlags)
-    cgroups: str | None = None
-    storage_driver: str | None = None  # overlay | fuse | fuse-overlayfs | vfs (rootfs.py)
-
-    def __post_init__(self) -> None:
-        # `rl run` sends its options to the fork server as JSON: rebuild the
-        # nested flags from their plain form.
-        if isinstance(self.limits, dict):
-            self.limits = LimitFlags(**self.limits)
-
-
-# -- names (a generated one is picked by store.create, under the registry lock) ---
-
-
-def valid_name(name: str) -> bool:
-    import re
-
-    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
-
-
-# -- parsing flag values ---------------------------------------------------------
-
-
-def parse_signal(value: str) -> int:
-    v = value.strip().upper()
-    if v.isdigit():
-        num = int(v)
-        if num in {s.value for s in signal.valid_signals() if isinstance(s, signal.Signals)} \
-                or 1 <= num <= 64:
-            return num
-    else:
-        name = v if v.startswith("SIG") else "SIG" + v
-        sig = getattr(signal.Signals, name, None)
-        if sig is not None:
-            return int(sig)
-    raise InvalidArgument(f"invalid signal: {value}")
-
-
-def _env_list(opts: RunOptions) -> list[str]:
-    env: list[str] = []
-    for path in opts.env_files:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError as e:
-            raise RlError(f"open {path}: {e.strerror}") from e
-        env += [ln for ln in (x.strip() for x in lines) if ln and not ln.startswith("#")]
-    env += opts.env
-    out: dict[str, str] = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid environment variable: {item}")
-        if not sep:
-            if key in os.environ:
-                out[key] = os.environ[key]
-            continue
-        out[key] = value
-    return [f"{k}={v}" for k, v in out.items()]
-
-
-def _parse_volume(spec: str) -> Mount:
-    parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
-        raise InvalidArgument(f"invalid volume specification: '{spec}'")
-    src, dest = parts[0], parts[1]
-    opts = parts[2].split(",") if len(parts) == 3 else []
-    if not src.startswith("/") and not src.startswith("."):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not "
-                              "supported; give an absolute host path")
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': the container path "
-                              "must be absolute")
-    dest = _mount_destination(dest, "bind", f"invalid volume specification: '{spec}': ")
-    src = os.path.abspath(src)
-    if not os.path.exists(src):
-        raise InvalidArgument(f"bind source path does not exist: {src}")
-    mount_opts = ["rbind"]
-    for o in opts:
-        if o in ("ro", "rw"):
-            mount_opts.append(o)
-        elif o in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
-            continue
-        elif o in ("rprivate", "private", "rslave", "slave"):
-            mount_opts.append(o)
-        else:
-            raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {o}")
-    return Mount(destination=dest, type="bind", source=src, options=mount_opts)
-
-
-def _mount_destination(dest: str, kind: str, context: str) -> str:
-    """dest in its canonical form; 125 where a user's mount may not go (mounts.py)."""
-    from ..runtime.mounts import container_path, refused_destination
-
-    dest = container_path(dest)
-    why = refused_destination(dest)
-    if why is not None:
-        raise InvalidArgument(f'{context}invalid mount config for type "{kind}": {why}')
-    return dest
-
-
-def _parse_tmpfs(spec: str) -> Mount:
-    dest, _, opts = spec.partition(":")
-    if not dest.startswith("/"):
-        raise InvalidArgument(f"invalid tmpfs specification: '{spec}': the path must be absolute")
-    dest = _mount_destination(dest, "tmpfs", "")
-    options = ["nosuid", "nodev", "noexec"]
-    for o in (opts.split(",") if opts else []):
-        if o in ("exec", "suid", "dev"):
-            options.remove("no" + o)
-        elif o:
-            options.append(o)
-    return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
-
-
-def _parse_ulimit(spec: str) -> Rlimit:
-    name, sep, values = spec.partition("=")
-    soft_s, _, hard_s = values.partition(":")
-    try:
-        soft = -1 if soft_s == "unlimited" else int(soft_s)
-        hard = soft if not hard_s else (-1 if hard_s == "unlimited" else int(hard_s))
-    except ValueError:
-        raise InvalidArgument(f"invalid ulimit: {spec}") from None
-    import resource
-
-    rname = "RLIMIT_" + name.upper()
-    if not sep or not hasattr(resource, rname):
-        raise InvalidArgument(f"invalid ulimit: {spec}")
-    inf = resource.RLIM_INFINITY
-    soft, hard = (inf if soft < 0 else soft), (inf if hard < 0 else hard)
-    if soft > hard:
-        raise InvalidArgument(
-            f"invalid ulimit: {spec}: soft limit {soft} exceeds hard limit {hard}")
-    return Rlimit(type=rname, soft=soft, hard=hard)
-
-
-def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
-    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
-    if gid5_mapped:
-        pts.append("gid=5")
-    mounts = [
-        Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
-        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        Mount("/dev/pts", "devpts", "devpts", pts),
-        Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777",
-                                          "size=65536k"]),
-        Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
-        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-    ]
-    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
-        mounts.append(Mount(f"/dev/{dev}", "bind", f"/dev/{dev}", ["bind", "nosuid", "noexec"]))
-    for name in ("hostname", "hosts", "resolv.conf"):
-        mounts.append(Mount(f"/etc/{name}", "bind", str(run_dir / name), ["bind"]))
-    del own_netns  # sysfs falls back to a read-only bind of the host's without one
-    return mounts
-
-
-def _net_options(opts: RunOptions) -> Any:
-    from netstack.options import from_flags
-
-    image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
-    return from_flags(opts.network, opts.publish, opts.publish_all,
-                      [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
-                      opts.network_bandwidth)
-
-
-def _net_namespaces(net: Any) -> list[Namespace]:
-    """A new netns; or (--network container:NAME) the other container's net and user ns."""
-    if net.mode != "container":
-        return [Namespace("network")]
-    try:
-        other = store.lookup(net.container)
-    except RlError as e:
-        raise InvalidArgument(e.message) from None  # a run flag's error: 125, as docker run
-    st = other.state()
-    if st.status != "running":
-        raise RlError(f"cannot join the network of container {net.container}: it is not "
-                      "running")
-    return [Namespace("network", path=f"/proc/{st.pid}/ns/net"),
-            Namespace("user", path=f"/proc/{st.pid}/ns/user")]
-
-
-def build_config(opts: RunOptions,
-                 warn: Callable[[str], None] | None = None) -> ContainerConfig:
-    """Validate every flag and build the container's record; nothing is written here.
-
-    warn receives what the user should hear without it being an error.
-    """
-    from ..runtime import idmap
-    from ..runtime.mounts import secure_join
-
-    rootfs = os.path.abspath(opts.rootfs)
-    if not os.path.isdir(rootfs):
-        raise InvalidArgument(f"rootfs {opts.rootfs!r} does not exist or is not a directory")
-    if opts.name is not None and not valid_name(opts.name):
-        raise InvalidArgument(
-            f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
-            "are allowed")
-    net = _net_options(opts)
-    img = opts.image_defaults
-    entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
-    command = list(opts.command)
-    if img is not None and opts.entrypoint is None:
-        # docker: the image's Entrypoint stays unless --entrypoint is given (which
-        # also drops the image's Cmd); arguments replace the image's Cmd.
-        entrypoint = list(img.entrypoint)
-        command = command or list(img.cmd)
-    args = entrypoint + command
-    if not args:
-        raise InvalidArgument("no command specified")
-    cid = store.new_id()
-    hostname = opts.hostname or cid[:12]
-    if len(hostname) > 64:
-        raise InvalidArgument(f"invalid hostname {hostname!r}: longer than 64 characters")
-    caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
-    if opts.init:
-        from ..runtime.container import init_binary
-
-        init_binary()  # a missing catatonit is a 125 at create, not at start
-    no_new_privs = False
-    confined = True
-    profile_file = None
-    for so in opts.security_opt:
-        if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
-            no_new_privs = True
-        elif so in ("no-new-privileges:false", "no-new-privileges=false"):
-            no_new_privs = False
-        elif so in ("seccomp=unconfined", "seccomp:unconfined"):
-            confined = False
-        elif so.startswith(("seccomp=", "seccomp:")):
-            profile_file = os.path.abspath(so[len("seccomp="):])
-        else:
-            raise InvalidArgument(f"invalid --security-opt: {so}")
-    stop_signal = "SIGTERM"
-    wanted_signal = opts.stop_signal or (img.stop_signal if img else "")
-    if wanted_signal:
-        stop_signal = signal.Signals(parse_signal(wanted_signal)).name
-    if opts.stop_timeout is not None and opts.stop_timeout < -1:
-        raise InvalidArgument(f"invalid stop timeout: {opts.stop_timeout}")
-    from . import quotas
-
-    resources, cgroups_mode = quotas.build(opts.limits, opts.cgroups)
-
-    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
-    if opts.tty:
-        env.append("TERM=xterm")
-    user_env = _env_list(opts)
-    if img is not None:
-        mine = {e.partition("=")[0] for e in user_env}
-        user_env = [e for e in img.env if e.partition("=")[0] not in mine] + user_env
-    keys = {e.partition("=")[0] for e in user_env}
-    env = [e for e in env if e.partition("=")[0] not in keys] + user_env
-    extra_gids = []
-    for g in opts.group_add:
-        if not g.isdigit():
-            raise InvalidArgument(f"--group-add {g}: only numeric group ids are supported")
-        extra_gids.append(int(g))
-
-    plan = idmap.plan()
-    if plan.warning and warn is not None:
-        warn(plan.warning)
-    gid5 = idmap.mapped_size(plan.gid_mappings) > 5
-    run_dir = paths.container_run_dir(cid)
-    mounts = default_mounts(run_dir, net.mode != "host", gid5)
-    user_mounts = [_parse_volume(v) for v in opts.volumes] + [_parse_tmpfs(t) for t in opts.tmpfs]
-    mounts += user_mounts
-    created = [m.destination for m in mounts
-               if m.destination.startswith("/etc/")
-               and not os.path.lexists(secure_join(rootfs, m.destination))]
-
-    namespaces = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
-    if net.mode != "host":
-        joined = _net_namespaces(net)
-        namespaces = [n for n in namespaces if n.type not in {j.type for j in joined}] + joined
-    proc = Process(
-        args=args,
-        env=env,
-        cwd=opts.workdir or (img.workdir if img else "") or "/",
-        terminal=opts.tty,
-        user=User(additional_gids=extra_gids),
-        capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps),
-        rlimits=[_parse_ulimit(u) for u in opts.ulimits],
-        no_new_privileges=no_new_privs,
-    )
-    if opts.workdir and not opts.workdir.startswith("/"):
-        raise InvalidArgument(f"the working directory '{opts.workdir}' is invalid, it needs to be "
-                              "an absolute path")
-    if opts.console_size:
-        from ..runtime.spec import ConsoleSize
-
-        proc.console_size = ConsoleSize(height=opts.console_size[0], width=opts.console_size[1])
-    spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
-                hostname=hostname, mounts=mounts)
-    spec.linux.namespaces = namespaces
-    if confined:
-        from ..runtime import seccomp
-
-        spec.linux.seccomp = (seccomp.load_profile(profile_file, caps) if profile_file
-                              else seccomp.default_profile(caps))
-    spec.linux.uid_mappings = plan.uid_mappings
-    spec.linux.gid_mappings = plan.gid_mappings
-    labels = {}
-    for lab in opts.labels:
-        k, _, v = lab.partition("=")
-        labels[k] = v
-    return ContainerConfig(
-        id=cid,
-        name=opts.name or "",  # "": store.create picks a free one
-        created=time.time(),
-        spec=spec,
-        image=rootfs,
-        rootfs=rootfs,
-        user=opts.user or (img.user if img else "") or "",
-        idmap_mode=plan.mode,
-        tty=opts.tty,
-        open_stdin=opts.interactive,
-        auto_remove=opts.rm,
-        init=opts.init,
-        network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
-        net=net.to_dict(),
-        stop_signal=stop_signal,
-        stop_timeout=10 if opts.stop_timeout is None else opts.stop_timeout,
-        entrypoint=entrypoint,
-        cmd=command,
-        binds=list(opts.volumes),
-        tmpfs={m.destination: ",".join(m.options) for m in user_mounts if m.type == "tmpfs"},
-        cap_add=list(opts.cap_add),
-        cap_drop=list(opts.cap_drop),
-        created_mountpoints=created,
-        labels=labels,
-        resources=resources,
-        cgroups=cgroups_mode,
-    )
-
+if TYPE_CHECKING:
+    pass
 
 # -- lifecycle ---------------------------------------------------------------------
 
 
-def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
-    from . import quotas
-
+def create(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> Container:
     store.collect_garbage()
     quotas.collect_garbage()
     if opts.storage_driver is not None and opts.image is None:
         raise InvalidArgument(
             "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
-        from ..image import images
+        return _create_from_image(opts, opts.image, warn)
+    return store.create(specgen.generate(opts, warn))
 
-        return images.create_container(opts, warn)
-    return store.create(build_config(opts, warn))
+
+def _create_from_image(opts: CreateOptions, ref: str,
+                       warn: Callable[[str], None] | None) -> Container:
+    """A container from an image: its storage (image/rootfs.py), then the record."""
+    images_store = images.open_store()
+    driver = image_rootfs.choose_driver(opts.storage_driver)
+    with images_store.writing():
+        img = images.lookup(images_store, ref, exit_code=125)
+        prepared = image_rootfs.prepare(images_store, img, driver)
+        try:
+            cfg = specgen.generate(dataclasses.replace(
+                opts, rootfs=str(prepared.rootfs), image_defaults=specgen.image_defaults(img)),
+                warn)
+            cfg.image = ref
+            cfg.image_id = img.id
+            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
+            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
+            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
+            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
+                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
+            image_rootfs.finish(prepared, cfg, points)
+        except BaseException:
+            image_rootfs.discard(prepared.tmp)
+            raise
+        try:
+            return store.create(cfg)
+        except BaseException:
+            image_rootfs.remove(cfg.id)
+            raise
+
+
+def _is_dir_mount(m: Mount) -> bool:
+    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+        return m.source is None or os.path.isdir(m.source)
+    return True
 
 
 def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
@@ -526,12 +175,13 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     return st.exit_code
 
 
-def stop(ctr: Container, timeout: int | None = None, signum: int | None = None) -> None:
+def stop(ctr: Container, opts: StopOptions | None = None) -> None:
     """The stop signal (given, or the container's, or SIGTERM), then SIGKILL after timeout s.
 
     A damaged record's supervisor is asked the same (SIGTERM and 10 s where
     its config is unreadable) and killed if it does not answer.
     """
+    timeout, signum = (opts.timeout, opts.signal) if opts else (None, None)
     st = ctr.state()
     if not _alive(st):
         return
@@ -594,8 +244,6 @@ def remove(ctr: Container, force: bool = False) -> None:
 def _iso(ts: float) -> str:
     if not ts:
         return "0001-01-01T00:00:00Z"
-    import datetime
-
     dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -619,7 +267,7 @@ def _inspect_dead(ctr: Container, st: store.State) -> dict[str, Any]:
     }
 
 
-def _graph_driver(cfg: ContainerConfig) -> dict[str, Any]:
+def _graph_driver(cfg: store.ContainerConfig) -> dict[str, Any]:
     """docker's GraphDriver: where the container's root comes from."""
     if cfg.storage_driver in ("", "vfs"):
         return {"Name": cfg.storage_driver or "none", "Data": {"Dir": cfg.rootfs}}
@@ -629,10 +277,6 @@ def _graph_driver(cfg: ContainerConfig) -> dict[str, Any]:
 
 
 def inspect(ctr: Container) -> dict[str, Any]:
-    from netstack.options import NetOptions
-
-    from . import quotas
-
     st = ctr.state()
     if st.status == "dead":
         return _inspect_dead(ctr, st)
@@ -694,7 +338,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             **quotas.host_config(ctr),
         },
-        "NetworkSettings": netcli.network_settings(ctr),
+        "NetworkSettings": netviews.network_settings(cfg.net, listing.live_ports(ctr)),
         "Mounts": [
             {"Type": "bind", "Source": m.source, "Destination": m.destination,
              "RW": "ro" not in m.options}
@@ -802,8 +446,6 @@ def top(ctr: Container, ps_args: list[str]) -> Top:
         raise NotRunning(f"container {ctr.name} is not running", 1)
     st = ctr.state()
     pids = pids_in_container(st.pid)
-    import subprocess
-
     args = ps_args or ["-ef"]
     proc = subprocess.run(["ps", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -855,4 +497,6 @@ def running_or_error(ctr: Container) -> store.State:
     return st
 
 
-__all__ = ["EXIT_RL", "RunOptions"]
+# Names faces and image code use from here (options.py and specgen.py hold them).
+__all__ = ["EXIT_RL", "CreateOptions", "ExecOptions", "ImageDefaults", "LimitFlags",
+           "RunOptions", "StopOptions", "parse_signal", "valid_name"]

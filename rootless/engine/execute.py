@@ -37,6 +37,7 @@ from ..errors import EXIT_RL, RlError
 from ..runtime import container, process, report
 from ..runtime.spec import Process
 from . import containers as api
+from .options import ExecOptions
 from .store import Container
 
 NS_ORDER = ["user", "mnt", "pid", "uts", "ipc", "net", "cgroup"]
@@ -360,23 +361,21 @@ def _write_out(fd: int, data: bytes) -> bool:
     return True
 
 
-def run(ctr: Container, argv: list[str], env: list[str], workdir: str | None,
-        user: str | None, tty: bool, interactive: bool, detach: bool = False) -> int:
-    """Run argv in the container; its exit status (-d: 0 once it was executed)."""
+def run(ctr: Container, opts: ExecOptions) -> int:
+    """Run opts.command in the container; its exit status (-d: 0 once it was executed)."""
+    user, tty, interactive, detach = opts.user, opts.tty, opts.interactive, opts.detach
     st = api.running_or_error(ctr)
     cfg = ctr.config
     proc = copy.deepcopy(cfg.spec.process)
-    proc.args = argv
+    proc.args = list(opts.command)
     merged = {e.partition("=")[0]: e for e in proc.env}
-    for item in env:
+    for item in opts.env:
         key, sep, _ = item.partition("=")
-        if sep:
+        if sep:  # a bare name is the face's to resolve; one it could not is left out
             merged[key] = item
-        elif key in os.environ:
-            merged[key] = f"{key}={os.environ[key]}"
     proc.env = list(merged.values())
-    if workdir:
-        proc.cwd = workdir
+    if opts.workdir:
+        proc.cwd = opts.workdir
     proc.terminal = tty
     ns_fds = _open_namespaces(st.pid)
     report_r, report_w = os.pipe()

@@ -42,6 +42,7 @@ from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchIma
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import store, wire
+from .options import CreateOptions
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
@@ -537,14 +538,27 @@ def _send_error(sock: socket.socket | None, err: RlError) -> None:
         sock.sendall(wire.control(event))
 
 
-def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
+# The CLI's `rl run` parser (rootless.cli.app.parse_run): (argv, console size, the
+# client's environment and cwd) -> (CreateOptions, flags). The fork server passes it
+# in: the engine knows no command line.
+ParseRun = Callable[[list[str], tuple[int, int] | None, dict[str, str], str],
+                    tuple[CreateOptions, dict[str, Any]]]
+
+
+def serve_request(msg: dict[str, Any], client: socket.socket,
+                  parse_run: ParseRun | None = None) -> int:
     """A fork-server request, in the forked supervisor: "start" an existing
-    container; "run": create it from api.RunOptions fields, then start it;
-    "run-argv": the same from `rl run`'s raw arguments (entry.py)."""
+    container; "run": create it from CreateOptions (as a dict), then start it;
+    "run-argv": the same from `rl run`'s raw arguments (entry.py), parsed by
+    parse_run with the client's environment and cwd (NeedsFullCli without it)."""
     env = msg.get("env")
+    client_env = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
     if isinstance(env, dict):
+        # rl's own settings are the requesting command's: its XDG_* directories and
+        # RL_* knobs, not the fork server's. (-e KEY, --env-file and relative paths
+        # no longer need this: the face resolved them, or parse_run does with env.)
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(client_env)
     op = msg.get("op")
     attach, stdin = bool(msg.get("attach")), bool(msg.get("stdin"))
     started: dict[str, Any] = {}
@@ -553,21 +567,19 @@ def serve_request(msg: dict[str, Any], client: socket.socket) -> int:
 
         flags: dict[str, Any] = {}
         try:
-            os.chdir(str(msg.get("cwd") or "/"))
             if op == "run-argv":
-                from ..cli import app as cli
-
+                if parse_run is None:
+                    raise NeedsFullCli
                 size = msg.get("console_size")
-                options, flags = cli.parse_run([str(a) for a in msg.get("argv") or []],
-                                               tuple(size) if size else None)
+                options, flags = parse_run([str(a) for a in msg.get("argv") or []],
+                                           (int(size[0]), int(size[1])) if size else None,
+                                           client_env, str(msg.get("cwd") or "/"))
                 attach = not flags["detach"]
                 stdin = flags["interactive"] and attach
                 started = {k: flags[k] for k in ("detach", "tty", "interactive")}
             else:
-                options = dict(msg.get("options") or {})
-            if options.get("console_size"):
-                options["console_size"] = tuple(options["console_size"])
-            cid = api.create(api.RunOptions(**options), warn=lambda m: _send_warning(client, m)).id
+                options = CreateOptions(**dict(msg.get("options") or {}))
+            cid = api.create(options, warn=lambda m: _send_warning(client, m)).id
         except NeedsFullCli:
             _send_needs_full_cli(client)
             return EXIT_RL

@@ -15,7 +15,6 @@ import os
 import platform
 import shlex
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,6 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from ..engine.containers import ImageDefaults, RunOptions
     from ..engine.store import Container
 
 LOCAL_DOMAIN = "localhost"
@@ -455,63 +453,7 @@ def prune(all_: bool) -> tuple[list[str], int]:
     return deleted, freed
 
 
-# -- containers --------------------------------------------------------------------
-
-
-def defaults(img: Image) -> ImageDefaults:
-    from ..engine.containers import ImageDefaults
-
-    cfg = img.config.get("config") or {}
-    return ImageDefaults(
-        entrypoint=list(cfg.get("Entrypoint") or []),
-        cmd=list(cfg.get("Cmd") or []),
-        env=list(cfg.get("Env") or []),
-        workdir=str(cfg.get("WorkingDir") or ""),
-        user=str(cfg.get("User") or ""),
-        stop_signal=str(cfg.get("StopSignal") or ""),
-        exposed=list(cfg.get("ExposedPorts") or {}),
-    )
-
-
-def create_container(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
-    """A container from an image: its storage (rootfs.py), then the record."""
-    import dataclasses
-
-    from ..engine import containers as api
-    from ..engine import store as ctr_store
-    from . import rootfs
-
-    assert opts.image is not None
-    store = open_store()
-    driver = rootfs.choose_driver(opts.storage_driver)
-    with store.writing():
-        img = lookup(store, opts.image, exit_code=125)
-        prepared = rootfs.prepare(store, img, driver)
-        try:
-            cfg = api.build_config(dataclasses.replace(
-                opts, rootfs=str(prepared.rootfs), image_defaults=defaults(img)), warn)
-            cfg.image = opts.image
-            cfg.image_id = img.id
-            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
-            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
-            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
-            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
-                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
-            rootfs.finish(prepared, cfg, points)
-        except BaseException:
-            rootfs.discard(prepared.tmp)
-            raise
-        try:
-            return ctr_store.create(cfg)
-        except BaseException:
-            rootfs.remove(cfg.id)
-            raise
-
-
-def _is_dir_mount(m: Any) -> bool:
-    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-        return m.source is None or os.path.isdir(m.source)
-    return True
+# -- containers (created by the engine: rootless/engine/containers.py) ----------------
 
 
 def export(ctr: Container, out_fd: int) -> None:

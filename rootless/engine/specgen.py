@@ -1,0 +1,445 @@
+"""CreateOptions to a container's record (its OCI spec and docker's fields), step by step.
+
+Each step reads the options (and the image's defaults) and returns its part:
+the command, the environment, security, resources, the network, mounts,
+namespaces, the process. generate() runs them in the order the checks have
+always run, so that of several bad values the same one is reported.
+Nothing here reads the caller's environment or working directory, and
+nothing is written: store.create writes the record.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shlex
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netstack.options import from_flags
+
+from .. import paths
+from ..errors import InvalidArgument, RlError
+from ..runtime import capabilities, idmap, seccomp
+from ..runtime.container import init_binary
+from ..runtime.mounts import container_path, refused_destination, secure_join
+from ..runtime.spec import (
+    Capabilities,
+    ConsoleSize,
+    Mount,
+    Namespace,
+    Process,
+    Rlimit,
+    Root,
+    Seccomp,
+    Spec,
+    User,
+)
+from . import quotas, store
+from .options import Bind, CreateOptions, ImageDefaults, rootfs_missing
+from .store import ContainerConfig
+
+if TYPE_CHECKING:
+    from netstack.options import NetOptions
+
+    from ..image.store import Image
+    from ..runtime.resources import Resources
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def valid_name(name: str) -> bool:
+    return re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None
+
+
+def parse_signal(value: str) -> int:
+    v = value.strip().upper()
+    if v.isdigit():
+        num = int(v)
+        if num in {s.value for s in signal.valid_signals() if isinstance(s, signal.Signals)} \
+                or 1 <= num <= 64:
+            return num
+    else:
+        name = v if v.startswith("SIG") else "SIG" + v
+        sig = getattr(signal.Signals, name, None)
+        if sig is not None:
+            return int(sig)
+    raise InvalidArgument(f"invalid signal: {value}")
+
+
+def image_defaults(img: Image) -> ImageDefaults:
+    """What the image's config gives a container (docker's override rules: command())."""
+    cfg = img.config.get("config") or {}
+    return ImageDefaults(
+        entrypoint=list(cfg.get("Entrypoint") or []),
+        cmd=list(cfg.get("Cmd") or []),
+        env=list(cfg.get("Env") or []),
+        workdir=str(cfg.get("WorkingDir") or ""),
+        user=str(cfg.get("User") or ""),
+        stop_signal=str(cfg.get("StopSignal") or ""),
+        exposed=list(cfg.get("ExposedPorts") or {}),
+    )
+
+
+# -- the steps ----------------------------------------------------------------------
+
+
+def root(opts: CreateOptions) -> str:
+    if not os.path.isabs(opts.rootfs):
+        raise InvalidArgument(f"rootfs {opts.rootfs!r} is not an absolute path")
+    rootfs = os.path.normpath(opts.rootfs)
+    if not os.path.isdir(rootfs):
+        raise rootfs_missing(opts.rootfs)
+    return rootfs
+
+
+def command(opts: CreateOptions) -> tuple[list[str], list[str]]:
+    """(entrypoint, cmd): docker's rules for --entrypoint, arguments and the image's."""
+    img = opts.image_defaults
+    entrypoint = shlex.split(opts.entrypoint) if opts.entrypoint else []
+    cmd = list(opts.command)
+    if img is not None and opts.entrypoint is None:
+        # docker: the image's Entrypoint stays unless --entrypoint is given (which
+        # also drops the image's Cmd); arguments replace the image's Cmd.
+        entrypoint = list(img.entrypoint)
+        cmd = cmd or list(img.cmd)
+    if not entrypoint + cmd:
+        raise InvalidArgument("no command specified")
+    return entrypoint, cmd
+
+
+def hostname(opts: CreateOptions, cid: str) -> str:
+    name = opts.hostname or cid[:12]
+    if len(name) > 64:
+        raise InvalidArgument(f"invalid hostname {name!r}: longer than 64 characters")
+    return name
+
+
+@dataclass
+class Security:
+    no_new_privileges: bool = False
+    confined: bool = True  # seccomp: rl's default profile, or profile_file's
+    profile_file: str | None = None
+
+
+def security(opts: CreateOptions) -> Security:
+    """--security-opt: no-new-privileges and seccomp (its profile is read by seccomp_filter)."""
+    sec = Security()
+    for so in opts.security_opt:
+        if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
+            sec.no_new_privileges = True
+        elif so in ("no-new-privileges:false", "no-new-privileges=false"):
+            sec.no_new_privileges = False
+        elif so in ("seccomp=unconfined", "seccomp:unconfined"):
+            sec.confined = False
+        elif so.startswith(("seccomp=", "seccomp:")):
+            path = so[len("seccomp="):]
+            if not os.path.isabs(path):
+                raise InvalidArgument(f"invalid --security-opt: {so}: the profile path must "
+                                      "be absolute")
+            sec.profile_file = os.path.normpath(path)
+        else:
+            raise InvalidArgument(f"invalid --security-opt: {so}")
+    return sec
+
+
+def stop(opts: CreateOptions) -> tuple[str, int]:
+    """(stop signal's name, stop timeout)."""
+    img = opts.image_defaults
+    name = "SIGTERM"
+    wanted = opts.stop_signal or (img.stop_signal if img else "")
+    if wanted:
+        name = signal.Signals(parse_signal(wanted)).name
+    if opts.stop_timeout is not None and opts.stop_timeout < -1:
+        raise InvalidArgument(f"invalid stop timeout: {opts.stop_timeout}")
+    return name, 10 if opts.stop_timeout is None else opts.stop_timeout
+
+
+def resources(opts: CreateOptions) -> tuple[Resources, str]:
+    """The cgroup limits and the cgroups mode (quotas.py)."""
+    return quotas.build(opts.limits, opts.cgroups)
+
+
+def environment(opts: CreateOptions, host: str) -> list[str]:
+    """rl's defaults, under the image's Env, under the options' (later wins, first keeps
+    its place)."""
+    img = opts.image_defaults
+    env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={host}"]
+    if opts.tty:
+        env.append("TERM=xterm")
+    out: dict[str, str] = {}
+    for item in opts.env:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid environment variable: {item}")
+        if not sep:
+            raise InvalidArgument(f"invalid environment variable: {item}: no value (a face "
+                                  "resolves a bare name)")
+        out[key] = value
+    user_env = [f"{k}={v}" for k, v in out.items()]
+    if img is not None:
+        user_env = [e for e in img.env if e.partition("=")[0] not in out] + user_env
+    keys = {e.partition("=")[0] for e in user_env}
+    return [e for e in env if e.partition("=")[0] not in keys] + user_env
+
+
+def group_ids(opts: CreateOptions) -> list[int]:
+    gids = []
+    for g in opts.group_add:
+        if not g.isdigit():
+            raise InvalidArgument(f"--group-add {g}: only numeric group ids are supported")
+        gids.append(int(g))
+    return gids
+
+
+def network(opts: CreateOptions) -> NetOptions:
+    image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
+    return from_flags(opts.network, opts.publish, opts.publish_all,
+                      [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
+                      opts.network_bandwidth)
+
+
+def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
+    pts = ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]
+    if gid5_mapped:
+        pts.append("gid=5")
+    mounts = [
+        Mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount("/dev/pts", "devpts", "devpts", pts),
+        Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777",
+                                          "size=65536k"]),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+    ]
+    for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+        mounts.append(Mount(f"/dev/{dev}", "bind", f"/dev/{dev}", ["bind", "nosuid", "noexec"]))
+    for name in ("hostname", "hosts", "resolv.conf"):
+        mounts.append(Mount(f"/etc/{name}", "bind", str(run_dir / name), ["bind"]))
+    del own_netns  # sysfs falls back to a read-only bind of the host's without one
+    return mounts
+
+
+def _mount_destination(dest: str, kind: str, context: str) -> str:
+    """dest in its canonical form; 125 where a user's mount may not go (mounts.py)."""
+    dest = container_path(dest)
+    why = refused_destination(dest)
+    if why is not None:
+        raise InvalidArgument(f'{context}invalid mount config for type "{kind}": {why}')
+    return dest
+
+
+def bind_mount(bind: Bind) -> Mount:
+    spec = bind.text
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
+        raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    src, dest = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    if not src.startswith("/") and not src.startswith("."):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not "
+                              "supported; give an absolute host path")
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': the container path "
+                              "must be absolute")
+    dest = _mount_destination(dest, "bind", f"invalid volume specification: '{spec}': ")
+    src = bind.source if bind.source is not None else src
+    if not os.path.isabs(src):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': the host path must "
+                              "be absolute")
+    src = os.path.normpath(src)
+    if not os.path.exists(src):
+        raise InvalidArgument(f"bind source path does not exist: {src}")
+    mount_opts = ["rbind"]
+    for o in opts:
+        if o in ("ro", "rw"):
+            mount_opts.append(o)
+        elif o in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+            continue
+        elif o in ("rprivate", "private", "rslave", "slave"):
+            mount_opts.append(o)
+        else:
+            raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {o}")
+    return Mount(destination=dest, type="bind", source=src, options=mount_opts)
+
+
+def tmpfs_mount(spec: str) -> Mount:
+    dest, _, opts = spec.partition(":")
+    if not dest.startswith("/"):
+        raise InvalidArgument(f"invalid tmpfs specification: '{spec}': the path must be absolute")
+    dest = _mount_destination(dest, "tmpfs", "")
+    options = ["nosuid", "nodev", "noexec"]
+    for o in (opts.split(",") if opts else []):
+        if o in ("exec", "suid", "dev"):
+            options.remove("no" + o)
+        elif o:
+            options.append(o)
+    return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
+
+
+def user_mounts(opts: CreateOptions) -> list[Mount]:
+    """-v, then --tmpfs."""
+    return [bind_mount(v) for v in opts.volumes] + [tmpfs_mount(t) for t in opts.tmpfs]
+
+
+def namespaces(net: NetOptions) -> list[Namespace]:
+    """rl's namespaces; the network's own, or (--network container:NAME) the other
+    container's net and user ns; none of its own with --network host."""
+    out = [Namespace(t) for t in ("pid", "mount", "ipc", "uts", "cgroup", "user")]
+    if net.mode == "host":
+        return out
+    joined = _net_namespaces(net)
+    return [n for n in out if n.type not in {j.type for j in joined}] + joined
+
+
+def _net_namespaces(net: NetOptions) -> list[Namespace]:
+    if net.mode != "container":
+        return [Namespace("network")]
+    try:
+        other = store.lookup(net.container)
+    except RlError as e:
+        raise InvalidArgument(e.message) from None  # a run flag's error: 125, as docker run
+    st = other.state()
+    if st.status != "running":
+        raise RlError(f"cannot join the network of container {net.container}: it is not "
+                      "running")
+    return [Namespace("network", path=f"/proc/{st.pid}/ns/net"),
+            Namespace("user", path=f"/proc/{st.pid}/ns/user")]
+
+
+def parse_ulimit(spec: str) -> Rlimit:
+    name, sep, values = spec.partition("=")
+    soft_s, _, hard_s = values.partition(":")
+    try:
+        soft = -1 if soft_s == "unlimited" else int(soft_s)
+        hard = soft if not hard_s else (-1 if hard_s == "unlimited" else int(hard_s))
+    except ValueError:
+        raise InvalidArgument(f"invalid ulimit: {spec}") from None
+    rname = "RLIMIT_" + name.upper()
+    if not sep or not hasattr(resource, rname):
+        raise InvalidArgument(f"invalid ulimit: {spec}")
+    inf = resource.RLIM_INFINITY
+    soft, hard = (inf if soft < 0 else soft), (inf if hard < 0 else hard)
+    if soft > hard:
+        raise InvalidArgument(
+            f"invalid ulimit: {spec}: soft limit {soft} exceeds hard limit {hard}")
+    return Rlimit(type=rname, soft=soft, hard=hard)
+
+
+def process(opts: CreateOptions, args: list[str], env: list[str], caps: list[str],
+            gids: list[int], sec: Security) -> Process:
+    img = opts.image_defaults
+    proc = Process(
+        args=args,
+        env=env,
+        cwd=opts.workdir or (img.workdir if img else "") or "/",
+        terminal=opts.tty,
+        user=User(additional_gids=gids),
+        capabilities=Capabilities(bounding=caps, effective=caps, permitted=caps),
+        rlimits=[parse_ulimit(u) for u in opts.ulimits],
+        no_new_privileges=sec.no_new_privileges,
+    )
+    if opts.workdir and not opts.workdir.startswith("/"):
+        raise InvalidArgument(f"the working directory '{opts.workdir}' is invalid, it needs to be "
+                              "an absolute path")
+    if opts.console_size:
+        proc.console_size = ConsoleSize(height=opts.console_size[0], width=opts.console_size[1])
+    return proc
+
+
+def seccomp_filter(sec: Security, caps: list[str]) -> Seccomp | None:
+    """The seccomp profile (rl's default, or the file's), None when unconfined."""
+    if not sec.confined:
+        return None
+    if sec.profile_file:
+        return seccomp.load_profile(sec.profile_file, caps)
+    return seccomp.default_profile(caps)
+
+
+def labels(opts: CreateOptions) -> dict[str, str]:
+    out = {}
+    for lab in opts.labels:
+        k, _, v = lab.partition("=")
+        out[k] = v
+    return out
+
+
+# -- all of them ----------------------------------------------------------------------
+
+
+def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> ContainerConfig:
+    """Validate every option and build the container's record; nothing is written here.
+
+    warn receives what the user should hear without it being an error.
+    """
+    rootfs = root(opts)
+    if opts.name is not None and not valid_name(opts.name):
+        raise InvalidArgument(
+            f'invalid container name "{opts.name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] '
+            "are allowed")
+    net = network(opts)
+    entrypoint, cmd = command(opts)
+    cid = store.new_id()
+    host = hostname(opts, cid)
+    caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
+    if opts.init:
+        init_binary()  # a missing catatonit is a 125 at create, not at start
+    sec = security(opts)
+    stop_signal, stop_timeout = stop(opts)
+    limits, cgroups_mode = resources(opts)
+    env = environment(opts, host)
+    gids = group_ids(opts)
+
+    plan = idmap.plan()
+    if plan.warning and warn is not None:
+        warn(plan.warning)
+    gid5 = idmap.mapped_size(plan.gid_mappings) > 5
+    mounts = default_mounts(paths.container_run_dir(cid), net.mode != "host", gid5)
+    mine = user_mounts(opts)
+    mounts += mine
+    created = [m.destination for m in mounts
+               if m.destination.startswith("/etc/")
+               and not os.path.lexists(secure_join(rootfs, m.destination))]
+    spaces = namespaces(net)
+    proc = process(opts, entrypoint + cmd, env, caps, gids, sec)
+
+    spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
+                hostname=host, mounts=mounts)
+    spec.linux.namespaces = spaces
+    spec.linux.seccomp = seccomp_filter(sec, caps)
+    spec.linux.uid_mappings = plan.uid_mappings
+    spec.linux.gid_mappings = plan.gid_mappings
+    img = opts.image_defaults
+    return ContainerConfig(
+        id=cid,
+        name=opts.name or "",  # "": store.create picks a free one
+        created=time.time(),
+        spec=spec,
+        image=rootfs,
+        rootfs=rootfs,
+        user=opts.user or (img.user if img else "") or "",
+        idmap_mode=plan.mode,
+        tty=opts.tty,
+        open_stdin=opts.interactive,
+        auto_remove=opts.rm,
+        init=opts.init,
+        network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
+        net=net.to_dict(),
+        stop_signal=stop_signal,
+        stop_timeout=stop_timeout,
+        entrypoint=entrypoint,
+        cmd=cmd,
+        binds=[v.text for v in opts.volumes],
+        tmpfs={m.destination: ",".join(m.options) for m in mine if m.type == "tmpfs"},
+        cap_add=list(opts.cap_add),
+        cap_drop=list(opts.cap_drop),
+        created_mountpoints=created,
+        labels=labels(opts),
+        resources=limits,
+        cgroups=cgroups_mode,
+    )
