@@ -24,30 +24,9 @@ import os
 import signal
 import socket
 import sys
-import zlib
 from pathlib import Path
 
 from . import paths
-
-
-def fingerprint() -> str:
-    # A server serves one user in one user namespace with one version of rl.
-    # zlib, not hashlib: this runs on every command and needs no cryptography.
-    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
-    top = Path(__file__).parent.parent
-    # The supervisor runs all of rl's code: rootless and its sub-packages
-    # (runtime, image, engine, cli) and the sibling packages (netstack, fs).
-    # One level of glob each, not rglob: this is on every command's path.
-    for pattern in ("rootless/*.py", "rootless/*/*.py", "netstack/*.py", "fs/*.py"):
-        for f in sorted(top.glob(pattern)):
-            st = f.stat()
-            parts.append(f"{f.relative_to(top)}:{st.st_mtime_ns}:{st.st_size}")
-    text = "\n".join(parts).encode()
-    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
-
-
-def socket_path() -> Path:
-    return paths.runtime_dir() / f"fork-{fingerprint()}.sock"
 
 
 def _serve_one(listener: socket.socket, lock_fd: int) -> None:

@@ -12,6 +12,8 @@ must find lives only there: a supervisor names its own in its record's lock.
 from __future__ import annotations
 
 import os
+import sys
+import zlib
 from pathlib import Path
 
 from .errors import RlError
@@ -76,3 +78,25 @@ def socket_address(path: Path) -> str:
         fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         _dir_fds[parent] = fd
     return f"/proc/self/fd/{fd}/{path.name}"
+
+
+# The fork server's address (forkserver.py serves it, engine/client.py
+# connects): here, at the bottom, so that neither imports the other.
+def fingerprint() -> str:
+    # A server serves one user in one user namespace with one version of rl.
+    # zlib, not hashlib: this runs on every command and needs no cryptography.
+    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
+    top = Path(__file__).parent.parent
+    # The supervisor runs all of rl's code: rootless and its sub-packages
+    # (runtime, image, engine, cli) and the sibling packages (netstack, fs).
+    # One level of glob each, not rglob: this is on every command's path.
+    for pattern in ("rootless/*.py", "rootless/*/*.py", "netstack/*.py", "fs/*.py"):
+        for f in sorted(top.glob(pattern)):
+            st = f.stat()
+            parts.append(f"{f.relative_to(top)}:{st.st_mtime_ns}:{st.st_size}")
+    text = "\n".join(parts).encode()
+    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
+
+
+def forkserver_socket() -> Path:
+    return runtime_dir() / f"fork-{fingerprint()}.sock"

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import forkserver, paths
+from .. import paths
 from ..errors import NeedsFullCli, NoSuchImage, NotRunning, RlError, rebuild
 from . import wire
 
@@ -59,7 +59,7 @@ def _spawn_server(sock_path: str) -> None:
 
 
 def connect_forkserver() -> socket.socket:
-    path = str(forkserver.socket_path())
+    path = str(paths.forkserver_socket())
     for _ in range(50):
         try:
             return _connect(path)
