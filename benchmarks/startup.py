@@ -3,7 +3,7 @@
 
 Run as the unprivileged user (stdlib only, Python >= 3.11):
 
-    python3 benchmarks/startup.py [--runs N] [--rootfs DIR] [--rl PATH]
+    python3 benchmarks/startup.py [--runs N] [--rootfs DIR] [--rl PATH] [--rl-before PATH]
 
 Each tool runs `true` in a fresh container and is timed wall-clock from
 fork to exit (the CLI's whole life, teardown included):
@@ -13,6 +13,8 @@ fork to exit (the CLI's whole life, teardown included):
     runc    runc --root $XDG_RUNTIME_DIR/runc-bench run ID   (bundle from
             `runc spec --rootless`, process `true`, own netns, root R)
     floor   unshare -Urmpf --mount-proc true
+    rl-before  with --rl-before: another rl (an older tree's venv), the same
+            command, its own private state: the A/B of a change
 
 The machine's speed drifts by ~20% within minutes, so the tools are run
 INTERLEAVED: every round runs each tool once, in a rotating order, after one
@@ -206,13 +208,19 @@ def runc_bundle(rootfs: Path, dest: Path, runc: str) -> Path:
 
 
 def make_tools(args: argparse.Namespace, rootfs: Path, rl_path: str, state: RlState,
-               work: Path) -> tuple[list[Tool], list[str]]:
+               work: Path, before: tuple[str, RlState] | None = None,
+               ) -> tuple[list[Tool], list[str]]:
     skipped: list[str] = []
     env = dict(os.environ)
     tools = [
         Tool("rl", lambda i: [rl_path, "run", "--rm", "--network=none", "--rootfs", str(rootfs),
                               "true"], state.env),
     ]
+    if before is not None:
+        old, old_state = before
+        tools.append(Tool("rl-before", lambda i: [old, "run", "--rm", "--network=none",
+                                                  "--rootfs", str(rootfs), "true"],
+                          old_state.env))
     podman = shutil.which(args.podman)
     if podman and not args.no_podman:
         tools.append(Tool("podman", lambda i: [podman, "--runtime=runc", "run", "--rm",
@@ -298,6 +306,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20, help="timed rounds (default 20, minimum 10)")
     ap.add_argument("--rootfs", type=Path, help="root filesystem (default: build a busybox one)")
     ap.add_argument("--rl", default="rl", help="rl executable (default: rl on PATH)")
+    ap.add_argument("--rl-before", help="another rl executable to compare with (A/B of a change)")
     ap.add_argument("--podman", default="podman")
     ap.add_argument("--runc", default="runc")
     ap.add_argument("--no-podman", action="store_true")
@@ -315,9 +324,14 @@ def main() -> int:
     rl_path, python = resolve_rl(args.rl)
     work = Path(tempfile.mkdtemp(prefix="rlbench-"))
     state = RlState(args.shared_state)
+    # Never shared: two trees' fork servers and records must not meet.
+    before_state = RlState(False) if args.rl_before else None
     try:
         rootfs = args.rootfs.resolve() if args.rootfs else build_rootfs(work / "rootfs")
-        tools, skipped = make_tools(args, rootfs, rl_path, state, work)
+        before = None
+        if args.rl_before and before_state is not None:
+            before = (resolve_rl(args.rl_before)[0], before_state)
+        tools, skipped = make_tools(args, rootfs, rl_path, state, work, before)
         note = pycache_warning(python, state.env)
         print(f"rl start-up benchmark: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
               f"{os.uname().release}, {os.cpu_count()} CPUs, rootfs {rootfs}")
@@ -356,6 +370,8 @@ def main() -> int:
             python_context(python, rl_path, state.env, max(10, args.runs // 2))
     finally:
         state.close()
+        if before_state is not None:
+            before_state.close()
         remove_tree(work)
     return 0
 

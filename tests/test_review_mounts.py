@@ -20,9 +20,9 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import os, sys
-    from rootless import mounts
+    from rootless.runtime import mounts
     from rootless.errors import RlError
-    from rootless.spec import Mount
+    from rootless.runtime.spec import Mount
 
     root, outside, source, dest, swap_to = sys.argv[1:6]
     original = mounts.secure_join
