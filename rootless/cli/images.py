@@ -1,4 +1,5 @@
-"""The image commands of rl's command line, a thin click shell over rootless.images.
+"""The image commands of rl's command line, a thin click shell over rootless.image
+and rootless.engine.images (where images meet containers).
 
 Kept apart from cli.py so `rl run --rootfs` never imports the image code:
 every command imports what it needs when it runs.
@@ -191,14 +192,14 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 @click.argument("images", nargs=-1, required=True)
 def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
     """Remove images."""
-    from ..image.images import remove
+    from ..engine.images import remove
     from .app import error
 
-    out, errors = remove(list(images), force)
-    for line in out:
-        click.echo(line)
+    removed, errors = remove(list(images), force)
+    for r in removed:
+        click.echo(f"{r.action}: {r.ref}")
     for e in errors:
-        error(e)
+        error(e.message)
     if errors:
         sys.exit(1)
 
@@ -208,7 +209,7 @@ def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt (rl never prompts).")
 def prune_cmd(all_: bool, force: bool) -> None:
     """Remove unused images: those without a name, or with -a all no container uses."""
-    from ..image.images import prune
+    from ..engine.images import prune
 
     deleted, freed = prune(all_)
     if deleted:
@@ -247,7 +248,7 @@ def import_cmd(change: tuple[str, ...], message: str, source: str, name: str | N
 def export_cmd(output: str | None, container: str) -> None:
     """Export a container's file system as a tar archive."""
     from ..engine import store
-    from ..image.images import export
+    from ..engine.images import export
 
     ctr = store.lookup(container)
     if output is None:
@@ -275,7 +276,7 @@ def export_cmd(output: str | None, container: str) -> None:
 def diff_cmd(container: str) -> None:
     """Inspect changes to files or directories on a container's filesystem."""
     from ..engine import store
-    from ..image.images import diff
+    from ..engine.images import diff
 
     for kind, path in diff(store.lookup(container)):
         click.echo(f"{kind} {path}")
@@ -291,7 +292,7 @@ def commit_cmd(change: tuple[str, ...], message: str, author: str, container: st
                name: str | None) -> None:
     """Create a new image from a container's changes."""
     from ..engine import store
-    from ..image.images import commit
+    from ..engine.images import commit
 
     img = commit(store.lookup(container), name, list(change), message, author)
     click.echo(img.id)

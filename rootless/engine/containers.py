@@ -26,23 +26,11 @@ from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..runtime import capabilities
 from ..runtime.resources import LimitFlags
 from ..runtime.spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
-from . import client, store
+from . import client, images, store
+from .images import ImageDefaults  # moved to images.py, beside the code that fills it
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@dataclass
-class ImageDefaults:
-    """What an image's config contributes to a container (docker's override rules apply)."""
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    stop_signal: str = ""
-    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
 
 
 @dataclass
@@ -431,9 +419,7 @@ def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Conta
         raise InvalidArgument(
             "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
-        from ..image import images
-
-        return images.create_container(opts, warn)
+        return images.create_container(opts, lambda o: build_config(o, warn))
     return store.create(build_config(opts, warn))
 
 

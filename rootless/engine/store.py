@@ -39,13 +39,13 @@ import stat
 import time
 import types
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NoSuchContainer, RlError
+from ..paths import locked  # in paths.py since the image store takes the same locks
 from ..runtime.resources import Resources
 from ..runtime.spec import Spec, _json_name, from_json, to_json
 
@@ -255,16 +255,6 @@ class State:
             raise ValueError(f"unknown status {data.get('status')!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@contextlib.contextmanager
-def locked(path: Path, shared: bool = False) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def registry_lock() -> contextlib.AbstractContextManager[None]:

@@ -1,5 +1,9 @@
-"""rl's image API: lookup, import, tag, rmi, prune, inspect, history, commit, export,
-and turning an image into a container's rootfs and defaults.
+"""rl's image API: lookup, import, tag, rmi, prune, inspect, history, and the
+pieces of commit (write_image, apply_changes).
+
+What concerns containers (which of them use an image) comes in as an
+argument: the engine (rootless.engine.images) reads its records and passes
+it, and makes containers from images and images from containers.
 
 Names are stored fully qualified (`localhost/NAME:TAG` for local images, as
 podman does); a short name given by the user is matched against the stored
@@ -15,11 +19,11 @@ import os
 import platform
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from ..errors import InvalidArgument, NoSuchImage, NotFound, RlError
+from ..errors import Conflict, InvalidArgument, NoSuchImage, RlError
 from . import reference
 from .store import (
     MT_OCI_CONFIG,
@@ -27,13 +31,10 @@ from .store import (
     MT_OCI_LAYER_GZIP,
     MT_OCI_LAYER_ZSTD,
     MT_OCI_MANIFEST,
+    Holds,
     Image,
     Store,
 )
-
-if TYPE_CHECKING:
-    from ..engine.containers import ImageDefaults, RunOptions
-    from ..engine.store import Container
 
 LOCAL_DOMAIN = "localhost"
 DEFAULT_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -258,21 +259,6 @@ def import_tarball(source: str, name: str | None, changes: list[str],
 # -- views -------------------------------------------------------------------------
 
 
-def containers_using() -> dict[str, list[str]]:
-    """image id -> names of the containers created from it."""
-    from ..engine import store as ctr_store
-
-    out: dict[str, list[str]] = {}
-    for c in ctr_store.all_containers():
-        try:
-            image_id = c.raw_config.get("image_id")
-        except (OSError, ValueError):
-            continue
-        if image_id:
-            out.setdefault(image_id, []).append(c.name)
-    return out
-
-
 @dataclass
 class ImageRow:
     repository: str
@@ -380,44 +366,44 @@ def tag(source: str, target: str) -> None:
                     len(store.read_blob(img.manifest_digest)), [name])
 
 
-def remove(refs: list[str], force: bool) -> tuple[list[str], list[str]]:
-    """`rl rmi`: (lines for stdout, errors); untag a name, delete an image with its last one."""
-    store = open_store()
-    out: list[str] = []
-    errors: list[str] = []
-    used = containers_using()
-    for text in refs:
-        try:
-            img = lookup(store, text)
-        except RlError as e:
-            errors.append(e.message)
-            continue
-        by_id = reference.looks_like_id(text) and not any(
-            n in img.names for n in _names_for(text))
-        users = used.get(img.id, [])
-        if by_id and len(img.names) > 1 and not force:
-            errors.append(f"unable to delete {img.id[7:19]} (must be forced) - image is "
-                          "referenced in multiple repositories")
-            continue
-        if not by_id and len(img.names) > 1:
-            name = _match(img, text)
-            store.untag(name)
-            out.append(f"Untagged: {name}")
-            continue
-        if users and not force:
-            errors.append(f"image {text} is in use by container {users[0]}: remove the "
-                          "container first or use --force")
-            continue
+@dataclass(frozen=True)
+class Removed:
+    """One thing rmi did: a name went (Untagged) or the image went (Deleted, by ID).
+    Docker's DELETE /images/NAME answers the same pairs."""
+
+    action: Literal["Untagged", "Deleted"]
+    ref: str
+
+
+def remove(store: Store, text: str, force: bool,
+           users: Mapping[str, Sequence[str]]) -> list[Removed]:
+    """`rl rmi` of one reference: untag a name, delete an image with its last one.
+
+    users maps an image ID to the containers created from it. Raises NotFound
+    (no such image), Conflict (in use, or named in several repositories and
+    given by ID, without force). Frees nothing: the caller runs store.collect.
+    """
+    img = lookup(store, text)
+    by_id = reference.looks_like_id(text) and not any(
+        n in img.names for n in _names_for(text))
+    in_use = list(users.get(img.id, []))
+    if by_id and len(img.names) > 1 and not force:
+        raise Conflict(f"unable to delete {img.id[7:19]} (must be forced) - image is "
+                       "referenced in multiple repositories")
+    if not by_id and len(img.names) > 1:
+        name = _match(img, text)
+        store.untag(name)
+        return [Removed("Untagged", name)]
+    if in_use and not force:
+        raise Conflict(f"image {text} is in use by container {in_use[0]}: remove the "
+                       "container first or use --force")
+    out = [Removed("Untagged", n) for n in img.names]
+    if in_use:
         for n in img.names:
-            out.append(f"Untagged: {n}")
-        if users:
-            for n in img.names:
-                store.untag(n)  # kept, nameless, while its containers exist
-            continue
-        store.delete_image(img.manifest_digest)
-        out.append(f"Deleted: {img.id}")
-    store.collect()
-    return out, errors
+            store.untag(n)  # kept, nameless, while its containers exist
+        return out
+    store.delete_image(img.manifest_digest)
+    return [*out, Removed("Deleted", img.id)]
 
 
 def _names_for(text: str) -> list[str]:
@@ -439,10 +425,12 @@ def _match(img: Image, text: str) -> str:
     return img.names[0]
 
 
-def prune(all_: bool) -> tuple[list[str], int]:
-    """Images without a name (or, with all_, every image) that no container uses."""
+def prune(all_: bool, holds: Callable[[], Holds]) -> tuple[list[str], int]:
+    """Images without a name (or, with all_, every image) that no container uses.
+
+    Returns the IDs deleted and the bytes freed."""
     store = open_store()
-    used = containers_using()
+    used = holds().images
     deleted = []
     for img in store.images():
         if img.id in used or (img.names and not all_):
@@ -451,115 +439,5 @@ def prune(all_: bool) -> tuple[list[str], int]:
             store.untag(n)
         store.delete_image(img.manifest_digest)
         deleted.append(img.id)
-    _, freed = store.collect()
+    _, freed = store.collect(holds)
     return deleted, freed
-
-
-# -- containers --------------------------------------------------------------------
-
-
-def defaults(img: Image) -> ImageDefaults:
-    from ..engine.containers import ImageDefaults
-
-    cfg = img.config.get("config") or {}
-    return ImageDefaults(
-        entrypoint=list(cfg.get("Entrypoint") or []),
-        cmd=list(cfg.get("Cmd") or []),
-        env=list(cfg.get("Env") or []),
-        workdir=str(cfg.get("WorkingDir") or ""),
-        user=str(cfg.get("User") or ""),
-        stop_signal=str(cfg.get("StopSignal") or ""),
-        exposed=list(cfg.get("ExposedPorts") or {}),
-    )
-
-
-def create_container(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Container:
-    """A container from an image: its storage (rootfs.py), then the record."""
-    import dataclasses
-
-    from ..engine import containers as api
-    from ..engine import store as ctr_store
-    from . import rootfs
-
-    assert opts.image is not None
-    store = open_store()
-    driver = rootfs.choose_driver(opts.storage_driver)
-    with store.writing():
-        img = lookup(store, opts.image, exit_code=125)
-        prepared = rootfs.prepare(store, img, driver)
-        try:
-            cfg = api.build_config(dataclasses.replace(
-                opts, rootfs=str(prepared.rootfs), image_defaults=defaults(img)), warn)
-            cfg.image = opts.image
-            cfg.image_id = img.id
-            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
-            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
-            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
-            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
-                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
-            rootfs.finish(prepared, cfg, points)
-        except BaseException:
-            rootfs.discard(prepared.tmp)
-            raise
-        try:
-            return ctr_store.create(cfg)
-        except BaseException:
-            rootfs.remove(cfg.id)
-            raise
-
-
-def _is_dir_mount(m: Any) -> bool:
-    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-        return m.source is None or os.path.isdir(m.source)
-    return True
-
-
-def export(ctr: Container, out_fd: int) -> None:
-    """`rl export`: the container's file system as a tar on out_fd (read in the userns)."""
-    from . import rootfs
-
-    rootfs.write_tree(ctr.config, out_fd)
-
-
-def diff(ctr: Container) -> list[tuple[str, str]]:
-    """`rl diff`: what the container changed in its image, as (A|C|D, path)."""
-    from . import rootfs
-
-    cfg = ctr.config
-    if not cfg.image_id:
-        raise RlError(f"container {cfg.name} was not created from an image (--rootfs): "
-                      "it has no image to compare with", 125)
-    return rootfs.changes(cfg, open_store())
-
-
-def commit(ctr: Container, name: str | None, changes: list[str], message: str,
-           author: str) -> Image:
-    """`rl commit`: the container's changes against its image, as a new top layer."""
-    from . import rootfs
-
-    cfg = ctr.config
-    if not cfg.image_id:
-        raise RlError(f"container {cfg.name} was not created from an image (--rootfs); "
-                      "use rl export and rl import", 125)
-    names = [qualify(name)] if name else []
-    store = open_store()
-    with store.writing():
-        base = next((i for i in store.images() if i.id == cfg.image_id), None)
-        if base is None:
-            raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
-                           125)
-        tmp = store.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                rootfs.write_diff(cfg, store, fd)
-            finally:
-                os.close(fd)
-            digest, size = store.put_file(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-        diff_id, _ = store.ensure_layer(digest, digest)
-        container_config = dict(base.config.get("config") or {})
-        apply_changes(container_config, changes)
-        new = NewLayer(digest, size, MT_OCI_LAYER, diff_id, f"rl commit {cfg.name}")
-        return write_image(store, base, [new], container_config, names, message, author)
