@@ -298,14 +298,6 @@ def commit_cmd(change: tuple[str, ...], message: str, author: str, container: st
     click.echo(img.id)
 
 
-def _reporter(quiet: bool) -> Any:
-    def report(line: str) -> None:
-        if not quiet or line.startswith("note:"):
-            click.echo(line, err=True)
-
-    return report
-
-
 @click.command("save")
 @click.option("-o", "--output", help="Write to a file instead of stdout.")
 @click.option("--format", "fmt", default="docker-archive", show_default=True,
@@ -317,17 +309,18 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
              images: tuple[str, ...]) -> None:
     """Save images to a tar archive (docker-archive or oci-archive)."""
     from ..image.archive import save
+    from .progress import Progress
 
-    report = _reporter(quiet)
+    progress = Progress(quiet, bars=False)
     if output is None:
         if sys.stdout.isatty():
             raise InvalidArgument("refusing to write an archive to a terminal: use -o FILE or a "
                                   "redirect")
-        save(list(images), fmt, sys.stdout.buffer, gz, report)
+        save(list(images), fmt, sys.stdout.buffer, gz, progress)
         return
     gz = gz or output.endswith((".gz", ".tgz"))
     with _output_file(output) as fd, os.fdopen(os.dup(fd), "wb") as f:
-        save(list(images), fmt, f, gz, report)
+        save(list(images), fmt, f, gz, progress)
 
 
 @click.command("load")
@@ -336,8 +329,9 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
 def load_cmd(input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive or oci-archive (gzip or plain)."""
     from ..image.archive import load
+    from .progress import Progress
 
-    report = _reporter(quiet)
+    progress = Progress(quiet, bars=False)
     if input_ is None:
         if sys.stdin.isatty():
             raise InvalidArgument("no archive given: use -i FILE or redirect stdin")
@@ -347,9 +341,9 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
         with tempfile.NamedTemporaryFile(prefix="rl-load-", suffix=".tar") as tmp:
             shutil.copyfileobj(sys.stdin.buffer, tmp)
             tmp.flush()
-            loaded = load(tmp.name, report)
+            loaded = load(tmp.name, progress)
     else:
-        loaded = load(input_, report)
+        loaded = load(input_, progress)
     for item in loaded:
         if item.names:
             for n in item.names:
