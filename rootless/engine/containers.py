@@ -23,11 +23,11 @@ from netstack import cli as netcli
 from .. import paths
 from ..defaults import DEFAULT_NETWORK
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
+from ..image.imageconfig import ImageDefaults  # moved: image data, filled by image.images
 from ..runtime import capabilities
 from ..runtime.resources import LimitFlags
 from ..runtime.spec import Capabilities, Mount, Namespace, Process, Rlimit, Root, Spec, User
-from . import client, images, store
-from .images import ImageDefaults  # moved to images.py, beside the code that fills it
+from . import client, store
 from .store import Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -419,6 +419,9 @@ def create(opts: RunOptions, warn: Callable[[str], None] | None = None) -> Conta
         raise InvalidArgument(
             "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
+        # Deferred: `rl run --rootfs` never imports the image store (~15 ms per supervisor).
+        from . import images
+
         return images.create_container(opts, lambda o: build_config(o, warn))
     return store.create(build_config(opts, warn))
 

@@ -3,8 +3,7 @@
 The image layer (rootless.image) knows nothing of containers. What joins the
 two lives here: which containers hold an image or a layer (read from the
 records, for rmi, prune and the store's garbage collection), a container's
-rootfs made from an image, its storage handed to diff, export and commit,
-and the defaults an image's config gives a container.
+rootfs made from an image, and its storage handed to diff, export and commit.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, RlError
@@ -26,32 +24,6 @@ from .store import Container, ContainerConfig
 
 if TYPE_CHECKING:
     from .containers import RunOptions
-
-
-@dataclass
-class ImageDefaults:
-    """What an image's config contributes to a container (docker's override rules apply)."""
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    stop_signal: str = ""
-    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
-
-
-def defaults(img: Image) -> ImageDefaults:
-    cfg = img.config.get("config") or {}
-    return ImageDefaults(
-        entrypoint=list(cfg.get("Entrypoint") or []),
-        cmd=list(cfg.get("Cmd") or []),
-        env=list(cfg.get("Env") or []),
-        workdir=str(cfg.get("WorkingDir") or ""),
-        user=str(cfg.get("User") or ""),
-        stop_signal=str(cfg.get("StopSignal") or ""),
-        exposed=list(cfg.get("ExposedPorts") or {}),
-    )
 
 
 # -- what containers hold ------------------------------------------------------------
@@ -116,7 +88,7 @@ def create_container(opts: RunOptions,
         prepared = rootfs.prepare(st, img, driver)
         try:
             cfg = build(dataclasses.replace(
-                opts, rootfs=str(prepared.rootfs), image_defaults=defaults(img)))
+                opts, rootfs=str(prepared.rootfs), image_defaults=imagelib.defaults(img)))
             cfg.image = opts.image
             cfg.image_id = img.id
             # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at

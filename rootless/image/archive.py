@@ -12,6 +12,7 @@ image references them).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -21,7 +22,9 @@ from typing import IO, Any
 
 from ..errors import InvalidArgument, RlError
 from . import reference
-from .images import NewLayer, go_arch, layer_media_type, lookup, open_store
+from .imageconfig import validate
+from .images import NewLayer, candidates, go_arch, layer_media_type, lookup, open_store
+from .layers import open_decompressed
 from .progress import ProgressSink
 from .store import (
     INDEX_TYPES,
@@ -79,8 +82,6 @@ def _name(text: str, docker: bool) -> str:
 
 def check_config(config: Any, layer_count: int) -> dict[str, Any]:
     """An image config on its way into the store (load, pull), against the OCI schema."""
-    from .imageconfig import validate
-
     return validate(config, layer_count)
 
 
@@ -272,8 +273,6 @@ def save(refs: list[str], fmt: str, out: IO[bytes], compress: bool, progress: Pr
 
 
 def _candidates(text: str) -> list[str]:
-    from .images import candidates
-
     try:
         return candidates(reference.parse(text))
     except RlError:
@@ -281,8 +280,6 @@ def _candidates(text: str) -> list[str]:
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o644
@@ -299,8 +296,6 @@ def _add_file(tf: tarfile.TarFile, name: str, path: str) -> None:
 
 def _save_docker(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, list[str]]],
                  progress: ProgressSink) -> None:
-    from .layers import open_decompressed
-
     manifest = []
     written: set[str] = set()
     for img, names in chosen:

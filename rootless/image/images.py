@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from ..errors import Conflict, InvalidArgument, NoSuchImage, RlError
 from . import reference
+from .imageconfig import ImageDefaults, validate
+from .registries import search_registries
 from .store import (
     MT_OCI_CONFIG,
     MT_OCI_LAYER,
@@ -65,8 +67,6 @@ def qualify(text: str) -> str:
 
 
 def search_domains() -> list[str]:
-    from .registries import search_registries
-
     return [LOCAL_DOMAIN, *search_registries()]
 
 
@@ -180,6 +180,7 @@ class NewLayer:
 
 
 def layer_media_type(path: str) -> str:
+    # Deferred: layers (tarfile, gzip) stays out of `rl run IMAGE` (~3 ms).
     from .layers import compression
 
     with open(path, "rb") as f:
@@ -209,8 +210,6 @@ def write_image(store: Store, base: Image | None, new_layers: list[NewLayer],
             entry["comment"] = comment
         config["history"].append(entry)
     # import and commit make configs too (--change): they enter the store checked.
-    from .imageconfig import validate
-
     validate(config, len(base.layers if base else []) + len(new_layers))
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = store.put_bytes(config_bytes)
@@ -441,3 +440,17 @@ def prune(all_: bool, holds: Callable[[], Holds]) -> tuple[list[str], int]:
         deleted.append(img.id)
     _, freed = store.collect(holds)
     return deleted, freed
+
+
+def defaults(img: Image) -> ImageDefaults:
+    """What the image gives a container made from it."""
+    cfg = img.config.get("config") or {}
+    return ImageDefaults(
+        entrypoint=list(cfg.get("Entrypoint") or []),
+        cmd=list(cfg.get("Cmd") or []),
+        env=list(cfg.get("Env") or []),
+        workdir=str(cfg.get("WorkingDir") or ""),
+        user=str(cfg.get("User") or ""),
+        stop_signal=str(cfg.get("StopSignal") or ""),
+        exposed=list(cfg.get("ExposedPorts") or {}),
+    )

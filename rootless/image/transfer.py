@@ -29,11 +29,12 @@ from typing import Any
 import httpx
 
 from ..errors import InvalidArgument, RlError, Unauthorized
-from ..runtime.userns import Worker
-from . import reference
+from ..runtime import userns
+from . import credentials, reference
 from .archive import check_config, select_platform
 from .images import go_arch, lookup, open_store
 from .progress import BlobProgress, ProgressSink
+from .registries import search_registries
 from .registry import Client, RegistryError
 from .store import (
     CONFIG_TYPES,
@@ -114,8 +115,6 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: ProgressSi
     if ref.domain:
         tries = [ref.tagged()]
     else:
-        from .registries import search_registries
-
         domains = search_registries()
         if not domains:
             raise RlError(f"short name {text!r} and no unqualified-search-registries in "
@@ -139,8 +138,6 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: ProgressSi
 
 def _pull_one(ref: reference.Reference, platform: str | None, tls_verify: bool,
               progress: ProgressSink) -> Image:
-    from ..runtime import userns
-
     store = open_store()
     # Forked before the first thread (the download pool) exists: see userns.Worker.
     with userns.Worker() as worker:
@@ -170,7 +167,7 @@ def _fetch_manifest(client: Client, repo: str, ref: str, expect: str) -> tuple[b
 
 
 def _pull_locked(store: Store, client: Client, ref: reference.Reference, platform: str | None,
-                 progress: ProgressSink, worker: Worker) -> Image:
+                 progress: ProgressSink, worker: userns.Worker) -> Image:
     repo = ref.path
     body, media_type, doc = _fetch_manifest(client, repo, ref.digest or ref.tag, ref.digest)
     if media_type in INDEX_TYPES:
@@ -215,7 +212,7 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
 
 def _download_and_unpack(store: Store, client: Client, repo: str,
                          layer_descs: list[dict[str, Any]], diff_ids: list[str],
-                         progress: ProgressSink, worker: Worker) -> None:
+                         progress: ProgressSink, worker: userns.Worker) -> None:
     """Download in parallel; unpack each layer as soon as its blob is complete.
 
     Unpacks run in parallel too, in the worker's children (so on every core).
@@ -385,8 +382,6 @@ def _push_blob(store: Store, client: Client, repo: str, domain: str, desc: dict[
 
 
 def login(registry: str, user: str, password: str, tls_verify: bool) -> str:
-    from . import credentials
-
     host = _registry_host(registry)
     client = Client(host, tls_verify, creds=(user, password))
     try:
@@ -408,8 +403,6 @@ def _registry_host(text: str) -> str:
 
 
 def logout(registry: str | None) -> None:
-    from . import credentials
-
     host = _registry_host(registry) if registry else None
     if not credentials.remove(host) and host:
         raise RlError(f"not logged in to {host}")
