@@ -136,6 +136,15 @@ def test_rmi_returns_records(image: str) -> None:
     assert img.id not in {i.id for i in imagelib.open_store().images()}
 
 
+def test_list_images_filters_by_repository(image: str) -> None:
+    repo = image.rpartition(":")[0]
+    rows = imagelib.list_images(repository=repo.rpartition("/")[2])
+    assert [(r.repository, r.tag) for r in rows] == [(repo, "latest")]
+    assert imagelib.list_images(repository=repo) == rows
+    assert imagelib.list_images(repository="no-such-repo") == []
+    assert len(imagelib.list_images()) >= 1
+
+
 def test_rmi_of_a_missing_image_is_not_found() -> None:
     with pytest.raises(NotFound) as exc:
         imagelib.remove(imagelib.open_store(), "no-such-lib-image:1", False, {})

@@ -81,10 +81,7 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
     from .app import _table, parse_template, template_of
 
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
-    rows = list_images()
-    if repository:
-        rows = [r for r in rows if r.repository == repository
-                or r.repository.endswith("/" + repository)]
+    rows = list_images(repository=repository)
 
     def short(i: str) -> str:
         return i if no_trunc else i.removeprefix("sha256:")[:12]

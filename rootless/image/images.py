@@ -269,7 +269,11 @@ class ImageRow:
     names: list[str] = field(default_factory=list)
 
 
-def list_images(all_: bool = True) -> list[ImageRow]:
+def list_images(all_: bool = True, repository: str | None = None) -> list[ImageRow]:
+    """`rl images [REPOSITORY]`: a row per name (one for a nameless image), newest first.
+
+    repository keeps the rows of that repository, given in full or as its
+    last components (`busybox` matches `docker.io/library/busybox`)."""
     rows = []
     for img in open_store().images():
         created = str(img.config.get("created", ""))
@@ -281,6 +285,9 @@ def list_images(all_: bool = True) -> list[ImageRow]:
             repo, _, tag = n.rpartition(":")
             rows.append(ImageRow(repo, tag, img.id, created, img.size, img.manifest_digest,
                                  img.names))
+    if repository:
+        rows = [r for r in rows if r.repository == repository
+                or r.repository.endswith("/" + repository)]
     rows.sort(key=lambda r: r.created, reverse=True)
     return rows
 
