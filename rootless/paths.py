@@ -11,7 +11,10 @@ must find lives only there: a supervisor names its own in its record's lock.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import RlError
@@ -76,3 +79,18 @@ def socket_address(path: Path) -> str:
         fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         _dir_fds[parent] = fd
     return f"/proc/self/fd/{fd}/{path.name}"
+
+
+@contextlib.contextmanager
+def locked(path: Path, shared: bool = False) -> Iterator[None]:
+    """Hold a flock on path (created if missing) for the with block.
+
+    Here, at the bottom, because both stores take such locks: the container
+    records (engine) and the image store (image), which must not import the engine.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

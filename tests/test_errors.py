@@ -21,6 +21,7 @@ import rootless
 import support
 from rootless import errors
 from rootless.engine import containers as api
+from rootless.engine import images as engine_images
 from rootless.engine import store
 from rootless.errors import (
     CannotExecute,
@@ -153,8 +154,8 @@ def test_no_such_image() -> None:
     with pytest.raises(RlError) as exc:
         images.lookup(images.open_store(), "no-such-image:1")
     check(exc, NotFound, 1, 404, "no such image: no-such-image:1")
-    out, errs = images.remove(["no-such-image:1"], force=False)
-    assert (out, errs) == ([], ["no such image: no-such-image:1"])
+    out, errs = engine_images.remove(["no-such-image:1"], force=False)
+    assert (out, [e.message for e in errs]) == ([], ["no such image: no-such-image:1"])
 
 
 def test_invalid_image_reference() -> None:

@@ -23,8 +23,9 @@ from rootless.cli import app as cli_mod
 from rootless.cli import resolve
 from rootless.engine import containers as api
 from rootless.engine import specgen, store
-from rootless.engine.options import Bind, CreateOptions, ExecOptions, ImageDefaults, StopOptions
+from rootless.engine.options import Bind, CreateOptions, ExecOptions, StopOptions
 from rootless.errors import InvalidArgument, RlError
+from rootless.image.imageconfig import ImageDefaults
 from rootless.runtime import cgroups, idmap, seccomp
 from rootless.runtime.spec import IDMapping
 

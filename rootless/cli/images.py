@@ -1,4 +1,5 @@
-"""The image commands of rl's command line, a thin click shell over rootless.images.
+"""The image commands of rl's command line, a thin click shell over rootless.image
+and rootless.engine.images (where images meet containers).
 
 Kept apart from cli.py so `rl run --rootfs` never imports the image code:
 every command imports what it needs when it runs.
@@ -80,10 +81,7 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
     from .app import _table, parse_template, template_of
 
     tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
-    rows = list_images()
-    if repository:
-        rows = [r for r in rows if r.repository == repository
-                or r.repository.endswith("/" + repository)]
+    rows = list_images(repository=repository)
 
     def short(i: str) -> str:
         return i if no_trunc else i.removeprefix("sha256:")[:12]
@@ -191,14 +189,14 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 @click.argument("images", nargs=-1, required=True)
 def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
     """Remove images."""
-    from ..image.images import remove
+    from ..engine.images import remove
     from .app import error
 
-    out, errors = remove(list(images), force)
-    for line in out:
-        click.echo(line)
+    removed, errors = remove(list(images), force)
+    for r in removed:
+        click.echo(f"{r.action}: {r.ref}")
     for e in errors:
-        error(e)
+        error(e.message)
     if errors:
         sys.exit(1)
 
@@ -208,7 +206,7 @@ def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt (rl never prompts).")
 def prune_cmd(all_: bool, force: bool) -> None:
     """Remove unused images: those without a name, or with -a all no container uses."""
-    from ..image.images import prune
+    from ..engine.images import prune
 
     deleted, freed = prune(all_)
     if deleted:
@@ -247,7 +245,7 @@ def import_cmd(change: tuple[str, ...], message: str, source: str, name: str | N
 def export_cmd(output: str | None, container: str) -> None:
     """Export a container's file system as a tar archive."""
     from ..engine import store
-    from ..image.images import export
+    from ..engine.images import export
 
     ctr = store.lookup(container)
     if output is None:
@@ -275,7 +273,7 @@ def export_cmd(output: str | None, container: str) -> None:
 def diff_cmd(container: str) -> None:
     """Inspect changes to files or directories on a container's filesystem."""
     from ..engine import store
-    from ..image.images import diff
+    from ..engine.images import diff
 
     for kind, path in diff(store.lookup(container)):
         click.echo(f"{kind} {path}")
@@ -291,18 +289,10 @@ def commit_cmd(change: tuple[str, ...], message: str, author: str, container: st
                name: str | None) -> None:
     """Create a new image from a container's changes."""
     from ..engine import store
-    from ..image.images import commit
+    from ..engine.images import commit
 
     img = commit(store.lookup(container), name, list(change), message, author)
     click.echo(img.id)
-
-
-def _reporter(quiet: bool) -> Any:
-    def report(line: str) -> None:
-        if not quiet or line.startswith("note:"):
-            click.echo(line, err=True)
-
-    return report
 
 
 @click.command("save")
@@ -316,17 +306,18 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
              images: tuple[str, ...]) -> None:
     """Save images to a tar archive (docker-archive or oci-archive)."""
     from ..image.archive import save
+    from .progress import Progress
 
-    report = _reporter(quiet)
+    progress = Progress(quiet, bars=False)
     if output is None:
         if sys.stdout.isatty():
             raise InvalidArgument("refusing to write an archive to a terminal: use -o FILE or a "
                                   "redirect")
-        save(list(images), fmt, sys.stdout.buffer, gz, report)
+        save(list(images), fmt, sys.stdout.buffer, gz, progress)
         return
     gz = gz or output.endswith((".gz", ".tgz"))
     with _output_file(output) as fd, os.fdopen(os.dup(fd), "wb") as f:
-        save(list(images), fmt, f, gz, report)
+        save(list(images), fmt, f, gz, progress)
 
 
 @click.command("load")
@@ -335,8 +326,9 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
 def load_cmd(input_: str | None, quiet: bool) -> None:
     """Load images from a docker-archive or oci-archive (gzip or plain)."""
     from ..image.archive import load
+    from .progress import Progress
 
-    report = _reporter(quiet)
+    progress = Progress(quiet, bars=False)
     if input_ is None:
         if sys.stdin.isatty():
             raise InvalidArgument("no archive given: use -i FILE or redirect stdin")
@@ -346,9 +338,9 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
         with tempfile.NamedTemporaryFile(prefix="rl-load-", suffix=".tar") as tmp:
             shutil.copyfileobj(sys.stdin.buffer, tmp)
             tmp.flush()
-            loaded = load(tmp.name, report)
+            loaded = load(tmp.name, progress)
     else:
-        loaded = load(input_, report)
+        loaded = load(input_, progress)
     for item in loaded:
         if item.names:
             for n in item.names:

@@ -1,4 +1,5 @@
-"""Progress for pull and push: rich bars (one per blob) on a terminal, plain lines otherwise.
+"""The CLI's progress sink (rootless.image.progress) for pull, push, load and save:
+rich bars (one per blob) on a terminal, plain lines otherwise.
 
 Lines go to stderr, so `rl pull -q` and scripts reading stdout see only the result.
 """
@@ -11,6 +12,8 @@ from typing import Any
 
 
 class Task:
+    """One blob's bar (or, without bars, its line once it is done)."""
+
     def __init__(self, progress: Progress, label: str, total: int) -> None:
         self.progress = progress
         self.label = label
@@ -27,20 +30,23 @@ class Task:
         if self.progress.bars is not None:
             self.progress.bars.update(self.id, completed=done)
 
-    def finish(self, note: str = "done") -> None:
+    def done(self) -> None:
         if self.progress.bars is not None:
             self.progress.bars.update(self.id, completed=self.total,
-                                      description=f"{self.label} {note}")
+                                      description=f"{self.label} done")
         else:
-            self.progress.line(f"{self.label} {note}")
+            self.progress.message(f"{self.label} done")
 
 
 class Progress:
-    def __init__(self, quiet: bool) -> None:
+    """bars=False: plain lines even on a terminal (save and load move no bytes
+    they could draw a bar for)."""
+
+    def __init__(self, quiet: bool, bars: bool = True) -> None:
         self.quiet = quiet
         self.bars: Any = None
         self._lock = threading.Lock()
-        if not quiet and sys.stderr.isatty():
+        if bars and not quiet and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -65,14 +71,19 @@ class Progress:
         if self.bars is not None:
             self.bars.stop()
 
-    def line(self, text: str) -> None:
-        if self.quiet and not text.startswith("note:"):
-            return
+    def _print(self, text: str) -> None:
         with self._lock:
             if self.bars is not None:
                 self.bars.console.print(text, markup=False, highlight=False)
             else:
                 print(text, file=sys.stderr, flush=True)
 
-    def task(self, label: str, total: int) -> Task:
-        return Task(self, label, total)
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self._print(text)
+
+    def note(self, text: str) -> None:
+        self._print(f"note: {text}")
+
+    def blob(self, digest: str, total: int) -> Task:
+        return Task(self, f"Copying blob {digest[:19]}", total)

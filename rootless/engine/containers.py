@@ -7,7 +7,6 @@ docker's exit status; none of them prints.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
@@ -24,12 +23,10 @@ from netstack import views as netviews
 from netstack.options import NetOptions
 
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
-from ..image import images
-from ..image import rootfs as image_rootfs
+from ..image.imageconfig import ImageDefaults
 from ..runtime.resources import LimitFlags
-from ..runtime.spec import Mount
 from . import client, listing, quotas, specgen, store
-from .options import CreateOptions, ExecOptions, ImageDefaults, RunOptions, StopOptions
+from .options import CreateOptions, ExecOptions, RunOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
 
@@ -46,44 +43,12 @@ def create(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> Co
         raise InvalidArgument(
             "--storage-driver applies to images; a --rootfs directory is used as it is")
     if opts.image is not None:
-        return _create_from_image(opts, opts.image, warn)
+        # Deferred: `rl run --rootfs` never imports the image store (~15 ms in a CLI
+        # process; the fork server has it preloaded for supervisors).
+        from . import images
+
+        return images.create_container(opts, warn)
     return store.create(specgen.generate(opts, warn))
-
-
-def _create_from_image(opts: CreateOptions, ref: str,
-                       warn: Callable[[str], None] | None) -> Container:
-    """A container from an image: its storage (image/rootfs.py), then the record."""
-    images_store = images.open_store()
-    driver = image_rootfs.choose_driver(opts.storage_driver)
-    with images_store.writing():
-        img = images.lookup(images_store, ref, exit_code=125)
-        prepared = image_rootfs.prepare(images_store, img, driver)
-        try:
-            cfg = specgen.generate(dataclasses.replace(
-                opts, rootfs=str(prepared.rootfs), image_defaults=specgen.image_defaults(img)),
-                warn)
-            cfg.image = ref
-            cfg.image_id = img.id
-            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
-            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
-            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
-            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
-                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
-            image_rootfs.finish(prepared, cfg, points)
-        except BaseException:
-            image_rootfs.discard(prepared.tmp)
-            raise
-        try:
-            return store.create(cfg)
-        except BaseException:
-            image_rootfs.remove(cfg.id)
-            raise
-
-
-def _is_dir_mount(m: Mount) -> bool:
-    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
-        return m.source is None or os.path.isdir(m.source)
-    return True
 
 
 def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:

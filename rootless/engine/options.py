@@ -15,20 +15,8 @@ from typing import Any
 
 from ..defaults import DEFAULT_NETWORK
 from ..errors import InvalidArgument
+from ..image.imageconfig import ImageDefaults  # image data, in CreateOptions
 from ..runtime.resources import LimitFlags
-
-
-@dataclass
-class ImageDefaults:
-    """What an image's config contributes to a container (docker's override rules apply)."""
-
-    entrypoint: list[str] = field(default_factory=list)
-    cmd: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
-    workdir: str = ""
-    user: str = ""
-    stop_signal: str = ""
-    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
 
 
 @dataclass

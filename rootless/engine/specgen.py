@@ -41,13 +41,12 @@ from ..runtime.spec import (
     User,
 )
 from . import quotas, store
-from .options import Bind, CreateOptions, ImageDefaults, rootfs_missing
+from .options import Bind, CreateOptions, rootfs_missing
 from .store import ContainerConfig
 
 if TYPE_CHECKING:
     from netstack.options import NetOptions
 
-    from ..image.store import Image
     from ..runtime.resources import Resources
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -70,20 +69,6 @@ def parse_signal(value: str) -> int:
         if sig is not None:
             return int(sig)
     raise InvalidArgument(f"invalid signal: {value}")
-
-
-def image_defaults(img: Image) -> ImageDefaults:
-    """What the image's config gives a container (docker's override rules: command())."""
-    cfg = img.config.get("config") or {}
-    return ImageDefaults(
-        entrypoint=list(cfg.get("Entrypoint") or []),
-        cmd=list(cfg.get("Cmd") or []),
-        env=list(cfg.get("Env") or []),
-        workdir=str(cfg.get("WorkingDir") or ""),
-        user=str(cfg.get("User") or ""),
-        stop_signal=str(cfg.get("StopSignal") or ""),
-        exposed=list(cfg.get("ExposedPorts") or {}),
-    )
 
 
 # -- the steps ----------------------------------------------------------------------

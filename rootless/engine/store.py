@@ -38,13 +38,13 @@ import signal
 import stat
 import time
 import typing
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NoSuchContainer, RlError
+from ..paths import locked  # in paths.py since the image store takes the same locks
 from ..runtime.resources import Resources
 from ..runtime.spec import Spec, _hints, from_json, to_json
 from ..runtime.spec import check as _check  # the shape check records share with bundles
@@ -205,16 +205,6 @@ class State:
             raise ValueError(f"unknown status {data.get('status')!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@contextlib.contextmanager
-def locked(path: Path, shared: bool = False) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def registry_lock() -> contextlib.AbstractContextManager[None]:

@@ -12,17 +12,20 @@ image references them).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
 from ..errors import InvalidArgument, RlError
 from . import reference
-from .images import NewLayer, go_arch, layer_media_type, lookup, open_store
+from .imageconfig import validate
+from .images import NewLayer, candidates, go_arch, layer_media_type, lookup, open_store
+from .layers import open_decompressed
+from .progress import ProgressSink
 from .store import (
     INDEX_TYPES,
     LAYER_TYPES,
@@ -37,9 +40,6 @@ from .store import (
 )
 
 FORMATS = ("docker-archive", "oci-archive")
-
-Report = Callable[[str], None]
-
 
 @dataclass
 class Loaded:
@@ -82,12 +82,10 @@ def _name(text: str, docker: bool) -> str:
 
 def check_config(config: Any, layer_count: int) -> dict[str, Any]:
     """An image config on its way into the store (load, pull), against the OCI schema."""
-    from .imageconfig import validate
-
     return validate(config, layer_count)
 
 
-def load(path: str, report: Report) -> list[Loaded]:
+def load(path: str, progress: ProgressSink) -> list[Loaded]:
     store = open_store()
     try:
         tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with below
@@ -101,22 +99,22 @@ def load(path: str, report: Report) -> list[Loaded]:
         raise RlError(f"open {path}: {e.strerror}") from None
     with tf, store.writing():
         try:
-            return _load_any(tf, store, path, report)
+            return _load_any(tf, store, path, progress)
         except BaseException:
             store.rollback()
             raise
 
 
-def _load_any(tf: tarfile.TarFile, store: Store, path: str, report: Report) -> list[Loaded]:
+def _load_any(tf: tarfile.TarFile, store: Store, path: str, progress: ProgressSink) -> list[Loaded]:
     try:
         names = set(tf.getnames())
     except (tarfile.TarError, EOFError, OSError) as e:
         raise RlError(f"{path}: truncated or corrupt archive: {e}") from None
     try:
         if "manifest.json" in names:
-            return _load_docker(tf, store, report)
+            return _load_docker(tf, store, progress)
         if "index.json" in names:
-            return _load_oci(tf, store, report)
+            return _load_oci(tf, store, progress)
     except (tarfile.TarError, EOFError) as e:
         raise RlError(f"{path}: truncated or corrupt archive: {e}") from None
     except OSError as e:
@@ -127,9 +125,9 @@ def _load_any(tf: tarfile.TarFile, store: Store, path: str, report: Report) -> l
 
 
 def _finish(store: Store, config_bytes: bytes, layers: list[NewLayer], names: list[str],
-            report: Report) -> Loaded:
+            progress: ProgressSink) -> Loaded:
     config_digest = store.put_bytes(config_bytes)
-    report(f"Copying config {config_digest}")
+    progress.message(f"Copying config {config_digest}")
     for img in store.images():
         if img.id == config_digest:  # the same image, already here: just name it
             mt = img.manifest.get("mediaType", MT_OCI_MANIFEST)
@@ -154,7 +152,7 @@ def _install(store: Store, manifest_bytes: bytes, media_type: str,
                         names), names)
 
 
-def _load_docker(tf: tarfile.TarFile, store: Store, report: Report) -> list[Loaded]:
+def _load_docker(tf: tarfile.TarFile, store: Store, progress: ProgressSink) -> list[Loaded]:
     entries = _json(_member(tf, "manifest.json").read(), "manifest.json")
     if not isinstance(entries, list) or not entries:
         raise RlError("malformed manifest.json: expected a list of images")
@@ -169,19 +167,19 @@ def _load_docker(tf: tarfile.TarFile, store: Store, report: Report) -> list[Load
         for layer_name, diff_id in zip(entry["Layers"], config["rootfs"]["diff_ids"],
                                        strict=True):
             digest, size = store.put_stream(_member(tf, str(layer_name)))
-            report(f"Copying blob {digest}")
+            progress.message(f"Copying blob {digest}")
             mt = layer_media_type(str(store.blob_path(digest)))
-            _unpack(store, digest, diff_id, report)
+            _unpack(store, digest, diff_id, progress)
             layers.append(NewLayer(digest, size, mt, diff_id))
         names = [_name(t, docker=True) for t in entry.get("RepoTags") or []]
-        out.append(_finish(store, config_bytes, layers, names, report))
+        out.append(_finish(store, config_bytes, layers, names, progress))
     return out
 
 
-def _unpack(store: Store, digest: str, diff_id: str, report: Report) -> None:
+def _unpack(store: Store, digest: str, diff_id: str, progress: ProgressSink) -> None:
     _, notes = store.ensure_layer(digest, diff_id)
     for note in notes:
-        report(f"note: {note}")
+        progress.note(note)
 
 
 def _blob(tf: tarfile.TarFile, store: Store, desc: Any, kinds: tuple[str, ...],
@@ -198,7 +196,7 @@ def _blob(tf: tarfile.TarFile, store: Store, desc: Any, kinds: tuple[str, ...],
     return digest
 
 
-def _load_oci(tf: tarfile.TarFile, store: Store, report: Report) -> list[Loaded]:
+def _load_oci(tf: tarfile.TarFile, store: Store, progress: ProgressSink) -> list[Loaded]:
     index = _json(_member(tf, "index.json").read(), "index.json")
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise RlError("malformed index.json")
@@ -216,11 +214,11 @@ def _load_oci(tf: tarfile.TarFile, store: Store, report: Report) -> list[Loaded]
                               (MT_OCI_CONFIG, "application/vnd.docker.container.image.v1+json"),
                               "config")
         config = check_config(store.read_json(config_digest), len(manifest.get("layers", [])))
-        report(f"Copying config {config_digest}")
+        progress.message(f"Copying config {config_digest}")
         for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
             blob = _blob(tf, store, layer, LAYER_TYPES, "layer")
-            report(f"Copying blob {blob}")
-            _unpack(store, blob, diff_id, report)
+            progress.message(f"Copying blob {blob}")
+            _unpack(store, blob, diff_id, progress)
         ref = (desc.get("annotations") or {}).get(REF_NAME)
         names = []
         if isinstance(ref, str) and ("/" in ref or ":" in ref):
@@ -256,7 +254,7 @@ def _short_tag(name: str) -> str:
     return name
 
 
-def save(refs: list[str], fmt: str, out: IO[bytes], compress: bool, report: Report) -> None:
+def save(refs: list[str], fmt: str, out: IO[bytes], compress: bool, progress: ProgressSink) -> None:
     if fmt not in FORMATS:
         raise InvalidArgument(f"unknown archive format {fmt!r} (supported: {', '.join(FORMATS)})")
     store = open_store()
@@ -269,14 +267,12 @@ def save(refs: list[str], fmt: str, out: IO[bytes], compress: bool, report: Repo
     mode = "w|gz" if compress else "w|"
     with tarfile.open(fileobj=out, mode=mode, format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         if fmt == "docker-archive":
-            _save_docker(tf, store, chosen, report)
+            _save_docker(tf, store, chosen, progress)
         else:
-            _save_oci(tf, store, chosen, report)
+            _save_oci(tf, store, chosen, progress)
 
 
 def _candidates(text: str) -> list[str]:
-    from .images import candidates
-
     try:
         return candidates(reference.parse(text))
     except RlError:
@@ -284,8 +280,6 @@ def _candidates(text: str) -> list[str]:
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o644
@@ -301,9 +295,7 @@ def _add_file(tf: tarfile.TarFile, name: str, path: str) -> None:
 
 
 def _save_docker(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, list[str]]],
-                 report: Report) -> None:
-    from .layers import open_decompressed
-
+                 progress: ProgressSink) -> None:
     manifest = []
     written: set[str] = set()
     for img, names in chosen:
@@ -311,7 +303,7 @@ def _save_docker(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, li
         if config_name not in written:
             _add_bytes(tf, config_name, store.read_blob(img.id))
             written.add(config_name)
-        report(f"Copying config {img.id}")
+        progress.message(f"Copying config {img.id}")
         layer_names = []
         for layer, diff_id in zip(img.layers, img.diff_ids, strict=True):
             name = f"{diff_id.partition(':')[2]}.tar"
@@ -319,7 +311,7 @@ def _save_docker(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, li
             if name in written:
                 continue
             store.verify_blob(layer["digest"])
-            report(f"Copying blob {layer['digest']}")
+            progress.message(f"Copying blob {layer['digest']}")
             # docker-archive layers are uncompressed: inflate to a temp file for its size.
             with tempfile.NamedTemporaryFile(dir=store.root, prefix=".tmp-save-") as tmp, \
                     open(store.blob_path(layer["digest"]), "rb") as blob:
@@ -335,7 +327,7 @@ def _save_docker(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, li
 
 
 def _save_oci(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, list[str]]],
-              report: Report) -> None:
+              progress: ProgressSink) -> None:
     _add_bytes(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
     descriptors = []
     written: set[str] = set()
@@ -347,7 +339,7 @@ def _save_oci(tf: tarfile.TarFile, store: Store, chosen: list[tuple[Image, list[
             if digest in written:
                 continue
             store.verify_blob(digest)
-            report(f"Copying blob {digest}")
+            progress.message(f"Copying blob {digest}")
             _add_file(tf, f"blobs/sha256/{digest.partition(':')[2]}",
                       str(store.blob_path(digest)))
             written.add(digest)

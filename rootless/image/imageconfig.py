@@ -1,5 +1,6 @@
 """The OCI image config, checked once: when it enters the store (load, pull,
-import, commit), never on `rl run`'s path.
+import, commit), never on `rl run`'s path; and ImageDefaults, what a config
+gives the containers made from it.
 
 The rules are image-spec's schema/config-schema.json (with defs.json's
 mapStringObject and mapStringString), field by field, plus:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RlError
@@ -30,6 +32,20 @@ from ..errors import RlError
 # Go's time.RFC3339Nano, which encoding/json applies to `created`.
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass
+class ImageDefaults:
+    """What an image's config contributes to a container (docker's override rules apply):
+    the fields of image-spec's ImageConfig that a container's process and ports take."""
+
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    stop_signal: str = ""
+    exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
 
 
 class ConfigError(RlError):

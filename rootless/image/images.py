@@ -1,5 +1,9 @@
-"""rl's image API: lookup, import, tag, rmi, prune, inspect, history, commit, export,
-and turning an image into a container's rootfs and defaults.
+"""rl's image API: lookup, import, tag, rmi, prune, inspect, history, and the
+pieces of commit (write_image, apply_changes).
+
+What concerns containers (which of them use an image) comes in as an
+argument: the engine (rootless.engine.images) reads its records and passes
+it, and makes containers from images and images from containers.
 
 Names are stored fully qualified (`localhost/NAME:TAG` for local images, as
 podman does); a short name given by the user is matched against the stored
@@ -15,23 +19,24 @@ import os
 import platform
 import shlex
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from ..errors import InvalidArgument, NoSuchImage, NotFound, RlError
+from ..errors import Conflict, InvalidArgument, NoSuchImage, RlError
 from . import reference
+from .imageconfig import ImageDefaults, validate
+from .registries import search_registries
 from .store import (
     MT_OCI_CONFIG,
     MT_OCI_LAYER,
     MT_OCI_LAYER_GZIP,
     MT_OCI_LAYER_ZSTD,
     MT_OCI_MANIFEST,
+    Holds,
     Image,
     Store,
 )
-
-if TYPE_CHECKING:
-    from ..engine.store import Container
 
 LOCAL_DOMAIN = "localhost"
 DEFAULT_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -62,8 +67,6 @@ def qualify(text: str) -> str:
 
 
 def search_domains() -> list[str]:
-    from .registries import search_registries
-
     return [LOCAL_DOMAIN, *search_registries()]
 
 
@@ -177,6 +180,7 @@ class NewLayer:
 
 
 def layer_media_type(path: str) -> str:
+    # Deferred: layers (tarfile, gzip) stays out of `rl run IMAGE` (~3 ms).
     from .layers import compression
 
     with open(path, "rb") as f:
@@ -206,8 +210,6 @@ def write_image(store: Store, base: Image | None, new_layers: list[NewLayer],
             entry["comment"] = comment
         config["history"].append(entry)
     # import and commit make configs too (--change): they enter the store checked.
-    from .imageconfig import validate
-
     validate(config, len(base.layers if base else []) + len(new_layers))
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = store.put_bytes(config_bytes)
@@ -256,21 +258,6 @@ def import_tarball(source: str, name: str | None, changes: list[str],
 # -- views -------------------------------------------------------------------------
 
 
-def containers_using() -> dict[str, list[str]]:
-    """image id -> names of the containers created from it."""
-    from ..engine import store as ctr_store
-
-    out: dict[str, list[str]] = {}
-    for c in ctr_store.all_containers():
-        try:
-            image_id = c.raw_config.get("image_id")
-        except (OSError, ValueError):
-            continue
-        if image_id:
-            out.setdefault(image_id, []).append(c.name)
-    return out
-
-
 @dataclass
 class ImageRow:
     repository: str
@@ -282,7 +269,11 @@ class ImageRow:
     names: list[str] = field(default_factory=list)
 
 
-def list_images(all_: bool = True) -> list[ImageRow]:
+def list_images(all_: bool = True, repository: str | None = None) -> list[ImageRow]:
+    """`rl images [REPOSITORY]`: a row per name (one for a nameless image), newest first.
+
+    repository keeps the rows of that repository, given in full or as its
+    last components (`busybox` matches `docker.io/library/busybox`)."""
     rows = []
     for img in open_store().images():
         created = str(img.config.get("created", ""))
@@ -294,6 +285,9 @@ def list_images(all_: bool = True) -> list[ImageRow]:
             repo, _, tag = n.rpartition(":")
             rows.append(ImageRow(repo, tag, img.id, created, img.size, img.manifest_digest,
                                  img.names))
+    if repository:
+        rows = [r for r in rows if r.repository == repository
+                or r.repository.endswith("/" + repository)]
     rows.sort(key=lambda r: r.created, reverse=True)
     return rows
 
@@ -378,44 +372,44 @@ def tag(source: str, target: str) -> None:
                     len(store.read_blob(img.manifest_digest)), [name])
 
 
-def remove(refs: list[str], force: bool) -> tuple[list[str], list[str]]:
-    """`rl rmi`: (lines for stdout, errors); untag a name, delete an image with its last one."""
-    store = open_store()
-    out: list[str] = []
-    errors: list[str] = []
-    used = containers_using()
-    for text in refs:
-        try:
-            img = lookup(store, text)
-        except RlError as e:
-            errors.append(e.message)
-            continue
-        by_id = reference.looks_like_id(text) and not any(
-            n in img.names for n in _names_for(text))
-        users = used.get(img.id, [])
-        if by_id and len(img.names) > 1 and not force:
-            errors.append(f"unable to delete {img.id[7:19]} (must be forced) - image is "
-                          "referenced in multiple repositories")
-            continue
-        if not by_id and len(img.names) > 1:
-            name = _match(img, text)
-            store.untag(name)
-            out.append(f"Untagged: {name}")
-            continue
-        if users and not force:
-            errors.append(f"image {text} is in use by container {users[0]}: remove the "
-                          "container first or use --force")
-            continue
+@dataclass(frozen=True)
+class Removed:
+    """One thing rmi did: a name went (Untagged) or the image went (Deleted, by ID).
+    Docker's DELETE /images/NAME answers the same pairs."""
+
+    action: Literal["Untagged", "Deleted"]
+    ref: str
+
+
+def remove(store: Store, text: str, force: bool,
+           users: Mapping[str, Sequence[str]]) -> list[Removed]:
+    """`rl rmi` of one reference: untag a name, delete an image with its last one.
+
+    users maps an image ID to the containers created from it. Raises NotFound
+    (no such image), Conflict (in use, or named in several repositories and
+    given by ID, without force). Frees nothing: the caller runs store.collect.
+    """
+    img = lookup(store, text)
+    by_id = reference.looks_like_id(text) and not any(
+        n in img.names for n in _names_for(text))
+    in_use = list(users.get(img.id, []))
+    if by_id and len(img.names) > 1 and not force:
+        raise Conflict(f"unable to delete {img.id[7:19]} (must be forced) - image is "
+                       "referenced in multiple repositories")
+    if not by_id and len(img.names) > 1:
+        name = _match(img, text)
+        store.untag(name)
+        return [Removed("Untagged", name)]
+    if in_use and not force:
+        raise Conflict(f"image {text} is in use by container {in_use[0]}: remove the "
+                       "container first or use --force")
+    out = [Removed("Untagged", n) for n in img.names]
+    if in_use:
         for n in img.names:
-            out.append(f"Untagged: {n}")
-        if users:
-            for n in img.names:
-                store.untag(n)  # kept, nameless, while its containers exist
-            continue
-        store.delete_image(img.manifest_digest)
-        out.append(f"Deleted: {img.id}")
-    store.collect()
-    return out, errors
+            store.untag(n)  # kept, nameless, while its containers exist
+        return out
+    store.delete_image(img.manifest_digest)
+    return [*out, Removed("Deleted", img.id)]
 
 
 def _names_for(text: str) -> list[str]:
@@ -437,10 +431,12 @@ def _match(img: Image, text: str) -> str:
     return img.names[0]
 
 
-def prune(all_: bool) -> tuple[list[str], int]:
-    """Images without a name (or, with all_, every image) that no container uses."""
+def prune(all_: bool, holds: Callable[[], Holds]) -> tuple[list[str], int]:
+    """Images without a name (or, with all_, every image) that no container uses.
+
+    Returns the IDs deleted and the bytes freed."""
     store = open_store()
-    used = containers_using()
+    used = holds().images
     deleted = []
     for img in store.images():
         if img.id in used or (img.names and not all_):
@@ -449,59 +445,19 @@ def prune(all_: bool) -> tuple[list[str], int]:
             store.untag(n)
         store.delete_image(img.manifest_digest)
         deleted.append(img.id)
-    _, freed = store.collect()
+    _, freed = store.collect(holds)
     return deleted, freed
 
 
-# -- containers (created by the engine: rootless/engine/containers.py) ----------------
-
-
-def export(ctr: Container, out_fd: int) -> None:
-    """`rl export`: the container's file system as a tar on out_fd (read in the userns)."""
-    from . import rootfs
-
-    rootfs.write_tree(ctr.config, out_fd)
-
-
-def diff(ctr: Container) -> list[tuple[str, str]]:
-    """`rl diff`: what the container changed in its image, as (A|C|D, path)."""
-    from . import rootfs
-
-    cfg = ctr.config
-    if not cfg.image_id:
-        raise RlError(f"container {cfg.name} was not created from an image (--rootfs): "
-                      "it has no image to compare with", 125)
-    return rootfs.changes(cfg, open_store())
-
-
-def commit(ctr: Container, name: str | None, changes: list[str], message: str,
-           author: str) -> Image:
-    """`rl commit`: the container's changes against its image, as a new top layer."""
-    from . import rootfs
-
-    cfg = ctr.config
-    if not cfg.image_id:
-        raise RlError(f"container {cfg.name} was not created from an image (--rootfs); "
-                      "use rl export and rl import", 125)
-    names = [qualify(name)] if name else []
-    store = open_store()
-    with store.writing():
-        base = next((i for i in store.images() if i.id == cfg.image_id), None)
-        if base is None:
-            raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
-                           125)
-        tmp = store.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                rootfs.write_diff(cfg, store, fd)
-            finally:
-                os.close(fd)
-            digest, size = store.put_file(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-        diff_id, _ = store.ensure_layer(digest, digest)
-        container_config = dict(base.config.get("config") or {})
-        apply_changes(container_config, changes)
-        new = NewLayer(digest, size, MT_OCI_LAYER, diff_id, f"rl commit {cfg.name}")
-        return write_image(store, base, [new], container_config, names, message, author)
+def defaults(img: Image) -> ImageDefaults:
+    """What the image gives a container made from it."""
+    cfg = img.config.get("config") or {}
+    return ImageDefaults(
+        entrypoint=list(cfg.get("Entrypoint") or []),
+        cmd=list(cfg.get("Cmd") or []),
+        env=list(cfg.get("Env") or []),
+        workdir=str(cfg.get("WorkingDir") or ""),
+        user=str(cfg.get("User") or ""),
+        stop_signal=str(cfg.get("StopSignal") or ""),
+        exposed=list(cfg.get("ExposedPorts") or {}),
+    )

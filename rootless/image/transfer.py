@@ -28,12 +28,13 @@ from typing import Any
 
 import httpx
 
-from ..cli.progress import Progress, Task
 from ..errors import InvalidArgument, RlError, Unauthorized
-from ..runtime.userns import Worker
-from . import reference
+from ..runtime import userns
+from . import credentials, reference
 from .archive import check_config, select_platform
 from .images import go_arch, lookup, open_store
+from .progress import BlobProgress, ProgressSink
+from .registries import search_registries
 from .registry import Client, RegistryError
 from .store import (
     CONFIG_TYPES,
@@ -109,13 +110,11 @@ def _record_sources(store: Store, repo: str, digests: list[str]) -> None:
 # -- pull ----------------------------------------------------------------------------
 
 
-def pull(text: str, platform: str | None, tls_verify: bool, progress: Progress) -> Image:
+def pull(text: str, platform: str | None, tls_verify: bool, progress: ProgressSink) -> Image:
     ref = reference.parse(text)
     if ref.domain:
         tries = [ref.tagged()]
     else:
-        from .registries import search_registries
-
         domains = search_registries()
         if not domains:
             raise RlError(f"short name {text!r} and no unqualified-search-registries in "
@@ -124,7 +123,7 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: Progress) 
     failures = []
     for i, candidate in enumerate(tries):
         if not ref.domain:
-            progress.line(f"Resolved short name {text!r}: trying {candidate}")
+            progress.message(f"Resolved short name {text!r}: trying {candidate}")
         try:
             return _pull_one(candidate, platform, tls_verify, progress)
         except RegistryError as e:
@@ -138,9 +137,7 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: Progress) 
 
 
 def _pull_one(ref: reference.Reference, platform: str | None, tls_verify: bool,
-              progress: Progress) -> Image:
-    from ..runtime import userns
-
+              progress: ProgressSink) -> Image:
     store = open_store()
     # Forked before the first thread (the download pool) exists: see userns.Worker.
     with userns.Worker() as worker:
@@ -170,7 +167,7 @@ def _fetch_manifest(client: Client, repo: str, ref: str, expect: str) -> tuple[b
 
 
 def _pull_locked(store: Store, client: Client, ref: reference.Reference, platform: str | None,
-                 progress: Progress, worker: Worker) -> Image:
+                 progress: ProgressSink, worker: userns.Worker) -> Image:
     repo = ref.path
     body, media_type, doc = _fetch_manifest(client, repo, ref.digest or ref.tag, ref.digest)
     if media_type in INDEX_TYPES:
@@ -201,10 +198,10 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
     have = [str(config.get("os", "")), str(config.get("architecture", ""))]
     if platform and have != want[:2]:
         raise RlError(f"image {ref} is for {'/'.join(have)}, not {platform}")
-    progress.line(f"Pulling {ref} from {client.base}")
+    progress.message(f"Pulling {ref} from {client.base}")
     _download_and_unpack(store, client, repo, layer_descs, config["rootfs"]["diff_ids"],
                          progress, worker)
-    progress.line(f"Copying config {config_digest} done")
+    progress.message(f"Copying config {config_digest} done")
     manifest_digest = store.put_bytes(body)
     name = str(reference.Reference(ref.domain, ref.path, ref.tag or "latest")) \
         if not ref.digest else ""
@@ -215,16 +212,16 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
 
 def _download_and_unpack(store: Store, client: Client, repo: str,
                          layer_descs: list[dict[str, Any]], diff_ids: list[str],
-                         progress: Progress, worker: Worker) -> None:
+                         progress: ProgressSink, worker: userns.Worker) -> None:
     """Download in parallel; unpack each layer as soon as its blob is complete.
 
     Unpacks run in parallel too, in the worker's children (so on every core).
     """
-    def unpack(digest: str, diff_id: str, task: Task) -> None:
+    def unpack(digest: str, diff_id: str, task: BlobProgress) -> None:
         _, notes = store.ensure_layer(digest, diff_id, worker)
-        task.finish()
+        task.done()
         for n in notes:
-            progress.line(f"note: {n}")
+            progress.note(n)
 
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as downloads, \
             concurrent.futures.ThreadPoolExecutor(PARALLEL) as unpacks:
@@ -232,9 +229,9 @@ def _download_and_unpack(store: Store, client: Client, repo: str,
         for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
             digest = str(desc["digest"])
             if store.layer_dir(diff_id).is_dir() and store.has_blob(digest):
-                progress.line(f"Copying blob {digest[:19]} skipped: already exists")
+                progress.message(f"Copying blob {digest[:19]} skipped: already exists")
                 continue
-            task = progress.task(f"Copying blob {digest[:19]}", int(desc.get("size", 0)))
+            task = progress.blob(digest, int(desc.get("size", 0)))
             fut = downloads.submit(_download, store, client, repo, digest,
                                    int(desc.get("size", -1)), task)
             fetching[fut] = (digest, diff_id, task)
@@ -252,7 +249,7 @@ def _download_and_unpack(store: Store, client: Client, repo: str,
 
 
 def _download(store: Store, client: Client, repo: str, digest: str, size: int,
-              task: Task) -> None:
+              task: BlobProgress) -> None:
     hexpart = check_digest(digest)
     if store.has_blob(digest):
         return
@@ -312,7 +309,7 @@ def _download(store: Store, client: Client, repo: str, digest: str, size: int,
 # -- push ----------------------------------------------------------------------------
 
 
-def push(source: str, dest: str | None, tls_verify: bool, progress: Progress) -> str:
+def push(source: str, dest: str | None, tls_verify: bool, progress: ProgressSink) -> str:
     """Push an image; returns the manifest digest."""
     store = open_store()
     img = lookup(store, source)
@@ -331,13 +328,13 @@ def push(source: str, dest: str | None, tls_verify: bool, progress: Progress) ->
     sources = _read_sources(store)
     chunk = _chunk_size()
     try:
-        progress.line(f"Pushing {source} to {ref}")
+        progress.message(f"Pushing {source} to {ref}")
         for desc in [*img.layers, img.manifest["config"]]:
             _push_blob(store, client, repo, ref.domain, desc, sources, chunk, progress)
         body = store.read_blob(img.manifest_digest)
         media_type = str(img.manifest.get("mediaType") or MANIFEST_TYPES[0])
         client.put_manifest(repo, ref.tag, body, media_type)
-        progress.line(f"Writing manifest {img.manifest_digest} to {ref}")
+        progress.message(f"Writing manifest {img.manifest_digest} to {ref}")
     finally:
         client.close()
     _record_sources(store, f"{ref.domain}/{repo}",
@@ -346,11 +343,11 @@ def push(source: str, dest: str | None, tls_verify: bool, progress: Progress) ->
 
 
 def _push_blob(store: Store, client: Client, repo: str, domain: str, desc: dict[str, Any],
-               sources: dict[str, list[str]], chunk: int, progress: Progress) -> None:
+               sources: dict[str, list[str]], chunk: int, progress: ProgressSink) -> None:
     digest = str(desc["digest"])
     label = f"Copying blob {digest[:19]}"
     if client.has_blob(repo, digest, push=True):
-        progress.line(f"{label} skipped: already exists")
+        progress.message(f"{label} skipped: already exists")
         return
     store.verify_blob(digest)
     url = None
@@ -360,14 +357,14 @@ def _push_blob(store: Store, client: Client, repo: str, domain: str, desc: dict[
             with contextlib.suppress(RegistryError):
                 url = client.mount_blob(repo, digest, src_repo)
                 if url is None:
-                    progress.line(f"{label} mounted from {src_repo}")
+                    progress.message(f"{label} mounted from {src_repo}")
                     return
                 break
     if url is None:
         url = client.start_upload(repo)
     path = store.blob_path(digest)
     size = path.stat().st_size
-    task = progress.task(label, size)
+    task = progress.blob(digest, size)
     with open(path, "rb") as f:
         if size <= chunk:
             client.finish_upload(repo, url, digest, f.read())
@@ -378,15 +375,13 @@ def _push_blob(store: Store, client: Client, repo: str, domain: str, desc: dict[
                 offset += len(data)
                 task.advance(len(data))
             client.finish_upload(repo, url, digest)
-    task.finish()
+    task.done()
 
 
 # -- login / logout -------------------------------------------------------------------
 
 
 def login(registry: str, user: str, password: str, tls_verify: bool) -> str:
-    from . import credentials
-
     host = _registry_host(registry)
     client = Client(host, tls_verify, creds=(user, password))
     try:
@@ -408,8 +403,6 @@ def _registry_host(text: str) -> str:
 
 
 def logout(registry: str | None) -> None:
-    from . import credentials
-
     host = _registry_host(registry) if registry else None
     if not credentials.remove(host) and host:
         raise RlError(f"not logged in to {host}")

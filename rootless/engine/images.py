@@ -1,0 +1,174 @@
+"""Images as containers meet them: the engine's half of the image API.
+
+The image layer (rootless.image) knows nothing of containers. What joins the
+two lives here: which containers hold an image or a layer (read from the
+records, for rmi, prune and the store's garbage collection), a container's
+rootfs made from an image, and its storage handed to diff, export and commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFound, RlError
+from ..image import images as imagelib
+from ..image import rootfs
+from ..image.images import NewLayer, Removed
+from ..image.store import MT_OCI_LAYER, Holds, Image
+from . import specgen, store
+from .store import Container, ContainerConfig
+
+if TYPE_CHECKING:
+    from .options import CreateOptions
+
+
+# -- what containers hold ------------------------------------------------------------
+
+
+def holds() -> Holds:
+    """Images, layer directories and storage the container records hold."""
+    out = Holds()
+    for c in store.all_containers():
+        out.containers.add(c.id)
+        try:
+            raw = c.raw_config
+            image_id = raw.get("image_id")
+            layers = raw.get("layers") or []
+            name = c.name
+        except (OSError, ValueError):  # damaged or vanished: it holds its storage only
+            continue
+        if image_id:
+            out.images.setdefault(image_id, []).append(name)
+        with contextlib.suppress(TypeError):
+            out.layers.update("sha256:" + os.path.basename(d) for d in layers)
+    return out
+
+
+def remove(refs: list[str], force: bool) -> tuple[list[Removed], list[RlError]]:
+    """`rl rmi`: what each reference's removal did, and the errors of those that
+    failed (NotFound, Conflict, InvalidArgument); then frees what nothing holds."""
+    st = imagelib.open_store()
+    users = holds().images
+    removed: list[Removed] = []
+    errors: list[RlError] = []
+    for text in refs:
+        try:
+            removed += imagelib.remove(st, text, force, users)
+        except RlError as e:
+            errors.append(e)
+    st.collect(holds)
+    return removed, errors
+
+
+def prune(all_: bool) -> tuple[list[str], int]:
+    """`rl image prune`: the IDs deleted and the bytes freed."""
+    return imagelib.prune(all_, holds)
+
+
+# -- containers from images ----------------------------------------------------------
+
+
+def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) -> Container:
+    """A container from an image: its storage (rootfs.py), then the record
+    (specgen, over the options with the rootfs and the image's defaults filled in)."""
+    assert opts.image is not None
+    st = imagelib.open_store()
+    driver = rootfs.choose_driver(opts.storage_driver)
+    with st.writing():
+        img = imagelib.lookup(st, opts.image, exit_code=125)
+        prepared = rootfs.prepare(st, img, driver)
+        try:
+            cfg = specgen.generate(dataclasses.replace(
+                opts, rootfs=str(prepared.rootfs), image_defaults=imagelib.defaults(img)), warn)
+            cfg.image = opts.image
+            cfg.image_id = img.id
+            # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
+            # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
+            dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]
+            points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
+                      if not any(m.destination.startswith(d + "/") for d in dests[:i])]
+            _record_storage(cfg, rootfs.finish(prepared, cfg.id, points))
+        except BaseException:
+            rootfs.discard(prepared.tmp)
+            raise
+        try:
+            return store.create(cfg)
+        except BaseException:
+            rootfs.remove(cfg.id)
+            raise
+
+
+def _is_dir_mount(m: Any) -> bool:
+    if m.type == "bind" or "bind" in m.options or "rbind" in m.options:
+        return m.source is None or os.path.isdir(m.source)
+    return True
+
+
+def _record_storage(cfg: ContainerConfig, storage: rootfs.Storage) -> None:
+    """Point the record at the storage rootfs.finish made."""
+    cfg.storage_driver = storage.driver
+    if storage.driver != "vfs":
+        cfg.created_mountpoints = []  # an overlay has them in its init layer
+        cfg.layers = storage.layers
+        cfg.upper = storage.upper
+        cfg.work = storage.work
+    cfg.rootfs = storage.rootfs
+    cfg.spec.root.path = cfg.rootfs
+
+
+def storage_of(cfg: ContainerConfig) -> rootfs.Storage:
+    """The record's account of its storage, as rootfs.py reads it."""
+    return rootfs.Storage(cfg.storage_driver, cfg.rootfs, list(cfg.layers), cfg.upper,
+                          cfg.work, list(cfg.created_mountpoints), cfg.image_id, cfg.name)
+
+
+# -- images from containers ----------------------------------------------------------
+
+
+def export(ctr: Container, out_fd: int) -> None:
+    """`rl export`: the container's file system as a tar on out_fd (read in the userns)."""
+    rootfs.write_tree(storage_of(ctr.config), out_fd)
+
+
+def diff(ctr: Container) -> list[tuple[str, str]]:
+    """`rl diff`: what the container changed in its image, as (A|C|D, path)."""
+    cfg = ctr.config
+    if not cfg.image_id:
+        raise RlError(f"container {cfg.name} was not created from an image (--rootfs): "
+                      "it has no image to compare with", 125)
+    return rootfs.changes(storage_of(cfg), imagelib.open_store())
+
+
+def commit(ctr: Container, name: str | None, changes: list[str], message: str,
+           author: str) -> Image:
+    """`rl commit`: the container's changes against its image, as a new top layer."""
+    cfg = ctr.config
+    if not cfg.image_id:
+        raise RlError(f"container {cfg.name} was not created from an image (--rootfs); "
+                      "use rl export and rl import", 125)
+    names = [imagelib.qualify(name)] if name else []
+    st = imagelib.open_store()
+    with st.writing():
+        base = next((i for i in st.images() if i.id == cfg.image_id), None)
+        if base is None:
+            raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
+                           125)
+        tmp = st.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                rootfs.write_diff(storage_of(cfg), st, fd)
+            finally:
+                os.close(fd)
+            digest, size = st.put_file(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+        diff_id, _ = st.ensure_layer(digest, digest)
+        container_config = dict(base.config.get("config") or {})
+        imagelib.apply_changes(container_config, changes)
+        new = NewLayer(digest, size, MT_OCI_LAYER, diff_id, f"rl commit {cfg.name}")
+        return imagelib.write_image(st, base, [new], container_config, names, message, author)
