@@ -14,17 +14,18 @@ def _host_resolv() -> str:
         return ""
 
 
-def _joined_file(opts: NetOptions, name: str) -> str | None:
-    """--network container:NAME shares that container's /etc/hosts and resolv.conf."""
-    from rootless.engine import store
-
+def _joined_file(joined: Path | None, name: str) -> str | None:
+    """--network container:NAME shares that container's /etc/hosts and resolv.conf
+    (joined: its runtime directory, found by the engine; None: not found)."""
+    if joined is None:
+        return None
     try:
-        return (store.lookup(opts.container).run_dir / name).read_text()
-    except Exception:
+        return (joined / name).read_text()
+    except OSError:
         return None
 
 
-def resolv_conf(opts: NetOptions) -> str:
+def resolv_conf(opts: NetOptions, joined: Path | None = None) -> str:
     """--dns wins; else the stack's resolver (slirp4netns) or the host's own servers.
 
     The host's search and options lines are kept, as docker does. With pasta,
@@ -33,9 +34,9 @@ def resolv_conf(opts: NetOptions) -> str:
     serves the container too.
     """
     if opts.mode == "container" and not opts.dns:
-        joined = _joined_file(opts, "resolv.conf")
-        if joined is not None:
-            return joined
+        text = _joined_file(joined, "resolv.conf")
+        if text is not None:
+            return text
     host = _host_resolv()
     kept = [ln for ln in host.splitlines() if ln.split()[:1] in (["search"], ["options"])]
     if opts.mode == "none" and not opts.dns:
@@ -51,11 +52,11 @@ def resolv_conf(opts: NetOptions) -> str:
     return "".join(f"nameserver {s}\n" for s in servers) + "".join(ln + "\n" for ln in kept)
 
 
-def hosts(opts: NetOptions, hostname: str, name: str) -> str:
+def hosts(opts: NetOptions, hostname: str, name: str, joined: Path | None = None) -> str:
     if opts.mode == "container":
-        joined = _joined_file(opts, "hosts")
-        if joined is not None:
-            return joined + "".join(f"{ip}\t{host}\n" for host, ip in opts.add_hosts)
+        text = _joined_file(joined, "hosts")
+        if text is not None:
+            return text + "".join(f"{ip}\t{host}\n" for host, ip in opts.add_hosts)
     own = SLIRP_ADDR if opts.mode == "slirp4netns" else "127.0.1.1"
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              f"{own}\t{hostname} {name}"]

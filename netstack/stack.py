@@ -1,6 +1,6 @@
 """What the supervisor calls: the container's network, from before its start to after its end.
 
-    stack = NetStack.load(cfg.net, run_dir)
+    stack = NetStack(NetOptions.from_dict(cfg.net), run_dir, cfg.spec, joined_pid)
     stack.prepare()                  # before launch: checks, host ports bound (port errors here)
     container.launch(..., before_start=stack.attach)   # stack up, ports forwarded, connector
     trio: await stack.serve()        # rl's port driver
@@ -20,10 +20,10 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rootless.engine.store import ContainerConfig
 from rootless.errors import RlError
 from rootless.runtime.spec import Spec
 
@@ -39,9 +39,13 @@ PORTS_FILE = "ports.json"
 
 
 class NetStack:
-    def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None) -> None:
+    def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None,
+                 joined_pid: Callable[[], int] | None = None) -> None:
         self.opts = opts
         self.spec = spec
+        # --network container:NAME: the engine's look-up of that container's PID 1
+        # (raising what to tell the user); netstack keeps no container records.
+        self.joined_pid = joined_pid
         self.run_dir = run_dir
         self.slirp: Slirp4netns | None = None
         self.pasta: Pasta | None = None
@@ -49,10 +53,6 @@ class NetStack:
         self.published: list[PortMapping] = []
         self.connector_pid = 0
         self.connector_chan: socket.socket | None = None
-
-    @classmethod
-    def load(cls, cfg: ContainerConfig, run_dir: Path) -> NetStack:
-        return cls(NetOptions.from_dict(cfg.net), run_dir, cfg.spec)
 
     @property
     def fast_ports(self) -> bool:
@@ -85,21 +85,13 @@ class NetStack:
     def _refresh_joined(self, spec: Spec) -> None:
         """--network container:NAME: that container's namespaces as of now (it may have
         been restarted since this one was created)."""
-        from rootless.engine import store
-
-        try:
-            other = store.lookup(self.opts.container)
-        except RlError as e:
-            raise RlError(f"cannot join the network of container {self.opts.container}: "
-                          f"{e.message}") from None
-        st = other.state()
-        if st.status != "running":
-            raise RlError(f"cannot join the network of container {self.opts.container}: it "
-                          "is not running")
+        if self.joined_pid is None:
+            raise RlError(f"cannot join the network of container {self.opts.container}")
+        pid = self.joined_pid()
         for ns in spec.linux.namespaces:
             if ns.type in ("network", "user") and ns.path is not None:
                 kind = "net" if ns.type == "network" else "user"
-                ns.path = f"/proc/{st.pid}/ns/{kind}"
+                ns.path = f"/proc/{pid}/ns/{kind}"
 
     def attach(self, pid: int) -> None:
         """launch's before_start hook: PID 1's namespaces exist, its command has not started."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY
+from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY, NetOptions
 from netstack.stack import NetStack
 
 from .. import paths
@@ -106,14 +106,32 @@ class Log:
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
     from netstack import etc
-    from netstack.options import NetOptions
 
     hostname = cfg.spec.hostname or cfg.id[:12]
     (run_dir / "hostname").write_text(hostname + "\n")
     # Records made before the netstack have no "net": their mode is cfg.network.
     net = NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
-    (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name))
-    (run_dir / "resolv.conf").write_text(etc.resolv_conf(net))
+    joined = None  # --network container:NAME shares NAME's files, if NAME is found
+    if net.mode == "container":
+        with contextlib.suppress(RlError):
+            joined = store.lookup(net.container).run_dir
+    (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name, joined))
+    (run_dir / "resolv.conf").write_text(etc.resolv_conf(net, joined))
+
+
+def _joined_pid(name: str) -> Callable[[], int]:
+    """--network container:NAME: NAME's PID 1 when the stack asks, or why not."""
+    def pid() -> int:
+        try:
+            other = store.lookup(name)
+        except RlError as e:
+            raise RlError(f"cannot join the network of container {name}: "
+                          f"{e.message}") from None
+        st = other.state()
+        if st.status != "running":
+            raise RlError(f"cannot join the network of container {name}: it is not running")
+        return st.pid
+    return pid
 
 
 class Client:
@@ -637,7 +655,10 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         write_etc_files(cfg, run_dir)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
-        net = NetStack.load(cfg, run_dir) if cfg.net else None
+        net = None
+        if cfg.net:
+            opts = NetOptions.from_dict(cfg.net)
+            net = NetStack(opts, run_dir, cfg.spec, _joined_pid(opts.container))
         if net is not None:
             net.prepare()
         cgroup = _make_cgroup(cfg)
