@@ -20,7 +20,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -30,22 +30,15 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import netflags, resolve, views
+from . import images, netflags, resolve, views
+from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..engine.store import Container
-    from .template import Template
 
 _RUN_SETTINGS = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
-
-
-def error(msg: str) -> None:
-    """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
-    from ..output import one_line
-
-    click.echo(f"Error: {one_line(msg)}", err=True)
 
 
 def _fail(msg: str, code: int) -> NoReturn:
@@ -276,11 +269,10 @@ def _pulling(kw: dict[str, Any], create: Callable[[], T]) -> T:
 
 def _pull(image: str, tls_verify: str) -> None:
     from ..image.transfer import pull
-    from .images import parse_tls_verify
     from .progress import Progress
 
     with Progress(False) as progress:
-        pull(image, None, parse_tls_verify(tls_verify), progress)
+        pull(image, None, images.parse_tls_verify(tls_verify), progress)
 
 
 @cli.command()
@@ -412,31 +404,6 @@ def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | Non
 
 # -- views ---------------------------------------------------------------------------
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
-        lines.append("   ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-def _truncate(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def template_of(fmt: str) -> str:
-    """The Go template of a --format value ("table {{.X}}" prints it without a header)."""
-    return fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
-
-
-def parse_template(fmt: str) -> Template:
-    """A --format template, parsed before any data is read (rootless.template)."""
-    from .template import parse
-
-    return parse(fmt)
-
-
 @cli.command()
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
@@ -452,7 +419,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
 
     from ..engine import listing
 
-    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
+    shape = select(fmt)
     entries = listing.list_containers(all_, listing.Filters.parse(filters),
                                       1 if latest else (last if last >= 0 else None))
     now = time.time()
@@ -460,21 +427,18 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
         for e in entries:
             click.echo(e.id if no_trunc else e.id[:12])
         return
-    if fmt == "json":
-        for e in entries:
-            click.echo(json.dumps(views.ps_row(e, now, no_trunc)))
-        return
-    if tmpl:
-        for e in entries:
-            click.echo(tmpl.render(views.ps_row(e, now, no_trunc)))
-        return
-    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
-    for e in entries:
-        d = views.ps_row(e, now, no_trunc)
-        cmd = e.command if no_trunc else _truncate(e.command, 20)
-        rows.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], d["Status"], d["Ports"],
-                     e.name])
-    click.echo(_table(rows))
+    rows = [views.ps_row(e, now, no_trunc) for e in entries]
+
+    def view(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+        table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+        for e, d in zip(entries, rows, strict=True):
+            cmd = e.command if no_trunc else truncate(e.command, 20)
+            table.append([d["ID"], e.image, f'"{cmd}"', d["RunningFor"], d["Status"],
+                          d["Ports"], e.name])
+        return table
+
+    for line in render(shape, rows, view):
+        click.echo(line)
 
 
 @cli.command()
@@ -521,35 +485,19 @@ def inspect(fmt: str | None, type_: str, containers: tuple[str, ...]) -> None:
     for ref in containers:
         try:
             if type_ == "image":
-                from .images import inspect_image
-
-                results.append(inspect_image(ref))
+                results.append(images.inspect_image(ref))
                 continue
             try:
                 results.append(api.inspect(store.lookup(ref)))
             except NoSuchContainer:
                 if type_:
                     raise
-                # As docker: not a container, so maybe an image (rootless.imagecli).
-                from .images import inspect_image
-
-                results.append(inspect_image(ref, f"no such container: {ref}"))
+                # As docker: not a container, so maybe an image.
+                results.append(images.inspect_image(ref, f"no such container: {ref}"))
         except RlError as e:
             error(e.message)
             failed = True
     print_inspect(results, fmt, failed)
-
-
-def print_inspect(results: list[Any], fmt: str | None, failed: bool) -> None:
-    """docker inspect's output: a JSON array, or one template line per object; 1 on a miss."""
-    if fmt:
-        tmpl = parse_template(fmt)
-        for r in results:
-            click.echo(tmpl.render(r))
-    else:
-        click.echo(json.dumps(results, indent=4))
-    if failed:
-        sys.exit(1)
 
 
 @cli.command(context_settings=_RUN_SETTINGS)
@@ -582,20 +530,18 @@ def info(fmt: str | None) -> None:
     """What the kernel and host offer rl, and where its state lives."""
     from ..engine import info as info_mod
 
-    tmpl = parse_template(fmt) if fmt and fmt != "json" else None
+    shape = select(fmt, table_keyword=False)
     data = info_mod.gather()
-    if tmpl:
-        click.echo(tmpl.render(data))
-    elif fmt == "json":
+    if shape.template is not None:
+        click.echo(shape.template.render(data))
+    elif shape.json:
         click.echo(json.dumps(data, indent=2))
     else:
         click.echo(views.render_info(data), nl=False)
 
 
-# Image commands live in their own module (rootless.imagecli).
-from . import images as imagecli  # noqa: E402
-
-imagecli.register(cli)
+# Image commands live in their own module (cli/images.py).
+images.register(cli)
 
 
 # -- resource limits: flags, stats, update (rootless/quotas.py) -------------------------
@@ -634,21 +580,12 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     if interval <= 0:
         raise InvalidArgument(f"invalid --interval {interval}: must be positive")
     clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
-    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
+    shape = select(fmt)
     first = True
     while True:
         rows = [views.stats_row(s) for s in quotas.stats(list(containers), interval, strict=first)]
         first = False
-        if fmt == "json":
-            out = "\n".join(json.dumps(r) for r in rows)
-        elif tmpl:
-            out = "\n".join(tmpl.render(r) for r in rows)
-        else:
-            table = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
-                      "NET I/O", "BLOCK I/O", "PIDS"]]
-            table += [[r["Container"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"],
-                       r["NetIO"], r["BlockIO"], r["PIDs"]] for r in rows]
-            out = _table(table)
+        out = "\n".join(render(shape, rows, _stats_table))
         if clear:
             click.echo("\033[2J\033[H", nl=False)
         if out:
@@ -656,6 +593,13 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
         sys.stdout.flush()
         if no_stream or (containers and not rows):
             return
+
+
+def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+             "BLOCK I/O", "PIDS"],
+            *([r["Container"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"], r["NetIO"],
+               r["BlockIO"], r["PIDs"]] for r in rows)]
 
 
 def main() -> None:

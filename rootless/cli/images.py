@@ -1,22 +1,23 @@
 """The image commands of rl's command line, a thin click shell over rootless.image
 and rootless.engine.images (where images meet containers).
 
-Kept apart from cli.py so `rl run --rootfs` never imports the image code:
-every command imports what it needs when it runs.
+Kept apart from cli/app.py so `rl run --rootfs` never imports the image code:
+every command imports what it needs when it runs. app registers these commands;
+the output helpers both use are cli/format.py's, so this module never imports app.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
 from ..errors import InvalidArgument, NotFound, RlError
+from .format import error, parse_template, print_inspect, render, select, table, truncate
 
 
 def human_size(n: float) -> str:
@@ -78,9 +79,8 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
                repository: str | None) -> None:
     """List images."""
     from ..image.images import list_images
-    from .app import _table, parse_template, template_of
 
-    tmpl = parse_template(template_of(fmt)) if fmt and fmt not in ("json", "table") else None
+    shape = select(fmt)
     rows = list_images(repository=repository)
 
     def short(i: str) -> str:
@@ -99,20 +99,16 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
                 "Digest": r.digest, "CreatedAt": r.created, "CreatedSince": _ago(r.created),
                 "Size": human_size(r.size), "Names": r.names}
 
-    if fmt == "json":
-        click.echo(json.dumps([as_dict(r) for r in rows], indent=2))
-        return
-    if tmpl:
-        for r in rows:
-            click.echo(tmpl.render(as_dict(r)))
-        return
-    head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
-    table = [head]
-    for r in rows:
-        d = as_dict(r)
-        table.append([r.repository, r.tag, *([r.digest] if digests else []), d["ID"],
-                      d["CreatedSince"], d["Size"]])
-    click.echo(_table(table))
+    dicts = [as_dict(r) for r in rows]
+
+    def view(dicts: Sequence[dict[str, Any]]) -> list[list[str]]:
+        head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED",
+                "SIZE"]
+        return [head, *([r.repository, r.tag, *([r.digest] if digests else []), d["ID"],
+                         d["CreatedSince"], d["Size"]] for r, d in zip(rows, dicts, strict=True))]
+
+    for line in render(shape, dicts, view, json_array=True):
+        click.echo(line)
 
 
 def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
@@ -134,7 +130,6 @@ def inspect_image(ref: str, missing: str = "") -> dict[str, Any]:
 def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
     """Display detailed information on images."""
     from ..image.images import inspect, lookup, open_store
-    from .app import error, parse_template, print_inspect
 
     if fmt:
         parse_template(fmt)  # a template that does not parse fails before any lookup
@@ -157,7 +152,6 @@ def image_inspect(fmt: str | None, images: tuple[str, ...]) -> None:
 def history_cmd(quiet: bool, no_trunc: bool, human: bool, image: str) -> None:
     """Show the history of an image."""
     from ..image.images import history, lookup, open_store
-    from .app import _table, _truncate
 
     rows = history(lookup(open_store(), image))
     ids = [r.id if no_trunc or r.id == "<missing>" else r.id[7:19] for r in rows]
@@ -165,12 +159,12 @@ def history_cmd(quiet: bool, no_trunc: bool, human: bool, image: str) -> None:
         for i in ids:
             click.echo(i)
         return
-    table = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    lines = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
     for i, r in zip(ids, rows, strict=True):
-        by = r.created_by if no_trunc else _truncate(r.created_by, 45)
-        table.append([i, _ago(r.created), by, human_size(r.size) if human else str(r.size),
+        by = r.created_by if no_trunc else truncate(r.created_by, 45)
+        lines.append([i, _ago(r.created), by, human_size(r.size) if human else str(r.size),
                       r.comment])
-    click.echo(_table(table))
+    click.echo(table(lines))
 
 
 @click.command("tag")
@@ -190,7 +184,6 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 def rmi_cmd(force: bool, images: tuple[str, ...]) -> None:
     """Remove images."""
     from ..engine.images import remove
-    from .app import error
 
     removed, errors = remove(list(images), force)
     for r in removed:

@@ -30,7 +30,13 @@ import httpx
 
 from ..errors import InvalidArgument, RlError, Unauthorized
 from ..runtime import userns
-from . import credentials, reference
+from . import (
+    credentials,
+    # Unused by name: _pull_one's userns.Worker, forked before the download threads,
+    # unpickles layers.unpack in its children, which must not import after the fork.
+    layers,  # noqa: F401
+    reference,
+)
 from .archive import check_config, select_platform
 from .images import go_arch, lookup, open_store
 from .progress import BlobProgress, ProgressSink

@@ -1,0 +1,109 @@
+"""How the CLI's commands print: docker's tables, the --format switch
+(table, json or a Go template), inspect's output and the one `Error:` line.
+
+Shared by cli/app.py and cli/images.py, so that neither imports the other
+for its output (app only registers images' commands).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..output import one_line
+
+if TYPE_CHECKING:
+    from .template import Template
+
+
+def error(msg: str) -> None:
+    """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
+    click.echo(f"Error: {one_line(msg)}", err=True)
+
+
+def table(rows: list[list[str]]) -> str:
+    """docker's columns: each but the last padded to its widest cell, three spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def truncate(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def template_of(fmt: str) -> str:
+    """The Go template of a --format value ("table {{.X}}" prints it without a header)."""
+    return fmt.removeprefix("table ").strip() if fmt.startswith("table ") else fmt
+
+
+def parse_template(fmt: str) -> Template:
+    """A --format template, parsed before any data is read (cli/template.py)."""
+    # Deferred: `rl --help` and the fallback `rl run` (both load this module)
+    # never parse a template.
+    from .template import parse
+
+    return parse(fmt)
+
+
+class Format:
+    """What a --format value asks for: JSON, a template, or (neither) the command's own view."""
+
+    # A plain class: a frozen dataclass would cost `rl --help`, which loads this module, ~0.6 ms.
+    __slots__ = ("json", "template")
+
+    def __init__(self, json: bool = False, template: Template | None = None) -> None:
+        self.json = json
+        self.template = template
+
+    @property
+    def default(self) -> bool:
+        return not self.json and self.template is None
+
+
+def select(fmt: str | None, table_keyword: bool = True) -> Format:
+    """--format's choice, its template parsed now, before any data is read (a template
+    that does not parse fails first). With table_keyword, as ps, images and stats read
+    it: "table" is the default view and "table TEMPLATE" the template; without it (info),
+    only "json" is a keyword."""
+    if not fmt or (table_keyword and fmt == "table"):
+        return Format()
+    if fmt == "json":
+        return Format(json=True)
+    return Format(template=parse_template(template_of(fmt) if table_keyword else fmt))
+
+
+def render(shape: Format, rows: Sequence[dict[str, Any]],
+           view: Callable[[Sequence[dict[str, Any]]], list[list[str]]],
+           json_array: bool = False) -> Iterator[str]:
+    """The lines a listing prints: a JSON object per row (json_array: one indented array,
+    as `rl images` prints), a template per row, or the table view(rows) builds (header first).
+    Lazily, so that a caller printing each line shows the rows before one that fails."""
+    if shape.json:
+        if json_array:
+            yield json.dumps(list(rows), indent=2)
+        else:
+            yield from (json.dumps(r) for r in rows)
+    elif shape.template is not None:
+        yield from (shape.template.render(r) for r in rows)
+    else:
+        yield table(view(rows))
+
+
+def print_inspect(results: list[Any], fmt: str | None, failed: bool) -> None:
+    """docker inspect's output: a JSON array, or one template line per object; 1 on a miss."""
+    if fmt:
+        tmpl = parse_template(fmt)
+        for r in results:
+            click.echo(tmpl.render(r))
+    else:
+        click.echo(json.dumps(results, indent=4))
+    if failed:
+        sys.exit(1)
