@@ -401,12 +401,13 @@ def rename(old: str, new: str) -> None:
 def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
           user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
     """Run a command in a running container."""
-    from ..engine import execute, store
+    from ..engine import store
+    from . import execterm
 
     # -d: no terminal and no input (docker allocates a tty nobody reads).
     opts = ExecOptions(list(command), resolve.env(env, os.environ), workdir, user,
                        tty and not detach, interactive and not detach, detach)
-    code = execute.run(store.lookup(container), opts)
+    code = execterm.run(store.lookup(container), opts)
     sys.exit(code)
 
 
