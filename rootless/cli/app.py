@@ -187,7 +187,7 @@ def run(detach: bool, **kw: Any) -> None:
     from ..engine import client
     from . import attach
 
-    opts = _options(kw, os.environ, os.getcwd())
+    opts = _options(kw, os.environ, resolve.current_dir())
     if opts.tty and not detach:
         opts.console_size = attach.terminal_size()
     stdin = opts.interactive and not detach
@@ -228,7 +228,7 @@ def parse_run(argv: list[str], console_size: tuple[int, int] | None,
     if kw["pull_policy"] == "always":
         raise NeedsFullCli
     opts = _options(kw, os.environ if environ is None else environ,
-                    os.getcwd() if cwd is None else cwd)
+                    resolve.current_dir() if cwd is None else cwd)
     if opts.tty and not detach:
         opts.console_size = console_size
     flags = {"detach": detach, "tty": opts.tty, "interactive": opts.interactive,
@@ -242,7 +242,7 @@ def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     from ..engine import containers as api
 
-    opts = _options(kw, os.environ, os.getcwd())
+    opts = _options(kw, os.environ, resolve.current_dir())
     ctr = _pulling(kw, lambda: api.create(opts,
                                           warn=lambda m: click.echo(f"WARNING: {m}", err=True)))
     click.echo(ctr.id)
