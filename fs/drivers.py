@@ -198,7 +198,7 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
                 serving: Serving | None = None) -> Mounted:
     import trio
 
-    from fs import fuse, overlay
+    from fs import fuse, overlay  # deferred with trio: the fuse driver only
 
     try:
         ops = overlay.Overlay(lowers, upper, work)
@@ -243,7 +243,7 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
 async def _serve_until_gone(fd: int, ops: Overlay, target: str, life_fd: int | None) -> None:
     import trio
 
-    from fs import fuse
+    from fs import fuse  # deferred with trio: the fuse driver only
 
     async with trio.open_nursery() as nursery:
         def stop() -> None:
@@ -400,7 +400,7 @@ def apply_layer(src: str, dest: str) -> None:
     good as any. Hard links inside the layer stay links. A directory's own
     metadata is set once everything below it is in place.
     """
-    from fs import walk
+    from fs import walk  # deferred: vfs copies and image unpacking only, never `rl run`
 
     walk.allow_deep_trees()
     links: dict[tuple[int, int], str] = {}  # (dev, ino) in the layer -> path below dest

@@ -107,7 +107,7 @@ class NetStack:
                 for m in self.published:
                     self.slirp.add_hostfwd(m)
         if self.opts.bandwidth_bit:
-            from . import bandwidth
+            from . import bandwidth  # deferred: pyroute2, for --network-bandwidth only
 
             bandwidth.apply(pid, self.opts.bandwidth_bit)
         if self.listeners:
@@ -122,7 +122,7 @@ class NetStack:
     async def serve(self) -> None:
         if self.connector_chan is None:
             return
-        from . import forwarder
+        from . import forwarder  # deferred: rl's port driver, for -p only
 
         try:
             loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""

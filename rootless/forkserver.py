@@ -90,6 +90,7 @@ def _warm_up() -> None:
     # that `rl run`'s client saves), the engine, images and the runtime.
     from .cli import app  # noqa: F401
     from .engine import containers, execute, store, supervisor  # noqa: F401
+    from .engine import images as engine_images  # noqa: F401 - containers.create defers it
     from .image import images, rootfs  # noqa: F401
     from .runtime import container, seccomp, spec  # noqa: F401
 

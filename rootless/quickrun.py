@@ -42,7 +42,7 @@ def _run(argv: list[str]) -> None:
     code = attach.run(session, tty=bool(event.get("tty")), stdin=bool(event.get("interactive")))
     session.close()
     if code is None:
-        from . import paths
+        from . import paths  # deferred: only a supervisor that died needs it (start path)
 
         _fail("the container's supervisor died; see "
               f"{paths.runtime_dir() / 'forkserver.log'}", EXIT_RL)

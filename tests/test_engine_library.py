@@ -21,6 +21,7 @@ from rootless import errors
 from rootless.engine import containers as api
 from rootless.engine import execute, humanize, listing, quotas, store
 from rootless.engine.listing import ContainerSummary, Filters
+from rootless.engine.options import ExecOptions
 from rootless.engine.quotas import Stats
 from rootless.errors import (
     CannotExecute,
@@ -229,7 +230,7 @@ def test_a_kind_from_the_container_process_reaches_exec(made: dict[str, str]) ->
     # E2 resolves the user inside the container and fails with CannotExecute.
     ctr = store.lookup(made["running"])
     with pytest.raises(RlError) as exc:
-        execute.run(ctr, ["true"], [], None, "nosuchuser", tty=False, interactive=False)
+        execute.run(ctr, ExecOptions(["true"], user="nosuchuser"))
     e = exc.value
     assert isinstance(e, CannotExecute) and e.exit_code == 126
     assert e.message == "unable to find user nosuchuser: no matching entries in passwd file"
@@ -264,8 +265,7 @@ def test_a_kind_from_the_container_process_reaches_start(rootfs: Path) -> None:
 
 def test_a_kind_from_exec_s_process_reaches_exec(made: dict[str, str]) -> None:
     with pytest.raises(RlError) as exc:
-        execute.run(store.lookup(made["running"]), ["true"], [], "/etc/passwd", None,
-                    tty=False, interactive=False)
+        execute.run(store.lookup(made["running"]), ExecOptions(["true"], workdir="/etc/passwd"))
     e = exc.value
     assert isinstance(e, InvalidArgument) and e.exit_code == 125
     assert e.message == "working directory /etc/passwd is not a directory"

@@ -218,7 +218,7 @@ def configs(draw: st.DrawFn) -> Any:
 def test_image_configs_are_valid_or_refused_in_one_line(config: Any) -> None:
     """validate() refuses in one line, or what it lets in is what `rl run` needs:
     lists of strings where execve wants them, NAME=VALUE environment entries."""
-    from rootless.engine.specgen import image_defaults as defaults
+    from rootless.image.images import defaults
     from rootless.image.store import Image
 
     try:

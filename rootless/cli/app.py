@@ -180,7 +180,7 @@ def run(detach: bool, **kw: Any) -> None:
     from ..engine import client
     from . import attach
 
-    opts = _options(kw, os.environ, os.getcwd())
+    opts = _options(kw, os.environ, resolve.current_dir())
     if opts.tty and not detach:
         opts.console_size = attach.terminal_size()
     stdin = opts.interactive and not detach
@@ -221,7 +221,7 @@ def parse_run(argv: list[str], console_size: tuple[int, int] | None,
     if kw["pull_policy"] == "always":
         raise NeedsFullCli
     opts = _options(kw, os.environ if environ is None else environ,
-                    os.getcwd() if cwd is None else cwd)
+                    resolve.current_dir() if cwd is None else cwd)
     if opts.tty and not detach:
         opts.console_size = console_size
     flags = {"detach": detach, "tty": opts.tty, "interactive": opts.interactive,
@@ -235,7 +235,7 @@ def create(**kw: Any) -> None:
     """Create a container without starting it; prints its ID."""
     from ..engine import containers as api
 
-    opts = _options(kw, os.environ, os.getcwd())
+    opts = _options(kw, os.environ, resolve.current_dir())
     ctr = _pulling(kw, lambda: api.create(opts,
                                           warn=lambda m: click.echo(f"WARNING: {m}", err=True)))
     click.echo(ctr.id)
@@ -393,12 +393,13 @@ def rename(old: str, new: str) -> None:
 def exec_(interactive: bool, tty: bool, env: tuple[str, ...], workdir: str | None,
           user: str | None, detach: bool, container: str, command: tuple[str, ...]) -> None:
     """Run a command in a running container."""
-    from ..engine import execute, store
+    from ..engine import store
+    from . import execterm
 
     # -d: no terminal and no input (docker allocates a tty nobody reads).
     opts = ExecOptions(list(command), resolve.env(env, os.environ), workdir, user,
                        tty and not detach, interactive and not detach, detach)
-    code = execute.run(store.lookup(container), opts)
+    code = execterm.run(store.lookup(container), opts)
     sys.exit(code)
 
 

@@ -25,8 +25,7 @@ TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py
 if TYPE_CHECKING:
     from ..engine.client import Session
 
-PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-           signal.SIGUSR2)
+PROXIED = wire.PROXIED
 
 
 def terminal_size() -> tuple[int, int] | None:

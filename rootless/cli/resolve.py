@@ -15,11 +15,22 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..engine.options import Bind, rootfs_missing
-from ..errors import RlError
+from ..errors import InvalidArgument, RlError
+
+
+def current_dir() -> str:
+    """This process's working directory, "" if it was removed (then only a relative
+    path fails, as Go's filepath.Abs does in docker's CLI)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return ""
 
 
 def path(p: str, cwd: str) -> str:
     """os.path.abspath, against cwd instead of this process's."""
+    if not cwd and not os.path.isabs(p):
+        raise InvalidArgument(f"{p}: getwd: no such file or directory")
     return os.path.normpath(os.path.join(cwd, p))
 
 

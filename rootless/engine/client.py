@@ -124,8 +124,11 @@ def run_container(options: dict[str, Any], attach: bool, stdin: bool) -> Session
 def run_argv(argv: list[str], console_size: tuple[int, int] | None) -> Session:
     """`rl run ARGV` parsed and run by a supervisor (entry.py); NeedsFullCli if it
     wants the full CLI (help, a usage error, a pull)."""
-    return _ask({"op": "run-argv", "argv": argv, "cwd": os.getcwd(),
-                 "console_size": console_size})
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        cwd = ""  # removed: only a relative path in argv fails (cli/resolve.py)
+    return _ask({"op": "run-argv", "argv": argv, "cwd": cwd, "console_size": console_size})
 
 
 def _ask(request: dict[str, Any]) -> Session:

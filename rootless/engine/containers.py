@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netstack import views as netviews
 from netstack.options import NetOptions
@@ -29,9 +29,6 @@ from . import client, listing, quotas, specgen, store
 from .options import CreateOptions, ExecOptions, RunOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
-
-if TYPE_CHECKING:
-    pass
 
 # -- lifecycle ---------------------------------------------------------------------
 

@@ -26,17 +26,16 @@ import select
 import selectors
 import signal
 import socket
-import termios
 import time
-import tty as ttymod
+from collections.abc import Callable
 from typing import NoReturn
 
 from .. import syscalls as sc
-from ..cli import attach
 from ..errors import EXIT_RL, RlError
 from ..runtime import container, process, report
 from ..runtime.spec import Process
 from . import containers as api
+from . import wire
 from .options import ExecOptions
 from .store import Container
 
@@ -130,7 +129,7 @@ def _e1(ctr: Container, proc: Process, user: str, cgroup: str | None,
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(e2_fd, signum)
 
-        for sig in attach.PROXIED:
+        for sig in wire.PROXIED:
             signal.signal(sig, forward)
         report.send(report_w, f"P{e2}")
         os.close(report_w)
@@ -169,8 +168,9 @@ def _set_nonblocking(fd: int) -> None:
 
 
 class _Relay:
-    """rl's stdio <-> the container's pipes or pty master, until E1 exits and
-    the output is drained (EOF, or DRAIN_SECONDS after the exit).
+    """rl's stdio (or the fds a face gives) <-> the container's pipes or pty
+    master, until E1 exits and the output is drained (EOF, or DRAIN_SECONDS
+    after the exit).
 
     Only rl's own ends are made non-blocking; rl's stdio are read only once
     ready, or, where they cannot be polled (a regular file, /dev/null), read
@@ -179,8 +179,9 @@ class _Relay:
     """
 
     def __init__(self, e1: int, outputs: dict[int, int], stdin_dst: int | None,
-                 pty: bool) -> None:
+                 pty: bool, stdin_src: int = 0) -> None:
         self.e1 = e1
+        self.src = stdin_src  # what is read for the container's input (rl's stdin)
         self.outputs = dict(outputs)  # our read end -> rl's fd (1 or 2)
         self.dst = stdin_dst  # our write end (or the pty master); None: no -i
         self.pty = pty
@@ -198,9 +199,9 @@ class _Relay:
         self.sel.register(self.pidfd, selectors.EVENT_READ)
         if self.stdin_open:
             try:
-                self._want(0, selectors.EVENT_READ, True)
+                self._want(self.src, selectors.EVENT_READ, True)
                 self.stdin_polled = True
-            except OSError:  # a regular file, /dev/null (see attach.watch_stdin)
+            except OSError:  # a regular file, /dev/null (see cli/attach.py's watch_stdin)
                 pass
 
     def _want(self, fd: int, event: int, on: bool) -> None:
@@ -239,7 +240,7 @@ class _Relay:
                         deadline = time.monotonic() + DRAIN_SECONDS
                         self.sel.unregister(self.pidfd)
                         self._stop_stdin()
-                    elif fd == 0:
+                    elif fd == self.src:
                         self._read_stdin()
                     else:
                         if mask & selectors.EVENT_WRITE:
@@ -280,7 +281,7 @@ class _Relay:
 
     def _read_stdin(self) -> None:
         try:
-            data = os.read(0, 65536)
+            data = os.read(self.src, 65536)
         except BlockingIOError:  # somebody else made rl's stdin non-blocking
             return
         except OSError:
@@ -309,13 +310,13 @@ class _Relay:
         waiting = bool(self.pending)
         self._want(self.dst, selectors.EVENT_WRITE, waiting)
         if self.stdin_polled and self.stdin_open:
-            self._want(0, selectors.EVENT_READ, not waiting)
+            self._want(self.src, selectors.EVENT_READ, not waiting)
         if not waiting and not self.stdin_open:
             self._end_stdin()
 
     def _unwatch_stdin(self) -> None:
         if self.stdin_polled:
-            self._want(0, selectors.EVENT_READ, False)
+            self._want(self.src, selectors.EVENT_READ, False)
             self.stdin_polled = False
 
     def _end_stdin(self) -> None:
@@ -361,12 +362,62 @@ def _write_out(fd: int, data: bytes) -> bool:
     return True
 
 
-def run(ctr: Container, opts: ExecOptions) -> int:
-    """Run opts.command in the container; its exit status (-d: 0 once it was executed)."""
-    user, tty, interactive, detach = opts.user, opts.tty, opts.interactive, opts.detach
-    st = api.running_or_error(ctr)
-    cfg = ctr.config
-    proc = copy.deepcopy(cfg.spec.process)
+class Exec:
+    """A process `start` ran in a container, as rl holds it: E1 (its parent in the
+    container) by pid and pidfd, and rl's ends of the process's stdio.
+
+    A face relays those ends to its own streams (`relay`), passes signals on
+    (`signal`) and, with a pty, window sizes (`resize`); the terminal itself
+    (raw mode, SIGWINCH, rl's own signal handlers) is the face's business.
+    """
+
+    def __init__(self, e1: int, pidfd: int, tty: bool) -> None:
+        self.e1 = e1
+        self.pidfd = pidfd
+        self.tty = tty
+        self.outputs: dict[int, int] = {}  # rl's read ends -> the stream (1 or 2)
+        self.stdin: int | None = None  # rl's write end, or the pty master with -i
+        self.master: int | None = None  # the pty master, with -t
+
+    def signal(self, signum: int) -> None:
+        """Pass a signal on: E1 gives it to the exec'd process (none once closed)."""
+        if self.pidfd < 0:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self.pidfd, signum)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.master is not None:
+            container.set_winsize(self.master, rows, cols)
+
+    def relay(self, stdin: int = 0, streams: tuple[int, int] = (1, 2)) -> int:
+        """Relay until the process has exited and its output is drained; its exit status.
+
+        stdin is read for the process's input (with -i), streams are where its
+        stdout and stderr go (a pty's output is all stdout)."""
+        outputs = {fd: streams[target - 1] for fd, target in self.outputs.items()}
+        relay = _Relay(self.e1, outputs, self.stdin, pty=self.tty, stdin_src=stdin)
+        self.outputs, self.stdin = {}, None  # the relay closes them, the pty master too
+        try:
+            return relay.run()
+        finally:
+            self.master = None  # resize works while the relay runs, never after
+
+    def close(self) -> None:
+        """Drop what rl still holds (the process runs on, E1 reaps it)."""
+        for fd in {*self.outputs, *([self.stdin] if self.stdin is not None else []),
+                   *([self.master] if self.master is not None else [])}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.outputs, self.stdin, self.master = {}, None, None
+        with contextlib.suppress(OSError):
+            os.close(self.pidfd)
+        self.pidfd = -1
+
+
+def _process(ctr: Container, opts: ExecOptions) -> Process:
+    """The container's process settings with exec's command, env, cwd and terminal."""
+    proc = copy.deepcopy(ctr.config.spec.process)
     proc.args = list(opts.command)
     merged = {e.partition("=")[0]: e for e in proc.env}
     for item in opts.env:
@@ -376,73 +427,83 @@ def run(ctr: Container, opts: ExecOptions) -> int:
     proc.env = list(merged.values())
     if opts.workdir:
         proc.cwd = opts.workdir
-    proc.terminal = tty
+    proc.terminal = opts.tty
+    return proc
+
+
+def start(ctr: Container, opts: ExecOptions,
+          spawned: Callable[[Exec], None] | None = None) -> Exec:
+    """Run opts.command in the running container ctr; returns once it was executed.
+
+    spawned, if given, is called as soon as the process exists, before it is
+    executed: from then on signals can be passed on (a face installs its
+    signal handlers there). With -d the returned Exec holds no stdio."""
+    st = api.running_or_error(ctr)
+    cfg = ctr.config
+    proc = _process(ctr, opts)
+    tty, detach = opts.tty, opts.detach
     ns_fds = _open_namespaces(st.pid)
     report_r, report_w = os.pipe()
     pty_parent = pty_child = None
     stdio: list[int | None] = [None, None, None]  # E2's 0, 1, 2; None: /dev/null
-    outputs: dict[int, int] = {}  # rl's read ends -> rl's own fd
+    outputs: dict[int, int] = {}
     stdin_w = None
     if tty:
         pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     elif not detach:
-        if interactive:
+        if opts.interactive:
             stdio[0], stdin_w = os.pipe()
         for target in (1, 2):
             r, stdio[target] = os.pipe()
             outputs[r] = target
     e1 = os.fork()
     if e1 == 0:
-        _e1(ctr, proc, user if user is not None else cfg.user, st.cgroup, ns_fds, report_w,
-            stdio, pty_child, detach)
-    e1_fd = os.pidfd_open(e1)
+        _e1(ctr, proc, opts.user if opts.user is not None else cfg.user, st.cgroup, ns_fds,
+            report_w, stdio, pty_child, detach)
+    ex = Exec(e1, os.pidfd_open(e1), tty)
+    ex.outputs, ex.stdin = outputs, stdin_w
     for fd in [*(fd for _, fd in ns_fds), report_w, *(fd for fd in stdio if fd is not None)]:
         os.close(fd)
     if pty_child is not None:
         pty_child.close()
     reports = os.fdopen(report_r, "rb", buffering=0)
-    saved_tc = None
     try:
         line = report.read_line(reports)
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
-
-        def forward(signum: int, _frame: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(e1_fd, signum)  # E1 passes it on to E2
-
-        for sig in attach.PROXIED:
-            signal.signal(sig, forward)
+        if spawned is not None:
+            spawned(ex)
         if pty_parent is not None:
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
             pty_parent.close()
             if fds:
-                master = fds[0]
-                outputs[master] = 1
-                stdin_w = master if interactive else None
-                size = attach.terminal_size()
-                if size:
-                    container.set_winsize(master, *size)
-                signal.signal(signal.SIGWINCH, lambda *_: (
-                    container.set_winsize(master, *s) if (s := attach.terminal_size()) else None))
+                ex.master = fds[0]
+                ex.outputs[ex.master] = 1
+                ex.stdin = ex.master if opts.interactive else None
+                if opts.console_size:  # before the command runs, as far as rl can
+                    ex.resize(*opts.console_size)
         line = report.read_line(reports)
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
         if detach:
-            return 0  # executed; E1 waits for it on its own
-        if tty and interactive and os.isatty(0):
-            saved_tc = termios.tcgetattr(0)
-            ttymod.setraw(0)
-        relay = _Relay(e1, outputs, stdin_w, pty=tty)
-        outputs = {}  # the relay closes them
-        stdin_w = None
-        return relay.run()
+            ex.close()  # executed; E1 waits for it on its own
+        return ex
+    except BaseException:
+        ex.close()
+        raise
     finally:
-        if saved_tc is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved_tc)
         reports.close()
-        os.close(e1_fd)
-        for fd in {*outputs, *([stdin_w] if stdin_w is not None else [])}:
-            os.close(fd)
+
+
+def run(ctr: Container, opts: ExecOptions) -> int:
+    """Run opts.command in the container, relaying rl's own stdio; its exit status
+    (-d: 0 once it was executed). No terminal handling: the CLI's is in cli/execterm.py."""
+    ex = start(ctr, opts)
+    if opts.detach:
+        return 0
+    try:
+        return ex.relay()
+    finally:
+        ex.close()

@@ -36,12 +36,13 @@ def holds() -> Holds:
         out.containers.add(c.id)
         try:
             raw = c.raw_config
-            image_id = raw.get("image_id")
-            layers = raw.get("layers") or []
             name = c.name
         except (OSError, ValueError):  # damaged or vanished: it holds its storage only
             continue
-        if image_id:
+        if not isinstance(raw, dict):
+            continue
+        image_id, layers = raw.get("image_id"), raw.get("layers") or []
+        if isinstance(image_id, str) and image_id:  # a damaged record may hold anything
             out.images.setdefault(image_id, []).append(name)
         with contextlib.suppress(TypeError):
             out.layers.update("sha256:" + os.path.basename(d) for d in layers)

@@ -10,7 +10,8 @@ from typing import Any
 
 from .. import paths
 from ..defaults import DEFAULT_NETWORK
-from ..runtime import idmap
+from ..image import rootfs
+from ..runtime import cgroups, idmap
 
 
 def _read(path: str) -> str | None:
@@ -40,8 +41,6 @@ def _userns() -> dict[str, Any]:
 
 
 def _cgroups() -> dict[str, Any]:
-    from ..runtime import cgroups
-
     host = cgroups.probe()
     try:
         mode = cgroups.mode_from_env()
@@ -69,7 +68,6 @@ def _storage() -> dict[str, Any]:
     # userns on the storage's own file system; rootfs.py caches its verdict per boot.
     from fs import drivers
 
-    from ..image import rootfs
 
     driver, reason = rootfs.default_driver()
     chosen = os.environ.get("RL_STORAGE_DRIVER")

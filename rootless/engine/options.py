@@ -111,6 +111,7 @@ class ExecOptions:
     tty: bool = False
     interactive: bool = False
     detach: bool = False
+    console_size: tuple[int, int] | None = None  # -t: the pty's (rows, cols) from the start
 
     def __post_init__(self) -> None:
         # Checked where the options are made: before the container is looked up.

@@ -369,7 +369,9 @@ def terminate(cid: str, scan: bool = False, timeout: float = 10) -> None:
     finally:
         for fd in pinned:
             os.close(fd)
-    from ..runtime import cgroups
+    from ..runtime import (
+        cgroups,  # deferred: only a forced removal needs it; store is on every command's path
+    )
 
     host = cgroups.probe()
     if host.base is not None:

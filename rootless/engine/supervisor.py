@@ -33,6 +33,7 @@ from typing import Any
 
 import trio
 
+from netstack import etc
 from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY, NetOptions
 from netstack.stack import NetStack
 
@@ -41,6 +42,7 @@ from .. import syscalls as sc
 from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
+from . import containers as api
 from . import store, wire
 from .options import CreateOptions
 from .store import Container, ContainerConfig
@@ -105,8 +107,6 @@ class Log:
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
-    from netstack import etc
-
     hostname = cfg.spec.hostname or cfg.id[:12]
     (run_dir / "hostname").write_text(hostname + "\n")
     # Records made before the netstack have no "net": their mode is cfg.network.
@@ -518,7 +518,9 @@ def _before_start(cfg: ContainerConfig, cgroup: str | None,
 
 def bundle_of(cfg: ContainerConfig) -> Bundle:
     """The runtime's input for a record: its spec, and rl's additions that the
-    record keeps beside it (the record's config.json is the bundle on disk)."""
+    record keeps beside it. Passed in memory, never written as a bundle: the
+    record was written once, atomically, and is checked on every read, and a
+    config.json written and read back per start would cost ~4 ms."""
     storage = None
     if cfg.storage_driver not in ("", "vfs"):  # vfs: a plain copy, nothing to mount
         storage = Storage(cfg.storage_driver, list(cfg.layers), cfg.upper, cfg.work)
@@ -581,8 +583,6 @@ def serve_request(msg: dict[str, Any], client: socket.socket,
     attach, stdin = bool(msg.get("attach")), bool(msg.get("stdin"))
     started: dict[str, Any] = {}
     if op in ("run", "run-argv"):
-        from . import containers as api
-
         flags: dict[str, Any] = {}
         try:
             if op == "run-argv":

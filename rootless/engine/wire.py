@@ -9,12 +9,19 @@ JSON object. Kept free of trio so the CLI can speak it with plain sockets.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 
 TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
 if TYPE_CHECKING:
     from typing import Any
+
+# The signals a client passes on to the container's process (docker's
+# --sig-proxy set): `rl run`/`start -a`/`attach` as frames to the supervisor,
+# `rl exec` through the exec'd process's parent, E1.
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)
 
 STDIN = 0
 STDOUT = 1

@@ -134,7 +134,7 @@ def _storage(ours: dict[str, str]) -> Storage | None:
                          f"{', '.join(STORAGE_DRIVERS)}")
     try:
         lower = json.loads(lower_text)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…" nested past the parser's depth
         lower = None
     if not (isinstance(lower, list) and lower and all(isinstance(d, str) for d in lower)):
         raise ValueError(f"annotation {keys[1]} is not a JSON list of directories")

@@ -171,7 +171,7 @@ class _Child:
     bundle: Bundle
     report_w: int
     sync_r: int
-    gate_fd: int
+    gate_fd: int | None  # None: no gate (launch: the creator starts it at once)
     stdio: tuple[int, int, int] | None
     pty_sock: socket.socket | None
     life_r: int | None
@@ -185,7 +185,9 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
         # PID 1 holds nothing of the supervisor's (sup.lock, the client's
         # socket, published ports, the fork server's log): whatever it execs
         # (the command, or catatonit with --init) is readable via /proc/1/fd.
-        keep = {report_w, sync_r, ch.gate_fd, *(ch.stdio or ())}
+        keep = {report_w, sync_r, *(ch.stdio or ())}
+        if ch.gate_fd is not None:
+            keep.add(ch.gate_fd)
         if ch.pty_sock is not None:
             keep.add(ch.pty_sock.fileno())
         sc.close_fds_except(keep)
@@ -221,8 +223,13 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
         home = process.resolve_user(spec.process, extras.user)
         env = process.env_with_defaults(spec.process.env, home)
         process.prepare(spec.process, spec.linux.seccomp)
-        report.send(report_w, "R")
-        gate.wait(ch.gate_fd)
+        if ch.gate_fd is not None:
+            # After the filter, as runc's wait at exec.fifo (without
+            # no_new_privs): a profile for `create` must allow read, write
+            # and close. rl's own launch has no gate, so `rl run` asks
+            # nothing of a profile it did not before.
+            report.send(report_w, "R")
+            gate.wait(ch.gate_fd)
         if init is not None:
             _exec_init(*init, spec.process.args, env)
         process.execute(spec.process, env)
@@ -410,20 +417,21 @@ def create(
     OCI runtime's `create` leaves it for a later `start`; the caller's
     stdio pipes go with it, so such a command writes to files, not to them.
 
-    started: the caller starts it itself, now (launch): the gate is made
-    open, PID 1 passes it as soon as it is set up.
+    started: the caller starts it itself, now (launch): no gate is made,
+    PID 1 execs as soon as it is set up, and create returns before that
+    (wait_started reads the outcome).
     """
     storage = bundle.extras.storage
     if detached and storage is not None and storage.driver != "overlay":
         raise InvalidArgument(f"a root served by {storage.driver} dies with its creator: "
                               "it cannot be created detached")
-    gate_fd = gate.make(state_dir, released=started)
+    gate_fd = None if started else gate.make(state_dir)
     report_r, report_w = os.pipe()
     sync_r, sync_w = os.pipe()
     pty_parent = pty_child = None
     stdio_child: tuple[int, int, int] | None = None
     parent_fds: list[int] = []
-    child_fds: list[int] = [gate_fd]
+    child_fds: list[int] = [gate_fd] if gate_fd is not None else []
     result = Launched(pid=0)
     if bundle.spec.process.terminal:
         pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -509,14 +517,17 @@ def create(
                 result.pty_master = fds[0]
                 os.set_inheritable(fds[0], False)
             pty_parent.close()
+        result.pid = c2
+        if started:
+            return created  # no gate: what follows is the exec's outcome (wait_started)
         line = report.read_line(reports)
         if line.startswith("E"):
             _reap(c2)
             c2 = 0
+            result.pid = 0
             report.raise_error(line)
         if line != "R":
             raise RlError("the container's process died while it was being set up")
-        result.pid = c2
         # sync_w stays open (and leaks into nothing: it is close-on-exec) for
         # as long as S lives: C2 reads its EOF as S's death (above).
         return created
@@ -563,7 +574,8 @@ def launch(
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
 ) -> Launched:
     """create, start and wait_started at once: rl's supervisor, which starts what it
-    creates. Its PID 1 passes the same gate, opened before it is forked."""
+    creates. Without a gate: nothing waits, and PID 1 makes no syscall after
+    its seccomp filter but the exec (and the report of a failure)."""
     created = create(bundle, plan, state_dir, devnull_stdin, before_start, cgroup,
                      started=True)
     return wait_started(created)

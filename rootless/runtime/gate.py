@@ -38,13 +38,10 @@ def path(state_dir: str) -> str:
     return os.path.join(state_dir, NAME)
 
 
-def make(state_dir: str, released: bool = False) -> int:
+def make(state_dir: str) -> int:
     """A new gate in state_dir; the read-write descriptor PID 1 waits on (close-on-exec).
 
-    A gate left by a creator killed before its start is replaced. released:
-    the creator starts what it creates (rl's supervisor): the byte goes in
-    now and the name is removed, so PID 1 passes without sleeping (a start's
-    round trip, ~0.2 ms, saved) and no other start can find it.
+    A gate left by a creator killed before its start is replaced.
     """
     fifo = path(state_dir)
     try:
@@ -56,9 +53,6 @@ def make(state_dir: str, released: bool = False) -> int:
     if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # replaced meanwhile
         os.close(fd)
         raise RlError(f"the container's gate {fifo} is not a FIFO")
-    if released:
-        os.write(fd, b"\0")
-        os.unlink(fifo)
     return fd
 
 

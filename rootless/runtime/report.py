@@ -19,7 +19,11 @@ from ..errors import EXIT_RL, KINDS, RlError, kind_of, rebuild
 
 
 def send(fd: int, line: str) -> None:
-    data = line.replace("\n", " ").encode()
+    line = line.replace("\n", " ")
+    try:  # a name from argv or a file may hold undecodable bytes: they go as they came
+        data = line.encode(errors="surrogateescape")
+    except UnicodeEncodeError:
+        data = line.encode(errors="backslashreplace")
     # One write of at most PIPE_BUF bytes is atomic: a longer message is cut,
     # not interleaved (a cut UTF-8 sequence is dropped, not half-written).
     limit = select.PIPE_BUF - 1
