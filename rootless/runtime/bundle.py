@@ -120,15 +120,23 @@ def from_annotations(ann: dict[str, str]) -> Extras:
     return extras
 
 
-def _storage(ours: dict[str, str]) -> Storage | None:
-    keys = [PREFIX + "storage." + k for k in ("driver", "lower", "upper", "work")]
+def _group(ours: dict[str, str], keys: list[str]) -> list[str] | None:
+    """The values of annotations that go together: all of them, or None if none."""
     given = [k for k in keys if k in ours]
     if not given:
         return None
     missing = [k for k in keys if k not in ours]
     if missing:
         raise ValueError(f"annotation {missing[0]} is missing (given {given[0]})")
-    driver, lower_text, upper, work = (ours[k] for k in keys)
+    return [ours[k] for k in keys]
+
+
+def _storage(ours: dict[str, str]) -> Storage | None:
+    keys = [PREFIX + "storage." + k for k in ("driver", "lower", "upper", "work")]
+    values = _group(ours, keys)
+    if values is None:
+        return None
+    driver, lower_text, upper, work = values
     if driver not in STORAGE_DRIVERS:
         raise ValueError(f"annotation {keys[0]} is {driver!r}, not one of "
                          f"{', '.join(STORAGE_DRIVERS)}")
@@ -146,13 +154,10 @@ def _storage(ours: dict[str, str]) -> Storage | None:
 
 def _ipv6(ours: dict[str, str]) -> Ipv6 | None:
     keys = [PREFIX + "ipv6." + k for k in ("interface", "address", "gateway")]
-    given = [k for k in keys if k in ours]
-    if not given:
+    values = _group(ours, keys)
+    if values is None:
         return None
-    missing = [k for k in keys if k not in ours]
-    if missing:
-        raise ValueError(f"annotation {missing[0]} is missing (given {given[0]})")
-    iface, address, gateway = (ours[k] for k in keys)
+    iface, address, gateway = values
     if not iface or len(iface) > 15 or "/" in iface:
         raise ValueError(f"annotation {keys[0]} is {iface!r}, not an interface name")
     try:
