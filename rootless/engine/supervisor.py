@@ -591,7 +591,7 @@ def serve_request(msg: dict[str, Any], client: socket.socket,
                 size = msg.get("console_size")
                 options, flags = parse_run([str(a) for a in msg.get("argv") or []],
                                            (int(size[0]), int(size[1])) if size else None,
-                                           client_env, str(msg.get("cwd") or "/"))
+                                           client_env, str(msg.get("cwd", "")))
                 attach = not flags["detach"]
                 stdin = flags["interactive"] and attach
                 started = {k: flags[k] for k in ("detach", "tty", "interactive")}
