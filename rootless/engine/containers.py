@@ -54,7 +54,7 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
     if st.status == "running":
         raise Conflict(f"container {ctr.name} is already running", 1)
     if st.status == "dead":
-        raise RlError(f"cannot start container {ctr.label}: {_dead_why(ctr, st)}", 1)
+        raise RlError(f"cannot start container {ctr.label}: {store.dead_why(ctr, st)}", 1)
     try:
         session = client.start_supervisor(ctr.id, attach, stdin)
     except RlError:
@@ -75,11 +75,6 @@ def _alive(st: store.State) -> bool:
     return st.status == "running" or (st.status == "dead" and st.supervisor_pid != 0)
 
 
-def _dead_why(ctr: Container, st: store.State) -> str:
-    return (f"its record is damaged ({st.error.removeprefix('damaged record: ')}); "
-            f"`rl rm -f {ctr.label}` removes it")
-
-
 def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
     st = ctr.state()
     if not _alive(st):
@@ -90,7 +85,7 @@ def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
     except RlError:
         if st.status != "dead":
             raise
-        raise RlError(f"cannot kill container {ctr.label}: {_dead_why(ctr, st)}", 1) from None
+        raise RlError(f"cannot kill container {ctr.label}: {store.dead_why(ctr, st)}", 1) from None
 
 
 def _linger(ctr: Container, timeout: float) -> None:
@@ -133,7 +128,7 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
         return 0
     st = ctr.state()
     if st.status == "dead":
-        raise RlError(f"cannot wait for container {ctr.label}: {_dead_why(ctr, st)}", 1)
+        raise RlError(f"cannot wait for container {ctr.label}: {store.dead_why(ctr, st)}", 1)
     return st.exit_code
 
 
@@ -448,15 +443,6 @@ def rename(ctr: Container, new_name: str) -> None:
     if not valid_name(new_name):
         raise InvalidArgument(f'invalid container name "{new_name}"', 1)
     store.rename(ctr, new_name)
-
-
-def running_or_error(ctr: Container) -> store.State:
-    st = ctr.state()
-    if st.status == "dead":
-        raise RlError(f"container {ctr.label}: {_dead_why(ctr, st)}", 1)
-    if st.status != "running":
-        raise NotRunning(f"container {ctr.id[:12]} is not running", 1)
-    return st
 
 
 # Names faces and image code use from here (options.py and specgen.py hold them).

@@ -34,8 +34,7 @@ from .. import syscalls as sc
 from ..errors import EXIT_RL, RlError
 from ..runtime import container, process, report
 from ..runtime.spec import Process
-from . import containers as api
-from . import wire
+from . import store, wire
 from .options import ExecOptions
 from .store import Container
 
@@ -438,7 +437,7 @@ def start(ctr: Container, opts: ExecOptions,
     spawned, if given, is called as soon as the process exists, before it is
     executed: from then on signals can be passed on (a face installs its
     signal handlers there). With -d the returned Exec holds no stdio."""
-    st = api.running_or_error(ctr)
+    st = store.running_or_error(ctr)
     cfg = ctr.config
     proc = _process(ctr, opts)
     tty, detach = opts.tty, opts.detach

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
-from ..errors import Conflict, InvalidArgument, NoSuchContainer, RlError
+from ..errors import Conflict, InvalidArgument, NoSuchContainer, NotRunning, RlError
 from ..paths import locked  # in paths.py since the image store takes the same locks
 from ..runtime.resources import Resources
 from ..runtime.spec import Spec, _hints, from_json, to_json
@@ -777,3 +777,19 @@ def collect_garbage() -> None:
         if auto_remove and st.status == "running" and not supervisor_alive(c.id):
             with contextlib.suppress(RlError):
                 remove(c)  # unless a supervisor (re)started it meanwhile
+
+
+def dead_why(ctr: Container, st: State) -> str:
+    """Why a Dead record cannot be used, and what removes it."""
+    return (f"its record is damaged ({st.error.removeprefix('damaged record: ')}); "
+            f"`rl rm -f {ctr.label}` removes it")
+
+
+def running_or_error(ctr: Container) -> State:
+    """ctr's state if it runs; else the error docker gives a command that needs it running."""
+    st = ctr.state()
+    if st.status == "dead":
+        raise RlError(f"container {ctr.label}: {dead_why(ctr, st)}", 1)
+    if st.status != "running":
+        raise NotRunning(f"container {ctr.id[:12]} is not running", 1)
+    return st
