@@ -255,7 +255,7 @@ def test_push_and_pull_drive_a_recording_sink(registry: Registry, image: str) ->
     dest = f"{registry.host}/lib/{image.rpartition('/')[2].partition(':')[0]}:v1"
     pushed = Recorder()
     img = imagelib.lookup(imagelib.open_store(), image)
-    digest = transfer.push(image, dest, False, pushed)
+    digest = transfer.push(image, dest, transfer.PushOptions(tls_verify=False), pushed)
     assert digest == img.manifest_digest
     assert pushed.messages[0] == f"Pushing {image} to {dest}"
     assert pushed.messages[-1] == f"Writing manifest {digest} to {dest}"
@@ -266,7 +266,7 @@ def test_push_and_pull_drive_a_recording_sink(registry: Registry, image: str) ->
     assert errors == [] and removed[-1] == Removed("Deleted", img.id)
 
     pulled = Recorder()
-    got = transfer.pull(dest, None, False, pulled)
+    got = transfer.pull(dest, transfer.PullOptions(tls_verify=False), pulled)
     try:
         assert got.id == img.id and got.names == [dest]
         assert pulled.messages[0] == f"Pulling {dest} from http://{registry.host}"
@@ -278,7 +278,7 @@ def test_push_and_pull_drive_a_recording_sink(registry: Registry, image: str) ->
             assert (b.total, b.moved, b.finished) == (size, size, True)
         # pulled again: nothing moves, each blob is said to be there
         again = Recorder()
-        transfer.pull(dest, None, False, again)
+        transfer.pull(dest, transfer.PullOptions(tls_verify=False), again)
         assert again.blobs == {}
         assert f"Copying blob {layer[:19]} skipped: already exists" in again.messages
     finally:
@@ -290,7 +290,7 @@ def test_pull_of_a_missing_tag_says_404(registry: Registry) -> None:
 
     sink = Recorder()
     with pytest.raises(RlError) as exc:
-        transfer.pull(f"{registry.host}/lib/none:1", None, False, sink)
+        transfer.pull(f"{registry.host}/lib/none:1", transfer.PullOptions(tls_verify=False), sink)
     assert isinstance(exc.value, RegistryError)
     assert (exc.value.exit_code, exc.value.http_status) == (125, 404)
     assert sink.blobs == {}

@@ -268,11 +268,11 @@ def _pulling(kw: dict[str, Any], create: Callable[[], T]) -> T:
 
 
 def _pull(image: str, tls_verify: str) -> None:
-    from ..image.transfer import pull
+    from ..image.transfer import PullOptions, pull
     from .progress import Progress
 
     with Progress(False) as progress:
-        pull(image, None, images.parse_tls_verify(tls_verify), progress)
+        pull(image, PullOptions(tls_verify=images.parse_tls_verify(tls_verify)), progress)
 
 
 @cli.command()

@@ -355,12 +355,12 @@ def parse_tls_verify(value: str) -> bool:
 @click.argument("image")
 def pull_cmd(platform: str | None, quiet: bool, tls_verify: str, image: str) -> None:
     """Pull an image from a registry."""
-    from ..image.transfer import pull
+    from ..image.transfer import PullOptions, pull
     from .progress import Progress
 
-    tls = parse_tls_verify(tls_verify)
+    opts = PullOptions(platform, parse_tls_verify(tls_verify))
     with Progress(quiet) as progress:
-        img = pull(image, platform, tls, progress)
+        img = pull(image, opts, progress)
     click.echo(img.id)
 
 
@@ -371,12 +371,12 @@ def pull_cmd(platform: str | None, quiet: bool, tls_verify: str, image: str) -> 
 @click.argument("destination", required=False)
 def push_cmd(quiet: bool, tls_verify: str, image: str, destination: str | None) -> None:
     """Push an image to a registry: rl push IMAGE [HOST/NAME:TAG]"""
-    from ..image.transfer import push
+    from ..image.transfer import PushOptions, push
     from .progress import Progress
 
-    tls = parse_tls_verify(tls_verify)
+    opts = PushOptions(parse_tls_verify(tls_verify))
     with Progress(quiet) as progress:
-        digest = push(image, destination, tls, progress)
+        digest = push(image, destination, opts, progress)
     if not quiet:
         click.echo(digest)
 

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -116,7 +117,20 @@ def _record_sources(store: Store, repo: str, digests: list[str]) -> None:
 # -- pull ----------------------------------------------------------------------------
 
 
-def pull(text: str, platform: str | None, tls_verify: bool, progress: ProgressSink) -> Image:
+@dataclass(frozen=True)
+class PullOptions:
+    """docker pull's settings (and the Engine API's POST /images/create's)."""
+
+    platform: str | None = None  # os/arch[/variant]; None: this machine's
+    tls_verify: bool = True
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    tls_verify: bool = True
+
+
+def pull(text: str, opts: PullOptions, progress: ProgressSink) -> Image:
     ref = reference.parse(text)
     if ref.domain:
         tries = [ref.tagged()]
@@ -131,7 +145,7 @@ def pull(text: str, platform: str | None, tls_verify: bool, progress: ProgressSi
         if not ref.domain:
             progress.message(f"Resolved short name {text!r}: trying {candidate}")
         try:
-            return _pull_one(candidate, platform, tls_verify, progress)
+            return _pull_one(candidate, opts.platform, opts.tls_verify, progress)
         except RegistryError as e:
             if i + 1 < len(tries) and e.status in (0, 401, 404):
                 failures.append(e.message)
@@ -315,7 +329,7 @@ def _download(store: Store, client: Client, repo: str, digest: str, size: int,
 # -- push ----------------------------------------------------------------------------
 
 
-def push(source: str, dest: str | None, tls_verify: bool, progress: ProgressSink) -> str:
+def push(source: str, dest: str | None, opts: PushOptions, progress: ProgressSink) -> str:
     """Push an image; returns the manifest digest."""
     store = open_store()
     img = lookup(store, source)
@@ -329,7 +343,7 @@ def push(source: str, dest: str | None, tls_verify: bool, progress: ProgressSink
     if ref.digest:
         raise InvalidArgument(f"{target}: cannot push to a digest reference")
     ref = ref.tagged()
-    client = Client(ref.domain, tls_verify)
+    client = Client(ref.domain, opts.tls_verify)
     repo = ref.path
     sources = _read_sources(store)
     chunk = _chunk_size()
