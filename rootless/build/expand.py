@@ -59,21 +59,21 @@ class _Words:
     """Word splitting after expansion: unquoted whitespace separates words."""
 
     def __init__(self) -> None:
-        self.buf: list[str] = []
+        self.buf = ""
         self.words: list[str] = []
         self.in_word = False
 
     def char(self, ch: str) -> None:
         if _go_space(ch):
             if self.in_word and self.buf:
-                self.words.append("".join(self.buf))
-                self.buf.clear()
+                self.words.append(self.buf)
+                self.buf = ""
                 self.in_word = False
         else:
             self.raw_char(ch)
 
     def raw_char(self, ch: str) -> None:
-        self.buf.append(ch)
+        self.buf += ch
         self.in_word = True
 
     def text(self, s: str) -> None:
@@ -82,13 +82,13 @@ class _Words:
 
     def raw_text(self, s: str) -> None:
         # A quoted "" sets in_word but adds nothing: it makes no word of its own.
-        self.buf.append(s)
+        self.buf += s
         self.in_word = True
 
     def done(self) -> list[str]:
-        if "".join(self.buf):
-            self.words.append("".join(self.buf))
-            self.buf.clear()
+        if self.buf:
+            self.words.append(self.buf)
+            self.buf = ""
         return self.words
 
 
