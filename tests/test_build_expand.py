@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from rootless.build.dockerfile import parse
+from rootless.build.dockerfile import Instruction, Mount, parse
 from rootless.build.expand import ExpansionError, Lexer
-from rootless.build.scope import Platform, build_args, global_args, platform_args, scopes
+from rootless.build.scope import (
+    Platform,
+    build_args,
+    expand_instruction,
+    global_args,
+    platform_args,
+    scopes,
+)
 from rootless.errors import InvalidArgument
 
 ENV = {
@@ -366,3 +373,76 @@ def test_expansion_errors_name_the_line() -> None:
 def test_backtick_escape_directive_applies_to_scoping() -> None:
     sc = scopes(parse("# escape=`\nFROM x\nENV A=`$B C=1\n"), {}, PLAT)[0]
     assert sc.env == {"A": "$B", "C": "1"}
+
+
+# --- the words of each instruction -----------------------------------------------
+
+
+def expanded(text: str, vars_: dict[str, str]) -> list[Instruction]:
+    df = parse(text)
+    return [expand_instruction(i, vars_, df.directives.escape) for i in df.stages[0].instructions]
+
+
+def test_instruction_words_are_expanded_where_buildkit_expands_them() -> None:
+    v = {"D": "/srv", "U": "app", "P": "80/tcp 443", "S": "SIGINT", "N": "x y", "M": "0640"}
+    got = expanded(
+        "FROM a\n"
+        "WORKDIR $D/w\nUSER ${U}:${G:-grp}\nVOLUME $D/data ['$D']\nSTOPSIGNAL $S\n"
+        "EXPOSE $P 22\nLABEL \"$U.k\"=\"$N\" plain=$U\n"
+        "COPY --chown=$U --chmod=$M src/$U* \"$D/\"\n"
+        "ADD --checksum=sha256:${SUM:-0} https://x/$U.tgz /\n"
+        "RUN echo $D\nCMD echo $D\nENTRYPOINT [\"$D\"]\nHEALTHCHECK CMD test $D\n"
+        "MAINTAINER $U\nONBUILD RUN echo $D\n",
+        v,
+    )
+    workdir, user, volume, stop, expose, label, copy, add, *rest = got
+    assert [i.args for i in (workdir, user, volume, stop)] == [
+        ("/srv/w",), ("app:grp",), ("/srv/data", "[$D]"), ("SIGINT",),
+    ]
+    assert expose.args == ("80/tcp", "443", "22")
+    assert label.pairs() == [("app.k", "x y"), ("plain", "app")]
+    assert copy.flags == {"chown": "app", "chmod": "0640"}
+    assert copy.args == ("src/app*", "/srv/")
+    assert add.flags == {"checksum": "sha256:0"}
+    assert add.args == ("https://x/app.tgz", "/")
+    original = parse(
+        "FROM a\nRUN echo $D\nCMD echo $D\nENTRYPOINT [\"$D\"]\nHEALTHCHECK CMD test $D\n"
+        "MAINTAINER $U\nONBUILD RUN echo $D\n"
+    ).stages[0].instructions
+    # Left to the shell (or to the build that runs the trigger), as written.
+    assert [(i.kind, i.args, i.healthcheck) for i in rest] == [
+        (i.kind, i.args, i.healthcheck) for i in original
+    ]
+    assert rest[-1].trigger is not None and rest[-1].trigger.args == ("echo $D",)
+
+
+def test_heredoc_bodies_expand_unless_the_delimiter_is_quoted() -> None:
+    (copy,) = expanded(
+        "FROM a\nCOPY <<one <<\"two\" /etc/\n'$V' \"$V\" \\$V\none\nkeep $V\ntwo\n", {"V": "v"}
+    )
+    assert [h.content for h in copy.heredocs] == ["'v' \"v\" $V\n", "keep $V\n"]
+    assert copy.args == ("<<one", '<<"two"', "/etc/")
+
+
+def test_run_mounts_are_expanded_then_checked() -> None:
+    (run,) = expanded(
+        "FROM a\nRUN --mount=type=$T,target=${DIR:-/cache},id=$ID,uid=$UID make\n",
+        {"T": "cache", "ID": "pip", "UID": "1000"},
+    )
+    assert run.mounts == (Mount("cache", target="/cache", id="pip", uid=1000, readonly=False),)
+    assert run.args == ("make",)
+    with pytest.raises(InvalidArgument) as info:
+        expanded("FROM a\n\nRUN --mount=type=$T,target=/a true\n", {"T": "nfs"})
+    assert info.value.message == 'Dockerfile:3: unsupported mount type "nfs"'
+
+
+def test_instruction_expansion_errors_name_the_line() -> None:
+    with pytest.raises(InvalidArgument) as info:
+        expanded("FROM a\nRUN x\nWORKDIR ${D:?no dir}\n", {})
+    assert info.value.message == 'Dockerfile:3: failed to process "${D:?no dir}": D: no dir'
+
+
+def test_backtick_escape_in_instruction_words() -> None:
+    (workdir, copy) = expanded("# escape=`\nFROM a\nWORKDIR C:\\$D`$D\nCOPY `$x C:\\\n", {"D": "d"})
+    assert workdir.args == ("C:\\d$D",)
+    assert copy.args == ("$x", "C:\\")

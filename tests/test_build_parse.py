@@ -167,8 +167,13 @@ def test_copy_and_add_flags() -> None:
         ("COPY onlyone", "COPY requires at least two arguments, but only one was provided. "
          "Destination could not be determined"),
         ("COPY a <<EOF\nx\nEOF", "COPY cannot accept a heredoc as a destination"),
-        ("RUN --network=bridge true", "unsupported network mode 'bridge'"),
-        ("RUN --security=privileged true", "unsupported security mode 'privileged'"),
+        ("RUN --network=bridge true", 'invalid network mode "bridge"'),
+        ("RUN --network=$NET true", 'invalid network mode "$NET"'),
+        ("RUN --security=privileged true", 'security "privileged" is not valid'),
+        ("COPY --from=$STAGE a b", "variable expansion is not supported for --from, define a new "
+         "stage with FROM using ARG from global scope as a workaround"),
+        ("RUN --mount=type=bind,from=$S,target=/a true",
+         "'from' doesn't support variable expansion, define alias stage instead"),
         ("WORKDIR", "WORKDIR requires exactly one argument"),
         ("STOPSIGNAL", "STOPSIGNAL requires exactly one argument"),
         ("EXPOSE", "EXPOSE requires at least one argument"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import dockerfile as _gofile
@@ -340,7 +341,7 @@ def _instruction(command: _gofile.Command, directives: Directives) -> Instructio
     ins = Instruction(
         kind, args, flags, bool(command.json), command.original, line, command.end_line, heredocs,
     )
-    return _check(ins)
+    return _check(ins, directives.escape)
 
 
 def _onbuild(command: _gofile.Command, directives: Directives) -> Instruction:
@@ -372,7 +373,7 @@ def _onbuild(command: _gofile.Command, directives: Directives) -> Instruction:
     )
 
 
-def _check(ins: Instruction) -> Instruction:
+def _check(ins: Instruction, escape: str) -> Instruction:
     """BuildKit's per-instruction argument checks, and the typed extras."""
     kind, args, line = ins.kind, ins.args, ins.start_line
     if kind in ("ENV", "LABEL"):
@@ -392,6 +393,12 @@ def _check(ins: Instruction) -> Instruction:
             )
         if _HEREDOC_WORD.match(args[-1]):
             raise _error(line, f"{kind} cannot accept a heredoc as a destination")
+        source = ins.flags.get("from")
+        if isinstance(source, str) and _expands(source, escape):
+            raise _error(
+                line, "variable expansion is not supported for --from, define a new stage "
+                "with FROM using ARG from global scope as a workaround",
+            )
     elif kind == "SHELL" and not ins.json:
         raise _error(line, "SHELL requires the arguments to be in JSON form")
     elif kind == "SHELL" and not args:
@@ -409,6 +416,14 @@ def _check(ins: Instruction) -> Instruction:
     if kind == "RUN":
         return replace(ins, mounts=_run_flags(ins))
     return ins
+
+
+def _expands(word: str, escape: str) -> bool:
+    """Whether a word changes under expansion even with nothing set (`$X`, quotes)."""
+    try:
+        return Lexer(escape=escape).word(word, {}) != word
+    except ExpansionError:
+        return True
 
 
 def _from(ins: Instruction) -> Instruction:
@@ -466,18 +481,25 @@ def _healthcheck(ins: Instruction) -> Healthcheck:
 
 def _run_flags(ins: Instruction) -> tuple[Mount, ...]:
     line = ins.start_line
+    # Neither is expanded by BuildKit: `--network=$NET` is an invalid mode.
     network = ins.flags.get("network")
-    if isinstance(network, str) and "$" not in network and network not in NETWORKS:
-        raise _error(line, f"unsupported network mode {network!r}")
+    if isinstance(network, str) and network not in NETWORKS:
+        raise _error(line, f'invalid network mode "{network}"')
     security = ins.flags.get("security")
-    if isinstance(security, str) and "$" not in security and security not in SECURITIES:
-        raise _error(line, f"unsupported security mode {security!r}")
+    if isinstance(security, str) and security not in SECURITIES:
+        raise _error(line, f'security "{security}" is not valid')
     mounts = ins.flags.get("mount", ())
     assert isinstance(mounts, tuple)
     out = []
     for text in mounts:
-        # A mount naming a variable is checked once the builder has expanded it.
+        # A mount naming a variable is checked once the builder has expanded it,
+        # but its stage must be known now.
         if "$" in text:
+            for item in text.split(","):
+                key, _, value = item.partition("=")
+                if key.lower() == "from" and "$" in value[:-1]:
+                    raise _error(line, "'from' doesn't support variable expansion, "
+                                 "define alias stage instead")
             continue
         try:
             out.append(parse_mount(text))
@@ -509,8 +531,12 @@ def _number(key: str, value: str, base: int) -> int:
     return n
 
 
-def parse_mount(text: str) -> Mount:
-    """One `--mount` value (already expanded), with BuildKit's rules and words."""
+def parse_mount(text: str, expand: Callable[[str], str] | None = None) -> Mount:
+    """One `--mount` value, with BuildKit's rules and words.
+
+    `expand` is applied to each field's value (never to keys or the commas
+    between fields), as BuildKit expands a mount.
+    """
     try:
         (fields,) = list(csv.reader([text], strict=True)) or [[]]
     except csv.Error as e:
@@ -521,6 +547,8 @@ def parse_mount(text: str) -> Mount:
         key, eq, value = item.partition("=")
         key = key.lower()
         mtype = str(values["type"])
+        if eq and expand is not None:
+            value = expand(value)
         if not eq:
             if key in ("readonly", "ro"):
                 readonly = True

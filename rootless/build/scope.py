@@ -18,13 +18,15 @@ rules (dockerfile2llb/convert.go), which differ from the docs in one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
-from rootless.build.dockerfile import Dockerfile, Instruction, Stage
+from rootless.build.dockerfile import Dockerfile, Instruction, Stage, parse_mount
 from rootless.build.expand import ExpansionError, Lexer
 from rootless.errors import InvalidArgument
 
+_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 PROXY_ARGS = (
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
@@ -204,3 +206,65 @@ def _apply(
                 vars_[key] = lexer.word(default, vars_)
             elif key in meta:
                 vars_[key] = meta[key]
+
+
+def expand_instruction(
+    ins: Instruction, vars_: Mapping[str, str], escape: str = "\\"
+) -> Instruction:
+    """An instruction with its words expanded as BuildKit expands them before dispatch.
+
+    Expanded: ENV and LABEL keys and values, COPY/ADD sources, destination,
+    --chown, --chmod (ADD's --checksum), WORKDIR, USER, VOLUME, STOPSIGNAL,
+    EXPOSE (split into words: `EXPOSE $PORTS`), RUN's --mount values (then
+    checked), and the bodies of COPY/ADD heredocs with unquoted delimiters
+    (quotes in them are text). Not expanded, as in BuildKit: RUN, CMD,
+    ENTRYPOINT, SHELL and HEALTHCHECK commands (the image's shell does it),
+    MAINTAINER, ONBUILD (its trigger is expanded in the build that runs it),
+    COPY --from (refused with a variable at parse time). ARG and FROM are
+    expanded by `scopes`. Errors name the instruction's line.
+    """
+    lexer = Lexer(escape=escape)
+    body = Lexer(skip_quotes=True)  # BuildKit's heredoc lexer: \ always, quotes as text
+
+    def one(word: str) -> str:
+        return lexer.word(word, vars_)
+
+    try:
+        return _expand(ins, one, lambda w: lexer.words(w, vars_), lambda w: body.word(w, vars_))
+    except InvalidArgument as e:
+        raise _at(ins.start_line, e) from None
+
+
+def _expand(
+    ins: Instruction,
+    one: Callable[[str], str],
+    split: Callable[[str], list[str]],
+    body: Callable[[str], str],
+) -> Instruction:
+    kind = ins.kind
+    if kind in ("ENV", "LABEL"):
+        args = tuple(one(w) for w in ins.args)
+        return replace(ins, args=args)
+    if kind in ("WORKDIR", "USER", "VOLUME", "STOPSIGNAL"):
+        return replace(ins, args=tuple(one(w) for w in ins.args))
+    if kind == "EXPOSE":
+        return replace(ins, args=tuple(p for w in ins.args for p in split(w)))
+    if kind in ("COPY", "ADD"):
+        flags = dict(ins.flags)
+        for name in ("chown", "chmod", "checksum"):
+            value = flags.get(name)
+            if isinstance(value, str):
+                flags[name] = one(value)
+        # Heredoc sources are names, not paths: they stay as written.
+        args = tuple(w if _HEREDOC_WORD.match(w) else one(w) for w in ins.args)
+        docs = tuple(
+            replace(h, content=body(h.content)) if h.expand else h for h in ins.heredocs
+        )
+        return replace(ins, args=args, flags=flags, heredocs=docs)
+    if kind == "RUN":
+        texts = ins.flags.get("mount", ())
+        assert isinstance(texts, tuple)
+        mounts = tuple(parse_mount(text, one) for text in texts)
+        return replace(ins, mounts=mounts)
+    return ins
+
