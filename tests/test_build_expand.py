@@ -446,3 +446,29 @@ def test_backtick_escape_in_instruction_words() -> None:
     (workdir, copy) = expanded("# escape=`\nFROM a\nWORKDIR C:\\$D`$D\nCOPY `$x C:\\\n", {"D": "d"})
     assert workdir.args == ("C:\\d$D",)
     assert copy.args == ("$x", "C:\\")
+
+
+def test_one_arg_line_mixing_globals_and_defaults() -> None:
+    text = (
+        'ARG g1="one two" g2=beta\nARG g3="$g2-x"\n'
+        "FROM img$g2 AS s\nARG g3 own=\"4 5\" g1 g2=${g3}!\nRUN run\n"
+    )
+    (sc,) = scopes(parse(text), {}, PLAT)
+    assert sc.base == "imgbeta"
+    # g3 and g1 come from the global scope, g2's default sees the g3 just declared.
+    assert sc.steps[1].vars == {"g3": "beta-x", "own": "4 5", "g1": "one two", "g2": "beta-x!"}
+
+
+def test_env_built_from_an_arg_with_a_default() -> None:
+    text = 'FROM a\nARG opt\nENV opt "v=${opt:-none}"\nENV cut "${opt%%=*}"\nRUN x\n'
+    for args, want in [({}, "v=none"), ({"opt": ""}, "v=none"), ({"opt": "yes"}, "v=yes")]:
+        (sc,) = scopes(parse(text), args, PLAT)
+        assert sc.env == {"opt": want, "cut": "v"}
+
+
+def test_a_later_arg_overrides_an_earlier_env_for_later_steps() -> None:
+    # BuildKit keeps ARG and ENV values in one list: the last one set wins for
+    # expansion and RUN; the image's Env keeps the ENV value.
+    (sc,) = scopes(parse("FROM a\nENV V=env\nARG V=arg\nRUN x\n"), {}, PLAT)
+    assert sc.steps[2].vars == {"V": "arg"}
+    assert sc.env == {"V": "env"}
