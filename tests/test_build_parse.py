@@ -378,3 +378,13 @@ def test_maintainer_expose_volume_stopsignal_workdir() -> None:
         ("STOPSIGNAL", ("SIGTERM",)),
         ("WORKDIR", ("/w",)),
     ]
+
+
+def test_a_fault_inside_a_continuation_names_the_instructions_first_line() -> None:
+    bad_b = "Syntax error - can't find = in \"B\". Must be of the form: name=value"
+    assert fails("FROM a\nENV A=1 \\\n  B\nRUN x\n") == at(2, bad_b)
+    assert fails("FROM a\nRUN <<EOF\nx\nEOF\nENV A=1 \\\n\n# c\n  B\n") == at(5, bad_b)
+    assert fails("# escape=`\nFROM a\nLABEL a=b `\n  B\n") == at(3, bad_b)
+    assert fails("FROM a\nRUN ok\n\n# note\nENV ONLY\nRUN later\n") == at(
+        5, "ENV must have two arguments"
+    )

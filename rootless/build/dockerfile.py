@@ -199,24 +199,28 @@ def parse_directives(text: str) -> Directives:
     return Directives(escape, found.get("syntax"), found.get("check"), lines)
 
 
-def _failing_line(text: str, message: str) -> int:
+def _failing_line(text: str, escape: str) -> int:
     """The line BuildKit's parser fails on: it reports none through the package.
 
     The longest prefix of whole lines that parses is everything before the
-    faulty instruction, so the fault starts on the next non-blank line.
-    A prefix that cuts a good heredoc fails too, which is why the search runs
-    from the end rather than bisecting.
+    faulty instruction, which starts on the next non-blank line, or earlier
+    if that prefix ends in a continuation. A prefix that cuts a good heredoc
+    fails too, which is why the search runs from the end rather than bisecting.
     """
     lines = text.splitlines(keepends=True)
-    good = 0
+    good, commands = 0, ()
     for k in range(len(lines) - 1, 0, -1):
         try:
-            _gofile.parse_string("".join(lines[:k]))
+            commands = _gofile.parse_string("".join(lines[:k]))
         except _gofile.GoParseError as e:
             if str(e) != "file with no instructions":
                 continue
         good = k
         break
+    # Blank lines and comments may sit inside a continuation.
+    code = [ln.strip() for ln in lines[:good] if ln.strip() and not ln.lstrip().startswith("#")]
+    if commands and code and code[-1].endswith(escape):
+        return int(commands[-1].start_line)
     for number in range(good + 1, len(lines) + 1):
         stripped = lines[number - 1].strip()
         if stripped and not stripped.startswith("#"):
@@ -233,7 +237,7 @@ def parse(text: str) -> Dockerfile:
         message = str(e)
         if message == "file with no instructions":
             raise _error(1, message) from None
-        raise _error(_failing_line(text, message), message) from None
+        raise _error(_failing_line(text, directives.escape), message) from None
     global_args: list[Instruction] = []
     stages: list[tuple[Instruction, list[Instruction]]] = []
     for command in commands:
