@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rootless.build.dockerfile import Healthcheck, Mount, parse, parse_directives, parse_mount
@@ -388,3 +390,30 @@ def test_a_fault_inside_a_continuation_names_the_instructions_first_line() -> No
     assert fails("FROM a\nRUN ok\n\n# note\nENV ONLY\nRUN later\n") == at(
         5, "ENV must have two arguments"
     )
+
+
+def test_heredoc_errors_among_good_heredocs() -> None:
+    good = "RUN <<E\nx\nE\n" * 50
+    open_one = "FROM a\n" + good + "RUN <<E\n" + "RUN x\n" * 40
+    assert fails(open_one) == at(152, "unterminated heredoc")
+    # A `<<` inside the open heredoc's body is body, not a heredoc.
+    assert fails("FROM a\nRUN <<A\nRUN <<B\nB\n") == at(2, "unterminated heredoc")
+    assert fails("FROM a\nRUN x && \\\n  cat <<E\nbody\n") == at(2, "unterminated heredoc")
+    assert fails("FROM a\n" + good + "ENV Q\n" + "RUN x\n" * 40) == at(
+        152, "ENV must have two arguments"
+    )
+
+
+def test_a_fault_in_a_long_file_is_found_quickly() -> None:
+    text = "FROM a\n" + "RUN x\n" * 3000 + "ENV Q\n" + "RUN y\n" * 3000
+    start = time.monotonic()
+    assert fails(text) == at(3002, "ENV must have two arguments")
+    assert time.monotonic() - start < 10  # a bisection, not a parse per line
+
+
+def test_text_the_go_parser_cannot_carry() -> None:
+    # A NUL would end the file early; a lone surrogate would crash the process.
+    assert fails("FROM a\nRUN x\x00y\n") == at(2, "the Dockerfile contains a NUL byte")
+    assert fails("FROM a\n\nRUN \udcff\n") == at(3, "the Dockerfile is not valid UTF-8")
+    df = parse("\ufeffFROM a\r\nRUN caf\u00e9 \\\r\n  \u2603\r\n")
+    assert df.stages[0].instructions[0].args == ("caf\u00e9   \u2603",)

@@ -199,24 +199,43 @@ def parse_directives(text: str) -> Directives:
     return Directives(escape, found.get("syntax"), found.get("check"), lines)
 
 
-def _failing_line(text: str, escape: str) -> int:
-    """The line BuildKit's parser fails on: it reports none through the package.
+def _outcome(lines: list[str], k: int) -> tuple[str | None, tuple[_gofile.Command, ...]]:
+    """The error of the first k lines (None if they parse), and their commands."""
+    try:
+        return None, tuple(_gofile.parse_string("".join(lines[:k])))
+    except _gofile.GoParseError as e:
+        message = str(e)
+        return (None if message == "file with no instructions" else message), ()
 
-    The longest prefix of whole lines that parses is everything before the
-    faulty instruction, which starts on the next non-blank line, or earlier
-    if that prefix ends in a continuation. A prefix that cuts a good heredoc
-    fails too, which is why the search runs from the end rather than bisecting.
+
+def _failing_line(text: str, message: str, escape: str) -> int:
+    """The first line of the instruction BuildKit's parser fails on.
+
+    The package reports no line, so it is searched for over prefixes of
+    whole lines: the shortest prefix failing with the same message ends on
+    the faulty line. A prefix that cuts a good heredoc fails too ("unterminated
+    heredoc"), so for other messages that outcome counts as parsing, and the
+    search bisects; an unterminated heredoc is found among the `<<` lines.
     """
     lines = text.splitlines(keepends=True)
-    good, commands = 0, ()
-    for k in range(len(lines) - 1, 0, -1):
-        try:
-            commands = _gofile.parse_string("".join(lines[:k]))
-        except _gofile.GoParseError as e:
-            if str(e) != "file with no instructions":
-                continue
-        good = k
-        break
+    if message == "unterminated heredoc":
+        # The open heredoc is on a line with `<<` whose preceding lines parse;
+        # a later `<<` line inside its body has preceding lines that do not.
+        good = 0
+        for number in reversed([i for i, ln in enumerate(lines, 1) if "<<" in ln]):
+            if _outcome(lines, number - 1)[0] is None:
+                good = number - 1
+                break
+    else:
+        lo, hi = 0, len(lines)  # prefix(lo) does not fail so, prefix(hi) does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _outcome(lines, mid)[0] == message:
+                hi = mid
+            else:
+                lo = mid
+        good = lo
+    _, commands = _outcome(lines, good)
     # Blank lines and comments may sit inside a continuation.
     code = [ln.strip() for ln in lines[:good] if ln.strip() and not ln.lstrip().startswith("#")]
     if commands and code and code[-1].endswith(escape):
@@ -228,8 +247,24 @@ def _failing_line(text: str, escape: str) -> int:
     return max(good, 1)
 
 
+def _check_text(text: str) -> None:
+    """What the package cannot carry: it passes a C string to Go.
+
+    A NUL would silently end the file there, and a lone surrogate (bytes
+    that were not UTF-8, decoded with surrogateescape) crashes the process.
+    """
+    for number, line in enumerate(text.splitlines(), 1):
+        if "\0" in line:
+            raise _error(number, "the Dockerfile contains a NUL byte")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _error(number, "the Dockerfile is not valid UTF-8") from None
+
+
 def parse(text: str) -> Dockerfile:
     """Parse a Dockerfile's text; InvalidArgument names the line of any fault."""
+    _check_text(text)
     directives = parse_directives(text)
     try:
         commands = _gofile.parse_string(text)
@@ -237,7 +272,7 @@ def parse(text: str) -> Dockerfile:
         message = str(e)
         if message == "file with no instructions":
             raise _error(1, message) from None
-        raise _error(_failing_line(text, directives.escape), message) from None
+        raise _error(_failing_line(text, message, directives.escape), message) from None
     global_args: list[Instruction] = []
     stages: list[tuple[Instruction, list[Instruction]]] = []
     for command in commands:
