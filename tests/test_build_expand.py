@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rootless.build.dockerfile import Instruction, Mount, parse
 from rootless.build.expand import ExpansionError, Lexer
@@ -472,3 +474,28 @@ def test_a_later_arg_overrides_an_earlier_env_for_later_steps() -> None:
     (sc,) = scopes(parse("FROM a\nENV V=env\nARG V=arg\nRUN x\n"), {}, PLAT)
     assert sc.steps[2].vars == {"V": "arg"}
     assert sc.env == {"V": "env"}
+
+
+# --- properties ------------------------------------------------------------------
+
+_ALPHABET = "ab $${}:-+?#%/*\\'\"` \t<=_1é"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=30), st.sampled_from(["\\", "`"]))
+def test_any_word_expands_or_fails_with_a_message(text: str, escape: str) -> None:
+    env = {"a": "x y", "b": "", "_1": "one"}
+    try:
+        result = Lexer(escape=escape).expand(text, env)
+    except ExpansionError as e:
+        assert e.message.startswith("failed to process ")
+        return
+    assert " ".join(result.words) == " ".join(result.word.split()) or any(
+        q in text for q in "'\"\\`"
+    )
+    assert result.matched <= set(env) and not result.unmatched & set(env)
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="$'\"\\<`"), max_size=40))
+def test_words_without_special_characters_are_unchanged(text: str) -> None:
+    assert Lexer().word(text, {"a": "b"}) == text

@@ -417,3 +417,9 @@ def test_text_the_go_parser_cannot_carry() -> None:
     assert fails("FROM a\n\nRUN \udcff\n") == at(3, "the Dockerfile is not valid UTF-8")
     df = parse("\ufeffFROM a\r\nRUN caf\u00e9 \\\r\n  \u2603\r\n")
     assert df.stages[0].instructions[0].args == ("caf\u00e9   \u2603",)
+
+
+def test_lines_are_counted_as_go_counts_them() -> None:
+    # \u2028 and \x85 end lines for str.splitlines, not for BuildKit.
+    assert fails("FROM a\nRUN a\u2028b\x85c\nENV Q\n") == at(3, "ENV must have two arguments")
+    assert parse_directives("# check=a\u2028# escape=`\n").escape == "\\"

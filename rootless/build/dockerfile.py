@@ -174,6 +174,13 @@ class Dockerfile:
         return None
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as Go's parser counts them: ended by \n only (not \x85 or \u2028)."""
+    parts = [part + "\n" for part in text.split("\n")]
+    parts[-1] = parts[-1][:-1]
+    return parts if parts[-1] else parts[:-1]
+
+
 def _error(line: int, message: str) -> InvalidArgument:
     return InvalidArgument(f"dockerfile parse error on line {line}: {message}")
 
@@ -182,7 +189,8 @@ def parse_directives(text: str) -> Directives:
     """`# syntax=`, `# escape=`, `# check=` at the top, until the first other line."""
     found: dict[str, str] = {}
     lines: dict[str, int] = {}
-    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
+    for number, line in enumerate(_lines(text.removeprefix("\ufeff")), 1):
+        line = line.rstrip("\r\n")
         if not line.startswith("#"):
             break
         m = _DIRECTIVE.match(line[1:].lstrip())
@@ -217,7 +225,7 @@ def _failing_line(text: str, message: str, escape: str) -> int:
     heredoc"), so for other messages that outcome counts as parsing, and the
     search bisects; an unterminated heredoc is found among the `<<` lines.
     """
-    lines = text.splitlines(keepends=True)
+    lines = _lines(text)
     if message == "unterminated heredoc":
         # The open heredoc is on a line with `<<` whose preceding lines parse;
         # a later `<<` line inside its body has preceding lines that do not.
@@ -253,7 +261,7 @@ def _check_text(text: str) -> None:
     A NUL would silently end the file there, and a lone surrogate (bytes
     that were not UTF-8, decoded with surrogateescape) crashes the process.
     """
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         if "\0" in line:
             raise _error(number, "the Dockerfile contains a NUL byte")
         try:
@@ -298,11 +306,8 @@ def parse(text: str) -> Dockerfile:
     return Dockerfile(directives, tuple(global_args), tuple(out))
 
 
-def _split_flags(
-    kind: str, raw: tuple[str, ...], line: int
-) -> dict[str, FlagValue]:
+def _split_flags(known: dict[str, str], raw: tuple[str, ...], line: int) -> dict[str, FlagValue]:
     """BuildKit's BFlags: `--name=value`, booleans may stand alone, some repeat."""
-    known = FLAGS[kind]
     flags: dict[str, FlagValue] = {}
     for arg in raw:
         if arg == "--":
@@ -367,12 +372,10 @@ def _instruction(command: _gofile.Command, directives: Directives) -> Instructio
     if kind == "ONBUILD":
         return _onbuild(command, directives)
     args = tuple(command.value)
-    raw_flags = tuple(command.flags)
+    known = FLAGS[kind]
     if kind == "HEALTHCHECK" and args and args[0].upper() == "NONE":
-        # NONE takes no options: BuildKit defines none, so any flag is unknown.
-        flags = _split_flags("ARG", raw_flags, line)
-    else:
-        flags = _split_flags(kind, raw_flags, line)
+        known = {}  # NONE takes no options: BuildKit defines none, so any flag is unknown
+    flags = _split_flags(known, tuple(command.flags), line)
     try:
         heredocs = _heredocs(command, args)
     except ExpansionError as e:
@@ -400,11 +403,8 @@ def _onbuild(command: _gofile.Command, directives: Directives) -> Instruction:
         (inner,) = _gofile.parse_string(prefix + inner_text)
     except _gofile.GoParseError as e:
         raise _error(line, str(e)) from None
-    trigger = _instruction(inner, directives)
-    trigger = Instruction(
-        trigger.kind, trigger.args, trigger.flags, trigger.json, trigger.original,
-        line, command.end_line, trigger.heredocs, trigger.stage_name,
-        trigger.healthcheck, None, trigger.mounts,
+    trigger = replace(
+        _instruction(inner, directives), start_line=line, end_line=command.end_line
     )
     return Instruction(
         "ONBUILD", (inner_text,), {}, False, command.original, line, command.end_line,
