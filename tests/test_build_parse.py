@@ -423,3 +423,12 @@ def test_lines_are_counted_as_go_counts_them() -> None:
     # \u2028 and \x85 end lines for str.splitlines, not for BuildKit.
     assert fails("FROM a\nRUN a\u2028b\x85c\nENV Q\n") == at(3, "ENV must have two arguments")
     assert parse_directives("# check=a\u2028# escape=`\n").escape == "\\"
+
+
+def test_copy_sources_and_destination() -> None:
+    df = parse("FROM a\nCOPY a <<one b <<-two /d/\nx\none\ny\ntwo\nCOPY << <<\n")
+    copy, odd = df.stages[0].instructions
+    assert copy.sources() == ("a", "b") and copy.dest() == "/d/"
+    assert [h.name for h in copy.heredocs] == ["one", "two"]
+    # A bare << names nothing: a path, even as the destination (as BuildKit takes it).
+    assert odd.sources() == ("<<",) and odd.dest() == "<<" and odd.heredocs == ()

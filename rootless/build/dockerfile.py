@@ -141,6 +141,14 @@ class Instruction:
     def flag(self, name: str) -> FlagValue | None:
         return self.flags.get(name)
 
+    def sources(self) -> tuple[str, ...]:
+        """COPY/ADD's source paths: the words before the destination, heredocs left out."""
+        return tuple(w for w in self.args[:-1] if not is_heredoc_word(w))
+
+    def dest(self) -> str:
+        """COPY/ADD's destination: the last word."""
+        return self.args[-1]
+
     def pairs(self) -> list[tuple[str, str]]:
         """ENV/LABEL's key=value pairs (unexpanded)."""
         return list(zip(self.args[0::2], self.args[1::2], strict=True))
@@ -179,6 +187,17 @@ def _lines(text: str) -> list[str]:
     parts = [part + "\n" for part in text.split("\n")]
     parts[-1] = parts[-1][:-1]
     return parts if parts[-1] else parts[:-1]
+
+
+def is_heredoc_word(word: str) -> bool:
+    """`<<EOF`, `<<-"EOF"`, `3<<EOF`: a word that names a heredoc (BuildKit's test)."""
+    m = _HEREDOC_WORD.match(word)
+    if m is None or not m.group(3):
+        return False
+    try:
+        return len(Lexer(skip_unset=True).words(m.group(3), {})) == 1
+    except ExpansionError:
+        return False
 
 
 def _error(line: int, message: str) -> InvalidArgument:
@@ -430,7 +449,7 @@ def _check(ins: Instruction, escape: str) -> Instruction:
                 line, f"{kind} requires at least two arguments, but only one was provided. "
                 "Destination could not be determined",
             )
-        if _HEREDOC_WORD.match(args[-1]):
+        if is_heredoc_word(args[-1]):
             raise _error(line, f"{kind} cannot accept a heredoc as a destination")
         source = ins.flags.get("from")
         if isinstance(source, str) and _expands(source, escape):

@@ -18,15 +18,19 @@ rules (dockerfile2llb/convert.go), which differ from the docs in one place:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from rootless.build.dockerfile import Dockerfile, Instruction, Stage, parse_mount
+from rootless.build.dockerfile import (
+    Dockerfile,
+    Instruction,
+    Stage,
+    is_heredoc_word,
+    parse_mount,
+)
 from rootless.build.expand import ExpansionError, Lexer
 from rootless.errors import InvalidArgument
 
-_HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 PROXY_ARGS = (
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
@@ -256,7 +260,7 @@ def _expand(
             if isinstance(value, str):
                 flags[name] = one(value)
         # Heredoc sources are names, not paths: they stay as written.
-        args = tuple(w if _HEREDOC_WORD.match(w) else one(w) for w in ins.args)
+        args = tuple(w if is_heredoc_word(w) else one(w) for w in ins.args)
         docs = tuple(
             replace(h, content=body(h.content)) if h.expand else h for h in ins.heredocs
         )
