@@ -374,7 +374,7 @@ class _Run:
             return "<"
         self.next()
         start = self.pos
-        while self.peek() in ("\t", "\r", " ") and self.peek() != _EOF:
+        while self.peek() in ("\t", "\r", " "):
             self.next()
         return "<<" + self.text[start : self.pos]
 
@@ -415,9 +415,9 @@ def _pattern(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
             out.append(".")
         elif ch == "\\":
             following = pattern[i] if i < len(pattern) else ""
-            if following in ("}", "/") and following:
+            if following in ("}", "/"):
                 continue  # escaped to end the ${} word, not part of the pattern
-            if following not in ("*", "?", "\\") or not following:
+            if following not in ("*", "?", "\\"):
                 shown = following or "\ufffd"
                 raise ExpansionError(
                     f"invalid pattern ({pattern}) in substitution: invalid escape '\\{shown}'"
@@ -452,7 +452,3 @@ def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     # The shortest match at the right end is the shortest at the left of the reversal.
     return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
-
-# The lexer for instruction words (ENV, COPY, WORKDIR, ...), by escape character.
-def word_lexer(escape: str = "\\") -> Lexer:
-    return Lexer(escape=escape)
