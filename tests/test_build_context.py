@@ -128,6 +128,10 @@ def excluded_files(spec: dict[str, str | None], text: str, tmp_path: Path) -> se
     ("x/?.go\nx/[a-c].*", {"x/b.go"}),
     (".", set()),  # "for historical reasons, the pattern . is ignored"
     ("\ufeffkeep", {"keep"}),  # a UTF-8 BOM is not part of the first pattern
+    ("**.go", {"a.go", "x/b.go", "x/y/c.go"}),  # "**" and a literal tail: a plain suffix
+    ("**/d", {"x/y/d"}),
+    ("keep\r\n*.go\r\n", {"keep", "a.go"}),  # CRLF
+    ("x/y\n!x/y/d\n", {"x/y/c.go"}),
 ])
 def test_dockerignore_rules(tmp_path: Path, text: str, excluded: set[str]) -> None:
     spec: dict[str, str | None] = {"a.go": "", "x/b.go": "", "x/y/c.go": "", "x/y/d": "",
@@ -411,6 +415,15 @@ def test_hash_sensitive_to_what_the_image_sees(tmp_path: Path, change: str) -> N
     if change in ("content", "same-size-content", "mode"):
         with Context.directory(str(tmp_path)) as fresh:
             assert fresh.entry_digest("main.py", fresh.entries["app/main.py"]) != file_before
+
+
+def test_hash_progress(tmp_path: Path) -> None:
+    make_tree(tmp_path, {f"d/f{i}": "x" * i for i in range(600)})
+    seen: list[tuple[int, int]] = []
+    with Context.directory(str(tmp_path)) as ctx:
+        ctx.sources_digest(resolve(ctx, "d"), progress=lambda n, b: seen.append((n, b)))
+    assert [n for n, _ in seen] == [256, 512, 601]  # 600 files and the directory itself
+    assert seen[-1][1] == sum(range(600))
 
 
 def test_hash_cache_follows_rewrites_in_one_context(tmp_path: Path) -> None:
