@@ -236,6 +236,28 @@ def test_resolve_refuses_what_leaves_the_context(tmp_path: Path) -> None:
         assert names(resolve(ctx, "ok")) == {"ok": "ok"}
 
 
+def test_unreadable_context_files_are_one_line(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"secret": "s", "closed/x": "x", "ok": "o"})
+    (tmp_path / "secret").chmod(0)
+    with Context.directory(str(tmp_path)) as ctx:
+        msg = one_line_error(lambda: ctx.sources_digest(resolve(ctx, "secret")))
+        assert msg == 'error from sender: open "secret": Permission denied'
+        # Swapped for a symlink after the walk: the read does not follow it.
+        (tmp_path / "ok").unlink()
+        (tmp_path / "ok").symlink_to("/etc/passwd")
+        msg = one_line_error(lambda: ctx.sources_digest(resolve(ctx, "ok")))
+        assert msg.startswith('error from sender: open "ok": ')
+    (tmp_path / "closed").chmod(0)
+    try:
+        msg = one_line_error(lambda: Context.directory(str(tmp_path)))
+        assert msg == 'error checking context: "closed": Permission denied'
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+    assert "not found" in one_line_error(lambda: Context.directory(str(tmp_path / "none")))
+    assert "must be a directory" in one_line_error(
+        lambda: Context.directory(str(tmp_path / "secret")))
+
+
 # -- a tar context -----------------------------------------------------------------------
 
 
