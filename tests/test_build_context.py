@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from docker.utils.build import exclude_paths
+from docker.utils.build import PatternMatcher, exclude_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -93,6 +93,13 @@ def test_dockerignore_agrees_with_docker_py(tmp_path_factory: pytest.TempPathFac
     # rl leaves that to the build, so the same two exceptions are written out here.
     (root / ".dockerignore").write_text("\n".join([*lines, "!Dockerfile", "!.dockerignore"]))
     oracle = exclude_paths(str(root), [line.strip() for line in lines], "Dockerfile")
+    # Path by path too, walked or not (without "**" docker-py's parent check is moby's).
+    theirs = PatternMatcher([line.strip() for line in lines])
+    mine = ignore.Matcher(ignore.parse("\n".join(lines)))
+    for p in root.rglob("*"):
+        rel = str(p.relative_to(root))
+        if rel != ".dockerignore":
+            assert mine.excluded(rel) == theirs.matches(rel), rel
     with Context.directory(str(root)) as ctx:
         ours = set(ctx.entries)
         dirs = {p for p, e in ctx.entries.items() if e.kind == "dir"}
