@@ -464,3 +464,88 @@ def test_hash_cache_follows_rewrites_in_one_context(tmp_path: Path) -> None:
         (tmp_path / "app/main.py").write_text("print(9)\n")
         os.utime(tmp_path / "app/main.py", ns=(st0.st_atime_ns, st0.st_mtime_ns))
         assert ctx.content_digest(e) != a
+
+
+# -- review 10's findings: no traceback, nothing left behind ----------------------------
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    return [p.name for p in tmp_path.iterdir() if p.name.startswith("rl-build-context-")]
+
+
+def test_tar_deep_tree_removed_and_refusal_kept(tmp_path: Path) -> None:
+    deep = "/".join(["a"] * 1500) + "/f"  # past Python's recursion limit when removed
+    with Context.from_tar(tar_of((member(deep), b"x")), tmpdir=str(tmp_path)) as ctx:
+        assert deep in ctx.entries
+    assert leftovers(tmp_path) == []
+    msg = one_line_error(lambda: Context.from_tar(
+        tar_of((member(deep), b"x"), (member("../x"), b"x")), tmpdir=str(tmp_path)))
+    assert '"../x"' in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_tar_removes_directories_that_deny_their_owner(tmp_path: Path) -> None:
+    stream = tar_of((member("d", tarfile.DIRTYPE, mode=0o000), None),
+                    (member("d/f", mode=0o000), b"x"), (member("../x"), b"x"))
+    one_line_error(lambda: Context.from_tar(stream, tmpdir=str(tmp_path)))
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("times", [{"mtime": "nan"}, {"mtime": "1e400"}, {"mtime": "-1e300"}])
+def test_tar_directory_times_out_of_range_are_clamped(tmp_path: Path,
+                                                      times: dict[str, str]) -> None:
+    info = member("d", tarfile.DIRTYPE)
+    info.pax_headers = times
+    big = member("e", tarfile.DIRTYPE)
+    big.mtime = 2**70
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info)
+        tar.addfile(big)
+    buf.seek(0)
+    with Context.from_tar(buf, tmpdir=str(tmp_path)) as ctx:
+        assert ctx.entries["d"].kind == "dir" and ctx.entries["e"].kind == "dir"
+
+
+def test_tar_path_beyond_path_max_is_one_line(tmp_path: Path) -> None:
+    deep = "/".join(["a" * 200] * 30)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member(deep, tarfile.DIRTYPE))
+    buf.seek(0)
+    msg = one_line_error(lambda: Context.from_tar(buf, tmpdir=str(tmp_path)))
+    assert "path longer than 4095 bytes" in msg and len(msg) < 300
+    assert leftovers(tmp_path) == []
+
+
+# Corrupt gzip headers that crash tarfile's stream reader itself (found by fuzzing).
+BAD_GZIP = [
+    bytes.fromhex("1f8b08f5cc87116b02ffed013d0ac3300c86611dc537b01df9e73c851ced102834ed336b"
+                  "3274484321057bf1fb0cfc370d1fb23c5aa9cecd31c67116fb7a704f3e2531511a78adcf"),
+    bytes.fromhex("1f8b0805"),
+]
+
+
+@pytest.mark.parametrize("raw", BAD_GZIP)
+def test_tar_reader_crashes_are_one_line(tmp_path: Path, raw: bytes) -> None:
+    msg = one_line_error(lambda: Context.from_tar(io.BytesIO(raw), tmpdir=str(tmp_path)))
+    assert msg.startswith("invalid build context tar: ")
+    assert leftovers(tmp_path) == []
+
+
+def test_directory_os_errors_are_one_line(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    (locked / "ctx").mkdir(parents=True)
+    locked.chmod(0)
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "wx").mkdir(mode=0o300)
+    try:
+        for path in (locked / "ctx", tmp_path / "loop", tmp_path / "wx"):
+            assert one_line_error(lambda p=path: Context.directory(str(p))).startswith(  # type: ignore[misc]
+                "unable to prepare context: ")
+    finally:
+        locked.chmod(0o700)
+        (tmp_path / "wx").chmod(0o700)
+    assert "embedded null byte" in one_line_error(lambda: Context.directory("x\0y"))
+    assert "File name too long" in one_line_error(lambda: Context.directory("x" * 5000))
+    assert "\\n" in one_line_error(lambda: Context.directory(str(tmp_path / "a\nb")))

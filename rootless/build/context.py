@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import posixpath
 import shutil
@@ -104,7 +105,13 @@ class Context:
                 f"unable to prepare context: path {quote(path)} not found") from None
         except NotADirectoryError:
             raise InvalidArgument(
-                f"unable to prepare context: context must be a directory: {path}") from None
+                f"unable to prepare context: context must be a directory: {quote(path)}") from None
+        except OSError as e:  # unreadable, a symlink loop, a name too long
+            raise InvalidArgument(
+                f"unable to prepare context: {quote(path)}: {os.strerror(e.errno or 0)}") from None
+        except ValueError:  # a NUL in the path
+            raise InvalidArgument(
+                f"unable to prepare context: {quote(path)}: embedded null byte") from None
         try:
             matcher = _matcher(fd, dockerfile)
         except BaseException:
@@ -452,7 +459,28 @@ def _refuse(name: str, why: str) -> InvalidArgument:
     return InvalidArgument(f"invalid build context tar: member {quote(name)}: {why}")
 
 
+def _tar_error(name: str, why: str) -> InvalidArgument:
+    return _refuse(name, why) if name else InvalidArgument(f"invalid build context tar: {why}")
+
+
+# Beyond the kernel's PATH_MAX a path cannot be opened in one call; docker's own
+# walk fails on such a name too, so a member this long is refused at extraction.
+_PATH_MAX = 4095
+# A member's time is not in the cache key; one the platform cannot store
+# (NaN, 2**70) is clamped rather than refused, as Go's time would carry it.
+_TIME_LIMIT = 2**34
+
+
+def _mtime(m: tarfile.TarInfo) -> float:
+    t = m.mtime
+    if not isinstance(t, (int, float)) or not math.isfinite(t):
+        return 0.0
+    return float(min(max(t, -_TIME_LIMIT), _TIME_LIMIT))
+
+
 def _member_path(name: str) -> str:
+    if len(os.fsencode(name)) > _PATH_MAX:
+        raise _refuse(name[:64] + "...", f"path longer than {_PATH_MAX} bytes")
     if name.startswith("/"):
         raise _refuse(name, "absolute path")
     clean = posixpath.normpath(name)
@@ -507,26 +535,38 @@ def _extract(stream: IO[bytes], root_fd: int) -> dict[str, int]:
     files: set[str] = set()  # regular files written, the only valid hardlink targets
     dirs: list[tuple[str, int, float]] = []
     modes: dict[str, int] = {}
+    current = ""  # the member being extracted, for the message
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for m in tar:
+                current = m.name
                 _extract_member(tar, m, root_fd, files, dirs, modes)
+            current = ""
+        # Directory modes and times last, deepest first: a 0555 directory must
+        # still take its members, and writing into one moves its mtime.
+        for path, mode, mtime in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
+            current = path
+            fd = syscalls.openat2(root_fd, path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                  _BENEATH)
+            try:
+                os.fchmod(fd, mode)
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+    except InvalidArgument:
+        raise
     except tarfile.TarError as e:
-        raise InvalidArgument(f"invalid build context tar: {e}") from None
+        raise _tar_error(current, str(e)) from None
     except OSError as e:
-        raise InvalidArgument(f"invalid build context tar: {e.strerror or e}") from None
-    except (ValueError, OverflowError) as e:  # a member's time or mode out of range
-        raise InvalidArgument(f"invalid build context tar: {e}") from None
-    # Directory modes and times last, deepest first: a 0555 directory must
-    # still take its members, and writing into one moves its mtime.
-    for path, mode, mtime in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
-        fd = syscalls.openat2(root_fd, path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                              _BENEATH)
-        try:
-            os.fchmod(fd, mode)
-            os.utime(fd, (mtime, mtime))
-        finally:
-            os.close(fd)
+        raise _tar_error(current, e.strerror or str(e)) from None
+    except (ValueError, OverflowError) as e:  # a NUL in a name, a mode out of range
+        raise _tar_error(current, str(e)) from None
+    except Exception as e:
+        # tarfile's stream reader has bugs of its own on corrupt input (AttributeError,
+        # TypeError from a bad gzip header; zlib.error, EOFError, lzma.LZMAError):
+        # none of them is rl's, all mean the same thing to the user.
+        raise _tar_error(current, f"corrupt or unsupported archive ({type(e).__name__})") \
+            from None
     return modes
 
 
@@ -554,7 +594,7 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
             except FileExistsError:
                 if not stat.S_ISDIR(os.stat(leaf, dir_fd=parent, follow_symlinks=False).st_mode):
                     raise _refuse(m.name, "replaces a file with a directory") from None
-            dirs.append((path, mode | 0o700, float(m.mtime)))
+            dirs.append((path, mode | 0o700, _mtime(m)))
             if mode | 0o700 != mode:
                 modes[path] = mode
             files.discard(path)
@@ -587,7 +627,7 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
                 os.fchmod(fd, mode | 0o600)
                 if mode | 0o600 != mode:
                     modes[path] = mode
-                os.utime(fd, (float(m.mtime), float(m.mtime)))
+                os.utime(fd, (_mtime(m), _mtime(m)))
             finally:
                 os.close(fd)
             files.add(path)
@@ -598,16 +638,42 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
 
 
 def _remove_tree(path: str) -> None:
-    """rm -rf of a tree rl made, also where a directory's mode denies its owner."""
-    def unlock(func: object, p: str, exc: object) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, onerror=unlock)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
+    """rm -rf of a tree rl made, also where a directory's mode denies its owner.
 
-    shutil.rmtree(path, onerror=unlock)
+    Iterative and one fd at a time (down by name, back up by ".."): a tar may
+    nest thousands of levels, past Python's recursion limit and RLIMIT_NOFILE.
+    The tree is rl's private temp dir, so nothing else renames it meanwhile.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        os.chmod(path, 0o700)
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    below: list[str] = []  # the names from *path* down to fd's directory
+    try:
+        while True:
+            with os.scandir(fd) as it:
+                listing = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            sub = ""
+            for name, is_dir in listing:
+                if is_dir:
+                    sub = sub or name
+                else:
+                    os.unlink(name, dir_fd=fd)
+            if sub:
+                os.chmod(sub, 0o700, dir_fd=fd)  # a 0000 member directory, still ours
+                child = os.open(sub, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                below.append(sub)
+                continue
+            if not below:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(below.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
