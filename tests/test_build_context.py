@@ -549,3 +549,38 @@ def test_directory_os_errors_are_one_line(tmp_path: Path) -> None:
     assert "embedded null byte" in one_line_error(lambda: Context.directory("x\0y"))
     assert "File name too long" in one_line_error(lambda: Context.directory("x" * 5000))
     assert "\\n" in one_line_error(lambda: Context.directory(str(tmp_path / "a\nb")))
+
+
+@pytest.mark.parametrize(("pattern", "path"), [
+    ("*a*a*a*a*a*a*a*a*a*a*b", "a" * 40),
+    ("**/**/**/**/**/**/**/**/**/**/x", "a/" * 25 + "y"),
+    ("[a-z]*?*?*?*?*?*?*?*?*?*?*?*?*b", "a" * 200),
+])
+def test_dockerignore_glob_does_not_backtrack(pattern: str, path: str) -> None:
+    import time
+    start = time.monotonic()
+    m = ignore.Matcher([pattern])
+    assert not m.excluded(path)
+    assert m.excluded(path[:-1] + pattern[-1])
+    assert time.monotonic() - start < 2  # a backtracking regex takes minutes here
+
+
+def test_copy_glob_does_not_backtrack(tmp_path: Path) -> None:
+    import time
+    make_tree(tmp_path, {"a" * 255: "", "a" * 254 + "b": ""})
+    start = time.monotonic()
+    with Context.directory(str(tmp_path)) as ctx:
+        found = [s.name for s in resolve(ctx, "*a*a*a*a*a*a*a*a*a*b")]
+    assert found == ["a" * 254 + "b"]
+    assert time.monotonic() - start < 2
+
+
+def test_globs_do_not_match_before_a_trailing_newline(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"key\n": "", "key": ""})
+    with Context.directory(str(tmp_path)) as ctx:
+        assert [s.name for s in resolve(ctx, "ke?")] == ["key"]
+    assert ignore.Matcher(["*", "!app"]).excluded("app\n")
+    assert not ignore.Matcher(["secret"]).excluded("secret\n")
+    assert ignore.Matcher(["[^a]"]).excluded("/")  # a negated class matches "/", as in Go's regexp
+    assert ignore.Matcher(["x/**/y"]).excluded("x/a/b/y")
+    assert ignore.Matcher(["**x"]).excluded("a/bx")

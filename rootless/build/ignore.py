@@ -60,35 +60,63 @@ def parse(data: bytes | str, source: str = ".dockerignore") -> list[str]:
     return patterns
 
 
-def _class(pattern: str, i: int, where: str) -> tuple[str, int]:
-    """The bracket expression starting at pattern[i] ('[') as a Python regex class.
+# Tokens of a compiled glob. A glob is matched by simulating its automaton
+# over a set of positions, one character at a time: O(len(name) * len(pattern))
+# whatever the pattern, where a backtracking regex over `*a*a*a…b` is
+# exponential in the number of stars (review 10, finding 5).
+_STAR = "*"  # any run of characters but "/"
+_ANY = "?"  # one character but "/"
+_DSTAR = "**"  # any run of characters, "/" included
+_DSTAR_DIR = "**/"  # nothing, or any run of characters that ends in "/"
+_Token = tuple[str, str] | tuple[str, frozenset[str], tuple[tuple[str, str], ...], bool]
+
+
+def _class(pattern: str, i: int, where: str) -> tuple[_Token, int]:
+    """The bracket expression starting at pattern[i] ('[') as a class token.
 
     moby hands brackets to Go's regexp, so `[^…]` negates (and may match `/`),
     `\\` escapes and `a-z` is a range; everything else is literal.
     """
     j = i + 1
-    out = "["
-    if j < len(pattern) and pattern[j] == "^":
-        out += "^"
+    negate = j < len(pattern) and pattern[j] == "^"
+    if negate:
         j += 1
+    items: list[str] = []
     first = True
     while j < len(pattern):
         ch = pattern[j]
         if ch == "]" and not first:
-            return out + "]", j + 1
+            chars: set[str] = set()
+            ranges: list[tuple[str, str]] = []
+            k = 0
+            while k < len(items):
+                if k + 2 < len(items) and items[k + 1] == "-":
+                    lo, hi = items[k], items[k + 2]
+                    if lo > hi:  # `[z-a]`: Go's regexp refuses it too
+                        raise InvalidArgument(f"{where}syntax error in pattern: {quote(pattern)}")
+                    ranges.append((lo, hi))
+                    k += 3
+                else:
+                    chars.add(items[k])
+                    k += 1
+            return ("[", frozenset(chars), tuple(ranges), negate), j + 1
         first = False
         if ch == "\\":
             j += 1
             if j >= len(pattern):
                 break
             ch = pattern[j]
-        out += re.escape(ch) if ch != "-" else "-"
+        items.append(ch)
         j += 1
     raise InvalidArgument(f"{where}syntax error in pattern: {quote(pattern)}")
 
 
-def glob_regex(pattern: str, where: str = "", double_star: bool = True) -> str:
-    """A Go file pattern as an anchored Python regex (moby's translation).
+def _literals(text: str) -> list[_Token]:
+    return [("c", ch) for ch in text]
+
+
+def _tokens(pattern: str, where: str, double_star: bool) -> list[_Token]:
+    """A Go file pattern as tokens (moby's translation of it).
 
     With *double_star*, `**` matches any number of directories (dockerignore);
     without it, this is Go's filepath.Match for one path (COPY sources).
@@ -98,9 +126,9 @@ def glob_regex(pattern: str, where: str = "", double_star: bool = True) -> str:
         # moby matches "**" and a literal tail as a plain suffix: "**.txt" is
         # any path ending in ".txt", "**/a" is "a" at any depth.
         if rest.startswith("/"):
-            return f"^(.*/)?{re.escape(rest[1:])}$"
-        return f"^.*{re.escape(rest)}$"
-    out = "^"
+            return [(_DSTAR_DIR, ""), *_literals(rest[1:])]
+        return [(_DSTAR, ""), *_literals(rest)]
+    out: list[_Token] = []
     i = 0
     n = len(pattern)
     while i < n:
@@ -110,40 +138,110 @@ def glob_regex(pattern: str, where: str = "", double_star: bool = True) -> str:
                 i += 2
                 if i < n and pattern[i] == "/":
                     i += 1
-                out += ".*" if i >= n else "(.*/)?"
+                out.append((_DSTAR, "") if i >= n else (_DSTAR_DIR, ""))
                 continue
-            out += "[^/]*"
+            if not out or out[-1] != (_STAR, ""):  # `**` without double_star is `*`
+                out.append((_STAR, ""))
         elif ch == "?":
-            out += "[^/]"
+            out.append((_ANY, ""))
         elif ch == "\\":
             if i + 1 >= n:
                 # Go's Match rejects a trailing backslash (New checks with it).
                 raise InvalidArgument(f"{where}syntax error in pattern: {quote(pattern)}")
             i += 1
-            out += re.escape(pattern[i])
+            out.append(("c", pattern[i]))
         elif ch == "[":
             cls, i = _class(pattern, i, where)
-            out += cls
+            out.append(cls)
             continue
         else:
-            out += re.escape(ch)
+            out.append(("c", ch))
         i += 1
-    return out + "$"
+    return out
 
 
-def compile_glob(pattern: str, where: str = "", double_star: bool = True) -> re.Pattern[str]:
-    """glob_regex compiled; a range Python cannot compile (`[z-a]`) is the user's error."""
-    try:
-        return re.compile(glob_regex(pattern, where, double_star), re.DOTALL)
-    except re.error:
-        raise InvalidArgument(f"{where}syntax error in pattern: {quote(pattern)}") from None
+class Glob:
+    """A compiled glob: `match(name)` is whether it matches the whole of *name*."""
+
+    def __init__(self, tokens: list[_Token]) -> None:
+        self.tokens = tokens
+        # Without a wildcard the pattern is its own text: a plain comparison.
+        self.literal = "".join(t[1] for t in tokens) if all(  # type: ignore[misc]
+            t[0] == "c" for t in tokens) else None
+        self._start = self._closure({0})
+
+    def _closure(self, states: set[int]) -> frozenset[int]:
+        """*states* plus those reached without a character (past a star that matches nothing).
+
+        A state i < len(tokens) is "before token i"; i + len(tokens) + 1 is
+        "inside the **/ at token i" (past its start, owing a final "/")."""
+        todo = list(states)
+        seen = set(states)
+        n = len(self.tokens)
+        while todo:
+            i = todo.pop()
+            if i < n and self.tokens[i][0] in (_STAR, _DSTAR, _DSTAR_DIR) and i + 1 not in seen:
+                seen.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(seen)
+
+    def _step(self, states: frozenset[int], ch: str) -> frozenset[int]:
+        n = len(self.tokens)
+        nxt: set[int] = set()
+        for i in states:
+            if i > n:  # inside a **/
+                k = i - n - 1
+                nxt.add(i)
+                if ch == "/":
+                    nxt.add(k + 1)
+                continue
+            if i == n:
+                continue
+            tok = self.tokens[i]
+            kind = tok[0]
+            if kind == "c":
+                if tok[1] == ch:
+                    nxt.add(i + 1)
+            elif kind == _ANY:
+                if ch != "/":
+                    nxt.add(i + 1)
+            elif kind == _STAR:
+                if ch != "/":
+                    nxt.add(i)
+            elif kind == _DSTAR:
+                nxt.add(i)
+            elif kind == _DSTAR_DIR:
+                nxt.add(i + n + 1 if ch != "/" else i + 1)
+                if ch == "/":
+                    nxt.add(i + n + 1)
+            else:
+                _, chars, ranges, negate = tok  # type: ignore[misc]
+                hit = ch in chars or any(lo <= ch <= hi for lo, hi in ranges)
+                if hit != negate:
+                    nxt.add(i + 1)
+        return self._closure(nxt)
+
+    def match(self, name: str) -> bool:
+        if self.literal is not None:
+            return name == self.literal
+        states = self._start
+        for ch in name:
+            states = self._step(states, ch)
+            if not states:
+                return False
+        return len(self.tokens) in states
+
+
+def compile_glob(pattern: str, where: str = "", double_star: bool = True) -> Glob:
+    """A Go file pattern compiled to a Glob; a bad one is the user's error, naming *where*."""
+    return Glob(_tokens(pattern, where, double_star))
 
 
 @dataclass(frozen=True)
 class Pattern:
     text: str  # cleaned, without the "!"
     exclusion: bool
-    regex: re.Pattern[str]
+    glob: Glob
 
 
 class Matcher:
@@ -154,8 +252,7 @@ class Matcher:
         for p in patterns:
             exclusion = p.startswith("!")
             text = p[1:] if exclusion else p
-            rx = compile_glob(text, f"{source}: ")
-            self.patterns.append(Pattern(text, exclusion, rx))
+            self.patterns.append(Pattern(text, exclusion, compile_glob(text, f"{source}: ")))
         self.exclusions = any(p.exclusion for p in self.patterns)
 
     def __bool__(self) -> bool:
@@ -174,8 +271,7 @@ class Matcher:
             # Only a pattern that could change the answer is tried.
             if pat.exclusion != matched:
                 continue
-            hit = pat.regex.match(path) is not None or any(
-                pat.regex.match(d) is not None for d in parents)
+            hit = pat.glob.match(path) or any(pat.glob.match(d) for d in parents)
             if hit:
                 matched = not pat.exclusion
         return matched
