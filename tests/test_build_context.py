@@ -584,3 +584,15 @@ def test_globs_do_not_match_before_a_trailing_newline(tmp_path: Path) -> None:
     assert ignore.Matcher(["[^a]"]).excluded("/")  # a negated class matches "/", as in Go's regexp
     assert ignore.Matcher(["x/**/y"]).excluded("x/a/b/y")
     assert ignore.Matcher(["**x"]).excluded("a/bx")
+
+
+def test_walk_holds_one_fd_however_wide(tmp_path: Path) -> None:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    make_tree(tmp_path, {f"d{i}/f": "" for i in range(300)})
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 100, hard))
+    try:
+        with Context.directory(str(tmp_path)) as ctx:
+            assert len([p for p in ctx.entries if p.endswith("/f")]) == 300
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

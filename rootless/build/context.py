@@ -407,47 +407,47 @@ def _walk(root_fd: int, matcher: ignore.Matcher) -> dict[str, Entry]:
             out[parent.path] = parent
         out[entry.path] = entry
 
-    # (fd of a directory, its path, its excluded ancestors still being walked)
-    stack: list[tuple[int, str, list[Entry]]] = [(os.dup(root_fd), "", [])]
-    try:
-        while stack:
-            fd, base, pending = stack.pop()
+    # (a directory's path, its excluded ancestors still being walked). A
+    # directory is opened only when popped, so one fd is open at a time
+    # however many siblings wait (a node_modules has thousands).
+    stack: list[tuple[str, list[Entry]]] = [("", [])]
+    while stack:
+        base, pending = stack.pop()
+        try:
+            fd = syscalls.openat2(root_fd, base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                  _BENEATH) if base else os.dup(root_fd)
+        except FileNotFoundError:
+            continue  # gone since its parent's listing
+        except OSError as e:
+            raise _unreadable(base, e) from None
+        try:
             try:
+                with os.scandir(fd) as it:
+                    names = sorted(e.name for e in it)
+            except OSError as e:
+                raise _unreadable(base or ".", e) from None
+            for name in names:
+                path = f"{base}/{name}" if base else name
                 try:
-                    with os.scandir(fd) as it:
-                        names = sorted(e.name for e in it)
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    kind = _kind(st)
+                    target = os.readlink(name, dir_fd=fd) if kind == "symlink" else ""
+                except FileNotFoundError:
+                    continue  # gone since the listing: as if it never was
                 except OSError as e:
-                    raise _unreadable(base or ".", e) from None
-                for name in names:
-                    path = f"{base}/{name}" if base else name
-                    try:
-                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                        kind = _kind(st)
-                        target = os.readlink(name, dir_fd=fd) if kind == "symlink" else ""
-                    except FileNotFoundError:
-                        continue  # gone since the listing: as if it never was
-                    except OSError as e:
-                        raise _unreadable(path, e) from None
-                    if kind is None:
-                        continue
-                    entry = Entry(path, kind, stat.S_IMODE(st.st_mode),
-                                  st.st_size if kind == "file" else 0, target)
-                    skip = bool(matcher) and matcher.excluded(path)
-                    if not skip:
-                        keep(entry, pending)
-                    if kind != "dir" or (skip and not (
-                            matcher.exclusions and matcher.may_include_below(path))):
-                        continue
-                    try:
-                        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                      | os.O_CLOEXEC, dir_fd=fd)
-                    except OSError as e:
-                        raise _unreadable(path, e) from None
-                    stack.append((sub, path, [*pending, entry] if skip else []))
-            finally:
-                os.close(fd)
-    finally:
-        for fd, _, _ in stack:
+                    raise _unreadable(path, e) from None
+                if kind is None:
+                    continue
+                entry = Entry(path, kind, stat.S_IMODE(st.st_mode),
+                              st.st_size if kind == "file" else 0, target)
+                skip = bool(matcher) and matcher.excluded(path)
+                if not skip:
+                    keep(entry, pending)
+                if kind != "dir" or (skip and not (
+                        matcher.exclusions and matcher.may_include_below(path))):
+                    continue
+                stack.append((path, [*pending, entry] if skip else []))
+        finally:
             os.close(fd)
     return out
 
