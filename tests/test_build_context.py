@@ -596,3 +596,26 @@ def test_walk_holds_one_fd_however_wide(tmp_path: Path) -> None:
             assert len([p for p in ctx.entries if p.endswith("/f")]) == 300
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("swap", ["dir", "fifo"])
+def test_reads_refuse_a_file_swapped_since_the_walk(tmp_path: Path, swap: str) -> None:
+    make_tree(tmp_path, {"f": "x"})
+    with Context.directory(str(tmp_path)) as ctx:
+        (tmp_path / "f").unlink()
+        if swap == "dir":
+            (tmp_path / "f").mkdir()
+        else:
+            os.mkfifo(tmp_path / "f")  # reading it would block until a writer came
+        msg = one_line_error(lambda: ctx.content_digest(ctx.entries["f"]))
+        assert msg == 'error from sender: open "f": not a regular file'
+        one_line_error(lambda: ctx.open("f"))
+
+
+def test_fifo_or_directory_ignore_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".dockerignore")
+    assert one_line_error(lambda: Context.directory(str(tmp_path))) == \
+        'error reading ".dockerignore": not a regular file'
+    (tmp_path / ".dockerignore").unlink()
+    (tmp_path / ".dockerignore").mkdir()
+    assert "not a regular file" in one_line_error(lambda: Context.directory(str(tmp_path)))

@@ -161,8 +161,19 @@ class Context:
     # -- reading it -------------------------------------------------------------
 
     def open(self, path: str) -> int:
-        """A read-only fd on the context file *path*, opened beneath the root, no symlinks."""
-        return syscalls.openat2(self.root_fd, path, os.O_RDONLY | os.O_NOFOLLOW, _BENEATH)
+        """A read-only fd on the context file *path*, opened beneath the root, no symlinks.
+
+        Raises OSError if it cannot be opened, InvalidArgument if it is no
+        longer a regular file (swapped for a directory or a FIFO since the walk).
+        """
+        fd = syscalls.openat2(self.root_fd, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                              _BENEATH)
+        try:
+            _regular(fd, f"error from sender: open {quote(path)}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def content_digest(self, entry: Entry) -> str:
         """sha256 of a regular file's bytes (cached while size, mtime, ctime and inode hold)."""
@@ -180,8 +191,12 @@ class Context:
             if cached is not None and cached[0] == key:
                 return cached[1]
             h = hashlib.sha256()
-            while chunk := os.read(fd, _CHUNK):
-                h.update(chunk)
+            try:
+                while chunk := os.read(fd, _CHUNK):
+                    h.update(chunk)
+            except OSError as e:
+                raise InvalidArgument(f"error from sender: read {quote(entry.path)}: "
+                                      f"{os.strerror(e.errno or 0)}") from None
         finally:
             os.close(fd)
         digest = h.hexdigest()
@@ -359,24 +374,37 @@ def _matcher(root_fd: int, dockerfile: str | None) -> ignore.Matcher:
         candidates.append((dockerfile + ".dockerignore", not os.path.isabs(dockerfile)))
     candidates.append((".dockerignore", True))
     for name, inside in candidates:
+        # O_NONBLOCK: a FIFO named .dockerignore must not hang the build.
         try:
             if inside:
                 fd = syscalls.openat2(root_fd, posixpath.normpath(name),
-                                      os.O_RDONLY | os.O_NOFOLLOW, _BENEATH)
+                                      os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, _BENEATH)
             else:
-                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR):
                 continue
-            raise InvalidArgument(f"error reading {name}: {os.strerror(e.errno or 0)}") from None
+            raise InvalidArgument(
+                f"error reading {quote(name)}: {os.strerror(e.errno or 0)}") from None
         try:
-            with os.fdopen(fd, "rb") as f:
+            _regular(fd, f"error reading {quote(name)}")
+            with os.fdopen(fd, "rb", closefd=False) as f:
                 data = f.read()
-        except IsADirectoryError:
-            raise InvalidArgument(f"error reading {name}: is a directory") from None
+        except OSError as e:
+            raise InvalidArgument(
+                f"error reading {quote(name)}: {os.strerror(e.errno or 0)}") from None
+        finally:
+            os.close(fd)
         return ignore.Matcher(ignore.parse(data, posixpath.basename(name)),
                               posixpath.basename(name))
     return ignore.Matcher([])
+
+
+def _regular(fd: int, what: str) -> None:
+    """Require *fd* (opened O_NONBLOCK or not) to be a regular file, then make it blocking."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise InvalidArgument(f"{what}: not a regular file")
+    os.set_blocking(fd, True)
 
 
 def _kind(st: os.stat_result) -> Kind | None:
