@@ -619,3 +619,26 @@ def test_fifo_or_directory_ignore_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").unlink()
     (tmp_path / ".dockerignore").mkdir()
     assert "not a regular file" in one_line_error(lambda: Context.directory(str(tmp_path)))
+
+
+def test_tar_symlink_chain_leaving_the_context_is_refused(tmp_path: Path) -> None:
+    chain = tar_of((member("a/b/c", tarfile.DIRTYPE), None),
+                   (member("a/b/c/u", tarfile.SYMTYPE, "../../.."), None),  # lexically "."
+                   (member("a/b/c/w", tarfile.SYMTYPE, "u/../../../../etc/passwd"), None))
+    msg = one_line_error(lambda: Context.from_tar(chain, tmpdir=str(tmp_path)))
+    assert msg.startswith('invalid build context tar: member "a/b/c/w": symlink pointing outside')
+    assert "../../.." in msg
+    assert leftovers(tmp_path) == []
+    # Order does not matter: the link through u may come before u.
+    early = tar_of((member("d", tarfile.DIRTYPE), None),
+                   (member("d/v", tarfile.SYMTYPE, "u/../.."), None),
+                   (member("d/u", tarfile.SYMTYPE, ".."), None))
+    assert '"d/v"' in one_line_error(lambda: Context.from_tar(early, tmpdir=str(tmp_path)))
+    # Links that stay inside, dangle or loop are kept, as docker keeps them.
+    fine = tar_of((member("d", tarfile.DIRTYPE), None),
+                  (member("d/u", tarfile.SYMTYPE, ".."), None),
+                  (member("d/w", tarfile.SYMTYPE, "u/d/u/x"), None),
+                  (member("loop", tarfile.SYMTYPE, "loop"), None),
+                  (member("gone", tarfile.SYMTYPE, "nowhere"), None))
+    with Context.from_tar(fine, tmpdir=str(tmp_path)) as ctx:
+        assert {"d/u", "d/w", "loop", "gone"} <= set(ctx.entries)

@@ -135,7 +135,9 @@ class Context:
             _remove_tree(tmp)
             raise
         try:
-            modes = _extract(stream, fd)
+            modes, links = _extract(stream, fd)
+            if links:
+                _check_links(fd, links)
             matcher = _matcher(fd, dockerfile)
         except BaseException:
             os.close(fd)
@@ -299,7 +301,8 @@ def _glob(context: Context, clean: str, src: str, where: str) -> list[str]:
                 continue
             rx = ignore.compile_glob(part, where, double_star=False)
             # A glob below a symlinked directory globs its target's names.
-            directory = _lookup(context, base, src, where, follow_last=True) if base \
+            directory = _lookup(context.entries, context.root_entry, base, src, where,
+                                follow_last=True) if base \
                 else context.root_entry
             if directory is None or directory.kind != "dir":
                 continue
@@ -307,10 +310,19 @@ def _glob(context: Context, clean: str, src: str, where: str) -> list[str]:
                 if rx.match(name):
                     nxt.append(posixpath.join(base, name) if base else name)
         found = nxt
-    return [p for p in found if _lookup(context, p, src, where) is not None]
+    return [p for p in found
+            if _lookup(context.entries, context.root_entry, p, src, where) is not None]
 
 
-def _lookup(context: Context, path: str, src: str, where: str,
+class _Escape(InvalidArgument):
+    """A lookup that would leave the context (a loop is another matter)."""
+
+    def __init__(self, message: str, via: str) -> None:
+        super().__init__(message)
+        self.via = via
+
+
+def _lookup(entries: dict[str, Entry], root_entry: Entry, path: str, src: str, where: str,
             follow_last: bool = False) -> Entry | None:
     """The entry at context *path*, following symlinks on the way (all, or all
     but the last) without ever leaving the context; None if there is none."""
@@ -322,12 +334,11 @@ def _lookup(context: Context, path: str, src: str, where: str,
         part = parts.pop(0)
         if part == "..":
             if not done:
-                raise InvalidArgument(
-                    f"{where}forbidden path outside the build context: {src}{via}")
+                raise _Escape(f"{where}forbidden path outside the build context: {src}{via}", via)
             done.pop()
             continue
         here = "/".join([*done, part])
-        entry = context.entries.get(here)
+        entry = entries.get(here)
         if entry is None:
             return None
         if entry.kind == "symlink" and (parts or follow_last):
@@ -337,18 +348,17 @@ def _lookup(context: Context, path: str, src: str, where: str,
             via = f" (symlink {here} -> {entry.target})"
             if entry.target.startswith("/"):
                 # BuildKit would re-root it in the context; the link meant the host's path.
-                raise InvalidArgument(
-                    f"{where}forbidden path outside the build context: {src}{via}")
+                raise _Escape(f"{where}forbidden path outside the build context: {src}{via}", via)
             parts = [p for p in entry.target.split("/") if p not in ("", ".")] + parts
             continue
         if parts and entry.kind != "dir":
             return None
         done.append(part)
-    return context.entries.get("/".join(done)) if done else context.root_entry
+    return entries.get("/".join(done)) if done else root_entry
 
 
 def _follow(context: Context, path: str, src: str, where: str) -> Entry:
-    entry = _lookup(context, path, src, where, follow_last=True)
+    entry = _lookup(context.entries, context.root_entry, path, src, where, follow_last=True)
     if entry is None:
         raise InvalidArgument(f'{where}failed to compute cache key: "/{path}": not found')
     return entry
@@ -553,8 +563,32 @@ def _clear(dir_fd: int, leaf: str, name: str) -> None:
     os.unlink(leaf, dir_fd=dir_fd)
 
 
-def _extract(stream: IO[bytes], root_fd: int) -> dict[str, int]:
-    """Extract the tar beneath *root_fd*; the members' modes where the disk's differ.
+def _check_links(root_fd: int, links: set[str]) -> None:
+    """Refuse a symlink that leads out of the context through other links.
+
+    Each member's target was checked lexically, which cannot see that
+    `u -> ../../..` in a/b/c makes `w -> u/../../../../etc/passwd` leave
+    the context. Here every link is resolved over the extracted tree, every
+    entry included, as `resolve` would: a consumer that follows links by
+    path then still stays inside.
+    """
+    every = _walk(root_fd, ignore.Matcher([]))
+    root = Entry("", "dir", 0o755, 0)
+    for path in sorted(links):
+        entry = every.get(path)
+        if entry is None or entry.kind != "symlink":
+            continue  # replaced by a later member
+        try:
+            _lookup(every, root, path, path, "", follow_last=True)
+        except _Escape as e:
+            raise _refuse(path, f"symlink pointing outside the build context{e.via}") from None
+        except InvalidArgument:
+            pass  # a loop reads nothing outside; resolve refuses it if a COPY names it
+
+
+def _extract(stream: IO[bytes], root_fd: int) -> tuple[dict[str, int], set[str]]:
+    """Extract the tar beneath *root_fd*: the members' modes where the disk's
+    differ, and the symlinks made.
 
     On disk the owner (rl's user) keeps rw on files and rwx on directories,
     so a 0000 member can still be hashed and a 0555 directory filled and
@@ -563,12 +597,15 @@ def _extract(stream: IO[bytes], root_fd: int) -> dict[str, int]:
     files: set[str] = set()  # regular files written, the only valid hardlink targets
     dirs: list[tuple[str, int, float]] = []
     modes: dict[str, int] = {}
+    links: set[str] = set()
     current = ""  # the member being extracted, for the message
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for m in tar:
                 current = m.name
                 _extract_member(tar, m, root_fd, files, dirs, modes)
+                if m.issym():
+                    links.add(posixpath.normpath(m.name))
             current = ""
         # Directory modes and times last, deepest first: a 0555 directory must
         # still take its members, and writing into one moves its mtime.
@@ -595,7 +632,7 @@ def _extract(stream: IO[bytes], root_fd: int) -> dict[str, int]:
         # none of them is rl's, all mean the same thing to the user.
         raise _tar_error(current, f"corrupt or unsupported archive ({type(e).__name__})") \
             from None
-    return modes
+    return modes, links
 
 
 def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
