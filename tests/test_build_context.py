@@ -642,3 +642,46 @@ def test_tar_symlink_chain_leaving_the_context_is_refused(tmp_path: Path) -> Non
                   (member("gone", tarfile.SYMTYPE, "nowhere"), None))
     with Context.from_tar(fine, tmpdir=str(tmp_path)) as ctx:
         assert {"d/u", "d/w", "loop", "gone"} <= set(ctx.entries)
+
+
+def gnu_sparse(name: str, realsize: int) -> bytes:
+    """An old-GNU sparse member of *realsize* bytes that stores no data (1.5 KB of tar)."""
+    hdr = bytearray(tarfile.TarInfo(name).tobuf(format=tarfile.GNU_FORMAT))
+
+    def octal(n: int) -> bytes:
+        return b"%011o\0" % n
+    hdr[156:157] = b"S"
+    hdr[124:136] = octal(0)  # stored data
+    hdr[386:398] = octal(realsize)  # the map's one entry: 0 bytes at the end
+    hdr[398:410] = octal(0)
+    hdr[483:495] = octal(realsize)
+    hdr[148:156] = b" " * 8
+    hdr[148:156] = b"%06o\0 " % sum(hdr[:512])
+    return bytes(hdr[:512]) + bytes(1024)
+
+
+def test_tar_sparse_member_keeps_its_holes(tmp_path: Path) -> None:
+    with Context.from_tar(io.BytesIO(gnu_sparse("zeros", 64 << 20)), tmpdir=str(tmp_path)) as ctx:
+        st_ = os.stat(os.path.join(ctx.root, "zeros"))
+        assert st_.st_size == 64 << 20 and st_.st_blocks * 512 < 1 << 20
+        assert ctx.entries["zeros"].size == 64 << 20
+        import hashlib
+        assert ctx.content_digest(ctx.entries["zeros"]) == \
+            hashlib.sha256(bytes(64 << 20)).hexdigest()
+    # Zeros among data keep the data where it was.
+    data = b"a" * 10 + bytes(3 << 20) + b"b"
+    with Context.from_tar(tar_of((member("mixed"), data)), tmpdir=str(tmp_path)) as ctx:
+        assert Path(ctx.root, "mixed").read_bytes() == data
+
+
+def test_tar_budget_refuses_beyond_its_limits(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootless.build import context
+    monkeypatch.setattr(context, "MAX_MEMBERS", 3)
+    many = tar_of(*[(member(f"f{i}"), b"") for i in range(4)])
+    assert one_line_error(lambda: Context.from_tar(many, tmpdir=str(tmp_path))) == \
+        'invalid build context tar: member "f3": build context has more than 3 members'
+    monkeypatch.setattr(context, "MAX_BYTES", 1 << 30)
+    assert "larger than 1 GiB" in one_line_error(lambda: Context.from_tar(
+        io.BytesIO(gnu_sparse("zeros", 2 << 30)), tmpdir=str(tmp_path)))
+    assert leftovers(tmp_path) == []
