@@ -685,3 +685,19 @@ def test_tar_budget_refuses_beyond_its_limits(tmp_path: Path,
     assert "larger than 1 GiB" in one_line_error(lambda: Context.from_tar(
         io.BytesIO(gnu_sparse("zeros", 2 << 30)), tmpdir=str(tmp_path)))
     assert leftovers(tmp_path) == []
+
+
+def test_tar_hardlinks_share_their_mode(tmp_path: Path) -> None:
+    stream = tar_of((member("f", mode=0o444), b"x"),
+                    (member("g", tarfile.LNKTYPE, "f", mode=0o444), None),
+                    (member("h", mode=0o400), b"y"),
+                    (member("h", tarfile.LNKTYPE, "h", mode=0o400), None))  # a link to itself
+    with Context.from_tar(stream, tmpdir=str(tmp_path)) as ctx:
+        assert {p: e.mode for p, e in ctx.entries.items()} == {"f": 0o444, "g": 0o444,
+                                                               "h": 0o400}
+        assert Path(ctx.root, "h").read_bytes() == b"y"
+    # One inode, one mode: a link's header cannot give the file another.
+    stream = tar_of((member("f", mode=0o600), b"x"),
+                    (member("g", tarfile.LNKTYPE, "f", mode=0o755), None))
+    with Context.from_tar(stream, tmpdir=str(tmp_path)) as ctx:
+        assert ctx.entries["f"].mode == ctx.entries["g"].mode == 0o600

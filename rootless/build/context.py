@@ -654,7 +654,10 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
                     modes: dict[str, int]) -> None:
     path = _member_path(m.name)
     mode = m.mode & 0o7777
-    modes.pop(path, None)
+    if not (m.islnk() and posixpath.normpath(m.linkname) == path):
+        # Whatever this member is, it replaces that name (a link to itself leaves it).
+        modes.pop(path, None)
+        files.discard(path)
     if m.ischr() or m.isblk():
         raise _refuse(m.name, "device nodes are not allowed in a build context")
     if m.isfifo():
@@ -676,7 +679,6 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
             dirs.append((path, mode | 0o700, _mtime(m)))
             if mode | 0o700 != mode:
                 modes[path] = mode
-            files.discard(path)
         elif m.issym():
             target = m.linkname
             if target.startswith("/"):
@@ -685,15 +687,20 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
                 raise _refuse(m.name, f"symlink pointing outside the build context ({target})")
             _clear(parent, leaf, m.name)
             os.symlink(target, leaf, dir_fd=parent)
-            files.discard(path)
         elif m.islnk():
             target = _member_path(m.linkname) if not m.linkname.startswith("/") else ""
             if target not in files:
                 raise _refuse(m.name, f"hardlink to {quote(m.linkname)}, not an earlier file "
                               "of the context")
-            _clear(parent, leaf, m.name)
-            os.link(target, leaf, src_dir_fd=root_fd, dst_dir_fd=parent, follow_symlinks=False)
-            files.add(path)
+            if target != path:  # a link to itself is already there
+                _clear(parent, leaf, m.name)
+                os.link(target, leaf, src_dir_fd=root_fd, dst_dir_fd=parent,
+                        follow_symlinks=False)
+                # One inode, one mode: the file's, which the walk sees on disk
+                # only as widened for rl's own reads.
+                if target in modes:
+                    modes[path] = modes[target]
+                files.add(path)
         elif m.isreg():
             _clear(parent, leaf, m.name)
             fd = syscalls.openat2(parent, leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL
