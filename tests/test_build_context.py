@@ -701,3 +701,25 @@ def test_tar_hardlinks_share_their_mode(tmp_path: Path) -> None:
                     (member("g", tarfile.LNKTYPE, "f", mode=0o755), None))
     with Context.from_tar(stream, tmpdir=str(tmp_path)) as ctx:
         assert ctx.entries["f"].mode == ctx.entries["g"].mode == 0o600
+
+
+def test_messages_escape_control_characters(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"f": "", "abs": "@/etc\nX"})
+    with Context.directory(str(tmp_path)) as ctx:
+        assert one_line_error(lambda: resolve(ctx, "../x\ny")) == \
+            'forbidden path outside the build context: "../x\\ny"'
+        assert one_line_error(lambda: resolve(ctx, "nope\nInjected: line")) == \
+            'failed to compute cache key: "/nope\\nInjected: line": not found'
+        assert '"/etc\\nX"' in one_line_error(lambda: resolve(ctx, "abs/passwd"))
+        assert one_line_error(lambda: resolve(ctx, "../x")) == \
+            "forbidden path outside the build context: ../x"  # docker's wording, unquoted
+    stream = tar_of((member("s", tarfile.SYMTYPE, "../a\nb"), None))
+    assert '"../a\\nb"' in one_line_error(lambda: Context.from_tar(stream, tmpdir=str(tmp_path)))
+
+
+def test_nul_in_a_name_is_refused_not_truncated(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"x": "x\nsecret*\n", "secret.txt": ""})
+    assert one_line_error(lambda: Context.directory(str(tmp_path), "x\0junk")) == \
+        'error reading "x\\u0000junk.dockerignore": embedded null byte'
+    with Context.directory(str(tmp_path)) as ctx:
+        assert "embedded null byte" in one_line_error(lambda: ctx.open("x\0junk"))

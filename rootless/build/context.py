@@ -167,6 +167,8 @@ class Context:
         Raises OSError if it cannot be opened, InvalidArgument if it is no
         longer a regular file (swapped for a directory or a FIFO since the walk).
         """
+        if "\0" in path:  # ctypes would pass the name only up to it: another file
+            raise InvalidArgument(f"error from sender: open {quote(path)}: embedded null byte")
         fd = syscalls.openat2(self.root_fd, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
                               _BENEATH)
         try:
@@ -263,11 +265,12 @@ def resolve(context: Context, src: str, where: str = "") -> list[Source]:
     "Dockerfile:7: ") prefixes the message.
     """
     if src.startswith("/") or _escapes(posixpath.normpath(src)):
-        raise InvalidArgument(f"{where}forbidden path outside the build context: {src}")
+        raise InvalidArgument(f"{where}forbidden path outside the build context: {_show(src)}")
     clean = posixpath.normpath(src)
     matches = [clean] if clean == "." else _glob(context, clean, src, where)
     if not matches:
-        raise InvalidArgument(f'{where}failed to compute cache key: "/{clean}": not found')
+        raise InvalidArgument(
+            f"{where}failed to compute cache key: {quote('/' + clean)}: not found")
     sources: list[Source] = []
     for match in matches:
         entry = _follow(context, match, src, where)
@@ -279,6 +282,11 @@ def resolve(context: Context, src: str, where: str = "") -> list[Source]:
 
 
 # -- resolving sources ------------------------------------------------------------
+
+
+def _show(name: str) -> str:
+    """*name* as docker prints it when that is one plain line, else quoted and escaped."""
+    return name if name.isprintable() else quote(name)
 
 
 def _escapes(path: str) -> bool:
@@ -333,7 +341,8 @@ def _lookup(entries: dict[str, Entry], root_entry: Entry, path: str, src: str, w
         part = parts.pop(0)
         if part == "..":
             if not done:
-                raise _Escape(f"{where}forbidden path outside the build context: {src}{via}", via)
+                raise _Escape(
+                    f"{where}forbidden path outside the build context: {_show(src)}{via}", via)
             done.pop()
             continue
         here = "/".join([*done, part])
@@ -343,11 +352,12 @@ def _lookup(entries: dict[str, Entry], root_entry: Entry, path: str, src: str, w
         if entry.kind == "symlink" and (parts or follow_last):
             hops += 1
             if hops > _MAX_LINKS:
-                raise InvalidArgument(f"{where}{src}: too many levels of symbolic links")
-            via = f" (symlink {here} -> {entry.target})"
+                raise InvalidArgument(f"{where}{_show(src)}: too many levels of symbolic links")
+            via = f" (symlink {_show(here)} -> {_show(entry.target)})"
             if entry.target.startswith("/"):
                 # BuildKit would re-root it in the context; the link meant the host's path.
-                raise _Escape(f"{where}forbidden path outside the build context: {src}{via}", via)
+                raise _Escape(
+                    f"{where}forbidden path outside the build context: {_show(src)}{via}", via)
             parts = [p for p in entry.target.split("/") if p not in ("", ".")] + parts
             continue
         if parts and entry.kind != "dir":
@@ -359,7 +369,7 @@ def _lookup(entries: dict[str, Entry], root_entry: Entry, path: str, src: str, w
 def _follow(context: Context, path: str, src: str, where: str) -> Entry:
     entry = _lookup(context.entries, context.root_entry, path, src, where, follow_last=True)
     if entry is None:
-        raise InvalidArgument(f'{where}failed to compute cache key: "/{path}": not found')
+        raise InvalidArgument(f"{where}failed to compute cache key: {quote('/' + path)}: not found")
     return entry
 
 
@@ -383,6 +393,8 @@ def _matcher(root_fd: int, dockerfile: str | None) -> ignore.Matcher:
         candidates.append((dockerfile + ".dockerignore", not os.path.isabs(dockerfile)))
     candidates.append((".dockerignore", True))
     for name, inside in candidates:
+        if "\0" in name:  # ctypes would pass the name only up to it: another file
+            raise InvalidArgument(f"error reading {quote(name)}: embedded null byte")
         # O_NONBLOCK: a FIFO named .dockerignore must not hang the build.
         try:
             if inside:
@@ -682,9 +694,10 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
         elif m.issym():
             target = m.linkname
             if target.startswith("/"):
-                raise _refuse(m.name, f"symlink to an absolute path ({target})")
+                raise _refuse(m.name, f"symlink to an absolute path ({_show(target)})")
             if _escapes(posixpath.normpath(posixpath.join(posixpath.dirname(path), target))):
-                raise _refuse(m.name, f"symlink pointing outside the build context ({target})")
+                raise _refuse(m.name, "symlink pointing outside the build context "
+                              f"({_show(target)})")
             _clear(parent, leaf, m.name)
             os.symlink(target, leaf, dir_fd=parent)
         elif m.islnk():
