@@ -723,3 +723,18 @@ def test_nul_in_a_name_is_refused_not_truncated(tmp_path: Path) -> None:
         'error reading "x\\u0000junk.dockerignore": embedded null byte'
     with Context.directory(str(tmp_path)) as ctx:
         assert "embedded null byte" in one_line_error(lambda: ctx.open("x\0junk"))
+
+
+def test_tar_negative_size_is_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in (("f", b"x" * 600), ("g", b"y")):
+            info = member(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    raw[124:136] = b"\xff" * 11 + b"\x00"  # base-256: -256
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    assert one_line_error(lambda: Context.from_tar(io.BytesIO(bytes(raw)), tmpdir=str(tmp_path))) \
+        == 'invalid build context tar: member "f": negative size'

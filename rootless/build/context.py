@@ -624,7 +624,9 @@ def _extract(stream: IO[bytes], root_fd: int) -> tuple[dict[str, int], set[str]]
             for m in tar:
                 current = m.name
                 count += 1
-                size += max(m.size, 0) if m.isreg() else 0
+                if m.size < 0:  # base-256 lets a header say so; what follows is then garbage
+                    raise _refuse(m.name, "negative size")
+                size += m.size if m.isreg() else 0
                 if count > MAX_MEMBERS:
                     raise _refuse(m.name, f"build context has more than {MAX_MEMBERS} members")
                 if size > MAX_BYTES:
