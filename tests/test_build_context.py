@@ -738,3 +738,15 @@ def test_tar_negative_size_is_refused(tmp_path: Path) -> None:
     raw[148:156] = b"%06o\0 " % sum(raw[:512])
     assert one_line_error(lambda: Context.from_tar(io.BytesIO(bytes(raw)), tmpdir=str(tmp_path))) \
         == 'invalid build context tar: member "f": negative size'
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.lists(st.sampled_from(["a", "b", "/", "*", "**", "?", "[ab]", "[^a]", "\\*"]),
+                        min_size=1, max_size=6).map("".join),
+       path=st.lists(st.sampled_from(["a", "b", "ab", "*", "/"]), min_size=1,
+                     max_size=8).map("".join))
+def test_glob_one_pass_agrees_with_each_parent(pattern: str, path: str) -> None:
+    glob = ignore.compile_glob(pattern)
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    assert glob.match_or_parents(path) == any(glob.match(p) for p in prefixes)

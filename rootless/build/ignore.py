@@ -168,7 +168,31 @@ class Glob:
         # Without a wildcard the pattern is its own text: a plain comparison.
         self.literal = "".join(t[1] for t in tokens) if all(  # type: ignore[misc]
             t[0] == "c" for t in tokens) else None
-        self._start = self._closure({0})
+        # The automaton is made deterministic lazily: each set of positions
+        # seen gets a number, each (number, character) step is computed once,
+        # so a walk of 100,000 paths costs a dict lookup per character.
+        self._sets: list[frozenset[int]] = []
+        self._ids: dict[frozenset[int], int] = {}
+        self._accepts: list[bool] = []
+        self._steps: dict[tuple[int, str], int] = {}
+        self._start = self._id(self._closure({0}))
+        self._dead = self._id(frozenset())
+
+    def _id(self, states: frozenset[int]) -> int:
+        found = self._ids.get(states)
+        if found is None:
+            found = self._ids[states] = len(self._sets)
+            self._sets.append(states)
+            self._accepts.append(len(self.tokens) in states)
+        return found
+
+    def _next(self, state: int, ch: str) -> int:
+        nxt = self._steps.get((state, ch))
+        if nxt is None:
+            if len(self._steps) > 1 << 16:  # a bound on memory for hostile names
+                self._steps.clear()
+            nxt = self._steps[(state, ch)] = self._id(self._step(self._sets[state], ch))
+        return nxt
 
     def _closure(self, states: set[int]) -> frozenset[int]:
         """*states* plus those reached without a character (past a star that matches nothing).
@@ -224,12 +248,26 @@ class Glob:
     def match(self, name: str) -> bool:
         if self.literal is not None:
             return name == self.literal
-        states = self._start
+        state = self._start
         for ch in name:
-            states = self._step(states, ch)
-            if not states:
+            state = self._next(state, ch)
+            if state == self._dead:
                 return False
-        return len(self.tokens) in states
+        return self._accepts[state]
+
+    def match_or_parents(self, path: str) -> bool:
+        """Whether it matches *path* or one of its parent directories (one pass:
+        a parent is a prefix of *path* that ends before a "/")."""
+        if self.literal is not None:
+            return path == self.literal or path.startswith(self.literal + "/")
+        state = self._start
+        for ch in path:
+            if ch == "/" and self._accepts[state]:
+                return True
+            state = self._next(state, ch)
+            if state == self._dead:
+                return False
+        return self._accepts[state]
 
 
 def compile_glob(pattern: str, where: str = "", double_star: bool = True) -> Glob:
@@ -264,15 +302,12 @@ class Matcher:
         Each pattern is tried on the path and on each of its parent
         directories; the last pattern that matches decides.
         """
-        parts = path.split("/")
-        parents = ["/".join(parts[:k]) for k in range(1, len(parts))]
         matched = False
         for pat in self.patterns:
             # Only a pattern that could change the answer is tried.
             if pat.exclusion != matched:
                 continue
-            hit = pat.glob.match(path) or any(pat.glob.match(d) for d in parents)
-            if hit:
+            if pat.glob.match_or_parents(path):
                 matched = not pat.exclusion
         return matched
 
