@@ -8,6 +8,7 @@ pattern sets, and by hand where moby's current rules go beyond that port
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -541,8 +542,8 @@ def test_directory_os_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "wx").mkdir(mode=0o300)
     try:
         for path in (locked / "ctx", tmp_path / "loop", tmp_path / "wx"):
-            assert one_line_error(lambda p=path: Context.directory(str(p))).startswith(  # type: ignore[misc]
-                "unable to prepare context: ")
+            msg = one_line_error(functools.partial(Context.directory, str(path)))
+            assert msg.startswith("unable to prepare context: ")
     finally:
         locked.chmod(0o700)
         (tmp_path / "wx").chmod(0o700)

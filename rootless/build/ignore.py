@@ -68,7 +68,22 @@ _STAR = "*"  # any run of characters but "/"
 _ANY = "?"  # one character but "/"
 _DSTAR = "**"  # any run of characters, "/" included
 _DSTAR_DIR = "**/"  # nothing, or any run of characters that ends in "/"
-_Token = tuple[str, str] | tuple[str, frozenset[str], tuple[tuple[str, str], ...], bool]
+_CHAR = "c"  # one given character
+_CLASS = "["  # one character of a bracket expression
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    char: str = ""  # a _CHAR's character
+    chars: frozenset[str] = frozenset()  # a _CLASS's characters and ranges
+    ranges: tuple[tuple[str, str], ...] = ()
+    negate: bool = False
+
+    def takes(self, ch: str) -> bool:
+        """Whether a _CLASS takes *ch*."""
+        hit = ch in self.chars or any(lo <= ch <= hi for lo, hi in self.ranges)
+        return hit != self.negate
 
 
 def _class(pattern: str, i: int, where: str) -> tuple[_Token, int]:
@@ -99,7 +114,8 @@ def _class(pattern: str, i: int, where: str) -> tuple[_Token, int]:
                 else:
                     chars.add(items[k])
                     k += 1
-            return ("[", frozenset(chars), tuple(ranges), negate), j + 1
+            return _Token(_CLASS, chars=frozenset(chars), ranges=tuple(ranges),
+                          negate=negate), j + 1
         first = False
         if ch == "\\":
             j += 1
@@ -112,7 +128,7 @@ def _class(pattern: str, i: int, where: str) -> tuple[_Token, int]:
 
 
 def _literals(text: str) -> list[_Token]:
-    return [("c", ch) for ch in text]
+    return [_Token(_CHAR, ch) for ch in text]
 
 
 def _tokens(pattern: str, where: str, double_star: bool) -> list[_Token]:
@@ -126,8 +142,8 @@ def _tokens(pattern: str, where: str, double_star: bool) -> list[_Token]:
         # moby matches "**" and a literal tail as a plain suffix: "**.txt" is
         # any path ending in ".txt", "**/a" is "a" at any depth.
         if rest.startswith("/"):
-            return [(_DSTAR_DIR, ""), *_literals(rest[1:])]
-        return [(_DSTAR, ""), *_literals(rest)]
+            return [_Token(_DSTAR_DIR), *_literals(rest[1:])]
+        return [_Token(_DSTAR), *_literals(rest)]
     out: list[_Token] = []
     i = 0
     n = len(pattern)
@@ -138,24 +154,24 @@ def _tokens(pattern: str, where: str, double_star: bool) -> list[_Token]:
                 i += 2
                 if i < n and pattern[i] == "/":
                     i += 1
-                out.append((_DSTAR, "") if i >= n else (_DSTAR_DIR, ""))
+                out.append(_Token(_DSTAR if i >= n else _DSTAR_DIR))
                 continue
-            if not out or out[-1] != (_STAR, ""):  # `**` without double_star is `*`
-                out.append((_STAR, ""))
+            if not out or out[-1].kind != _STAR:  # `**` without double_star is `*`
+                out.append(_Token(_STAR))
         elif ch == "?":
-            out.append((_ANY, ""))
+            out.append(_Token(_ANY))
         elif ch == "\\":
             if i + 1 >= n:
                 # Go's Match rejects a trailing backslash (New checks with it).
                 raise InvalidArgument(f"{where}syntax error in pattern: {quote(pattern)}")
             i += 1
-            out.append(("c", pattern[i]))
+            out.append(_Token(_CHAR, pattern[i]))
         elif ch == "[":
             cls, i = _class(pattern, i, where)
             out.append(cls)
             continue
         else:
-            out.append(("c", ch))
+            out.append(_Token(_CHAR, ch))
         i += 1
     return out
 
@@ -166,8 +182,8 @@ class Glob:
     def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
         # Without a wildcard the pattern is its own text: a plain comparison.
-        self.literal = "".join(t[1] for t in tokens) if all(  # type: ignore[misc]
-            t[0] == "c" for t in tokens) else None
+        self.literal = "".join(t.char for t in tokens) if all(
+            t.kind == _CHAR for t in tokens) else None
         # The automaton is made deterministic lazily: each set of positions
         # seen gets a number, each (number, character) step is computed once,
         # so a walk of 100,000 paths costs a dict lookup per character.
@@ -204,7 +220,7 @@ class Glob:
         n = len(self.tokens)
         while todo:
             i = todo.pop()
-            if i < n and self.tokens[i][0] in (_STAR, _DSTAR, _DSTAR_DIR) and i + 1 not in seen:
+            if i < n and self.tokens[i].kind in (_STAR, _DSTAR, _DSTAR_DIR) and i + 1 not in seen:
                 seen.add(i + 1)
                 todo.append(i + 1)
         return frozenset(seen)
@@ -222,9 +238,9 @@ class Glob:
             if i == n:
                 continue
             tok = self.tokens[i]
-            kind = tok[0]
-            if kind == "c":
-                if tok[1] == ch:
+            kind = tok.kind
+            if kind == _CHAR:
+                if tok.char == ch:
                     nxt.add(i + 1)
             elif kind == _ANY:
                 if ch != "/":
@@ -238,11 +254,8 @@ class Glob:
                 nxt.add(i + n + 1 if ch != "/" else i + 1)
                 if ch == "/":
                     nxt.add(i + n + 1)
-            else:
-                _, chars, ranges, negate = tok  # type: ignore[misc]
-                hit = ch in chars or any(lo <= ch <= hi for lo, hi in ranges)
-                if hit != negate:
-                    nxt.add(i + 1)
+            elif tok.takes(ch):  # a _CLASS
+                nxt.add(i + 1)
         return self._closure(nxt)
 
     def match(self, name: str) -> bool:
