@@ -8,6 +8,7 @@ pattern sets, and by hand where moby's current rules go beyond that port
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -464,3 +465,289 @@ def test_hash_cache_follows_rewrites_in_one_context(tmp_path: Path) -> None:
         (tmp_path / "app/main.py").write_text("print(9)\n")
         os.utime(tmp_path / "app/main.py", ns=(st0.st_atime_ns, st0.st_mtime_ns))
         assert ctx.content_digest(e) != a
+
+
+# -- review 10's findings: no traceback, nothing left behind ----------------------------
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    return [p.name for p in tmp_path.iterdir() if p.name.startswith("rl-build-context-")]
+
+
+def test_tar_deep_tree_removed_and_refusal_kept(tmp_path: Path) -> None:
+    deep = "/".join(["a"] * 1500) + "/f"  # past Python's recursion limit when removed
+    with Context.from_tar(tar_of((member(deep), b"x")), tmpdir=str(tmp_path)) as ctx:
+        assert deep in ctx.entries
+    assert leftovers(tmp_path) == []
+    msg = one_line_error(lambda: Context.from_tar(
+        tar_of((member(deep), b"x"), (member("../x"), b"x")), tmpdir=str(tmp_path)))
+    assert '"../x"' in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_tar_removes_directories_that_deny_their_owner(tmp_path: Path) -> None:
+    stream = tar_of((member("d", tarfile.DIRTYPE, mode=0o000), None),
+                    (member("d/f", mode=0o000), b"x"), (member("../x"), b"x"))
+    one_line_error(lambda: Context.from_tar(stream, tmpdir=str(tmp_path)))
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("times", [{"mtime": "nan"}, {"mtime": "1e400"}, {"mtime": "-1e300"}])
+def test_tar_directory_times_out_of_range_are_clamped(tmp_path: Path,
+                                                      times: dict[str, str]) -> None:
+    info = member("d", tarfile.DIRTYPE)
+    info.pax_headers = times
+    big = member("e", tarfile.DIRTYPE)
+    big.mtime = 2**70
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info)
+        tar.addfile(big)
+    buf.seek(0)
+    with Context.from_tar(buf, tmpdir=str(tmp_path)) as ctx:
+        assert ctx.entries["d"].kind == "dir" and ctx.entries["e"].kind == "dir"
+
+
+def test_tar_path_beyond_path_max_is_one_line(tmp_path: Path) -> None:
+    deep = "/".join(["a" * 200] * 30)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member(deep, tarfile.DIRTYPE))
+    buf.seek(0)
+    msg = one_line_error(lambda: Context.from_tar(buf, tmpdir=str(tmp_path)))
+    assert "path longer than 4095 bytes" in msg and len(msg) < 300
+    assert leftovers(tmp_path) == []
+
+
+# Corrupt gzip headers that crash tarfile's stream reader itself (found by fuzzing).
+BAD_GZIP = [
+    bytes.fromhex("1f8b08f5cc87116b02ffed013d0ac3300c86611dc537b01df9e73c851ced102834ed336b"
+                  "3274484321057bf1fb0cfc370d1fb23c5aa9cecd31c67116fb7a704f3e2531511a78adcf"),
+    bytes.fromhex("1f8b0805"),
+]
+
+
+@pytest.mark.parametrize("raw", BAD_GZIP)
+def test_tar_reader_crashes_are_one_line(tmp_path: Path, raw: bytes) -> None:
+    msg = one_line_error(lambda: Context.from_tar(io.BytesIO(raw), tmpdir=str(tmp_path)))
+    assert msg.startswith("invalid build context tar: ")
+    assert leftovers(tmp_path) == []
+
+
+def test_directory_os_errors_are_one_line(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    (locked / "ctx").mkdir(parents=True)
+    locked.chmod(0)
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "wx").mkdir(mode=0o300)
+    try:
+        for path in (locked / "ctx", tmp_path / "loop", tmp_path / "wx"):
+            msg = one_line_error(functools.partial(Context.directory, str(path)))
+            assert msg.startswith("unable to prepare context: ")
+    finally:
+        locked.chmod(0o700)
+        (tmp_path / "wx").chmod(0o700)
+    assert "embedded null byte" in one_line_error(lambda: Context.directory("x\0y"))
+    assert "File name too long" in one_line_error(lambda: Context.directory("x" * 5000))
+    assert "\\n" in one_line_error(lambda: Context.directory(str(tmp_path / "a\nb")))
+
+
+@pytest.mark.parametrize(("pattern", "path"), [
+    ("*a*a*a*a*a*a*a*a*a*a*b", "a" * 40),
+    ("**/**/**/**/**/**/**/**/**/**/x", "a/" * 25 + "y"),
+    ("[a-z]*?*?*?*?*?*?*?*?*?*?*?*?*b", "a" * 200),
+])
+def test_dockerignore_glob_does_not_backtrack(pattern: str, path: str) -> None:
+    import time
+    start = time.monotonic()
+    m = ignore.Matcher([pattern])
+    assert not m.excluded(path)
+    assert m.excluded(path[:-1] + pattern[-1])
+    assert time.monotonic() - start < 2  # a backtracking regex takes minutes here
+
+
+def test_copy_glob_does_not_backtrack(tmp_path: Path) -> None:
+    import time
+    make_tree(tmp_path, {"a" * 255: "", "a" * 254 + "b": ""})
+    start = time.monotonic()
+    with Context.directory(str(tmp_path)) as ctx:
+        found = [s.name for s in resolve(ctx, "*a*a*a*a*a*a*a*a*a*b")]
+    assert found == ["a" * 254 + "b"]
+    assert time.monotonic() - start < 2
+
+
+def test_globs_do_not_match_before_a_trailing_newline(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"key\n": "", "key": ""})
+    with Context.directory(str(tmp_path)) as ctx:
+        assert [s.name for s in resolve(ctx, "ke?")] == ["key"]
+    assert ignore.Matcher(["*", "!app"]).excluded("app\n")
+    assert not ignore.Matcher(["secret"]).excluded("secret\n")
+    assert ignore.Matcher(["[^a]"]).excluded("/")  # a negated class matches "/", as in Go's regexp
+    assert ignore.Matcher(["x/**/y"]).excluded("x/a/b/y")
+    assert ignore.Matcher(["**x"]).excluded("a/bx")
+
+
+def test_walk_holds_one_fd_however_wide(tmp_path: Path) -> None:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    make_tree(tmp_path, {f"d{i}/f": "" for i in range(300)})
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 100, hard))
+    try:
+        with Context.directory(str(tmp_path)) as ctx:
+            assert len([p for p in ctx.entries if p.endswith("/f")]) == 300
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("swap", ["dir", "fifo"])
+def test_reads_refuse_a_file_swapped_since_the_walk(tmp_path: Path, swap: str) -> None:
+    make_tree(tmp_path, {"f": "x"})
+    with Context.directory(str(tmp_path)) as ctx:
+        (tmp_path / "f").unlink()
+        if swap == "dir":
+            (tmp_path / "f").mkdir()
+        else:
+            os.mkfifo(tmp_path / "f")  # reading it would block until a writer came
+        msg = one_line_error(lambda: ctx.content_digest(ctx.entries["f"]))
+        assert msg == 'error from sender: open "f": not a regular file'
+        one_line_error(lambda: ctx.open("f"))
+
+
+def test_fifo_or_directory_ignore_file_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / ".dockerignore")
+    assert one_line_error(lambda: Context.directory(str(tmp_path))) == \
+        'error reading ".dockerignore": not a regular file'
+    (tmp_path / ".dockerignore").unlink()
+    (tmp_path / ".dockerignore").mkdir()
+    assert "not a regular file" in one_line_error(lambda: Context.directory(str(tmp_path)))
+
+
+def test_tar_symlink_chain_leaving_the_context_is_refused(tmp_path: Path) -> None:
+    chain = tar_of((member("a/b/c", tarfile.DIRTYPE), None),
+                   (member("a/b/c/u", tarfile.SYMTYPE, "../../.."), None),  # lexically "."
+                   (member("a/b/c/w", tarfile.SYMTYPE, "u/../../../../etc/passwd"), None))
+    msg = one_line_error(lambda: Context.from_tar(chain, tmpdir=str(tmp_path)))
+    assert msg.startswith('invalid build context tar: member "a/b/c/w": symlink pointing outside')
+    assert "../../.." in msg
+    assert leftovers(tmp_path) == []
+    # Order does not matter: the link through u may come before u.
+    early = tar_of((member("d", tarfile.DIRTYPE), None),
+                   (member("d/v", tarfile.SYMTYPE, "u/../.."), None),
+                   (member("d/u", tarfile.SYMTYPE, ".."), None))
+    assert '"d/v"' in one_line_error(lambda: Context.from_tar(early, tmpdir=str(tmp_path)))
+    # Links that stay inside, dangle or loop are kept, as docker keeps them.
+    fine = tar_of((member("d", tarfile.DIRTYPE), None),
+                  (member("d/u", tarfile.SYMTYPE, ".."), None),
+                  (member("d/w", tarfile.SYMTYPE, "u/d/u/x"), None),
+                  (member("loop", tarfile.SYMTYPE, "loop"), None),
+                  (member("gone", tarfile.SYMTYPE, "nowhere"), None))
+    with Context.from_tar(fine, tmpdir=str(tmp_path)) as ctx:
+        assert {"d/u", "d/w", "loop", "gone"} <= set(ctx.entries)
+
+
+def gnu_sparse(name: str, realsize: int) -> bytes:
+    """An old-GNU sparse member of *realsize* bytes that stores no data (1.5 KB of tar)."""
+    hdr = bytearray(tarfile.TarInfo(name).tobuf(format=tarfile.GNU_FORMAT))
+
+    def octal(n: int) -> bytes:
+        return b"%011o\0" % n
+    hdr[156:157] = b"S"
+    hdr[124:136] = octal(0)  # stored data
+    hdr[386:398] = octal(realsize)  # the map's one entry: 0 bytes at the end
+    hdr[398:410] = octal(0)
+    hdr[483:495] = octal(realsize)
+    hdr[148:156] = b" " * 8
+    hdr[148:156] = b"%06o\0 " % sum(hdr[:512])
+    return bytes(hdr[:512]) + bytes(1024)
+
+
+def test_tar_sparse_member_keeps_its_holes(tmp_path: Path) -> None:
+    with Context.from_tar(io.BytesIO(gnu_sparse("zeros", 64 << 20)), tmpdir=str(tmp_path)) as ctx:
+        st_ = os.stat(os.path.join(ctx.root, "zeros"))
+        assert st_.st_size == 64 << 20 and st_.st_blocks * 512 < 1 << 20
+        assert ctx.entries["zeros"].size == 64 << 20
+        import hashlib
+        assert ctx.content_digest(ctx.entries["zeros"]) == \
+            hashlib.sha256(bytes(64 << 20)).hexdigest()
+    # Zeros among data keep the data where it was.
+    data = b"a" * 10 + bytes(3 << 20) + b"b"
+    with Context.from_tar(tar_of((member("mixed"), data)), tmpdir=str(tmp_path)) as ctx:
+        assert Path(ctx.root, "mixed").read_bytes() == data
+
+
+def test_tar_budget_refuses_beyond_its_limits(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from rootless.build import context
+    monkeypatch.setattr(context, "MAX_MEMBERS", 3)
+    many = tar_of(*[(member(f"f{i}"), b"") for i in range(4)])
+    assert one_line_error(lambda: Context.from_tar(many, tmpdir=str(tmp_path))) == \
+        'invalid build context tar: member "f3": build context has more than 3 members'
+    monkeypatch.setattr(context, "MAX_BYTES", 1 << 30)
+    assert "larger than 1 GiB" in one_line_error(lambda: Context.from_tar(
+        io.BytesIO(gnu_sparse("zeros", 2 << 30)), tmpdir=str(tmp_path)))
+    assert leftovers(tmp_path) == []
+
+
+def test_tar_hardlinks_share_their_mode(tmp_path: Path) -> None:
+    stream = tar_of((member("f", mode=0o444), b"x"),
+                    (member("g", tarfile.LNKTYPE, "f", mode=0o444), None),
+                    (member("h", mode=0o400), b"y"),
+                    (member("h", tarfile.LNKTYPE, "h", mode=0o400), None))  # a link to itself
+    with Context.from_tar(stream, tmpdir=str(tmp_path)) as ctx:
+        assert {p: e.mode for p, e in ctx.entries.items()} == {"f": 0o444, "g": 0o444,
+                                                               "h": 0o400}
+        assert Path(ctx.root, "h").read_bytes() == b"y"
+    # One inode, one mode: a link's header cannot give the file another.
+    stream = tar_of((member("f", mode=0o600), b"x"),
+                    (member("g", tarfile.LNKTYPE, "f", mode=0o755), None))
+    with Context.from_tar(stream, tmpdir=str(tmp_path)) as ctx:
+        assert ctx.entries["f"].mode == ctx.entries["g"].mode == 0o600
+
+
+def test_messages_escape_control_characters(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"f": "", "abs": "@/etc\nX"})
+    with Context.directory(str(tmp_path)) as ctx:
+        assert one_line_error(lambda: resolve(ctx, "../x\ny")) == \
+            'forbidden path outside the build context: "../x\\ny"'
+        assert one_line_error(lambda: resolve(ctx, "nope\nInjected: line")) == \
+            'failed to compute cache key: "/nope\\nInjected: line": not found'
+        assert '"/etc\\nX"' in one_line_error(lambda: resolve(ctx, "abs/passwd"))
+        assert one_line_error(lambda: resolve(ctx, "../x")) == \
+            "forbidden path outside the build context: ../x"  # docker's wording, unquoted
+    stream = tar_of((member("s", tarfile.SYMTYPE, "../a\nb"), None))
+    assert '"../a\\nb"' in one_line_error(lambda: Context.from_tar(stream, tmpdir=str(tmp_path)))
+
+
+def test_nul_in_a_name_is_refused_not_truncated(tmp_path: Path) -> None:
+    make_tree(tmp_path, {"x": "x\nsecret*\n", "secret.txt": ""})
+    assert one_line_error(lambda: Context.directory(str(tmp_path), "x\0junk")) == \
+        'error reading "x\\u0000junk.dockerignore": embedded null byte'
+    with Context.directory(str(tmp_path)) as ctx:
+        assert "embedded null byte" in one_line_error(lambda: ctx.open("x\0junk"))
+
+
+def test_tar_negative_size_is_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in (("f", b"x" * 600), ("g", b"y")):
+            info = member(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    raw[124:136] = b"\xff" * 11 + b"\x00"  # base-256: -256
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    assert one_line_error(lambda: Context.from_tar(io.BytesIO(bytes(raw)), tmpdir=str(tmp_path))) \
+        == 'invalid build context tar: member "f": negative size'
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.lists(st.sampled_from(["a", "b", "/", "*", "**", "?", "[ab]", "[^a]", "\\*"]),
+                        min_size=1, max_size=6).map("".join),
+       path=st.lists(st.sampled_from(["a", "b", "ab", "*", "/"]), min_size=1,
+                     max_size=8).map("".join))
+def test_glob_one_pass_agrees_with_each_parent(pattern: str, path: str) -> None:
+    glob = ignore.compile_glob(pattern)
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    assert glob.match_or_parents(path) == any(glob.match(p) for p in prefixes)
