@@ -174,7 +174,10 @@ def test_failing_run_exits_1_no_tag_no_container(rl: RlRunner, bb: str, tmp_path
     assert r.stderr.strip().splitlines()[-1] == (
         'Error: process "/bin/sh -c echo about to fail; exit 3" did not complete '
         "successfully: exit code: 3")
-    assert "about to fail" in r.stderr  # the RUN's output was relayed
+    lines = r.stderr.splitlines()
+    # The RUN's output is relayed under its step line.
+    step = lines.index("[3/3] RUN echo about to fail; exit 3")
+    assert lines[step + 1] == "about to fail"
     assert r.stdout == ""
     assert rl("image", "inspect", f"{bb}-fail").returncode != 0
     assert leftovers(rl) == before
@@ -243,3 +246,53 @@ def test_build_arg_reaches_run_and_quiet(rl: RlRunner, bb: str, tmp_path: Path) 
     assert rl("run", "--rm", f"{bb}-arg", check=True).stdout == "msg=from-cli\n"
     r = rl("build", "-q", "-t", f"{bb}-arg2", ctx, timeout=120)
     assert rl("run", "--rm", f"{bb}-arg2", check=True).stdout == "msg=default\n"
+
+
+def test_config_instructions_as_docker_records_them(rl: RlRunner, bb: str,
+                                                    tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+MAINTAINER someone <a@example.org>
+SHELL ["/bin/sh", "-ec"]
+RUN case "$-" in *e*) echo errexit > /shell ;; esac
+VOLUME /data /cache
+HEALTHCHECK --interval=5s --timeout=1m30s --retries=2 CMD wget -q localhost || exit 1
+ONBUILD RUN echo triggered
+ENTRYPOINT cat /shell
+""")
+    r = rl("build", "-t", f"{bb}-cfg", "--network=none", ctx, timeout=120)
+    assert r.returncode == 0, r.stderr
+    saved = saved_config(rl, f"{bb}-cfg", tmp_path)
+    cfg = saved["config"]
+    assert isinstance(cfg, dict)
+    assert saved["author"] == "someone <a@example.org>"
+    assert cfg["Shell"] == ["/bin/sh", "-ec"]
+    assert cfg["Volumes"] == {"/data": {}, "/cache": {}}
+    assert cfg["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q localhost || exit 1"],
+                                  "Interval": 5_000_000_000, "Timeout": 90_000_000_000,
+                                  "Retries": 2}
+    assert cfg["OnBuild"] == ["RUN echo triggered"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "cat /shell"]
+    assert "Cmd" not in cfg  # ENTRYPOINT drops the base image's CMD, as in docker
+    entries = saved["history"]
+    assert isinstance(entries, list)
+    mine = [e for e in entries if e.get("comment") == "buildkit.dockerfile.v0"]
+    assert [e["created_by"] for e in mine] == [
+        "MAINTAINER someone <a@example.org>",
+        "SHELL [/bin/sh -ec]",
+        'RUN /bin/sh -ec case "$-" in *e*) echo errexit > /shell ;; esac # buildkit',
+        "VOLUME [/data /cache]",
+        'HEALTHCHECK ["CMD-SHELL" "wget -q localhost || exit 1"]',
+        "ONBUILD RUN echo triggered",
+        'ENTRYPOINT ["/bin/sh" "-ec" "cat /shell"]',
+    ]
+    assert [bool(e.get("empty_layer")) for e in mine] == [True, True, False, True, True,
+                                                          True, True]
+    assert rl("run", "--rm", f"{bb}-cfg", check=True).stdout == "errexit\n"
+
+    # A base with ONBUILD triggers is refused, not built without them.
+    (tmp_path / "child").mkdir()
+    child = context(tmp_path / "child", f"FROM {bb}-cfg\nRUN true\n")
+    r = rl("build", child)
+    assert r.returncode == 125
+    assert "Dockerfile:1: " in r.stderr and "ONBUILD" in r.stderr

@@ -236,6 +236,10 @@ class Builder:
             img = _StageImage(list(base.layers), list(base.diff_ids),
                               copy.deepcopy(base.config), stored=base)
             img.config.pop("author", None)
+        if img.cc.get("OnBuild"):
+            # Silently skipping a base's triggers would build something else than docker.
+            raise InvalidArgument(f"Dockerfile:{stage.from_.start_line}: the base {sc.base} has "
+                                  "ONBUILD triggers, which rl build does not run yet")
         img.cc.setdefault("Env", [])
         if not img.cc["Env"] and sc.base.lower() == "scratch":
             img.cc["Env"] = [imagelib.DEFAULT_ENV]
@@ -300,10 +304,11 @@ class Builder:
         ctr = containers.create(opts)
         self.containers.append(ctr)
         containers.start(ctr, attach=False, stdin=False)
-        code = containers.wait(ctr)
-        for rec in containers.logs(ctr):
+        # Relayed as it comes (the log, followed until the container exits).
+        for rec in containers.logs(ctr, follow=True):
             for line in rec.text.splitlines():
                 self.progress(line)
+        code = containers.wait(ctr)
         if code != 0:
             shown = " ".join(argv)
             raise BuildFailed(f'process "{shown}" did not complete successfully: '
