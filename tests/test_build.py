@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from imagetools import rootfs_tar
 
 import support
-from support import RlRunner
+from support import RlRunner, RlState
 
 
 @pytest.fixture(autouse=True)
@@ -296,3 +298,58 @@ ENTRYPOINT cat /shell
     r = rl("build", child)
     assert r.returncode == 125
     assert "Dockerfile:1: " in r.stderr and "ONBUILD" in r.stderr
+
+
+def test_ctrl_c_mid_run_leaves_nothing(rl: RlRunner, rl_path: Path, rl_state: RlState,
+                                       bb: str, tmp_path: Path) -> None:
+    before = leftovers(rl)
+    ctx = context(tmp_path, f"FROM {bb}\nRUN echo first > /f\nRUN echo started; sleep 60\n")
+    proc = subprocess.Popen([str(rl_path), "build", "-t", f"{bb}-int", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        while not seen or seen[-1] != "started\n":  # the second RUN's container runs
+            line = proc.stderr.readline()
+            assert line, seen
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rl("image", "inspect", f"{bb}-int").returncode != 0
+    assert leftovers(rl) == before
+    # The next build works.
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nRUN echo again > /f\nCMD [\"cat\", \"/f\"]\n")
+    image_id = rl("build", "-q", ctx, check=True, timeout=120).stdout.strip()
+    assert rl("run", "--rm", image_id, check=True).stdout == "again\n"
+    rl("rmi", image_id, check=True)
+
+
+def test_add_copies_plain_files_and_refuses_archives(rl: RlRunner, bb: str,
+                                                     tmp_path: Path) -> None:
+    buf = tmp_path / "a.tar"
+    with tarfile.open(buf, "w") as tf:
+        info = tarfile.TarInfo("inside")
+        tf.addfile(info)
+    ctx = context(tmp_path, f"FROM {bb}\nADD notes.txt one.txt /opt/\nCMD [\"cat\", "
+                            "\"/opt/notes.txt\", \"/opt/one.txt\"]\n",
+                  {"notes.txt": "plain\n", "one.txt": "1\n", "a.tar": buf.read_bytes()})
+    r = rl("build", "-t", f"{bb}-add", ctx, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert rl("run", "--rm", f"{bb}-add", check=True).stdout == "plain\n1\n"
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nADD a.tar /opt/\n")
+    r = rl("build", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip().splitlines()[-1] == (
+        "Error: Dockerfile:2: ADD of a local archive (a.tar) is not supported yet")
+    # Several sources need a directory destination, as docker says.
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY notes.txt one.txt /opt\n")
+    r = rl("build", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip().splitlines()[-1] == (
+        "Error: Dockerfile:2: When using COPY with more than one source file, the "
+        "destination must be a directory and end with a /")

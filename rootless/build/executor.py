@@ -368,6 +368,13 @@ class Builder:
                 if "://" in word or word.startswith("git@"):
                     raise InvalidArgument(f"{where}ADD of a URL is not supported yet")
         found: list[list[Source]] = [ctx.resolve(src, where) for src in srcs]
+        if ins.kind == "ADD":
+            for sources in found:
+                for src in sources:
+                    if src.entry.kind == "file" and _is_archive(ctx, src):
+                        # docker unpacks it; copying it as-is would build something else.
+                        raise InvalidArgument(f"{where}ADD of a local archive "
+                                              f"({src.entry.path}) is not supported yet")
         # docker: several sources (or a wildcard matching several) need a dir/ dest.
         many = len(srcs) > 1 or any(
             any(c in text for c in "*?[") and len(f) > 1
@@ -607,6 +614,16 @@ def _env_pairs(env: list[str]) -> list[tuple[str, str]]:
 
 def _is_dir_source(sources: list[Source]) -> bool:
     return any(s.name == "" for s in sources)
+
+
+def _is_archive(ctx: Context, src: Source) -> bool:
+    """Whether a context file is a tar (plain, gzip, bzip2 or xz), which ADD unpacks."""
+    with os.fdopen(ctx.open(src.entry.path), "rb") as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r:*"):
+                return True
+        except (tarfile.TarError, EOFError, OSError):
+            return False
 
 
 def _chown(value: object, where: str) -> tuple[int, int]:
