@@ -353,3 +353,19 @@ def test_add_copies_plain_files_and_refuses_archives(rl: RlRunner, bb: str,
     assert r.stderr.strip().splitlines()[-1] == (
         "Error: Dockerfile:2: When using COPY with more than one source file, the "
         "destination must be a directory and end with a /")
+
+
+def test_network_reaches_run_and_unknown_target(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nRUN grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' "
+                            "> /ifaces\nCMD [\"cat\", \"/ifaces\"]\n")
+    image_id = rl("build", "-q", "--network=none", ctx, check=True, timeout=120).stdout.strip()
+    assert rl("run", "--rm", "--network=none", image_id, "cat", "/ifaces",
+              check=True).stdout == "lo\n"
+    image_id = rl("build", "-q", "--network=host", ctx, check=True, timeout=120).stdout.strip()
+    host = {line.split(":")[0].strip() for line in
+            Path("/proc/net/dev").read_text().splitlines() if ":" in line}
+    out = rl("run", "--rm", "--network=none", image_id, "cat", "/ifaces", check=True).stdout
+    assert set(out.split()) == host
+    r = rl("build", "--target", "nope", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip() == 'Error: target stage "nope" could not be found'

@@ -131,7 +131,7 @@ class Builder:
         for i in sorted(needed):
             sc = bases[i]
             if sc.base_stage is None and sc.base.lower() != "scratch":
-                base_images[sc.base] = self._base_image(sc.base, sc.stage.from_.start_line)
+                base_images[sc.base] = self._base_image(sc.base)
         envs = {name: _env_map(img) for name, img in base_images.items()}
         scopes = scope.scopes(df, self.opts.build_args, predefined, envs)
         done: dict[int, _StageImage] = {}
@@ -154,8 +154,7 @@ class Builder:
             return len(df.stages) - 1
         st = df.stage(self.opts.target)
         if st is None:
-            raise InvalidArgument(f"failed to reach build target {self.opts.target} in "
-                                  "Dockerfile")
+            raise InvalidArgument(f'target stage "{self.opts.target}" could not be found')
         return st.index
 
     def _needed(self, df: Dockerfile, scopes: list[scope.StageScope], target: int) -> set[int]:
@@ -185,7 +184,7 @@ class Builder:
             return None
         return st.index
 
-    def _base_image(self, name: str, line: int) -> Image:
+    def _base_image(self, name: str) -> Image:
         try:
             return imagelib.lookup(self.store, name)
         except NoSuchImage:
@@ -245,7 +244,7 @@ class Builder:
             img.cc["Env"] = [imagelib.DEFAULT_ENV]
         stage_args: dict[str, str] = {}  # ARGs declared here with a value, for RUN's history
         for step in sc.steps:
-            ins = dockerfile_expand(step, df)
+            ins = _expanded(step, df)
             if ins.kind in _LAYER_KINDS:
                 number += 1
                 show(_shown(ins))
@@ -256,13 +255,11 @@ class Builder:
             elif kind in ("COPY", "ADD"):
                 self._copy(img, ins, ctx, df, index, done, where)
             elif kind == "ARG":
-                for key, _eq, _v in (w.partition("=") for w in ins.args):
-                    after = _vars_after(sc, step)
-                    if key in after:
-                        stage_args[key] = after[key]
-                img.history("ARG " + " ".join(
-                    f"{k}={_vars_after(sc, step)[k]}" if k in _vars_after(sc, step) else k
-                    for k in (w.partition("=")[0] for w in ins.args)), empty=True)
+                after = _vars_after(sc, step)
+                keys = [w.partition("=")[0] for w in ins.args]
+                stage_args.update({k: after[k] for k in keys if k in after})
+                img.history("ARG " + " ".join(f"{k}={after[k]}" if k in after else k
+                                              for k in keys), empty=True)
             else:
                 self._config(img, ins, step, sc, where)
         return img
@@ -288,6 +285,8 @@ class Builder:
             raise InvalidArgument(f"{where}RUN --mount is not supported yet")
         if ins.heredocs:
             raise InvalidArgument(f"{where}RUN with a heredoc is not supported yet")
+        if ins.flag("security") == "insecure":
+            raise InvalidArgument(f"{where}RUN --security=insecure is not supported")
         shell = list(img.cc.get("Shell") or DEFAULT_SHELL)
         argv = list(ins.args) if ins.json else [*shell, " ".join(ins.args)]
         network = ins.flag("network")
@@ -304,6 +303,15 @@ class Builder:
         ctr = containers.create(opts)
         self.containers.append(ctr)
         containers.start(ctr, attach=False, stdin=False)
+        # start may return before the supervisor records "running" and makes the log;
+        # a followed log ends at once without either: wait for both (or the exit).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = ctr.state().status
+            if status not in ("created", "running") or (
+                    status == "running" and ctr.log_path.exists()):
+                break
+            time.sleep(0.01)
         # Relayed as it comes (the log, followed until the container exits).
         for rec in containers.logs(ctr, follow=True):
             for line in rec.text.splitlines():
@@ -580,7 +588,7 @@ def build(opts: BuildOptions, progress: Callable[[str], None],
     return Builder(opts, progress, pull).build()
 
 
-def dockerfile_expand(step: scope.Step, df: Dockerfile) -> Instruction:
+def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:
     return scope.expand_instruction(step.instruction, step.vars, df.directives.escape)
 
 
