@@ -18,7 +18,7 @@ from ..errors import NotFound, RlError
 from ..image import images as imagelib
 from ..image import rootfs
 from ..image.images import NewLayer, Removed
-from ..image.store import MT_OCI_LAYER, Holds, Image
+from ..image.store import MT_OCI_LAYER, Holds, Image, Store
 from . import specgen, store
 from .store import Container, ContainerConfig
 
@@ -158,18 +158,24 @@ def commit(ctr: Container, name: str | None, changes: list[str], message: str,
         if base is None:
             raise NotFound(f"the image of container {cfg.name} ({cfg.image_id[7:19]}) is gone",
                            125)
-        tmp = st.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                rootfs.write_diff(storage_of(cfg), st, fd)
-            finally:
-                os.close(fd)
-            digest, size = st.put_file(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
-        diff_id, _ = st.ensure_layer(digest, digest)
+        new = commit_layer(ctr, st, f"rl commit {cfg.name}")
         container_config = dict(base.config.get("config") or {})
         imagelib.apply_changes(container_config, changes)
-        new = NewLayer(digest, size, MT_OCI_LAYER, diff_id, f"rl commit {cfg.name}")
         return imagelib.write_image(st, base, [new], container_config, names, message, author)
+
+
+def commit_layer(ctr: Container, st: Store, created_by: str = "") -> NewLayer:
+    """The container's changes against its image as a layer blob in *st* (unpacked
+    there too), to be put on an image; the caller holds st.writing()."""
+    tmp = st.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            rootfs.write_diff(storage_of(ctr.config), st, fd)
+        finally:
+            os.close(fd)
+        digest, size = st.put_file(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    diff_id, _ = st.ensure_layer(digest, digest)
+    return NewLayer(digest, size, MT_OCI_LAYER, diff_id, created_by)

@@ -209,8 +209,17 @@ def write_image(store: Store, base: Image | None, new_layers: list[NewLayer],
         if comment:
             entry["comment"] = comment
         config["history"].append(entry)
-    # import and commit make configs too (--change): they enter the store checked.
-    validate(config, len(base.layers if base else []) + len(new_layers))
+    return put_image(store, config, (base.layers if base else []) + [
+        {"mediaType": x.media_type, "digest": x.digest, "size": x.size} for x in new_layers],
+        names)
+
+
+def put_image(store: Store, config: dict[str, Any], layers: list[dict[str, Any]],
+              names: list[str]) -> Image:
+    """Store a whole image config and a manifest over *layers* (descriptors whose
+    blobs are in the store), named *names*; the config is validated first."""
+    # import, commit and build make configs (--change, Dockerfiles): they enter checked.
+    validate(config, len(layers))
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_digest = store.put_bytes(config_bytes)
     manifest = {
@@ -218,9 +227,7 @@ def write_image(store: Store, base: Image | None, new_layers: list[NewLayer],
         "mediaType": MT_OCI_MANIFEST,
         "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest,
                    "size": len(config_bytes)},
-        "layers": (base.layers if base else []) + [
-            {"mediaType": x.media_type, "digest": x.digest, "size": x.size}
-            for x in new_layers],
+        "layers": layers,
     }
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     digest = store.put_bytes(manifest_bytes)
