@@ -80,7 +80,7 @@ def made(rootfs: Path) -> Iterator[dict[str, str]]:
     try:
         for state, command in (("created", ["true"]), ("exited", ["true"]),
                                ("running", ["sleep", "600"])):
-            ctr = api.create(api.RunOptions(rootfs=str(rootfs), command=command,
+            ctr = api.create(api.CreateOptions(rootfs=str(rootfs), command=command,
                                             name=f"{prefix}-{state}"))
             out[state] = ctr.id
             if state != "created":
@@ -250,7 +250,7 @@ def test_a_kind_from_the_container_process_reaches_start(rootfs: Path) -> None:
     # C2 finds the working directory is a file: InvalidArgument crosses the
     # report pipe to the supervisor, then its error event to this process.
     support.require_userns()
-    ctr = api.create(api.RunOptions(rootfs=str(rootfs), command=["true"],
+    ctr = api.create(api.CreateOptions(rootfs=str(rootfs), command=["true"],
                                     workdir="/etc/passwd", name=f"lib{os.getpid()}-cwd"))
     try:
         with pytest.raises(RlError) as exc:

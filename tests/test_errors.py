@@ -183,7 +183,7 @@ def test_invalid_image_reference() -> None:
     ({"publish": ["99999:80"]}, "invalid port specification '99999:80': "),
 ])
 def test_invalid_flags_at_create(rootfs: Path, change: dict[str, object], message: str) -> None:
-    opts = api.RunOptions(rootfs=str(rootfs), command=["true"], **change)  # type: ignore[arg-type]
+    opts = api.CreateOptions(rootfs=str(rootfs), command=["true"], **change)  # type: ignore[arg-type]
     with pytest.raises(RlError) as exc:
         api.create(opts)
     e = exc.value
@@ -194,7 +194,7 @@ def test_invalid_flags_at_create(rootfs: Path, change: dict[str, object], messag
 
 def test_a_missing_rootfs_is_an_invalid_argument(tmp_path: Path) -> None:
     with pytest.raises(RlError) as exc:
-        api.create(api.RunOptions(rootfs=str(tmp_path / "none"), command=["true"]))
+        api.create(api.CreateOptions(rootfs=str(tmp_path / "none"), command=["true"]))
     check(exc, InvalidArgument, 125, 400,
           f"rootfs {str(tmp_path / 'none')!r} does not exist or is not a directory")
 
@@ -229,7 +229,7 @@ def running(rl: RlRunner, rootfs: Path, request: pytest.FixtureRequest) -> Itera
 def test_name_already_in_use(stopped: str, rootfs: Path) -> None:
     other = store.lookup(stopped).id
     with pytest.raises(RlError) as exc:
-        api.create(api.RunOptions(rootfs=str(rootfs), command=["true"], name=stopped))
+        api.create(api.CreateOptions(rootfs=str(rootfs), command=["true"], name=stopped))
     check(exc, Conflict, 125, 409,
           f'the container name "/{stopped}" is already in use by container "{other}". '
           "You have to remove (or rename) that container to be able to reuse that name.")

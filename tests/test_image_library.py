@@ -184,7 +184,7 @@ def test_a_container_holds_its_image(image: str) -> None:
     """The engine reads its records: a container made from the image holds it."""
     support.require_busybox()
     name = f"libctr{next(_n)}"
-    ctr = api.create(api.RunOptions(rootfs="", image=image, command=["true"], name=name))
+    ctr = api.create(api.CreateOptions(rootfs="", image=image, command=["true"], name=name))
     try:
         img = imagelib.lookup(imagelib.open_store(), image)
         held = engine_images.holds()

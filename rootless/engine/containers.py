@@ -26,7 +26,7 @@ from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
 from ..runtime.resources import LimitFlags
 from . import client, listing, quotas, specgen, store
-from .options import CreateOptions, ExecOptions, RunOptions, StopOptions
+from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
 
@@ -445,6 +445,6 @@ def rename(ctr: Container, new_name: str) -> None:
     store.rename(ctr, new_name)
 
 
-# Names faces and image code use from here (options.py and specgen.py hold them).
+# Names faces use from here (options.py, specgen.py and image/imageconfig.py hold them).
 __all__ = ["EXIT_RL", "CreateOptions", "ExecOptions", "ImageDefaults", "LimitFlags",
-           "RunOptions", "StopOptions", "parse_signal", "valid_name"]
+           "StopOptions", "parse_signal", "valid_name"]

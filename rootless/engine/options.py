@@ -96,9 +96,6 @@ def rootfs_missing(shown: str) -> InvalidArgument:
     return InvalidArgument(f"rootfs {shown!r} does not exist or is not a directory")
 
 
-# The name the CLI and the image code used before there were other operations.
-RunOptions = CreateOptions
-
 
 @dataclass
 class ExecOptions:
