@@ -135,6 +135,27 @@ def test_run_it_restores_the_terminal_and_exec_it(rl: RlRunner, rl_path: Path,
         rl("rm", "-f", "ttyexec")
 
 
+def test_exec_with_a_tty_sets_term_as_docker(rl: RlRunner, rl_path: Path,
+                                              rootfs: Path) -> None:
+    # docker: TERM=xterm for a tty, under the container's Env and exec's -e
+    # (`rl exec -it CTR clear` said "TERM environment variable not set").
+    rl("run", "-d", "--name", "ttyterm", "-e", "KEEP=1", "--rootfs", rootfs, "sleep", "60",
+       check=True)
+    try:
+        term = Terminal([str(rl_path), "exec", "-it", "ttyterm", "sh", "-c",
+                         'echo "T=$TERM K=$KEEP"'])
+        term.expect(b"T=xterm K=1\r\n")
+        assert term.wait() == 0
+        term = Terminal([str(rl_path), "exec", "-it", "-e", "TERM=vt100", "ttyterm", "sh", "-c",
+                         'echo "T=$TERM"'])
+        term.expect(b"T=vt100\r\n")
+        assert term.wait() == 0
+        plain = rl("exec", "ttyterm", "sh", "-c", 'echo "T=${TERM-unset}"', check=True)
+        assert plain.stdout.strip() == "T=unset"
+    finally:
+        rl("rm", "-f", "ttyterm")
+
+
 def test_tty_output_is_logged(rl: RlRunner, rl_path: Path, rootfs: Path) -> None:
     term = Terminal([str(rl_path), "run", "-t", "--name", "ttylog", "--rootfs", str(rootfs),
                      "sh", "-c", "echo logged-through-pty"])

@@ -419,6 +419,8 @@ def _process(ctr: Container, opts: ExecOptions) -> Process:
     proc = copy.deepcopy(ctr.config.spec.process)
     proc.args = list(opts.command)
     merged = {e.partition("=")[0]: e for e in proc.env}
+    if opts.tty:  # docker: TERM=xterm under the container's Env, under exec's -e
+        merged.setdefault("TERM", "TERM=xterm")
     for item in opts.env:
         key, sep, _ = item.partition("=")
         if sep:  # a bare name is the face's to resolve; one it could not is left out
