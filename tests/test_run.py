@@ -85,6 +85,15 @@ def test_user_by_name_with_groups(rl: RlRunner, rootfs: Path) -> None:
     assert sh(rl, rootfs, "echo $HOME", "-u", "user").strip() == "/home/user"
 
 
+def test_missing_workdir_is_made_as_root_before_the_user_switch(rl: RlRunner,
+                                                                 rootfs: Path) -> None:
+    # docker makes -w as the container's root, then switches to -u: nobody
+    # can enter /srv/app (0755, root's) though it could not have made it.
+    support.require_newidmap()
+    out = sh(rl, rootfs, "pwd; stat -c '%a %u' .; id -u", "-w", "/srv/app", "-u", "nobody")
+    assert out.split() == ["/srv/app", "755", "0", "65534"]
+
+
 def test_unknown_user_is_126(rl: RlRunner, rootfs: Path) -> None:
     r = rl("run", "--rm", "-u", "bogus", "--rootfs", rootfs, "id")
     assert r.returncode == 126

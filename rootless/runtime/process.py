@@ -8,6 +8,7 @@ nothing but syscalls before exec (see docs/architecture.md).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -139,6 +140,14 @@ def switch_identity(proc: Process, ids: IdMaps | None = None) -> None:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
 
+def _make_cwd(cwd: str) -> None:
+    """docker makes a missing working directory as the container's root (0755),
+    before switching user: `-w /srv/app -u nobody` works. What cannot be made
+    is left to prepare_cwd, which reports it as the user sees it."""
+    with contextlib.suppress(OSError):
+        os.makedirs(cwd, 0o755, exist_ok=True)
+
+
 def prepare_cwd(cwd: str) -> None:
     try:
         os.chdir(cwd)
@@ -162,6 +171,7 @@ def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
     _apply_rlimits(proc)
     if seccomp_profile is not None:
         seccomp.install(seccomp_profile)
+    _make_cwd(proc.cwd)
     switch_identity(proc, ids)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
