@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+from pathlib import Path
 
 import support
 from support import RlRunner
@@ -30,6 +31,20 @@ def test_info_reports_the_host(rl: RlRunner) -> None:
     with open("/proc/self/mounts") as f:
         has_v1 = any(line.split()[2] == "cgroup" for line in f)
     assert data["cgroups"]["version"] in (("hybrid", "v1") if has_v1 else ("v2",))
+
+
+def test_info_counts_container_records_not_the_lock(rl: RlRunner, rootfs: Path) -> None:
+    def count() -> int:
+        return int(rl("info", "--format", "{{.store.containers}}", check=True).stdout)
+
+    before = count()
+    rl("create", "--name", "counted", "--rootfs", rootfs, "true", check=True)
+    try:
+        # the store's containers.lock exists now: it is no container
+        assert count() == before + 1
+    finally:
+        rl("rm", "counted", check=True)
+    assert count() == before
 
 
 def test_info_text_and_template(rl: RlRunner) -> None:

@@ -12,6 +12,7 @@ from .. import paths
 from ..defaults import DEFAULT_NETWORK
 from ..image import rootfs
 from ..runtime import cgroups, idmap
+from . import store
 
 
 def _read(path: str) -> str | None:
@@ -110,7 +111,7 @@ def gather() -> dict[str, Any]:
         "store": {
             "runtime_dir": str(paths.runtime_dir()),
             "data_dir": str(paths.data_dir()),
-            "containers": len(list(paths.containers_dir().glob("[0-9a-f]*"))),
+            "containers": len(store.all_containers()),  # records, not containers.lock
         },
     }
 
