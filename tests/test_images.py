@@ -156,6 +156,11 @@ def test_import_plain_and_stdin_and_export_roundtrip(rl: RlRunner, rootfs: Path,
     a = json.loads(rl("image", "inspect", name, check=True).stdout)[0]
     b = json.loads(rl("image", "inspect", stdin_id, check=True).stdout)[0]
     assert a["RootFS"]["Layers"] == b["RootFS"]["Layers"]
+    # docker's history of an import: no CREATED BY, "Imported from -", never
+    # the temporary file stdin went through
+    rows = rl("history", "--no-trunc", stdin_id, check=True).stdout.splitlines()
+    assert len(rows) == 2 and rows[1].rstrip().endswith("Imported from -"), rows
+    assert "rl-import-" not in rows[1] and "tmp" not in rows[1]
     cid = rl("create", name, "true", check=True).stdout.strip()
     out = tmp_path / "fs.tar"
     rl("export", "-o", out, cid, check=True)
@@ -225,8 +230,14 @@ def test_images_tag_inspect_history(rl: RlRunner, bb: str) -> None:
     assert rl("image", "inspect", "-f", "{{.Os}}", bb, check=True).stdout == "linux\n"
     q = rl("images", "-q", check=True).stdout.split()
     assert len(q) == len(set(q))
-    r = rl("images", "--format", "json", check=True)
-    assert any(e["Repository"] == f"localhost/{bb}" for e in json.loads(r.stdout))
+    r = rl("images", "--format", "json", check=True)  # docker: an object a line
+    assert any(json.loads(line)["Repository"] == f"localhost/{bb}"
+               for line in r.stdout.splitlines())
+    tab = rl("images", "--format", "table {{.Repository}}\t{{.ID}}", bb, check=True)
+    head, *body = tab.stdout.splitlines()
+    assert head.split() == ["REPOSITORY", "IMAGE", "ID"] and head.index("IMAGE ID") > 0
+    assert len(body) == 3 and all(bb in line.split()[0] for line in body)
+    assert body[0].index(info["Id"][7:19]) == head.index("IMAGE ID")
     assert rl("history", "-q", bb, check=True).stdout.split()[0] == info["Id"][7:19]
     # `rl inspect` tries containers, then images, as docker's does.
     assert json.loads(rl("inspect", bb, check=True).stdout)[0]["Id"] == info["Id"]

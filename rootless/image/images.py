@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 import shlex
 import time
@@ -254,8 +253,11 @@ def import_tarball(source: str, name: str | None, changes: list[str],
         try:
             diff_id, notes = store.ensure_layer(digest, "")
             layer = NewLayer(digest, size, layer_media_type(str(store.blob_path(digest))),
-                             diff_id, f"rl import {os.path.basename(source)}")
-            img = write_image(store, None, [layer], cfg, names, comment=message)
+                             diff_id, "")
+            # docker's record: no CREATED BY; the comment is -m or "Imported
+            # from -" (its CLI streams a file too), never a local path
+            img = write_image(store, None, [layer], cfg, names,
+                              comment=message or "Imported from -")
         except BaseException:
             store.rollback()
             raise
