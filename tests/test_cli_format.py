@@ -74,12 +74,27 @@ def test_select_parses_the_template_at_once() -> None:
     assert e.value.message == "template parsing error: template: :1: unclosed action"
 
 
-def test_render_json_a_line_per_row_or_one_array() -> None:
+def test_render_json_a_line_per_row() -> None:
+    # docker prints one object per line for ps and images alike
     assert list(fmt.render(fmt.select("json"), ROWS, _never)) == [json.dumps(r) for r in ROWS]
-    assert list(fmt.render(fmt.select("json"), ROWS, _never, json_array=True)) == [
-        json.dumps(ROWS, indent=2)]
-    assert list(fmt.render(fmt.select("json"), [], _never, json_array=True)) == ["[]"]
     assert list(fmt.render(fmt.select("json"), [], _never)) == []
+
+
+def test_render_table_template_has_docker_headers_and_aligned_cells() -> None:
+    shape = fmt.select("table {{.ID}}\t{{.Name}}")
+    assert shape.table
+    assert list(fmt.render(shape, ROWS, _never, {"ID": "CONTAINER ID"})) == [
+        "CONTAINER ID   NAME\n"
+        "abc            web\n"
+        "de             database"]
+    # no rows: the header alone, from the names given
+    assert list(fmt.render(shape, [], _never, {"ID": "CONTAINER ID", "Name": "NAME"})) == [
+        "CONTAINER ID   NAME"]
+    # literal text and a template without tabs: one column, still a header
+    one = fmt.select("table id={{.ID}}")
+    assert list(fmt.render(one, ROWS[:1], _never)) == ["id=ID\nid=abc"]
+    # a plain template has no header
+    assert not fmt.select("{{.ID}}").table
 
 
 def test_render_template_a_line_per_row() -> None:

@@ -55,6 +55,9 @@ def test_run_detached_ps_inspect_and_rm(rl: RlRunner, ctr: str) -> None:
     assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
                                 "PORTS", "NAMES"]
     assert any(line.endswith(ctr) for line in table[1:])
+    custom = rl("ps", "--format", "table {{.Names}}\t{{.State}}", check=True).stdout
+    assert custom.splitlines()[0].split() == ["NAMES", "STATE"]
+    assert any(line.split() == [ctr, "running"] for line in custom.splitlines()[1:])
     info = json.loads(rl("inspect", ctr, check=True).stdout)[0]
     assert info["Name"] == "/" + ctr
     assert info["State"]["Running"] is True and info["State"]["Pid"] > 0

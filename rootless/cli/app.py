@@ -438,7 +438,7 @@ def ps(all_: bool, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[
                           d["Ports"], e.name])
         return table
 
-    for line in render(shape, rows, view):
+    for line in render(shape, rows, view, views.PS_HEADERS):
         click.echo(line)
 
 
@@ -587,7 +587,7 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
     while True:
         rows = [views.stats_row(s) for s in quotas.stats(list(containers), interval, strict=first)]
         first = False
-        out = "\n".join(render(shape, rows, _stats_table))
+        out = "\n".join(render(shape, rows, _stats_table, views.STATS_HEADERS))
         if clear:
             click.echo("\033[2J\033[H", nl=False)
         if out:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -57,11 +57,13 @@ class Format:
     """What a --format value asks for: JSON, a template, or (neither) the command's own view."""
 
     # A plain class: a frozen dataclass would cost `rl --help`, which loads this module, ~0.6 ms.
-    __slots__ = ("json", "template")
+    __slots__ = ("json", "table", "template")
 
-    def __init__(self, json: bool = False, template: Template | None = None) -> None:
+    def __init__(self, json: bool = False, template: Template | None = None,
+                 table: bool = False) -> None:
         self.json = json
         self.template = template
+        self.table = table  # "table TEMPLATE": a header line, cells split on tabs
 
     @property
     def default(self) -> bool:
@@ -77,20 +79,29 @@ def select(fmt: str | None, table_keyword: bool = True) -> Format:
         return Format()
     if fmt == "json":
         return Format(json=True)
-    return Format(template=parse_template(template_of(fmt) if table_keyword else fmt))
+    if table_keyword and fmt.startswith("table "):
+        return Format(template=parse_template(template_of(fmt)), table=True)
+    return Format(template=parse_template(fmt))
 
 
 def render(shape: Format, rows: Sequence[dict[str, Any]],
            view: Callable[[Sequence[dict[str, Any]]], list[list[str]]],
-           json_array: bool = False) -> Iterator[str]:
-    """The lines a listing prints: a JSON object per row (json_array: one indented array,
-    as `rl images` prints), a template per row, or the table view(rows) builds (header first).
-    Lazily, so that a caller printing each line shows the rows before one that fails."""
+           headers: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The lines a listing prints: a JSON object per row (docker's json for ps and
+    images alike), a template per row, or the table view(rows) builds (header first).
+    "table TEMPLATE" prints, as docker, the template over *headers* (a row's key
+    maps to its column name; others to the key in capitals) above the rows, and
+    aligns the cells its tabs separate. Lazily, except a table, so that a caller
+    printing each line shows the rows before one that fails."""
     if shape.json:
-        if json_array:
-            yield json.dumps(list(rows), indent=2)
-        else:
-            yield from (json.dumps(r) for r in rows)
+        yield from (json.dumps(r) for r in rows)
+    elif shape.template is not None and shape.table:
+        names = dict(headers or {})
+        keys = list(rows[0]) if rows else list(names)
+        head = {k: names.get(k, k.upper()) for k in keys}
+        lines = [shape.template.render(r).split("\t") for r in [head, *rows]]
+        width = max(len(cells) for cells in lines)
+        yield table([cells + [""] * (width - len(cells)) for cells in lines])
     elif shape.template is not None:
         yield from (shape.template.render(r) for r in rows)
     else:

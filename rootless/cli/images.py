@@ -68,6 +68,12 @@ def _print_notes(notes: list[str]) -> None:
 # -- commands ------------------------------------------------------------------------
 
 
+# docker's column names for `images --format 'table ...'`
+_IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
+                  "Digest": "DIGEST", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED",
+                  "Size": "SIZE", "Names": "NAMES"}
+
+
 @click.command("images")
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all images (the default).")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
@@ -107,7 +113,7 @@ def images_cmd(all_: bool, quiet: bool, no_trunc: bool, digests: bool, fmt: str 
         return [head, *([r.repository, r.tag, *([r.digest] if digests else []), d["ID"],
                          d["CreatedSince"], d["Size"]] for r, d in zip(rows, dicts, strict=True))]
 
-    for line in render(shape, dicts, view, json_array=True):
+    for line in render(shape, dicts, view, _IMAGE_HEADERS):
         click.echo(line)
 
 

@@ -31,6 +31,15 @@ def port_lines(ports: Iterable[PortMapping], addresses_only: bool) -> list[str]:
     return [f"{m.key()} -> {m.host_text()}" for m in ports]
 
 
+# docker's column names for `--format 'table ...'` (others: the key in capitals)
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+              "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS",
+              "State": "STATE", "Names": "NAMES", "Ports": "PORTS"}
+STATS_HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME",
+                 "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
+                 "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+
+
 def ps_row(s: ContainerSummary, now: float, no_trunc: bool) -> dict[str, Any]:
     """One container as `ps --format` sees it (docker's keys)."""
     return {
