@@ -123,6 +123,17 @@ def test_stats_and_update_without_a_cgroup(rl: RlRunner, rootfs: Path) -> None:
                check=True)
         row = json.loads(r.stdout)
         assert row["ID"] == cid and row["Cgroup"] is False and row["CPUPerc"] == "--"
+        # what /proc tells without a cgroup: the PID namespace's tasks (sleep, and
+        # the two an exec adds), the network namespace's counters; a note says why
+        assert row["PIDs"] == "1" and row["PIDsCurrent"] == 1
+        assert "no cgroup of its own" in r.stderr and "CPU, memory" in r.stderr
+        rl("exec", "-d", "plain", "sh", "-c", "sleep 30 & sleep 30", check=True)
+        for _ in range(50):
+            row = json.loads(rl("stats", "--no-stream", "--format", "json", "--interval",
+                                "0.1", "plain", check=True).stdout)
+            if row["PIDsCurrent"] == 3:
+                break
+        assert row["PIDsCurrent"] == 3
         table = rl("stats", "--no-stream", "--interval", "0.1", check=True).stdout
         assert table.splitlines()[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
         assert "plain" in table

@@ -583,10 +583,17 @@ def stats(all_: bool, no_stream: bool, fmt: str | None, interval: float,
         raise InvalidArgument(f"invalid --interval {interval}: must be positive")
     clear = not no_stream and sys.stdout.isatty() and fmt in (None, "table")
     shape = select(fmt)
-    first = True
+    first, noted = True, False
     while True:
-        rows = [views.stats_row(s) for s in quotas.stats(list(containers), interval, strict=first)]
+        found = quotas.stats(list(containers), interval, strict=first)
+        rows = [views.stats_row(s) for s in found]
         first = False
+        blind = [s.name for s in found if not s.available]
+        if blind and not noted:  # once: the columns would otherwise say "--" unexplained
+            noted = True
+            click.echo(f"note: {', '.join(blind)}: no cgroup of its own (rl info tells why): "
+                       "CPU, memory and block I/O are unknown; PIDs and network I/O come "
+                       "from /proc", err=True)
         out = "\n".join(render(shape, rows, _stats_table, views.STATS_HEADERS))
         if clear:
             click.echo("\033[2J\033[H", nl=False)

@@ -56,8 +56,10 @@ def stats_row(s: Stats) -> dict[str, Any]:
         dash = "--"
         return {"ID": s.id, "Container": s.id[:12], "Name": s.name,
                 "CPUPerc": dash, "MemUsage": f"{dash} / {dash}", "MemPerc": dash,
-                "NetIO": f"{dash} / {dash}", "BlockIO": f"{dash} / {dash}", "PIDs": dash,
-                "Cgroup": False}
+                "NetIO": f"{human_size(s.net_rx)} / {human_size(s.net_tx)}",
+                "BlockIO": f"{dash} / {dash}", "PIDs": str(s.pids),
+                "Cgroup": False, "PIDsCurrent": s.pids, "NetRxBytes": s.net_rx,
+                "NetTxBytes": s.net_tx}
     return {
         "ID": s.id, "Container": s.id[:12], "Name": s.name,
         "CPUPerc": f"{s.cpu_percent:.2f}%",

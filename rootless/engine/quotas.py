@@ -6,6 +6,7 @@ cgroups.py does the kernel work; resources.py holds the data. Nothing here print
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -153,10 +154,37 @@ def _total_memory() -> int:
     return 0
 
 
+def _ns_tasks(pid: int) -> int:
+    """Threads of every process in pid's PID namespace: pids.current without a cgroup."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return 0
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+    return count
+
+
+def _net(s: Sample, pid: int) -> None:
+    for line in _read(f"/proc/{pid}/net/dev").splitlines()[2:]:
+        iface, _, rest = line.partition(":")
+        cols = rest.split()
+        if iface.strip() != "lo" and len(cols) >= 9:
+            s.net_rx += int(cols[0])
+            s.net_tx += int(cols[8])
+
+
 def sample(ctr: Container) -> Sample:
     s = Sample(ctr.id, ctr.name, at=time.monotonic())
+    pid = ctr.state().pid
+    _net(s, pid)  # the network namespace's counters need no cgroup
     path = cgroup_of(ctr)
     if path is None:
+        s.pids = _ns_tasks(pid)
         return s
     s.available = True
     s.cpu_usec = _kv(_read(f"{path}/cpu.stat")).get("usage_usec", 0)
@@ -174,13 +202,6 @@ def sample(ctr: Container) -> Sample:
         fields = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
         s.blk_read += int(fields.get("rbytes", 0))
         s.blk_write += int(fields.get("wbytes", 0))
-    pid = ctr.state().pid
-    for line in _read(f"/proc/{pid}/net/dev").splitlines()[2:]:
-        iface, _, rest = line.partition(":")
-        cols = rest.split()
-        if iface.strip() != "lo" and len(cols) >= 9:
-            s.net_rx += int(cols[0])
-            s.net_tx += int(cols[8])
     return s
 
 
@@ -216,7 +237,8 @@ class Stats:
     """One container's use of its resources: docker's stats figures, in bytes and percent.
 
     available is False when the container has no cgroup (--cgroups=disabled,
-    or no delegation): rl knows none of the figures then, and they are 0.
+    or no delegation): rl knows only its tasks and network counters then; the
+    other figures are 0.
     """
 
     id: str
@@ -240,8 +262,9 @@ class Stats:
 
 def measure(before: Sample, after: Sample) -> Stats:
     """The stats of the interval between two samples of one container."""
-    if not after.available:
-        return Stats(after.id, after.name, available=False)
+    if not after.available:  # what /proc tells without a cgroup
+        return Stats(after.id, after.name, available=False, pids=after.pids,
+                     net_rx=after.net_rx, net_tx=after.net_tx)
     return Stats(after.id, after.name, available=True,
                  cpu_percent=cpu_percent(before, after), cpu_usec=after.cpu_usec,
                  mem_usage=after.mem_usage, mem_limit=after.mem_limit, pids=after.pids,
