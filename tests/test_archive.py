@@ -174,6 +174,19 @@ def test_podman_archives_load_in_rl_and_back(rl: RlRunner, base_tar: Path,
             assert r.stdout == "Loaded image: localhost/frompodman:v1\n"
             assert rl("run", "--rm", "frompodman:v1", check=True).stdout == "from-podman\n"
             rl("rmi", "frompodman:v1", check=True)
+        # Both archives of one image, loaded one after the other: one image, one
+        # row (their manifests differ in layer compression only), and rmi of its
+        # ID leaves no <none> row behind.
+        rl("load", "-i", tmp_path / "pd.tar", check=True)
+        rl("tag", "frompodman:v1", "frompodman:other", check=True)
+        rl("load", "-i", tmp_path / "po.tar", check=True)
+        rows = rl("images", "--format", "{{.ID}} {{.Tag}}", "frompodman",
+                  check=True).stdout.splitlines()
+        iid = rows[0].split()[0]
+        assert sorted(rows) == [f"{iid} other", f"{iid} v1"]
+        out = rl("rmi", "-f", iid, check=True).stdout
+        assert "Deleted: sha256:" in out
+        assert rl("images", "-q", "--no-trunc", check=True).stdout.count(iid) == 0
         # skopeo converts formats; rl reads what it writes.
         if shutil.which("skopeo"):
             subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{tmp_path / 'pd.tar'}",

@@ -417,6 +417,13 @@ def remove(store: Store, text: str, force: bool,
         for n in img.names:
             store.untag(n)  # kept, nameless, while its containers exist
         return out
+    # every manifest of this ID goes (a store from before add_image kept one
+    # image one row may hold twins): rmi removes what it says it removed
+    twins = [i for i in store.images()
+             if i.id == img.id and i.manifest_digest != img.manifest_digest]
+    for twin in twins:
+        out += [Removed("Untagged", n) for n in twin.names if n not in img.names]
+        store.delete_image(twin.manifest_digest)
     store.delete_image(img.manifest_digest)
     return [*out, Removed("Deleted", img.id)]
 

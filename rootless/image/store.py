@@ -423,6 +423,13 @@ class Store:
 
         with self._index_lock():
             before = self._load_index()
+            # One image, one row (docker keys images by config): a manifest of an
+            # image already here (podman's docker- and oci-archive of one image
+            # differ only in layer compression) gives its names to the one kept.
+            twin = self._twin(manifest_digest, before)
+            if twin is not None:
+                manifest_digest, media_type, size = (
+                    twin["digest"], twin.get("mediaType", media_type), twin.get("size", size))
             # The names leave what they named; a named manifest needs no nameless entry.
             entries = [e for e in before if name(e) not in names and not (
                 names and e["digest"] == manifest_digest and name(e) is None)]
@@ -432,6 +439,24 @@ class Store:
             elif not any(e["digest"] == manifest_digest for e in entries):
                 entries.append(desc)
             self._save_index(self._keep_nameless(entries, before))
+
+    def config_of(self, manifest_digest: str) -> str | None:
+        """The config digest (the image ID) a stored manifest names; None if damaged."""
+        try:
+            return str(self.read_json(manifest_digest)["config"]["digest"])
+        except (RlError, KeyError, TypeError):
+            return None
+
+    def _twin(self, manifest_digest: str,
+              entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """An entry of another manifest of the same image as manifest_digest."""
+        config = self.config_of(manifest_digest)
+        if config is None:
+            return None
+        for e in entries:
+            if e["digest"] != manifest_digest and self.config_of(e["digest"]) == config:
+                return e
+        return None
 
     @staticmethod
     def _keep_nameless(entries: list[dict[str, Any]],
