@@ -172,6 +172,12 @@ def test_import_plain_and_stdin_and_export_roundtrip(rl: RlRunner, rootfs: Path,
     rl("rm", cid, check=True)
 
 
+def test_no_unmapped_users_warning_with_a_subuid_range(rl: RlRunner, bb: str) -> None:
+    support.require_newidmap()
+    r = rl("run", "--rm", bb, "true", check=True)
+    assert "cannot hold" not in r.stderr, r.stderr
+
+
 def test_commit_records_changes_and_deletions(rl: RlRunner, bb: str) -> None:
     cid = rl("run", "-d", bb, "sh", "-c",
              "echo new > /new-file; rm /etc/motd; rm -r /var/log; mkdir -p /opt/x",
@@ -534,6 +540,13 @@ def test_single_id_mode_squashes_owners(rl_path: Path, rootfs_tgz: Path,
                 "/usr/bin/suid-file")
         assert r.returncode == 0, r.stderr
         assert r.stdout.split("\n")[:2] == ["0:0 644", "0:0 4755"]
+        # said once, at run, not later in apt's words: the users one id cannot hold
+        warning = [ln for ln in r.stderr.splitlines() if "cannot hold" in ln]
+        assert len(warning) == 1 and "(1 id mapped)" in warning[0], r.stderr
+        assert "user (1000)" in warning[0] and "nobody (65534)" in warning[0]
+        assert "root (0)" not in warning[0]
+        limits = rl1("info", "--format", "{{.idmap.limits}}")
+        assert "setgroups is denied" in limits.stdout, limits
         owned = list((data / "rl/storage/layers").glob("*/home/user/owned"))
         assert owned and owned[0].stat().st_uid == os.getuid()
         assert rl1("rmi", "single").returncode == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from ..image import images as imagelib
 from ..image import rootfs
 from ..image.images import NewLayer, Removed
 from ..image.store import MT_OCI_LAYER, Holds, Image, Store
+from ..runtime import idmap
 from . import specgen, store
 from .store import Container, ContainerConfig
 
@@ -93,6 +95,9 @@ def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) ->
             points = [(m.destination, _is_dir_mount(m)) for i, m in enumerate(cfg.spec.mounts)
                       if not any(m.destination.startswith(d + "/") for d in dests[:i])]
             _record_storage(cfg, rootfs.finish(prepared, cfg.id, points))
+            if warn is not None:
+                _warn_unmapped_users(st, img, idmap.mapped_size(cfg.spec.linux.uid_mappings),
+                                     warn)
         except BaseException:
             rootfs.discard(prepared.tmp)
             raise
@@ -101,6 +106,51 @@ def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) ->
         except BaseException:
             rootfs.remove(cfg.id)
             raise
+
+
+def _image_passwd(st: Store, img: Image) -> str:
+    """The image's /etc/passwd, from the top-most layer holding one; "" if none.
+
+    Read beneath each layer directory with no symlink followed: a hostile
+    image's etc/passwd -> /home/me/... must not make rl read the user's files."""
+    for diff_id in reversed(img.diff_ids):
+        try:
+            top = os.open(st.layer_dir(diff_id), os.O_PATH | os.O_DIRECTORY)
+        except (OSError, RlError):
+            continue
+        try:
+            etc = os.open("etc", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+        except OSError:
+            continue
+        finally:
+            os.close(top)
+        try:
+            fd = os.open("passwd", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=etc)
+        except OSError:
+            continue
+        finally:
+            os.close(etc)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return ""
+            return f.read(1 << 20).decode(errors="replace")
+    return ""
+
+
+def _warn_unmapped_users(st: Store, img: Image, mapped: int,
+                         warn: Callable[[str], None]) -> None:
+    """Once, at create: the image's users the id map cannot hold (single-id mode
+    maps root only), which apt and USER need; they fail later with their own words."""
+    names = []
+    for line in _image_passwd(st, img).splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[2].isdigit() and int(fields[2]) >= mapped:
+            names.append(f"{fields[0]} ({fields[2]})")
+    if names:
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        warn(f"the image has users this id map cannot hold ({mapped} id"
+             f"{'s' if mapped != 1 else ''} mapped): {shown}; switching to them fails "
+             "(apt-get's setgroups/seteuid): see `rl info`")
 
 
 def _is_dir_mount(m: Any) -> bool:

@@ -78,6 +78,13 @@ def _storage() -> dict[str, Any]:
             "root": str(rootfs.containers_root().parent)}
 
 
+# What single-id mode cannot do, said where a user looks (docs/decisions.md).
+SINGLE_ID_LIMITS = ("only the container's root is mapped (to you): an image's other users "
+                    "(USER, -u, apt's _apt, nobody) cannot be switched to and setgroups is "
+                    "denied, so apt-get update fails; ask for a range in /etc/subuid and "
+                    "/etc/subgid")
+
+
 def gather() -> dict[str, Any]:
     plan = idmap.plan()
 
@@ -96,6 +103,7 @@ def gather() -> dict[str, Any]:
             "gid_map": [f"{m.container_id}:{m.host_id}:{m.size}" for m in plan.gid_mappings],
             "subuid": idmap.subordinate_ranges("/etc/subuid"),
             "subgid": idmap.subordinate_ranges("/etc/subgid"),
+            **({"limits": SINGLE_ID_LIMITS} if plan.mode == "single" else {}),
             "newuidmap": shutil.which("newuidmap"),
             "newgidmap": shutil.which("newgidmap"),
         },
