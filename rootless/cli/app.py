@@ -30,7 +30,7 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import build, images, netflags, resolve, views
+from . import build, groups, images, netflags, resolve, views
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -609,6 +609,11 @@ def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
              "BLOCK I/O", "PIDS"],
             *([r["Container"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"], r["NetIO"],
                r["BlockIO"], r["PIDs"]] for r in rows)]
+
+
+# docker's management spellings (rl container ls, rl system prune) and rl version,
+# over every command defined above.
+groups.register(cli)
 
 
 def main() -> None:
