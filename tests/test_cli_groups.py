@@ -8,9 +8,9 @@ import platform
 from pathlib import Path
 
 import pytest
+from imagetools import rootfs_tar
 
 import support
-from imagetools import rootfs_tar
 from support import RlRunner, RlState
 
 

@@ -525,6 +525,17 @@ def port(container: str, private_port: str | None) -> None:
         click.echo(line)
 
 
+@cli.command(context_settings=_RUN_SETTINGS)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def unshare(command: tuple[str, ...]) -> None:
+    """Run a command (default: your $SHELL) as root of rl's user namespace."""
+    from ..engine import containers as api
+
+    argv = list(command) or [os.environ.get("SHELL") or "/bin/sh"]
+    sys.stdout.flush()
+    sys.exit(api.unshare(argv, dict(os.environ)))
+
+
 @cli.command()
 @click.option("-f", "--format", "fmt", help="'json' or a Go template.")
 def info(fmt: str | None) -> None:

@@ -224,6 +224,14 @@ def prune() -> tuple[list[str], int]:
     return removed, max(_free_bytes() - before, 0)
 
 
+def unshare(argv: list[str], env: dict[str, str]) -> int:
+    """`rl unshare` (podman's): argv as root of a user namespace with rl's id maps,
+    where files a container's subordinate ids own can be read and removed."""
+    from ..runtime import userns
+
+    return userns.execute(argv, env)
+
+
 def _iso(ts: float) -> str:
     if not ts:
         return "0001-01-01T00:00:00Z"

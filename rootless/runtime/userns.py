@@ -87,6 +87,64 @@ def run(func: Callable[[], T], plan: IdMapPlan | None = None) -> T:
     return _unwrap(kind, value)  # type: ignore[no-any-return]
 
 
+def execute(argv: list[str], env: dict[str, str], plan: IdMapPlan | None = None) -> int:
+    """`rl unshare`: argv, root of a new user namespace with the user's maps, on
+    the caller's own stdio (the user's command on the user's host: no container
+    boundary to keep). Returns its exit status as a shell gives it (128+N for
+    signal N); the terminal's Ctrl-C is the command's, not this waiting parent's."""
+    import signal
+
+    plan = plan or idmap.plan()
+    sync_r, sync_w = os.pipe()
+    res_r, res_w = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(sync_w)
+            os.close(res_r)
+            sc.prctl(sc.PR_SET_PDEATHSIG, 9)
+            if os.getppid() != parent:
+                os._exit(1)
+            _become_root_of_new_userns(plan, res_w, sync_r)
+            os.close(res_w)
+            os.close(sync_r)
+            os.execvpe(argv[0], argv, env)
+        except FileNotFoundError:
+            os.write(2, f"Error: exec: {argv[0]!r}: executable file not found\n".encode())
+            os._exit(127)
+        except OSError as e:
+            os.write(2, f"Error: exec: {argv[0]!r}: {e.strerror}\n".encode())
+            os._exit(126)
+        except BaseException:
+            os._exit(125)
+    os.close(sync_r)
+    os.close(res_w)
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        try:
+            if os.read(res_r, 1) != b"U":
+                raise RlError("cannot create a user namespace")
+            try:
+                idmap.write_maps(pid, plan)
+            except OSError as e:
+                raise RlError(f"writing the id maps: {e.strerror}") from e
+            os.write(sync_w, b"M")
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            os.close(sync_w)
+            os.close(res_r)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
 def _unwrap(kind: str, value: Any) -> Any:
     """A helper's result as it came back pickled: the value, or its error raised."""
     if kind == "ok":
