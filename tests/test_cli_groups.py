@@ -4,7 +4,9 @@ prune, and `rl version`: real containers, real records."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,35 @@ def test_version(rl: RlRunner) -> None:
         rootless.__version__
     r = rl("version", "-f", "{{.Nope")
     assert r.returncode == 125 and r.stderr.startswith("Error: ")
+
+
+def _complete(rl_path: Path, rl_state: RlState, words: str) -> list[str]:
+    env = {**os.environ, **rl_state.env(), "_RL_COMPLETE": "bash_complete",
+           "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    r = subprocess.run([str(rl_path)], env=env, capture_output=True, text=True, timeout=60,
+                       check=True)
+    return [v for line in r.stdout.splitlines() if (v := line.partition(",")[2])]
+
+
+def test_completion_of_container_and_image_names(rl: RlRunner, rl_path: Path,
+                                                 rl_state: RlState, rootfs: Path,
+                                                 tmp_path: Path) -> None:
+    script = rl("completion", "bash", check=True).stdout
+    loaded = subprocess.run(["bash", "-c", f'{script}\ncomplete -p rl'], capture_output=True,
+                            text=True, check=True)
+    assert "_rl_completion" in loaded.stdout
+    for shell in ("zsh", "fish"):
+        assert "_RL_COMPLETE" in rl("completion", shell, check=True).stdout
+    rl("create", "--name", "webby", "--rootfs", rootfs, "true", check=True)
+    rl("import", rootfs_tar(rootfs, tmp_path / "bb.tar"), "complete-me:2", check=True)
+    try:
+        assert _complete(rl_path, rl_state, "rl rm we") == ["webby"]
+        assert _complete(rl_path, rl_state, "rl container stop we") == ["webby"]
+        assert _complete(rl_path, rl_state, "rl rmi comp") == ["complete-me:2"]
+        assert _complete(rl_path, rl_state, "rl tag comp") == ["complete-me:2"]
+        both = _complete(rl_path, rl_state, "rl inspect ")
+        assert "webby" in both and "complete-me:2" in both
+        assert _complete(rl_path, rl_state, "rl rm zz") == []
+    finally:
+        rl("rm", "webby")
+        rl("rmi", "complete-me:2")
