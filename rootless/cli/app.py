@@ -351,12 +351,13 @@ def kill(sig: str, containers: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("-f", "--force", is_flag=True, help="Kill and remove a running container.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes too.")
 @click.argument("containers", nargs=-1, required=True)
-def rm(force: bool, containers: tuple[str, ...]) -> None:
+def rm(force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
     """Remove containers."""
     from ..engine import containers as api
 
-    _each(containers, lambda c: api.remove(c, force))
+    _each(containers, lambda c: api.remove(c, force, volumes))
 
 
 @cli.command()

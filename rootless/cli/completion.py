@@ -45,6 +45,18 @@ def image_names(ctx: click.Context, param: click.Parameter,
     return [CompletionItem(n) for n in dict.fromkeys(names) if n.startswith(incomplete)]
 
 
+def volume_names(ctx: click.Context, param: click.Parameter,
+                 incomplete: str) -> list[CompletionItem]:
+    from ..engine import volumes
+
+    del ctx, param
+    try:
+        return [CompletionItem(v.name) for v in volumes.list_volumes()
+                if v.name.startswith(incomplete)]
+    except Exception:  # as above
+        return []
+
+
 def _both(ctx: click.Context, param: click.Parameter,
           incomplete: str) -> list[CompletionItem]:
     return container_names(ctx, param, incomplete) + image_names(ctx, param, incomplete)
@@ -54,7 +66,8 @@ _BY_PARAM = {"container": container_names, "containers": container_names,
              "image": image_names, "images": image_names}
 # where the argument's name does not say it
 _BY_COMMAND = {("tag", "source"): image_names, ("rename", "old"): container_names,
-               ("inspect", "containers"): _both}
+               ("inspect", "containers"): _both, ("inspect", "names"): volume_names,
+               ("rm", "names"): volume_names}
 
 
 def attach(group: click.Group) -> None:

@@ -165,8 +165,21 @@ def stop(ctr: Container, opts: StopOptions | None = None) -> None:
         store.terminate(ctr.id, scan=st.status == "dead")
 
 
-def remove(ctr: Container, force: bool = False) -> None:
-    """Delete the record; -f first kills whatever runs for it, whatever is left of it."""
+def remove(ctr: Container, force: bool = False, volumes: bool = False) -> None:
+    """Delete the record; -f first kills whatever runs for it, whatever is left of it;
+    volumes (-v): its anonymous volumes too."""
+    anonymous = []
+    if volumes:
+        with contextlib.suppress(RlError):
+            anonymous = ctr.config.anonymous_volumes
+    _remove(ctr, force)
+    if anonymous:
+        from . import volumes as vols
+
+        vols.remove_anonymous(anonymous)
+
+
+def _remove(ctr: Container, force: bool) -> None:
     st = ctr.state()
     if _alive(st) and not force:
         raise Conflict(

@@ -27,7 +27,7 @@ from .. import paths
 from ..errors import InvalidArgument, RlError
 from ..runtime import capabilities, idmap, seccomp
 from ..runtime.container import init_binary
-from ..runtime.mounts import container_path, refused_destination, secure_join
+from ..runtime.mounts import COPY_UP, container_path, refused_destination, secure_join
 from ..runtime.spec import (
     Capabilities,
     ConsoleSize,
@@ -219,21 +219,31 @@ def _mount_destination(dest: str, kind: str, context: str) -> str:
     return dest
 
 
-def bind_mount(bind: Bind) -> Mount:
+def bind_mount(bind: Bind, anonymous: list[str] | None = None) -> Mount:
+    """-v HOST:CTR[:OPTS], -v NAME:CTR[:OPTS] (a named volume, made if missing) or
+    -v CTR (an anonymous volume; its name is appended to anonymous)."""
     spec = bind.text
     parts = spec.split(":")
-    if len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
+    if len(parts) == 1 and spec.startswith("/"):
+        parts = ["", spec]  # -v /path: an anonymous volume
+    elif len(parts) < 2 or len(parts) > 3 or not parts[0] or not parts[1]:
         raise InvalidArgument(f"invalid volume specification: '{spec}'")
     src, dest = parts[0], parts[1]
     opts = parts[2].split(",") if len(parts) == 3 else []
-    if not src.startswith("/") and not src.startswith("."):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': named volumes are not "
-                              "supported; give an absolute host path")
     if not dest.startswith("/"):
         raise InvalidArgument(f"invalid volume specification: '{spec}': the container path "
                               "must be absolute")
     dest = _mount_destination(dest, "bind", f"invalid volume specification: '{spec}': ")
-    src = bind.source if bind.source is not None else src
+    volume = None
+    if not src.startswith("/") and not src.startswith("."):
+        from . import volumes
+
+        volume = volumes.create(src or None)
+        if not src and anonymous is not None:
+            anonymous.append(volume.name)
+        src = volume.mountpoint
+    else:
+        src = bind.source if bind.source is not None else src
     if not os.path.isabs(src):
         raise InvalidArgument(f"invalid volume specification: '{spec}': the host path must "
                               "be absolute")
@@ -244,12 +254,17 @@ def bind_mount(bind: Bind) -> Mount:
     for o in opts:
         if o in ("ro", "rw"):
             mount_opts.append(o)
-        elif o in ("z", "Z", "nocopy", "consistent", "cached", "delegated"):
+        elif o in ("z", "Z", "consistent", "cached", "delegated") or (
+                o == "nocopy" and volume is None):
             continue
         elif o in ("rprivate", "private", "rslave", "slave"):
             mount_opts.append(o)
+        elif o == "nocopy" and volume is not None:
+            volume = None  # docker's: no copy of the image's files into it
         else:
             raise InvalidArgument(f"invalid volume specification: '{spec}': unknown option {o}")
+    if volume is not None:
+        mount_opts.append(COPY_UP)  # an empty volume first gets what the image has there
     return Mount(destination=dest, type="bind", source=src, options=mount_opts)
 
 
@@ -267,9 +282,21 @@ def tmpfs_mount(spec: str) -> Mount:
     return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
 
 
-def user_mounts(opts: CreateOptions) -> list[Mount]:
-    """-v, then --tmpfs."""
-    return [bind_mount(v) for v in opts.volumes] + [tmpfs_mount(t) for t in opts.tmpfs]
+def user_mounts(opts: CreateOptions, anonymous: list[str] | None = None) -> list[Mount]:
+    """-v, then --tmpfs; anonymous volumes' names made for -v PATH go to anonymous."""
+    made: list[str] = []
+    try:
+        tmpfs = [tmpfs_mount(t) for t in opts.tmpfs]
+        binds = [bind_mount(v, made) for v in opts.volumes]
+    except BaseException:
+        if made:  # a later -v was wrong: the anonymous volumes made for it go
+            from . import volumes
+
+            volumes.remove_anonymous(made)
+        raise
+    if anonymous is not None:
+        anonymous += made
+    return binds + tmpfs
 
 
 def namespaces(net: NetOptions) -> list[Namespace]:
@@ -385,18 +412,20 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
         warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
     mounts = default_mounts(paths.container_run_dir(cid), net.mode != "host", gid5)
-    mine = user_mounts(opts)
+    spaces = namespaces(net)
+    proc = process(opts, entrypoint + cmd, env, caps, gids, sec)
+    filt = seccomp_filter(sec, caps)
+    anonymous: list[str] = []  # made last: nothing after them fails on the user's input
+    mine = user_mounts(opts, anonymous)
     mounts += mine
     created = [m.destination for m in mounts
                if m.destination.startswith("/etc/")
                and not os.path.lexists(secure_join(rootfs, m.destination))]
-    spaces = namespaces(net)
-    proc = process(opts, entrypoint + cmd, env, caps, gids, sec)
 
     spec = Spec(process=proc, root=Root(path=rootfs, readonly=opts.read_only),
                 hostname=host, mounts=mounts)
     spec.linux.namespaces = spaces
-    spec.linux.seccomp = seccomp_filter(sec, caps)
+    spec.linux.seccomp = filt
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
     img = opts.image_defaults
@@ -420,6 +449,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
         entrypoint=entrypoint,
         cmd=cmd,
         binds=[v.text for v in opts.volumes],
+        anonymous_volumes=anonymous,
         tmpfs={m.destination: ",".join(m.options) for m in mine if m.type == "tmpfs"},
         cap_add=list(opts.cap_add),
         cap_drop=list(opts.cap_drop),

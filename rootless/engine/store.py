@@ -148,6 +148,7 @@ class ContainerConfig:
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     binds: list[str] = field(default_factory=list)
+    anonymous_volumes: list[str] = field(default_factory=list)  # -v PATH's: rm -v, --rm take them
     tmpfs: dict[str, str] = field(default_factory=dict)
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)

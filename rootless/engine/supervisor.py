@@ -475,6 +475,16 @@ class Supervisor:
             cgroups.remove(self.leftover_cgroup)
         if self.cfg.auto_remove:
             store.remove_files(self.ctr.id)
+            remove_anonymous_volumes(self.cfg)
+
+
+def remove_anonymous_volumes(cfg: ContainerConfig) -> None:
+    """--rm takes the container's anonymous volumes with it, as docker's."""
+    if cfg.anonymous_volumes:
+        from . import volumes
+
+        with contextlib.suppress(RlError, OSError):
+            volumes.remove_anonymous(cfg.anonymous_volumes)
 
 
 def cleanup_mountpoints(cfg: ContainerConfig) -> None:
@@ -803,6 +813,7 @@ def fail_start(ctr: Container, err: RlError, run_dir: Path) -> None:
         cleanup_mountpoints(ctr.config)
         if ctr.config.auto_remove:
             store.remove_files(ctr.id)
+            remove_anonymous_volumes(ctr.config)
             return
         st = ctr.raw_state()
         st.status = "created"

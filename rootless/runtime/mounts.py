@@ -35,12 +35,17 @@ _LOCKED = [
 ]
 
 
+# rl's own bind option (a volume's): before the bind, an empty source gets a copy
+# of what the rootfs has at the mount point, as docker fills a new volume.
+COPY_UP = "rl-copy-up"
+
+
 def parse_options(options: list[str]) -> tuple[int, str]:
     flags, data = 0, []
     for opt in options:
         if opt in _FLAGS:
             flags |= _FLAGS[opt]
-        elif opt in _PROPAGATION:
+        elif opt in _PROPAGATION or opt == COPY_UP:
             continue
         else:
             data.append(opt)
@@ -194,6 +199,8 @@ def _bind(m: Mount, root_fd: int, rel: str, target: str, flags: int) -> None:
     _make_target(root_fd, rel, os.path.isdir(m.source))
     fd = _open_target(root_fd, rel, target)
     try:
+        if COPY_UP in m.options:
+            _copy_up(fd, m.source)
         sc.mount(m.source, f"/proc/self/fd/{fd}", None, sc.MS_BIND | (flags & sc.MS_REC))
     finally:
         os.close(fd)
@@ -213,6 +220,63 @@ def _bind(m: Mount, root_fd: int, rel: str, target: str, flags: int) -> None:
             sc.mount(None, here, None, sc.MS_BIND | sc.MS_REMOUNT | extra | locked_flags(here))
     finally:
         os.close(fd)
+
+
+def _copy_up(target_fd: int, volume: str) -> None:
+    """An empty volume gets the tree at the mount point: owners, modes, times and
+    symlinks as they are (root of the userns, every id mapped). Walked through
+    directory fds with no symlink followed, so the image's tree cannot lead the
+    copy out of it; fifos, sockets and devices are left out."""
+    if os.listdir(volume):
+        return
+    try:
+        src = os.open(f"/proc/self/fd/{target_fd}", os.O_RDONLY | os.O_DIRECTORY)
+    except NotADirectoryError:
+        return
+    dst = os.open(volume, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(src)
+        os.fchown(dst, st.st_uid, st.st_gid)
+        os.fchmod(dst, stat.S_IMODE(st.st_mode))
+        _copy_dir(src, dst)
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _copy_dir(src: int, dst: int) -> None:
+    for name in os.listdir(src):
+        st = os.lstat(name, dir_fd=src)
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(name, 0o700, dir_fd=dst)
+            s = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=src)
+            d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dst)
+            try:
+                _copy_dir(s, d)
+                os.fchown(d, st.st_uid, st.st_gid)
+                os.fchmod(d, mode)
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(s)
+                os.close(d)
+        elif stat.S_ISREG(st.st_mode):
+            s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=src)
+            d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                        dir_fd=dst)
+            try:
+                while os.sendfile(d, s, None, 1 << 20):
+                    pass
+                os.fchown(d, st.st_uid, st.st_gid)
+                os.fchmod(d, mode)  # after chown, which clears setuid bits
+                os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(s)
+                os.close(d)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
 
 
 def apply_mount(rootfs: str, m: Mount) -> None:

@@ -1,0 +1,196 @@
+"""Named and anonymous volumes: directories in the user's storage that outlive
+the containers mounting them (docker's `local` driver).
+
+A volume is `<data>/volumes/NAME/` holding `volume.json` (its record) and
+`_data/` (what containers see), owned by the user, who is the container's root:
+the container's root writes it; what its other users write is owned by
+subordinate ids, so removal goes through the user namespace (runtime.userns).
+A volume is made under a temporary name and renamed into place, so a
+half-made one never has a name; kill -9 leaves a dot-name `ls` skips and the
+next create sweeps. Which containers use a volume is read from their records
+(their mounts' sources), not kept twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import paths
+from ..errors import Conflict, InvalidArgument, NotFound, RlError
+from . import store
+
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_TMP = ".tmp-"
+_TRASH = ".trash-"
+RECORD = "volume.json"
+DATA = "_data"
+
+
+@dataclass
+class Volume:
+    name: str
+    mountpoint: str
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+    anonymous: bool = False
+
+    def inspect(self) -> dict[str, Any]:
+        """docker volume inspect's view."""
+        return {"CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.created)),
+                "Driver": "local", "Labels": self.labels or None,
+                "Mountpoint": self.mountpoint, "Name": self.name, "Options": None,
+                "Scope": "local", "Anonymous": self.anonymous}
+
+
+def root() -> Path:
+    d = paths.data_dir() / "volumes"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f'create {name}: "{name}" includes invalid characters for a local volume name, '
+            'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+            "directory, use absolute path")
+    return name
+
+
+def _load(d: Path) -> Volume:
+    try:
+        raw = json.loads((d / RECORD).read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        labels = raw.get("labels") or {}
+        return Volume(d.name, str(d / DATA), float(raw.get("created", 0)),
+                      {str(k): str(v) for k, v in labels.items()}, bool(raw.get("anonymous")))
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise RlError(f"volume {d.name}: damaged record ({e})") from None
+
+
+def get(name: str) -> Volume:
+    d = root() / name
+    if not _NAME.fullmatch(name) or not (d / RECORD).is_file():
+        raise NotFound(f"get {name}: no such volume", 1)
+    return _load(d)
+
+
+def create(name: str | None = None, labels: dict[str, str] | None = None) -> Volume:
+    """A new volume, or the existing one of that name (docker's create is idempotent).
+    No name: an anonymous volume with a random 64-hex name."""
+    anonymous = name is None
+    name = secrets.token_hex(32) if name is None else check_name(name)
+    base = root()
+    with contextlib.suppress(NotFound):
+        return get(name)
+    _sweep(base)
+    tmp = base / f"{_TMP}{secrets.token_hex(8)}"
+    tmp.mkdir(mode=0o700)
+    try:
+        (tmp / DATA).mkdir(mode=0o755)
+        record = {"created": time.time(), "labels": labels or {}, "anonymous": anonymous}
+        (tmp / RECORD).write_text(json.dumps(record))
+        try:
+            os.rename(tmp, base / name)  # fails if it exists: a concurrent create won
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return get(name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return get(name)
+
+
+def _sweep(base: Path) -> None:
+    """What a killed create or remove left (dot-names nobody else uses)."""
+    for d in base.iterdir():
+        if d.name.startswith((_TMP, _TRASH)):
+            with contextlib.suppress(OSError, RlError):
+                _remove_tree(d)
+
+
+def _remove_tree(d: Path) -> None:
+    try:
+        shutil.rmtree(d)
+    except OSError:
+        from ..runtime import userns  # subordinate-owned files a container wrote
+
+        userns.remove_tree(d)
+
+
+def list_volumes() -> Iterator[Volume]:
+    """Every volume; a damaged record is skipped, never an error for the others."""
+    for d in sorted(root().iterdir()):
+        if not d.name.startswith(".") and d.is_dir():
+            with contextlib.suppress(RlError):
+                yield _load(d)
+
+
+def users() -> dict[str, list[str]]:
+    """Volume mountpoint -> the containers (IDs) whose records mount it."""
+    out: dict[str, list[str]] = {}
+    vroot = str(root()) + "/"
+    for ctr in store.all_containers():
+        try:
+            mounts = ctr.config.spec.mounts
+        except (RlError, OSError):
+            continue
+        for m in mounts:
+            if m.source and m.source.startswith(vroot):
+                out.setdefault(m.source, []).append(ctr.id)
+    return out
+
+
+def remove(name: str, in_use: dict[str, list[str]] | None = None) -> None:
+    vol = get(name)
+    holders = (users() if in_use is None else in_use).get(vol.mountpoint, [])
+    if holders:
+        raise Conflict(f"remove {name}: volume is in use - [{', '.join(holders)}]", 1)
+    base = root()
+    trash = base / f"{_TRASH}{secrets.token_hex(8)}"
+    os.rename(base / name, trash)  # the name goes at once; the files after
+    _remove_tree(trash)
+
+
+def remove_anonymous(names: list[str]) -> None:
+    """A container's anonymous volumes, with it (rm -v, --rm); ones in use stay."""
+    in_use = users()
+    for name in names:
+        with contextlib.suppress(RlError, OSError):
+            if get(name).anonymous:
+                remove(name, in_use)
+
+
+def prune(all_: bool = False) -> tuple[list[str], int]:
+    """Unused anonymous volumes (docker 23+), or with all_ every unused one."""
+    in_use = users()
+    removed, freed = [], 0
+    for vol in list(list_volumes()):
+        if vol.mountpoint in in_use or not (all_ or vol.anonymous):
+            continue
+        size = _size(Path(vol.mountpoint))
+        with contextlib.suppress(RlError, OSError):
+            remove(vol.name, in_use)
+            removed.append(vol.name)
+            freed += size
+    return removed, freed
+
+
+def _size(d: Path) -> int:
+    total = 0
+    for top, dirs, files in os.walk(d):
+        for f in files + dirs:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, f)).st_blocks * 512
+    return total
