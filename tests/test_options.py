@@ -199,7 +199,7 @@ def test_exec_env_is_resolved_by_the_face() -> None:
     ({"rootfs": "rootfs"}, "rootfs 'rootfs' is not an absolute path"),
     ({"volumes": [Bind("./data:/d")]}, "invalid volume specification: './data:/d': the host "
                                        "path must be absolute"),
-    ({"volumes": [Bind("data:/d")]}, "invalid volume specification: 'data:/d': named volumes"),
+    ({"volumes": [Bind("da/ta:/d")]}, 'create da/ta: "da/ta" includes invalid characters'),
     ({"security_opt": ["seccomp=p.json"]}, "invalid --security-opt: seccomp=p.json: the "
                                            "profile path must be absolute"),
     ({"stop_timeout": -2}, "invalid stop timeout: -2"),

@@ -56,7 +56,7 @@ def runtime_dir() -> Path:
         (["run", "--pull=never", "busybox", "true"], "no such image: busybox"),
         (["run", "-v", "/nonexistent/src:/x", "--rootfs", "{rootfs}", "true"],
          "bind source path does not exist: /nonexistent/src"),
-        (["run", "-v", "relative:/x", "--rootfs", "{rootfs}", "true"], "named volumes"),
+        (["run", "-v", "rel/ative:/x", "--rootfs", "{rootfs}", "true"], "invalid characters"),
         (["run", "-v", "/tmp:relative", "--rootfs", "{rootfs}", "true"], "must be absolute"),
         (["run", "--ulimit", "nofile=abc", "--rootfs", "{rootfs}", "true"], "invalid ulimit"),
         (["run", "--ulimit", "nofile=10:5", "--rootfs", "{rootfs}", "true"], "exceeds hard"),
