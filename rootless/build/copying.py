@@ -1,0 +1,457 @@
+"""COPY and ADD pieces beyond plain context files: owners by name, symbolic
+modes, --exclude, heredoc files and ADD's extraction of a local tar.
+
+Each piece either answers what a step brings (the sources, their owners and
+modes: what a cache key is computed from) or writes members into the
+step's layer tar; the two are kept apart so a key fits between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import time
+from collections.abc import Callable
+from typing import IO
+
+from rootless.build import ignore
+from rootless.build.context import MAX_BYTES, MAX_MEMBERS, Source
+from rootless.build.dockerfile import Heredoc
+from rootless.errors import InvalidArgument
+
+WHITEOUT = ".wh."  # a layer tar's deletion marker: never a name COPY may write
+
+
+# -- --chown ----------------------------------------------------------------------------
+
+
+def _db_lookup(data: bytes | None, name: str) -> list[str] | None:
+    """The fields of *name*'s line in a passwd/group file's text, if it has one."""
+    if data is None:
+        return None
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name:
+            return fields
+    return None
+
+
+def chown(value: object, read: Callable[[str], bytes | None], where: str) -> tuple[int, int]:
+    """--chown=USER[:GROUP], numeric or by name in the stage's /etc/passwd and
+    /etc/group (*read* gives a file of the destination stage); (-1, -1) when absent.
+
+    A name the files lack is refused with the classic builder's words;
+    BuildKit itself silently falls back to 0 (decisions, COPY and ADD 2).
+    """
+    if not isinstance(value, str) or not value:
+        return -1, -1
+    user, sep, group = value.partition(":")
+    if user.isdigit():
+        uid, gid = int(user), int(user)
+    elif user == "root" and _db_lookup(read("/etc/passwd"), "root") is None:
+        uid = gid = 0  # BuildKit's llb knows root without a passwd file
+    else:
+        fields = _db_lookup(read("/etc/passwd"), user)
+        if fields is None or len(fields) < 4 or not (fields[2].isdigit() and fields[3].isdigit()):
+            raise InvalidArgument(f"{where}unable to convert uid/gid chown string to host "
+                                  f"mapping: can't find uid for user {user}: no such user: "
+                                  f"{user}")
+        uid, gid = int(fields[2]), int(fields[3])
+    if sep and group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            gfields = _db_lookup(read("/etc/group"), group)
+            if gfields is None or not gfields[2].isdigit():
+                raise InvalidArgument(f"{where}unable to convert uid/gid chown string to host "
+                                      f"mapping: can't find gid for group {group}: no such "
+                                      f"group: {group}")
+            gid = int(gfields[2])
+    return uid, gid
+
+
+# -- --chmod ----------------------------------------------------------------------------
+
+_SYMBOLIC = re.compile(r"^([ugoa]*)([-+=])([rwxXst]*)$")
+
+
+class Mode:
+    """--chmod's value: octal (absolute) or chmod(1)'s symbolic clauses (dockerfile 1.14)."""
+
+    def __init__(self, value: str, where: str) -> None:
+        self.octal: int | None = None
+        self.clauses: list[tuple[str, str, str]] = []
+        bad = InvalidArgument(f"{where}invalid chmod parameter: {value}")
+        if value and all(c in "01234567" for c in value):
+            self.octal = int(value, 8)
+            if self.octal > 0o7777:
+                raise bad
+            return
+        for clause in value.split(","):
+            m = _SYMBOLIC.match(clause)
+            if m is None:
+                raise bad
+            self.clauses.append((m.group(1) or "a", m.group(2), m.group(3)))
+
+    def apply(self, mode: int, is_dir: bool) -> int:
+        if self.octal is not None:
+            return self.octal
+        for who, op, perms in self.clauses:
+            bits = 0
+            for p in perms:
+                if p == "r":
+                    bits |= _spread(who, 0o4)
+                elif p == "w":
+                    bits |= _spread(who, 0o2)
+                elif p == "x" or (p == "X" and (is_dir or mode & 0o111)):
+                    bits |= _spread(who, 0o1)
+                elif p == "s":
+                    bits |= (stat.S_ISUID if "u" in who or who == "a" else 0) | \
+                        (stat.S_ISGID if "g" in who or who == "a" else 0)
+                elif p == "t":
+                    bits |= stat.S_ISVTX
+            if op == "+":
+                mode |= bits
+            elif op == "-":
+                mode &= ~bits
+            else:
+                mode = (mode & ~_spread(who, 0o7)) | bits
+        return mode & 0o7777
+
+
+def _spread(who: str, bits: int) -> int:
+    out = 0
+    if "u" in who or "a" in who:
+        out |= bits << 6
+    if "g" in who or "a" in who:
+        out |= bits << 3
+    if "o" in who or "a" in who:
+        out |= bits
+    return out
+
+
+def chmod(value: object, where: str) -> Mode | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return Mode(value, where)
+
+
+# -- --exclude --------------------------------------------------------------------------
+
+
+def exclude(sources: list[Source], patterns: object, where: str) -> list[Source]:
+    """The sources that no --exclude pattern matches; a pattern is .dockerignore's
+    kind, matched against the name under the destination (relative to the source)."""
+    if not isinstance(patterns, tuple) or not patterns:
+        return sources
+    matcher = ignore.Matcher(ignore.parse("\n".join(patterns), "--exclude"),
+                             f"{where}--exclude")
+    return [s for s in sources if s.name == "" or not matcher.excluded(s.name)]
+
+
+# -- heredocs ---------------------------------------------------------------------------
+
+
+def heredoc_member(doc: Heredoc, name: str, uid: int, gid: int,
+                   mode: Mode | None) -> tuple[tarfile.TarInfo, bytes]:
+    """A `COPY <<EOF` file: its text (already expanded unless quoted), mode 0644."""
+    data = doc.content.encode("utf-8", "surrogateescape")
+    info = tarfile.TarInfo(name.strip("/"))
+    info.size, info.mtime = len(data), int(time.time())
+    info.uid, info.gid = max(uid, 0), max(gid, 0)
+    info.mode = mode.apply(0o644, False) if mode else 0o644
+    return info, data
+
+
+def check_name(name: str, where: str) -> None:
+    if posixpath.basename(name).startswith(WHITEOUT):
+        raise InvalidArgument(f"{where}{posixpath.basename(name)}: a name beginning with "
+                              f"{WHITEOUT} cannot be stored in an image layer (it means a "
+                              "deletion there)")
+
+
+# -- ADD of a local tar -----------------------------------------------------------------
+
+
+def extract_into(out: tarfile.TarFile, archive: IO[bytes], shown: str, dest: str,
+                 owner: tuple[int, int], where: str) -> None:
+    """ADD's unpacking of a local tar: its members re-rooted at *dest* in the layer.
+
+    As moby's Untar: an absolute name is joined to the destination; a name
+    or a link that climbs out of it with `..` is refused; a hardlink must name
+    an earlier file of the archive; devices are skipped (a rootless docker
+    cannot make them either); nothing below a symlink member is accepted
+    (it would land wherever the link points).
+    """
+    dest_rel = dest.strip("/")
+    files: set[str] = set()
+    links: set[str] = set()
+    count = size = 0
+    uid, gid = owner
+
+    def refuse(name: str, why: str) -> InvalidArgument:
+        return InvalidArgument(f"{where}ADD {shown}: member {ignore.quote(name)}: {why}")
+
+    try:
+        with tarfile.open(fileobj=archive, mode="r|*") as tar:
+            for m in tar:
+                count += 1
+                size += m.size if m.isreg() else 0
+                if count > MAX_MEMBERS or size > MAX_BYTES or m.size < 0:
+                    raise refuse(m.name, "archive larger than rl unpacks "
+                                 f"({MAX_MEMBERS} members, {MAX_BYTES >> 30} GiB)")
+                clean = posixpath.normpath("/" + m.name).lstrip("/")
+                if posixpath.normpath(m.name.lstrip("/")).startswith("../") or \
+                        posixpath.normpath(m.name.lstrip("/")) == "..":
+                    raise refuse(m.name, f"is outside of {ignore.quote(dest)}")
+                if m.ischr() or m.isblk():
+                    continue
+                if not clean or clean == ".":
+                    continue  # the destination itself, made already
+                parts = clean.split("/")
+                if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                    raise refuse(m.name, "a parent directory is a symlink of the archive")
+                check_name(clean, f"{where}ADD {shown}: ")
+                name = posixpath.join(dest_rel, clean) if dest_rel else clean
+                info = tarfile.TarInfo(name)
+                info.mode, info.mtime = m.mode & 0o7777, m.mtime
+                info.uid, info.gid = (uid, gid) if uid >= 0 else (m.uid, m.gid)
+                if m.issym():
+                    target = posixpath.normpath(posixpath.join(posixpath.dirname(clean),
+                                                               m.linkname))
+                    if not m.linkname.startswith("/") and (target == ".." or
+                                                           target.startswith("../")):
+                        raise refuse(m.name, f"invalid symlink -> {ignore.quote(m.linkname)}")
+                    info.type, info.linkname = tarfile.SYMTYPE, m.linkname
+                    links.add(clean)
+                    out.addfile(info)
+                elif m.islnk():
+                    target = posixpath.normpath("/" + m.linkname).lstrip("/")
+                    if posixpath.normpath(m.linkname.lstrip("/")).startswith("..") or \
+                            target not in files:
+                        raise refuse(m.name, f"invalid hardlink -> {ignore.quote(m.linkname)}"
+                                     " (not an earlier file of the archive)")
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = posixpath.join(dest_rel, target) if dest_rel else target
+                    files.add(clean)
+                    out.addfile(info)
+                elif m.isdir():
+                    info.type = tarfile.DIRTYPE
+                    out.addfile(info)
+                elif m.isfifo():
+                    info.type = tarfile.FIFOTYPE
+                    out.addfile(info)
+                elif m.isreg():
+                    info.size = m.size
+                    out.addfile(info, tar.extractfile(m))
+                    files.add(clean)
+                else:
+                    raise refuse(m.name, "unsupported member type")
+                if not m.issym():
+                    links.discard(clean)  # a later member replaced the link
+    except InvalidArgument:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        raise InvalidArgument(f"{where}ADD {shown}: corrupt or unsupported archive: {e}") \
+            from None
+
+
+# -- ADD of a URL -----------------------------------------------------------------------
+
+_MAX_REDIRECTS = 10  # Go's http client stops after 10, and BuildKit says so
+
+
+def is_url(word: str) -> bool:
+    return word.startswith(("http://", "https://"))
+
+
+def is_git(word: str) -> bool:
+    """A source BuildKit would clone: git@..., git://..., or a URL of a .git repository."""
+    base = word.split("#", 1)[0]
+    return word.startswith(("git@", "git://")) or (is_url(word) and base.endswith(".git"))
+
+
+def checksum(value: object, where: str) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    algo, _, hexpart = value.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef"
+                                                          for c in hexpart):
+        raise InvalidArgument(f"{where}invalid checksum digest format: {value} "
+                              "(only sha256:<64 hex digits>)")
+    return value
+
+
+def download(url: str, directory: str, expect: str | None,
+             where: str) -> tuple[str, str, float]:
+    """Fetch *url* into a file of *directory*: (its path, the file name ADD gives
+    it, its mtime). Redirects are followed (10 at most); an answer that is not
+    2xx, a body past the size budget or a --checksum mismatch is refused."""
+    import email.utils
+    import hashlib
+
+    import httpx
+
+    path = os.path.join(directory, f"url-{os.urandom(6).hex()}")
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with httpx.Client(follow_redirects=True, max_redirects=_MAX_REDIRECTS,
+                          timeout=httpx.Timeout(30.0)) as client, \
+                client.stream("GET", url) as resp:
+            if not 200 <= resp.status_code < 300:
+                raise InvalidArgument(f"{where}failed to load cache key: invalid response "
+                                      f"status {resp.status_code}")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                for chunk in resp.iter_bytes(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_BYTES:
+                        raise InvalidArgument(f"{where}{url}: larger than "
+                                              f"{MAX_BYTES >> 30} GiB")
+                    h.update(chunk)
+                    f.write(chunk)
+            name = _disposition_name(resp.headers.get("content-disposition", "")) or \
+                posixpath.basename(resp.url.path) or "index"
+            mtime = time.time()
+            modified = resp.headers.get("last-modified")
+            if modified:
+                try:
+                    mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+                except (TypeError, ValueError):
+                    pass
+    except httpx.TooManyRedirects:
+        raise InvalidArgument(f'{where}failed to load cache key: Get "{url}": stopped after '
+                              f"{_MAX_REDIRECTS} redirects") from None
+    except httpx.HTTPError as e:
+        raise InvalidArgument(f'{where}failed to load cache key: Get "{url}": {e}') from None
+    got = "sha256:" + h.hexdigest()
+    if expect is not None and got != expect:
+        raise InvalidArgument(f"{where}digest mismatch {got}: {expect}")
+    return path, name, mtime
+
+
+def _disposition_name(header: str) -> str:
+    """Content-Disposition's filename, as a plain name (never a path)."""
+    m = re.search(r'filename="?([^";]+)"?', header)
+    if m is None:
+        return ""
+    name = posixpath.basename(m.group(1).strip())
+    return "" if name in ("", ".", "..") else name
+
+
+# -- COPY --from: a stage's files read from its layer directories -----------------------
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "user.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _child(sources: list[str], rel: str) -> tuple[tuple[str, os.stat_result] | None, list[str]]:
+    """The entry *rel* as the layers (top first, each holding its parent as a
+    directory) compose it, and the layers that hold it as a directory."""
+    found: tuple[str, os.stat_result] | None = None
+    below: list[str] = []
+    for layer in sources:
+        path = os.path.join(layer, rel)
+        st = _lstat(path)
+        if st is None:
+            continue
+        if _is_whiteout(st):
+            break
+        if found is None:
+            found = (layer, st)
+        if not stat.S_ISDIR(st.st_mode) or not stat.S_ISDIR(found[1].st_mode):
+            break  # a non-directory hides what lies below it
+        below.append(layer)
+        if _opaque(path):
+            break
+    return found, below
+
+
+def write_stage_paths(layers: list[str], paths: list[str], out_fd: int) -> None:
+    """A tar on *out_fd* of *paths* (absolute, clean) and, for a directory, all
+    below it, from the stage whose layer directories are *layers* (bottom
+    first): whiteouts and opaque directories honoured, hard links kept, device
+    nodes left out. Runs in the user namespace, where the files' owners are the
+    image's own ids. Only the sources are read, not the whole stage."""
+    top_first = layers[::-1]
+    links: dict[tuple[int, int], str] = {}
+    seen: set[str] = set()
+    with os.fdopen(os.dup(out_fd), "wb") as raw, \
+            tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for path in paths:
+            parts = [p for p in path.split("/") if p]
+            sources, entry = top_first, None
+            for i in range(len(parts)):
+                entry, sources = _child(sources, "/".join(parts[: i + 1]))
+                if entry is None:
+                    break
+            if not parts or entry is None:
+                continue  # not there: the caller says so
+            stack = [("/".join(parts), entry, sources)]
+            while stack:
+                rel, (layer, st), subs = stack.pop()
+                if rel in seen:
+                    continue
+                seen.add(rel)
+                _add_layer_file(tf, layer, rel, st, links)
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                names: set[str] = set()
+                for d in subs:
+                    with contextlib.suppress(OSError):
+                        names.update(os.listdir(os.path.join(d, rel)))
+                for name in sorted(names, reverse=True):
+                    sub = f"{rel}/{name}"
+                    found, below = _child(subs, sub)
+                    if found is not None:
+                        stack.append((sub, found, below))
+
+
+def _add_layer_file(tf: tarfile.TarFile, layer: str, rel: str, st: os.stat_result,
+                    links: dict[tuple[int, int], str]) -> None:
+    mode = st.st_mode
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        return
+    info = tarfile.TarInfo(rel)
+    info.mode, info.uid, info.gid, info.mtime = (stat.S_IMODE(mode), st.st_uid, st.st_gid,
+                                                 st.st_mtime)
+    full = os.path.join(layer, rel)
+    key = (st.st_dev, st.st_ino)
+    if stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+        tf.addfile(info)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+        tf.addfile(info)
+    elif st.st_nlink > 1 and key in links:
+        info.type, info.linkname = tarfile.LNKTYPE, links[key]
+        tf.addfile(info)
+    else:
+        links[key] = rel
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            info.size = os.fstat(f.fileno()).st_size
+            tf.addfile(info, f)

@@ -1,0 +1,307 @@
+"""COPY and ADD beyond plain files, through the real CLI over an imported busybox:
+heredocs, --chown by name, symbolic --chmod, --exclude, --from=IMAGE, ADD of a
+local tar (and hostile ones), ONBUILD triggers."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import subprocess
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_build import bb, busybox_tgz, context, saved_config  # noqa: F401 (fixtures)
+
+import support
+from support import RlRunner
+
+
+@pytest.fixture(autouse=True)
+def _host() -> None:
+    support.require_userns()
+    support.require_newidmap()
+    support.require_busybox()
+
+
+def run_sh(rl: RlRunner, image: str, script: str) -> list[str]:
+    r = rl("run", "--rm", "--entrypoint", "sh", "-u", "0", image, "-c", script, check=True)
+    return r.stdout.splitlines()
+
+
+def last_error(r: subprocess.CompletedProcess[str]) -> str:
+    return r.stderr.strip().splitlines()[-1]
+
+
+HEREDOCS = """\
+FROM {bb}
+RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && \\
+    echo 'staff2:x:3456:' >> /etc/group
+ARG WHO=world
+COPY <<EOF /greet.txt
+hello $WHO
+EOF
+COPY <<-"EOT" <<TWO /docs/
+\tliteral $WHO
+\tEOT
+two $WHO
+TWO
+COPY --chown=app tree/ /owned/
+COPY --chown=app:staff2 --chmod=u=rwx,go=rx run.sh /bin/run.sh
+COPY --chmod=go-r,u+x secret.txt /secret.txt
+COPY --exclude=*.log --exclude=sub/skip tree/ /filtered/
+"""
+
+
+def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    ctx = context(tmp_path, HEREDOCS.format(bb=bb),
+                  {"tree/a.txt": "A\n", "tree/b.log": "L\n", "tree/sub/skip/x": "x\n",
+                   "tree/sub/keep": "k\n", "run.sh": "#!/bin/sh\n", "secret.txt": "s\n"},
+                  {"secret.txt": 0o644, "run.sh": 0o600})
+    r = rl("build", "-t", f"{bb}-cp1", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-cp1", "cat /greet.txt /docs/EOT /docs/TWO; "
+                 "stat -c '%n %a %u:%g' /greet.txt /docs/EOT /owned/a.txt /bin/run.sh "
+                 "/secret.txt; cd /filtered && find . | sort")
+    assert out == [
+        "hello world", "literal $WHO", "two world",
+        "/greet.txt 644 0:0", "/docs/EOT 644 0:0", "/owned/a.txt 644 1234:2345",
+        "/bin/run.sh 755 1234:3456", "/secret.txt 700 0:0",
+        ".", "./a.txt", "./sub", "./sub/keep",
+    ]
+
+
+def test_chown_unknown_name_and_bad_chmod_are_refused(rl: RlRunner, bb: str,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nCOPY --chown=nobody-here f /f\n", {"f": "x"})
+    r = rl("build", ctx, timeout=60)
+    assert r.returncode == 125, r.stderr
+    assert last_error(r) == (
+        "Error: Dockerfile:2: unable to convert uid/gid chown string to host mapping: "
+        "can't find uid for user nobody-here: no such user: nobody-here")
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY --chmod=u+q f /f\n")
+    r = rl("build", ctx, timeout=60)
+    assert r.returncode == 125
+    assert last_error(r) == "Error: Dockerfile:2: invalid chmod parameter: u+q"
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
+            mode: int = 0o644) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return info
+
+
+@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz"])
+def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+                                       compression: str) -> None:
+    data = _tar([
+        (_member("top", tarfile.DIRTYPE, mode=0o750), None),
+        (_member("top/f.txt", mode=0o640), b"inside\n"),
+        (_member("top/hard", tarfile.LNKTYPE, "top/f.txt"), None),
+        (_member("top/abs", tarfile.SYMTYPE, "/etc/passwd"), None),
+        (_member("/rooted.txt"), b"rooted\n"),
+        (_member("top/dev", tarfile.CHRTYPE), None),
+    ], "w:" + compression if compression else "w")
+    ctx = context(tmp_path, f"FROM {bb}\nRUN mkdir /opt && echo old > /opt/old\n"
+                            "ADD a.tar /opt/\n", {"a.tar": data})
+    r = rl("build", "-t", f"{bb}-tar{compression}", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-tar{compression}",
+                 "cd /opt; cat old top/f.txt rooted.txt; stat -c '%n %a %h' top top/f.txt; "
+                 "readlink top/abs; ls top | sort | tr '\\n' ' '")
+    assert out == ["old", "inside", "rooted", "top 750 2", "top/f.txt 640 2", "/etc/passwd",
+                   "abs f.txt hard "]
+
+
+@pytest.mark.parametrize(("members", "why"), [
+    ([(_member("../escape.txt"), b"x")], 'member "../escape.txt": is outside of "/opt"'),
+    ([(_member("a/../../escape.txt"), b"x")], "is outside of"),
+    ([(_member("ln", tarfile.SYMTYPE, "../../../etc"), None)], "invalid symlink"),
+    ([(_member("ln", tarfile.SYMTYPE, "/etc"), None), (_member("ln/passwd"), b"x")],
+     "a parent directory is a symlink of the archive"),
+    ([(_member("h", tarfile.LNKTYPE, "../../etc/shadow"), None)], "invalid hardlink"),
+    ([(_member("h", tarfile.LNKTYPE, "etc/passwd"), None)], "invalid hardlink"),
+    ([(_member(".wh.old"), b"")], "cannot be stored in an image layer"),
+])
+def test_add_hostile_tar_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+                                    members: list[tuple[tarfile.TarInfo, bytes | None]],
+                                    why: str) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nRUN mkdir /opt && echo old > /opt/old\n"
+                            "ADD a.tar /opt/\n", {"a.tar": _tar(members)})
+    r = rl("build", "-t", f"{bb}-hostile", ctx, timeout=120)
+    assert r.returncode == 125, r.stderr
+    assert last_error(r).startswith("Error: Dockerfile:3: ADD a.tar: "), r.stderr
+    assert why in r.stderr
+    assert rl("image", "inspect", f"{bb}-hostile").returncode != 0
+
+
+def test_context_symlink_out_of_the_context_is_refused(rl: RlRunner, bb: str,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("secret\n")
+    ctx = context(tmp_path, f"FROM {bb}\nCOPY link/outside.txt /x\n")
+    (ctx / "link").symlink_to("..")
+    r = rl("build", ctx, timeout=60)
+    assert r.returncode == 125
+    assert "forbidden path outside the build context: link/outside.txt" in last_error(r)
+
+
+def test_copy_from_image_and_stage_index(rl: RlRunner, bb: str,  # noqa: F811
+                                         tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+RUN echo first > /made
+FROM scratch
+COPY --from={bb} /bin/busybox /bin/busybox
+COPY --from=0 /made /made
+""")
+    r = rl("build", "-t", f"{bb}-from", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = rl("run", "--rm", f"{bb}-from", "/bin/busybox", "cat", "/made", check=True)
+    assert out.stdout == "first\n"
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --from=no-such-image-here:1 /x /x\n")
+    r = rl("build", "--pull=never", ctx, timeout=60)
+    assert r.returncode == 125
+    assert last_error(r).startswith("Error: Dockerfile:2: COPY --from=no-such-image-here:1: ")
+
+
+def test_onbuild_triggers_run_in_the_child(rl: RlRunner, bb: str,  # noqa: F811
+                                           tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    parent = context(tmp_path / "p", f"FROM {bb}\nONBUILD COPY data.txt /from-child.txt\n"
+                                     "ONBUILD RUN echo triggered > /trig\n")
+    r = rl("build", "-t", f"{bb}-onb", parent, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "c").mkdir()
+    child = context(tmp_path / "c", f"FROM {bb}-onb\nRUN cat /trig /from-child.txt > /both\n",
+                    {"data.txt": "child data\n"})
+    r = rl("build", "-t", f"{bb}-onb-child", child, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "ONBUILD RUN echo triggered > /trig" in r.stderr
+    assert run_sh(rl, f"{bb}-onb-child", "cat /both") == ["triggered", "child data"]
+    saved = saved_config(rl, f"{bb}-onb-child", tmp_path)
+    cfg = saved["config"]
+    assert isinstance(cfg, dict) and not cfg.get("OnBuild")
+    entries = saved["history"]
+    assert isinstance(entries, list)
+    assert "RUN /bin/sh -c echo triggered > /trig # buildkit" in [e["created_by"]
+                                                                 for e in entries]
+    # A grandchild runs none: the child's config has no triggers left.
+    (tmp_path / "g").mkdir()
+    grand = context(tmp_path / "g", f"FROM {bb}-onb-child\nRUN true\n")
+    r = rl("build", grand, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ONBUILD" not in r.stderr
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    BODY = b"fetched body\n"
+
+    def do_GET(self) -> None:
+        if self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.end_headers()
+            return
+        if self.path == "/redir":
+            self.send_response(301)
+            self.send_header("Location", "/dl/file.txt")
+            self.end_headers()
+            return
+        if self.path in ("/dl/file.txt", "/dl/a.tar"):
+            body = self.BODY if self.path.endswith(".txt") else _tar(
+                [(_member("inside"), b"i\n")])
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_add_url_name_mode_mtime_checksum_and_no_unpack(rl: RlRunner, bb: str,  # noqa: F811
+                                                        tmp_path: Path, web: str) -> None:
+    good = "sha256:" + hashlib.sha256(_Handler.BODY).hexdigest()
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+ADD {web}/dl/file.txt /d/
+ADD --checksum={good} {web}/redir /named.txt
+ADD {web}/dl/a.tar /t/
+""")
+    r = rl("build", "-t", f"{bb}-url", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-url", "cat /d/file.txt /named.txt; "
+                 "stat -c '%n %a %u:%g %Y' /d/file.txt /named.txt; ls /t")
+    assert out == ["fetched body", "fetched body", "/d/file.txt 600 0:0 1445412480",
+                   "/named.txt 600 0:0 1445412480", "a.tar"]
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    ("--checksum=sha256:" + "0" * 64 + " {web}/dl/file.txt /f", "digest mismatch sha256:"),
+    ("{web}/missing /f", "failed to load cache key: invalid response status 404"),
+    ("{web}/loop /f", 'failed to load cache key: Get "{web}/loop": stopped after 10 redirects'),
+    ("--checksum=md5:abc {web}/dl/file.txt /f", "invalid checksum digest format"),
+    ("--checksum=sha256:" + "0" * 64 + " local.txt /f", "checksum can't be specified"),
+    ("https://example.invalid/repo.git /src", "ADD of a git repository"),
+])
+def test_add_url_hostile_answers_are_refused(rl: RlRunner, bb: str,  # noqa: F811
+                                             tmp_path: Path, web: str, source: str,
+                                             why: str) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nADD {source.format(web=web)}\n",
+                  {"local.txt": "l\n"})
+    r = rl("build", "-t", f"{bb}-badurl", ctx, timeout=120)
+    assert r.returncode == 125, r.stderr
+    assert last_error(r).startswith("Error: Dockerfile:2: "), r.stderr
+    assert why.format(web=web) in r.stderr
+    assert rl("image", "inspect", f"{bb}-badurl").returncode != 0
+
+
+def test_copy_parents_with_and_without_a_pivot(rl: RlRunner, bb: str,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+COPY --parents x/*/a.txt y/ /p/
+COPY --parents ./base/./deep/er/f.txt /q/
+COPY --parents --exclude=**/*.log base/./deep /r/
+""", {"x/1/a.txt": "1\n", "x/2/a.txt": "2\n", "x/2/b.txt": "no\n", "y/z/c": "c\n",
+      "base/deep/er/f.txt": "f\n", "base/deep/er/g.log": "g\n"})
+    r = rl("build", "-t", f"{bb}-parents", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-parents", "cd /p && find . | sort; cd /q && find . | sort; "
+                 "cd /r && find . | sort")
+    assert out == [".", "./x", "./x/1", "./x/1/a.txt", "./x/2", "./x/2/a.txt",
+                   "./y", "./y/z", "./y/z/c",
+                   ".", "./deep", "./deep/er", "./deep/er/f.txt",
+                   ".", "./deep", "./deep/er", "./deep/er/f.txt"]
