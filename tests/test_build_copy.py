@@ -305,3 +305,30 @@ COPY --parents --exclude=**/*.log base/./deep /r/
                    "./y", "./y/z", "./y/z/c",
                    ".", "./deep", "./deep/er", "./deep/er/f.txt",
                    ".", "./deep", "./deep/er", "./deep/er/f.txt"]
+
+
+LINK = """\
+FROM {bb}
+RUN mkdir -p /srv/a /srv/b /keep && ln -s /srv/a /la && ln -s /srv/b /lb && \\
+    echo old > /keep/old && chmod 700 /keep
+COPY f.txt /la/f.txt
+COPY --link f.txt /lb/f.txt
+COPY --link f.txt /keep/
+COPY --link f.txt /newdir/sub/
+COPY --link tree /keep
+"""
+
+
+def test_copy_link_ignores_the_parent_as_docker(rl: RlRunner, bb: str,  # noqa: F811
+                                                tmp_path: Path) -> None:
+    ctx = context(tmp_path, LINK.format(bb=bb), {"f.txt": "f\n", "tree/t": "t\n"})
+    r = rl("build", "-t", f"{bb}-link", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-link", "readlink /la; ls /srv/a; ls -ld /lb | cut -c1; ls /lb; "
+                 "ls /srv/b | wc -l; stat -c '%n %a' /keep /newdir /newdir/sub; ls /keep")
+    assert out == [
+        "/srv/a", "f.txt",        # without --link a symlink on the way is followed
+        "d", "f.txt", "0",        # with it the path is made of directories only
+        "/keep 755", "/newdir 755", "/newdir/sub 755",
+        "f.txt", "old", "t",      # merged over what the parent had
+    ]

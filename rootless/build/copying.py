@@ -8,7 +8,6 @@ step's layer tar; the two are kept apart so a key fits between them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import re
@@ -16,7 +15,10 @@ import stat
 import tarfile
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 from rootless.build import ignore
 from rootless.build.context import MAX_BYTES, MAX_MEMBERS, Source
@@ -387,71 +389,72 @@ def _child(sources: list[str], rel: str) -> tuple[tuple[str, os.stat_result] | N
     return found, below
 
 
-def write_stage_paths(layers: list[str], paths: list[str], out_fd: int) -> None:
-    """A tar on *out_fd* of *paths* (absolute, clean) and, for a directory, all
-    below it, from the stage whose layer directories are *layers* (bottom
-    first): whiteouts and opaque directories honoured, hard links kept, device
-    nodes left out. Runs in the user namespace, where the files' owners are the
-    image's own ids. Only the sources are read, not the whole stage."""
-    top_first = layers[::-1]
-    links: dict[tuple[int, int], str] = {}
-    seen: set[str] = set()
-    with os.fdopen(os.dup(out_fd), "wb") as raw, \
-            tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for path in paths:
-            parts = [p for p in path.split("/") if p]
-            sources, entry = top_first, None
-            for i in range(len(parts)):
-                entry, sources = _child(sources, "/".join(parts[: i + 1]))
-                if entry is None:
-                    break
-            if not parts or entry is None:
-                continue  # not there: the caller says so
-            stack = [("/".join(parts), entry, sources)]
-            while stack:
-                rel, (layer, st), subs = stack.pop()
-                if rel in seen:
-                    continue
-                seen.add(rel)
-                _add_layer_file(tf, layer, rel, st, links)
-                if not stat.S_ISDIR(st.st_mode):
-                    continue
-                names: set[str] = set()
-                for d in subs:
-                    with contextlib.suppress(OSError):
-                        names.update(os.listdir(os.path.join(d, rel)))
-                for name in sorted(names, reverse=True):
-                    sub = f"{rel}/{name}"
-                    found, below = _child(subs, sub)
-                    if found is not None:
-                        stack.append((sub, found, below))
+def stage_lstat(layers: list[str], path: str) -> tuple[str, os.stat_result] | None:
+    """*path*'s entry as the stage's layer directories (bottom first) compose it:
+    whiteouts, opaque directories and non-directories hiding what is below;
+    the layer that holds it, and its lstat."""
+    parts = [p for p in path.split("/") if p]
+    sources, entry = layers[::-1], None
+    for i in range(len(parts)):
+        entry, sources = _child(sources, "/".join(parts[: i + 1]))
+        if entry is None:
+            return None
+    return entry
 
 
-def _add_layer_file(tf: tarfile.TarFile, layer: str, rel: str, st: os.stat_result,
-                    links: dict[tuple[int, int], str]) -> None:
-    mode = st.st_mode
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
-        return
-    info = tarfile.TarInfo(rel)
-    info.mode, info.uid, info.gid, info.mtime = (stat.S_IMODE(mode), st.st_uid, st.st_gid,
-                                                 st.st_mtime)
-    full = os.path.join(layer, rel)
-    key = (st.st_dev, st.st_ino)
-    if stat.S_ISDIR(mode):
-        info.type = tarfile.DIRTYPE
-        tf.addfile(info)
-    elif stat.S_ISLNK(mode):
-        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
-        tf.addfile(info)
-    elif stat.S_ISFIFO(mode):
-        info.type = tarfile.FIFOTYPE
-        tf.addfile(info)
-    elif st.st_nlink > 1 and key in links:
-        info.type, info.linkname = tarfile.LNKTYPE, links[key]
-        tf.addfile(info)
-    else:
-        links[key] = rel
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            info.size = os.fstat(f.fileno()).st_size
-            tf.addfile(info, f)
+def resolve_dest(layers: list[str], path: str) -> str:
+    """*path* (absolute, clean) with the stage's symlinks on it followed, each
+    kept inside the root, as BuildKit resolves a COPY destination without
+    --link (a missing tail is kept as it is written)."""
+    parts = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = "/".join([*done, part])
+        found = stage_lstat(layers, here)
+        if found is None or not stat.S_ISLNK(found[1].st_mode):
+            done.append(part)
+            continue
+        hops += 1
+        if hops > 40:  # Linux's MAXSYMLINKS
+            raise InvalidArgument(f"too many levels of symbolic links: {path}")
+        target = os.readlink(os.path.join(found[0], here))
+        if target.startswith("/"):
+            done = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return "/" + "/".join(done)
+
+
+# -- --link ---------------------------------------------------------------------------
+
+
+class LinkTar(tarfile.TarFile):
+    """A layer tar for `COPY --link`: BuildKit copies onto an empty tree and
+    merges that over the stage, so every directory above a member is in the
+    layer itself (made 0755, owned as --chown says): a symlink of the parent on
+    the destination path is replaced, not followed, and the directories'
+    modes are the layer's (docs/decisions.md, COPY and ADD 3)."""
+
+    owner: tuple[int, int] = (0, 0)
+    _made: set[str]
+
+    def addfile(self, tarinfo: tarfile.TarInfo,
+                fileobj: SupportsRead[bytes] | None = None) -> None:
+        made = self.__dict__.setdefault("_made", set())
+        parts = tarinfo.name.strip("/").split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in made or parent in (".", ""):
+                continue
+            made.add(parent)
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            info.uid, info.gid = self.owner
+            super().addfile(info)
+        made.add(tarinfo.name.strip("/"))
+        super().addfile(tarinfo, fileobj)

@@ -362,7 +362,7 @@ class Builder:
 
     def _copy(self, img: _StageImage, ins: Instruction, ctx: Context, df: Dockerfile,
               index: int, done: dict[int, _StageImage], where: str) -> None:
-        for unsupported in ("link", "keep-git-dir", "unpack"):
+        for unsupported in ("keep-git-dir", "unpack"):
             if ins.flag(unsupported) is not None:
                 raise InvalidArgument(f"{where}{ins.kind} --{unsupported} is not supported yet")
         srcs = ins.sources()
@@ -377,16 +377,25 @@ class Builder:
         as_dir = dest.endswith("/") or dest in (".", "..")
         dest = posixpath.normpath(posixpath.join(workdir, dest))
         from_ = ins.flag("from")
+        # --link reads nothing of the stage: the layer is built as over an empty tree
+        # (BuildKit merges only without --chmod). --chown names still use its files.
+        link = ins.flag("link") is True and chmod is None
+        view = _StageImage([], [], img.config) if link else img
+        if not link:
+            dest = self._resolve_dest(img, dest, where)
+        tar_class = copying.LinkTar if link else tarfile.TarFile
         with tempfile.TemporaryDirectory(prefix="rl-build-") as tmp:
             tar_path = os.path.join(tmp, "layer.tar")
-            with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+            with tar_class.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+                if isinstance(out, copying.LinkTar):
+                    out.owner = (max(uid, 0), max(gid, 0))
                 if ins.heredocs:
                     many = len(ins.heredocs) + len(srcs) > 1
                     if many and not as_dir:
                         raise InvalidArgument(
                             f"{where}When using {ins.kind} with more than one source file, "
                             "the destination must be a directory and end with a /")
-                    into = as_dir or many or self._is_dir(img, dest)
+                    into = as_dir or many or self._is_dir(view, dest)
                     for doc in ins.heredocs:
                         name = posixpath.join(dest, doc.name) if into else dest
                         copying.check_name(name, where)
@@ -396,13 +405,13 @@ class Builder:
                     if ins.flag("exclude"):
                         raise InvalidArgument(f"{where}COPY --from with --exclude is not "
                                               "supported yet")
-                    self._copy_from(out, img, ins, df, index, done, from_, dest, as_dir,
+                    self._copy_from(out, view, ins, df, index, done, from_, dest, as_dir,
                                     (uid, gid, chmod), where)
                 else:
-                    local = self._copy_urls(out, img, ins, srcs, dest, as_dir,
+                    local = self._copy_urls(out, view, ins, srcs, dest, as_dir,
                                             (uid, gid, chmod), tmp, where)
                     if local:
-                        self._copy_context(out, img, ins, ctx, local, dest, as_dir,
+                        self._copy_context(out, view, ins, ctx, local, dest, as_dir,
                                            (uid, gid, chmod), where)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
@@ -610,19 +619,22 @@ class Builder:
                 return None
         return None
 
+    def _layer_dirs(self, img: _StageImage) -> list[str]:
+        return [str(self.store.layer_dir(d)) for d in img.diff_ids]
+
+    def _resolve_dest(self, img: _StageImage, dest: str, where: str) -> str:
+        try:
+            return copying.resolve_dest(self._layer_dirs(img), dest)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{where}{e.message}") from None
+
     def _is_dir(self, img: _StageImage, path: str) -> bool:
-        """Whether *path* is a directory in the stage's file system (its layers, top down;
-        whiteouts are not read: a directory deleted in a later layer still counts)."""
-        rel = path.strip("/")
-        if not rel:
+        """Whether *path* is a directory in the stage's file system, as its layers
+        compose it (whiteouts and opaque directories honoured)."""
+        if not path.strip("/"):
             return True
-        for diff_id in reversed(img.diff_ids):
-            try:
-                st = os.lstat(os.path.join(self.store.layer_dir(diff_id), rel))
-            except OSError:
-                continue
-            return stat.S_ISDIR(st.st_mode)
-        return False
+        found = copying.stage_lstat(self._layer_dirs(img), path)
+        return found is not None and stat.S_ISDIR(found[1].st_mode)
 
     # -- config instructions -------------------------------------------------------
 
