@@ -222,12 +222,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/dl/file.txt")
             self.end_headers()
             return
-        if self.path in ("/dl/file.txt", "/dl/a.tar"):
+        if self.path in ("/dl/file.txt", "/dl/a.tar", "/dl/", "/dl/%2E%2E"):
             body = self.BODY if self.path.endswith(".txt") else _tar(
                 [(_member("inside"), b"i\n")])
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+            # BuildKit names the file after the URL, never after this header.
+            self.send_header("Content-Disposition", 'attachment; filename="../../evil"')
             self.end_headers()
             self.wfile.write(body)
             return
@@ -259,13 +261,17 @@ FROM {bb}
 ADD {web}/dl/file.txt /d/
 ADD --checksum={good} {web}/redir /named.txt
 ADD {web}/dl/a.tar /t/
+ADD {web}/redir {web}/dl/ {web}/dl/%2E%2E /n/
 """)
     r = rl("build", "-t", f"{bb}-url", ctx, timeout=180)
     assert r.returncode == 0, r.stderr
     out = run_sh(rl, f"{bb}-url", "cat /d/file.txt /named.txt; "
-                 "stat -c '%n %a %u:%g %Y' /d/file.txt /named.txt; ls /t")
-    assert out == ["fetched body", "fetched body", "/d/file.txt 600 0:0 1445412480",
-                   "/named.txt 600 0:0 1445412480", "a.tar"]
+                 "stat -c '%n %a %u:%g %Y' /d/file.txt /named.txt; ls /t; ls /n; ls /../")
+    assert out[:5] == ["fetched body", "fetched body", "/d/file.txt 600 0:0 1445412480",
+                       "/named.txt 600 0:0 1445412480", "a.tar"]
+    # Named by the URL's own path (not the redirect's), `__unnamed__` when it has none.
+    assert out[5:8] == ["__unnamed__", "dl", "redir"]
+    assert "evil" not in out
 
 
 @pytest.mark.parametrize(("source", "why"), [

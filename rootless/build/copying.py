@@ -317,8 +317,7 @@ def download(url: str, directory: str, expect: str | None,
                                               f"{MAX_BYTES >> 30} GiB")
                     h.update(chunk)
                     f.write(chunk)
-            name = _disposition_name(resp.headers.get("content-disposition", "")) or \
-                posixpath.basename(resp.url.path) or "index"
+            name = url_name(url)
             mtime = time.time()
             modified = resp.headers.get("last-modified")
             if modified:
@@ -337,13 +336,18 @@ def download(url: str, directory: str, expect: str | None,
     return path, name, mtime
 
 
-def _disposition_name(header: str) -> str:
-    """Content-Disposition's filename, as a plain name (never a path)."""
-    m = re.search(r'filename="?([^";]+)"?', header)
-    if m is None:
-        return ""
-    name = posixpath.basename(m.group(1).strip())
-    return "" if name in ("", ".", "..") else name
+def url_name(url: str) -> str:
+    """The file name ADD gives a URL: the last element of the URL's own path (not of
+    a redirect's, nor Content-Disposition's), `__unnamed__` when it has none (BuildKit)."""
+    import urllib.parse
+
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:
+        return "__unnamed__"
+    path = urllib.parse.unquote(path, errors="surrogateescape")
+    base = posixpath.basename(path.rstrip("/")) if path.strip("/") else ""
+    return base if base not in ("", ".", "..") and "\0" not in base else "__unnamed__"
 
 
 # -- COPY --from: a stage's files read from its layer directories -----------------------
