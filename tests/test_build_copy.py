@@ -338,3 +338,35 @@ def test_copy_link_ignores_the_parent_as_docker(rl: RlRunner, bb: str,  # noqa: 
         "/keep 755", "/newdir 755", "/newdir/sub 755",
         "f.txt", "old", "t",      # merged over what the parent had
     ]
+
+
+FROM_STAGE = """\
+FROM {bb} AS src
+RUN mkdir -p /usr/lib/x /opt/app/sub && ln -s usr/lib /lib2 && \\
+    echo a > /usr/lib/x/a.so && echo b > /usr/lib/x/b.log && \\
+    ln /usr/lib/x/a.so /usr/lib/x/c.so && echo k > /opt/app/sub/keep && \\
+    echo s > /opt/app/sub/skip.log && ln -s /usr/lib/x /abs
+FROM scratch
+COPY --from=src /bin/busybox /bin/
+COPY --from=src /lib2/x/*.so /glob/
+COPY --from=src --exclude=*.log /abs /excl
+COPY --from=src --parents /opt/./app/sub/keep /usr/lib/x/a.so /par/
+COPY --from=src /usr/lib/x/c.so /usr/lib/x/a.so /hl/
+"""
+
+
+def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,  # noqa: F811
+                                                  tmp_path: Path) -> None:
+    ctx = context(tmp_path, FROM_STAGE.format(bb=bb))
+    r = rl("build", "-t", f"{bb}-fromx", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = rl("run", "--rm", f"{bb}-fromx", "/bin/busybox", "sh", "-c",
+             "cd /glob && /bin/busybox find . | /bin/busybox sort; "
+             "cd /excl && /bin/busybox find . | /bin/busybox sort; "
+             "cd /par && /bin/busybox find . | /bin/busybox sort; "
+             "/bin/busybox stat -c %h /hl/a.so /hl/c.so", check=True).stdout.splitlines()
+    assert out == [".", "./a.so", "./c.so",
+                   ".", "./a.so", "./c.so",
+                   ".", "./app", "./app/sub", "./app/sub/keep", "./usr", "./usr/lib",
+                   "./usr/lib/x", "./usr/lib/x/a.so",
+                   "2", "2"]

@@ -8,6 +8,7 @@ step's layer tar; the two are kept apart so a key fits between them.
 
 from __future__ import annotations
 
+import copy
 import os
 import posixpath
 import re
@@ -348,6 +349,193 @@ def url_name(url: str) -> str:
     path = urllib.parse.unquote(path, errors="surrogateescape")
     base = posixpath.basename(path.rstrip("/")) if path.strip("/") else ""
     return base if base not in ("", ".", "..") and "\0" not in base else "__unnamed__"
+
+
+# -- COPY --from: a stage's or an image's tree ------------------------------------------
+
+_MAX_LINKS = 40  # Linux's MAXSYMLINKS
+
+
+def has_meta(text: str) -> bool:
+    return any(c in text for c in "*?[\\")
+
+
+class StageTree:
+    """The files of a stage or an image, from the tar of its tree, as COPY --from
+    reads them: symlinks followed inside that root (an absolute one from its
+    root, `..` stopping there), Go filepath.Match globs per path element."""
+
+    def __init__(self, tf: tarfile.TarFile, where: str) -> None:
+        self.tf, self.where = tf, where
+        root = tarfile.TarInfo(".")
+        root.type, root.mode = tarfile.DIRTYPE, 0o755
+        self.members: dict[str, tarfile.TarInfo] = {"": root}
+        self.children: dict[str, list[str]] = {}
+        for m in tf.getmembers():
+            rel = posixpath.normpath("/" + m.name).lstrip("/")
+            if rel not in self.members:
+                parent, _, name = rel.rpartition("/")
+                self.children.setdefault(parent, []).append(name)
+            self.members[rel] = m
+        for names in self.children.values():
+            names.sort()
+
+    def lookup(self, path: str, follow_last: bool = True) -> str | None:
+        """The member path *path* leads to, or None when nothing is there."""
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = "/".join([*done, part])
+            m = self.members.get(here)
+            if m is None:
+                return None
+            if m.issym() and (parts or follow_last):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    return None
+                if m.linkname.startswith("/"):
+                    done = []
+                parts = [p for p in m.linkname.split("/") if p not in ("", ".")] + parts
+                continue
+            if parts and not m.isdir():
+                return None
+            done.append(part)
+        return "/".join(done)
+
+    def glob(self, path: str) -> list[str]:
+        """The paths (as written, not resolved) that *path* names."""
+        found = [""]
+        for part in [p for p in path.split("/") if p not in ("", ".")]:
+            nxt: list[str] = []
+            for base in found:
+                if not has_meta(part):
+                    nxt.append(posixpath.join(base, part) if base else part)
+                    continue
+                directory = self.lookup(base)
+                if directory is None or not self.members[directory].isdir():
+                    continue
+                rx = ignore.compile_glob(part, self.where, double_star=False)
+                nxt.extend(posixpath.join(base, n) if base else n
+                           for n in self.children.get(directory, []) if rx.match(n))
+            found = nxt
+        return [p for p in found if self.lookup(p) is not None]
+
+    def below(self, directory: str) -> list[tuple[str, tarfile.TarInfo]]:
+        """A directory's members under it (names relative to it), parents first."""
+        out: list[tuple[str, tarfile.TarInfo]] = []
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            full = posixpath.join(directory, rel) if rel else directory
+            for name in reversed(self.children.get(full, [])):
+                sub = posixpath.join(rel, name) if rel else name
+                m = self.members[posixpath.join(full, name) if full else name]
+                out.append((sub, m))
+                if m.isdir():
+                    stack.append(sub)
+        out.sort(key=lambda item: item[0].split("/"))
+        return out
+
+    def data(self, m: tarfile.TarInfo) -> IO[bytes] | None:
+        return self.tf.extractfile(m) if m.isfile() else None
+
+
+def exclude_names(items: list[tuple[str, tarfile.TarInfo]], patterns: object,
+                  where: str) -> list[tuple[str, tarfile.TarInfo]]:
+    """--exclude over (name under the destination, member) pairs, as exclude()."""
+    if not isinstance(patterns, tuple) or not patterns:
+        return items
+    matcher = ignore.Matcher(ignore.parse("\n".join(patterns), "--exclude"),
+                             f"{where}--exclude")
+    return [(n, m) for n, m in items if n == "" or not matcher.excluded(n)]
+
+
+def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
+                   dest: str, as_dir: bool, is_dir: Callable[[str], bool],
+                   owner: tuple[int, int, Mode | None], flags: tuple[bool, object],
+                   where: str) -> None:
+    """COPY --from's members into the layer tar: docker's naming (a directory brings
+    its contents, a file its own name in a directory destination), --parents
+    keeping each path from the root or from a `/./` pivot, --exclude, the
+    stage's hard links kept among the copied files (else copied as files)."""
+    parents, patterns = flags
+    picked: list[tuple[str, tarfile.TarInfo]] = []  # (absolute name in the layer, member)
+    many = len(srcs) > 1
+    matches: list[tuple[str, str, list[str]]] = []
+    for src in srcs:
+        pivot, sep, rest = src.partition("/./") if parents else (src, "", "")
+        text = posixpath.join(pivot, rest) if sep else src
+        found = tree.glob(text)
+        if not found:  # as the context's sources (rootless/build/context.py)
+            raise InvalidArgument(f"{where}failed to compute cache key: "
+                                  f'"{posixpath.normpath("/" + text)}": not found')
+        many = many or (has_meta(text) and len(found) > 1)
+        matches.append((src, pivot.strip("/") if sep else "", found))
+    if many and not as_dir:
+        raise InvalidArgument(f"{where}When using COPY with more than one source file, "
+                              "the destination must be a directory and end with a /")
+    for _src, pivot, found in matches:
+        for path in found:
+            real = tree.lookup(path)
+            assert real is not None  # glob() keeps only paths that lead somewhere
+            top = tree.members[real]
+            if parents:
+                rel = posixpath.relpath(path, pivot) if pivot else path
+                if rel == ".." or rel.startswith("../"):
+                    continue
+                base = posixpath.join(dest, rel)
+                parts = rel.split("/")
+                for i in range(1, len(parts)):
+                    up = tree.lookup(posixpath.join(pivot, *parts[:i]))
+                    m = tree.members[up] if up is not None else tree.members[""]
+                    picked.append((posixpath.join(dest, *parts[:i]), m))
+            elif top.isdir():
+                base = dest
+            else:
+                into = as_dir or many or is_dir(dest)
+                base = posixpath.join(dest, posixpath.basename(path)) if into else dest
+            items = [("", top)] + (tree.below(real) if top.isdir() else [])
+            for name, m in exclude_names(items, patterns, where):
+                picked.append((posixpath.join(base, name) if name else base, m))
+    uid, gid, chmod = owner
+    first: dict[str, str] = {}  # a file of the tree -> the layer name it was first written as
+    names: set[str] = set()
+    for name, m in picked:
+        name = posixpath.normpath(name)
+        if name in names or (name == dest and m.isdir() and is_dir(name)):
+            continue  # an existing destination directory keeps its own metadata
+        names.add(name)
+        check_name(name, where)
+        if m.ischr() or m.isblk():
+            continue
+        copied = copy.copy(m)
+        copied.name = name.lstrip("/") or "."
+        if uid >= 0:
+            copied.uid, copied.gid, copied.uname, copied.gname = uid, gid, "", ""
+        if chmod is not None and not m.issym():
+            copied.mode = chmod.apply(m.mode, m.isdir())
+        data = None
+        if m.isfile() or m.islnk():
+            # Hard links of the stage stay links among the copied names, whichever
+            # of them comes first; the first is written as the file.
+            key = posixpath.normpath("/" + (m.linkname if m.islnk() else m.name)).lstrip("/")
+            target = tree.members.get(key)
+            if target is None or not target.isfile():
+                continue
+            if key in first:
+                copied.type, copied.linkname, copied.size = (tarfile.LNKTYPE,
+                                                             first[key].lstrip("/"), 0)
+            else:
+                first[key] = name
+                copied.type, copied.linkname, copied.size = tarfile.REGTYPE, "", target.size
+                data = tree.tf.extractfile(target)
+        out.addfile(copied, data)
 
 
 # -- COPY --from: a stage's files read from its layer directories -----------------------

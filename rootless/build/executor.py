@@ -402,9 +402,6 @@ class Builder:
                         info, data = copying.heredoc_member(doc, name, uid, gid, chmod)
                         out.addfile(info, io.BytesIO(data))
                 if isinstance(from_, str):
-                    if ins.flag("exclude"):
-                        raise InvalidArgument(f"{where}COPY --from with --exclude is not "
-                                              "supported yet")
                     self._copy_from(out, view, ins, df, index, done, from_, dest, as_dir,
                                     (uid, gid, chmod), where)
                 else:
@@ -562,36 +559,10 @@ class Builder:
             self.containers.remove(ctr)
             tree.seek(0)
             with tarfile.open(fileobj=tree, mode="r:") as tf:
-                members = {_abs(m.name): m
-                           for m in tf.getmembers()}
-                for src in ins.sources():
-                    path = _abs(src)
-                    top = members.get(path)
-                    if top is None:
-                        raise InvalidArgument(
-                            f'{where}failed to compute cache key: "{path}": not found')
-                    if top.isdir():
-                        picked = [(m, posixpath.join(dest, p[len(path):].lstrip("/")))
-                                  for p, m in members.items()
-                                  if p == path or p.startswith(path.rstrip("/") + "/")]
-                    else:
-                        name = posixpath.join(dest, posixpath.basename(path)) \
-                            if as_dir or len(ins.sources()) > 1 or self._is_dir(img, dest) \
-                            else dest
-                        picked = [(top, name)]
-                    for m, name in picked:
-                        if m.isdir() and posixpath.normpath(name) == dest and \
-                                self._is_dir(img, dest):
-                            continue
-                        copied = copy.copy(m)
-                        copied.name = posixpath.normpath(name).lstrip("/") or "."
-                        uid, gid, chmod = owner
-                        if uid >= 0:
-                            copied.uid, copied.gid, copied.uname, copied.gname = uid, gid, "", ""
-                        if chmod is not None:
-                            copied.mode = chmod.apply(copied.mode, copied.isdir())
-                        data = tf.extractfile(m) if m.isfile() else None
-                        out.addfile(copied, data)
+                copying.copy_from_tree(out, copying.StageTree(tf, where), ins.sources(), dest,
+                                       as_dir, lambda p: self._is_dir(img, p), owner,
+                                       (ins.flag("parents") is True, ins.flag("exclude")),
+                                       where)
 
     def _stage_file(self, img: _StageImage, path: str) -> bytes | None:
         """A regular file of the stage (its layers top down, a whiteout or a non-directory
