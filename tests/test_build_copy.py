@@ -73,6 +73,14 @@ def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,  # 
         "/bin/run.sh 755 1234:3456", "/secret.txt 700 0:0",
         ".", "./a.txt", "./sub", "./sub/keep",
     ]
+    history = saved_config(rl, f"{bb}-cp1", tmp_path)["history"]
+    assert isinstance(history, list)
+    made = [e["created_by"] for e in history if not e.get("empty_layer")]
+    assert made[-6:-1] == [
+        "COPY <<EOF /greet.txt # buildkit", "COPY <<EOT <<TWO /docs/ # buildkit",
+        "COPY --chown=app tree/ /owned/ # buildkit",
+        "COPY --chown=app:staff2 --chmod=u=rwx,go=rx run.sh /bin/run.sh # buildkit",
+        "COPY --chmod=go-r,u+x secret.txt /secret.txt # buildkit"]
 
 
 def test_chown_unknown_name_and_bad_chmod_are_refused(rl: RlRunner, bb: str,  # noqa: F811
@@ -87,6 +95,11 @@ def test_chown_unknown_name_and_bad_chmod_are_refused(rl: RlRunner, bb: str,  # 
     r = rl("build", ctx, timeout=60)
     assert r.returncode == 125
     assert last_error(r) == "Error: Dockerfile:2: invalid chmod parameter: u+q"
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY --chmod=8755 f /f\n")
+    r = rl("build", ctx, timeout=60)
+    assert r.returncode == 125
+    assert last_error(r) == ("Error: Dockerfile:2: invalid chmod parameter: '8755'. it should "
+                             "be octal string and between 0 and 07777")
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> bytes:

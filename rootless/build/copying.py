@@ -23,10 +23,25 @@ if TYPE_CHECKING:
 
 from rootless.build import ignore
 from rootless.build.context import MAX_BYTES, MAX_MEMBERS, Source
-from rootless.build.dockerfile import Heredoc
+from rootless.build.dockerfile import Heredoc, Instruction
 from rootless.errors import InvalidArgument
 
 WHITEOUT = ".wh."  # a layer tar's deletion marker: never a name COPY may write
+
+
+def history_text(ins: Instruction) -> str:
+    """A COPY/ADD layer's created_by, as BuildKit's (dockerfile2llb/convert_copy.go):
+    --parents, --chown and --chmod (not the other flags), the sources, each heredoc
+    as `<<NAME`, the destination."""
+    words = [ins.kind]
+    if ins.flag("parents") is True:
+        words.append("--parents")
+    for flag in ("chown", "chmod"):
+        value = ins.flag(flag)
+        if isinstance(value, str) and value:
+            words.append(f"--{flag}={value}")
+    words += [*ins.sources(), *(f"<<{doc.name}" for doc in ins.heredocs), ins.dest()]
+    return " ".join(words) + " # buildkit"
 
 
 # -- --chown ----------------------------------------------------------------------------
@@ -89,10 +104,12 @@ class Mode:
         self.octal: int | None = None
         self.clauses: list[tuple[str, str, str]] = []
         bad = InvalidArgument(f"{where}invalid chmod parameter: {value}")
-        if value and all(c in "01234567" for c in value):
+        if value and value[0].isdigit():
+            # BuildKit's words for anything that looks numeric.
+            if not all(c in "01234567" for c in value) or int(value, 8) > 0o7777:
+                raise InvalidArgument(f"{where}invalid chmod parameter: '{value}'. it should "
+                                      "be octal string and between 0 and 07777")
             self.octal = int(value, 8)
-            if self.octal > 0o7777:
-                raise bad
             return
         for clause in value.split(","):
             m = _SYMBOLIC.match(clause)

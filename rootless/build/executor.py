@@ -413,9 +413,7 @@ class Builder:
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)
-        # BuildKit's history names the sources and the destination, never the flags.
-        img.add_layer(digest, size, diff_id,
-                      f"{ins.kind} {' '.join(srcs)} {ins.dest()} # buildkit")
+        img.add_layer(digest, size, diff_id, copying.history_text(ins))
 
     def _copy_urls(self, out: tarfile.TarFile, img: _StageImage, ins: Instruction,
                    srcs: tuple[str, ...], dest: str, as_dir: bool,
