@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 from test_build import bb, busybox_tgz, context, saved_config  # noqa: F401 (fixtures)
 
 import support
@@ -119,7 +120,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
     return info
 
 
-@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz"])
+@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz", "zst"])
 def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
                                        compression: str) -> None:
     data = _tar([
@@ -129,16 +130,22 @@ def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  #
         (_member("top/abs", tarfile.SYMTYPE, "/etc/passwd"), None),
         (_member("/rooted.txt"), b"rooted\n"),
         (_member("top/dev", tarfile.CHRTYPE), None),
-    ], "w:" + compression if compression else "w")
+    ], "w:" + compression if compression in ("gz", "bz2", "xz") else "w")
+    if compression == "zst":
+        data = zstandard.ZstdCompressor().compress(data)
     ctx = context(tmp_path, f"FROM {bb}\nRUN mkdir /opt && echo old > /opt/old\n"
-                            "ADD a.tar /opt/\n", {"a.tar": data})
+                            "ADD a.tar /opt/\nADD --unpack=false a.tar empty.tar /kept/\n"
+                            "ADD empty.tar /e/\n",
+                  {"a.tar": data, "empty.tar": _tar([])})
     r = rl("build", "-t", f"{bb}-tar{compression}", ctx, timeout=180)
     assert r.returncode == 0, r.stderr
     out = run_sh(rl, f"{bb}-tar{compression}",
                  "cd /opt; cat old top/f.txt rooted.txt; stat -c '%n %a %h' top top/f.txt; "
-                 "readlink top/abs; ls top | sort | tr '\\n' ' '")
+                 "readlink top/abs; ls top | sort | tr '\\n' ' '; echo; ls /kept /e")
     assert out == ["old", "inside", "rooted", "top 750 2", "top/f.txt 640 2", "/etc/passwd",
-                   "abs f.txt hard "]
+                   "abs f.txt hard ",
+                   # --unpack=false copies it; an empty tar is no archive (moby's isArchive)
+                   "/e:", "empty.tar", "", "/kept:", "a.tar", "empty.tar"]
 
 
 @pytest.mark.parametrize(("members", "why"), [
@@ -268,31 +275,39 @@ def web() -> Iterator[str]:
 
 def test_add_url_name_mode_mtime_checksum_and_no_unpack(rl: RlRunner, bb: str,  # noqa: F811
                                                         tmp_path: Path, web: str) -> None:
-    good = "sha256:" + hashlib.sha256(_Handler.BODY).hexdigest()
+    good = "sha512:" + hashlib.sha512(_Handler.BODY).hexdigest()
     ctx = context(tmp_path, f"""\
 FROM {bb}
 ADD {web}/dl/file.txt /d/
 ADD --checksum={good} {web}/redir /named.txt
 ADD {web}/dl/a.tar /t/
+ADD --unpack {web}/dl/a.tar /u/
 ADD {web}/redir {web}/dl/ {web}/dl/%2E%2E /n/
 """)
     r = rl("build", "-t", f"{bb}-url", ctx, timeout=180)
     assert r.returncode == 0, r.stderr
     out = run_sh(rl, f"{bb}-url", "cat /d/file.txt /named.txt; "
-                 "stat -c '%n %a %u:%g %Y' /d/file.txt /named.txt; ls /t; ls /n; ls /../")
+                 "stat -c '%n %a %u:%g %Y' /d/file.txt /named.txt; ls /t; ls /n; ls /../; "
+                 "cat /u/inside")
     assert out[:5] == ["fetched body", "fetched body", "/d/file.txt 600 0:0 1445412480",
                        "/named.txt 600 0:0 1445412480", "a.tar"]
     # Named by the URL's own path (not the redirect's), `__unnamed__` when it has none.
     assert out[5:8] == ["__unnamed__", "dl", "redir"]
     assert "evil" not in out
+    assert out[-1] == "i"  # --unpack unpacks an archive fetched from a URL (BuildKit)
 
 
 @pytest.mark.parametrize(("source", "why"), [
     ("--checksum=sha256:" + "0" * 64 + " {web}/dl/file.txt /f", "digest mismatch sha256:"),
     ("{web}/missing /f", "failed to load cache key: invalid response status 404"),
     ("{web}/loop /f", 'failed to load cache key: Get "{web}/loop": stopped after 10 redirects'),
-    ("--checksum=md5:abc {web}/dl/file.txt /f", "invalid checksum digest format"),
-    ("--checksum=sha256:" + "0" * 64 + " local.txt /f", "checksum can't be specified"),
+    ("--checksum=md5:abc {web}/dl/file.txt /f", "unsupported digest algorithm"),
+    ("--checksum=sha256:abc {web}/dl/file.txt /f", "invalid checksum digest length"),
+    ("--checksum=sha256 {web}/dl/file.txt /f", "invalid checksum digest format"),
+    ("--checksum=sha256:" + "0" * 64 + " local.txt /f",
+     "checksum requires HTTP(S) or Git sources"),
+    ("--checksum=sha256:" + "0" * 64 + " {web}/dl/file.txt local.txt /f/",
+     "checksum can't be specified for multiple sources"),
     ("https://example.invalid/repo.git /src", "ADD of a git repository"),
 ])
 def test_add_url_hostile_answers_are_refused(rl: RlRunner, bb: str,  # noqa: F811
@@ -383,3 +398,11 @@ def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,  # noqa
                    ".", "./app", "./app/sub", "./app/sub/keep", "./usr", "./usr/lib",
                    "./usr/lib/x", "./usr/lib/x/a.so",
                    "2", "2"]
+
+
+def test_copy_of_a_url_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+                                  web: str) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nCOPY {web}/dl/file.txt /f\n")
+    r = rl("build", ctx, timeout=60)
+    assert r.returncode == 125
+    assert last_error(r) == "Error: Dockerfile:2: source can't be a URL for COPY"

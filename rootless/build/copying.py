@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
+import zstandard  # imported here, not in a forked child (image/layers.py says why)
+
 if TYPE_CHECKING:
     from _typeshed import SupportsRead
 
@@ -197,6 +199,30 @@ def check_name(name: str, where: str) -> None:
 # -- ADD of a local tar -----------------------------------------------------------------
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _decompressed(f: IO[bytes]) -> IO[bytes]:
+    """*f* itself, or a zstd frame's decompressed stream (moby's DecompressStream knows
+    zstd too; tarfile does not): tarfile's `r|*` finds gzip, bzip2 and xz itself."""
+    head = f.read(4)
+    f.seek(0)
+    if head != _ZSTD_MAGIC:
+        return f
+    return zstandard.ZstdDecompressor().stream_reader(
+        f, read_across_frames=True)
+
+
+def is_archive(f: IO[bytes]) -> bool:
+    """Whether ADD unpacks this file: a tar (plain or compressed) with a first member,
+    as moby's isArchive (an empty tar is copied as a file)."""
+    try:
+        with tarfile.open(fileobj=_decompressed(f), mode="r|*") as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, EOFError, OSError, ValueError, zstandard.ZstdError):
+        return False
+
+
 def extract_into(out: tarfile.TarFile, archive: IO[bytes], shown: str, dest: str,
                  owner: tuple[int, int], where: str) -> None:
     """ADD's unpacking of a local tar: its members re-rooted at *dest* in the layer.
@@ -217,7 +243,7 @@ def extract_into(out: tarfile.TarFile, archive: IO[bytes], shown: str, dest: str
         return InvalidArgument(f"{where}ADD {shown}: member {ignore.quote(name)}: {why}")
 
     try:
-        with tarfile.open(fileobj=archive, mode="r|*") as tar:
+        with tarfile.open(fileobj=_decompressed(archive), mode="r|*") as tar:
             for m in tar:
                 count += 1
                 size += m.size if m.isreg() else 0
@@ -275,7 +301,7 @@ def extract_into(out: tarfile.TarFile, archive: IO[bytes], shown: str, dest: str
                     links.discard(clean)  # a later member replaced the link
     except InvalidArgument:
         raise
-    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zstandard.ZstdError) as e:
         raise InvalidArgument(f"{where}ADD {shown}: corrupt or unsupported archive: {e}") \
             from None
 
@@ -295,14 +321,22 @@ def is_git(word: str) -> bool:
     return word.startswith(("git@", "git://")) or (is_url(word) and base.endswith(".git"))
 
 
+_DIGESTS = {"sha256": 64, "sha384": 96, "sha512": 128}  # go-digest's algorithms
+
+
 def checksum(value: object, where: str) -> str | None:
+    """--checksum's digest, checked as go-digest's Parse does (its words)."""
     if not isinstance(value, str) or not value:
         return None
-    algo, _, hexpart = value.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or not all(c in "0123456789abcdef"
-                                                          for c in hexpart):
-        raise InvalidArgument(f"{where}invalid checksum digest format: {value} "
-                              "(only sha256:<64 hex digits>)")
+    algo, sep, hexpart = value.partition(":")
+    if not sep or not algo or not hexpart:
+        raise InvalidArgument(f"{where}invalid checksum digest format")
+    if algo not in _DIGESTS:
+        raise InvalidArgument(f"{where}unsupported digest algorithm")
+    if len(hexpart) != _DIGESTS[algo]:
+        raise InvalidArgument(f"{where}invalid checksum digest length")
+    if not all(c in "0123456789abcdef" for c in hexpart):
+        raise InvalidArgument(f"{where}invalid checksum digest format")
     return value
 
 
@@ -317,7 +351,8 @@ def download(url: str, directory: str, expect: str | None,
     import httpx
 
     path = os.path.join(directory, f"url-{os.urandom(6).hex()}")
-    h = hashlib.sha256()
+    algo = expect.partition(":")[0] if expect else "sha256"
+    h = hashlib.new(algo)
     size = 0
     try:
         with httpx.Client(follow_redirects=True, max_redirects=_MAX_REDIRECTS,
@@ -348,7 +383,7 @@ def download(url: str, directory: str, expect: str | None,
                               f"{_MAX_REDIRECTS} redirects") from None
     except httpx.HTTPError as e:
         raise InvalidArgument(f'{where}failed to load cache key: Get "{url}": {e}') from None
-    got = "sha256:" + h.hexdigest()
+    got = f"{algo}:{h.hexdigest()}"
     if expect is not None and got != expect:
         raise InvalidArgument(f"{where}digest mismatch {got}: {expect}")
     return path, name, mtime

@@ -362,7 +362,7 @@ class Builder:
 
     def _copy(self, img: _StageImage, ins: Instruction, ctx: Context, df: Dockerfile,
               index: int, done: dict[int, _StageImage], where: str) -> None:
-        for unsupported in ("keep-git-dir", "unpack"):
+        for unsupported in ("keep-git-dir",):
             if ins.flag(unsupported) is not None:
                 raise InvalidArgument(f"{where}{ins.kind} --{unsupported} is not supported yet")
         srcs = ins.sources()
@@ -419,8 +419,8 @@ class Builder:
                    srcs: tuple[str, ...], dest: str, as_dir: bool,
                    owner: tuple[int, int, copying.Mode | None], tmp: str,
                    where: str) -> tuple[str, ...]:
-        """ADD's URL sources, fetched into the layer (not unpacked, as docker); the
-        context sources left."""
+        """ADD's URL sources, fetched into the layer (unpacked only with --unpack, as
+        BuildKit); the context sources left."""
         expect = copying.checksum(ins.flag("checksum"), where)
         for word in srcs:
             if copying.is_git(word) or (ins.kind == "ADD" and "://" in word
@@ -428,15 +428,24 @@ class Builder:
                 raise InvalidArgument(f"{where}ADD of a git repository or a non-HTTP URL "
                                       f"({word}) is not supported yet")
         urls = [w for w in srcs if ins.kind == "ADD" and copying.is_url(w)]
-        if expect is not None and (len(srcs) != 1 or not urls):
-            raise InvalidArgument(f"{where}checksum can't be specified for non-HTTP(S) "
-                                  "sources")
+        if ins.kind == "COPY" and any(copying.is_url(w) for w in srcs):
+            raise InvalidArgument(f"{where}source can't be a URL for COPY")
+        if expect is not None and len(srcs) != 1:
+            raise InvalidArgument(f"{where}checksum can't be specified for multiple sources")
+        if expect is not None and not urls:
+            raise InvalidArgument(f"{where}checksum requires HTTP(S) or Git sources")
         if len(srcs) > 1 and not as_dir:
             raise InvalidArgument(f"{where}When using {ins.kind} with more than one source "
                                   "file, the destination must be a directory and end with a /")
         uid, gid, chmod = owner
         for url in urls:
             path, fname, mtime = copying.download(url, tmp, expect, where)
+            if ins.flag("unpack") is True:
+                with open(path, "rb") as f:
+                    if copying.is_archive(f):
+                        f.seek(0)
+                        copying.extract_into(out, f, url, dest, (uid, gid), where)
+                        continue
             name = posixpath.join(dest, fname) if as_dir or self._is_dir(img, dest) else dest
             copying.check_name(name, where)
             info = tarfile.TarInfo(name.strip("/"))
@@ -462,7 +471,7 @@ class Builder:
             raise InvalidArgument(f"{where}failed to compute cache key: all sources of "
                                   f"{ins.kind} were excluded")
         archives: list[Source] = []
-        if ins.kind == "ADD":
+        if ins.kind == "ADD" and ins.flag("unpack") is not False:
             archives = [src for sources in found for src in sources
                         if src.entry.kind == "file" and _is_archive(ctx, src)]
             for src in archives:
@@ -762,13 +771,8 @@ def _is_dir_source(sources: list[Source]) -> bool:
 
 
 def _is_archive(ctx: Context, src: Source) -> bool:
-    """Whether a context file is a tar (plain, gzip, bzip2 or xz), which ADD unpacks."""
     with os.fdopen(ctx.open(src.entry.path), "rb") as f:
-        try:
-            with tarfile.open(fileobj=f, mode="r:*"):
-                return True
-        except (tarfile.TarError, EOFError, OSError):
-            return False
+        return copying.is_archive(f)
 
 
 def _add(out: tarfile.TarFile, ctx: Context, src: Source, name: str,
