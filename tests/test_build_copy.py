@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import subprocess
 import tarfile
 import threading
@@ -406,3 +407,51 @@ def test_copy_of_a_url_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # noqa
     r = rl("build", ctx, timeout=60)
     assert r.returncode == 125
     assert last_error(r) == "Error: Dockerfile:2: source can't be a URL for COPY"
+
+
+def _with_triggers(rl: RlRunner, ref: str, new: str, triggers: list[str],
+                   tmp_path: Path) -> None:
+    """*ref* saved, its config's OnBuild replaced (as a hostile image could have it),
+    loaded back as *new*."""
+    saved, edited = tmp_path / "saved.tar", tmp_path / "edited.tar"
+    rl("save", "-o", saved, ref, check=True)
+    with tarfile.open(saved) as src, tarfile.open(edited, "w") as dst:
+        manifest = json.loads(src.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        old = manifest[0]["Config"]
+        config = json.loads(src.extractfile(old).read())  # type: ignore[union-attr]
+        config["config"]["OnBuild"] = triggers
+        blob = json.dumps(config).encode()
+        name = f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}" if old.startswith(
+            "blobs/") else f"{hashlib.sha256(blob).hexdigest()}.json"
+        manifest[0]["Config"], manifest[0]["RepoTags"] = name, [f"{new}:latest"]
+        for m in src.getmembers():
+            if m.name in ("manifest.json", old, "index.json", "repositories"):
+                continue
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        for member_name, data in ((name, blob), ("manifest.json",
+                                                 json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    rl("load", "-i", edited, check=True)
+    saved.unlink()
+    edited.unlink()
+
+
+@pytest.mark.parametrize(("triggers", "why"), [
+    (["ONBUILD RUN true"], "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
+    (["FROM scratch"], "FROM isn't allowed as an ONBUILD trigger"),
+    (["MAINTAINER me"], "MAINTAINER isn't allowed as an ONBUILD trigger"),
+    (["RUN true\nRUN touch /smuggled"], "onbuild trigger should be a single expression"),
+    (["RUN true\nFROM scratch"], "onbuild trigger should be a single expression"),
+])
+def test_hostile_onbuild_triggers_of_a_base_are_refused(
+        rl: RlRunner, bb: str, tmp_path: Path, triggers: list[str],  # noqa: F811
+        why: str) -> None:
+    _with_triggers(rl, bb, f"{bb}-trig", triggers, tmp_path)
+    ctx = context(tmp_path, f"FROM {bb}-trig\nRUN true\n")
+    r = rl("build", "-t", f"{bb}-trigchild", ctx, timeout=120)
+    assert r.returncode == 125, r.stderr
+    assert last_error(r).startswith("Error: Dockerfile:1: "), r.stderr
+    assert why in last_error(r)
+    assert rl("image", "inspect", f"{bb}-trigchild").returncode != 0

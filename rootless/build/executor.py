@@ -287,8 +287,11 @@ class Builder:
                                           f"FROM scratch\n{text}\n")
             except InvalidArgument as e:
                 raise InvalidArgument(f"{where}ONBUILD trigger {text!r}: {e.message}") from None
-            for ins in parsed.stages[0].instructions:
-                out.append(dataclasses.replace(ins, start_line=line, end_line=line))
+            found = [i for st in parsed.stages for i in st.instructions]
+            if len(parsed.stages) != 1 or len(found) != 1:
+                # A newline in a hostile config's trigger must not smuggle in more.
+                raise InvalidArgument(f"{where}onbuild trigger should be a single expression")
+            out.append(dataclasses.replace(found[0], start_line=line, end_line=line))
         return out
 
     # -- RUN -----------------------------------------------------------------------
