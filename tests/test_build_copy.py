@@ -41,7 +41,8 @@ def last_error(r: subprocess.CompletedProcess[str]) -> str:
 HEREDOCS = """\
 FROM {bb}
 RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && \\
-    echo 'staff2:x:3456:' >> /etc/group
+    echo 'staff2:x:3456:' >> /etc/group && mv /etc/group /etc/group.real && \\
+    ln -s group.real /etc/group
 ARG WHO=world
 COPY <<EOF /greet.txt
 hello $WHO
@@ -221,6 +222,13 @@ def test_onbuild_triggers_run_in_the_child(rl: RlRunner, bb: str,  # noqa: F811
     assert isinstance(entries, list)
     assert "RUN /bin/sh -c echo triggered > /trig # buildkit" in [e["created_by"]
                                                                  for e in entries]
+    # A stage FROM an earlier stage runs that stage's triggers too (BuildKit).
+    (tmp_path / "s").mkdir()
+    staged = context(tmp_path / "s", f"FROM {bb} AS base\nONBUILD RUN echo s > /s\n"
+                                     "FROM base\nRUN cat /s\n")
+    r = rl("build", "-t", f"{bb}-onb-stage", staged, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert run_sh(rl, f"{bb}-onb-stage", "cat /s") == ["s"]
     # A grandchild runs none: the child's config has no triggers left.
     (tmp_path / "g").mkdir()
     grand = context(tmp_path / "g", f"FROM {bb}-onb-child\nRUN true\n")

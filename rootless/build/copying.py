@@ -64,8 +64,8 @@ def chown(value: object, read: Callable[[str], bytes | None], where: str) -> tup
     """--chown=USER[:GROUP], numeric or by name in the stage's /etc/passwd and
     /etc/group (*read* gives a file of the destination stage); (-1, -1) when absent.
 
-    A name the files lack is refused with the classic builder's words;
-    BuildKit itself silently falls back to 0 (decisions, COPY and ADD 2).
+    A name the files lack fails the step, in the classic builder's words
+    (docs/decisions.md, COPY and ADD 2).
     """
     if not isinstance(value, str) or not value:
         return -1, -1

@@ -575,30 +575,20 @@ class Builder:
                                        where)
 
     def _stage_file(self, img: _StageImage, path: str) -> bytes | None:
-        """A regular file of the stage (its layers top down, a whiteout or a non-directory
-        on the way ending the search), or None: for --chown's /etc/passwd and /etc/group."""
-        parts = path.strip("/").split("/")
-        for diff_id in reversed(img.diff_ids):
-            top = str(self.store.layer_dir(diff_id))
-            hidden = False
-            for i in range(1, len(parts) + 1):
-                try:
-                    st = os.lstat(os.path.join(top, *parts[:i]))
-                except OSError:
-                    break
-                if stat.S_ISCHR(st.st_mode) or (i < len(parts) and not stat.S_ISDIR(st.st_mode)):
-                    hidden = True  # a whiteout, or a file where a directory was
-                    break
-                if i == len(parts):
-                    if not stat.S_ISREG(st.st_mode):
-                        return None
-                    fd = os.open(os.path.join(top, *parts), os.O_RDONLY | os.O_NOFOLLOW
-                                 | os.O_NONBLOCK | os.O_CLOEXEC)
-                    with os.fdopen(fd, "rb") as f:
-                        return f.read(1 << 24)
-            if hidden:
-                return None
-        return None
+        """A regular file of the stage, symlinks on its path followed inside the stage's
+        root (as BuildKit's RootPath), or None: for --chown's /etc/passwd and /etc/group."""
+        layers = self._layer_dirs(img)
+        try:
+            real = copying.resolve_dest(layers, path)
+        except InvalidArgument:
+            return None
+        found = copying.stage_lstat(layers, real)
+        if found is None or not stat.S_ISREG(found[1].st_mode):
+            return None
+        fd = os.open(os.path.join(found[0], real.lstrip("/")),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            return f.read(1 << 24)
 
     def _layer_dirs(self, img: _StageImage) -> list[str]:
         return [str(self.store.layer_dir(d)) for d in img.diff_ids]
