@@ -195,6 +195,12 @@ COPY --from=0 /made /made
     assert r.returncode == 0, r.stderr
     out = rl("run", "--rm", f"{bb}-from", "/bin/busybox", "cat", "/made", check=True)
     assert out.stdout == "first\n"
+    (ctx / "Dockerfile").write_text(f"FROM {bb} AS first\nCOPY --from=later /x /x\n"
+                                    f"FROM {bb} AS later\n")
+    r = rl("build", "--target", "first", ctx, timeout=60)
+    assert r.returncode == 125
+    assert last_error(r) == ('Error: Dockerfile:2: cannot copy from stage "later", it needs '
+                             'to be defined before current stage "first"')
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY --from=no-such-image-here:1 /x /x\n")
     r = rl("build", "--pull=never", ctx, timeout=60)
     assert r.returncode == 125

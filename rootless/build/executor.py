@@ -551,7 +551,9 @@ class Builder:
                    where: str) -> None:
         ref = self._stage_ref(df, from_, index)
         if ref is None and df.stage(from_) is not None:
-            raise InvalidArgument(f"{where}COPY --from={from_}: the stage is not an earlier one")
+            here = df.stages[index].name or f"stage-{index}"
+            raise InvalidArgument(f'{where}cannot copy from stage "{from_}", it needs to be '
+                                  f'defined before current stage "{here}"')
         if ref is None:
             # An image reference, pulled when missing, as BuildKit's --from=IMAGE.
             try:
