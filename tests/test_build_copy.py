@@ -252,6 +252,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/loop")
             self.end_headers()
             return
+        if self.path == "/short":  # promises more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"only this")
+            self.close_connection = True
+            return
         if self.path == "/redir":
             self.send_response(301)
             self.send_header("Location", "/dl/file.txt")
@@ -315,6 +322,7 @@ ADD {web}/redir {web}/dl/ {web}/dl/%2E%2E /n/
 @pytest.mark.parametrize(("source", "why"), [
     ("--checksum=sha256:" + "0" * 64 + " {web}/dl/file.txt /f", "digest mismatch sha256:"),
     ("{web}/missing /f", "failed to load cache key: invalid response status 404"),
+    ("{web}/short /f", 'failed to load cache key: Get "{web}/short": '),
     ("{web}/loop /f", 'failed to load cache key: Get "{web}/loop": stopped after 10 redirects'),
     ("--checksum=md5:abc {web}/dl/file.txt /f", "unsupported digest algorithm"),
     ("--checksum=sha256:abc {web}/dl/file.txt /f", "invalid checksum digest length"),
