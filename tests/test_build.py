@@ -152,7 +152,9 @@ CMD ["cat /app/made.txt"]
     assert isinstance(rootfs, dict)
     assert len(layered) == len(rootfs["diff_ids"])
     assert layered[-5:] == ["WORKDIR /app", "COPY hello.txt ./ # buildkit",
-                            "COPY run.sh /usr/local/bin/ # buildkit",
+                            # current BuildKit shows --chown/--chmod (convert_copy.go)
+                            "COPY --chown=1000:1001 --chmod=0750 run.sh /usr/local/bin/ "
+                            "# buildkit",
                             "COPY tree/ /data/ # buildkit", history[5]]
 
     out = rl("run", "--rm", f"{bb}-built:1", check=True).stdout

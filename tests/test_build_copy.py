@@ -56,6 +56,7 @@ COPY --chown=app tree/ /owned/
 COPY --chown=app:staff2 --chmod=u=rwx,go=rx run.sh /bin/run.sh
 COPY --chmod=go-r,u+x secret.txt /secret.txt
 COPY --exclude=*.log --exclude=sub/skip tree/ /filtered/
+COPY --chown=app secret.txt /made/deep/
 """
 
 
@@ -69,17 +70,20 @@ def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,  # 
     assert r.returncode == 0, r.stderr
     out = run_sh(rl, f"{bb}-cp1", "cat /greet.txt /docs/EOT /docs/TWO; "
                  "stat -c '%n %a %u:%g' /greet.txt /docs/EOT /owned/a.txt /bin/run.sh "
-                 "/secret.txt; cd /filtered && find . | sort")
+                 "/secret.txt; stat -c '%n %a %u:%g' /made /made/deep /bin; "
+                 "cd /filtered && find . | sort")
     assert out == [
         "hello world", "literal $WHO", "two world",
         "/greet.txt 644 0:0", "/docs/EOT 644 0:0", "/owned/a.txt 644 1234:2345",
         "/bin/run.sh 755 1234:3456", "/secret.txt 700 0:0",
+        # the parents a step makes are --chown's; the ones there stay as they are
+        "/made 755 1234:2345", "/made/deep 755 1234:2345", "/bin 755 0:0",
         ".", "./a.txt", "./sub", "./sub/keep",
     ]
     history = saved_config(rl, f"{bb}-cp1", tmp_path)["history"]
     assert isinstance(history, list)
     made = [e["created_by"] for e in history if not e.get("empty_layer")]
-    assert made[-6:-1] == [
+    assert made[-7:-2] == [
         "COPY <<EOF /greet.txt # buildkit", "COPY <<EOT <<TWO /docs/ # buildkit",
         "COPY --chown=app tree/ /owned/ # buildkit",
         "COPY --chown=app:staff2 --chmod=u=rwx,go=rx run.sh /bin/run.sh # buildkit",

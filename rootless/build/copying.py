@@ -1,5 +1,7 @@
-"""COPY and ADD pieces beyond plain context files: owners by name, symbolic
-modes, --exclude, heredoc files and ADD's extraction of a local tar.
+"""COPY and ADD beyond plain context files: owners by name, symbolic modes,
+--exclude, --parents and --link, heredoc files, COPY --from's tree of a stage
+or an image, the destination resolved in the stage, ADD's extraction of a
+local tar and its fetch of a URL (docs/decisions.md, "COPY and ADD").
 
 Each piece either answers what a step brings (the sources, their owners and
 modes: what a cache key is computed from) or writes members into the
@@ -590,7 +592,7 @@ def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
         out.addfile(copied, data)
 
 
-# -- COPY --from: a stage's files read from its layer directories -----------------------
+# -- a stage's own files, read from its layer directories ------------------------------
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -674,28 +676,34 @@ def resolve_dest(layers: list[str], path: str) -> str:
     return "/" + "/".join(done)
 
 
-# -- --link ---------------------------------------------------------------------------
+# -- parent directories the step makes ------------------------------------------------
 
 
-class LinkTar(tarfile.TarFile):
-    """A layer tar for `COPY --link`: BuildKit copies onto an empty tree and
-    merges that over the stage, so every directory above a member is in the
-    layer itself (made 0755, owned as --chown says): a symlink of the parent on
-    the destination path is replaced, not followed, and the directories'
+class ParentsTar(tarfile.TarFile):
+    """A layer tar that holds the directories above its members that the stage
+    lacks, made 0755 and owned as --chown says, as BuildKit's copy makes the
+    destination's parents (not root-owned when --chown names another user).
+
+    For `COPY --link` nothing of the stage counts (*exists* says no): BuildKit
+    copies onto an empty tree and merges that over the stage, so every
+    directory above a member is in the layer, a symlink of the stage on the
+    destination path is replaced, not followed, and those directories'
     modes are the layer's (docs/decisions.md, COPY and ADD 3)."""
 
     owner: tuple[int, int] = (0, 0)
-    _made: set[str]
+    exists: Callable[[str], bool] = staticmethod(lambda path: False)
 
     def addfile(self, tarinfo: tarfile.TarInfo,
                 fileobj: SupportsRead[bytes] | None = None) -> None:
-        made = self.__dict__.setdefault("_made", set())
+        made: set[str] = self.__dict__.setdefault("_made", set())
         parts = tarinfo.name.strip("/").split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in made or parent in (".", ""):
                 continue
             made.add(parent)
+            if self.exists("/" + parent):
+                continue
             info = tarfile.TarInfo(parent)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
             info.uid, info.gid = self.owner

@@ -381,17 +381,20 @@ class Builder:
         dest = posixpath.normpath(posixpath.join(workdir, dest))
         from_ = ins.flag("from")
         # --link reads nothing of the stage: the layer is built as over an empty tree
-        # (BuildKit merges only without --chmod). --chown names still use its files.
+        # (BuildKit merges only without --chmod). --chown names still use its files,
+        # and own the parent directories the step makes (copying.ParentsTar).
         link = ins.flag("link") is True and chmod is None
         view = _StageImage([], [], img.config) if link else img
         if not link:
             dest = self._resolve_dest(img, dest, where)
-        tar_class = copying.LinkTar if link else tarfile.TarFile
+        tar_class = copying.ParentsTar if link or uid >= 0 else tarfile.TarFile
         with tempfile.TemporaryDirectory(prefix="rl-build-") as tmp:
             tar_path = os.path.join(tmp, "layer.tar")
             with tar_class.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
-                if isinstance(out, copying.LinkTar):
+                if isinstance(out, copying.ParentsTar):
                     out.owner = (max(uid, 0), max(gid, 0))
+                    if not link:
+                        out.exists = lambda p: self._is_dir(img, p)
                 if ins.heredocs:
                     many = len(ins.heredocs) + len(srcs) > 1
                     if many and not as_dir:
@@ -731,11 +734,6 @@ def build(opts: BuildOptions, progress: Callable[[str], None],
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:
     return scope.expand_instruction(step.instruction, step.vars, df.directives.escape)
-
-
-def _abs(path: str) -> str:
-    """*path* as an absolute, clean path (normpath alone keeps a leading "//")."""
-    return posixpath.normpath("/" + path.lstrip("/")) if path.strip("/.") else "/"
 
 
 def _vars_after(sc: scope.StageScope, step: scope.Step) -> dict[str, str]:
