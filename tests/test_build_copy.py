@@ -263,6 +263,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"only this")
             self.close_connection = True
             return
+        if self.path == "/tofile":  # a redirect to the builder's own files
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.end_headers()
+            return
         if self.path == "/redir":
             self.send_response(301)
             self.send_header("Location", "/dl/file.txt")
@@ -326,6 +331,9 @@ ADD {web}/redir {web}/dl/ {web}/dl/%2E%2E /n/
 @pytest.mark.parametrize(("source", "why"), [
     ("--checksum=sha256:" + "0" * 64 + " {web}/dl/file.txt /f", "digest mismatch sha256:"),
     ("{web}/missing /f", "failed to load cache key: invalid response status 404"),
+    ("{web}/tofile /f", 'failed to load cache key: Get "{web}/tofile": '),
+    ("--keep-git-dir https://example.invalid/repo.git /src",
+     "ADD --keep-git-dir is not supported yet"),
     ("{web}/short /f", 'failed to load cache key: Get "{web}/short": '),
     ("{web}/loop /f", 'failed to load cache key: Get "{web}/loop": stopped after 10 redirects'),
     ("--checksum=md5:abc {web}/dl/file.txt /f", "unsupported digest algorithm"),
