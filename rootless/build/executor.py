@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import io
 import json
 import os
 import posixpath
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rootless.build import dockerfile, scope
+from rootless.build import copying, dockerfile, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.defaults import DEFAULT_NETWORK
@@ -235,19 +237,22 @@ class Builder:
             img = _StageImage(list(base.layers), list(base.diff_ids),
                               copy.deepcopy(base.config), stored=base)
             img.config.pop("author", None)
-        if img.cc.get("OnBuild"):
-            # Silently skipping a base's triggers would build something else than docker.
-            raise InvalidArgument(f"Dockerfile:{stage.from_.start_line}: the base {sc.base} has "
-                                  "ONBUILD triggers, which rl build does not run yet")
+        triggers = self._triggers(img, df, stage.from_.start_line)
+        total += sum(1 for ins in triggers if ins.kind in _LAYER_KINDS)
         img.cc.setdefault("Env", [])
         if not img.cc["Env"] and sc.base.lower() == "scratch":
             img.cc["Env"] = [imagelib.DEFAULT_ENV]
         stage_args: dict[str, str] = {}  # ARGs declared here with a value, for RUN's history
-        for step in sc.steps:
+        first = sc.steps[0] if sc.steps else None
+        start_vars = first.vars if first else sc.vars
+        start_env = first.env if first else sc.env
+        # The base's triggers run first, in this build's context, as docker runs them.
+        steps = [scope.Step(t, start_vars, start_env) for t in triggers] + list(sc.steps)
+        for step in steps:
             ins = _expanded(step, df)
             if ins.kind in _LAYER_KINDS:
                 number += 1
-                show(_shown(ins))
+                show(("ONBUILD " if step.instruction in triggers else "") + _shown(ins))
             where = f"Dockerfile:{ins.start_line}: "
             kind = ins.kind
             if kind == "RUN":
@@ -263,6 +268,31 @@ class Builder:
             else:
                 self._config(img, ins, step, sc, where)
         return img
+
+    def _triggers(self, img: _StageImage, df: Dockerfile, line: int) -> list[Instruction]:
+        """The base's ONBUILD triggers as instructions (named by FROM's line); the
+        child's config then has none, as docker's."""
+        texts = img.cc.pop("OnBuild", None) or []
+        out = []
+        for text in texts if isinstance(texts, list) else []:
+            where = f"Dockerfile:{line}: "
+            kind = str(text).split(None, 1)[0].upper() if str(text).strip() else ""
+            if kind == "ONBUILD":
+                raise InvalidArgument(f"{where}Chaining ONBUILD via `ONBUILD ONBUILD` "
+                                      "isn't allowed")
+            if kind in ("FROM", "MAINTAINER"):
+                raise InvalidArgument(f"{where}{kind} isn't allowed as an ONBUILD trigger")
+            try:
+                parsed = dockerfile.parse(f"# escape={df.directives.escape}\n"
+                                          f"FROM scratch\n{text}\n")
+            except InvalidArgument as e:
+                raise InvalidArgument(f"{where}ONBUILD trigger {text!r}: {e.message}") from None
+            found = [i for st in parsed.stages for i in st.instructions]
+            if len(parsed.stages) != 1 or len(found) != 1:
+                # A newline in a hostile config's trigger must not smuggle in more.
+                raise InvalidArgument(f"{where}onbuild trigger should be a single expression")
+            out.append(dataclasses.replace(found[0], start_line=line, end_line=line))
+        return out
 
     # -- RUN -----------------------------------------------------------------------
 
@@ -335,54 +365,128 @@ class Builder:
 
     def _copy(self, img: _StageImage, ins: Instruction, ctx: Context, df: Dockerfile,
               index: int, done: dict[int, _StageImage], where: str) -> None:
-        if ins.heredocs:
-            raise InvalidArgument(f"{where}{ins.kind} with a heredoc is not supported yet")
-        for unsupported in ("link", "parents", "exclude", "checksum"):
-            if ins.flag(unsupported):
+        for unsupported in ("keep-git-dir",):
+            if ins.flag(unsupported) is not None:
                 raise InvalidArgument(f"{where}{ins.kind} --{unsupported} is not supported yet")
         srcs = ins.sources()
-        if not srcs:
+        if not srcs and not ins.heredocs:
             raise InvalidArgument(f"{where}{ins.kind} requires at least two arguments, "
                                   "but only one was provided. Destination could not be "
                                   "determined")
-        uid, gid = _chown(ins.flag("chown"), where)
-        chmod = _chmod(ins.flag("chmod"), where)
+        uid, gid = copying.chown(ins.flag("chown"), lambda p: self._stage_file(img, p), where)
+        chmod = copying.chmod(ins.flag("chmod"), where)
         workdir = img.cc.get("WorkingDir") or "/"
         dest = ins.dest()
         as_dir = dest.endswith("/") or dest in (".", "..")
         dest = posixpath.normpath(posixpath.join(workdir, dest))
         from_ = ins.flag("from")
+        # --link reads nothing of the stage: the layer is built as over an empty tree
+        # (BuildKit merges only without --chmod). --chown names still use its files,
+        # and own the parent directories the step makes (copying.ParentsTar).
+        link = ins.flag("link") is True and chmod is None
+        view = _StageImage([], [], img.config) if link else img
+        if not link:
+            dest = self._resolve_dest(img, dest, where)
+        tar_class = copying.ParentsTar if link or uid >= 0 else tarfile.TarFile
         with tempfile.TemporaryDirectory(prefix="rl-build-") as tmp:
             tar_path = os.path.join(tmp, "layer.tar")
-            with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+            with tar_class.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+                if isinstance(out, copying.ParentsTar):
+                    out.owner = (max(uid, 0), max(gid, 0))
+                    if not link:
+                        out.exists = lambda p: self._is_dir(img, p)
+                if ins.heredocs:
+                    many = len(ins.heredocs) + len(srcs) > 1
+                    if many and not as_dir:
+                        raise InvalidArgument(
+                            f"{where}When using {ins.kind} with more than one source file, "
+                            "the destination must be a directory and end with a /")
+                    into = as_dir or many or self._is_dir(view, dest)
+                    for doc in ins.heredocs:
+                        name = posixpath.join(dest, doc.name) if into else dest
+                        copying.check_name(name, where)
+                        info, data = copying.heredoc_member(doc, name, uid, gid, chmod)
+                        out.addfile(info, io.BytesIO(data))
                 if isinstance(from_, str):
-                    self._copy_from(out, img, ins, df, index, done, from_, dest, as_dir,
+                    self._copy_from(out, view, ins, df, index, done, from_, dest, as_dir,
                                     (uid, gid, chmod), where)
                 else:
-                    self._copy_context(out, img, ins, ctx, srcs, dest, as_dir,
-                                       (uid, gid, chmod), where)
+                    local = self._copy_urls(out, view, ins, srcs, dest, as_dir,
+                                            (uid, gid, chmod), tmp, where)
+                    if local:
+                        self._copy_context(out, view, ins, ctx, local, dest, as_dir,
+                                           (uid, gid, chmod), where)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)
-        # BuildKit's history names the sources and the destination, never the flags.
-        img.add_layer(digest, size, diff_id,
-                      f"{ins.kind} {' '.join(srcs)} {ins.dest()} # buildkit")
+        img.add_layer(digest, size, diff_id, copying.history_text(ins))
+
+    def _copy_urls(self, out: tarfile.TarFile, img: _StageImage, ins: Instruction,
+                   srcs: tuple[str, ...], dest: str, as_dir: bool,
+                   owner: tuple[int, int, copying.Mode | None], tmp: str,
+                   where: str) -> tuple[str, ...]:
+        """ADD's URL sources, fetched into the layer (unpacked only with --unpack, as
+        BuildKit); the context sources left."""
+        expect = copying.checksum(ins.flag("checksum"), where)
+        for word in srcs:
+            if copying.is_git(word) or (ins.kind == "ADD" and "://" in word
+                                        and not copying.is_url(word)):
+                raise InvalidArgument(f"{where}ADD of a git repository or a non-HTTP URL "
+                                      f"({word}) is not supported yet")
+        urls = [w for w in srcs if ins.kind == "ADD" and copying.is_url(w)]
+        if ins.kind == "COPY" and any(copying.is_url(w) for w in srcs):
+            raise InvalidArgument(f"{where}source can't be a URL for COPY")
+        if expect is not None and len(srcs) != 1:
+            raise InvalidArgument(f"{where}checksum can't be specified for multiple sources")
+        if expect is not None and not urls:
+            raise InvalidArgument(f"{where}checksum requires HTTP(S) or Git sources")
+        if len(srcs) > 1 and not as_dir:
+            raise InvalidArgument(f"{where}When using {ins.kind} with more than one source "
+                                  "file, the destination must be a directory and end with a /")
+        uid, gid, chmod = owner
+        for url in urls:
+            path, fname, mtime = copying.download(url, tmp, expect, where)
+            if ins.flag("unpack") is True:
+                with open(path, "rb") as f:
+                    if copying.is_archive(f):
+                        f.seek(0)
+                        copying.extract_into(out, f, url, dest, (uid, gid), where)
+                        continue
+            name = posixpath.join(dest, fname) if as_dir or self._is_dir(img, dest) else dest
+            copying.check_name(name, where)
+            info = tarfile.TarInfo(name.strip("/"))
+            info.uid, info.gid = max(uid, 0), max(gid, 0)
+            info.mode = chmod.apply(0o600, False) if chmod else 0o600  # BuildKit's mode
+            info.mtime = int(mtime)
+            with open(path, "rb") as f:
+                info.size = os.fstat(f.fileno()).st_size
+                out.addfile(info, f)
+            os.unlink(path)
+        return tuple(w for w in srcs if w not in urls)
 
     def _copy_context(self, out: tarfile.TarFile, img: _StageImage, ins: Instruction,
                       ctx: Context, srcs: tuple[str, ...], dest: str, as_dir: bool,
-                      owner: tuple[int, int, int | None], where: str) -> None:
-        if ins.kind == "ADD":
-            for word in srcs:
-                if "://" in word or word.startswith("git@"):
-                    raise InvalidArgument(f"{where}ADD of a URL is not supported yet")
-        found: list[list[Source]] = [ctx.resolve(src, where) for src in srcs]
-        if ins.kind == "ADD":
-            for sources in found:
-                for src in sources:
-                    if src.entry.kind == "file" and _is_archive(ctx, src):
-                        # docker unpacks it; copying it as-is would build something else.
-                        raise InvalidArgument(f"{where}ADD of a local archive "
-                                              f"({src.entry.path}) is not supported yet")
+                      owner: tuple[int, int, copying.Mode | None], where: str) -> None:
+        if ins.flag("parents"):
+            self._copy_parents(out, ins, ctx, srcs, dest, owner, where)
+            return
+        found: list[list[Source]] = [copying.exclude(ctx.resolve(src, where),
+                                                     ins.flag("exclude"), where)
+                                     for src in srcs]
+        if any(not f for f in found):
+            raise InvalidArgument(f"{where}failed to compute cache key: all sources of "
+                                  f"{ins.kind} were excluded")
+        archives: list[Source] = []
+        if ins.kind == "ADD" and ins.flag("unpack") is not False:
+            archives = [src for sources in found for src in sources
+                        if src.entry.kind == "file" and _is_archive(ctx, src)]
+            for src in archives:
+                # Unpacked at the destination (a directory), merged with what is there.
+                with os.fdopen(ctx.open(src.entry.path), "rb") as f:
+                    copying.extract_into(out, f, src.entry.path, dest, owner[:2], where)
+            found = [[s for s in sources if s not in archives] for sources in found]
+            if archives and not any(found):
+                return
         # docker: several sources (or a wildcard matching several) need a dir/ dest.
         many = len(srcs) > 1 or any(
             any(c in text for c in "*?[") and len(f) > 1
@@ -403,17 +507,64 @@ class Builder:
                 else:
                     name = dest
                 written.add(name)
+                copying.check_name(name, where)
+                _add(out, ctx, src, name, owner)
+
+    def _copy_parents(self, out: tarfile.TarFile, ins: Instruction, ctx: Context,
+                      srcs: tuple[str, ...], dest: str,
+                      owner: tuple[int, int, copying.Mode | None], where: str) -> None:
+        """COPY --parents: each source keeps its path from the context root, or from a
+        `/./` pivot in it (`a/./b/c` lands at DEST/b/c), its parents made first."""
+        written: set[str] = set()
+        for word in srcs:
+            text = word
+            while text.startswith("./"):
+                text = text[2:]
+            pivot, sep, rest = text.partition("/./")
+            path = f"{pivot}/{rest}" if sep else text
+            pivot = posixpath.normpath(pivot) if sep else ""
+            for src in copying.exclude(ctx.resolve(path, where), ins.flag("exclude"), where):
+                # The file's own context path (a symlink named as the source was
+                # followed by resolve: its target's path then; decisions, COPY and ADD 6).
+                full = src.entry.path
+                rel = posixpath.relpath(full, pivot) if pivot else full
+                if rel.startswith("../"):
+                    continue  # below the pivot only
+                parts = rel.split("/") if rel not in ("", ".") else []
+                for i in range(1, len(parts)):
+                    parent = posixpath.join(dest, *parts[:i])
+                    if parent in written:
+                        continue
+                    written.add(parent)
+                    entry = ctx.entries.get(posixpath.join(pivot, *parts[:i]).lstrip("/"))
+                    parent_src = Source("", entry) if entry is not None and \
+                        entry.kind == "dir" else Source("", dataclasses.replace(
+                            ctx.root_entry, mode=0o755))
+                    _add(out, ctx, parent_src, parent, owner)
+                name = posixpath.join(dest, *parts) if parts else dest
+                if name in written:
+                    continue
+                written.add(name)
+                copying.check_name(name, where)
                 _add(out, ctx, src, name, owner)
 
     def _copy_from(self, out: tarfile.TarFile, img: _StageImage, ins: Instruction,
                    df: Dockerfile, index: int, done: dict[int, _StageImage], from_: str,
-                   dest: str, as_dir: bool, owner: tuple[int, int, int | None],
+                   dest: str, as_dir: bool, owner: tuple[int, int, copying.Mode | None],
                    where: str) -> None:
         ref = self._stage_ref(df, from_, index)
+        if ref is None and df.stage(from_) is not None:
+            here = df.stages[index].name or f"stage-{index}"
+            raise InvalidArgument(f'{where}cannot copy from stage "{from_}", it needs to be '
+                                  f'defined before current stage "{here}"')
         if ref is None:
-            raise InvalidArgument(f"{where}COPY --from={from_}: no earlier stage of that name "
-                                  "(images are not supported yet)")
-        source = self._stored(done[ref])
+            # An image reference, pulled when missing, as BuildKit's --from=IMAGE.
+            try:
+                source = self._base_image(from_)
+            except RlError as e:
+                raise InvalidArgument(f"{where}COPY --from={from_}: {e.message}") from None
+        else:
+            source = self._stored(done[ref])
         ctr = containers.create(CreateOptions(rootfs="", image=source.id, command=["true"],
                                               entrypoint="", network="none"))
         self.containers.append(ctr)
@@ -423,50 +574,43 @@ class Builder:
             self.containers.remove(ctr)
             tree.seek(0)
             with tarfile.open(fileobj=tree, mode="r:") as tf:
-                members = {_abs(m.name): m
-                           for m in tf.getmembers()}
-                for src in ins.sources():
-                    path = _abs(src)
-                    top = members.get(path)
-                    if top is None:
-                        raise InvalidArgument(
-                            f'{where}failed to compute cache key: "{path}": not found')
-                    if top.isdir():
-                        picked = [(m, posixpath.join(dest, p[len(path):].lstrip("/")))
-                                  for p, m in members.items()
-                                  if p == path or p.startswith(path.rstrip("/") + "/")]
-                    else:
-                        name = posixpath.join(dest, posixpath.basename(path)) \
-                            if as_dir or len(ins.sources()) > 1 or self._is_dir(img, dest) \
-                            else dest
-                        picked = [(top, name)]
-                    for m, name in picked:
-                        if m.isdir() and posixpath.normpath(name) == dest and \
-                                self._is_dir(img, dest):
-                            continue
-                        copied = copy.copy(m)
-                        copied.name = posixpath.normpath(name).lstrip("/") or "."
-                        uid, gid, chmod = owner
-                        if uid >= 0:
-                            copied.uid, copied.gid, copied.uname, copied.gname = uid, gid, "", ""
-                        if chmod is not None:
-                            copied.mode = chmod
-                        data = tf.extractfile(m) if m.isfile() else None
-                        out.addfile(copied, data)
+                copying.copy_from_tree(out, copying.StageTree(tf, where), ins.sources(), dest,
+                                       as_dir, lambda p: self._is_dir(img, p), owner,
+                                       (ins.flag("parents") is True, ins.flag("exclude")),
+                                       where)
+
+    def _stage_file(self, img: _StageImage, path: str) -> bytes | None:
+        """A regular file of the stage, symlinks on its path followed inside the stage's
+        root (as BuildKit's RootPath), or None: for --chown's /etc/passwd and /etc/group."""
+        layers = self._layer_dirs(img)
+        try:
+            real = copying.resolve_dest(layers, path)
+        except InvalidArgument:
+            return None
+        found = copying.stage_lstat(layers, real)
+        if found is None or not stat.S_ISREG(found[1].st_mode):
+            return None
+        fd = os.open(os.path.join(found[0], real.lstrip("/")),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            return f.read(1 << 24)
+
+    def _layer_dirs(self, img: _StageImage) -> list[str]:
+        return [str(self.store.layer_dir(d)) for d in img.diff_ids]
+
+    def _resolve_dest(self, img: _StageImage, dest: str, where: str) -> str:
+        try:
+            return copying.resolve_dest(self._layer_dirs(img), dest)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"{where}{e.message}") from None
 
     def _is_dir(self, img: _StageImage, path: str) -> bool:
-        """Whether *path* is a directory in the stage's file system (its layers, top down;
-        whiteouts are not read: a directory deleted in a later layer still counts)."""
-        rel = path.strip("/")
-        if not rel:
+        """Whether *path* is a directory in the stage's file system, as its layers
+        compose it (whiteouts and opaque directories honoured)."""
+        if not path.strip("/"):
             return True
-        for diff_id in reversed(img.diff_ids):
-            try:
-                st = os.lstat(os.path.join(self.store.layer_dir(diff_id), rel))
-            except OSError:
-                continue
-            return stat.S_ISDIR(st.st_mode)
-        return False
+        found = copying.stage_lstat(self._layer_dirs(img), path)
+        return found is not None and stat.S_ISDIR(found[1].st_mode)
 
     # -- config instructions -------------------------------------------------------
 
@@ -592,11 +736,6 @@ def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:
     return scope.expand_instruction(step.instruction, step.vars, df.directives.escape)
 
 
-def _abs(path: str) -> str:
-    """*path* as an absolute, clean path (normpath alone keeps a leading "//")."""
-    return posixpath.normpath("/" + path.lstrip("/")) if path.strip("/.") else "/"
-
-
 def _vars_after(sc: scope.StageScope, step: scope.Step) -> dict[str, str]:
     steps = list(sc.steps)
     i = steps.index(step)
@@ -625,46 +764,18 @@ def _is_dir_source(sources: list[Source]) -> bool:
 
 
 def _is_archive(ctx: Context, src: Source) -> bool:
-    """Whether a context file is a tar (plain, gzip, bzip2 or xz), which ADD unpacks."""
     with os.fdopen(ctx.open(src.entry.path), "rb") as f:
-        try:
-            with tarfile.open(fileobj=f, mode="r:*"):
-                return True
-        except (tarfile.TarError, EOFError, OSError):
-            return False
-
-
-def _chown(value: object, where: str) -> tuple[int, int]:
-    """--chown=UID[:GID] (numeric; GID defaults to UID); (-1, -1) when absent."""
-    if not isinstance(value, str) or not value:
-        return -1, -1
-    user, _, group = value.partition(":")
-    group = group or user
-    if not (user.isdigit() and group.isdigit()):
-        raise InvalidArgument(f"{where}--chown={value}: only numeric UID:GID is supported yet")
-    return int(user), int(group)
-
-
-def _chmod(value: object, where: str) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise InvalidArgument(f"{where}invalid chmod parameter: {value}") from None
-    if mode > 0o7777:
-        raise InvalidArgument(f"{where}invalid chmod parameter: {value}")
-    return mode
+        return copying.is_archive(f)
 
 
 def _add(out: tarfile.TarFile, ctx: Context, src: Source, name: str,
-         owner: tuple[int, int, int | None]) -> None:
+         owner: tuple[int, int, copying.Mode | None]) -> None:
     """One context file into the layer tar at *name*: owned 0:0 unless --chown."""
     uid, gid, chmod = owner
     entry = src.entry
     info = tarfile.TarInfo(name.strip("/") or ".")
     info.uid, info.gid = max(uid, 0), max(gid, 0)
-    info.mode = chmod if chmod is not None else entry.mode
+    info.mode = chmod.apply(entry.mode, entry.kind == "dir") if chmod else entry.mode
     if entry.kind == "dir":
         info.type = tarfile.DIRTYPE
         info.mtime = int(time.time())
