@@ -121,7 +121,9 @@ def test_heredoc_failure_names_its_status(rl: RlRunner, bb: str, tmp_path: Path)
     ctx = context(tmp_path, f"FROM {bb}\nRUN <<EOF\ntrue\nexit 3\nEOF\n")
     r = rl("build", "-q", ctx, timeout=120)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].endswith("exit code: 3")
+    assert r.stderr.strip().splitlines()[-1] == (
+        'Error: process "/bin/sh -c true\\nexit 3\\n" did not complete successfully: '
+        "exit code: 3")
 
 
 # -- bind, tmpfs, cache -----------------------------------------------------------------
@@ -339,6 +341,11 @@ RUN --security=sandbox --network=default echo ok > /sandbox
      "Dockerfile:2: invalid tmpfs size 'lots'"),
     ("RUN --mount=type=bind,target=/a:b true",
      "Dockerfile:2: a mount target with ':' is not supported: /a:b"),
+    ("RUN --mount=type=tmpfs,target=/proc/x true",
+     'Dockerfile:2: invalid mount target /proc/x: "/proc/x" cannot be mounted because it is '
+     "inside /proc"),
+    ("RUN --mount=type=cache,target=.. true",
+     "Dockerfile:2: invalid mount target /: invalid specification: destination can't be '/'"),
 ])
 def test_refused_run_flags_name_the_line(rl: RlRunner, bb: str, tmp_path: Path, line: str,
                                          message: str) -> None:

@@ -328,8 +328,9 @@ class Builder:
         code = containers.wait(ctr)
         if code != 0:
             shown = " ".join(argv)
-            raise BuildFailed(f'process "{shown}" did not complete successfully: '
-                              f"exit code: {code}")
+            # Go's %q, as BuildKit: a heredoc's newlines stay on the one line.
+            raise BuildFailed(f"process {json.dumps(shown, ensure_ascii=False)} did not "
+                              f"complete successfully: exit code: {code}")
         args = {k: v for k, v in stage_args.items() if k not in step.env}
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
             if args else ""

@@ -45,6 +45,7 @@ from rootless.build.dockerfile import Heredoc, Instruction, Mount, is_heredoc_wo
 from rootless.engine.options import Bind
 from rootless.errors import InvalidArgument, RlError
 from rootless.image.store import Image, Store
+from rootless.runtime.mounts import refused_destination
 
 PIPES = "/dev/pipes/"  # where BuildKit puts a `#!` heredoc to run it
 SECRETS = "/run/secrets/"
@@ -407,7 +408,11 @@ def _target(m: Mount, workdir: str, where: str) -> str:
     if ":" in target:
         # The engine's binds are HOST:CONTAINER text: one more colon would split it.
         raise InvalidArgument(f"{where}a mount target with ':' is not supported: {target}")
-    return "/" + target.lstrip("/")
+    target = "/" + target.lstrip("/")
+    why = refused_destination(target)
+    if why is not None:
+        raise InvalidArgument(f"{where}invalid mount target {target}: {why}")
+    return target
 
 
 def _bind(source: str, target: str, readonly: bool) -> Bind:
