@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def bb(rl: RlRunner, busybox_tgz: Path) -> str:
 
 def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
     ctx = tmp_path / "ctx"
-    ctx.mkdir(exist_ok=True)
+    ctx.mkdir(parents=True, exist_ok=True)
     (ctx / "Dockerfile").write_text(dockerfile)
     for name, data in (files or {}).items():
         path = ctx / name
@@ -142,7 +143,8 @@ RUN --mount=type=bind,target=/ctx cat /ctx/data.txt > /copied && \\
     (touch /ctx/new 2>/dev/null && echo writable || echo read-only) > /ro
 RUN --mount=type=bind,source=sub,target=rel,rw echo x > rel/written && cat rel/f > /sub-f && \\
     cat /w/rel/written > /rw-seen
-RUN --mount=type=bind,source=data.txt,target=/one-file cat /one-file > /file-bound
+ARG SRC=data.txt
+RUN --mount=type=bind,source=$SRC,target=/one-file cat /one-file > /file-bound
 RUN --mount=type=bind,from=tools,source=/tool.txt,target=/t.txt \\
     --mount=type=bind,from=tools,source=tooldir,target=/td cat /t.txt /td/f > /from-stage
 RUN --mount=type=tmpfs,target=/scratch,size=1m grep ' /scratch ' /proc/mounts > /tmpfs && \\
@@ -183,6 +185,38 @@ RUN --mount=type=cache,target=/c2,uid=1000,gid=1001,mode=0700 stat -c '%u %g %a'
         assert cat(rl, image, "/owner") == "1000 1001 700\n"
         assert sh(rl, image, "test -e /var/cache/x/log && echo leaked; true") == ""
     assert (home / "data" / "log").read_text() == "run1\nrun2\n"
+
+
+def test_kill_9_mid_step_frees_the_cache_lock_and_its_copies(
+        rl: RlRunner, rl_path: Path, rl_state: RlState, bb: str, tmp_path: Path) -> None:
+    cid = f"killed-{os.getpid()}-{next(_counter)}"
+    step = (f"RUN --mount=type=cache,id={cid},target=/c,sharing=locked "
+            "--mount=type=bind,target=/ctx")
+    ctx = context(tmp_path, f"FROM {bb}\n{step} echo started; sleep 600\n", {"f": "x\n"})
+    proc = subprocess.Popen([str(rl_path), "build", str(ctx)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        while not seen or seen[-1] != "started\n":
+            line = proc.stderr.readline()
+            assert line, seen
+            seen.append(line)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    tmp = rl_state.data_home / "rl" / "storage" / "build-tmp"
+    assert any(p.name.startswith(f"{proc.pid}-") for p in tmp.iterdir())
+    # The next build takes the same locked cache at once and sweeps the dead build's copies.
+    ctx2 = context(tmp_path / "two", f"FROM {bb}\n{step} cat /ctx/f > /got\n", {"f": "y\n"})
+    assert cat(rl, build(rl, ctx2), "/got") == "y\n"
+    assert not any(p.name.startswith(f"{proc.pid}-") for p in tmp.iterdir())
+    for ctr in rl("ps", "-a", "-q", check=True).stdout.split():
+        rl("rm", "-f", ctr, check=True)
 
 
 def test_cache_mount_seeded_from_a_stage(rl: RlRunner, bb: str, tmp_path: Path) -> None:
