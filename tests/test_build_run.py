@@ -179,10 +179,13 @@ FROM {bb}
 RUN --mount=type=cache,id={cid},target=/var/cache/x,sharing=locked \\
     echo run{n} >> /var/cache/x/log && cat /var/cache/x/log > /seen
 RUN --mount=type=cache,target=/c2,uid=1000,gid=1001,mode=0700 stat -c '%u %g %a' /c2 > /owner
+RUN --mount=type=cache,id={cid},target=/a,sharing=locked \\
+    --mount=type=cache,id={cid},target=/b,sharing=locked,ro cat /a/log /b/log > /twice
 """)
         image = build(rl, ctx)
         assert cat(rl, image, "/seen") == "".join(f"run{i}\n" for i in range(1, n + 1))
         assert cat(rl, image, "/owner") == "1000 1001 700\n"
+        assert cat(rl, image, "/twice") == 2 * cat(rl, image, "/seen")
         assert sh(rl, image, "test -e /var/cache/x/log && echo leaked; true") == ""
     assert (home / "data" / "log").read_text() == "run1\nrun2\n"
 
@@ -228,6 +231,25 @@ FROM {bb}
 RUN --mount=type=cache,id={cid},target=/c,from=seed,source=/s cat /c/file > /got
 """)
     assert cat(rl, build(rl, ctx), "/got") == "seeded\n"
+
+
+def test_mount_cache_key_holds_bound_content_and_only_a_secrets_id(tmp_path: Path) -> None:
+    from rootless.build import dockerfile, runmounts
+    from rootless.build.context import Context
+
+    ctx = context(tmp_path, "", {"f": "one\n"})
+
+    def key(line: str) -> str:
+        (ins,) = dockerfile.parse(f"FROM x\n{line}\n").stages[0].instructions
+        with Context.directory(str(ctx)) as c:
+            return runmounts.key(ins, c, "/")
+
+    bind = key("RUN --mount=type=bind,target=/m true")
+    secret = key("RUN --mount=type=secret,id=a true")
+    assert key("RUN --mount=type=secret,id=b true") != secret
+    (ctx / "f").write_text("two\n")
+    assert key("RUN --mount=type=bind,target=/m true") != bind  # the bound files are inputs
+    assert key("RUN --mount=type=secret,id=a true") == secret  # a secret's value never is
 
 
 def test_bind_sources_cannot_leave_the_context(rl: RlRunner, bb: str, tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ class Prepared:
     volumes: list[Bind] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
     env: list[str] = field(default_factory=list)  # KEY=VALUE of `env=` secrets
+    locked: set[str] = field(default_factory=set)  # cache homes this step holds a lock on
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def close(self) -> None:
@@ -247,6 +248,9 @@ class Mounts:
         home = self.store.root / "build-mounts" / hashlib.sha256(cid.encode()).hexdigest()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = home / "data"
+        if str(home) in out.locked:  # the same cache twice in a step: one lock, no deadlock
+            return str(data)
+        out.locked.add(str(home))
         lock = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         out.stack.callback(os.close, lock)
         sharing = m.sharing or "shared"
