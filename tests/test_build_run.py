@@ -105,6 +105,9 @@ EOF
 RUN 3<<EOF cat /proc/self/fd/3 > /fd3
 fd three
 EOF
+RUN <<'EOF'
+echo "lone $V" > /lone
+EOF
 """)
     image = build(rl, ctx)
     assert cat(rl, image, "/one") == "one\ntwo val\n"
@@ -116,6 +119,8 @@ EOF
     # A `#!` heredoc is a file BuildKit runs from /dev/pipes; it stays out of the image.
     assert cat(rl, image, "/shebang") == "shebang /dev/pipes/EOF\n"
     assert cat(rl, image, "/fd3") == "fd three\n"
+    # A lone heredoc is the script itself: the shell expands it as it runs, quoted or not.
+    assert cat(rl, image, "/lone") == "lone val\n"
 
 
 def test_heredoc_failure_names_its_status(rl: RlRunner, bb: str, tmp_path: Path) -> None:
