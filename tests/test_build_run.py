@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import tarfile
 from pathlib import Path
@@ -195,13 +196,17 @@ RUN --mount=type=cache,id={cid},target=/a,sharing=locked \\
     assert (home / "data" / "log").read_text() == "run1\nrun2\n"
 
 
-def test_kill_9_mid_step_frees_the_cache_lock_and_its_copies(
-        rl: RlRunner, rl_path: Path, rl_state: RlState, bb: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_step_frees_the_cache_lock_copies_and_secret(
+        rl: RlRunner, rl_path: Path, rl_state: RlState, bb: str, tmp_path: Path,
+        signum: int) -> None:
     cid = f"killed-{os.getpid()}-{next(_counter)}"
+    (tmp_path / "s").write_text("secret\n")
     step = (f"RUN --mount=type=cache,id={cid},target=/c,sharing=locked "
-            "--mount=type=bind,target=/ctx")
+            "--mount=type=bind,target=/ctx --mount=type=secret,id=s")
     ctx = context(tmp_path, f"FROM {bb}\n{step} echo started; sleep 600\n", {"f": "x\n"})
-    proc = subprocess.Popen([str(rl_path), "build", str(ctx)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(rl_path), "build", "--secret", f"id=s,src={tmp_path / 's'}",
+                             str(ctx)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **rl_state.env()}, start_new_session=True)
     try:
@@ -211,18 +216,27 @@ def test_kill_9_mid_step_frees_the_cache_lock_and_its_copies(
             line = proc.stderr.readline()
             assert line, seen
             seen.append(line)
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == (130 if signum == signal.SIGINT else -9)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     tmp = rl_state.data_home / "rl" / "storage" / "build-tmp"
-    assert any(p.name.startswith(f"{proc.pid}-") for p in tmp.iterdir())
-    # The next build takes the same locked cache at once and sweeps the dead build's copies.
+    secrets = rl_state.runtime_dir / "rl" / "build-secrets"
+
+    def mine(base: Path) -> list[Path]:
+        return [p for p in base.iterdir() if p.name.startswith(f"{proc.pid}-")]
+
+    if signum == signal.SIGINT:  # Ctrl-C: the build undoes the step itself
+        assert mine(tmp) == [] and mine(secrets) == []
+        assert rl("ps", "-a", "-q", check=True).stdout == ""
+    else:
+        assert mine(tmp)
+    # The next build takes the same locked cache at once and sweeps a dead build's copies.
     ctx2 = context(tmp_path / "two", f"FROM {bb}\n{step} cat /ctx/f > /got\n", {"f": "y\n"})
-    assert cat(rl, build(rl, ctx2), "/got") == "y\n"
-    assert not any(p.name.startswith(f"{proc.pid}-") for p in tmp.iterdir())
+    assert cat(rl, build(rl, ctx2, "--secret", f"id=s,src={tmp_path / 's'}"), "/got") == "y\n"
+    assert mine(tmp) == [] and mine(secrets) == []
     for ctr in rl("ps", "-a", "-q", check=True).stdout.split():
         rl("rm", "-f", ctr, check=True)
 

@@ -122,7 +122,7 @@ def key(ins: Instruction, context: Context, workdir: str) -> str:
         fields = [m.type, target, m.source, m.from_, m.id, m.sharing, str(m.readonly),
                   str(m.mode), str(m.uid), str(m.gid), m.size, str(m.env), str(m.required)]
         if m.type == "bind" and not m.from_:
-            fields.append(context.sources_digest(context.resolve(m.source or ".")))
+            fields.append(context.sources_digest(context.resolve(m.source.lstrip("/") or ".")))
         h.update("\0".join(fields).encode() + b"\n")
     return "sha256:" + h.hexdigest()
 
@@ -154,7 +154,7 @@ class Mounts:
         self.secrets = secrets
         self.image = image  # a mount's from= (a stage or an image) as a stored image
         self.open: list[Prepared] = []
-        self._swept = False
+        self._swept: set[Path] = set()
 
     def close(self) -> None:
         """Undo every step's mounts still open (a failed step's)."""
@@ -321,7 +321,7 @@ class Mounts:
             if not m.target:
                 return
         target = _target(m, workdir, where) if m.target else SECRETS + sid
-        holder = Path(_private_dir(paths.runtime_dir() / "build-secrets", out))
+        holder = self._tmp(out, paths.runtime_dir() / "build-secrets")
         path = holder / "secret"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -344,11 +344,12 @@ class Mounts:
 
     # -- temporary trees -------------------------------------------------------
 
-    def _tmp(self, out: Prepared) -> Path:
-        """A private directory for one step (removed with it), in the store's file system."""
-        base = self.store.root / "build-tmp"
-        if not self._swept:
-            self._swept = True
+    def _tmp(self, out: Prepared, base: Path | None = None) -> Path:
+        """A private directory for one step (removed with it), by default in the store's
+        file system; what a killed build left in *base* goes first."""
+        base = base or self.store.root / "build-tmp"
+        if base not in self._swept:
+            self._swept.add(base)
             _sweep(base)
         return Path(_private_dir(base, out))
 
