@@ -153,6 +153,7 @@ ARG SRC=data.txt
 RUN --mount=type=bind,source=$SRC,target=/one-file cat /one-file > /file-bound
 RUN --mount=type=bind,from=tools,source=/tool.txt,target=/t.txt \\
     --mount=type=bind,from=tools,source=tooldir,target=/td cat /t.txt /td/f > /from-stage
+RUN --mount=type=bind,from={bb},source=/bin,target=/img-bin ls /img-bin/busybox > /from-image
 RUN --mount=type=tmpfs,target=/scratch,size=1m grep ' /scratch ' /proc/mounts > /tmpfs && \\
     echo hi > /scratch/x
 """, {"data.txt": "context data\n", "sub/f": "sub file\n", "ignored.txt": "no\n",
@@ -165,10 +166,11 @@ RUN --mount=type=tmpfs,target=/scratch,size=1m grep ' /scratch ' /proc/mounts > 
     assert not (ctx / "sub" / "written").exists()  # rw writes are thrown away
     assert cat(rl, image, "/file-bound") == "context data\n"
     assert cat(rl, image, "/from-stage") == "tool\nin-dir\n"
+    assert cat(rl, image, "/from-image") == "/img-bin/busybox\n"  # an image, not a stage
     line = cat(rl, image, "/tmpfs").split()
     assert line[2] == "tmpfs" and "size=1024k" in line[3]
     # Mount targets and what was written in a mount stay out of the layers.
-    assert sh(rl, image, "for p in /ctx /w/rel /one-file /t.txt /td /scratch; do "
+    assert sh(rl, image, "for p in /ctx /w/rel /one-file /t.txt /td /img-bin /scratch; do "
                          "test -e $p && echo $p; done; true") == ""
     assert leftovers(rl) == before
 
