@@ -338,7 +338,7 @@ class Builder:
             layer = engine_images.commit_layer(ctr, self.store)
         containers.remove(ctr, force=True)
         self.containers.remove(ctr)
-        self.mounts.close()  # this step's copies, trees, secrets and cache locks
+        self.mounts.done(mounted)  # this step's copies, trees, secrets and cache locks
         img.add_layer(layer.digest, layer.size, layer.diff_id,
                       f"RUN {prefix}{' '.join(argv)} # buildkit")
 

@@ -130,7 +130,7 @@ def key(ins: Instruction, context: Context, workdir: str) -> str:
 # -- the mounts --------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # one step's: compared by identity (list.remove)
 class Prepared:
     """One RUN's mounts for CreateOptions, and what to undo after the step."""
 
@@ -160,6 +160,12 @@ class Mounts:
         """Undo every step's mounts still open (a failed step's)."""
         while self.open:
             self.open.pop().close()
+
+    def done(self, prepared: Prepared) -> None:
+        """Undo one step's mounts (others' may still be open, in stages run side by side)."""
+        if prepared in self.open:
+            self.open.remove(prepared)
+        prepared.close()
 
     def prepare(self, ins: Instruction, script: Heredoc | None, workdir: str,
                 where: str) -> Prepared:
