@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rootless.build import copying, dockerfile, scope
+from rootless.build import copying, dockerfile, runmounts, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.defaults import DEFAULT_NETWORK
@@ -57,6 +57,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     pull: bool = True  # pull a missing base image (through the face's hook)
+    secrets: dict[str, runmounts.Secret] = field(default_factory=dict)  # --secret, by id
 
 
 class BuildFailed(RlError):
@@ -105,6 +106,8 @@ class Builder:
         self.store: Store = imagelib.open_store()
         self.intermediates: set[str] = set()  # manifest digests
         self.containers: list[Container] = []
+        self.mounts: runmounts.Mounts | None = None  # RUN --mount, once the context is open
+        self._stage_refs: tuple[Dockerfile, int, dict[int, _StageImage]] | None = None
 
     # -- the whole build -----------------------------------------------------------
 
@@ -117,6 +120,7 @@ class Builder:
                                   f"{os.strerror(e.errno or 0).lower()}") from None
         df = dockerfile.parse(text)
         with Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
+            self.mounts = runmounts.Mounts(self.store, ctx, self.opts.secrets, self._mount_image)
             try:
                 final = self._build(df, ctx)
             finally:
@@ -177,6 +181,10 @@ class Builder:
                     ref = self._stage_ref(df, src, i)
                     if ref is not None:
                         todo.append(ref)
+                for name in runmounts.mount_stages(ins) if ins.kind == "RUN" else ():
+                    ref = self._stage_ref(df, name, i)
+                    if ref is not None:
+                        todo.append(ref)
         return needed
 
     @staticmethod
@@ -200,6 +208,9 @@ class Builder:
             with contextlib.suppress(RlError, OSError):
                 containers.remove(ctr, force=True)
         self.containers.clear()
+        if self.mounts is not None:
+            with contextlib.suppress(RlError, OSError):
+                self.mounts.close()
         if self.intermediates:
             with self.store.writing():
                 for digest in self.intermediates:
@@ -248,6 +259,7 @@ class Builder:
         start_env = first.env if first else sc.env
         # The base's triggers run first, in this build's context, as docker runs them.
         steps = [scope.Step(t, start_vars, start_env) for t in triggers] + list(sc.steps)
+        self._stage_refs = (df, index, done)  # what a RUN --mount from= names
         for step in steps:
             ins = _expanded(step, df)
             if ins.kind in _LAYER_KINDS:
@@ -311,24 +323,21 @@ class Builder:
 
     def _run(self, img: _StageImage, ins: Instruction, step: scope.Step,
              sc: scope.StageScope, stage_args: dict[str, str], where: str) -> None:
-        if ins.mounts:
-            raise InvalidArgument(f"{where}RUN --mount is not supported yet")
-        if ins.heredocs:
-            raise InvalidArgument(f"{where}RUN with a heredoc is not supported yet")
-        if ins.flag("security") == "insecure":
-            raise InvalidArgument(f"{where}RUN --security=insecure is not supported")
+        runmounts.check_flags(ins, where)
         shell = list(img.cc.get("Shell") or DEFAULT_SHELL)
-        argv = list(ins.args) if ins.json else [*shell, " ".join(ins.args)]
+        argv, script = runmounts.command(ins, shell, where)
         network = ins.flag("network")
         net = network if isinstance(network, str) else self.opts.network
         net = DEFAULT_NETWORK if net == "default" else net
         env = {**dict(sc.proxy), **dict(step.vars)}
         base = self._stored(img)
+        assert self.mounts is not None
+        mounted = self.mounts.prepare(ins, script, img.cc.get("WorkingDir") or "/", where)
         opts = CreateOptions(
             rootfs="", image=base.id, command=argv, entrypoint="",
-            env=[f"{k}={v}" for k, v in env.items()],
+            env=[f"{k}={v}" for k, v in env.items()] + mounted.env,
             workdir=img.cc.get("WorkingDir") or None, user=img.cc.get("User") or None,
-            network=net,
+            network=net, volumes=mounted.volumes, tmpfs=mounted.tmpfs,
         )
         ctr = containers.create(opts)
         self.containers.append(ctr)
@@ -349,8 +358,9 @@ class Builder:
         code = containers.wait(ctr)
         if code != 0:
             shown = " ".join(argv)
-            raise BuildFailed(f'process "{shown}" did not complete successfully: '
-                              f"exit code: {code}")
+            # Go's %q, as BuildKit: a heredoc's newlines stay on the one line.
+            raise BuildFailed(f"process {json.dumps(shown, ensure_ascii=False)} did not "
+                              f"complete successfully: exit code: {code}")
         args = {k: v for k, v in stage_args.items() if k not in step.env}
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
             if args else ""
@@ -358,8 +368,18 @@ class Builder:
             layer = engine_images.commit_layer(ctr, self.store)
         containers.remove(ctr, force=True)
         self.containers.remove(ctr)
+        self.mounts.done(mounted)  # this step's copies, trees, secrets and cache locks
         img.add_layer(layer.digest, layer.size, layer.diff_id,
                       f"RUN {prefix}{' '.join(argv)} # buildkit")
+
+    def _mount_image(self, name: str) -> Image:
+        """A RUN --mount from=: an earlier stage's state, or an image (pulled if missing)."""
+        assert self._stage_refs is not None
+        df, index, done = self._stage_refs
+        ref = self._stage_ref(df, name, index)
+        if ref is not None:
+            return self._stored(done[ref])
+        return self._base_image(name)
 
     # -- COPY / ADD ----------------------------------------------------------------
 
