@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rootless.build import dockerfile, scope
+from rootless.build import dockerfile, reproducible, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.defaults import DEFAULT_NETWORK
@@ -55,6 +55,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     pull: bool = True  # pull a missing base image (through the face's hook)
+    source_date_epoch: int | None = None  # reproducible output (build/reproducible.py)
 
 
 class BuildFailed(RlError):
@@ -142,6 +143,8 @@ class Builder:
         if self.opts.labels:
             cc["Labels"] = {**(cc.get("Labels") or {}), **self.opts.labels}
         result.config["created"] = imagelib.now_iso()
+        if self.opts.source_date_epoch is not None:
+            reproducible.apply_config(result.config, self.opts.source_date_epoch)
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
             self.intermediates.discard(img.manifest_digest)
@@ -276,6 +279,11 @@ class Builder:
             img.stored = stored
         return img.stored
 
+    def _normalise(self, tar_path: str) -> None:
+        """The hook every new layer tar passes before it enters the store."""
+        if self.opts.source_date_epoch is not None:
+            reproducible.normalise_layer(tar_path, self.opts.source_date_epoch)
+
     def _named(self) -> Iterator[Image]:
         return (i for i in self.store.images() if i.names)
 
@@ -325,7 +333,7 @@ class Builder:
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
             if args else ""
         with self.store.writing():
-            layer = engine_images.commit_layer(ctr, self.store)
+            layer = engine_images.commit_layer(ctr, self.store, rewrite=self._normalise)
         containers.remove(ctr, force=True)
         self.containers.remove(ctr)
         img.add_layer(layer.digest, layer.size, layer.diff_id,
@@ -361,6 +369,7 @@ class Builder:
                 else:
                     self._copy_context(out, img, ins, ctx, srcs, dest, as_dir,
                                        (uid, gid, chmod), where)
+            self._normalise(tar_path)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)
@@ -572,6 +581,7 @@ class Builder:
                 info = tarfile.TarInfo(path.strip("/"))
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
                 out.addfile(info)
+            self._normalise(tar_path)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)

@@ -38,12 +38,14 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pull", "pull_policy", default="missing", show_default=True,
               type=click.Choice(["missing", "never"]),
               help="Pull a missing base image (missing) or never.")
+@click.option("--source-date-epoch", "epoch", metavar="SECONDS",
+              help="Reproducible output: times clamped to this (default: $SOURCE_DATE_EPOCH).")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
-              network: str, pull_policy: str, context: str) -> None:
+              network: str, pull_policy: str, epoch: str | None, context: str) -> None:
     """Build an image from a Dockerfile."""
-    from ..build import executor, scope
+    from ..build import executor, reproducible, scope
     from ..image import images as imagelib
 
     if context == "-":
@@ -54,10 +56,14 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
     dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
     for tag in tags:
         imagelib.qualify(tag)  # a bad name fails before any step runs
+    args = scope.build_args(build_args, os.environ)
+    source_date_epoch = reproducible.choose(epoch, args, os.environ)
+    if source_date_epoch is not None and reproducible.ENV not in args:
+        args[reproducible.ENV] = str(source_date_epoch)  # as buildx passes it on
     opts = executor.BuildOptions(
-        context=ctx, dockerfile=dockerfile, tags=list(tags),
-        build_args=scope.build_args(build_args, os.environ), target=target,
-        labels=_labels(labels), network=network, pull=pull_policy == "missing")
+        context=ctx, dockerfile=dockerfile, tags=list(tags), build_args=args, target=target,
+        labels=_labels(labels), network=network, pull=pull_policy == "missing",
+        source_date_epoch=source_date_epoch)
 
     def progress(line: str) -> None:
         if not quiet:

@@ -1,0 +1,147 @@
+"""rl build's output side (issue 12, parts 7 and 8): reproducible images, progress,
+--output, --check, stdin contexts and history, through the real CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from imagetools import rootfs_tar
+
+import support
+from support import RlRunner, RlState
+
+
+@pytest.fixture(autouse=True)
+def _host() -> None:
+    support.require_userns()
+    support.require_newidmap()
+    support.require_busybox()
+
+
+@pytest.fixture(scope="session")
+def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
+
+
+_counter = iter(range(10_000))
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def bb(rl: RlRunner, busybox_tgz: Path) -> str:
+    """A freshly imported busybox image (Cmd sh); its name."""
+    name = f"bbout{next(_counter)}-{os.getpid()}"
+    rl("import", "-c", 'CMD ["sh"]', busybox_tgz, name, check=True)
+    return name
+
+
+def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None,
+            name: str = "ctx") -> Path:
+    ctx = tmp_path / name
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for rel, data in (files or {}).items():
+        path = ctx / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(data)
+    return ctx
+
+
+@pytest.fixture
+def second_state(rl_path: Path) -> Iterator[Runner]:
+    """A second, fresh rl state (its own store): a runner like the rl fixture's."""
+    base = Path(tempfile.mkdtemp(prefix="rl2-", dir="/tmp"))
+    state = RlState(base, base / "run", base / "data", base / "config")
+    for d in (state.runtime_dir, state.data_home, state.config_home):
+        d.mkdir(mode=0o700)
+
+    def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(rl_path), *map(str, args)], capture_output=True, text=True,
+                              env={**os.environ, **state.env(), **(env or {})},
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    try:
+        yield run
+    finally:
+        support.kill_recorded_pids(state.runtime_dir)
+        support.remove_tree(base)
+
+
+# -- reproducible output (part 7) ---------------------------------------------------------
+
+
+def _layer_members(rl: RlRunner, ref: str, tmp_path: Path) -> list[list[tuple[str, int, str]]]:
+    """Each layer of *ref* as (name, mtime, uname) per member, from `rl save`."""
+    out = tmp_path / "saved.tar"
+    rl("save", "-o", out, ref, check=True)
+    layers = []
+    with tarfile.open(out) as tf:
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        for name in manifest[0]["Layers"]:
+            data = tf.extractfile(name).read()  # type: ignore[union-attr]
+            with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                layers.append([(m.name, m.mtime, m.uname) for m in layer.getmembers()])
+    out.unlink()
+    return layers
+
+
+def test_same_context_two_fresh_stores_same_image_id(
+        rl: RlRunner, busybox_tgz: Path, second_state: Runner, tmp_path: Path) -> None:
+    dockerfile = """\
+FROM base
+COPY hello.txt /app/
+WORKDIR /work
+RUN echo made > /app/made && mkdir -p /var/new/deep && touch /var/new/deep/f
+ENV A=1
+CMD ["cat", "/app/made"]
+"""
+    ctx = context(tmp_path, dockerfile, {"hello.txt": "hi\n"})
+    rl("import", "-c", 'CMD ["sh"]', busybox_tgz, "base", check=True)
+    r = rl("build", "-t", "repro:1", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.strip()
+
+    # The other store, another copy of the context (other file times), the environment's
+    # variable this time; the files the RUN touched have other now-times.
+    ctx2 = context(tmp_path, dockerfile, {"hello.txt": "hi\n"}, name="ctx2")
+    os.utime(ctx2 / "hello.txt", (1800000000, 1800000000))
+    assert second_state("import", "-c", 'CMD ["sh"]', busybox_tgz, "base").returncode == 0
+    r2 = second_state("build", "-t", "repro:1", ctx2, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.strip() == first
+    # Every new layer's members are clamped and nameless, in both stores.
+    layers = _layer_members(rl, "repro:1", tmp_path)
+    new = layers[1:]
+    assert len(new) == 3  # COPY, WORKDIR, RUN
+    names = [n for layer in new for n, _, _ in layer]
+    assert "var/new/deep/f" in names and "app/hello.txt" in names
+    assert all(mtime <= 1700000000 for layer in new for _, mtime, _ in layer)
+    assert all(uname == "" for layer in new for _, _, uname in layer)
+    info = json.loads(rl("image", "inspect", "repro:1", check=True).stdout)[0]
+    assert info["Created"].startswith("2023-11-14T22:13:20")
+    assert rl("run", "--rm", "repro:1", check=True).stdout == "made\n"
+
+    # The flag does it too; another epoch is another image; without one, now-times.
+    a = rl("build", "-q", "--source-date-epoch", "1700000000", ctx, check=True,
+           timeout=180).stdout.strip()
+    assert a == first
+    c = rl("build", "-q", "--source-date-epoch", "1600000000", ctx, check=True,
+           timeout=180).stdout.strip()
+    assert c != a
+    plain = rl("build", "-q", "-t", "plain:1", ctx, check=True, timeout=180).stdout.strip()
+    assert plain != a
+    assert any(mtime > 1700000000 for layer in _layer_members(rl, "plain:1", tmp_path)[1:]
+               for _, mtime, _ in layer)
+    r = rl("build", "-q", "--source-date-epoch", "soon", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip().startswith("Error: invalid --source-date-epoch 'soon'")
