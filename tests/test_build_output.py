@@ -145,3 +145,67 @@ CMD ["cat", "/app/made"]
     r = rl("build", "-q", "--source-date-epoch", "soon", ctx)
     assert r.returncode == 125
     assert r.stderr.strip().startswith("Error: invalid --source-date-epoch 'soon'")
+
+
+# -- contexts and Dockerfiles on stdin (CLI forms) ------------------------------------
+
+
+def _tar_of(ctx: Path, gz: bool = False) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as tf:
+        for path in sorted(ctx.rglob("*")):
+            tf.add(path, str(path.relative_to(ctx)), recursive=False)
+    return buf.getvalue()
+
+
+def test_context_tar_on_stdin(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nCOPY a.txt /a\nCMD [\"cat\", \"/a\"]\n",
+                  {"a.txt": "from the tar\n", "sub/Other": f"FROM {bb}\nCOPY a.txt /o\n"
+                   "CMD [\"cat\", \"/o\"]\n"})
+    for gz in (False, True):
+        r = rl("build", "-q", "-t", f"{bb}-tar", "-", input=_tar_of(ctx, gz), timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert rl("run", "--rm", f"{bb}-tar", check=True).stdout == "from the tar\n"
+    # -f names a Dockerfile inside the tar, relative to its root.
+    r = rl("build", "-q", "-f", "sub/Other", "-t", f"{bb}-tar2", "-", input=_tar_of(ctx),
+           timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert rl("run", "--rm", f"{bb}-tar2", check=True).stdout == "from the tar\n"
+    r = rl("build", "-q", "-f", "nope", "-", input=_tar_of(ctx))
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("Error: failed to read dockerfile: open nope: "
+                                "no such file or directory")
+    # A hostile member is refused and nothing lands outside the temp dir.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = f"FROM {bb}\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        evil = tarfile.TarInfo(f"../../../../../..{tmp_path}/escaped")
+        tf.addfile(evil, io.BytesIO(b""))
+    r = rl("build", "-", input=buf.getvalue())
+    assert r.returncode == 125 and r.stderr.startswith("Error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_dockerfile_on_stdin(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path, "FROM nothing-here\n", {"b.txt": "context file\n"})
+    text = f"FROM {bb}\nCOPY b.txt /b\nCMD [\"cat\", \"/b\"]\n"
+    r = rl("build", "-q", "-t", f"{bb}-df", "-f", "-", ctx, input=text, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert rl("run", "--rm", f"{bb}-df", check=True).stdout == "context file\n"
+    # A bare Dockerfile as the context "-": no context at all, COPY finds nothing.
+    r = rl("build", "-q", "-t", f"{bb}-bare", "-", input=f"FROM {bb}\nRUN echo hi > /h\n"
+           "CMD [\"cat\", \"/h\"]\n", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert rl("run", "--rm", f"{bb}-bare", check=True).stdout == "hi\n"
+    r = rl("build", "-", input=text)
+    assert r.returncode == 125
+    assert 'Error: Dockerfile:2: failed to compute cache key: "/b.txt": not found' \
+        in r.stderr
+    r = rl("build", "-f", "-", "-", input=text)
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("Error: invalid argument: can't use stdin for both build "
+                                "context and dockerfile")

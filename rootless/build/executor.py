@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from rootless.build import dockerfile, reproducible, scope
 from rootless.build.context import Context, Source
@@ -56,6 +56,11 @@ class BuildOptions:
     network: str = "default"
     pull: bool = True  # pull a missing base image (through the face's hook)
     source_date_epoch: int | None = None  # reproducible output (build/reproducible.py)
+    # `-f -`, or a bare Dockerfile as the "-" context: its text (dockerfile then names it)
+    dockerfile_text: str | None = None
+    # a "-" context that is a tar: the stream (context is then unused; dockerfile is
+    # the Dockerfile's path inside it, relative)
+    context_tar: IO[bytes] | None = None
 
 
 class BuildFailed(RlError):
@@ -108,14 +113,8 @@ class Builder:
     # -- the whole build -----------------------------------------------------------
 
     def build(self) -> Image:
-        try:
-            with open(self.opts.dockerfile, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError as e:
-            raise InvalidArgument(f"failed to read dockerfile: open {self.opts.dockerfile}: "
-                                  f"{os.strerror(e.errno or 0).lower()}") from None
-        df = dockerfile.parse(text)
-        with Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
+        with _open_context(self.opts) as (ctx, text):
+            df = dockerfile.parse(text)
             try:
                 final = self._build(df, ctx)
             finally:
@@ -589,6 +588,45 @@ class Builder:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_context(opts: BuildOptions) -> Iterator[tuple[Context, str]]:
+    """The build's context and its Dockerfile's text: a directory, a tar stream or
+    nothing at all (an empty directory: a Dockerfile alone on stdin)."""
+    if opts.context_tar is not None:
+        name = opts.dockerfile or "Dockerfile"
+        with Context.from_tar(opts.context_tar, name) as ctx:
+            yield ctx, opts.dockerfile_text or _read_inside(ctx, name)
+        return
+    if not opts.context:
+        with tempfile.TemporaryDirectory(prefix="rl-build-empty-") as empty, \
+                Context.directory(empty) as ctx:
+            yield ctx, opts.dockerfile_text or ""
+        return
+    if opts.dockerfile_text is not None:
+        text = opts.dockerfile_text
+    else:
+        try:
+            with open(opts.dockerfile, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as e:
+            raise InvalidArgument(f"failed to read dockerfile: open {opts.dockerfile}: "
+                                  f"{os.strerror(e.errno or 0).lower()}") from None
+    with Context.directory(opts.context, opts.dockerfile or None) as ctx:
+        yield ctx, text
+
+
+def _read_inside(ctx: Context, name: str) -> str:
+    """The Dockerfile *name* from a tar context (opened beneath its root)."""
+    clean = posixpath.normpath(name).lstrip("/")
+    try:
+        fd = ctx.open(clean)
+    except (InvalidArgument, OSError):
+        raise InvalidArgument(f"failed to read dockerfile: open {clean}: "
+                              "no such file or directory") from None
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode("utf-8", errors="surrogateescape")
 
 
 def build(opts: BuildOptions, progress: Callable[[str], None],

@@ -8,6 +8,7 @@ environment. Progress goes to stderr; the image ID to stdout, as docker.
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -46,14 +47,26 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
               network: str, pull_policy: str, epoch: str | None, context: str) -> None:
     """Build an image from a Dockerfile."""
     from ..build import executor, reproducible, scope
+    from ..build import stdin as from_stdin
     from ..image import images as imagelib
 
+    text: str | None = None
+    tar = None
     if context == "-":
-        raise InvalidArgument("a context on stdin is not supported yet")
-    ctx = os.path.abspath(context)
-    if file == "-":
-        raise InvalidArgument("a Dockerfile on stdin is not supported yet")
-    dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
+        if file == "-":
+            raise InvalidArgument("invalid argument: can't use stdin for both build context "
+                                  "and dockerfile")
+        tar, text = from_stdin.split(sys.stdin.buffer)
+        ctx = ""
+        # In a tar the Dockerfile is named relative to the context, as docker's -f.
+        dockerfile = file or "Dockerfile"
+    else:
+        ctx = os.path.abspath(context)
+        if file == "-":
+            text = from_stdin.read_dockerfile(sys.stdin.buffer)
+            dockerfile = "-"
+        else:
+            dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
     for tag in tags:
         imagelib.qualify(tag)  # a bad name fails before any step runs
     args = scope.build_args(build_args, os.environ)
@@ -63,7 +76,7 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
     opts = executor.BuildOptions(
         context=ctx, dockerfile=dockerfile, tags=list(tags), build_args=args, target=target,
         labels=_labels(labels), network=network, pull=pull_policy == "missing",
-        source_date_epoch=source_date_epoch)
+        source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar)
 
     def progress(line: str) -> None:
         if not quiet:
