@@ -209,3 +209,110 @@ def test_dockerfile_on_stdin(rl: RlRunner, bb: str, tmp_path: Path) -> None:
     assert r.returncode == 125
     assert r.stderr.strip() == ("Error: invalid argument: can't use stdin for both build "
                                 "context and dockerfile")
+
+
+# -- --output (part 8) ------------------------------------------------------------------
+
+
+def _names_in(rl: RlRunner) -> str:
+    return rl("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout
+
+
+def test_output_local_tar_and_shorthands(rl: RlRunner, bb: str, rl_path: Path,
+                                         rl_state: RlState, tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+RUN mkdir -p /sub && echo built > /sub/file && chmod 750 /sub/file \\
+    && ln -s /etc/passwd /abs-link && ln /sub/file /hard
+COPY note.txt /
+""", {"note.txt": "a note\n"})
+    images_before = _names_in(rl)
+    dest = tmp_path / "out"
+    r = rl("build", "-t", f"{bb}-notstored", "--output", f"type=local,dest={dest}", ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""  # a file tree has no image ID
+    assert (dest / "sub" / "file").read_text() == "built\n"
+    assert (dest / "sub" / "file").stat().st_mode & 0o777 == 0o750
+    assert os.readlink(dest / "abs-link") == "/etc/passwd"  # kept, not followed
+    assert (dest / "hard").stat().st_ino == (dest / "sub" / "file").stat().st_ino
+    assert (dest / "note.txt").read_text() == "a note\n"
+    assert (dest / "bin" / "busybox").is_file()  # the whole tree, the base's files too
+    assert _names_in(rl) == images_before  # neither stored nor tagged
+
+    # -o DIR is the same; -o - and type=tar,dest=- write one tar to stdout.
+    r = rl("build", "-q", "-o", tmp_path / "short", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "short" / "note.txt").read_text() == "a note\n"
+    for spec in ("-", "type=tar,dest=-"):
+        proc = subprocess.run([str(rl_path), "build", "-q", "-o", spec, str(ctx)],
+                              capture_output=True, env={**os.environ, **rl_state.env()},
+                              timeout=180, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tf:
+            names = {m.name.lstrip("./") for m in tf.getmembers()}
+        assert {"note.txt", "sub/file", "abs-link", "hard"} <= names
+    r = rl("build", "-q", "--output", f"type=tar,dest={tmp_path / 'x.tar'}",
+           "--source-date-epoch", "0", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(tmp_path / "x.tar") as tf:
+        assert all(m.mtime == 0 for m in tf.getmembers())
+    assert _names_in(rl) == images_before
+
+    for bad, words in (("type=nope,dest=x", "unsupported type 'nope'"),
+                       ("type=local", "dest is required"),
+                       ("type=tar,dest=x,foo=1", "unsupported attribute 'foo'"),
+                       ("dest=x", "type is required")):
+        r = rl("build", "-o", bad, ctx)
+        assert r.returncode == 125 and words in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_output_image_archives_load(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"FROM {bb}\nRUN echo archived > /a\nCMD [\"cat\", \"/a\"]\n")
+    images_before = _names_in(rl)
+    for kind in ("oci", "docker"):
+        dest = tmp_path / f"{kind}.tar"
+        tag = f"{bb}-{kind}:1"
+        r = rl("build", "-t", tag, "--output", f"type={kind},dest={dest}", ctx, timeout=180)
+        assert r.returncode == 0, r.stderr
+        image_id = r.stdout.strip()
+        assert image_id.startswith("sha256:")
+        assert _names_in(rl) == images_before  # not stored, not tagged
+        with tarfile.open(dest) as tf:
+            names = tf.getnames()
+        assert ("index.json" in names) if kind == "oci" else ("manifest.json" in names)
+        r = rl("load", "-i", dest, check=True)
+        assert rl("run", "--rm", tag, check=True).stdout == "archived\n"
+        assert json.loads(rl("image", "inspect", tag, check=True).stdout)[0]["Id"] == image_id
+        rl("rmi", tag, check=True)
+    # type=docker without a dest stores and tags, as docker's --load.
+    r = rl("build", "-q", "-t", f"{bb}-loaded", "--output", "type=docker", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert rl("run", "--rm", f"{bb}-loaded", check=True).stdout == "archived\n"
+
+
+def test_local_output_never_writes_through_a_link(tmp_path: Path) -> None:
+    """A hostile tree (a symlink out of DIR, then a file under its name; a hard link to
+    a host file) is refused in one line and nothing lands outside DIR."""
+    from rootless.build import output
+    from rootless.errors import InvalidArgument
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for members in (
+            [("evil", tarfile.SYMTYPE, str(outside)), ("evil/planted", tarfile.REGTYPE, "")],
+            [("up", tarfile.SYMTYPE, "../outside"), ("up/planted", tarfile.REGTYPE, "")],
+            [("../outside/planted", tarfile.REGTYPE, "")],
+            [("h", tarfile.LNKTYPE, "../outside/secret")]):
+        tar = tmp_path / "t.tar"
+        with tarfile.open(tar, "w") as tf:
+            for name, kind, link in members:
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = kind, link
+                tf.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+        dest = tmp_path / "dest"
+        with pytest.raises(InvalidArgument, match="refusing to"):
+            output._extract(str(tar), str(dest))
+        assert list(outside.iterdir()) == []
+        support.remove_tree(dest)

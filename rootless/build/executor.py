@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from rootless.build import dockerfile, reproducible, scope
+from rootless.build import dockerfile, output, reproducible, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
+from rootless.build.output import Output
 from rootless.defaults import DEFAULT_NETWORK
 from rootless.engine import containers
 from rootless.engine import images as engine_images
@@ -61,6 +62,8 @@ class BuildOptions:
     # a "-" context that is a tar: the stream (context is then unused; dockerfile is
     # the Dockerfile's path inside it, relative)
     context_tar: IO[bytes] | None = None
+    output: Output | None = None  # --output (build/output.py); None: into the store
+    output_stream: IO[bytes] | None = None  # where an output's dest "-" goes
 
 
 class BuildFailed(RlError):
@@ -144,6 +147,14 @@ class Builder:
         result.config["created"] = imagelib.now_iso()
         if self.opts.source_date_epoch is not None:
             reproducible.apply_config(result.config, self.opts.source_date_epoch)
+        out = self.opts.output
+        if out is not None and not out.stores:
+            # Exported, not kept: a nameless image the cleanup removes, no tag moved.
+            result.stored = None
+            img = self._stored(result)
+            output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
+                          self._tree, self.opts.output_stream, self.opts.source_date_epoch)
+            return img
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
             self.intermediates.discard(img.manifest_digest)
@@ -277,6 +288,15 @@ class Builder:
                 self.intermediates.add(stored.manifest_digest)
             img.stored = stored
         return img.stored
+
+    def _tree(self, img: Image, fd: int) -> None:
+        """*img*'s whole file tree as a tar on *fd* (a never-started container's export)."""
+        ctr = containers.create(CreateOptions(rootfs="", image=img.id, command=["true"],
+                                              entrypoint="", network="none"))
+        self.containers.append(ctr)
+        engine_images.export(ctr, fd)
+        containers.remove(ctr, force=True)
+        self.containers.remove(ctr)
 
     def _normalise(self, tar_path: str) -> None:
         """The hook every new layer tar passes before it enters the store."""

@@ -41,12 +41,15 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Pull a missing base image (missing) or never.")
 @click.option("--source-date-epoch", "epoch", metavar="SECONDS",
               help="Reproducible output: times clamped to this (default: $SOURCE_DATE_EPOCH).")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="SPEC",
+              help="Output destination (type=local|tar|oci|docker,dest=PATH; DIR; -).")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
-              network: str, pull_policy: str, epoch: str | None, context: str) -> None:
+              network: str, pull_policy: str, epoch: str | None, outputs: tuple[str, ...],
+              context: str) -> None:
     """Build an image from a Dockerfile."""
-    from ..build import executor, reproducible, scope
+    from ..build import executor, output, reproducible, scope
     from ..build import stdin as from_stdin
     from ..image import images as imagelib
 
@@ -69,6 +72,12 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
             dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
     for tag in tags:
         imagelib.qualify(tag)  # a bad name fails before any step runs
+    if len(outputs) > 1:
+        raise InvalidArgument("multiple outputs are not supported: give one --output")
+    out = output.parse(outputs[0]) if outputs else None
+    if out is not None and out.dest == "-" and sys.stdout.isatty():
+        raise InvalidArgument("refusing to write the output to a terminal: "
+                              "redirect stdout or give dest=FILE")
     args = scope.build_args(build_args, os.environ)
     source_date_epoch = reproducible.choose(epoch, args, os.environ)
     if source_date_epoch is not None and reproducible.ENV not in args:
@@ -76,17 +85,21 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
     opts = executor.BuildOptions(
         context=ctx, dockerfile=dockerfile, tags=list(tags), build_args=args, target=target,
         labels=_labels(labels), network=network, pull=pull_policy == "missing",
-        source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar)
+        source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
+        output=out, output_stream=sys.stdout.buffer if out is not None else None)
 
     def progress(line: str) -> None:
         if not quiet:
             click.echo(line, err=True)
 
     img = executor.build(opts, progress, _pull)
+    if out is not None and not out.has_image_id:
+        return  # a file tree has no image ID (docker prints none, nor writes --iidfile)
     if iidfile:
         with open(iidfile, "w", encoding="utf-8") as f:
             f.write(img.id)
-    click.echo(img.id)
+    if out is None or out.dest != "-":
+        click.echo(img.id)
 
 
 def _pull(image: str) -> None:
