@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -268,6 +269,24 @@ COPY note.txt /
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+def _podman_loads(archive: Path, image_id: str) -> None:
+    """The peer reads the archive: podman load into a private store, same image ID."""
+    support.require(shutil.which("podman") is not None, "podman not installed")
+    root = Path(tempfile.mkdtemp(prefix="rlpm-", dir="/tmp"))  # podman: runroot < 50 chars
+    base = ["podman", "--root", str(root / "root"), "--runroot", str(root / "run"),
+            "--storage-driver", "vfs"]
+    try:
+        r = subprocess.run([*base, "load", "-i", str(archive)], capture_output=True, text=True,
+                           timeout=120, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        ids = subprocess.run([*base, "images", "-q", "--no-trunc"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout.split()
+        assert image_id in ids, (ids, r.stdout)
+    finally:
+        subprocess.run(["podman", "unshare", "rm", "-rf", str(root)], capture_output=True,
+                       timeout=60)
+
+
 def test_output_image_archives_load(rl: RlRunner, bb: str, tmp_path: Path) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nRUN echo archived > /a\nCMD [\"cat\", \"/a\"]\n")
     images_before = _names_in(rl)
@@ -284,6 +303,7 @@ def test_output_image_archives_load(rl: RlRunner, bb: str, tmp_path: Path) -> No
         assert ("index.json" in names) if kind == "oci" else ("manifest.json" in names)
         r = rl("load", "-i", dest, check=True)
         assert rl("run", "--rm", tag, check=True).stdout == "archived\n"
+        _podman_loads(dest, image_id)
         assert json.loads(rl("image", "inspect", tag, check=True).stdout)[0]["Id"] == image_id
         rl("rmi", tag, check=True)
     # type=docker without a dest stores and tags, as docker's --load.
