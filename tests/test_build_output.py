@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -336,3 +338,93 @@ def test_local_output_never_writes_through_a_link(tmp_path: Path) -> None:
             output._extract(str(tar), str(dest))
         assert list(outside.iterdir()) == []
         support.remove_tree(dest)
+
+
+# -- progress (docker buildx's displays) ------------------------------------------------
+
+
+def test_plain_progress_steps_output_done_and_failure(rl: RlRunner, bb: str,
+                                                      tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS base
+RUN echo one && echo two
+COPY f.txt /f
+FROM base
+RUN for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; exit 4
+""", {"f.txt": "f\n"})
+    r = rl("build", "--progress=plain", "--target", "base", "-t", f"{bb}-prog", ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"#1 [base 1/3] FROM {bb}"
+    assert re.fullmatch(r"#1 DONE \d+\.\ds", lines[1])
+    assert lines[2] == "" and lines[3] == "#2 [base 2/3] RUN echo one && echo two"
+    assert re.fullmatch(r"#2 \d+\.\d{3} one", lines[4])
+    assert re.fullmatch(r"#2 \d+\.\d{3} two", lines[5])
+    assert re.fullmatch(r"#2 DONE \d+\.\ds", lines[6])
+    assert "#3 [base 3/3] COPY f.txt /f" in lines
+    assert "#4 exporting to image" in lines
+    image_id = r.stdout.strip()
+    assert f"#4 {lines[lines.index('#4 exporting to image') + 1].split(' ', 2)[1]} " \
+           f"writing image {image_id} done" in lines
+
+    r = rl("build", "--progress=plain", ctx, timeout=180)
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    error = ('process "/bin/sh -c for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; '
+             'exit 4" did not complete successfully: exit code: 4')
+    at = lines.index(f"#5 ERROR: {error}")
+    assert lines[at + 1:at + 3] == ["------",
+                                    " > [stage-1 2/2] RUN for i in 1 2 3 4 5 6 7 8 9 10 11 12; "
+                                    "do echo line$i; done; exit 4:"]
+    assert lines[at + 3:at + 14] == [f"line{i}" for i in range(3, 13)] + ["------"]
+    assert lines[-1] == f"Error: {error}"
+
+    # rawjson: BuildKit's SolveStatus objects; quiet: nothing; -q too.
+    r = rl("build", "--progress=rawjson", "--target", "base", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    objs = [json.loads(line) for line in r.stderr.splitlines()]
+    names = [v["name"] for o in objs for v in o.get("vertexes", []) if "completed" in v]
+    assert names[:3] == [f"[base 1/3] FROM {bb}", "[base 2/3] RUN echo one && echo two",
+                         "[base 3/3] COPY f.txt /f"]
+    logs = [base64.b64decode(x["data"]) for o in objs for x in o.get("logs", [])]
+    assert b"one\n" in logs and b"two\n" in logs
+    for flags in (["--progress=quiet"], ["-q"]):
+        r = rl("build", *flags, "--target", "base", ctx, timeout=180)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert r.stdout.startswith("sha256:")
+
+
+def test_tty_progress_draws_live(rl: RlRunner, bb: str, rl_path: Path, rl_state: RlState,
+                                 tmp_path: Path) -> None:
+    """--progress=tty on a pseudo-terminal: rich's live view, finished steps kept."""
+    import pty
+
+    ctx = context(tmp_path, f"FROM {bb}\nRUN echo in-tty\n")
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([str(rl_path), "build", "--progress=tty", str(ctx)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=sub,
+                            env={**os.environ, **rl_state.env(), "TERM": "xterm",
+                                 "COLUMNS": "120"}, start_new_session=True)
+    os.close(sub)
+    seen = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=180) == 0
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = seen.decode(errors="replace")
+    assert "[+] Building" in text
+    assert f"=> [1/2] FROM {bb}" in text and "=> [2/2] RUN echo in-tty" in text
+    assert "\x1b[" in text  # drawn with terminal control sequences, not plain lines
+    assert "#1 " not in text

@@ -31,6 +31,7 @@ from rootless.build import dockerfile, output, reproducible, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
+from rootless.build.progress import Sink, Tracker, discard
 from rootless.defaults import DEFAULT_NETWORK
 from rootless.engine import containers
 from rootless.engine import images as engine_images
@@ -104,10 +105,11 @@ class _StageImage:
 class Builder:
     """One build: its store, context, progress and the intermediates it made."""
 
-    def __init__(self, opts: BuildOptions, progress: Callable[[str], None],
+    def __init__(self, opts: BuildOptions, progress: Sink,
                  pull: Callable[[str], None] | None = None) -> None:
         self.opts = opts
-        self.progress = progress
+        self.tracker = Tracker(progress)  # steps as events (build/progress.py)
+        self.progress = self.tracker.log  # a line of the open step's output
         self.pull = pull
         self.store: Store = imagelib.open_store()
         self.intermediates: set[str] = set()  # manifest digests
@@ -120,6 +122,9 @@ class Builder:
             df = dockerfile.parse(text)
             try:
                 final = self._build(df, ctx)
+            except RlError as e:
+                self.tracker.fail(e.message)
+                raise
             finally:
                 self._cleanup()
         return final
@@ -148,18 +153,29 @@ class Builder:
         if self.opts.source_date_epoch is not None:
             reproducible.apply_config(result.config, self.opts.source_date_epoch)
         out = self.opts.output
+        self.tracker.finish()
         if out is not None and not out.stores:
             # Exported, not kept: a nameless image the cleanup removes, no tag moved.
+            self.tracker.start({"local": "exporting to client directory",
+                                "tar": "exporting to client tarball"}.get(
+                                    out.type, f"exporting to {out.type} image format"))
             result.stored = None
             img = self._stored(result)
             output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
                           self._tree, self.opts.output_stream, self.opts.source_date_epoch)
+            self.tracker.log("copying files done" if out.type == "local" else
+                             "sending tarball done")
+            self.tracker.finish()
             return img
+        self.tracker.start("exporting to image")
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
             self.intermediates.discard(img.manifest_digest)
+            self.tracker.log(f"writing image {img.id} done")
             for name in self.opts.tags:
                 imagelib.tag(img.id, name)
+                self.tracker.log(f"naming to {imagelib.qualify(name)} done")
+        self.tracker.finish()
         return img
 
     def _target(self, df: Dockerfile) -> int:
@@ -232,7 +248,7 @@ class Builder:
 
         def show(text: str) -> None:
             head = f"{label} {number}/{total}" if label else f"{number}/{total}"
-            self.progress(f"[{head}] {text}")
+            self.tracker.start(f"[{head}] {text}")
 
         show(f"FROM {sc.base}")
         if sc.base_stage is not None:
@@ -649,10 +665,11 @@ def _read_inside(ctx: Context, name: str) -> str:
         return f.read().decode("utf-8", errors="surrogateescape")
 
 
-def build(opts: BuildOptions, progress: Callable[[str], None],
+def build(opts: BuildOptions, progress: Sink = discard,
           pull: Callable[[str], None] | None = None) -> Image:
     """Build the Dockerfile of *opts*; the image (tagged as -t asked). *progress* gets
-    the step lines and RUN output; *pull* fetches a missing base image."""
+    the steps and their output as events (build/progress.py); *pull* fetches a
+    missing base image."""
     return Builder(opts, progress, pull).build()
 
 

@@ -43,11 +43,14 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Reproducible output: times clamped to this (default: $SOURCE_DATE_EPOCH).")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="SPEC",
               help="Output destination (type=local|tar|oci|docker,dest=PATH; DIR; -).")
+@click.option("--progress", "progress_mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "plain", "tty", "quiet", "rawjson"]),
+              help="Type of progress output (quiet as -q).")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
               network: str, pull_policy: str, epoch: str | None, outputs: tuple[str, ...],
-              context: str) -> None:
+              progress_mode: str, context: str) -> None:
     """Build an image from a Dockerfile."""
     from ..build import executor, output, reproducible, scope
     from ..build import stdin as from_stdin
@@ -88,11 +91,13 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
         output=out, output_stream=sys.stdout.buffer if out is not None else None)
 
-    def progress(line: str) -> None:
-        if not quiet:
-            click.echo(line, err=True)
+    from .buildprogress import renderer
 
-    img = executor.build(opts, progress, _pull)
+    shown = renderer(progress_mode, quiet)
+    try:
+        img = executor.build(opts, shown, _pull)
+    finally:
+        shown.close()
     if out is not None and not out.has_image_id:
         return  # a file tree has no image ID (docker prints none, nor writes --iidfile)
     if iidfile:
