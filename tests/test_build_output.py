@@ -428,3 +428,91 @@ def test_tty_progress_draws_live(rl: RlRunner, bb: str, rl_path: Path, rl_state:
     assert f"=> [1/2] FROM {bb}" in text and "=> [2/2] RUN echo in-tty" in text
     assert "\x1b[" in text  # drawn with terminal control sequences, not plain lines
     assert "#1 " not in text
+
+
+# -- --check (docker's build checks) ----------------------------------------------------
+
+
+def test_check_reports_rules_in_dockers_format(rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb} as Builder
+MAINTAINER someone
+ENV API_TOKEN abc
+WORKDIR app
+COPY $NOPE /x
+RUN echo never runs > /proof
+CMD echo first
+from {bb} AS other
+EXPOSE 80:80 53/UDP
+CMD ["true"]
+""")
+    before = rl("images", "-q", check=True).stdout
+    r = rl("build", "--check", ctx)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    out = r.stdout
+    assert out.startswith("Check complete, 12 warnings have been found!\n"), out
+    expected = [
+        ("FromAsCasing", "'as' and 'FROM' keywords' casing do not match"),
+        ("StageNameCasing", "Stage name 'Builder' should be lowercase"),
+        ("MaintainerDeprecated", "Maintainer instruction is deprecated in favor of using label"),
+        ("LegacyKeyValueFormat",
+         '"ENV key=value" should be used instead of legacy "ENV key value" format'),
+        ("SecretsUsedInArgOrEnv",
+         'Do not use ARG or ENV instructions for sensitive data (ENV "API_TOKEN")'),
+        ("WorkdirRelativePath",
+         'Relative workdir "app" can have unexpected results if the base image changes'),
+        ("UndefinedVar", "Usage of undefined variable '$NOPE'"),
+        ("JSONArgsRecommended", "JSON arguments recommended for CMD to prevent unintended "
+                                "behavior related to OS signals"),
+        ("ConsistentInstructionCasing",
+         "Command 'from' should match the case of the command majority (uppercase)"),
+        ("FromAsCasing", "'AS' and 'from' keywords' casing do not match"),
+        ("ExposeInvalidFormat", "EXPOSE instruction should not define an IP address or "
+                                "host-port mapping, found '80:80'"),
+        ("ExposeProtoCasing", "Defined protocol '53/UDP' in EXPOSE instruction should be "
+                              "lowercase"),
+    ]
+    blocks = out.split("\n\nWARNING: ")[1:]
+    seen = [(b.split(" - ", 1)[0], b.splitlines()[1]) for b in blocks]
+    for rule, detail in expected:
+        assert (rule, detail) in seen, (rule, seen)
+    assert len(seen) == len(expected), seen
+    kebab = {"JSONArgsRecommended": "json-args-recommended",
+             "FromAsCasing": "from-as-casing"}
+    for rule, slug in kebab.items():
+        assert f"WARNING: {rule} - https://docs.docker.com/go/dockerfile/rule/{slug}/" in out
+    # The source excerpt: the line marked, two lines of context each side.
+    assert ("Dockerfile:2\n--------------------\n   1 |     FROM " + bb + " as Builder\n"
+            "   2 | >>> MAINTAINER someone\n   3 |     ENV API_TOKEN abc\n"
+            "   4 |     WORKDIR app\n--------------------\n") in out
+    assert rl("images", "-q", check=True).stdout == before  # nothing built or pulled
+    assert r.stderr == ""
+
+    # A clean Dockerfile; skip= and error= honoured; a normal build prints the summary.
+    (ctx / "Dockerfile").write_text(f'FROM {bb}\nCMD ["true"]\n')
+    r = rl("build", "--check", ctx)
+    assert r.returncode == 0 and r.stdout == "Check complete, no warnings found.\n"
+    (ctx / "Dockerfile").write_text(f"# check=skip=JSONArgsRecommended\nFROM {bb}\nCMD true\n")
+    r = rl("build", "--check", ctx)
+    assert r.returncode == 0, r.stdout
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nMAINTAINER x\nCMD true\n")
+    r = rl("build", "-t", f"{bb}-warned", ctx, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert " 2 warnings found (use docker --debug to expand):\n" \
+           " - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using " \
+           "label (line 2)\n" in r.stderr
+    (ctx / "Dockerfile").write_text(
+        f"# check=skip=MaintainerDeprecated;error=true\nFROM {bb}\nMAINTAINER x\n"
+        "RUN echo ran > /ran\nCMD true\n")
+    r = rl("build", "-t", f"{bb}-strict", ctx, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "Error: lint violation found for rules: JSONArgsRecommended")
+    assert "RUN echo ran" not in r.stderr  # no step ran
+    assert rl("image", "inspect", f"{bb}-strict").returncode != 0
+
+    # A parse error is the check's error: one line, exit 1.
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nNOPE x\n")
+    r = rl("build", "--check", ctx)
+    assert r.returncode == 1
+    assert r.stderr == "Error: dockerfile parse error on line 2: unknown instruction: NOPE\n"

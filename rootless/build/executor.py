@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from rootless.build import dockerfile, output, reproducible, scope
+from rootless.build import checks, dockerfile, output, reproducible, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
@@ -106,8 +106,10 @@ class Builder:
     """One build: its store, context, progress and the intermediates it made."""
 
     def __init__(self, opts: BuildOptions, progress: Sink,
-                 pull: Callable[[str], None] | None = None) -> None:
+                 pull: Callable[[str], None] | None = None,
+                 lint: Callable[[list[checks.Warning]], None] | None = None) -> None:
         self.opts = opts
+        self.lint = lint
         self.tracker = Tracker(progress)  # steps as events (build/progress.py)
         self.progress = self.tracker.log  # a line of the open step's output
         self.pull = pull
@@ -120,6 +122,11 @@ class Builder:
     def build(self) -> Image:
         with _open_context(self.opts) as (ctx, text):
             df = dockerfile.parse(text)
+            found = _lint(self.opts, text, self.store)
+            if self.lint is not None:
+                self.lint(found.warnings)
+            if found.failed:  # `# check=error=true`: BuildKit fails before any step
+                raise BuildFailed(found.error_message())
             try:
                 final = self._build(df, ctx)
             except RlError as e:
@@ -666,11 +673,34 @@ def _read_inside(ctx: Context, name: str) -> str:
 
 
 def build(opts: BuildOptions, progress: Sink = discard,
-          pull: Callable[[str], None] | None = None) -> Image:
+          pull: Callable[[str], None] | None = None,
+          lint: Callable[[list[checks.Warning]], None] | None = None) -> Image:
     """Build the Dockerfile of *opts*; the image (tagged as -t asked). *progress* gets
     the steps and their output as events (build/progress.py); *pull* fetches a
-    missing base image."""
-    return Builder(opts, progress, pull).build()
+    missing base image; *lint* gets the build checks' warnings before any step."""
+    return Builder(opts, progress, pull, lint).build()
+
+
+def check(opts: BuildOptions) -> tuple[checks.Result, str]:
+    """`rl build --check`: parse, resolve and lint the Dockerfile; no step runs and
+    nothing is pulled (a base image missing from the store leaves its stage's
+    variables unchecked). The result and the Dockerfile's text."""
+    with _open_context(opts) as (_ctx, text):
+        return _lint(opts, text, imagelib.open_store()), text
+
+
+def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
+    df = dockerfile.parse(text)
+    predefined = scope.platform_args(scope.Platform(arch=imagelib.go_arch()),
+                                     target_stage=opts.target or "")
+    envs: dict[str, dict[str, str]] = {}
+    for sc in scope.scopes(df, opts.build_args, predefined):
+        if sc.base_stage is None and sc.base.lower() != "scratch":
+            try:
+                envs[sc.base] = _env_map(imagelib.lookup(store, sc.base))
+            except (NoSuchImage, InvalidArgument):
+                pass
+    return checks.check(text, opts.build_args, predefined, envs, opts.target)
 
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:

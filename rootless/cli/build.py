@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -46,11 +47,13 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--progress", "progress_mode", default="auto", show_default=True,
               type=click.Choice(["auto", "plain", "tty", "quiet", "rawjson"]),
               help="Type of progress output (quiet as -q).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Run the build checks (parse, resolve, lint) and exit; no step runs.")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
               network: str, pull_policy: str, epoch: str | None, outputs: tuple[str, ...],
-              progress_mode: str, context: str) -> None:
+              progress_mode: str, check_only: bool, context: str) -> None:
     """Build an image from a Dockerfile."""
     from ..build import executor, output, reproducible, scope
     from ..build import stdin as from_stdin
@@ -91,13 +94,20 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
         output=out, output_stream=sys.stdout.buffer if out is not None else None)
 
+    from . import buildcheck
     from .buildprogress import renderer
 
+    if check_only:
+        _check(opts, dockerfile)
+        return
+    warnings: list[Any] = []
     shown = renderer(progress_mode, quiet)
     try:
-        img = executor.build(opts, shown, _pull)
+        img = executor.build(opts, shown, _pull, warnings.extend)
     finally:
         shown.close()
+        if warnings and not quiet:
+            click.echo(buildcheck.summary(warnings), err=True, nl=False)
     if out is not None and not out.has_image_id:
         return  # a file tree has no image ID (docker prints none, nor writes --iidfile)
     if iidfile:
@@ -105,6 +115,23 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
             f.write(img.id)
     if out is None or out.dest != "-":
         click.echo(img.id)
+
+
+def _check(opts: Any, dockerfile: str) -> None:
+    """`--check`: docker's report on stdout; exit 1 when a check fails or the
+    Dockerfile does not parse or resolve (docker's status for both)."""
+    from ..build import executor
+    from ..errors import RlError
+    from . import buildcheck
+
+    try:
+        result, text = executor.check(opts)
+    except RlError as e:
+        raise type(e)(e.message, exit_code=1) from None
+    name = "Dockerfile" if dockerfile == "-" else os.path.basename(dockerfile)
+    click.echo(buildcheck.report(result, name, text), nl=False)
+    if result.warnings:
+        sys.exit(1)
 
 
 def _pull(image: str) -> None:
