@@ -516,3 +516,59 @@ CMD ["true"]
     r = rl("build", "--check", ctx)
     assert r.returncode == 1
     assert r.stderr == "Error: dockerfile parse error on line 2: unknown instruction: NOPE\n"
+
+
+def _lint(text: str, args: dict[str, str] | None = None,
+          env: dict[str, dict[str, str]] | None = None) -> list[tuple[str, str, int]]:
+    from rootless.build import checks, scope
+
+    predefined = scope.platform_args(scope.Platform(arch="amd64"))
+    result = checks.check(text, args or {}, predefined, env or {"base": {"PATH": "/bin"}})
+    return [(w.rule, w.detail, w.start_line) for w in result.warnings]
+
+
+def test_check_rules_one_by_one() -> None:
+    """The rules the CLI test does not reach, each on the smallest Dockerfile that fires
+    it, and the look-alikes that must not."""
+    assert _lint("FROM base AS a\nFROM base AS a\nFROM base AS scratch\n") == [
+        ("DuplicateStageName", 'Duplicate stage name "a", stage names should be unique', 2),
+        ("ReservedStageName", 'Stage name should not use the same name as reserved stage '
+                              '"scratch"', 3)]
+    # base: with an empty tag is no reference either (BuildKit reports both).
+    assert _lint("ARG TAG=1\nFROM base:$TAGG\n") == [
+        ("UndefinedArgInFrom", "FROM argument 'TAGG' is not declared (did you mean TAG?)", 2),
+        ("InvalidDefaultArgInFrom", "Default value for ARG base:$TAGG results in empty or "
+                                    "invalid base image name", 2)]
+    assert _lint("ARG TAG=1\nFROM base:$TAG\n") == []
+    assert _lint("ARG IMG=\nFROM $IMG\n", {"IMG": "base"}) == [
+        ("InvalidDefaultArgInFrom", "Default value for ARG $IMG results in empty or invalid "
+                                    "base image name", 2)]
+    assert _lint("FROM --platform=$TARGETPLATFORM base\n") == [
+        ("RedundantTargetPlatform", "Setting platform to predefined $TARGETPLATFORM in FROM "
+                                    "is redundant as this is the default behavior", 1)]
+    assert _lint("FROM --platform=linux/amd64 base\n") == [
+        ("FromPlatformFlagConstDisallowed",
+         'FROM --platform flag should not use constant value "linux/amd64"', 1)]
+    assert _lint("FROM --platform=linux/amd64 base AS build-amd64\n") == []
+    assert _lint('FROM base\nCMD ["a"]\nCMD ["b"]\nENTRYPOINT ["x"]\n') == [
+        ("MultipleInstructionsDisallowed", "Multiple CMD instructions should not be used in "
+                                           "the same stage because only the last one will "
+                                           "be used", 2)]
+    assert _lint("FROM base\nRUN echo a \\\n\n    b\n") == [
+        ("NoEmptyContinuation", "Empty continuation line", 4)]
+    # A SHELL makes shell-form CMD deliberate; JSON form never warns.
+    assert _lint('FROM base\nSHELL ["/bin/sh", "-ec"]\nCMD echo\n') == []
+    # ARG names: secrets by word, with BuildKit's allow list.
+    assert [r for r, _, _ in _lint("FROM base\nARG GITHUB_TOKEN\nARG PUBLIC_KEY\n"
+                                   "ARG KEYBOARD\nARG password\n")] == [
+        "SecretsUsedInArgOrEnv", "SecretsUsedInArgOrEnv"]
+    # UndefinedVar: base Env and declared ARGs count, an unset one is reported, with a
+    # suggestion; a base not in the store leaves the stage unchecked.
+    assert _lint("FROM base\nARG A\nENV X=$A$PATH\nCOPY $PAHT /d\n") == [
+        ("UndefinedVar", "Usage of undefined variable '$PAHT' (did you mean $PATH?)", 4)]
+    assert _lint("FROM other\nCOPY $PAHT /d\n") == []
+    # skip=all, and a bad directive is an error as in BuildKit.
+    assert _lint("# check=skip=all\nFROM base AS A\nMAINTAINER x\n") == []
+    from rootless.errors import InvalidArgument
+    with pytest.raises(InvalidArgument, match='invalid check option "nope"'):
+        _lint("# check=nope=1\nFROM base\n")
