@@ -572,3 +572,47 @@ def test_check_rules_one_by_one() -> None:
     from rootless.errors import InvalidArgument
     with pytest.raises(InvalidArgument, match='invalid check option "nope"'):
         _lint("# check=nope=1\nFROM base\n")
+
+
+# -- rl history of a built image (part 8) ------------------------------------------------
+
+
+def test_history_one_row_per_instruction_as_docker_shows_it(rl: RlRunner, bb: str,
+                                                             tmp_path: Path) -> None:
+    ctx = context(tmp_path, f"""\
+FROM {bb}
+ARG V=1
+ENV A=$V
+WORKDIR /app
+COPY f.txt ./
+RUN echo hi > made
+EXPOSE 80
+CMD ["cat", "made"]
+""", {"f.txt": "abc"})
+    image_id = rl("build", "-q", ctx, check=True, timeout=180).stdout.strip()
+    base_rows = len(rl("history", "-q", bb, check=True).stdout.splitlines())
+    out = rl("history", "--no-trunc", image_id, check=True).stdout.splitlines()
+    header = re.split(r"\s{2,}", out[0].strip())
+    assert header == ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out[1:]]
+    assert len(rows) == base_rows + 7  # one per instruction after FROM
+    mine = rows[:7]
+    assert [r[2] for r in mine] == [
+        'CMD ["cat" "made"]',
+        "EXPOSE [80/tcp]",
+        "RUN |1 V=1 /bin/sh -c echo hi > made # buildkit",
+        "COPY f.txt ./ # buildkit",
+        "WORKDIR /app",
+        "ENV A=1",
+        "ARG V=1",
+    ]
+    assert all(r[-1] == "buildkit.dockerfile.v0" for r in mine)
+    assert mine[0][0] == image_id and all(r[0] == "<missing>" for r in rows[1:])
+    assert all(r[1].endswith(" ago") for r in mine)
+    sizes = {r[2]: r[3] for r in mine}
+    assert sizes["ENV A=1"] == "0B" and sizes['CMD ["cat" "made"]'] == "0B"
+    assert sizes["COPY f.txt ./ # buildkit"] != "0B"
+    # Truncated by default at docker's width, with its ellipsis.
+    short = rl("history", image_id, check=True).stdout.splitlines()
+    assert "RUN |1 V=1 /bin/sh -c echo hi > made # build…" in short[3]
+    assert short[1].startswith(image_id[7:19] + " ") and short[3].startswith("<missing> ")
