@@ -308,6 +308,30 @@ def test_output_image_archives_load(rl: RlRunner, bb: str, tmp_path: Path) -> No
         _podman_loads(dest, image_id)
         assert json.loads(rl("image", "inspect", tag, check=True).stdout)[0]["Id"] == image_id
         rl("rmi", tag, check=True)
+    # compression=gzip: BuildKit's default for oci; gzip streams with no name nor time,
+    # so the same build gives the same archive; the image ID is unchanged.
+    archives = []
+    for i in range(2):
+        dest = tmp_path / f"gz{i}.tar"
+        r = rl("build", "-t", f"{bb}-gz:1", "--source-date-epoch", "0", "--output",
+               f"type=oci,dest={dest},compression=gzip", ctx, timeout=180)
+        assert r.returncode == 0, r.stderr
+        archives.append(dest.read_bytes())
+    gz_id = r.stdout.strip()
+    assert archives[0] == archives[1]
+    with tarfile.open(fileobj=io.BytesIO(archives[0])) as tf:
+        index = json.loads(tf.extractfile("index.json").read())  # type: ignore[union-attr]
+        mdigest = index["manifests"][0]["digest"].partition(":")[2]
+        manifest = json.loads(tf.extractfile(f"blobs/sha256/{mdigest}").read())  # type: ignore[union-attr]
+        for layer in manifest["layers"]:
+            assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+            head = tf.extractfile(f"blobs/sha256/{layer['digest'][7:]}").read(10)  # type: ignore[union-attr]
+            assert head[:2] == b"\x1f\x8b" and head[4:8] == b"\0\0\0\0"  # MTIME 0
+            assert not head[3] & 0x08  # no FNAME
+    rl("load", "-i", tmp_path / "gz0.tar", check=True)
+    assert json.loads(rl("image", "inspect", f"{bb}-gz:1", check=True).stdout)[0]["Id"] == gz_id
+    assert rl("run", "--rm", f"{bb}-gz:1", check=True).stdout == "archived\n"
+    _podman_loads(tmp_path / "gz0.tar", gz_id)
     # type=docker without a dest stores and tags, as docker's --load.
     r = rl("build", "-q", "-t", f"{bb}-loaded", "--output", "type=docker", ctx, timeout=180)
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,9 @@ Only the face knows stdout: it passes the stream a dest of "-" writes to.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import shutil
 import tarfile
@@ -74,6 +77,11 @@ def parse(spec: str) -> Output:
     if kind == "image" and dest:
         raise InvalidArgument(f"invalid output {spec!r}: the image exporter takes no dest")
     known = {"name"} if kind in ("oci", "docker", "image") else set()
+    if kind == "oci":
+        known.add("compression")
+        if fields.get("compression", "uncompressed") not in ("uncompressed", "gzip"):
+            raise InvalidArgument(f"invalid output {spec!r}: unsupported compression "
+                                  f"{fields['compression']!r} (rl writes gzip or uncompressed)")
     extra = sorted(set(fields) - known)
     if extra:
         raise InvalidArgument(f"invalid output {spec!r}: unsupported attribute "
@@ -86,6 +94,9 @@ def export(out: Output, img: Image, store: Store, names: list[str],
            epoch: int | None) -> None:
     """Write *img* (in the store) as *out* asks; *tree(img, fd)* writes its files as a
     tar; *stream* is where "-" goes; *names* (qualified) go into an image archive."""
+    if out.type == "oci" and out.attrs.get("compression") == "gzip":
+        _to_dest(out.dest, stream, lambda f: _oci_gzip(store, img, [*names, *_names(out)], f))
+        return
     if out.type in _ARCHIVES:
         chosen = [(img, [*names, *_names(out)])]
         _to_dest(out.dest, stream, lambda f: archive.write_archive(
@@ -107,6 +118,68 @@ def export(out: Output, img: Image, store: Store, names: list[str],
             _to_dest(out.dest, stream, copy)
         else:
             _extract(tar_path, out.dest)
+
+
+def _oci_gzip(store: Store, img: Image, names: list[str], out: IO[bytes]) -> None:
+    """An OCI archive whose layers are gzip streams (BuildKit's default compression),
+    written reproducibly (no name, time 0); the config and so the image ID are the
+    stored image's."""
+    from rootless.image.layers import open_decompressed
+    from rootless.image.store import MT_OCI_INDEX, MT_OCI_LAYER_GZIP, MT_OCI_MANIFEST, REF_NAME
+
+    with tempfile.TemporaryDirectory(prefix="rl-build-oci-") as tmp, \
+            tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        def add(name: str, path: str | None = None, data: bytes = b"") -> None:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if path is None:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+                return
+            info.size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                tf.addfile(info, f)
+
+        add("oci-layout", data=json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        add(f"blobs/sha256/{img.id.partition(':')[2]}", str(store.blob_path(img.id)))
+        layers = []
+        for i, layer in enumerate(img.layers):
+            path = os.path.join(tmp, f"layer{i}")
+            with open(store.blob_path(layer["digest"]), "rb") as blob, open(path, "wb") as raw:
+                hashing = _Hashing(raw)
+                with reproducible.gzip_writer(hashing) as gz:  # type: ignore[arg-type]
+                    shutil.copyfileobj(open_decompressed(blob), gz, 1 << 20)
+            digest = "sha256:" + hashing.h.hexdigest()
+            add(f"blobs/sha256/{digest.partition(':')[2]}", path)
+            layers.append({"mediaType": MT_OCI_LAYER_GZIP, "digest": digest,
+                           "size": hashing.size})
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                               "config": img.manifest["config"], "layers": layers},
+                              separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        add(f"blobs/sha256/{digest.partition(':')[2]}", data=manifest)
+        desc = {"mediaType": MT_OCI_MANIFEST, "digest": digest, "size": len(manifest)}
+        index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX,
+                 "manifests": [{**desc, "annotations": {REF_NAME: n}} for n in names] or
+                 [desc]}
+        add("index.json", data=json.dumps(index).encode())
+
+
+class _Hashing:
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _names(out: Output) -> list[str]:
