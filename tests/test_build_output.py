@@ -217,6 +217,10 @@ def test_dockerfile_on_stdin(rl: RlRunner, bb: str, tmp_path: Path) -> None:
 # -- --output (part 8) ------------------------------------------------------------------
 
 
+def inspect_id(rl: RlRunner, ref: str) -> str:
+    return str(json.loads(rl("image", "inspect", ref, check=True).stdout)[0]["Id"])
+
+
 def _names_in(rl: RlRunner) -> str:
     return rl("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout
 
@@ -336,6 +340,11 @@ def test_output_image_archives_load(rl: RlRunner, bb: str, tmp_path: Path) -> No
     r = rl("build", "-q", "-t", f"{bb}-loaded", "--output", "type=docker", ctx, timeout=180)
     assert r.returncode == 0, r.stderr
     assert rl("run", "--rm", f"{bb}-loaded", check=True).stdout == "archived\n"
+    r = rl("build", "-q", "--output", f'type=image,"name={bb}-named:1,{bb}-named:2"', ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    for tag in ("1", "2"):
+        assert inspect_id(rl, f"{bb}-named:{tag}") == r.stdout.strip()
 
 
 def test_local_output_never_writes_through_a_link(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ Only the face knows stdout: it passes the stream a dest of "-" writes to.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -57,7 +58,11 @@ def parse(spec: str) -> Output:
             raise InvalidArgument("invalid output: an empty value")
         return Output("tar", "-") if spec == "-" else Output("local", spec)
     fields: dict[str, str] = {}
-    for part in spec.split(","):
+    try:  # a CSV record, as buildx reads it: `type=image,"name=a:1,b:2"`
+        parts = next(csv.reader([spec]))
+    except (csv.Error, StopIteration):
+        raise InvalidArgument(f"invalid output {spec!r}: not a CSV of key=value") from None
+    for part in parts:
         key, eq, value = part.partition("=")
         key = key.strip().lower()
         if not eq or not key:

@@ -84,6 +84,10 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
     if out is not None and out.dest == "-" and sys.stdout.isatty():
         raise InvalidArgument("refusing to write the output to a terminal: "
                               "redirect stdout or give dest=FILE")
+    if out is not None and out.stores:  # type=image|docker,name=A,B tags as -t does
+        tags = (*tags, *[n for n in out.attrs.get("name", "").split(",") if n])
+        for tag in tags:
+            imagelib.qualify(tag)
     args = scope.build_args(build_args, os.environ)
     source_date_epoch = reproducible.choose(epoch, args, os.environ)
     if source_date_epoch is not None and reproducible.ENV not in args:
