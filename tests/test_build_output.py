@@ -649,3 +649,31 @@ CMD ["cat", "made"]
     short = rl("history", image_id, check=True).stdout.splitlines()
     assert "RUN |1 V=1 /bin/sh -c echo hi > made # build…" in short[3]
     assert short[1].startswith(image_id[7:19] + " ") and short[3].startswith("<missing> ")
+
+
+def test_a_cached_step_renders_as_buildx_shows_it() -> None:
+    """The step cache ends a step with Tracker.cached(): plain shows `#N CACHED`, rawjson
+    marks the vertex cached."""
+    from rootless.build.progress import Tracker
+    from rootless.cli.buildprogress import Plain, RawJSON
+
+    plain, raw = io.StringIO(), io.StringIO()
+    sinks = (Plain(plain), RawJSON(raw))
+    tracker = Tracker(lambda ev: [s(ev) for s in sinks])
+    tracker.start("[1/2] FROM base")
+    tracker.start("[2/2] RUN make")
+    tracker.cached()
+    tracker.start("exporting to image")
+    tracker.log("writing image sha256:x done")
+    tracker.fail("boom")
+    lines = plain.getvalue().splitlines()
+    assert lines[0] == "#1 [1/2] FROM base" and re.fullmatch(r"#1 DONE \d+\.\ds", lines[1])
+    assert lines[2:5] == ["", "#2 [2/2] RUN make", "#2 CACHED"]
+    assert lines[6] == "#3 exporting to image"
+    assert re.fullmatch(r"#3 \d+\.\d{3} writing image sha256:x done", lines[7])
+    assert lines[8:] == ["#3 ERROR: boom", "------", " > exporting to image:",
+                         "writing image sha256:x done", "------"]
+    done = [v for line in raw.getvalue().splitlines()
+            for v in json.loads(line).get("vertexes", []) if "completed" in v]
+    assert [v.get("cached", False) for v in done] == [False, True, False]
+    assert done[2]["error"] == "boom"
