@@ -552,11 +552,13 @@ CMD ["true"]
 
 
 def _lint(text: str, args: dict[str, str] | None = None,
-          env: dict[str, dict[str, str]] | None = None) -> list[tuple[str, str, int]]:
+          env: dict[str, dict[str, str]] | None = None,
+          platforms: dict[str, str] | None = None) -> list[tuple[str, str, int]]:
     from rootless.build import checks, scope
 
     predefined = scope.platform_args(scope.Platform(arch="amd64"))
-    result = checks.check(text, args or {}, predefined, env or {"base": {"PATH": "/bin"}})
+    result = checks.check(text, args or {}, predefined, env or {"base": {"PATH": "/bin"}},
+                          None, platforms)
     return [(w.rule, w.detail, w.start_line) for w in result.warnings]
 
 
@@ -600,6 +602,14 @@ def test_check_rules_one_by_one() -> None:
     assert _lint("FROM base\nARG A\nENV X=$A$PATH\nCOPY $PAHT /d\n") == [
         ("UndefinedVar", "Usage of undefined variable '$PAHT' (did you mean $PATH?)", 4)]
     assert _lint("FROM other\nCOPY $PAHT /d\n") == []
+    # A base in the store for another arch, in a stage the target needs.
+    assert _lint("FROM base\n", env={"base": {}}, platforms={"base": "linux/arm64/v8"}) == [
+        ("InvalidBaseImagePlatform", 'Base image base was pulled with platform '
+                                     '"linux/arm64/v8", expected "linux/amd64" for current '
+                                     "build", 1)]
+    assert _lint("FROM base AS unused\nFROM scratch\n", env={"base": {}},
+                 platforms={"base": "linux/arm64"}) == []
+    assert _lint("FROM base\n", env={"base": {}}, platforms={"base": "linux/amd64"}) == []
     # skip=all, and a bad directive is an error as in BuildKit.
     assert _lint("# check=skip=all\nFROM base AS A\nMAINTAINER x\n") == []
     from rootless.errors import InvalidArgument

@@ -9,11 +9,10 @@ JSONArgsRecommended, MaintainerDeprecated, UndefinedArgInFrom,
 WorkdirRelativePath, UndefinedVar, MultipleInstructionsDisallowed,
 LegacyKeyValueFormat, RedundantTargetPlatform, SecretsUsedInArgOrEnv,
 InvalidDefaultArgInFrom, FromPlatformFlagConstDisallowed,
-ExposeProtoCasing, ExposeInvalidFormat. Not: InvalidBaseImagePlatform
-(rl builds for its own platform only), the experimental CopyIgnoredFile and
-InvalidDefinitionDescription. UndefinedVar needs a stage's base image Env:
-a base that is not in the store (a check pulls nothing) leaves that
-stage's variables unchecked.
+ExposeProtoCasing, ExposeInvalidFormat, InvalidBaseImagePlatform. Not the
+experimental CopyIgnoredFile and InvalidDefinitionDescription. UndefinedVar
+and InvalidBaseImagePlatform need a stage's base image: a base that is not in
+the store (a check pulls nothing) leaves that stage unchecked by them.
 
 `# check=skip=A,B;error=true` (or the BUILDKIT_DOCKERFILE_CHECK build arg)
 configures it as in BuildKit; `error=true` makes an ordinary build fail
@@ -63,6 +62,8 @@ RULES: dict[str, str] = {  # name: description (BuildKit's ruleset)
                             "be used",
     "RedundantTargetPlatform": "Setting platform to predefined $TARGETPLATFORM in FROM is "
                                "redundant as this is the default behavior",
+    "InvalidBaseImagePlatform": "Base image platform does not match expected target "
+                                "platform",
     "SecretsUsedInArgOrEnv": "Sensitive data should not be used in the ARG or ENV commands",
     "InvalidDefaultArgInFrom": "Default value for global ARG results in an empty or invalid "
                                "base image name",
@@ -166,10 +167,12 @@ def _consistent(s: str) -> bool:
 
 
 def check(text: str, build_args: Mapping[str, str], predefined: Mapping[str, str],
-          image_env: Mapping[str, Mapping[str, str]], target: str | None = None) -> Result:
+          image_env: Mapping[str, Mapping[str, str]], target: str | None = None,
+          image_platform: Mapping[str, str] | None = None) -> Result:
     """Parse and resolve *text* as a build would, then lint it. A parse or resolve
     error raises (InvalidArgument naming the line); warnings come back as data.
-    *image_env*: the Env of the base images known (by expanded FROM name)."""
+    *image_env*: the Env of the base images known (by expanded FROM name);
+    *image_platform*: their platforms ("os/arch[/variant]")."""
     df = dockerfile.parse(text)
     config = parse_config(build_args.get("BUILDKIT_DOCKERFILE_CHECK", "") or
                           df.directives.check or "")
@@ -185,8 +188,44 @@ def check(text: str, build_args: Mapping[str, str], predefined: Mapping[str, str
         known = sc.base_stage is not None or sc.base.lower() == "scratch" or \
             sc.base in image_env
         _stage(lint, df, sc, build_args, known)
+    chosen = df.stage(target) if target is not None else None
+    wanted = chosen.index if chosen is not None else len(df.stages) - 1
+    for i in sorted(_needed(df, scopes, wanted)):
+        sc = scopes[i]
+        actual = (image_platform or {}).get(sc.base)
+        if sc.base_stage is None and actual:
+            _base_platform(lint, sc, actual, sc.platform or predefined.get("TARGETPLATFORM", ""))
     lint.warnings.sort(key=lambda w: w.start_line)
     return Result(lint.warnings, config)
+
+
+def _needed(df: Dockerfile, scopes: list[scope.StageScope], target: int) -> set[int]:
+    """The stages a build of *target* reaches (BuildKit checks base platforms only there)."""
+    needed: set[int] = set()
+    todo = [target]
+    while todo:
+        i = todo.pop()
+        if i in needed:
+            continue
+        needed.add(i)
+        parent = scopes[i].base_stage
+        if parent is not None:
+            todo.append(parent)
+        for ins in scopes[i].stage.instructions:
+            src = ins.flag("from")
+            st = df.stage(src) if isinstance(src, str) else None
+            if st is not None and st.index < i:
+                todo.append(st.index)
+    return needed
+
+
+def _base_platform(lint: _Linter, sc: scope.StageScope, actual: str, expected: str) -> None:
+    """InvalidBaseImagePlatform: the base in the store is for another os/arch than the
+    stage is built for."""
+    if not expected or actual.split("/")[:2] == expected.split("/")[:2]:
+        return
+    lint.warn("InvalidBaseImagePlatform", f'Base image {sc.stage.base} was pulled with platform '
+              f'"{actual}", expected "{expected}" for current build', sc.stage.from_)
 
 
 def _empty_continuations(lint: _Linter, df: Dockerfile, text: str) -> None:

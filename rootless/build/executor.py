@@ -694,13 +694,18 @@ def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
     predefined = scope.platform_args(scope.Platform(arch=imagelib.go_arch()),
                                      target_stage=opts.target or "")
     envs: dict[str, dict[str, str]] = {}
+    platforms: dict[str, str] = {}
     for sc in scope.scopes(df, opts.build_args, predefined):
         if sc.base_stage is None and sc.base.lower() != "scratch":
             try:
-                envs[sc.base] = _env_map(imagelib.lookup(store, sc.base))
+                img = imagelib.lookup(store, sc.base)
             except (NoSuchImage, InvalidArgument):
-                pass
-    return checks.check(text, opts.build_args, predefined, envs, opts.target)
+                continue
+            envs[sc.base] = _env_map(img)
+            cfg = img.config
+            platforms[sc.base] = "/".join(str(p) for p in (
+                cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant")) if p)
+    return checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
 
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:

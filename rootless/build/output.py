@@ -152,7 +152,7 @@ def _oci_gzip(store: Store, img: Image, names: list[str], out: IO[bytes]) -> Non
             path = os.path.join(tmp, f"layer{i}")
             with open(store.blob_path(layer["digest"]), "rb") as blob, open(path, "wb") as raw:
                 hashing = _Hashing(raw)
-                with reproducible.gzip_writer(hashing) as gz:  # type: ignore[arg-type]
+                with reproducible.gzip_writer(hashing) as gz:
                     shutil.copyfileobj(open_decompressed(blob), gz, 1 << 20)
             digest = "sha256:" + hashing.h.hexdigest()
             add(f"blobs/sha256/{digest.partition(':')[2]}", path)

@@ -22,7 +22,7 @@ import gzip
 import os
 import tarfile
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import Any, Protocol
 
 from rootless.errors import InvalidArgument
 
@@ -110,7 +110,13 @@ def normalise_layer(path: str, epoch: int) -> None:
         raise
 
 
-def gzip_writer(out: IO[bytes]) -> gzip.GzipFile:
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+def gzip_writer(out: Writable) -> gzip.GzipFile:
     """A gzip stream over *out* with no name and a zero time in its header, so the
     same bytes in give the same bytes out."""
     return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import tarfile
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rootless.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _MAGICS = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 HEAD = 1024  # docker's CLI peeks this much
@@ -42,7 +45,8 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        buf = memoryview(buffer).cast("B")
         if self._head:
             n = min(len(buf), len(self._head))
             buf[:n] = self._head[:n]
