@@ -610,6 +610,11 @@ def test_check_rules_one_by_one() -> None:
     assert _lint("FROM base AS unused\nFROM scratch\n", env={"base": {}},
                  platforms={"base": "linux/arm64"}) == []
     assert _lint("FROM base\n", env={"base": {}}, platforms={"base": "linux/amd64"}) == []
+    # A `# check=` comment just before an instruction skips rules for it alone.
+    assert [w[2] for w in _lint("FROM base\n# check=skip=MaintainerDeprecated\nMAINTAINER a\n"
+                                "MAINTAINER b\n")] == [4]
+    assert [w[2] for w in _lint("FROM base\n# check=skip=MaintainerDeprecated\n#\n"
+                                "MAINTAINER a\n")] == [4]  # an empty comment resets
     # skip=all, and a bad directive is an error as in BuildKit.
     assert _lint("# check=skip=all\nFROM base AS A\nMAINTAINER x\n") == []
     from rootless.errors import InvalidArgument

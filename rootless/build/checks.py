@@ -16,7 +16,8 @@ the store (a check pulls nothing) leaves that stage unchecked by them.
 
 `# check=skip=A,B;error=true` (or the BUILDKIT_DOCKERFILE_CHECK build arg)
 configures it as in BuildKit; `error=true` makes an ordinary build fail
-when a rule fires.
+when a rule fires; a `# check=skip=...` comment before an instruction skips
+rules for what is reported there.
 """
 
 from __future__ import annotations
@@ -148,14 +149,49 @@ def parse_config(text: str) -> Config:
 
 
 class _Linter:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, local: dict[int, Config] | None = None) -> None:
         self.config = config
+        self.local = local or {}  # by an instruction's first line: its `# check=` comment
         self.warnings: list[Warning] = []
 
     def warn(self, rule: str, detail: str, ins: Instruction) -> None:
-        if self.config.skip_all or rule in self.config.skip:
-            return
+        for cfg in (self.config, self.local.get(ins.start_line, Config())):
+            if cfg.skip_all or rule in cfg.skip:
+                return
         self.warnings.append(Warning(rule, detail, ins.start_line, ins.end_line))
+
+
+_CHECK_COMMENT = re.compile(r"^\s*check\s*=\s*(.*)$", re.IGNORECASE)
+
+
+def _local_configs(df: Dockerfile, text: str) -> dict[int, Config]:
+    """`# check=skip=...` in the comments just before an instruction (since the one
+    before it; an empty `#` resets them; the file's directives are not comments), as
+    BuildKit merges them for the rules that instruction fires. A comment that does not
+    parse is ignored, as there."""
+    lines = text.split("\n")
+    directive_lines = set(df.directives.lines.values())
+    out: dict[int, Config] = {}
+    prev_end = 0
+    for ins in _all(df):
+        comments: list[str] = []
+        for number in range(prev_end + 1, ins.start_line):
+            line = lines[number - 1].strip() if number <= len(lines) else ""
+            if not line.startswith("#") or number in directive_lines:
+                continue
+            body = line[1:].strip()
+            comments = [*comments, body] if body else []
+        prev_end = ins.end_line
+        for body in comments:
+            m = _CHECK_COMMENT.match(body)
+            if m is None:
+                continue
+            try:
+                out[ins.start_line] = parse_config(m.group(1).split(" ", 1)[0])
+            except InvalidArgument:
+                pass
+            break
+    return out
 
 
 def _keyword(ins: Instruction) -> str:
@@ -176,7 +212,7 @@ def check(text: str, build_args: Mapping[str, str], predefined: Mapping[str, str
     df = dockerfile.parse(text)
     config = parse_config(build_args.get("BUILDKIT_DOCKERFILE_CHECK", "") or
                           df.directives.check or "")
-    lint = _Linter(config)
+    lint = _Linter(config, _local_configs(df, text))
     if target is not None and df.stage(target) is None:
         raise InvalidArgument(f'target stage "{target}" could not be found')
     scopes = scope.scopes(df, build_args, predefined, image_env)
