@@ -27,11 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from rootless.build import copying, dockerfile, runmounts, scope
+from rootless.build import checks, copying, dockerfile, output, reproducible, runmounts, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
+from rootless.build.output import Output
+from rootless.build.progress import Sink, Tracker, discard
 from rootless.defaults import DEFAULT_NETWORK
 from rootless.engine import containers
 from rootless.engine import images as engine_images
@@ -58,6 +60,14 @@ class BuildOptions:
     network: str = "default"
     pull: bool = True  # pull a missing base image (through the face's hook)
     secrets: dict[str, runmounts.Secret] = field(default_factory=dict)  # --secret, by id
+    source_date_epoch: int | None = None  # reproducible output (build/reproducible.py)
+    # `-f -`, or a bare Dockerfile as the "-" context: its text (dockerfile then names it)
+    dockerfile_text: str | None = None
+    # a "-" context that is a tar: the stream (context is then unused; dockerfile is
+    # the Dockerfile's path inside it, relative)
+    context_tar: IO[bytes] | None = None
+    output: Output | None = None  # --output (build/output.py); None: into the store
+    output_stream: IO[bytes] | None = None  # where an output's dest "-" goes
 
 
 class BuildFailed(RlError):
@@ -98,10 +108,13 @@ class _StageImage:
 class Builder:
     """One build: its store, context, progress and the intermediates it made."""
 
-    def __init__(self, opts: BuildOptions, progress: Callable[[str], None],
-                 pull: Callable[[str], None] | None = None) -> None:
+    def __init__(self, opts: BuildOptions, progress: Sink,
+                 pull: Callable[[str], None] | None = None,
+                 lint: Callable[[list[checks.Warning]], None] | None = None) -> None:
         self.opts = opts
-        self.progress = progress
+        self.lint = lint
+        self.tracker = Tracker(progress)  # steps as events (build/progress.py)
+        self.progress = self.tracker.log  # a line of the open step's output
         self.pull = pull
         self.store: Store = imagelib.open_store()
         self.intermediates: set[str] = set()  # manifest digests
@@ -112,17 +125,19 @@ class Builder:
     # -- the whole build -----------------------------------------------------------
 
     def build(self) -> Image:
-        try:
-            with open(self.opts.dockerfile, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError as e:
-            raise InvalidArgument(f"failed to read dockerfile: open {self.opts.dockerfile}: "
-                                  f"{os.strerror(e.errno or 0).lower()}") from None
-        df = dockerfile.parse(text)
-        with Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
+        with _open_context(self.opts) as (ctx, text):
+            df = dockerfile.parse(text)
+            found = _lint(self.opts, text, self.store)
+            if self.lint is not None:
+                self.lint(found.warnings)
+            if found.failed:  # `# check=error=true`: BuildKit fails before any step
+                raise BuildFailed(found.error_message())
             self.mounts = runmounts.Mounts(self.store, ctx, self.opts.secrets, self._mount_image)
             try:
                 final = self._build(df, ctx)
+            except RlError as e:
+                self.tracker.fail(e.message)
+                raise
             finally:
                 self._cleanup()
         return final
@@ -148,11 +163,32 @@ class Builder:
         if self.opts.labels:
             cc["Labels"] = {**(cc.get("Labels") or {}), **self.opts.labels}
         result.config["created"] = imagelib.now_iso()
+        if self.opts.source_date_epoch is not None:
+            reproducible.apply_config(result.config, self.opts.source_date_epoch)
+        out = self.opts.output
+        self.tracker.finish()
+        if out is not None and not out.stores:
+            # Exported, not kept: a nameless image the cleanup removes, no tag moved.
+            self.tracker.start({"local": "exporting to client directory",
+                                "tar": "exporting to client tarball"}.get(
+                                    out.type, f"exporting to {out.type} image format"))
+            result.stored = None
+            img = self._stored(result)
+            output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
+                          self._tree, self.opts.output_stream, self.opts.source_date_epoch)
+            self.tracker.log("copying files done" if out.type == "local" else
+                             "sending tarball done")
+            self.tracker.finish()
+            return img
+        self.tracker.start("exporting to image")
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
             self.intermediates.discard(img.manifest_digest)
+            self.tracker.log(f"writing image {img.id} done")
             for name in self.opts.tags:
                 imagelib.tag(img.id, name)
+                self.tracker.log(f"naming to {imagelib.qualify(name)} done")
+        self.tracker.finish()
         return img
 
     def _target(self, df: Dockerfile) -> int:
@@ -232,7 +268,7 @@ class Builder:
 
         def show(text: str) -> None:
             head = f"{label} {number}/{total}" if label else f"{number}/{total}"
-            self.progress(f"[{head}] {text}")
+            self.tracker.start(f"[{head}] {text}")
 
         show(f"FROM {sc.base}")
         if sc.base_stage is not None:
@@ -318,6 +354,20 @@ class Builder:
             img.stored = stored
         return img.stored
 
+    def _tree(self, img: Image, fd: int) -> None:
+        """*img*'s whole file tree as a tar on *fd* (a never-started container's export)."""
+        ctr = containers.create(CreateOptions(rootfs="", image=img.id, command=["true"],
+                                              entrypoint="", network="none"))
+        self.containers.append(ctr)
+        engine_images.export(ctr, fd)
+        containers.remove(ctr, force=True)
+        self.containers.remove(ctr)
+
+    def _normalise(self, tar_path: str) -> None:
+        """The hook every new layer tar passes before it enters the store."""
+        if self.opts.source_date_epoch is not None:
+            reproducible.normalise_layer(tar_path, self.opts.source_date_epoch)
+
     def _named(self) -> Iterator[Image]:
         return (i for i in self.store.images() if i.names)
 
@@ -365,7 +415,7 @@ class Builder:
         prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
             if args else ""
         with self.store.writing():
-            layer = engine_images.commit_layer(ctr, self.store)
+            layer = engine_images.commit_layer(ctr, self.store, rewrite=self._normalise)
         containers.remove(ctr, force=True)
         self.containers.remove(ctr)
         self.mounts.done(mounted)  # this step's copies, trees, secrets and cache locks
@@ -436,6 +486,7 @@ class Builder:
                     if local:
                         self._copy_context(out, view, ins, ctx, local, dest, as_dir,
                                            (uid, gid, chmod), where)
+            self._normalise(tar_path)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)
@@ -736,6 +787,7 @@ class Builder:
                 info = tarfile.TarInfo(path.strip("/"))
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
                 out.addfile(info)
+            self._normalise(tar_path)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
                 diff_id, _ = self.store.ensure_layer(digest, digest)
@@ -745,11 +797,79 @@ class Builder:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def build(opts: BuildOptions, progress: Callable[[str], None],
-          pull: Callable[[str], None] | None = None) -> Image:
+@contextlib.contextmanager
+def _open_context(opts: BuildOptions) -> Iterator[tuple[Context, str]]:
+    """The build's context and its Dockerfile's text: a directory, a tar stream or
+    nothing at all (an empty directory: a Dockerfile alone on stdin)."""
+    if opts.context_tar is not None:
+        name = opts.dockerfile or "Dockerfile"
+        with Context.from_tar(opts.context_tar, name) as ctx:
+            yield ctx, opts.dockerfile_text or _read_inside(ctx, name)
+        return
+    if not opts.context:
+        with tempfile.TemporaryDirectory(prefix="rl-build-empty-") as empty, \
+                Context.directory(empty) as ctx:
+            yield ctx, opts.dockerfile_text or ""
+        return
+    if opts.dockerfile_text is not None:
+        text = opts.dockerfile_text
+    else:
+        try:
+            with open(opts.dockerfile, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as e:
+            raise InvalidArgument(f"failed to read dockerfile: open {opts.dockerfile}: "
+                                  f"{os.strerror(e.errno or 0).lower()}") from None
+    with Context.directory(opts.context, opts.dockerfile or None) as ctx:
+        yield ctx, text
+
+
+def _read_inside(ctx: Context, name: str) -> str:
+    """The Dockerfile *name* from a tar context (opened beneath its root)."""
+    clean = posixpath.normpath(name).lstrip("/")
+    try:
+        fd = ctx.open(clean)
+    except (InvalidArgument, OSError):
+        raise InvalidArgument(f"failed to read dockerfile: open {clean}: "
+                              "no such file or directory") from None
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode("utf-8", errors="surrogateescape")
+
+
+def build(opts: BuildOptions, progress: Sink = discard,
+          pull: Callable[[str], None] | None = None,
+          lint: Callable[[list[checks.Warning]], None] | None = None) -> Image:
     """Build the Dockerfile of *opts*; the image (tagged as -t asked). *progress* gets
-    the step lines and RUN output; *pull* fetches a missing base image."""
-    return Builder(opts, progress, pull).build()
+    the steps and their output as events (build/progress.py); *pull* fetches a
+    missing base image; *lint* gets the build checks' warnings before any step."""
+    return Builder(opts, progress, pull, lint).build()
+
+
+def check(opts: BuildOptions) -> tuple[checks.Result, str]:
+    """`rl build --check`: parse, resolve and lint the Dockerfile; no step runs and
+    nothing is pulled (a base image missing from the store leaves its stage's
+    variables unchecked). The result and the Dockerfile's text."""
+    with _open_context(opts) as (_ctx, text):
+        return _lint(opts, text, imagelib.open_store()), text
+
+
+def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
+    df = dockerfile.parse(text)
+    predefined = scope.platform_args(scope.Platform(arch=imagelib.go_arch()),
+                                     target_stage=opts.target or "")
+    envs: dict[str, dict[str, str]] = {}
+    platforms: dict[str, str] = {}
+    for sc in scope.scopes(df, opts.build_args, predefined):
+        if sc.base_stage is None and sc.base.lower() != "scratch":
+            try:
+                img = imagelib.lookup(store, sc.base)
+            except (NoSuchImage, InvalidArgument):
+                continue
+            envs[sc.base] = _env_map(img)
+            cfg = img.config
+            platforms[sc.base] = "/".join(str(p) for p in (
+                cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant")) if p)
+    return checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
 
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:

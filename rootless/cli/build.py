@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -45,37 +46,104 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Pull a missing base image (missing) or never.")
 @click.option("--secret", "secrets", multiple=True,
               help="Secret to expose to the build (id=ID,src=PATH or id=ID,env=VAR).")
+@click.option("--source-date-epoch", "epoch", metavar="SECONDS",
+              help="Reproducible output: times clamped to this (default: $SOURCE_DATE_EPOCH).")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="SPEC",
+              help="Output destination (type=local|tar|oci|docker,dest=PATH; DIR; -).")
+@click.option("--progress", "progress_mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "plain", "tty", "quiet", "rawjson"]),
+              help="Type of progress output (quiet as -q).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Run the build checks (parse, resolve, lint) and exit; no step runs.")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
-              network: str, pull_policy: str, secrets: tuple[str, ...], context: str) -> None:
+              network: str, pull_policy: str, epoch: str | None, outputs: tuple[str, ...],
+              progress_mode: str, check_only: bool, secrets: tuple[str, ...],
+              context: str) -> None:
     """Build an image from a Dockerfile."""
-    from ..build import executor, scope
+    from ..build import executor, output, reproducible, scope
+    from ..build import stdin as from_stdin
     from ..image import images as imagelib
 
+    text: str | None = None
+    tar = None
     if context == "-":
-        raise InvalidArgument("a context on stdin is not supported yet")
-    ctx = os.path.abspath(context)
-    if file == "-":
-        raise InvalidArgument("a Dockerfile on stdin is not supported yet")
-    dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
+        if file == "-":
+            raise InvalidArgument("invalid argument: can't use stdin for both build context "
+                                  "and dockerfile")
+        tar, text = from_stdin.split(sys.stdin.buffer)
+        ctx = ""
+        # In a tar the Dockerfile is named relative to the context, as docker's -f.
+        dockerfile = file or "Dockerfile"
+    else:
+        ctx = os.path.abspath(context)
+        if file == "-":
+            text = from_stdin.read_dockerfile(sys.stdin.buffer)
+            dockerfile = "-"
+        else:
+            dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
     for tag in tags:
         imagelib.qualify(tag)  # a bad name fails before any step runs
+    if len(outputs) > 1:
+        raise InvalidArgument("multiple outputs are not supported: give one --output")
+    out = output.parse(outputs[0]) if outputs else None
+    if out is not None and out.dest == "-" and sys.stdout.isatty():
+        raise InvalidArgument("refusing to write the output to a terminal: "
+                              "redirect stdout or give dest=FILE")
+    if out is not None and out.stores:  # type=image|docker,name=A,B tags as -t does
+        tags = (*tags, *[n for n in out.attrs.get("name", "").split(",") if n])
+        for tag in tags:
+            imagelib.qualify(tag)
+    args = scope.build_args(build_args, os.environ)
+    source_date_epoch = reproducible.choose(epoch, args, os.environ)
+    if source_date_epoch is not None and reproducible.ENV not in args:
+        args[reproducible.ENV] = str(source_date_epoch)  # as buildx passes it on
     opts = executor.BuildOptions(
-        context=ctx, dockerfile=dockerfile, tags=list(tags),
-        build_args=scope.build_args(build_args, os.environ), target=target,
+        context=ctx, dockerfile=dockerfile, tags=list(tags), build_args=args, target=target,
         labels=_labels(labels), network=network, pull=pull_policy == "missing",
+        source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
+        output=out, output_stream=sys.stdout.buffer if out is not None else None,
         secrets=_secrets(secrets))
 
-    def progress(line: str) -> None:
-        if not quiet:
-            click.echo(line, err=True)
+    from . import buildcheck
+    from .buildprogress import renderer
 
-    img = executor.build(opts, progress, _pull)
+    if check_only:
+        _check(opts, dockerfile)
+        return
+    warnings: list[Any] = []
+    shown = renderer(progress_mode, quiet)
+    try:
+        img = executor.build(opts, shown, _pull, warnings.extend)
+    finally:
+        shown.close()
+        if warnings and not quiet:
+            click.echo(buildcheck.summary(warnings), err=True, nl=False)
+    if out is not None and not out.has_image_id:
+        return  # a file tree has no image ID (docker prints none, nor writes --iidfile)
     if iidfile:
         with open(iidfile, "w", encoding="utf-8") as f:
             f.write(img.id)
-    click.echo(img.id)
+    if out is None or out.dest != "-":
+        click.echo(img.id)
+
+
+def _check(opts: Any, dockerfile: str) -> None:
+    """`--check`: docker's report on stdout; exit 1 when a check fails or the
+    Dockerfile does not parse or resolve (docker's status for both)."""
+    from ..build import executor
+    from ..errors import RlError
+    from . import buildcheck
+
+    try:
+        result, text = executor.check(opts)
+    except RlError as e:
+        raise type(e)(e.message, exit_code=1) from None
+    name = "Dockerfile" if dockerfile == "-" else os.path.basename(dockerfile)
+    click.echo(buildcheck.report(result, name, text), nl=False)
+    if result.warnings:
+        sys.exit(1)
 
 
 def _secrets(items: tuple[str, ...]) -> dict[str, Secret]:

@@ -214,9 +214,12 @@ def commit(ctr: Container, name: str | None, changes: list[str], message: str,
         return imagelib.write_image(st, base, [new], container_config, names, message, author)
 
 
-def commit_layer(ctr: Container, st: Store, created_by: str = "") -> NewLayer:
+def commit_layer(ctr: Container, st: Store, created_by: str = "",
+                 rewrite: Callable[[str], None] | None = None) -> NewLayer:
     """The container's changes against its image as a layer blob in *st* (unpacked
-    there too), to be put on an image; the caller holds st.writing()."""
+    there too), to be put on an image; the caller holds st.writing(). *rewrite*
+    may change the tar (by its path) before it enters the store (rl build's
+    reproducible mode)."""
     tmp = st.blobs / f".tmp-{os.getpid()}-{os.urandom(6).hex()}.tar"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
@@ -224,6 +227,8 @@ def commit_layer(ctr: Container, st: Store, created_by: str = "") -> NewLayer:
             rootfs.write_diff(storage_of(ctr.config), st, fd)
         finally:
             os.close(fd)
+        if rewrite is not None:
+            rewrite(str(tmp))
         digest, size = st.put_file(tmp)
     finally:
         tmp.unlink(missing_ok=True)
