@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rootless.build import dockerfile, scope
+from rootless.build import cache, dockerfile, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.defaults import DEFAULT_NETWORK
@@ -55,6 +55,9 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     pull: bool = True  # pull a missing base image (through the face's hook)
+    no_cache: bool = False  # --no-cache: run every step (records are still written)
+    no_cache_filter: list[str] = field(default_factory=list)  # stages not served from cache
+    cache_from: list[str] = field(default_factory=list)  # local images whose history seeds hits
 
 
 class BuildFailed(RlError):
@@ -71,6 +74,8 @@ class _StageImage:
     diff_ids: list[str]
     config: dict[str, Any]  # the whole image config (architecture, os, config, ...)
     stored: Image | None = None  # the store's image for exactly this state, if written
+    key: str = ""  # the cache key of exactly this state (rootless.build.cache)
+    nocache: bool = False  # a step of this state's chain ran uncached: no lookups after it
 
     @property
     def cc(self) -> dict[str, Any]:
@@ -103,6 +108,7 @@ class Builder:
         self.store: Store = imagelib.open_store()
         self.intermediates: set[str] = set()  # manifest digests
         self.containers: list[Container] = []
+        self.seeds: list[Image] = []  # --cache-from images
 
     # -- the whole build -----------------------------------------------------------
 
@@ -114,11 +120,19 @@ class Builder:
             raise InvalidArgument(f"failed to read dockerfile: open {self.opts.dockerfile}: "
                                   f"{os.strerror(e.errno or 0).lower()}") from None
         df = dockerfile.parse(text)
-        with Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
+        # The journal lists what the build makes, for its reaper should it be killed;
+        # cache.running keeps `rl builder prune` off the records it holds.
+        with cache.running(self.store), \
+                Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
+            journal = cache.Journal(self.store)
+            self.containers, self.intermediates = journal.containers, journal.images
             try:
-                final = self._build(df, ctx)
+                try:
+                    final = self._build(df, ctx)
+                finally:
+                    self._cleanup()
             finally:
-                self._cleanup()
+                journal.close()
         return final
 
     def _build(self, df: Dockerfile, ctx: Context) -> Image:
@@ -133,6 +147,7 @@ class Builder:
             if sc.base_stage is None and sc.base.lower() != "scratch":
                 base_images[sc.base] = self._base_image(sc.base)
         envs = {name: _env_map(img) for name, img in base_images.items()}
+        self.seeds = self._seeds()
         scopes = scope.scopes(df, self.opts.build_args, predefined, envs)
         done: dict[int, _StageImage] = {}
         for i in sorted(needed):
@@ -141,7 +156,10 @@ class Builder:
         cc = result.cc
         if self.opts.labels:
             cc["Labels"] = {**(cc.get("Labels") or {}), **self.opts.labels}
-        result.config["created"] = imagelib.now_iso()
+        # The last step's time, not now: a fully cached rebuild is then the same image
+        # (same ID), as BuildKit's is.
+        history = result.config.get("history") or []
+        result.config["created"] = history[-1]["created"] if history else imagelib.now_iso()
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
             self.intermediates.discard(img.manifest_digest)
@@ -230,11 +248,17 @@ class Builder:
                                        "config": {}, "rootfs": {"type": "layers",
                                                                 "diff_ids": []},
                                        "history": []})
+            img.key = cache.key("", "FROM scratch", imagelib.go_arch())
         else:
             base = base_images[sc.base]
             img = _StageImage(list(base.layers), list(base.diff_ids),
                               copy.deepcopy(base.config), stored=base)
             img.config.pop("author", None)
+            img.key = cache.key("", "FROM", base.manifest_digest)
+        filtered = {n.lower() for n in self.opts.no_cache_filter}
+        if self.opts.no_cache or (stage.name or "").lower() in filtered \
+                or str(index) in filtered:
+            img.nocache = True
         if img.cc.get("OnBuild"):
             # Silently skipping a base's triggers would build something else than docker.
             raise InvalidArgument(f"Dockerfile:{stage.from_.start_line}: the base {sc.base} has "
@@ -250,19 +274,125 @@ class Builder:
                 show(_shown(ins))
             where = f"Dockerfile:{ins.start_line}: "
             kind = ins.kind
-            if kind == "RUN":
+            after: dict[str, str] = {}
+            if kind == "ARG":
+                after = _vars_after(sc, step)
+                keys = [w.partition("=")[0] for w in ins.args]
+                stage_args.update({k: after[k] for k in keys if k in after})
+            step_key = self._step_key(img, ins, step, sc, ctx, df, index, done, after, where)
+            if self._from_cache(img, step_key, shown=ins.kind in _LAYER_KINDS):
+                continue
+            if kind == "RUN" and self._from_seed(img, _run_created_by(img, ins, step,
+                                                                      stage_args)):
+                pass
+            elif kind == "RUN":
                 self._run(img, ins, step, sc, stage_args, where)
             elif kind in ("COPY", "ADD"):
                 self._copy(img, ins, ctx, df, index, done, where)
             elif kind == "ARG":
-                after = _vars_after(sc, step)
-                keys = [w.partition("=")[0] for w in ins.args]
-                stage_args.update({k: after[k] for k in keys if k in after})
                 img.history("ARG " + " ".join(f"{k}={after[k]}" if k in after else k
                                               for k in keys), empty=True)
             else:
                 self._config(img, ins, step, sc, where)
+            if kind not in ("RUN", "COPY", "ADD"):
+                self._seed_last(img)
+            img.key = step_key
+            with self.store.writing():
+                cache.save(self.store, step_key, cache.Record(img.layers, img.diff_ids, img.config))
         return img
+
+    # -- the cache -----------------------------------------------------------------
+
+    def _step_key(self, img: _StageImage, ins: Instruction, step: scope.Step,
+                  sc: scope.StageScope, ctx: Context, df: Dockerfile, index: int,
+                  done: dict[int, _StageImage], after: dict[str, str], where: str) -> str:
+        """The cache key of *ins* over *img*'s state: see rootless.build.cache."""
+        parts: list[object] = [ins.kind, list(ins.args), ins.json,
+                               {n: v for n, v in sorted(ins.flags.items())},
+                               list(ins.heredocs), list(ins.mounts), ins.healthcheck]
+        if ins.kind == "ONBUILD":
+            parts.append(ins.original)
+        if ins.kind == "RUN":
+            network = ins.flag("network")
+            parts += [sorted(step.vars.items()), sorted(dict(sc.proxy).items()),
+                      network if isinstance(network, str) else self.opts.network]
+        elif ins.kind == "ARG":
+            parts.append(sorted(after.items()))
+        elif ins.kind in ("COPY", "ADD"):
+            from_ = ins.flag("from")
+            if isinstance(from_, str):
+                ref = self._stage_ref(df, from_, index)
+                parts.append(done[ref].key if ref is not None else from_)
+                if ref is not None and done[ref].nocache:
+                    # Its key says what it was built from, not what this build made.
+                    img.nocache = True
+            elif not any("://" in w or w.startswith("git@") for w in ins.sources()):
+                # --chown and --chmod are in the flags above: the owner here stays 0:0.
+                for src in ins.sources():
+                    parts.append(ctx.sources_digest(ctx.resolve(src, where)))
+        return cache.key(img.key, *parts)
+
+    def _from_cache(self, img: _StageImage, k: str, shown: bool) -> bool:
+        """Restore *img* from *k*'s record if it may and there is one."""
+        if img.nocache:
+            return False
+        rec = cache.load(self.store, k)
+        if rec is None:
+            return False
+        img.layers, img.diff_ids, img.config = rec.layers, rec.diff_ids, rec.config
+        img.stored, img.key = None, k
+        cache.touch(self.store, k)
+        if shown:
+            self.progress("CACHED")  # BuildKit's word, on the line after the step's
+        return True
+
+    def _seeds(self) -> list[Image]:
+        """The --cache-from images the local store has (a missing one is a warning,
+        as a cache import docker cannot do is)."""
+        out = []
+        for ref in self.opts.cache_from:
+            try:
+                out.append(imagelib.lookup(self.store, ref))
+            except NoSuchImage:
+                self.progress(f"WARNING: --cache-from {ref}: no such image in the local store")
+        return out
+
+    def _from_seed(self, img: _StageImage, created_by: str) -> bool:
+        """A RUN's layer taken from a --cache-from image whose history has this step
+        next over exactly this state (rootless.build.cache.seeded)."""
+        if img.nocache or not self.seeds:
+            return False
+        hit = cache.seeded(self.seeds, img.diff_ids, img.config.get("history") or [],
+                           created_by)
+        if hit is None:
+            return False
+        desc, diff_id, entry = hit
+        img.layers.append(desc)
+        img.diff_ids.append(diff_id)
+        img.config["rootfs"] = {"type": "layers", "diff_ids": list(img.diff_ids)}
+        img.config.setdefault("history", []).append(entry)
+        img.stored = None
+        self.progress("CACHED")
+        return True
+
+    def _seed_last(self, img: _StageImage) -> None:
+        """A config step (or WORKDIR's directory layer) just made: the seed's own
+        history entry (and layer) for it, if the seed has this step next, so that
+        its later steps still line up and a whole match is the seed's image."""
+        history = img.config.get("history") or []
+        if img.nocache or not self.seeds or not history:
+            return
+        last = history[-1]
+        if last.get("empty_layer"):
+            entry = cache.seeded_entry(self.seeds, img.diff_ids, history[:-1], last)
+            if entry is not None:
+                history[-1] = entry
+            return
+        hit = cache.seeded(self.seeds, img.diff_ids[:-1], history[:-1],
+                           str(last["created_by"]))
+        if hit is not None:
+            img.layers[-1], img.diff_ids[-1], history[-1] = hit
+            img.config["rootfs"] = {"type": "layers", "diff_ids": list(img.diff_ids)}
 
     # -- RUN -----------------------------------------------------------------------
 
@@ -586,6 +716,17 @@ def build(opts: BuildOptions, progress: Callable[[str], None],
     """Build the Dockerfile of *opts*; the image (tagged as -t asked). *progress* gets
     the step lines and RUN output; *pull* fetches a missing base image."""
     return Builder(opts, progress, pull).build()
+
+
+def _run_created_by(img: _StageImage, ins: Instruction, step: scope.Step,
+                    stage_args: dict[str, str]) -> str:
+    """The history entry a RUN will get (as Builder._run writes it)."""
+    shell = list(img.cc.get("Shell") or DEFAULT_SHELL)
+    argv = list(ins.args) if ins.json else [*shell, " ".join(ins.args)]
+    args = {k: v for k, v in stage_args.items() if k not in step.env}
+    prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
+        if args else ""
+    return f"RUN {prefix}{' '.join(argv)} # buildkit"
 
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:

@@ -38,10 +38,19 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pull", "pull_policy", default="missing", show_default=True,
               type=click.Choice(["missing", "never"]),
               help="Pull a missing base image (missing) or never.")
+# -- the build cache (issue 12, part 6) --
+@click.option("--no-cache", is_flag=True, help="Do not use cache when building the image.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True,
+              help="Do not cache specified stages.")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="Images in the local store to use as cache sources (IMAGE or "
+                   "type=registry,ref=IMAGE).")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
-              network: str, pull_policy: str, context: str) -> None:
+              network: str, pull_policy: str, no_cache: bool,
+              no_cache_filter: tuple[str, ...], cache_from: tuple[str, ...],
+              context: str) -> None:
     """Build an image from a Dockerfile."""
     from ..build import executor, scope
     from ..image import images as imagelib
@@ -57,7 +66,10 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
     opts = executor.BuildOptions(
         context=ctx, dockerfile=dockerfile, tags=list(tags),
         build_args=scope.build_args(build_args, os.environ), target=target,
-        labels=_labels(labels), network=network, pull=pull_policy == "missing")
+        labels=_labels(labels), network=network, pull=pull_policy == "missing",
+        no_cache=no_cache,
+        no_cache_filter=[s for item in no_cache_filter for s in item.split(",") if s],
+        cache_from=[_cache_from(item) for item in cache_from])
 
     def progress(line: str) -> None:
         if not quiet:
@@ -68,6 +80,19 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         with open(iidfile, "w", encoding="utf-8") as f:
             f.write(img.id)
     click.echo(img.id)
+
+
+def _cache_from(item: str) -> str:
+    """--cache-from's image: IMAGE, or docker's type=registry,ref=IMAGE (the image is
+    looked up in the local store: rl has no cache import from a registry)."""
+    if "=" not in item:
+        return item
+    fields = dict(f.partition("=")[::2] for f in item.split(","))
+    kind = fields.get("type", "registry")
+    if kind != "registry" or not fields.get("ref"):
+        raise InvalidArgument(f"--cache-from {item}: only an image in the local store "
+                              "(IMAGE or type=registry,ref=IMAGE) is supported")
+    return fields["ref"]
 
 
 def _pull(image: str) -> None:

@@ -516,6 +516,9 @@ class Store:
             # An overlay container reads its layers for as long as it exists,
             # even once `rmi -f` took its image away.
             keep_layers.update(held.layers)
+            cache_blobs, cache_layers = self.cache_holds()
+            keep_blobs.update(cache_blobs)
+            keep_layers.update(cache_layers)
             freed = count = 0
             for path in self.blobs.iterdir():
                 if f"sha256:{path.name}" not in keep_blobs:
@@ -532,8 +535,27 @@ class Store:
                     path.unlink(missing_ok=True)
             for path in self.root.glob(".tmp-*"):
                 path.unlink(missing_ok=True)
+            for path in (self.root / "build-cache").glob(".tmp-*"):
+                path.unlink(missing_ok=True)  # a killed build's half-written record
             self._collect_container_storage(held.containers)
         return count, freed
+
+    def cache_holds(self) -> tuple[set[str], set[str]]:
+        """The blobs and diff_ids build-cache records (rootless.build.cache) name; a
+        damaged record holds nothing and stops no collection."""
+        blobs: set[str] = set()
+        layers: set[str] = set()
+        directory = self.root / "build-cache"
+        if not directory.is_dir():
+            return blobs, layers
+        for path in directory.glob("*.json"):
+            try:
+                doc = json.loads(path.read_bytes())
+                blobs.update(str(d["digest"]) for d in doc["layers"])
+                layers.update(str(d) for d in doc["diff_ids"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return blobs, layers
 
     def _collect_container_storage(self, container_ids: set[str]) -> None:
         """Storage without a container record, and what a killed create or rm left behind.
