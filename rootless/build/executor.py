@@ -316,21 +316,46 @@ class Builder:
             network = ins.flag("network")
             parts += [sorted(step.vars.items()), sorted(dict(sc.proxy).items()),
                       network if isinstance(network, str) else self.opts.network]
+            for m in ins.mounts:
+                # What a bind mount shows is read as a COPY would be; a cache, tmpfs
+                # or secret mount's content is not in the key (BuildKit's choice).
+                if m.type == "bind" and m.from_:
+                    parts.append(self._from_key(img, m.from_, df, index, done))
+                elif m.type == "bind":
+                    parts.append(ctx.sources_digest(ctx.resolve(m.source or ".", where)))
         elif ins.kind == "ARG":
             parts.append(sorted(after.items()))
         elif ins.kind in ("COPY", "ADD"):
             from_ = ins.flag("from")
+            if ins.heredocs:
+                parts.append(sorted(step.vars.items()))  # a heredoc's body is expanded
             if isinstance(from_, str):
-                ref = self._stage_ref(df, from_, index)
-                parts.append(done[ref].key if ref is not None else from_)
-                if ref is not None and done[ref].nocache:
-                    # Its key says what it was built from, not what this build made.
-                    img.nocache = True
-            elif not any("://" in w or w.startswith("git@") for w in ins.sources()):
-                # --chown and --chmod are in the flags above: the owner here stays 0:0.
+                parts.append(self._from_key(img, from_, df, index, done))
+            else:
                 for src in ins.sources():
+                    if "://" in src or src.startswith("git@"):
+                        # Not fetched yet: without --checksum its content is unknown.
+                        checksum = ins.flag("checksum")
+                        parts.append(checksum if isinstance(checksum, str) and checksum
+                                     else os.urandom(16).hex())
+                        continue
+                    # --chown and --chmod are in the flags above: the owner here stays 0:0.
                     parts.append(ctx.sources_digest(ctx.resolve(src, where)))
         return cache.key(img.key, *parts)
+
+    def _from_key(self, img: _StageImage, from_: str, df: Dockerfile, index: int,
+                  done: dict[int, _StageImage]) -> str:
+        """The key share of a --from: an earlier stage's key, or an image's digest."""
+        ref = self._stage_ref(df, from_, index)
+        if ref is not None and ref in done:
+            if done[ref].nocache:
+                # Its key says what it was built from, not what this build made.
+                img.nocache = True
+            return done[ref].key
+        try:
+            return imagelib.lookup(self.store, from_).manifest_digest
+        except RlError:
+            return os.urandom(16).hex()  # not in the store (yet): a miss
 
     def _from_cache(self, img: _StageImage, k: str, shown: bool) -> bool:
         """Restore *img* from *k*'s record if it may and there is one."""
