@@ -338,3 +338,56 @@ def test_concurrent_builds_on_one_store(rl: RlRunner, bb: str, tmp_path: Path) -
     for c in ctxs:
         _, lines = build(rl, c)
         assert not any(line.startswith(("ran-", "again-")) for line in lines), lines
+
+
+def test_independent_stages_run_at_once_and_a_shared_stage_once(
+        rl: RlRunner, bb: str, tmp_path: Path) -> None:
+    """The listener's RUN ends only when the talker's has reached it: built one after
+    the other, the listener would wait for its 60 s timeout and fail."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS shared
+RUN echo ran-shared; echo s > /s
+
+FROM shared AS listener
+RUN echo ran-listener; timeout 60 nc -l -p {port} > /got; grep -q hello /got
+
+FROM shared AS talker
+RUN echo ran-talker; for i in $(seq 300); do \\
+      echo hello | nc 127.0.0.1 {port} && echo ok > /sent && exit 0; usleep 100000; done; exit 1
+
+FROM {bb}
+COPY --from=listener /got /got
+COPY --from=talker /sent /sent
+COPY --from=shared /s /s
+""")
+    image_id, lines = build(rl, "--network=host", ctx)
+    assert lines.count("ran-shared") == 1 and "ran-listener" in lines and "ran-talker" in lines
+    assert file_in(rl, image_id, "/got") == "hello\n"
+    assert file_in(rl, image_id, "/sent") == "ok\n"
+    # What the forked stages built is in the cache like the rest.
+    again, lines = build(rl, "--network=host", ctx)
+    assert again == image_id and not any(line.startswith("ran-") for line in lines)
+
+    # A failing stage fails the build with its step's error, and its sibling stops.
+    before = leftovers(rl)
+    (ctx / "Dockerfile").write_text(f"""\
+FROM {bb} AS slow
+RUN echo ran-slow; sleep 60
+
+FROM {bb} AS bad
+RUN echo ran-bad; exit 5
+
+FROM {bb}
+COPY --from=slow /etc /a
+COPY --from=bad /etc /b
+""")
+    r = rl("build", ctx, timeout=50)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[-1] == ('Error: process "/bin/sh -c echo ran-bad; exit 5" '
+                                         "did not complete successfully: exit code: 5")
+    assert leftovers(rl) == before

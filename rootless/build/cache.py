@@ -47,6 +47,7 @@ from rootless.image.imageconfig import validate
 from rootless.image.store import Image, Store
 
 CACHE_DIR = "build-cache"
+INTERMEDIATE = "rl.build.intermediate"  # config key: the journal whose intermediate it is
 MOUNTS_DIR = "build-mounts"  # RUN --mount=type=cache directories (made by the RUN code)
 
 
@@ -234,12 +235,13 @@ class Journal:
     too, the next build or prune finds the lock free and does the same.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, prefix: str = "") -> None:
         self.store = store
         self.dir = _dir(store) / "builds"
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sweep(store)
-        self.name = f"{os.getpid()}-{os.urandom(4).hex()}"
+        if not prefix:
+            sweep(store)
+        self.name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
         self.containers = _Tracked(self)
         self.images = _TrackedSet(self)
         # Locked under a temporary name, then renamed: a sweeper never finds the
@@ -283,7 +285,7 @@ def sweep(store: Store) -> int:
             except BlockingIOError:
                 continue  # a live build
             journal = lock.with_suffix(".json")
-            _clean(store, journal)
+            _clean(store, journal, lock.stem)
             journal.unlink(missing_ok=True)
             (directory / f".tmp-{journal.name}").unlink(missing_ok=True)
             lock.unlink(missing_ok=True)
@@ -291,9 +293,11 @@ def sweep(store: Store) -> int:
         finally:
             os.close(fd)
     for tmp in directory.glob(".tmp-*.lock"):
-        # A build killed between creating its lock and renaming it; one
-        # still starting holds the lock.
+        # A build killed between creating its lock and renaming it. One just
+        # starting may not hold it yet (open, then flock): only old ones go.
         with contextlib.suppress(OSError):
+            if time.time() - tmp.lstat().st_ctime < 60:
+                continue
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,23 +310,29 @@ def sweep(store: Store) -> int:
     return cleaned
 
 
-def _clean(store: Store, journal: Path) -> None:
+def _clean(store: Store, journal: Path, name: str) -> None:
+    ids: list[str] = []
+    images: list[str] = []
     try:
         doc = json.loads(journal.read_bytes())
         ids = [str(c) for c in doc.get("containers", [])]
         images = [str(d) for d in doc.get("images", [])]
     except (OSError, ValueError, TypeError, AttributeError):
-        return  # damaged: what it named is collected as unreferenced storage later
+        pass  # damaged: its containers' storage is collected as unreferenced later
+    # Also those put but not journalled yet when the build was killed.
+    with contextlib.suppress(RlError, OSError):
+        images += [i.manifest_digest for i in store.images()
+                   if i.config.get(INTERMEDIATE) == name]
     for cid in ids:
         with contextlib.suppress(RlError, OSError):
             containers.remove(Container(cid), force=True)
     if images:
+        # No collection here: it would wait for every running build. Their blobs
+        # go at the next one (any build's end, rmi, prune).
         with store.writing():
             for digest in images:
                 with contextlib.suppress(RlError, OSError, ValueError):
                     store.delete_image(digest)
-        with contextlib.suppress(RlError, OSError):
-            store.collect(engine_images.holds)
 
 
 def _reaper(store: Store) -> None:

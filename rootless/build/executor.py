@@ -19,14 +19,17 @@ import json
 import os
 import posixpath
 import re
+import select
+import signal
 import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rootless import syscalls
 from rootless.build import cache, dockerfile, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
@@ -109,6 +112,8 @@ class Builder:
         self.intermediates: set[str] = set()  # manifest digests
         self.containers: list[Container] = []
         self.seeds: list[Image] = []  # --cache-from images
+        self.journal_name = ""  # marks this process's intermediate images
+        self.stage_child = False  # a process _fork_stage made
 
     # -- the whole build -----------------------------------------------------------
 
@@ -121,14 +126,19 @@ class Builder:
                                   f"{os.strerror(e.errno or 0).lower()}") from None
         df = dockerfile.parse(text)
         # The journal lists what the build makes, for its reaper should it be killed;
-        # cache.running keeps `rl builder prune` off the records it holds.
+        # cache.running keeps `rl builder prune` off the records it holds; the
+        # store's shared gc lock, held until the cleanup, keeps a collection (rmi,
+        # prune, another build's end) off the layers a step made before its
+        # record names them.
         with cache.running(self.store), \
                 Context.directory(self.opts.context, self.opts.dockerfile) as ctx:
             journal = cache.Journal(self.store)
             self.containers, self.intermediates = journal.containers, journal.images
+            self.journal_name = journal.name
             try:
                 try:
-                    final = self._build(df, ctx)
+                    with self.store.writing():
+                        final = self._build(df, ctx)
                 finally:
                     self._cleanup()
             finally:
@@ -149,9 +159,7 @@ class Builder:
         envs = {name: _env_map(img) for name, img in base_images.items()}
         self.seeds = self._seeds()
         scopes = scope.scopes(df, self.opts.build_args, predefined, envs)
-        done: dict[int, _StageImage] = {}
-        for i in sorted(needed):
-            done[i] = self._stage(df, ctx, scopes, i, done, base_images)
+        done = self._stages(df, ctx, scopes, needed, base_images)
         result = done[target]
         cc = result.cc
         if self.opts.labels:
@@ -195,6 +203,123 @@ class Builder:
                         todo.append(ref)
         return needed
 
+    # -- the stages, independent ones in parallel ---------------------------------
+
+    def _deps(self, df: Dockerfile, sc: scope.StageScope, index: int) -> set[int]:
+        """The earlier stages stage *index* reads: its FROM, COPY --from, RUN --mount from."""
+        out = {sc.base_stage} if sc.base_stage is not None else set()
+        for ins in sc.stage.instructions:
+            names = [m.from_ for m in ins.mounts if m.from_]
+            src = ins.flag("from")
+            if ins.kind in ("COPY", "ADD") and isinstance(src, str):
+                names.append(src)
+            for name in names:
+                ref = self._stage_ref(df, name, index)
+                if ref is not None:
+                    out.add(ref)
+        return out
+
+    def _stages(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
+                needed: set[int], base_images: dict[str, Image]) -> dict[int, _StageImage]:
+        """Build every needed stage once, after the stages it reads. When several
+        are ready at once each is built in a forked child (see _fork_stage); a
+        lone ready stage is built here, so a linear Dockerfile never forks."""
+        deps = {i: self._deps(df, scopes[i], i) & needed for i in needed}
+        done: dict[int, _StageImage] = {}
+        pending = set(needed)
+        children: dict[int, tuple[int, int, bytearray]] = {}  # fd -> (stage, pid, output)
+        try:
+            while pending or children:
+                ready = sorted(i for i in pending if deps[i] <= done.keys())
+                pending.difference_update(ready)
+                if len(ready) == 1 and not children:
+                    done[ready[0]] = self._stage(df, ctx, scopes, ready[0], done, base_images)
+                    continue
+                for i in ready:
+                    fd, pid = self._fork_stage(df, ctx, scopes, i, done, base_images)
+                    children[fd] = (i, pid, bytearray())
+                if not children:
+                    raise InvalidArgument("the stages' dependencies form a cycle")
+                readable, _, _ = select.select(list(children), [], [])
+                for fd in readable:
+                    chunk = os.read(fd, 1 << 16)
+                    if chunk:
+                        children[fd][2].extend(chunk)
+                        continue
+                    i, pid, out = children.pop(fd)
+                    os.close(fd)
+                    os.waitpid(pid, 0)
+                    done[i] = _stage_result(bytes(out), i)
+        finally:
+            for fd, (_, pid, _) in children.items():
+                # Interrupted or another stage failed: each child cleans up after itself.
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.waitpid(pid, 0)
+        return done
+
+    def _fork_stage(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
+                    index: int, done: dict[int, _StageImage],
+                    base_images: dict[str, Image]) -> tuple[int, int]:
+        """Build one stage in a child process; (the pipe its result comes on, its pid).
+
+        A process, not a thread: the engine forks Python code (user namespace
+        helpers) and a fork beside other threads can inherit their held locks.
+        The child keeps a journal of its own (its containers and intermediates
+        go when it ends, or by its reaper), dies with the build (PDEATHSIG), and
+        sends the stage's state as JSON; its layers outlive it in the cache
+        records every step writes.
+        """
+        r, w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            os.close(w)
+            return r, pid
+        code = 0
+        try:
+            os.close(r)
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
+            signal.signal(signal.SIGTERM, _interrupt)
+            self.stage_child = True
+            journal = cache.Journal(self.store, prefix="stage-")
+            self.containers, self.intermediates = journal.containers, journal.images
+            self.journal_name = journal.name
+            try:
+                img = self._stage(df, ctx, scopes, index, done, base_images)
+                doc: dict[str, Any] = {"layers": img.layers, "diff_ids": img.diff_ids,
+                                       "config": img.config, "key": img.key,
+                                       "nocache": img.nocache}
+            except RlError as e:
+                doc = {"error": str(e), "exit_code": e.exit_code,
+                       "failed": isinstance(e, BuildFailed)}
+            except KeyboardInterrupt:
+                doc = {"error": "interrupted", "exit_code": 130}
+            except Exception as e:  # a bug: one line for the user, not a silent child
+                doc = {"error": f"stage {index}: {e!r}", "exit_code": 125}
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                self._cleanup()
+                journal.close()
+            data = json.dumps(doc).encode()
+            while data:
+                data = data[os.write(w, data):]
+        except BaseException as e:
+            code = 1
+            with contextlib.suppress(BaseException):
+                import traceback
+                traceback.print_exc()
+                os.write(w, json.dumps({"error": f"stage {index}: {e!r}",
+                                        "exit_code": 125}).encode())
+        finally:
+            os._exit(code)
+
     @staticmethod
     def _stage_ref(df: Dockerfile, name: str, before: int) -> int | None:
         st = df.stage(name)
@@ -220,7 +345,8 @@ class Builder:
             with self.store.writing():
                 for digest in self.intermediates:
                     self.store.delete_image(digest)
-            self.store.collect(engine_images.holds)  # takes the store's locks itself
+            if not self.stage_child:  # which holds the build's gc lock: the build collects
+                self.store.collect(engine_images.holds)  # takes the store's locks itself
             self.intermediates.clear()
 
     # -- one stage -----------------------------------------------------------------
@@ -424,15 +550,16 @@ class Builder:
     def _stored(self, img: _StageImage) -> Image:
         """The stage's current state as an image in the store (a RUN starts from it)."""
         if img.stored is None:
+            # Marked with this process's journal: never the same image as another
+            # build's (or stage child's) intermediate, which that one deletes when
+            # done, nor a named image; and the mark finds it should we be killed
+            # before the journal lists it (cache.sweep).
+            config = {**img.config, cache.INTERMEDIATE: self.journal_name}
             with self.store.writing():
-                stored = imagelib.put_image(self.store, img.config, img.layers, [])
-            if not any(stored.manifest_digest == i.manifest_digest for i in self._named()):
+                stored = imagelib.put_image(self.store, config, img.layers, [])
                 self.intermediates.add(stored.manifest_digest)
             img.stored = stored
         return img.stored
-
-    def _named(self) -> Iterator[Image]:
-        return (i for i in self.store.images() if i.names)
 
     def _run(self, img: _StageImage, ins: Instruction, step: scope.Step,
              sc: scope.StageScope, stage_args: dict[str, str], where: str) -> None:
@@ -741,6 +868,26 @@ def build(opts: BuildOptions, progress: Callable[[str], None],
     """Build the Dockerfile of *opts*; the image (tagged as -t asked). *progress* gets
     the step lines and RUN output; *pull* fetches a missing base image."""
     return Builder(opts, progress, pull).build()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stage_result(data: bytes, index: int) -> _StageImage:
+    """A forked stage's state, or its error raised here."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise RlError(f"building stage {index} failed: its process ended without a "
+                      "result") from None
+    if "error" in doc:
+        if doc.get("exit_code") == 130:
+            raise KeyboardInterrupt
+        cls = BuildFailed if doc.get("failed") else RlError
+        raise cls(str(doc["error"]), int(doc.get("exit_code", 125)))
+    return _StageImage(doc["layers"], doc["diff_ids"], doc["config"], key=doc["key"],
+                       nocache=bool(doc["nocache"]))
 
 
 def _run_created_by(img: _StageImage, ins: Instruction, step: scope.Step,
