@@ -1,8 +1,10 @@
 """`rl build`'s executor: a parsed Dockerfile run step by step over the engine.
 
-Sequential and uncached for now: the stages the target needs, in file
-order, one instruction after another. Each RUN is a container made through
-the same engine calls `rl run` uses (containers.create/start/wait), its
+The stages the target needs, each once, independent ones at once
+(_stages); in a stage one instruction after another, each served from the
+content-keyed cache when it can be (rootless.build.cache). Each RUN is a
+container made through the same engine calls `rl run` uses
+(containers.create/start/wait), its
 diff committed as the next layer; COPY and ADD write a layer tar of context
 files; config instructions change the image config and add a history entry
 (`empty_layer`). Between steps the stage's image lives in the store as a
