@@ -37,14 +37,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rootless.engine import containers
-from rootless.engine import images as engine_images
-from rootless.engine.store import Container
 from rootless.errors import RlError
 from rootless.image.imageconfig import validate
 from rootless.image.store import Image, Store
+
+if TYPE_CHECKING:  # the engine is imported where needed: a cached build never is
+    from rootless.engine.store import Container
 
 CACHE_DIR = "build-cache"
 INTERMEDIATE = "rl.build.intermediate"  # config key: the journal whose intermediate it is
@@ -185,7 +185,7 @@ def running(store: Store) -> Iterator[None]:
         os.close(fd)
 
 
-class _Tracked(list[Container]):
+class _Tracked(list["Container"]):
     """The build's containers: the journal follows every change."""
 
     def __init__(self, journal: Journal) -> None:
@@ -311,6 +311,9 @@ def sweep(store: Store) -> int:
 
 
 def _clean(store: Store, journal: Path, name: str) -> None:
+    from rootless.engine import containers
+    from rootless.engine.store import Container
+
     ids: list[str] = []
     images: list[str] = []
     try:
@@ -407,6 +410,8 @@ def prune(store: Store, all_: bool = False, until: float | None = None) -> Prune
     every record goes, and the RUN cache mounts under `<store>/build-mounts/`
     too. Waits for running builds: they may hold a record's layers.
     """
+    from rootless.engine import images as engine_images
+
     sweep(store)
     directory = _dir(store)
     out = Pruned([], [], 0, [])
