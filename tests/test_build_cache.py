@@ -391,3 +391,57 @@ COPY --from=bad /etc /b
     assert r.stderr.splitlines()[-1] == ('Error: process "/bin/sh -c echo ran-bad; exit 5" '
                                          "did not complete successfully: exit code: 5")
     assert leftovers(rl) == before
+
+
+def test_kill_9_with_stages_in_children_leaves_nothing(
+        rl: RlRunner, rl_path: Path, rl_state: RlState, bb: str, tmp_path: Path) -> None:
+    before = leftovers(rl)
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS one
+RUN echo started-one; sleep 60
+
+FROM {bb} AS two
+RUN echo started-two; sleep 60
+
+FROM {bb}
+COPY --from=one /etc /one
+COPY --from=two /etc /two
+""")
+    proc = subprocess.Popen([str(rl_path), "build", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        seen: set[str] = set()
+        while not {"started-one\n", "started-two\n"} <= seen:  # both RUNs run at once
+            line = proc.stderr.readline()
+            assert line, seen
+            seen.add(line)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        proc.stderr.read()  # every reaper has cleaned up
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert leftovers(rl) == before
+    assert not list((store_root(rl_state) / "build-cache" / "builds").iterdir())
+    # Ctrl-C of the whole process group, as a terminal sends it: 130, nothing left.
+    proc = subprocess.Popen([str(rl_path), "build", str(ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        seen = set()
+        while not {"started-one\n", "started-two\n"} <= seen:
+            line = proc.stderr.readline()
+            assert line, seen
+            seen.add(line)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert leftovers(rl) == before
