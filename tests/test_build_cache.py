@@ -445,3 +445,27 @@ COPY --from=two /etc /two
             proc.kill()
             proc.wait()
     assert leftovers(rl) == before
+
+
+def test_a_build_ends_while_another_runs(rl: RlRunner, rl_path: Path, rl_state: RlState,
+                                         bb: str, tmp_path: Path) -> None:
+    """A build's end does not wait for another's (its collection is skipped, not queued
+    behind the running build's hold of the store)."""
+    long_ctx = context(tmp_path, f"FROM {bb}\nRUN echo started-long; sleep 60\n", name="long")
+    short_ctx = context(tmp_path, f"FROM {bb}\nRUN echo short > /s\n", name="short")
+    proc = subprocess.Popen([str(rl_path), "build", str(long_ctx)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        while (line := proc.stderr.readline()) != "started-long\n":
+            assert line
+        image_id, _ = build(rl, short_ctx)  # done while the long one still runs
+        assert proc.poll() is None
+        assert file_in(rl, image_id, "/s") == "short\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -354,7 +354,8 @@ class Builder:
                 for digest in self.intermediates:
                     self.store.delete_image(digest)
             if not self.stage_child:  # which holds the build's gc lock: the build collects
-                self.store.collect(engine_images.holds)  # takes the store's locks itself
+                # Not waiting for other running builds: the next collection frees it.
+                self.store.collect(engine_images.holds, wait=False)
             self.intermediates.clear()
 
     # -- one stage -----------------------------------------------------------------

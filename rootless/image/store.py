@@ -242,6 +242,23 @@ class Store:
     def collecting(self) -> contextlib.AbstractContextManager[None]:
         return self._flock(self.root / "gc.lock", shared=False)
 
+    @contextlib.contextmanager
+    def _gc_exclusive(self, wait: bool) -> Iterator[bool]:
+        if wait:
+            with self.collecting():
+                yield True
+            return
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def _index_lock(self) -> contextlib.AbstractContextManager[None]:
         return self._flock(self.root / "index.lock", shared=False)
 
@@ -495,14 +512,18 @@ class Store:
 
     # -- garbage -----------------------------------------------------------------
 
-    def collect(self, holds: Callable[[], Holds]) -> tuple[int, int]:
+    def collect(self, holds: Callable[[], Holds], wait: bool = True) -> tuple[int, int]:
         """Free blobs and layer directories no image references; holds the gc lock.
 
         holds() is called under the lock: read any earlier, a create finishing
         meanwhile could lose its layers. Returns (blobs freed, bytes freed).
+        wait=False: do nothing, rather than wait, while a writer holds the lock
+        (a build ending beside a running one: the next collection frees it).
         """
 
-        with self.collecting():
+        with self._gc_exclusive(wait) as got:
+            if not got:
+                return 0, 0
             keep_blobs: set[str] = set()
             keep_layers: set[str] = set()
             for entry in self._load_index():
