@@ -313,11 +313,9 @@ class Builder:
             data = json.dumps(doc).encode()
             while data:
                 data = data[os.write(w, data):]
-        except BaseException as e:
+        except BaseException as e:  # the journal or the pipe failed: say so, in one line
             code = 1
             with contextlib.suppress(BaseException):
-                import traceback
-                traceback.print_exc()
                 os.write(w, json.dumps({"error": f"stage {index}: {e!r}",
                                         "exit_code": 125}).encode())
         finally:
