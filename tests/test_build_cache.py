@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imagetools import rootfs_tar
@@ -183,19 +185,44 @@ RUN echo ran-final
 
 def test_damaged_records_are_misses(rl: RlRunner, bb: str, tmp_path: Path,
                                     rl_state: RlState) -> None:
-    ctx = context(tmp_path, f"FROM {bb}\nENV A=1\nRUN echo ran-1; echo 1 > /one\nRUN echo ran-2\n")
-    first, _ = build(rl, ctx)
-    records = sorted((store_root(rl_state) / "build-cache").glob("*.json"))
-    assert records
-    mine = [p for p in records if f"BASE={bb}" in p.read_text()]
-    assert len(mine) >= 3
-    damage = [b"", b"{not json", b"[]", b'{"key": 1}',
-              json.dumps({**json.loads(mine[0].read_bytes()), "config": {"rootfs": 7}}).encode()]
-    for i, path in enumerate(mine):
-        path.write_bytes(damage[i % len(damage)])
-    again, lines = build(rl, ctx)
-    assert "ran-1" in lines and "ran-2" in lines
-    assert again != first  # new history times: a real rebuild
+    ctx = context(tmp_path, f"FROM {bb}\nENV A=1\nRUN echo ran-1; echo 1 > /one\n"
+                            "RUN echo ran-2; echo 2 > /two\n")
+    build(rl, ctx)
+
+    def last_record() -> Path:
+        """The record of the last RUN (its history ends with it)."""
+        for p in (store_root(rl_state) / "build-cache").glob("*.json"):
+            text = p.read_text()
+            if f"BASE={bb}" in text and \
+                    "ran-2" in json.loads(text)["config"]["history"][-1]["created_by"]:
+                return p
+        raise AssertionError("no record of the last step")
+
+    def wrong_size(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["layers"][-1]["size"] += 1
+        return doc
+
+    def other_key(doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "key": "sha256:" + "0" * 64}
+
+    def bad_config(doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "config": {**doc["config"], "rootfs": 7}}
+
+    def gone_layer(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["diff_ids"][-1] = doc["config"]["rootfs"]["diff_ids"][-1] = "sha256:" + "1" * 64
+        return doc
+
+    damages: list[bytes | Callable[[dict[str, Any]], dict[str, Any]]] = [
+        b"", b"{not json", b"[]", b'{"key": 1, "layers": 2}', wrong_size, other_key,
+        bad_config, gone_layer]
+    for damage in damages:
+        path = last_record()
+        data = damage if isinstance(damage, bytes) else \
+            json.dumps(damage(json.loads(path.read_bytes()))).encode()
+        path.write_bytes(data)
+        _, lines = build(rl, ctx)
+        # Only the damaged step runs again; the one before is still a hit.
+        assert "ran-2" in lines and "ran-1" not in lines, (damage, lines)
     # The rewritten records serve the next build, also once the store collected.
     assert rl("image", "prune", "-f").returncode == 0  # the untagged results go
     _, lines = build(rl, ctx)

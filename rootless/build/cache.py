@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from rootless.errors import RlError
 from rootless.image.imageconfig import validate
-from rootless.image.store import Image, Store
+from rootless.image.store import LAYER_TYPES, Image, Store
 
 if TYPE_CHECKING:  # the engine is imported where needed: a cached build never is
     from rootless.engine.store import Container
@@ -86,10 +86,12 @@ def load(store: Store, k: str) -> Record | None:
         if config["rootfs"]["diff_ids"] != diff_ids:
             return None
         for layer, diff_id in zip(layers, diff_ids, strict=True):
-            if not (isinstance(layer, dict) and isinstance(layer.get("size"), int)
-                    and isinstance(layer.get("mediaType"), str)):
+            if not (isinstance(layer, dict) and layer.get("mediaType") in LAYER_TYPES):
                 return None
-            if not store.has_blob(layer["digest"]) or not store.layer_dir(diff_id).is_dir():
+            # The blob as the descriptor says (a stat, not a hash: blobs are checked
+            # when they enter the store) and its unpacked layer.
+            if store.blob_path(layer["digest"]).stat().st_size != layer.get("size") \
+                    or not store.layer_dir(diff_id).is_dir():
                 return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RlError):
         return None
