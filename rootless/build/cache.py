@@ -32,6 +32,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import select
 import time
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # the engine is imported where needed: a cached build never i
     from rootless.engine.store import Container
 
 CACHE_DIR = "build-cache"
+_ID = re.compile(r"[0-9a-f]{64}")
 INTERMEDIATE = "rl.build.intermediate"  # config key: the journal whose intermediate it is
 MOUNTS_DIR = "build-mounts"  # RUN --mount=type=cache directories (made by the RUN code)
 
@@ -320,7 +322,8 @@ def _clean(store: Store, journal: Path, name: str) -> None:
     images: list[str] = []
     try:
         doc = json.loads(journal.read_bytes())
-        ids = [str(c) for c in doc.get("containers", [])]
+        # Container IDs only (64 hex digits): a damaged journal names no path.
+        ids = [str(c) for c in doc.get("containers", []) if _ID.fullmatch(str(c))]
         images = [str(d) for d in doc.get("images", [])]
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # damaged: its containers' storage is collected as unreferenced later
