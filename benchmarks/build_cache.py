@@ -128,7 +128,8 @@ def main() -> None:
                 for who, image, cmd, e in (
                         ("rl", "bcbench", [rl, "build"], env),
                         ("podman", "localhost/bcbench",
-                         ["podman", "--runtime=runc", "build", "--pull=never"], penv)):
+                         ["podman", "--runtime=runc", "build", "--pull=never",
+                          "-t", "localhost/bcbench-out"], penv)):
                     (small / "Dockerfile").write_text(SMALL.format(base=image))
                     (stages / "Dockerfile").write_text(STAGES.format(base=image))
                     add(f"{who} small cold", timed([*cmd, "--no-cache", str(small)], e))
@@ -139,10 +140,10 @@ def main() -> None:
                         b = timed([*cmd, "--no-cache", "--target", "b", str(stages)], e)
                         add("rl stages a+b", a + b)
         finally:
-            subprocess.run(["podman", "rmi", "-f", "localhost/bcbench"], env=penv,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            subprocess.run(["podman", "image", "prune", "-f"], env=penv,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Only what this run named: podman's store may be shared with other work,
+            # so no prune (its cached intermediate layers of these builds stay).
+            subprocess.run(["podman", "rmi", "-f", "localhost/bcbench", "localhost/bcbench-out"],
+                           env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # rl removes what RUN steps wrote as subordinate IDs (the temp dir cannot).
             for cleanup in (["builder", "prune", "-af"], ["image", "prune", "-af"]):
                 subprocess.run([rl, *cleanup], env=env,
