@@ -1,8 +1,10 @@
 """`rl build`'s executor: a parsed Dockerfile run step by step over the engine.
 
-Sequential and uncached for now: the stages the target needs, in file
-order, one instruction after another. Each RUN is a container made through
-the same engine calls `rl run` uses (containers.create/start/wait), its
+The stages the target needs, each once, independent ones at once
+(_stages); in a stage one instruction after another, each served from the
+content-keyed cache when it can be (rootless.build.cache). Each RUN is a
+container made through the same engine calls `rl run` uses
+(containers.create/start/wait), its
 diff committed as the next layer; COPY and ADD write a layer tar of context
 files; config instructions change the image config and add a history entry
 (`empty_layer`). Between steps the stage's image lives in the store as a
@@ -21,27 +23,32 @@ import json
 import os
 import posixpath
 import re
+import select
+import signal
 import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rootless.build import checks, copying, dockerfile, output, reproducible, runmounts, scope
+from rootless import syscalls
+from rootless.build import (cache, checks, copying, dockerfile, output, reproducible, runmounts,
+                            scope)
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
 from rootless.build.progress import Sink, Tracker, discard
 from rootless.defaults import DEFAULT_NETWORK
-from rootless.engine import containers
-from rootless.engine import images as engine_images
-from rootless.engine.options import CreateOptions
-from rootless.engine.store import Container
 from rootless.errors import InvalidArgument, NoSuchImage, RlError
 from rootless.image import images as imagelib
 from rootless.image.store import MT_OCI_LAYER, Image, Store
+
+# The engine is imported where a step needs a container (RUN, COPY --from): a
+# fully cached build never loads it (a third of its start-up).
+if TYPE_CHECKING:
+    from rootless.engine.store import Container
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 _LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")  # the steps progress numbers, as BuildKit
@@ -68,6 +75,9 @@ class BuildOptions:
     context_tar: IO[bytes] | None = None
     output: Output | None = None  # --output (build/output.py); None: into the store
     output_stream: IO[bytes] | None = None  # where an output's dest "-" goes
+    no_cache: bool = False  # --no-cache: run every step (records are still written)
+    no_cache_filter: list[str] = field(default_factory=list)  # stages not served from cache
+    cache_from: list[str] = field(default_factory=list)  # local images whose history seeds hits
 
 
 class BuildFailed(RlError):
@@ -84,6 +94,8 @@ class _StageImage:
     diff_ids: list[str]
     config: dict[str, Any]  # the whole image config (architecture, os, config, ...)
     stored: Image | None = None  # the store's image for exactly this state, if written
+    key: str = ""  # the cache key of exactly this state (rootless.build.cache)
+    nocache: bool = False  # a step of this state's chain ran uncached: no lookups after it
 
     @property
     def cc(self) -> dict[str, Any]:
@@ -121,11 +133,19 @@ class Builder:
         self.containers: list[Container] = []
         self.mounts: runmounts.Mounts | None = None  # RUN --mount, once the context is open
         self._stage_refs: tuple[Dockerfile, int, dict[int, _StageImage]] | None = None
+        self.seeds: list[Image] = []  # --cache-from images
+        self.journal_name = ""  # marks this process's intermediate images
+        self.stage_child = False  # a process _fork_stage made
 
     # -- the whole build -----------------------------------------------------------
 
     def build(self) -> Image:
-        with _open_context(self.opts) as (ctx, text):
+        # The journal lists what the build makes, for its reaper should it be killed;
+        # cache.running keeps `rl builder prune` off the records it holds; the
+        # store's shared gc lock, held until the cleanup, keeps a collection (rmi,
+        # prune, another build's end) off the layers a step made before its
+        # record names them.
+        with cache.running(self.store), _open_context(self.opts) as (ctx, text):
             df = dockerfile.parse(text)
             found = _lint(self.opts, text, self.store)
             if self.lint is not None:
@@ -133,13 +153,20 @@ class Builder:
             if found.failed:  # `# check=error=true`: BuildKit fails before any step
                 raise BuildFailed(found.error_message())
             self.mounts = runmounts.Mounts(self.store, ctx, self.opts.secrets, self._mount_image)
+            journal = cache.Journal(self.store)
+            self.containers, self.intermediates = journal.containers, journal.images
+            self.journal_name = journal.name
             try:
-                final = self._build(df, ctx)
-            except RlError as e:
-                self.tracker.fail(e.message)
-                raise
+                try:
+                    with self.store.writing():
+                        final = self._build(df, ctx)
+                except RlError as e:
+                    self.tracker.fail(e.message)
+                    raise
+                finally:
+                    self._cleanup()
             finally:
-                self._cleanup()
+                journal.close()
         return final
 
     def _build(self, df: Dockerfile, ctx: Context) -> Image:
@@ -154,15 +181,17 @@ class Builder:
             if sc.base_stage is None and sc.base.lower() != "scratch":
                 base_images[sc.base] = self._base_image(sc.base)
         envs = {name: _env_map(img) for name, img in base_images.items()}
+        self.seeds = self._seeds()
         scopes = scope.scopes(df, self.opts.build_args, predefined, envs)
-        done: dict[int, _StageImage] = {}
-        for i in sorted(needed):
-            done[i] = self._stage(df, ctx, scopes, i, done, base_images)
+        done = self._stages(df, ctx, scopes, needed, base_images)
         result = done[target]
         cc = result.cc
         if self.opts.labels:
             cc["Labels"] = {**(cc.get("Labels") or {}), **self.opts.labels}
-        result.config["created"] = imagelib.now_iso()
+        # The last step's time, not now: a fully cached rebuild is then the same image
+        # (same ID), as BuildKit's is.
+        history = result.config.get("history") or []
+        result.config["created"] = history[-1]["created"] if history else imagelib.now_iso()
         if self.opts.source_date_epoch is not None:
             reproducible.apply_config(result.config, self.opts.source_date_epoch)
         out = self.opts.output
@@ -223,6 +252,121 @@ class Builder:
                         todo.append(ref)
         return needed
 
+    # -- the stages, independent ones in parallel ---------------------------------
+
+    def _deps(self, df: Dockerfile, sc: scope.StageScope, index: int) -> set[int]:
+        """The earlier stages stage *index* reads: its FROM, COPY --from, RUN --mount from."""
+        out = {sc.base_stage} if sc.base_stage is not None else set()
+        for ins in sc.stage.instructions:
+            names = [m.from_ for m in ins.mounts if m.from_]
+            src = ins.flag("from")
+            if ins.kind in ("COPY", "ADD") and isinstance(src, str):
+                names.append(src)
+            for name in names:
+                ref = self._stage_ref(df, name, index)
+                if ref is not None:
+                    out.add(ref)
+        return out
+
+    def _stages(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
+                needed: set[int], base_images: dict[str, Image]) -> dict[int, _StageImage]:
+        """Build every needed stage once, after the stages it reads. When several
+        are ready at once each is built in a forked child (see _fork_stage); a
+        lone ready stage is built here, so a linear Dockerfile never forks."""
+        deps = {i: self._deps(df, scopes[i], i) & needed for i in needed}
+        done: dict[int, _StageImage] = {}
+        pending = set(needed)
+        children: dict[int, tuple[int, int, bytearray]] = {}  # fd -> (stage, pid, output)
+        try:
+            while pending or children:
+                ready = sorted(i for i in pending if deps[i] <= done.keys())
+                pending.difference_update(ready)
+                if len(ready) == 1 and not children:
+                    done[ready[0]] = self._stage(df, ctx, scopes, ready[0], done, base_images)
+                    continue
+                for i in ready:
+                    fd, pid = self._fork_stage(df, ctx, scopes, i, done, base_images)
+                    children[fd] = (i, pid, bytearray())
+                if not children:
+                    raise InvalidArgument("the stages' dependencies form a cycle")
+                readable, _, _ = select.select(list(children), [], [])
+                for fd in readable:
+                    chunk = os.read(fd, 1 << 16)
+                    if chunk:
+                        children[fd][2].extend(chunk)
+                        continue
+                    i, pid, out = children.pop(fd)
+                    os.close(fd)
+                    os.waitpid(pid, 0)
+                    done[i] = _stage_result(bytes(out), i)
+        finally:
+            for fd, (_, pid, _) in children.items():
+                # Interrupted or another stage failed: each child cleans up after itself.
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.waitpid(pid, 0)
+        return done
+
+    def _fork_stage(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
+                    index: int, done: dict[int, _StageImage],
+                    base_images: dict[str, Image]) -> tuple[int, int]:
+        """Build one stage in a child process; (the pipe its result comes on, its pid).
+
+        A process, not a thread: the engine forks Python code (user namespace
+        helpers) and a fork beside other threads can inherit their held locks.
+        The child keeps a journal of its own (its containers and intermediates
+        go when it ends, or by its reaper), dies with the build (PDEATHSIG), and
+        sends the stage's state as JSON; its layers outlive it in the cache
+        records every step writes.
+        """
+        r, w = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            os.close(w)
+            return r, pid
+        code = 0
+        try:
+            os.close(r)
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
+            signal.signal(signal.SIGTERM, _interrupt)
+            self.stage_child = True
+            journal = cache.Journal(self.store, prefix="stage-")
+            self.containers, self.intermediates = journal.containers, journal.images
+            self.journal_name = journal.name
+            try:
+                img = self._stage(df, ctx, scopes, index, done, base_images)
+                doc: dict[str, Any] = {"layers": img.layers, "diff_ids": img.diff_ids,
+                                       "config": img.config, "key": img.key,
+                                       "nocache": img.nocache}
+            except RlError as e:
+                doc = {"error": str(e), "exit_code": e.exit_code,
+                       "failed": isinstance(e, BuildFailed)}
+            except KeyboardInterrupt:
+                doc = {"error": "interrupted", "exit_code": 130}
+            except Exception as e:  # a bug: one line for the user, not a silent child
+                doc = {"error": f"stage {index}: {e!r}", "exit_code": 125}
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                self._cleanup()
+                journal.close()
+            data = json.dumps(doc).encode()
+            while data:
+                data = data[os.write(w, data):]
+        except BaseException as e:  # the journal or the pipe failed: say so, in one line
+            code = 1
+            with contextlib.suppress(BaseException):
+                os.write(w, json.dumps({"error": f"stage {index}: {e!r}",
+                                        "exit_code": 125}).encode())
+        finally:
+            os._exit(code)
+
     @staticmethod
     def _stage_ref(df: Dockerfile, name: str, before: int) -> int | None:
         st = df.stage(name)
@@ -240,18 +384,25 @@ class Builder:
         return imagelib.lookup(self.store, name)
 
     def _cleanup(self) -> None:
-        for ctr in self.containers:
-            with contextlib.suppress(RlError, OSError):
-                containers.remove(ctr, force=True)
-        self.containers.clear()
+        if self.containers:
+            from rootless.engine import containers
+
+            for ctr in self.containers:
+                with contextlib.suppress(RlError, OSError):
+                    containers.remove(ctr, force=True)
+            self.containers.clear()
         if self.mounts is not None:
             with contextlib.suppress(RlError, OSError):
                 self.mounts.close()
         if self.intermediates:
+            from rootless.engine import images as engine_images
+
             with self.store.writing():
                 for digest in self.intermediates:
                     self.store.delete_image(digest)
-            self.store.collect(engine_images.holds)  # takes the store's locks itself
+            if not self.stage_child:  # which holds the build's gc lock: the build collects
+                # Not waiting for other running builds: the next collection frees it.
+                self.store.collect(engine_images.holds, wait=False)
             self.intermediates.clear()
 
     # -- one stage -----------------------------------------------------------------
@@ -279,11 +430,17 @@ class Builder:
                                        "config": {}, "rootfs": {"type": "layers",
                                                                 "diff_ids": []},
                                        "history": []})
+            img.key = cache.key("", "FROM scratch", imagelib.go_arch())
         else:
             base = base_images[sc.base]
             img = _StageImage(list(base.layers), list(base.diff_ids),
                               copy.deepcopy(base.config), stored=base)
             img.config.pop("author", None)
+            img.key = cache.key("", "FROM", base.manifest_digest)
+        filtered = {n.lower() for n in self.opts.no_cache_filter}
+        if self.opts.no_cache or (stage.name or "").lower() in filtered \
+                or str(index) in filtered:
+            img.nocache = True
         triggers = self._triggers(img, df, stage.from_.start_line)
         total += sum(1 for ins in triggers if ins.kind in _LAYER_KINDS)
         img.cc.setdefault("Env", [])
@@ -303,18 +460,31 @@ class Builder:
                 show(("ONBUILD " if step.instruction in triggers else "") + _shown(ins))
             where = f"Dockerfile:{ins.start_line}: "
             kind = ins.kind
-            if kind == "RUN":
+            after: dict[str, str] = {}
+            if kind == "ARG":
+                after = _vars_after(sc, step)
+                keys = [w.partition("=")[0] for w in ins.args]
+                stage_args.update({k: after[k] for k in keys if k in after})
+            step_key = self._step_key(img, ins, step, sc, ctx, df, index, done, after, where)
+            if self._from_cache(img, step_key, shown=ins.kind in _LAYER_KINDS):
+                continue
+            if kind == "RUN" and self._from_seed(img, _run_created_by(img, ins, step,
+                                                                      stage_args)):
+                pass
+            elif kind == "RUN":
                 self._run(img, ins, step, sc, stage_args, where)
             elif kind in ("COPY", "ADD"):
                 self._copy(img, ins, ctx, df, index, done, where)
             elif kind == "ARG":
-                after = _vars_after(sc, step)
-                keys = [w.partition("=")[0] for w in ins.args]
-                stage_args.update({k: after[k] for k in keys if k in after})
                 img.history("ARG " + " ".join(f"{k}={after[k]}" if k in after else k
                                               for k in keys), empty=True)
             else:
                 self._config(img, ins, step, sc, where)
+            if kind not in ("RUN", "COPY", "ADD"):
+                self._seed_last(img)
+            img.key = step_key
+            with self.store.writing():
+                cache.save(self.store, step_key, cache.Record(img.layers, img.diff_ids, img.config))
         return img
 
     def _triggers(self, img: _StageImage, df: Dockerfile, line: int) -> list[Instruction]:
@@ -342,20 +512,146 @@ class Builder:
             out.append(dataclasses.replace(found[0], start_line=line, end_line=line))
         return out
 
+    # -- the cache -----------------------------------------------------------------
+
+    def _step_key(self, img: _StageImage, ins: Instruction, step: scope.Step,
+                  sc: scope.StageScope, ctx: Context, df: Dockerfile, index: int,
+                  done: dict[int, _StageImage], after: dict[str, str], where: str) -> str:
+        """The cache key of *ins* over *img*'s state: see rootless.build.cache."""
+        parts: list[object] = [ins.kind, list(ins.args), ins.json,
+                               {n: v for n, v in sorted(ins.flags.items())},
+                               list(ins.heredocs), list(ins.mounts), ins.healthcheck]
+        if ins.kind == "ONBUILD":
+            parts.append(ins.original)
+        if ins.kind == "RUN":
+            network = ins.flag("network")
+            parts += [sorted(step.vars.items()), sorted(dict(sc.proxy).items()),
+                      network if isinstance(network, str) else self.opts.network]
+            for m in ins.mounts:
+                # What a bind mount shows is read as a COPY would be; a cache, tmpfs
+                # or secret mount's content is not in the key (BuildKit's choice).
+                if m.type == "bind" and m.from_:
+                    parts.append(self._from_key(img, m.from_, df, index, done))
+                elif m.type == "bind":
+                    parts.append(ctx.sources_digest(ctx.resolve(m.source or ".", where)))
+        elif ins.kind == "ARG":
+            parts.append(sorted(after.items()))
+        elif ins.kind in ("COPY", "ADD"):
+            from_ = ins.flag("from")
+            if ins.heredocs:
+                parts.append(sorted(step.vars.items()))  # a heredoc's body is expanded
+            if isinstance(from_, str):
+                parts.append(self._from_key(img, from_, df, index, done))
+            else:
+                for src in ins.sources():
+                    if "://" in src or src.startswith("git@"):
+                        # Not fetched yet: without --checksum its content is unknown.
+                        checksum = ins.flag("checksum")
+                        parts.append(checksum if isinstance(checksum, str) and checksum
+                                     else os.urandom(16).hex())
+                        continue
+                    # --chown and --chmod are in the flags above: the owner here stays 0:0.
+                    parts.append(ctx.sources_digest(ctx.resolve(src, where)))
+        return cache.key(img.key, *parts)
+
+    def _from_key(self, img: _StageImage, from_: str, df: Dockerfile, index: int,
+                  done: dict[int, _StageImage]) -> str:
+        """The key share of a --from: an earlier stage's key, or an image's digest."""
+        ref = self._stage_ref(df, from_, index)
+        if ref is not None and ref in done:
+            if done[ref].nocache:
+                # Its key says what it was built from, not what this build made.
+                img.nocache = True
+            return done[ref].key
+        try:
+            return imagelib.lookup(self.store, from_).manifest_digest
+        except RlError:
+            return os.urandom(16).hex()  # not in the store (yet): a miss
+
+    def _from_cache(self, img: _StageImage, k: str, shown: bool) -> bool:
+        """Restore *img* from *k*'s record if it may and there is one."""
+        if img.nocache:
+            return False
+        rec = cache.load(self.store, k)
+        if rec is None:
+            return False
+        img.layers, img.diff_ids, img.config = rec.layers, rec.diff_ids, rec.config
+        img.stored, img.key = None, k
+        cache.touch(self.store, k)
+        if shown:
+            self.tracker.cached()  # BuildKit's word, on the step's line
+        return True
+
+    def _seeds(self) -> list[Image]:
+        """The --cache-from images the local store has (a missing one is a warning,
+        as a cache import docker cannot do is)."""
+        out = []
+        for ref in self.opts.cache_from:
+            try:
+                out.append(imagelib.lookup(self.store, ref))
+            except NoSuchImage:
+                self.progress(f"WARNING: --cache-from {ref}: no such image in the local store")
+        return out
+
+    def _from_seed(self, img: _StageImage, created_by: str) -> bool:
+        """A RUN's layer taken from a --cache-from image whose history has this step
+        next over exactly this state (rootless.build.cache.seeded)."""
+        if img.nocache or not self.seeds:
+            return False
+        hit = cache.seeded(self.seeds, img.diff_ids, img.config.get("history") or [],
+                           created_by)
+        if hit is None:
+            return False
+        desc, diff_id, entry = hit
+        img.layers.append(desc)
+        img.diff_ids.append(diff_id)
+        img.config["rootfs"] = {"type": "layers", "diff_ids": list(img.diff_ids)}
+        img.config.setdefault("history", []).append(entry)
+        img.stored = None
+        self.tracker.cached()
+        return True
+
+    def _seed_last(self, img: _StageImage) -> None:
+        """A config step (or WORKDIR's directory layer) just made: the seed's own
+        history entry (and layer) for it, if the seed has this step next, so that
+        its later steps still line up and a whole match is the seed's image."""
+        history = img.config.get("history") or []
+        if img.nocache or not self.seeds or not history:
+            return
+        last = history[-1]
+        if last.get("empty_layer"):
+            entry = cache.seeded_entry(self.seeds, img.diff_ids, history[:-1], last)
+            if entry is not None:
+                history[-1] = entry
+            return
+        hit = cache.seeded(self.seeds, img.diff_ids[:-1], history[:-1],
+                           str(last["created_by"]))
+        if hit is not None:
+            img.layers[-1], img.diff_ids[-1], history[-1] = hit
+            img.config["rootfs"] = {"type": "layers", "diff_ids": list(img.diff_ids)}
+
     # -- RUN -----------------------------------------------------------------------
 
     def _stored(self, img: _StageImage) -> Image:
         """The stage's current state as an image in the store (a RUN starts from it)."""
         if img.stored is None:
+            # Marked with this process's journal: never the same image as another
+            # build's (or stage child's) intermediate, which that one deletes when
+            # done, nor a named image; and the mark finds it should we be killed
+            # before the journal lists it (cache.sweep).
+            config = {**img.config, cache.INTERMEDIATE: self.journal_name}
             with self.store.writing():
-                stored = imagelib.put_image(self.store, img.config, img.layers, [])
-            if not any(stored.manifest_digest == i.manifest_digest for i in self._named()):
+                stored = imagelib.put_image(self.store, config, img.layers, [])
                 self.intermediates.add(stored.manifest_digest)
             img.stored = stored
         return img.stored
 
     def _tree(self, img: Image, fd: int) -> None:
         """*img*'s whole file tree as a tar on *fd* (a never-started container's export)."""
+        from rootless.engine import containers
+        from rootless.engine import images as engine_images
+        from rootless.engine.options import CreateOptions
+
         ctr = containers.create(CreateOptions(rootfs="", image=img.id, command=["true"],
                                               entrypoint="", network="none"))
         self.containers.append(ctr)
@@ -368,11 +664,12 @@ class Builder:
         if self.opts.source_date_epoch is not None:
             reproducible.normalise_layer(tar_path, self.opts.source_date_epoch)
 
-    def _named(self) -> Iterator[Image]:
-        return (i for i in self.store.images() if i.names)
-
     def _run(self, img: _StageImage, ins: Instruction, step: scope.Step,
              sc: scope.StageScope, stage_args: dict[str, str], where: str) -> None:
+        from rootless.engine import containers
+        from rootless.engine import images as engine_images
+        from rootless.engine.options import CreateOptions
+
         runmounts.check_flags(ins, where)
         shell = list(img.cc.get("Shell") or DEFAULT_SHELL)
         argv, script = runmounts.command(ins, shell, where)
@@ -623,6 +920,10 @@ class Builder:
                    df: Dockerfile, index: int, done: dict[int, _StageImage], from_: str,
                    dest: str, as_dir: bool, owner: tuple[int, int, copying.Mode | None],
                    where: str) -> None:
+        from rootless.engine import containers
+        from rootless.engine import images as engine_images
+        from rootless.engine.options import CreateOptions
+
         ref = self._stage_ref(df, from_, index)
         if ref is None and df.stage(from_) is not None:
             here = df.stages[index].name or f"stage-{index}"
@@ -870,6 +1171,37 @@ def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
             platforms[sc.base] = "/".join(str(p) for p in (
                 cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant")) if p)
     return checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stage_result(data: bytes, index: int) -> _StageImage:
+    """A forked stage's state, or its error raised here."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise RlError(f"building stage {index} failed: its process ended without a "
+                      "result") from None
+    if "error" in doc:
+        if doc.get("exit_code") == 130:
+            raise KeyboardInterrupt
+        cls = BuildFailed if doc.get("failed") else RlError
+        raise cls(str(doc["error"]), int(doc.get("exit_code", 125)))
+    return _StageImage(doc["layers"], doc["diff_ids"], doc["config"], key=doc["key"],
+                       nocache=bool(doc["nocache"]))
+
+
+def _run_created_by(img: _StageImage, ins: Instruction, step: scope.Step,
+                    stage_args: dict[str, str]) -> str:
+    """The history entry a RUN will get (as Builder._run writes it)."""
+    shell = list(img.cc.get("Shell") or DEFAULT_SHELL)
+    argv = list(ins.args) if ins.json else [*shell, " ".join(ins.args)]
+    args = {k: v for k, v in stage_args.items() if k not in step.env}
+    prefix = f"|{len(args)} " + "".join(f"{k}={v} " for k, v in sorted(args.items())) \
+        if args else ""
+    return f"RUN {prefix}{' '.join(argv)} # buildkit"
 
 
 def _expanded(step: scope.Step, df: Dockerfile) -> Instruction:

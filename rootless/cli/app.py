@@ -30,7 +30,7 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import build, groups, images, netflags, resolve, views
+from . import build, builder, groups, images, netflags, resolve, views
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -556,6 +556,7 @@ def info(fmt: str | None) -> None:
 # Image commands live in their own module (cli/images.py), rl build in cli/build.py.
 images.register(cli)
 build.register(cli)
+builder.register(cli)
 
 
 # -- resource limits: flags, stats, update (rootless/quotas.py) -------------------------

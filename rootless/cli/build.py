@@ -55,11 +55,19 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
               help="Type of progress output (quiet as -q).")
 @click.option("--check", "check_only", is_flag=True,
               help="Run the build checks (parse, resolve, lint) and exit; no step runs.")
+# -- the build cache (issue 12, part 6) --
+@click.option("--no-cache", is_flag=True, help="Do not use cache when building the image.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True,
+              help="Do not cache specified stages.")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="Images in the local store to use as cache sources (IMAGE or "
+                   "type=registry,ref=IMAGE).")
 @click.argument("context")
 def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ...],
               target: str | None, quiet: bool, iidfile: str | None, labels: tuple[str, ...],
               network: str, pull_policy: str, epoch: str | None, outputs: tuple[str, ...],
               progress_mode: str, check_only: bool, secrets: tuple[str, ...],
+              no_cache: bool, no_cache_filter: tuple[str, ...], cache_from: tuple[str, ...],
               context: str) -> None:
     """Build an image from a Dockerfile."""
     from ..build import executor, output, reproducible, scope
@@ -104,7 +112,9 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         labels=_labels(labels), network=network, pull=pull_policy == "missing",
         source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
         output=out, output_stream=sys.stdout.buffer if out is not None else None,
-        secrets=_secrets(secrets))
+        secrets=_secrets(secrets), no_cache=no_cache,
+        no_cache_filter=[s for item in no_cache_filter for s in item.split(",") if s],
+        cache_from=[_cache_from(item) for item in cache_from])
 
     from . import buildcheck
     from .buildprogress import renderer
@@ -204,6 +214,19 @@ def _secrets(items: tuple[str, ...]) -> dict[str, Secret]:
             raise RlError(f"secret {sid} too big. max size 500KB", 1)
         out[sid] = Secret(sid, path=path)
     return out
+
+
+def _cache_from(item: str) -> str:
+    """--cache-from's image: IMAGE, or docker's type=registry,ref=IMAGE (the image is
+    looked up in the local store: rl has no cache import from a registry)."""
+    if "=" not in item:
+        return item
+    fields = dict(f.partition("=")[::2] for f in item.split(","))
+    kind = fields.get("type", "registry")
+    if kind != "registry" or not fields.get("ref"):
+        raise InvalidArgument(f"--cache-from {item}: only an image in the local store "
+                              "(IMAGE or type=registry,ref=IMAGE) is supported")
+    return fields["ref"]
 
 
 def _pull(image: str) -> None:

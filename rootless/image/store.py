@@ -242,6 +242,23 @@ class Store:
     def collecting(self) -> contextlib.AbstractContextManager[None]:
         return self._flock(self.root / "gc.lock", shared=False)
 
+    @contextlib.contextmanager
+    def _gc_exclusive(self, wait: bool) -> Iterator[bool]:
+        if wait:
+            with self.collecting():
+                yield True
+            return
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def _index_lock(self) -> contextlib.AbstractContextManager[None]:
         return self._flock(self.root / "index.lock", shared=False)
 
@@ -520,14 +537,18 @@ class Store:
 
     # -- garbage -----------------------------------------------------------------
 
-    def collect(self, holds: Callable[[], Holds]) -> tuple[int, int]:
+    def collect(self, holds: Callable[[], Holds], wait: bool = True) -> tuple[int, int]:
         """Free blobs and layer directories no image references; holds the gc lock.
 
         holds() is called under the lock: read any earlier, a create finishing
         meanwhile could lose its layers. Returns (blobs freed, bytes freed).
+        wait=False: do nothing, rather than wait, while a writer holds the lock
+        (a build ending beside a running one: the next collection frees it).
         """
 
-        with self.collecting():
+        with self._gc_exclusive(wait) as got:
+            if not got:
+                return 0, 0
             keep_blobs: set[str] = set()
             keep_layers: set[str] = set()
             for entry in self._load_index():
@@ -541,6 +562,9 @@ class Store:
             # An overlay container reads its layers for as long as it exists,
             # even once `rmi -f` took its image away.
             keep_layers.update(held.layers)
+            cache_blobs, cache_layers = self.cache_holds()
+            keep_blobs.update(cache_blobs)
+            keep_layers.update(cache_layers)
             freed = count = 0
             for path in self.blobs.iterdir():
                 if f"sha256:{path.name}" not in keep_blobs:
@@ -557,8 +581,27 @@ class Store:
                     path.unlink(missing_ok=True)
             for path in self.root.glob(".tmp-*"):
                 path.unlink(missing_ok=True)
+            for path in (self.root / "build-cache").glob(".tmp-*"):
+                path.unlink(missing_ok=True)  # a killed build's half-written record
             self._collect_container_storage(held.containers)
         return count, freed
+
+    def cache_holds(self) -> tuple[set[str], set[str]]:
+        """The blobs and diff_ids build-cache records (rootless.build.cache) name; a
+        damaged record holds nothing and stops no collection."""
+        blobs: set[str] = set()
+        layers: set[str] = set()
+        directory = self.root / "build-cache"
+        if not directory.is_dir():
+            return blobs, layers
+        for path in directory.glob("*.json"):
+            try:
+                doc = json.loads(path.read_bytes())
+                blobs.update(str(d["digest"]) for d in doc["layers"])
+                layers.update(str(d) for d in doc["diff_ids"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return blobs, layers
 
     def _collect_container_storage(self, container_ids: set[str]) -> None:
         """Storage without a container record, and what a killed create or rm left behind.
