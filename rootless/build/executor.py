@@ -29,13 +29,21 @@ import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from rootless import syscalls
-from rootless.build import (cache, checks, copying, dockerfile, output, reproducible, runmounts,
-                            scope)
+from rootless.build import (
+    cache,
+    checks,
+    copying,
+    dockerfile,
+    output,
+    reproducible,
+    runmounts,
+    scope,
+)
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
