@@ -540,8 +540,9 @@ class Builder:
                 # or secret mount's content is not in the key (BuildKit's choice).
                 if m.type == "bind" and m.from_:
                     parts.append(self._from_key(img, m.from_, df, index, done))
-                elif m.type == "bind":
-                    parts.append(ctx.sources_digest(ctx.resolve(m.source or ".", where)))
+                elif m.type == "bind":  # a source is the context's, "/" or not (BuildKit)
+                    parts.append(ctx.sources_digest(ctx.resolve(m.source.lstrip("/") or ".",
+                                                                where)))
         elif ins.kind == "ARG":
             parts.append(sorted(after.items()))
         elif ins.kind in ("COPY", "ADD"):
