@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -56,11 +57,20 @@ def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None
     return ctx
 
 
+STEP = re.compile(r"^#\d+ (\d+\.\d+ )?")  # buildx's plain progress: "#2 0.214 "
+
+
+def plain(stderr: str) -> list[str]:
+    """buildx's plain progress without its step numbers and times ("#2 0.214 ran" is
+    "ran", "#2 CACHED" is "CACHED"), so the lines read as the steps say them."""
+    return [STEP.sub("", line) for line in stderr.splitlines()]
+
+
 def build(rl: RlRunner, *args: str | Path) -> tuple[str, list[str]]:
     """Build; (image ID, progress lines)."""
-    r = rl("build", *args, timeout=180)
+    r = rl("build", "--progress=plain", *args, timeout=180)
     assert r.returncode == 0, r.stderr
-    return r.stdout.strip(), r.stderr.splitlines()
+    return r.stdout.strip(), plain(r.stderr)
 
 
 def cached(lines: list[str], step: str) -> bool:
@@ -307,7 +317,7 @@ def test_kill_9_mid_run_leaves_nothing_and_the_next_build_works(
         while not seen or seen[-1] != "started\n":  # the second RUN's container runs
             line = proc.stderr.readline()
             assert line, seen
-            seen.append(line)
+            seen.append(STEP.sub("", line))
         assert rl("ps", "-a", "-q", check=True).stdout != before[0]  # the RUN's container
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -443,7 +453,7 @@ COPY --from=two /etc /two
         while not {"started-one\n", "started-two\n"} <= seen:  # both RUNs run at once
             line = proc.stderr.readline()
             assert line, seen
-            seen.add(line)
+            seen.add(STEP.sub("", line))
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
         proc.stderr.read()  # every reaper has cleaned up
@@ -463,7 +473,7 @@ COPY --from=two /etc /two
         while not {"started-one\n", "started-two\n"} <= seen:
             line = proc.stderr.readline()
             assert line, seen
-            seen.add(line)
+            seen.add(STEP.sub("", line))
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 130
         proc.stderr.read()
@@ -485,7 +495,7 @@ def test_a_build_ends_while_another_runs(rl: RlRunner, rl_path: Path, rl_state: 
                             env={**os.environ, **rl_state.env()}, start_new_session=True)
     try:
         assert proc.stderr is not None
-        while (line := proc.stderr.readline()) != "started-long\n":
+        while STEP.sub("", line := proc.stderr.readline()) != "started-long\n":
             assert line
         image_id, _ = build(rl, short_ctx)  # done while the long one still runs
         assert proc.poll() is None
