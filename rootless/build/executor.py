@@ -526,9 +526,12 @@ class Builder:
                   sc: scope.StageScope, ctx: Context, df: Dockerfile, index: int,
                   done: dict[int, _StageImage], after: dict[str, str], where: str) -> str:
         """The cache key of *ins* over *img*'s state: see rootless.build.cache."""
+        # The epoch too: a reproducible build's layers are clamped as they are written,
+        # so they are not another build's (BuildKit clamps at export instead).
         parts: list[object] = [ins.kind, list(ins.args), ins.json,
                                {n: v for n, v in sorted(ins.flags.items())},
-                               list(ins.heredocs), list(ins.mounts), ins.healthcheck]
+                               list(ins.heredocs), list(ins.mounts), ins.healthcheck,
+                               self.opts.source_date_epoch]
         if ins.kind == "ONBUILD":
             parts.append(ins.original)
         if ins.kind == "RUN":
