@@ -414,7 +414,7 @@ RUN for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; exit 4
     assert lines[-1] == f"Error: {error}"
 
     # rawjson: BuildKit's SolveStatus objects; quiet: nothing; -q too.
-    r = rl("build", "--progress=rawjson", "--target", "base", ctx, timeout=180)
+    r = rl("build", "--progress=rawjson", "--no-cache", "--target", "base", ctx, timeout=180)
     assert r.returncode == 0, r.stderr
     objs = [json.loads(line) for line in r.stderr.splitlines()]
     names = [v["name"] for o in objs for v in o.get("vertexes", []) if "completed" in v]

@@ -209,8 +209,13 @@ class Builder:
             self.tracker.start({"local": "exporting to client directory",
                                 "tar": "exporting to client tarball"}.get(
                                     out.type, f"exporting to {out.type} image format"))
-            result.stored = None
-            img = self._stored(result)
+            # Stored unmarked (the intermediates' mark would be in the exported
+            # config), and removed after only if no image had this manifest before.
+            with self.store.writing():
+                had = {i.manifest_digest for i in self.store.images()}
+                img = imagelib.put_image(self.store, result.config, result.layers, [])
+                if img.manifest_digest not in had:
+                    self.intermediates.add(img.manifest_digest)
             output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
                           self._tree, self.opts.output_stream, self.opts.source_date_epoch)
             self.tracker.log("copying files done" if out.type == "local" else
