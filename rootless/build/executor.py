@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rootless import syscalls
 from rootless.build import dockerfile, scope
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
@@ -38,6 +39,8 @@ from rootless.engine.store import Container
 from rootless.errors import InvalidArgument, NoSuchImage, RlError
 from rootless.image import images as imagelib
 from rootless.image.store import MT_OCI_LAYER, Image, Store
+from rootless.runtime import idmap
+from rootless.runtime.spec import IDMapping
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 _LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")  # the steps progress numbers, as BuildKit
@@ -103,6 +106,7 @@ class Builder:
         self.store: Store = imagelib.open_store()
         self.intermediates: set[str] = set()  # manifest digests
         self.containers: list[Container] = []
+        self._maps: tuple[list[IDMapping], list[IDMapping]] | None = None  # host → container
 
     # -- the whole build -----------------------------------------------------------
 
@@ -394,16 +398,21 @@ class Builder:
         written: set[str] = set()
         for sources in found:
             for src in sources:
+                entry_owner = owner
                 if src.name == "":  # the directory source itself: the destination
                     name = dest
                     if self._is_dir(img, dest) or name in written:
                         continue
+                    # BuildKit makes it as a missing parent: 0755 (--chown's owner),
+                    # not the source directory's mode, nor --chmod's.
+                    entry_owner = (owner[0], owner[1], 0o755)
                 elif into_dir:
                     name = posixpath.join(dest, src.name)
                 else:
                     name = dest
                 written.add(name)
-                _add(out, ctx, src, name, owner)
+                _add(out, ctx, src, name, entry_owner)
+        self._parents(out, img, written, owner[:2])
 
     def _copy_from(self, out: tarfile.TarFile, img: _StageImage, ins: Instruction,
                    df: Dockerfile, index: int, done: dict[int, _StageImage], from_: str,
@@ -414,6 +423,7 @@ class Builder:
             raise InvalidArgument(f"{where}COPY --from={from_}: no earlier stage of that name "
                                   "(images are not supported yet)")
         source = self._stored(done[ref])
+        written: set[str] = set()
         ctr = containers.create(CreateOptions(rootfs="", image=source.id, command=["true"],
                                               entrypoint="", network="none"))
         self.containers.append(ctr)
@@ -441,8 +451,8 @@ class Builder:
                             else dest
                         picked = [(top, name)]
                     for m, name in picked:
-                        if m.isdir() and posixpath.normpath(name) == dest and \
-                                self._is_dir(img, dest):
+                        top_dir = m.isdir() and posixpath.normpath(name) == dest
+                        if top_dir and self._is_dir(img, dest):
                             continue
                         copied = copy.copy(m)
                         copied.name = posixpath.normpath(name).lstrip("/") or "."
@@ -451,8 +461,12 @@ class Builder:
                             copied.uid, copied.gid, copied.uname, copied.gname = uid, gid, "", ""
                         if chmod is not None:
                             copied.mode = chmod
+                        if top_dir:  # made as a missing parent, as from the context
+                            copied.mode = 0o755
+                        written.add(posixpath.normpath(name))
                         data = tf.extractfile(m) if m.isfile() else None
                         out.addfile(copied, data)
+        self._parents(out, img, written, owner[:2])
 
     def _is_dir(self, img: _StageImage, path: str) -> bool:
         """Whether *path* is a directory in the stage's file system (its layers, top down;
@@ -467,6 +481,100 @@ class Builder:
                 continue
             return stat.S_ISDIR(st.st_mode)
         return False
+
+    def _lstat(self, img: _StageImage, path: str) -> os.stat_result | None:
+        """*path* in the stage's file system, its ids as the container sees them (the
+        topmost layer that has it; whiteouts are not read, as in _is_dir)."""
+        rel = path.strip("/")
+        for diff_id in reversed(img.diff_ids):
+            try:
+                st = os.lstat(os.path.join(self.store.layer_dir(diff_id), rel))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if self._maps is None:
+                plan = idmap.plan()
+                self._maps = (plan.uid_mappings, plan.gid_mappings)
+            uid, gid = (_container_id(host, maps)
+                        for host, maps in zip((st.st_uid, st.st_gid), self._maps, strict=True))
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, gid,
+                                   st.st_size, int(st.st_atime), int(st.st_mtime),
+                                   int(st.st_ctime)))
+        return None
+
+    def _parents(self, out: tarfile.TarFile, img: _StageImage, written: set[str],
+                 owner: tuple[int, int]) -> None:
+        """Entries for the parent directories of what a step wrote: as the image has
+        them where they exist (left implicit, the layer's would be 0:0 0755 and hide the
+        image's owner and mode, /tmp's sticky bit too), else 0755 and owned by *owner*
+        (--chown's or USER's), as BuildKit's MkdirAll makes them."""
+        names = {posixpath.normpath("/" + n) for n in written}
+        parents: set[str] = set()
+        for name in names:
+            parent = posixpath.dirname(name)
+            while parent != "/" and parent not in names and parent not in parents:
+                parents.add(parent)
+                parent = posixpath.dirname(parent)
+        for parent in sorted(parents):
+            info = tarfile.TarInfo(parent.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            try:
+                st = self._lstat(img, parent)
+            except OSError:  # unreadable to rl (a sub-id's 0700 directory): left implicit
+                continue
+            if st is not None:
+                if not stat.S_ISDIR(st.st_mode):
+                    continue  # a symlink on the way: left as it is
+                info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+                info.mtime = int(st.st_mtime)
+            else:
+                info.mode, info.mtime = 0o755, int(time.time())
+                info.uid, info.gid = max(owner[0], 0), max(owner[1], 0)
+            out.addfile(info)
+
+    def _user_ids(self, img: _StageImage, spec: str, where: str) -> tuple[int, int]:
+        """USER's uid and gid for what WORKDIR creates (BuildKit's mkdir WithUser): numbers
+        as they are (a lone uid is its gid too), names from the image's passwd/group."""
+        user, _, group = spec.partition(":")
+        uid = gid = 0
+        if user.isdigit():
+            uid = gid = int(user)
+        else:
+            entry = self._account(img, "etc/passwd", user, 7, where)
+            uid, gid = int(entry[2]), int(entry[3])
+        if group.isdigit():
+            gid = int(group)
+        elif group:
+            gid = int(self._account(img, "etc/group", group, 3, where)[2])
+        return uid, gid
+
+    def _account(self, img: _StageImage, rel: str, name: str, fields: int,
+                 where: str) -> list[str]:
+        """The entry of *name* in the image's account file *rel*, read beneath its layer
+        without following a symlink (the image is hostile input)."""
+        what = "user" if rel.endswith("passwd") else "group"
+        for diff_id in reversed(img.diff_ids):
+            try:
+                root = os.open(self.store.layer_dir(diff_id), os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fd = syscalls.openat2(root, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+                                      syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS)
+            except OSError:
+                continue
+            finally:
+                os.close(root)
+            with os.fdopen(fd, "rb") as f:
+                text = f.read(32 << 20).decode(errors="replace") \
+                    if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+            for line in text.splitlines():
+                parts = line.split(":")
+                if len(parts) >= fields and parts[0] == name and parts[2].isdigit() and \
+                        (fields < 7 or parts[3].isdigit()):
+                    return parts
+            break
+        raise InvalidArgument(f"{where}unable to find {what} {name}: no matching entries "
+                              f"in {what} file")
 
     # -- config instructions -------------------------------------------------------
 
@@ -494,7 +602,9 @@ class Builder:
             if self._is_dir(img, path):
                 img.history(f"WORKDIR {path}", empty=True)
             else:
-                self._mkdir_layer(img, path, f"WORKDIR {path}")
+                user = cc.get("User") or ""
+                owner = self._user_ids(img, user, where) if user else (0, 0)
+                self._mkdir_layer(img, path, f"WORKDIR {path}", owner)
         elif kind == "USER":
             cc["User"] = ins.args[0]
             img.history(f"USER {ins.args[0]}", empty=True)
@@ -565,12 +675,15 @@ class Builder:
         img.cc["Healthcheck"] = out
         img.history(f"HEALTHCHECK {_go_quote_list(list(hc.test))}", empty=True)
 
-    def _mkdir_layer(self, img: _StageImage, path: str, created_by: str) -> None:
+    def _mkdir_layer(self, img: _StageImage, path: str, created_by: str,
+                     owner: tuple[int, int]) -> None:
         with tempfile.TemporaryDirectory(prefix="rl-build-") as tmp:
             tar_path = os.path.join(tmp, "layer.tar")
             with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+                self._parents(out, img, {path}, owner)
                 info = tarfile.TarInfo(path.strip("/"))
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                info.uid, info.gid = owner
                 out.addfile(info)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
@@ -618,6 +731,14 @@ def _env_pairs(env: list[str]) -> list[tuple[str, str]]:
         k, _, v = item.partition("=")
         out.append((k, v))
     return out
+
+
+def _container_id(host: int, maps: list[IDMapping]) -> int:
+    """The container's id for a host id of a layer file (the overflow id if unmapped)."""
+    for m in maps:
+        if m.host_id <= host < m.host_id + m.size:
+            return m.container_id + host - m.host_id
+    return 65534
 
 
 def _is_dir_source(sources: list[Source]) -> bool:
