@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from imagetools import rootfs_tar
 
 import support
-from support import RlState
+from support import RlRunner, RlState
 
 BASE = "localhost/peer-busybox:1"
 
@@ -542,3 +543,39 @@ def test_same_config_and_tree_as_podman(peer: Peer, case: Case, tmp_path: Path) 
     for path in sorted(set(rl_tree) | set(pm_tree) | set(case.podman) - set(KEYS)):
         compare(path, rl_tree.get(path), pm_tree.get(path))
     assert not problems, "\n".join(problems)
+
+
+def test_parent_directories_as_buildkit_makes_them(rl: RlRunner, rootfs: Path,
+                                                   tmp_path: Path) -> None:
+    """rl alone (no podman needed): what the comparison above found. A layer written by
+    COPY or WORKDIR keeps the image's parent directories as they are (/tmp's sticky bit,
+    /home/user's owner); missing ones are 0755 and owned by --chown's or USER's ids; a
+    directory source's destination is 0755 whatever the source directory's mode."""
+    support.require_userns()
+    support.require_newidmap()
+    support.require_busybox()
+    base = f"localhost/peer-parents-{os.getpid()}:1"
+    rl("import", "-c", 'CMD ["sh"]', rootfs_tar(rootfs, tmp_path / "bb.tar.gz"), base,
+       check=True)
+    ctx = make_context(Case("parents", f"""\
+FROM {base}
+USER user
+WORKDIR /home/user/app/sub
+USER root
+COPY f /tmp/x/
+COPY f /home/user/
+COPY --chown=1000:10 f /opt/new/deep/
+COPY dir /made-by-dir
+""", {"f": "f\n", "dir/inner": "i\n"}, {"dir": 0o700}), tmp_path / "ctx")
+    image = f"{base}-built"
+    rl("build", "-q", "-t", image, ctx, check=True, timeout=300)
+    paths = ["/tmp", "/tmp/x", "/home/user", "/home/user/app", "/home/user/app/sub", "/opt",
+             "/opt/new", "/opt/new/deep", "/opt/new/deep/f", "/made-by-dir"]
+    r = rl("run", "--rm", "--network=none", image, "stat", "-c", "%n %a %u:%g", *paths,
+           check=True)
+    assert r.stdout.splitlines() == [
+        "/tmp 1777 0:0", "/tmp/x 755 0:0", "/home/user 755 1000:1000",
+        "/home/user/app 755 1000:1000", "/home/user/app/sub 755 1000:1000",
+        "/opt 755 1000:10", "/opt/new 755 1000:10", "/opt/new/deep 755 1000:10",
+        "/opt/new/deep/f 644 1000:10", "/made-by-dir 755 0:0"]
+    rl("rmi", image, base, check=True)
