@@ -52,6 +52,8 @@ from rootless.defaults import DEFAULT_NETWORK
 from rootless.errors import InvalidArgument, NoSuchImage, RlError
 from rootless.image import images as imagelib
 from rootless.image.store import MT_OCI_LAYER, Image, Store
+from rootless.runtime import idmap
+from rootless.runtime.spec import IDMapping
 
 # The engine is imported where a step needs a container (RUN, COPY --from): a
 # fully cached build never loads it (a third of its start-up).
@@ -144,6 +146,7 @@ class Builder:
         self.seeds: list[Image] = []  # --cache-from images
         self.journal_name = ""  # marks this process's intermediate images
         self.stage_child = False  # a process _fork_stage made
+        self._maps: tuple[list[IDMapping], list[IDMapping]] | None = None  # host → container
 
     # -- the whole build -----------------------------------------------------------
 
@@ -800,6 +803,9 @@ class Builder:
                     if local:
                         self._copy_context(out, view, ins, ctx, local, dest, as_dir,
                                            (uid, gid, chmod), where)
+                # Every parent of what the step wrote, as the image has it (an
+                # implicit one would be the layer's 0:0 0755 and hide the image's).
+                self._parents(out, view, {m.name for m in out.getmembers()}, (uid, gid))
             self._normalise(tar_path)
             with self.store.writing():
                 digest, size = self.store.put_file(tar_path)
@@ -883,10 +889,14 @@ class Builder:
         written: set[str] = set()
         for sources in found:
             for src in sources:
+                entry_owner = owner
                 if src.name == "":  # the directory source itself: the destination
                     name = dest
                     if self._is_dir(img, dest) or name in written:
                         continue
+                    # BuildKit makes it as a missing parent: 0755 (--chown's owner),
+                    # not the source directory's mode, nor --chmod's.
+                    entry_owner = (owner[0], owner[1], 0o755)
                 elif into_dir:
                     name = posixpath.join(dest, src.name)
                 else:
@@ -1001,6 +1011,101 @@ class Builder:
         found = copying.stage_lstat(self._layer_dirs(img), path)
         return found is not None and stat.S_ISDIR(found[1].st_mode)
 
+    def _lstat(self, img: _StageImage, path: str) -> os.stat_result | None:
+        """*path* in the stage's file system, its ids as the container sees them (the
+        topmost layer that has it; whiteouts are not read, as in _is_dir)."""
+        rel = path.strip("/")
+        for diff_id in reversed(img.diff_ids):
+            try:
+                st = os.lstat(os.path.join(self.store.layer_dir(diff_id), rel))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if self._maps is None:
+                plan = idmap.plan()
+                self._maps = (plan.uid_mappings, plan.gid_mappings)
+            uid, gid = (_container_id(host, maps)
+                        for host, maps in zip((st.st_uid, st.st_gid), self._maps, strict=True))
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, uid, gid,
+                                   st.st_size, int(st.st_atime), int(st.st_mtime),
+                                   int(st.st_ctime)))
+        return None
+
+    def _parents(self, out: tarfile.TarFile, img: _StageImage, written: set[str],
+                 owner: tuple[int, int]) -> None:
+        """Entries for the parent directories of what a step wrote: as the image has
+        them where they exist (left implicit, the layer's would be 0:0 0755 and hide the
+        image's owner and mode, /tmp's sticky bit too), else 0755 and owned by *owner*
+        (--chown's or USER's), as BuildKit's MkdirAll makes them."""
+        names = {posixpath.normpath("/" + n) for n in written}
+        parents: set[str] = set()
+        for name in names:
+            parent = posixpath.dirname(name)
+            while parent != "/" and parent not in parents:
+                if parent not in names:  # one the step wrote itself (a made parent) stays
+                    parents.add(parent)
+                parent = posixpath.dirname(parent)
+        for parent in sorted(parents):
+            info = tarfile.TarInfo(parent.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            try:
+                st = self._lstat(img, parent)
+            except OSError:  # unreadable to rl (a sub-id's 0700 directory): left implicit
+                continue
+            if st is not None:
+                if not stat.S_ISDIR(st.st_mode):
+                    continue  # a symlink on the way: left as it is
+                info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+                info.mtime = int(st.st_mtime)
+            else:
+                info.mode, info.mtime = 0o755, int(time.time())
+                info.uid, info.gid = max(owner[0], 0), max(owner[1], 0)
+            out.addfile(info)
+
+    def _user_ids(self, img: _StageImage, spec: str, where: str) -> tuple[int, int]:
+        """USER's uid and gid for what WORKDIR creates (BuildKit's mkdir WithUser): numbers
+        as they are (a lone uid is its gid too), names from the image's passwd/group."""
+        user, _, group = spec.partition(":")
+        uid = gid = 0
+        if user.isdigit():
+            uid = gid = int(user)
+        else:
+            entry = self._account(img, "etc/passwd", user, 7, where)
+            uid, gid = int(entry[2]), int(entry[3])
+        if group.isdigit():
+            gid = int(group)
+        elif group:
+            gid = int(self._account(img, "etc/group", group, 3, where)[2])
+        return uid, gid
+
+    def _account(self, img: _StageImage, rel: str, name: str, fields: int,
+                 where: str) -> list[str]:
+        """The entry of *name* in the image's account file *rel*, read beneath its layer
+        without following a symlink (the image is hostile input)."""
+        what = "user" if rel.endswith("passwd") else "group"
+        for diff_id in reversed(img.diff_ids):
+            try:
+                root = os.open(self.store.layer_dir(diff_id), os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fd = syscalls.openat2(root, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+                                      syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS)
+            except OSError:
+                continue
+            finally:
+                os.close(root)
+            with os.fdopen(fd, "rb") as f:
+                text = f.read(32 << 20).decode(errors="replace") \
+                    if stat.S_ISREG(os.fstat(fd).st_mode) else ""
+            for line in text.splitlines():
+                parts = line.split(":")
+                if len(parts) >= fields and parts[0] == name and parts[2].isdigit() and \
+                        (fields < 7 or parts[3].isdigit()):
+                    return parts
+            break
+        raise InvalidArgument(f"{where}unable to find {what} {name}: no matching entries "
+                              f"in {what} file")
+
     # -- config instructions -------------------------------------------------------
 
     def _config(self, img: _StageImage, ins: Instruction, step: scope.Step,
@@ -1027,7 +1132,9 @@ class Builder:
             if self._is_dir(img, path):
                 img.history(f"WORKDIR {path}", empty=True)
             else:
-                self._mkdir_layer(img, path, f"WORKDIR {path}")
+                user = cc.get("User") or ""
+                owner = self._user_ids(img, user, where) if user else (0, 0)
+                self._mkdir_layer(img, path, f"WORKDIR {path}", owner)
         elif kind == "USER":
             cc["User"] = ins.args[0]
             img.history(f"USER {ins.args[0]}", empty=True)
@@ -1098,12 +1205,15 @@ class Builder:
         img.cc["Healthcheck"] = out
         img.history(f"HEALTHCHECK {_go_quote_list(list(hc.test))}", empty=True)
 
-    def _mkdir_layer(self, img: _StageImage, path: str, created_by: str) -> None:
+    def _mkdir_layer(self, img: _StageImage, path: str, created_by: str,
+                     owner: tuple[int, int]) -> None:
         with tempfile.TemporaryDirectory(prefix="rl-build-") as tmp:
             tar_path = os.path.join(tmp, "layer.tar")
             with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as out:
+                self._parents(out, img, {path}, owner)
                 info = tarfile.TarInfo(path.strip("/"))
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                info.uid, info.gid = owner
                 out.addfile(info)
             self._normalise(tar_path)
             with self.store.writing():
@@ -1246,6 +1356,14 @@ def _env_pairs(env: list[str]) -> list[tuple[str, str]]:
         k, _, v = item.partition("=")
         out.append((k, v))
     return out
+
+
+def _container_id(host: int, maps: list[IDMapping]) -> int:
+    """The container's id for a host id of a layer file (the overflow id if unmapped)."""
+    for m in maps:
+        if m.host_id <= host < m.host_id + m.size:
+            return m.container_id + host - m.host_id
+    return 65534
 
 
 def _is_dir_source(sources: list[Source]) -> bool:
