@@ -896,14 +896,14 @@ class Builder:
                         continue
                     # BuildKit makes it as a missing parent: 0755 (--chown's owner),
                     # not the source directory's mode, nor --chmod's.
-                    entry_owner = (owner[0], owner[1], 0o755)
+                    entry_owner = (owner[0], owner[1], copying.Mode("0755", where))
                 elif into_dir:
                     name = posixpath.join(dest, src.name)
                 else:
                     name = dest
                 written.add(name)
                 copying.check_name(name, where)
-                _add(out, ctx, src, name, owner)
+                _add(out, ctx, src, name, entry_owner)
 
     def _copy_parents(self, out: tarfile.TarFile, ins: Instruction, ctx: Context,
                       srcs: tuple[str, ...], dest: str,
