@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -378,3 +379,33 @@ def test_bad_input(oci: RlOci, bundle: Callable[..., Path], tmp_path: Path) -> N
     assert error_line(oci("kill", "x")) == "container does not exist"
     assert error_line(oci("kill", "x", "NOSUCH")).startswith("unknown signal")
     assert oci("list", "-q", check=True).stdout == ""  # no failure left a record
+
+
+def test_the_fast_path_answers_as_the_click_face(oci: RlOci, bundle: Callable[..., Path],
+                                                 root: Path) -> None:
+    """Engines' calls are parsed without click (fast.py); the click face (main.py)
+    must answer the same, and the fast path must not load click."""
+    oci("run", "-d", "-b", bundle("sleep", "100"), "fp", check=True)
+    probe = (
+        "import sys\n"
+        "from rootless.oci import fast, main\n"
+        "entry = fast.main if sys.argv[1] == 'fast' else main.main\n"
+        "del sys.modules['click'], main\n"
+        "sys.argv = ['rl-oci', *sys.argv[2:]]\n"
+        "try:\n"
+        "    entry()\n"
+        "finally:\n"
+        "    sys.stderr.write('click loaded: %s\\n' % ('click' in sys.modules))\n")
+    for argv in (["state", "fp"], ["state", "nope"], ["kill", "fp", "0"],
+                 ["kill", "--all", "fp", "SIGCONT"], ["start", "fp"], ["delete", "fp"],
+                 ["--log-format", "json", "state", "nope"]):
+        answers = []
+        for entry in ("fast", "click"):
+            r = subprocess.run([sys.executable, "-c", probe, entry, "--root", str(root), *argv],
+                               capture_output=True, text=True, timeout=60, check=False)
+            err, _, loaded = r.stderr.rpartition("click loaded: ")
+            untimed = [re.sub(r'"?time"?[=:] ?"[^"]*"', "", line) for line in err.splitlines()]
+            answers.append((r.returncode, r.stdout, untimed))
+            if entry == "fast":
+                assert loaded.strip() == "False", (argv, r.stderr)
+        assert answers[0] == answers[1], argv

@@ -8,11 +8,9 @@ Errors are one line on stderr in runc's (logrus') form and exit status 1;
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
@@ -20,49 +18,9 @@ import click
 from .. import __version__
 from ..errors import RlError
 from ..runtime.spec import OCI_VERSION
-from . import defaults, lifecycle
+from . import control, defaults, lifecycle
+from .log import Globals, fail
 from .records import Root, default_root, state_json
-
-
-@dataclass
-class Globals:
-    root: Root
-    log_file: str | None
-    log_format: str
-    debug: bool
-    rootless: str
-
-    def line(self, level: str, msg: str) -> str:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if self.log_format == "json":
-            return json.dumps({"level": level, "msg": msg, "time": now})
-        return f"time=\"{now}\" level={level} msg={json.dumps(msg)}"
-
-    def write_log(self, level: str, msg: str) -> None:
-        if not self.log_file:
-            return
-        try:
-            with open(self.log_file, "a") as f:
-                f.write(self.line(level, msg) + "\n")
-        except OSError:
-            pass  # a log that cannot be written must not fail the operation
-
-    def debug_log(self, msg: str) -> None:
-        if self.debug:
-            self.write_log("debug", msg)
-            if not self.log_file:
-                sys.stderr.write(self.line("debug", msg) + "\n")
-
-
-def _fail(g: Globals | None, msg: str) -> NoReturn:
-    g = g or Globals(Root(default_root()), None, "text", False, "auto")
-    g.write_log("error", msg)
-    try:
-        sys.stderr.write(g.line("error", msg) + "\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
-    sys.exit(1)
 
 
 def _g(ctx: click.Context) -> Globals:
@@ -161,7 +119,7 @@ def run(ctx: click.Context, container_id: str, bundle: str, pid_file: str | None
 @click.pass_context
 def start(ctx: click.Context, container_id: str) -> None:
     """Start a created container."""
-    lifecycle.start(_g(ctx).root, container_id)
+    control.start(_g(ctx).root, container_id)
 
 
 @cli.command()
@@ -169,7 +127,7 @@ def start(ctx: click.Context, container_id: str) -> None:
 @click.pass_context
 def state(ctx: click.Context, container_id: str) -> None:
     """Print the container's state (the OCI runtime spec's JSON)."""
-    click.echo(json.dumps(lifecycle.state(_g(ctx).root, container_id), indent=2))
+    click.echo(json.dumps(control.state(_g(ctx).root, container_id), indent=2))
 
 
 @cli.command()
@@ -179,7 +137,7 @@ def state(ctx: click.Context, container_id: str) -> None:
 @click.pass_context
 def kill(ctx: click.Context, all_: bool, container_id: str, signal_: str) -> None:
     """Send a signal (a name or number; SIGTERM by default) to the container."""
-    lifecycle.kill(_g(ctx).root, container_id, lifecycle.parse_signal(signal_), all_)
+    control.kill(_g(ctx).root, container_id, control.parse_signal(signal_), all_)
 
 
 @cli.command()
@@ -188,7 +146,7 @@ def kill(ctx: click.Context, all_: bool, container_id: str, signal_: str) -> Non
 @click.pass_context
 def delete(ctx: click.Context, force: bool, container_id: str) -> None:
     """Delete a container's state (and the container, if created, or with -f)."""
-    lifecycle.delete(_g(ctx).root, container_id, force)
+    control.delete(_g(ctx).root, container_id, force)
 
 
 @cli.command(name="list")
@@ -230,7 +188,7 @@ def ps(ctx: click.Context, fmt: str, container_id: str, ps_args: tuple[str, ...]
     from ..errors import NotRunning
 
     rec, status = _g(ctx).root.get(container_id)
-    pids = lifecycle.members(rec) if status in ("created", "running") else []
+    pids = control.members(rec) if status in ("created", "running") else []
     if fmt == "json":
         click.echo(json.dumps(pids))
         return
@@ -323,12 +281,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         g = ctx.obj if ctx is not None else None
-        _fail(g, e.format_message())
+        fail(g, e.format_message())
     except RlError as e:
-        _fail(ctx.obj if ctx is not None else None, e.message)
+        fail(ctx.obj if ctx is not None else None, e.message)
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        _fail(ctx.obj if ctx is not None else None, f"{e.strerror or e}{where}")
+        fail(ctx.obj if ctx is not None else None, f"{e.strerror or e}{where}")
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
