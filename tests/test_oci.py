@@ -174,6 +174,8 @@ def test_create_start_state_kill_delete(oci: RlOci, bundle: Callable[..., Path],
     assert error_line(oci("delete", "c1")) == \
         "cannot delete container c1 that is not stopped: running"
     assert json.loads(oci("ps", "-f", "json", "c1", check=True).stdout) == [pid]
+    table = oci("ps", "c1", check=True).stdout.splitlines()
+    assert "PID" in table[0] and len(table) == 2 and "sleep 100" in table[1], table
 
     oci("kill", "c1", "9", check=True)  # a signal by number, as podman sends it
     assert support.wait_until(lambda: status(oci, "c1") == "stopped")
@@ -409,3 +411,41 @@ def test_the_fast_path_answers_as_the_click_face(oci: RlOci, bundle: Callable[..
             if entry == "fast":
                 assert loaded.strip() == "False", (argv, r.stderr)
         assert answers[0] == answers[1], argv
+
+
+def test_log_file_and_formats(oci: RlOci, bundle: Callable[..., Path], tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    r = oci("--log", log, "--log-format", "json", "--debug", "run", "-b", bundle("true"), "lg")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and all(set(d) == {"level", "msg", "time"} for d in lines)
+    assert any(d["level"] == "debug" and "created lg" in d["msg"] for d in lines)
+    r = oci("--log", log, "--log-format", "json", "state", "nope")
+    err = json.loads(r.stderr)
+    assert (r.returncode, err["level"], err["msg"]) == (1, "error", "container does not exist")
+    assert json.loads(log.read_text().splitlines()[-1])["msg"] == "container does not exist"
+
+
+def test_run_in_the_foreground_relays_its_terminal(rl_oci_path: Path, root: Path,
+                                                   bundle: Callable[..., Path]) -> None:
+    """terminal: true without --console-socket: `run` relays the pty to its own stdio."""
+    import pty
+    import select
+
+    b = bundle("sh", "-c", "tty; read x; echo got:$x; exit 6", terminal=True)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([rl_oci_path, "--root", root, "run", "-b", b, "rt"], stdin=slave,
+                         stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = _read_until(master, b"/dev/pts/0")
+    os.write(master, b"line\r")
+    deadline = time.monotonic() + 30
+    while b"got:line" not in out and time.monotonic() < deadline:
+        if select.select([master], [], [], 1)[0]:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+    assert p.wait(30) == 6
+    os.close(master)
+    assert b"/dev/pts/0" in out and b"got:line" in out, out
