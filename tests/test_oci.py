@@ -449,3 +449,22 @@ def test_run_in_the_foreground_relays_its_terminal(rl_oci_path: Path, root: Path
     assert p.wait(30) == 6
     os.close(master)
     assert b"/dev/pts/0" in out and b"got:line" in out, out
+
+
+def test_state_start_kill_load_little(root: Path) -> None:
+    """conmon and podman run a fresh rl-oci for each of these: they must not load
+    click, dataclasses, typing or shutil (each costs more than the call itself;
+    delete loads shutil when it has a tree to remove)."""
+    probe = ("import sys\n"
+             "from rootless.oci import fast\n"
+             "sys.argv = ['rl-oci', '--root', sys.argv[1], *sys.argv[2:]]\n"
+             "try:\n"
+             "    fast.main()\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "heavy = {'click', 'dataclasses', 'typing', 'shutil'} & set(sys.modules)\n"
+             "print(sorted(heavy))\n")
+    for argv in (["state", "x"], ["start", "x"], ["kill", "x", "9"]):
+        r = subprocess.run([sys.executable, "-c", probe, str(root), *argv],
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.stdout == "[]\n", (argv, r.stdout, r.stderr)

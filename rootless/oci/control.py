@@ -7,15 +7,18 @@ process, so they import only the records and the gate.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
-from typing import Any
 
 from ..errors import Conflict, InvalidArgument, NotFound, NotRunning, RlError
 from ..runtime import gate
 from .records import Record, Root, pidfd, state_json
+
+# typing.TYPE_CHECKING without importing typing (mypy knows the name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def start(root: Root, cid: str) -> None:
@@ -77,25 +80,33 @@ def kill(root: Root, cid: str, sig: int, all_: bool = False) -> None:
     rec, status = root.get(cid)
     if status not in ("created", "running"):
         raise NotRunning("container not running")
-    with pidfd(rec) as fd:
-        if fd is None:
-            raise NotRunning("container not running")
+    fd = pidfd(rec)
+    if fd is None:
+        raise NotRunning("container not running")
+    try:
         others = [p for p in members(rec) if p != rec.pid] if all_ else []
         signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)
     for pid in others:
-        with contextlib.suppress(OSError):
+        try:
             os.kill(pid, sig)
+        except OSError:
+            pass  # gone meanwhile
 
 
 def _kill_and_wait(rec: Record, timeout: float = 10.0) -> None:
-    with pidfd(rec) as fd:
-        if fd is None:
-            return
+    fd = pidfd(rec)
+    if fd is None:
+        return
+    try:
         # SIGKILL to PID 1 of a PID namespace kills every process in it.
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         if not select.select([fd], [], [], timeout)[0]:
             raise RlError(f"container {rec.id}'s process {rec.pid} did not die in "
                           f"{timeout:.0f} s")
+    finally:
+        os.close(fd)
 
 
 def delete(root: Root, cid: str, force: bool) -> None:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import NoReturn
 
 from ..errors import RlError
 from .log import Globals, fail
 from .records import Root, default_root
+
+# typing.TYPE_CHECKING without importing typing (mypy knows the name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Flags that take a value (True) or not (False), per verb; "" is the global ones.
 _FLAGS: dict[str, dict[str, bool]] = {

@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from typing import NoReturn
 
 from .records import Root, default_root
 
+# typing.TYPE_CHECKING without importing typing (mypy knows the name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
-@dataclass
+
 class Globals:
-    root: Root
-    log_file: str | None
-    log_format: str
-    debug: bool
-    rootless: str
+    """The global flags (a plain class: see records.py on imports)."""
+
+    def __init__(self, root: Root, log_file: str | None, log_format: str, debug: bool,
+                 rootless: str) -> None:
+        self.root = root
+        self.log_file = log_file
+        self.log_format = log_format
+        self.debug = debug
+        self.rootless = rootless
 
     def line(self, level: str, msg: str) -> str:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -5,6 +5,10 @@
     <root>/<id>/.lock       flock'd by the creating rl-oci for as long as it runs
     <root>/<id>/exec.fifo   the create/start gate (runtime/gate.py)
 
+Every call of rl-oci is a fresh process and conmon makes several per
+container: this module (with control.py and fast.py) imports no dataclasses,
+shutil or typing at run time, which together cost more than a `state` does.
+
 The status is computed, never stored: a record can then not go stale when a
 process dies or rl-oci is killed. PID 1 is known by pid and its start time
 (/proc/PID/stat field 22), so a reused pid is not mistaken for it:
@@ -18,19 +22,20 @@ process dies or rl-oci is killed. PID 1 is known by pid and its start time
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
 import os
 import re
-import shutil
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from ..errors import Conflict, InvalidArgument, NotFound, RlError
 from ..runtime import gate
+
+# typing.TYPE_CHECKING without importing typing (mypy knows the name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 STATE = "state.json"
 LOCK = ".lock"
@@ -49,26 +54,50 @@ def check_id(cid: str) -> None:
         raise InvalidArgument(f"invalid id format: {cid}")
 
 
-@dataclass
 class Record:
-    id: str
-    pid: int
-    pid_start: int  # PID 1's start time in clock ticks after boot
-    bundle: str
-    rootfs: str
-    created: str  # RFC 3339, UTC
-    owner: str
-    annotations: dict[str, str] = field(default_factory=dict)
-    userns: bool = True  # rl-oci made the user namespace (exec joins it)
+    """A container's state.json (plain attributes: see the module's docstring)."""
+
+    FIELDS = ("id", "pid", "pid_start", "bundle", "rootfs", "created", "owner",
+              "annotations", "userns")
+
+    def __init__(self, id: str, pid: int, pid_start: int, bundle: str, rootfs: str,
+                 created: str, owner: str, annotations: dict[str, str] | None = None,
+                 userns: bool = True) -> None:
+        self.id = id
+        self.pid = pid
+        self.pid_start = pid_start  # PID 1's start time in clock ticks after boot
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created  # RFC 3339, UTC
+        self.owner = owner
+        self.annotations = annotations or {}
+        self.userns = userns  # rl-oci made the user namespace (exec joins it)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record | None:
+        """The record, or None if data is not one (a damaged state.json)."""
+        if not isinstance(data, dict) or set(data) != set(cls.FIELDS):
+            return None
+        ints = ("pid", "pid_start")
+        texts = ("id", "bundle", "rootfs", "created", "owner")
+        if not (all(isinstance(data[k], int) for k in ints)
+                and all(isinstance(data[k], str) for k in texts)
+                and isinstance(data["annotations"], dict)
+                and isinstance(data["userns"], bool)):
+            return None
+        return cls(**data)
 
 
-@dataclass
 class Entry:
     """A directory under --root as list/state see it; record None if damaged."""
 
-    id: str
-    status: str
-    record: Record | None
+    def __init__(self, id: str, status: str, record: Record | None) -> None:
+        self.id = id
+        self.status = status
+        self.record = record
 
 
 def start_time(pid: int) -> int | None:
@@ -113,7 +142,7 @@ class Root:
             except FileExistsError:
                 if os.path.exists(os.path.join(d, STATE)) or _locked(d):
                     raise Conflict("container with given ID already exists") from None
-                shutil.rmtree(d, ignore_errors=True)
+                _rmtree(d)
                 continue
             fd = os.open(os.path.join(d, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -124,11 +153,11 @@ class Root:
         d = self.dir(rec.id)
         tmp = os.path.join(d, f".{STATE}.{os.getpid()}.tmp")
         with open(tmp, "w") as f:
-            json.dump(asdict(rec), f)
+            json.dump(rec.as_json(), f)
         os.replace(tmp, os.path.join(d, STATE))
 
     def remove(self, cid: str) -> None:
-        shutil.rmtree(self.dir(cid), ignore_errors=True)
+        _rmtree(self.dir(cid))
 
     def entry(self, cid: str) -> Entry:
         """cid's entry; NotFound if there is no such container."""
@@ -163,6 +192,12 @@ class Root:
                 yield Entry(name, _status(d, rec), rec)
 
 
+def _rmtree(d: str) -> None:
+    import shutil  # only delete and debris need it: kept off state's imports
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def _locked(d: str) -> bool:
     try:
         fd = os.open(os.path.join(d, LOCK), os.O_RDONLY | os.O_CLOEXEC)
@@ -181,7 +216,7 @@ def _load(d: str) -> Record | None:
     try:
         with open(os.path.join(d, STATE), "rb") as f:
             data: Any = json.loads(f.read())
-        return Record(**data) if isinstance(data, dict) else None
+        return Record.from_json(data)
     except (OSError, ValueError, TypeError, RecursionError):
         return None
 
@@ -208,16 +243,15 @@ def state_json(rec: Record, status: str) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def pidfd(rec: Record) -> Iterator[int | None]:
-    """A pidfd for the record's PID 1 if that very process is alive, else None."""
+def pidfd(rec: Record) -> int | None:
+    """A pidfd for the record's PID 1 if that very process is alive (the caller
+    closes it), else None."""
     try:
         fd = os.pidfd_open(rec.pid)
     except OSError:
-        yield None
-        return
-    try:
-        # Opened first, checked after: the pid cannot be reused under the fd.
-        yield fd if start_time(rec.pid) == rec.pid_start else None
-    finally:
-        os.close(fd)
+        return None
+    # Opened first, checked after: the pid cannot be reused under the fd.
+    if start_time(rec.pid) == rec.pid_start:
+        return fd
+    os.close(fd)
+    return None
