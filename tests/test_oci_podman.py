@@ -134,3 +134,28 @@ def test_run_it_and_exec_it_through_a_pty(podman: tuple[list[str], dict[str, str
         assert b"/dev/pts/" in out, out
     finally:
         pm("rm", "-f", "-t", "0", "t1")
+
+
+def test_published_port(pm: Podman) -> None:
+    """-p: podman's port forwarder into the network namespace it gives rl-oci by path."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = pm("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8080", IMAGE, "sh", "-c",
+           "echo hello-web > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
+    assert r.returncode == 0, r.stderr
+    try:
+        def fetch() -> bytes:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html",
+                                            timeout=5) as resp:
+                    return bytes(resp.read())
+            except OSError:
+                return b""
+
+        assert support.wait_until(lambda: fetch() == b"hello-web\n", 30)
+    finally:
+        pm("rm", "-f", "-t", "0", "web")
