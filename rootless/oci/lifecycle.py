@@ -12,11 +12,11 @@ reparented to the caller's nearest child subreaper: conmon, or rl-oci's own
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import pwd
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -172,7 +172,9 @@ def _owner() -> str:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with microseconds (time, not datetime: ~10 ms less to import)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 def write_pid_file(path: str, pid: int) -> None:

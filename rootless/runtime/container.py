@@ -56,7 +56,7 @@ from typing import BinaryIO, NoReturn
 
 from .. import syscalls as sc
 from ..errors import EXIT_RL, InvalidArgument, RlError
-from . import cgroups, gate, idmap, mounts, network, process, report
+from . import gate, idmap, mounts, network, process, report
 from .bundle import Bundle
 from .spec import ConsoleSize, Spec
 
@@ -516,6 +516,10 @@ def create(
                 report.raise_error(line)
             if line != "C":
                 raise RlError("the container's first process died while creating namespaces")
+            # Here, not at the top: rl-oci (a fresh process per call, no
+            # cgroups) would pay ~10 ms for it; rl's fork server has it loaded.
+            from . import cgroups
+
             cgroups.attach(cgroup, c1)
             os.write(sync_w, b"C")
             line = report.read_line(reports)
