@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     ctx: click.Context | None = None
     g: Globals | None = None
     try:
-        ctx = cli.make_context("rl-oci", list(sys.argv[1:] if argv is None else argv))
+        args = list(sys.argv[1:] if argv is None else argv)
+        # No arguments: the help on stdout and exit 0, as runc (not a usage error).
+        ctx = cli.make_context("rl-oci", args or ["--help"])
         with ctx:
             code = cli.invoke(ctx)
     except click.exceptions.Exit as e:
