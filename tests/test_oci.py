@@ -247,6 +247,9 @@ def test_exec_foreground_detached_and_process_json(oci: RlOci, bundle: Callable[
     assert epid in json.loads(oci("ps", "-f", "json", "e", check=True).stdout)
     r = oci("exec", "e", "nonexistent-cmd")
     assert "executable file not found" in error_line(r)
+    # --user: the config maps only the caller (as root), so uid 1000 does not exist.
+    assert oci("exec", "--user", "0:0", "e", "id", "-u").stdout == "0\n"
+    assert "uid 1000 is not mapped" in error_line(oci("exec", "--user", "1000", "e", "id"))
 
 
 def _console_listener(path: Path) -> socket.socket:
