@@ -56,7 +56,7 @@ from typing import BinaryIO, NoReturn
 
 from .. import syscalls as sc
 from ..errors import EXIT_RL, InvalidArgument, RlError
-from . import cgroups, gate, idmap, mounts, network, process, report
+from . import gate, idmap, mounts, network, process, report
 from .bundle import Bundle
 from .spec import ConsoleSize, Spec
 
@@ -177,6 +177,8 @@ class _Child:
     life_r: int | None
     join_cgroup: bool
     detached: bool
+    new_userns: bool = True  # False: stay in the caller's user namespace (OCI, podman)
+    preserve_fds: int = 0  # the caller's fds 3..2+N go to the command (OCI --preserve-fds)
 
 
 def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
@@ -185,7 +187,7 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
         # PID 1 holds nothing of the supervisor's (sup.lock, the client's
         # socket, published ports, the fork server's log): whatever it execs
         # (the command, or catatonit with --init) is readable via /proc/1/fd.
-        keep = {report_w, sync_r, *(ch.stdio or ())}
+        keep = {report_w, sync_r, *(ch.stdio or ()), *range(3, 3 + ch.preserve_fds)}
         if ch.gate_fd is not None:
             keep.add(ch.gate_fd)
         if ch.pty_sock is not None:
@@ -228,11 +230,14 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
             # no_new_privs): a profile for `create` must allow read, write
             # and close. rl's own launch has no gate, so `rl run` asks
             # nothing of a profile it did not before.
+            # The creator hears of a missing command (127/126), as runc's
+            # create says it; past the gate nobody may be listening.
+            _check_command(spec.process.args[0], env)
             report.send(report_w, "R")
             gate.wait(ch.gate_fd)
         if init is not None:
             _exec_init(*init, spec.process.args, env)
-        process.execute(spec.process, env)
+        process.execute(spec.process, env, ch.preserve_fds)
     except BaseException as e:
         report.fail_with(report_w, e)
     os._exit(EXIT_RL)
@@ -320,6 +325,10 @@ def _first_process(ch: _Child) -> NoReturn:
         if "user" in joined:
             sc.setns(joined.pop("user"), sc.CLONE_NEWUSER)
             report.send(report_w, "J")
+        elif not ch.new_userns:
+            # The caller's user namespace is the container's (rootless podman
+            # runs its runtime as root of its own): its maps exist already.
+            report.send(report_w, "J")
         else:
             try:
                 sc.unshare(sc.CLONE_NEWUSER)
@@ -395,7 +404,8 @@ def _kill(*pids: int | None) -> None:
 def create(
     bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
-    detached: bool = False, started: bool = False,
+    detached: bool = False, started: bool = False, new_userns: bool = True,
+    inherit_stdio: bool = False, preserve_fds: int = 0,
 ) -> Created:
     """Make the container's PID 1 and return once it waits at its gate.
 
@@ -420,6 +430,11 @@ def create(
     started: the caller starts it itself, now (launch): no gate is made,
     PID 1 execs as soon as it is set up, and create returns before that
     (wait_started reads the outcome).
+
+    An OCI runtime's caller (rootless/oci) asks for more: new_userns=False
+    keeps PID 1 in the caller's user namespace (the caller is root of one
+    already); inherit_stdio gives PID 1 the caller's own fds 0-2 (conmon's
+    pipes) instead of new pipes; preserve_fds=N its fds 3..2+N as well.
     """
     storage = bundle.extras.storage
     if detached and storage is not None and storage.driver != "overlay":
@@ -435,6 +450,8 @@ def create(
     result = Launched(pid=0)
     if bundle.spec.process.terminal:
         pty_parent, pty_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    elif inherit_stdio:
+        pass  # PID 1 keeps the fds 0-2 it inherits from this process
     else:
         if devnull_stdin:
             in_r = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -464,7 +481,8 @@ def create(
         except BaseException:
             os._exit(EXIT_RL)
         _first_process(_Child(bundle, report_w, sync_r, gate_fd, stdio_child, pty_child,
-                              life_r, join_cgroup=cgroup is not None, detached=detached))
+                              life_r, join_cgroup=cgroup is not None, detached=detached,
+                              new_userns=new_userns, preserve_fds=preserve_fds))
 
     os.close(report_w)
     os.close(sync_r)
@@ -498,6 +516,10 @@ def create(
                 report.raise_error(line)
             if line != "C":
                 raise RlError("the container's first process died while creating namespaces")
+            # Here, not at the top: rl-oci (a fresh process per call, no
+            # cgroups) would pay ~10 ms for it; rl's fork server has it loaded.
+            from . import cgroups
+
             cgroups.attach(cgroup, c1)
             os.write(sync_w, b"C")
             line = report.read_line(reports)

@@ -189,10 +189,13 @@ def permission_denied(argv0: str) -> CannotExecute:
     return CannotExecute(f'exec: "{argv0}": permission denied', EXIT_CANNOT_EXEC)
 
 
-def execute(proc: Process, env: dict[str, str]) -> None:
-    """Reset signals, close every fd above 2 on exec, exec; raises RlError on failure."""
+def execute(proc: Process, env: dict[str, str], preserve_fds: int = 0) -> None:
+    """Reset signals, close every fd above 2 (and the preserved 3..2+preserve_fds) on
+    exec, exec; raises RlError on failure."""
     reset_signals()
-    sc.close_range_cloexec(3)
+    for fd in range(3, 3 + preserve_fds):  # an OCI caller's --preserve-fds
+        os.set_inheritable(fd, True)
+    sc.close_range_cloexec(3 + preserve_fds)
     argv0 = proc.args[0]
     if not argv0:
         raise not_found(argv0)  # what runc says of an empty command, not Python's ValueError

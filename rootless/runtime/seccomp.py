@@ -26,7 +26,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
-import platform
+import os
 import struct
 
 from .. import syscalls as sc
@@ -112,7 +112,7 @@ def default_profile(caps: list[str]) -> Seccomp:
             SeccompSyscall(names=["clone3"], action=refuse, errno_ret=errno.ENOSYS),
         ]
     return Seccomp(default_action=refuse, default_errno_ret=errno.EPERM,
-                   architectures=_HOST_ARCHES.get(platform.machine(), []), syscalls=rules)
+                   architectures=_HOST_ARCHES.get(os.uname().machine, []), syscalls=rules)
 
 
 # -- a Docker profile file ------------------------------------------------------------
@@ -122,7 +122,7 @@ _DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 def _applies(rule: dict[str, object], caps: list[str]) -> bool:
     """A Docker profile rule's includes/excludes, for this container and host."""
-    arch = _DOCKER_ARCH.get(platform.machine(), platform.machine())
+    arch = _DOCKER_ARCH.get(os.uname().machine, os.uname().machine)
     inc = rule.get("includes") or {}
     exc = rule.get("excludes") or {}
     assert isinstance(inc, dict) and isinstance(exc, dict)
@@ -169,7 +169,7 @@ def load_profile(path: str, caps: list[str]) -> Seccomp:
         profile = Seccomp(default_action=str(data["defaultAction"]),
                           default_errno_ret=int(default_errno) if default_errno is not None
                           else None,
-                          architectures=_HOST_ARCHES.get(platform.machine(), []),
+                          architectures=_HOST_ARCHES.get(os.uname().machine, []),
                           syscalls=rules)
     except OSError as e:
         raise InvalidArgument(f"opening seccomp profile {path}: {e.strerror}") from None
@@ -349,7 +349,7 @@ _COMPILED: dict[object, bytes] = {}
 
 def warm_up() -> None:
     """Compile the default filter for Docker's default capabilities, if this host has one."""
-    if platform.machine() in _HOST_ARCHES:
+    if os.uname().machine in _HOST_ARCHES:
         compile_filter(default_profile(capabilities.DEFAULT_CAPS))
 
 
@@ -362,7 +362,7 @@ def _key(profile: Seccomp, machine: str) -> object:
 
 def compile_filter(profile: Seccomp, host_arch: str | None = None) -> bytes:
     """Classic BPF for the host's ABIs; any other ABI gets ENOSYS."""
-    machine = host_arch or platform.machine()
+    machine = host_arch or os.uname().machine
     key = _key(profile, machine)
     code = _COMPILED.get(key)
     if code is None:
