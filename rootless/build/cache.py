@@ -279,6 +279,10 @@ def sweep(store: Store) -> int:
         return 0
     cleaned = 0
     for lock in directory.glob("*.lock"):
+        if lock.name.startswith("."):
+            # pathlib's * matches dot-names: a .tmp- lock may be one a build just made
+            # and has not flocked yet (the loop below waits 60 s for those).
+            continue
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
