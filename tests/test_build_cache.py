@@ -466,7 +466,8 @@ COPY --from=two /etc /two
     # Ctrl-C of the whole process group, as a terminal sends it: 130, nothing left.
     proc = subprocess.Popen([str(rl_path), "build", str(ctx)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+                            env={**os.environ, **rl_state.env()}, start_new_session=True,
+                            preexec_fn=support.as_foreground_job)
     try:
         assert proc.stderr is not None
         seen = set()
@@ -492,7 +493,8 @@ def test_a_build_ends_while_another_runs(rl: RlRunner, rl_path: Path, rl_state: 
     short_ctx = context(tmp_path, f"FROM {bb}\nRUN echo short > /s\n", name="short")
     proc = subprocess.Popen([str(rl_path), "build", str(long_ctx)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+                            env={**os.environ, **rl_state.env()}, start_new_session=True,
+                            preexec_fn=support.as_foreground_job)
     try:
         assert proc.stderr is not None
         while STEP.sub("", line := proc.stderr.readline()) != "started-long\n":
@@ -506,3 +508,27 @@ def test_a_build_ends_while_another_runs(rl: RlRunner, rl_path: Path, rl_state: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_100000_file_context_reports_its_hashing_and_caches(rl: RlRunner, bb: str,
+                                                              tmp_path: Path) -> None:
+    """The issue's large context: the COPY step says how far its hashing got (a
+    line every 25,000 files), the files all arrive, and the rebuild is a hit."""
+    ctx = context(tmp_path, f"FROM {bb}\nCOPY tree /tree\nRUN find /tree -type f | wc -l\n")
+    for d in range(100):
+        sub = ctx / "tree" / f"d{d:02}"
+        sub.mkdir(parents=True)
+        for f in range(1000):
+            (sub / f"f{f:03}").write_bytes(b"x")
+    r = rl("build", "--progress=plain", ctx, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = plain(r.stderr)
+    hashing = [ln for ln in lines if ln.startswith("hashing the context: ")]
+    counts = [int(ln.split()[3]) for ln in hashing]  # entries: the files and their dirs
+    assert len(counts) == 4 and all(25_000 * (i + 1) <= c < 25_000 * (i + 1) + 300
+                                    for i, c in enumerate(counts)), hashing
+    assert "100000" in lines  # find | wc -l in the RUN step
+    _, again = build(rl, ctx)
+    at = again.index("[2/3] COPY tree /tree")
+    step = again[at:again.index("", at)]
+    assert step[-1] == "CACHED" and "100000" not in again, step  # hashed again, not run

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from rootless.engine.store import Container
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+HASH_REPORT = 25_000  # files between two "hashing the context" lines
 _LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")  # the steps progress numbers, as BuildKit
 
 
@@ -571,8 +572,21 @@ class Builder:
                                      else os.urandom(16).hex())
                         continue
                     # --chown and --chmod are in the flags above: the owner here stays 0:0.
-                    parts.append(ctx.sources_digest(ctx.resolve(src, where)))
+                    parts.append(ctx.sources_digest(ctx.resolve(src, where),
+                                                    progress=self._hashing()))
         return cache.key(img.key, *parts)
+
+    def _hashing(self) -> Callable[[int, int], None]:
+        """A COPY's hashing as lines of its step, every 25,000 files: a 100,000-file
+        context takes seconds, which must not look like a hang."""
+        mark = [HASH_REPORT]
+
+        def report(files: int, size: int) -> None:
+            if files >= mark[0]:
+                mark[0] = (files // HASH_REPORT + 1) * HASH_REPORT
+                self.progress(f"hashing the context: {files} files, {size / 1e6:.1f} MB")
+
+        return report
 
     def _from_key(self, img: _StageImage, from_: str, df: Dockerfile, index: int,
                   done: dict[int, _StageImage]) -> str:
