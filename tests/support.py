@@ -344,3 +344,14 @@ def wait_until(cond: Callable[[], object], timeout: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return bool(cond())
+
+
+def as_foreground_job() -> None:
+    """Popen's preexec_fn for a child a test interrupts with SIGINT: the default
+    SIGINT and SIGQUIT a shell gives its foreground job. A suite started in the
+    background of a non-interactive shell inherits them ignored, and Python then
+    never raises KeyboardInterrupt (the Ctrl-C a user's terminal would send)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)

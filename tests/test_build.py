@@ -309,7 +309,8 @@ def test_ctrl_c_mid_run_leaves_nothing(rl: RlRunner, rl_path: Path, rl_state: Rl
     ctx = context(tmp_path, f"FROM {bb}\nRUN echo first > /f\nRUN echo started; sleep 60\n")
     proc = subprocess.Popen([str(rl_path), "build", "-t", f"{bb}-int", str(ctx)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+                            env={**os.environ, **rl_state.env()}, start_new_session=True,
+                            preexec_fn=support.as_foreground_job)
     try:
         assert proc.stderr is not None
         seen = []

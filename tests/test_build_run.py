@@ -210,7 +210,8 @@ def test_interrupted_step_frees_the_cache_lock_copies_and_secret(
     proc = subprocess.Popen([str(rl_path), "build", "--secret", f"id=s,src={tmp_path / 's'}",
                              str(ctx)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **rl_state.env()}, start_new_session=True)
+                            env={**os.environ, **rl_state.env()}, start_new_session=True,
+                            preexec_fn=support.as_foreground_job)
     try:
         assert proc.stderr is not None
         seen: list[str] = []
