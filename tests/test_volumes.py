@@ -99,21 +99,21 @@ def test_named_volume_outlives_containers_and_needs_them_gone(rl: RlRunner, root
 
 def test_first_use_copies_the_image_tree(rl: RlRunner, fresh_rootfs: Path) -> None:
     support.require_newidmap()
-    app = fresh_rootfs / "srv/app"
+    app = fresh_rootfs / "opt/volapp"
     app.mkdir(parents=True)
     (app / "conf").write_text("from-image\n")
     os.symlink("conf", app / "link")
-    out = rl("run", "--rm", "-v", "appvol:/srv/app", "--rootfs", fresh_rootfs, "sh", "-c",
-             "cat /srv/app/conf; readlink /srv/app/link; echo changed > /srv/app/conf",
+    out = rl("run", "--rm", "-v", "appvol:/opt/volapp", "--rootfs", fresh_rootfs, "sh", "-c",
+             "cat /opt/volapp/conf; readlink /opt/volapp/link; echo changed > /opt/volapp/conf",
              check=True).stdout.splitlines()
     assert out == ["from-image", "conf"]
     # not empty any more: the second container sees its own change, no new copy
-    out = rl("run", "--rm", "-v", "appvol:/srv/app", "--rootfs", fresh_rootfs, "cat",
-             "/srv/app/conf", check=True).stdout
+    out = rl("run", "--rm", "-v", "appvol:/opt/volapp", "--rootfs", fresh_rootfs, "cat",
+             "/opt/volapp/conf", check=True).stdout
     assert out == "changed\n"
     # nocopy: an empty volume stays empty
-    out = rl("run", "--rm", "-v", "empty:/srv/app:nocopy", "--rootfs", fresh_rootfs, "ls",
-             "-A", "/srv/app", check=True).stdout
+    out = rl("run", "--rm", "-v", "empty:/opt/volapp:nocopy", "--rootfs", fresh_rootfs, "ls",
+             "-A", "/opt/volapp", check=True).stdout
     assert out == ""
 
 
