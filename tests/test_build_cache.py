@@ -391,7 +391,8 @@ FROM {bb} AS shared
 RUN echo ran-shared; echo s > /s
 
 FROM shared AS listener
-RUN echo ran-listener; timeout 60 nc -l -p {port} > /got; grep -q hello /got
+RUN echo ran-listener; for i in $(seq 3); do \\
+      timeout 60 nc -l -p {port} > /got; grep -q hello /got && exit 0; done; exit 1
 
 FROM shared AS talker
 RUN echo ran-talker; for i in $(seq 300); do \\
