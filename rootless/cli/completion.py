@@ -57,6 +57,18 @@ def volume_names(ctx: click.Context, param: click.Parameter,
         return []
 
 
+def network_names(ctx: click.Context, param: click.Parameter,
+                  incomplete: str) -> list[CompletionItem]:
+    from ..engine import networks
+
+    del ctx, param
+    try:
+        return [CompletionItem(n.name) for n in networks.list_networks()[0]
+                if n.name.startswith(incomplete)]
+    except Exception:  # as above
+        return []
+
+
 def _both(ctx: click.Context, param: click.Parameter,
           incomplete: str) -> list[CompletionItem]:
     return container_names(ctx, param, incomplete) + image_names(ctx, param, incomplete)
@@ -66,19 +78,21 @@ _BY_PARAM = {"container": container_names, "containers": container_names,
              "image": image_names, "images": image_names}
 # where the argument's name does not say it
 _BY_COMMAND = {("tag", "source"): image_names, ("rename", "old"): container_names,
-               ("inspect", "containers"): _both, ("inspect", "names"): volume_names,
-               ("rm", "names"): volume_names}
+               ("inspect", "containers"): _both}
+# a group's NAMES arguments: `rl volume rm NAMES`, `rl network inspect NAMES`
+_BY_GROUP = {"volume": volume_names, "network": network_names}
 
 
 def attach(group: click.Group) -> None:
-    """Give every container and image argument in group's tree its names."""
+    """Give every container, image, volume and network argument in group's tree its names."""
     for name, cmd in group.commands.items():
         if isinstance(cmd, click.Group):
             attach(cmd)
             continue
         for p in cmd.params:
             if isinstance(p, click.Argument) and p.name is not None:
-                func = _BY_COMMAND.get((name, p.name)) or _BY_PARAM.get(p.name)
+                func = ((_BY_GROUP.get(group.name or "") if p.name == "names" else None)
+                        or _BY_COMMAND.get((name, p.name)) or _BY_PARAM.get(p.name))
                 if func is not None:
                     # click keeps the shell_complete= callback here; set after the
                     # fact so the decorators stay as they are

@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..engine.humanize import human_size
-from . import completion, volumes
+from . import completion, networks, volumes
 from .format import select
 
 # docker container's subcommands that are rl's top-level commands of the same name
@@ -122,5 +122,6 @@ def register(cli: click.Group) -> None:
     system.add_command(system_prune, "prune")
     cli.add_command(version)
     cli.add_command(volumes.volume)
+    cli.add_command(networks.network)
     cli.add_command(completion.completion)
     completion.attach(cli)

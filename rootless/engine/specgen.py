@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from netstack.options import from_flags
 
 from .. import paths
-from ..errors import InvalidArgument, RlError
+from ..defaults import DEFAULT_NETWORK
+from ..errors import InvalidArgument, NotFound, RlError
 from ..runtime import capabilities, idmap, seccomp
 from ..runtime.container import init_binary
 from ..runtime.mounts import COPY_UP, container_path, refused_destination, secure_join
@@ -184,9 +185,29 @@ def group_ids(opts: CreateOptions) -> list[int]:
 
 def network(opts: CreateOptions) -> NetOptions:
     image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
-    return from_flags(opts.network, opts.publish, opts.publish_all,
+    return from_flags(_network_mode(opts.network), opts.publish, opts.publish_all,
                       [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
                       opts.network_bandwidth)
+
+
+def _network_mode(value: str) -> str:
+    """--network's mode: docker's `bridge` (its default) is rl's default stack; a name
+    that is no mode is a user-defined network (issue 14), which a container cannot
+    join yet: refused saying so, or docker's "not found"."""
+    from netstack.options import MODES
+
+    if value == "bridge":
+        return DEFAULT_NETWORK
+    if value.partition(":")[0] in MODES:
+        return value
+    from . import networks
+
+    try:
+        net = networks.get(value)
+    except NotFound as e:
+        raise NotFound(e.message, 125) from None
+    raise InvalidArgument(f"network {net.name}: joining a user-defined network is not supported "
+                          "yet; use --network slirp4netns, pasta, host, none or container:NAME")
 
 
 def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:

@@ -577,6 +577,11 @@ def _name_of(c: Container) -> str | None:
         return None
 
 
+def name_or_id(c: Container) -> str:
+    """c's name for a message, its short id when the record cannot say."""
+    return _name_of(c) or c.id[:12]
+
+
 def _find(ref: str, candidates: list[Container]) -> Container | None:
     for c in candidates:
         if c.id == ref:

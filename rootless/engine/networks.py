@@ -1,0 +1,263 @@
+"""User-defined networks: their records (docker's `bridge` driver, rootless).
+
+A network is `<data>/networks/<id>/` holding `network.json` (name, subnets,
+options) and `leases/` (netstack.ipam). Records are written under a temporary
+name and renamed into place under the store-wide lock, which is also what
+makes "no two networks share a name or overlapping subnets" hold under
+concurrent creates; kill -9 leaves only a dot-name the next create sweeps.
+A damaged record is skipped with a warning by every listing and reported
+by name by inspect/rm, never blocking the others.
+
+The predefined networks are rl's --network modes (host, none, slirp4netns,
+pasta): listed as docker lists bridge/host/none, never stored, never removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netstack import ipam
+
+from .. import paths
+from ..errors import Conflict, InvalidArgument, NotFound, RlError
+from . import store
+
+RECORD = "network.json"
+_TMP = ".tmp-"
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+# rl's --network modes, shown as docker shows its predefined networks.
+PREDEFINED = {"host": "host", "none": "null", "slirp4netns": "slirp4netns", "pasta": "pasta"}
+
+
+@dataclass
+class Subnet:
+    subnet: str
+    gateway: str
+
+    def network(self) -> ipam.Network:
+        return ipam.parse_subnet(self.subnet)
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    created: float
+    driver: str = "bridge"
+    subnets: list[Subnet] = field(default_factory=list)
+    internal: bool = False
+    ipv6: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def predefined(self) -> bool:
+        return self.name in PREDEFINED
+
+    def leases(self) -> ipam.Leases:
+        return ipam.Leases(root() / self.id / "leases")
+
+    def inspect(self, containers: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+        """docker network inspect's view."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.created))
+        frac = f"{self.created % 1:.9f}"[1:]
+        zone = time.strftime("%z", time.localtime(self.created))
+        return {
+            "Name": self.name, "Id": self.id,
+            "Created": f"{stamp}{frac}{zone[:3]}:{zone[3:]}",
+            "Scope": "local", "Driver": self.driver, "EnableIPv4": True,
+            "EnableIPv6": self.ipv6,
+            "IPAM": {"Driver": "default", "Options": {},
+                     "Config": [{"Subnet": s.subnet, "Gateway": s.gateway}
+                                for s in self.subnets]},
+            "Internal": self.internal, "Attachable": False, "Ingress": False,
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+            "Containers": containers or {}, "Options": self.options, "Labels": self.labels,
+        }
+
+
+def root() -> Path:
+    d = paths.data_dir() / "networks"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    fd = os.open(root() / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _predefined(name: str) -> Network:
+    nid = hashlib.sha256(f"rl-network-{name}".encode()).hexdigest()
+    return Network(nid, name, 0.0, PREDEFINED[name])
+
+
+def _load(d: Path) -> Network:
+    try:
+        raw = json.loads((d / RECORD).read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        return Network(
+            d.name, str(raw["name"]), float(raw["created"]), str(raw.get("driver", "bridge")),
+            [Subnet(str(s["subnet"]), str(s["gateway"])) for s in raw.get("subnets", [])],
+            bool(raw.get("internal")), bool(raw.get("ipv6")),
+            {str(k): str(v) for k, v in (raw.get("labels") or {}).items()},
+            {str(k): str(v) for k, v in (raw.get("options") or {}).items()})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise RlError(f"network {d.name[:12]}: damaged record ({e})") from None
+
+
+def _stored(problems: list[str] | None = None) -> list[Network]:
+    out = []
+    for d in sorted(root().iterdir()):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            out.append(_load(d))
+        except RlError as e:
+            if problems is not None:
+                problems.append(e.message)
+    return out
+
+
+def list_networks() -> tuple[list[Network], list[str]]:
+    """Every network (the predefined ones, then the user's by name) and what could not be
+    read: a damaged record is named there and hides no other."""
+    problems: list[str] = []
+    nets = sorted(_stored(problems), key=lambda n: n.name)
+    return [_predefined(n) for n in PREDEFINED] + nets, problems
+
+
+def get(ref: str) -> Network:
+    """A network by name, full id or unique id prefix (docker's order)."""
+    if ref in PREDEFINED:
+        return _predefined(ref)
+    nets = _stored()
+    for n in nets:
+        if n.name == ref or n.id == ref:
+            return n
+    if re.fullmatch(r"[0-9a-f]{1,64}", ref):
+        hits = [n for n in nets if n.id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise Conflict(f"network {ref} is ambiguous ({len(hits)} matches found based on ID"
+                           " prefix)", 1)
+    if (root() / ref).is_dir() and re.fullmatch(r"[0-9a-f]{64}", ref):
+        _load(root() / ref)  # a damaged record says so by name
+    raise NotFound(f"network {ref} not found", 1)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(f'invalid network name "{name}": only "[a-zA-Z0-9][a-zA-Z0-9_.-]" '
+                              "are allowed")
+    return name
+
+
+def create(name: str, subnets: list[str] | None = None, gateways: list[str] | None = None,
+           internal: bool = False, ipv6: bool = False, labels: dict[str, str] | None = None,
+           driver: str = "bridge", options: dict[str, str] | None = None) -> Network:
+    """A new bridge network; its subnets are checked against every other network's."""
+    check_name(name)
+    if driver != "bridge":
+        raise NotFound(f"could not find plugin {driver} in v1 plugin registry: plugin not "
+                       "found", 1)
+    asked = [ipam.parse_subnet(s) for s in subnets or []]
+    gws = list(gateways or [])
+    if len(gws) > len(asked):
+        raise InvalidArgument("every --gateway needs a --subnet (in the same order)")
+    if sum(1 for s in asked if s.version == 4) > 1 or sum(1 for s in asked if s.version == 6) > 1:
+        raise InvalidArgument("at most one IPv4 and one IPv6 --subnet")
+    if any(s.version == 6 for s in asked) and not ipv6:
+        raise InvalidArgument("an IPv6 --subnet needs --ipv6")
+    with _locked():
+        _sweep()
+        if name in PREDEFINED:
+            raise Conflict(f"network with name {name} already exists", 1)
+        others = _stored()
+        if any(n.name == name for n in others):
+            raise Conflict(f"network with name {name} already exists", 1)
+        used = [(n.name, s.network()) for n in others for s in n.subnets]
+        ipam.check_no_overlap(asked, used)
+        if not any(s.version == 4 for s in asked):
+            asked.insert(0, ipam.free_subnet(u for _, u in used))
+            gws.insert(0, "")
+        if ipv6 and not any(s.version == 6 for s in asked):
+            asked.append(ipam.random_ula())
+        gws += [""] * (len(asked) - len(gws))
+        subs = [Subnet(str(s), str(ipam.gateway_for(s, g or None)))
+                for s, g in zip(asked, gws, strict=True)]
+        nid = secrets.token_hex(32)
+        tmp = root() / f"{_TMP}{secrets.token_hex(8)}"
+        tmp.mkdir(mode=0o700)
+        try:
+            record = {"name": name, "created": time.time(), "driver": driver,
+                      "subnets": [{"subnet": s.subnet, "gateway": s.gateway} for s in subs],
+                      "internal": internal, "ipv6": ipv6, "labels": labels or {},
+                      "options": options or {}}
+            (tmp / RECORD).write_text(json.dumps(record))
+            os.rename(tmp, root() / nid)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _load(root() / nid)
+
+
+def _sweep() -> None:
+    for d in root().iterdir():
+        if d.name.startswith(_TMP):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def containers_on(net: Network) -> dict[str, str]:
+    """id -> name of the containers holding a lease on *net* (a lease whose container
+    record is gone, say after kill -9 of a create, holds nothing)."""
+    live = {c.id: c for c in store.all_containers()}
+    out = {}
+    for owner in set(net.leases().held().values()):
+        if owner in live:
+            out[owner] = store.name_or_id(live[owner])
+    return out
+
+
+def remove(ref: str) -> Network:
+    """Remove a user network no container is on (rm -f disconnects them first: issue 14)."""
+    if ref in PREDEFINED:
+        raise Conflict(f"{ref} is a pre-defined network and cannot be removed", 1)
+    with _locked():
+        net = get(ref)
+        users = containers_on(net)
+        if users:
+            raise Conflict(f"error while removing network: network {net.name} id {net.id} has "
+                           f"active endpoints ({', '.join(sorted(users.values()))})", 1)
+        trash = root() / f"{_TMP}rm-{secrets.token_hex(8)}"
+        os.rename(root() / net.id, trash)  # one step: the name is gone, then the files
+        shutil.rmtree(trash, ignore_errors=True)
+    return net
+
+
+def prune() -> list[str]:
+    """Remove every user network no container is on; their names."""
+    removed = []
+    for net in _stored():
+        with contextlib.suppress(Conflict, NotFound):
+            removed.append(remove(net.id).name)
+    return removed
