@@ -47,6 +47,8 @@ def resolv_conf(opts: NetOptions, joined: Path | None = None) -> str:
         servers = [SLIRP_DNS]
     elif opts.mode == "pasta":
         servers = [PASTA_DNS]
+    elif opts.mode == "network" and opts.gateway:
+        servers = [opts.gateway]  # the network host's resolver (dns.py)
     else:  # host, container: whatever the host uses
         return host
     return "".join(f"nameserver {s}\n" for s in servers) + "".join(ln + "\n" for ln in kept)
@@ -57,7 +59,7 @@ def hosts(opts: NetOptions, hostname: str, name: str, joined: Path | None = None
         text = _joined_file(joined, "hosts")
         if text is not None:
             return text + "".join(f"{ip}\t{host}\n" for host, ip in opts.add_hosts)
-    own = SLIRP_ADDR if opts.mode == "slirp4netns" else "127.0.1.1"
+    own = {"slirp4netns": SLIRP_ADDR, "network": opts.address}.get(opts.mode) or "127.0.1.1"
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
              f"{own}\t{hostname} {name}"]
     if opts.mode == "slirp4netns":

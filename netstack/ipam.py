@@ -16,6 +16,7 @@ import fcntl
 import ipaddress
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 POOL = ipaddress.IPv4Network("10.89.0.0/16")
 POOL_PREFIX = 24
 ULA = ipaddress.IPv6Network("fd00::/8")
+GRACE = 120.0  # seconds
 
 
 def parse_subnet(text: str) -> Network:
@@ -106,41 +108,54 @@ class Leases:
         finally:
             os.close(fd)
 
-    def held(self) -> dict[str, str]:
-        """address -> owner, as the files say (a damaged one is skipped)."""
-        out: dict[str, str] = {}
+    def entries(self) -> dict[str, tuple[str, list[str], float]]:
+        """address -> (owner, the names it answers to, the lease's age in seconds), as
+        the files say (a damaged one is skipped)."""
+        out: dict[str, tuple[str, list[str], float]] = {}
+        now = time.time()
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.dir):
                 if entry.name.startswith("."):
                     continue
                 with contextlib.suppress(OSError, UnicodeDecodeError):
-                    out[entry.name] = Path(entry.path).read_text().strip()
+                    lines = Path(entry.path).read_text().split("\n")
+                    if lines[0]:
+                        out[entry.name] = (lines[0], [n for n in lines[1:] if n],
+                                           now - entry.stat().st_mtime)
         return out
 
+    def held(self) -> dict[str, str]:
+        """address -> owner."""
+        return {a: e[0] for a, e in self.entries().items()}
+
     def allocate(self, subnet: Network, gateway: Address, owner: str,
-                 alive: Callable[[str], bool], want: str | None = None) -> Address:
-        """An address of *subnet* for *owner*: *want* (--ip) or the lowest free one."""
+                 alive: Callable[[str], bool], want: str | None = None,
+                 names: Iterable[str] = ()) -> Address:
+        """An address of *subnet* for *owner*: *want* (--ip) or the lowest free one;
+        *names* are what the network's resolver answers with it. A lease younger than
+        GRACE is never taken back: its container's record may not be written yet."""
         reserved = {subnet.network_address, gateway}
         if subnet.version == 4:
             reserved.add(subnet.broadcast_address)
         with self._locked():
-            held = self.held()
-            for addr, who in list(held.items()):
+            held = {}
+            for addr, (who, _, age) in self.entries().items():
                 if who == owner:
                     return ipaddress.ip_address(addr)
-                if not alive(who):  # a removed or never-finished container's lease
+                if age > GRACE and not alive(who):  # a removed or never-made container's
                     self._drop(addr)
-                    del held[addr]
+                else:
+                    held[addr] = who
             if want is not None:
                 ip = parse_address(want, "IP")
                 if ip.version != subnet.version or ip not in subnet:
                     raise InvalidArgument(f"no configured subnet contains IP address {want}")
                 if ip in reserved or str(ip) in held:
                     raise Conflict(f"Address already in use: {want}", 125)
-                return self._write(ip, owner)
+                return self._write(ip, owner, names)
             for ip in subnet.hosts():
                 if ip not in reserved and str(ip) not in held:
-                    return self._write(ip, owner)
+                    return self._write(ip, owner, names)
         raise Conflict(f"no available IP addresses on network subnet {subnet}", 125)
 
     def release(self, owner: str) -> None:
@@ -149,9 +164,9 @@ class Leases:
                 if who == owner:
                     self._drop(addr)
 
-    def _write(self, ip: Address, owner: str) -> Address:
+    def _write(self, ip: Address, owner: str, names: Iterable[str]) -> Address:
         tmp = self.dir / f".tmp-{secrets.token_hex(6)}"
-        tmp.write_text(owner + "\n")
+        tmp.write_text("".join(f"{n}\n" for n in [owner, *names]))
         try:
             os.link(tmp, self.dir / str(ip))  # never replaces: the lock makes it unique
         except OSError as e:

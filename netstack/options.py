@@ -18,6 +18,7 @@ from .ports import PortMapping
 
 DEFAULT_MODE = "slirp4netns"
 MODES = ("slirp4netns", "pasta", "host", "none", "container")
+USER_NETWORK = "network"  # a user-defined network's mode (the name is in NetOptions.network)
 PORT_HANDLERS = ("rl", "slirp4netns")
 SLIRP_ADDR = "10.0.2.100"
 SLIRP_DNS = "10.0.2.3"
@@ -41,6 +42,12 @@ class NetOptions:
     dns_search: list[str] = field(default_factory=list)
     add_hosts: list[tuple[str, str]] = field(default_factory=list)
     bandwidth_bit: int = 0  # per direction, bits/s; 0: unlimited
+    network: str = ""  # mode "network": the user-defined network's name
+    aliases: list[str] = field(default_factory=list)  # --network-alias
+    ip: str = ""  # --ip
+    # mode "network", set by the supervisor at start: the NIC it gets (nethost.Attachment)
+    address: str = ""
+    gateway: str = ""
 
     @property
     def own_stack(self) -> bool:
@@ -55,6 +62,8 @@ class NetOptions:
             "ports": [p.to_dict() for p in self.ports], "dns": self.dns,
             "dns_search": self.dns_search, "add_hosts": [list(h) for h in self.add_hosts],
             "bandwidth_bit": self.bandwidth_bit,
+            **({"network": self.network, "aliases": self.aliases, "ip": self.ip}
+               if self.network else {}),
         }
 
     @classmethod
@@ -67,6 +76,8 @@ class NetOptions:
             dns=list(d.get("dns", [])), dns_search=list(d.get("dns_search", [])),
             add_hosts=[(h[0], h[1]) for h in d.get("add_hosts", [])],
             bandwidth_bit=int(d.get("bandwidth_bit", 0)),
+            network=str(d.get("network", "")), aliases=list(d.get("aliases", [])),
+            ip=str(d.get("ip", "")),
         )
 
 

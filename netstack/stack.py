@@ -33,6 +33,7 @@ from .ports import PortMapping
 from .slirp import Slirp4netns
 
 if TYPE_CHECKING:
+    from .nethost import Attachment
     from .pasta import Pasta
 
 PORTS_FILE = "ports.json"
@@ -40,8 +41,10 @@ PORTS_FILE = "ports.json"
 
 class NetStack:
     def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None,
-                 joined_pid: Callable[[], int] | None = None) -> None:
+                 joined_pid: Callable[[], int] | None = None,
+                 attachment: Attachment | None = None) -> None:
         self.opts = opts
+        self.attachment = attachment  # mode "network": the NIC plug gives it
         self.spec = spec
         # --network container:NAME: the engine's look-up of that container's PID 1
         # (raising what to tell the user); netstack keeps no container records.
@@ -53,6 +56,7 @@ class NetStack:
         self.published: list[PortMapping] = []
         self.connector_pid = 0
         self.connector_chan: socket.socket | None = None
+        self.host_pid: int | None = None
 
     @property
     def fast_ports(self) -> bool:
@@ -63,6 +67,8 @@ class NetStack:
         """Fail before the container exists: privileged or busy host ports."""
         if self.opts.mode == "container" and self.spec is not None:
             self._refresh_joined(self.spec)
+        if self.opts.mode == "network" and self.spec is not None:
+            self._join_host(self.spec)
         ports.check_privileged(self.opts.ports, os.geteuid())
         if self.fast_ports:
             for m in self.opts.ports:
@@ -93,8 +99,25 @@ class NetStack:
                 kind = "net" if ns.type == "network" else "user"
                 ns.path = f"/proc/{pid}/ns/{kind}"
 
+    def _join_host(self, spec: Spec) -> None:
+        """A user network: the container joins the network host's user namespace."""
+        from . import nethost
+
+        host = nethost.running()
+        if host is None:
+            raise RlError(f"the network host of network {self.opts.network} is not running "
+                          "(killed?): start the container again")
+        self.host_pid = host
+        for ns in spec.linux.namespaces:
+            if ns.type == "user":
+                ns.path = f"/proc/{host}/ns/user"
+
     def attach(self, pid: int) -> None:
         """launch's before_start hook: PID 1's namespaces exist, its command has not started."""
+        if self.attachment is not None:
+            from . import nethost
+
+            nethost.plug(pid, self.attachment, self.host_pid)
         if self.opts.mode == "pasta":
             from .pasta import Pasta
 

@@ -443,7 +443,7 @@ def test_malformed_publish(rl: RlRunner, rootfs: Path, spec: str, why: str) -> N
 
 
 @pytest.mark.parametrize("args,why", [
-    (["--network", "bogus"], "network mode 'bogus' is not supported"),
+    (["--network", "bogus"], "network bogus not found"),  # docker's: a network's name
     (["--network", "slirp4netns:port_handler=x"], "invalid port_handler"),
     (["--network", "slirp4netns:mtu=99"], "invalid mtu"),
     (["--network", "slirp4netns:foo=1"], "unknown slirp4netns option"),

@@ -1,7 +1,8 @@
-"""User-defined networks' records (issue 14, first part): `rl network create|ls|inspect|rm|
-prune`, their subnets and gateways, docker's messages for bad input, damaged records,
-and address leases allocated by concurrent processes. Joining a network at run is not
-there yet: run says so, or says docker's "not found"."""
+"""User-defined networks (issue 14): `rl network create|ls|inspect|rm|prune`, their
+subnets and gateways, docker's messages for bad input, damaged records, address leases
+taken by concurrent processes; and containers on networks reaching each other by name,
+alias and address through real bridges, veths and the network host's resolver, while
+containers of another network cannot."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import support
 from support import RlRunner, RlState
 
 
@@ -130,14 +133,23 @@ def test_a_damaged_record_blocks_no_other(rl: RlRunner, rl_state: RlState) -> No
     shutil.rmtree(record.parent)
 
 
-def test_run_on_a_network_says_what_it_cannot_do(rl: RlRunner, rootfs: Path) -> None:
+def test_bad_run_flags_on_networks(rl: RlRunner, rootfs: Path) -> None:
     before = rl("ps", "-aq", check=True).stdout
     line = one_error(rl("run", "--rm", "--network", "nosuch", "--rootfs", rootfs, "true"), 125)
     assert "network nosuch not found" in line
-    rl("network", "create", "app", check=True)
-    line = one_error(rl("run", "--rm", "--network", "app", "--rootfs", rootfs, "true"), 125)
-    assert "network app" in line and "not supported yet" in line
+    rl("network", "create", "--subnet", "10.89.200.0/24", "app", check=True)
+    for args, message in [
+        (["--network", "app", "-p", "8080:80"], "publishing ports of a container on network app"),
+        (["--network-alias", "x"], "--network-alias and --ip need a user-defined network"),
+        (["--network", "app", "--ip", "bogus"], "invalid IP address: bogus"),
+    ]:
+        assert message in one_error(rl("run", "--rm", *args, "--rootfs", rootfs, "true"), 125)
     assert rl("ps", "-aq", check=True).stdout == before  # nothing created
+    r = rl("run", "--rm", "--network", "app", "--ip", "10.9.9.9", "--rootfs", rootfs, "true")
+    assert r.returncode == 125 and "no configured subnet contains IP address 10.9.9.9" in r.stderr
+    r = rl("run", "--rm", "--network", "app", "--ip", "10.89.200.77", "--rootfs", rootfs,
+           "hostname", "-i")
+    assert r.returncode == 0 and r.stdout.split() == ["10.89.200.77"], r
     # docker's default network name is rl's default stack
     assert rl("run", "--rm", "--network", "bridge", "--rootfs", rootfs, "true").returncode == 0
 
@@ -163,8 +175,13 @@ def test_concurrent_leases_are_distinct_and_stale_ones_come_back(tmp_path: Path)
     leases = ipam.Leases(tmp_path)
     with pytest.raises(ipam.Conflict, match="no available IP addresses"):
         leases.allocate(net, ipaddress.IPv4Address("10.89.7.1"), "late", lambda o: True)
-    # ctr-3 is gone (its record removed, or kill -9 before it was made): its address is free
+    # ctr-3 is gone (its record removed, or kill -9 before it was made): once its lease is
+    # older than the grace a create needs to write its record, its address is free
     alive = lambda owner: owner != "ctr-3"  # noqa: E731
+    with pytest.raises(ipam.Conflict, match="no available IP addresses"):
+        leases.allocate(net, ipaddress.IPv4Address("10.89.7.1"), "late", alive)
+    old = time.time() - ipam.GRACE - 1
+    os.utime(tmp_path / got[3], (old, old))
     again = leases.allocate(net, ipaddress.IPv4Address("10.89.7.1"), "late", alive)
     assert str(again) == got[3]
     # the same owner asking twice keeps its address; --ip in use or outside is refused
@@ -177,3 +194,124 @@ def test_concurrent_leases_are_distinct_and_stale_ones_come_back(tmp_path: Path)
     assert str(leases.allocate(net, ipaddress.IPv4Address("10.89.7.1"), "x", alive,
                                want=got[0])) == got[0]
     assert sorted(os.listdir(tmp_path)) == sorted([".lock", *got])
+
+
+# -------------------------------------------------------------------------------------
+# Containers on networks (real bridges, veths and the network host's resolver)
+
+
+def _serve(rl: RlRunner, rootfs: Path, name: str, network: str, *extra: str) -> None:
+    # httpd serves /etc: GET /hostname answers with the server's own hostname
+    rl("run", "-d", "--name", name, "--hostname", name, "--network", network, *extra,
+       "--rootfs", rootfs, "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
+
+
+def _get(rl: RlRunner, rootfs: Path, network: str, host: str) -> subprocess.CompletedProcess[str]:
+    """GET http://HOST/hostname from a new container on *network*. The name goes through
+    busybox's nslookup (the network's resolver): busybox-static's wget crashes resolving a
+    name (static glibc's getaddrinfo), and with -T, on every network mode. `; exit` keeps sh
+    as PID 1: busybox's timeout execs the command, which as PID 1 would ignore SIGTERM."""
+    script = ('a=$(nslookup "$1" 2>/dev/null | awk \'/^Address/ {x=$NF} END {print x}\'); '
+              'case "$a" in *:53|"") echo "unresolved: $1" >&2; exit 2;; esac; '
+              'timeout 5 wget -q -O- "http://$a/hostname"; exit $?')
+    if host[0].isdigit():
+        script = 'timeout 5 wget -q -O- "http://$1/hostname"; exit $?'
+    return rl("run", "--rm", "--network", network, "--rootfs", rootfs, "sh", "-c", script,
+              "sh", host, timeout=60)
+
+
+def test_containers_reach_each_other_by_name_alias_and_ip(rl: RlRunner, rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    try:
+        _serve(rl, rootfs, "web1", "app", "--network-alias", "site")
+        ip = rl("exec", "web1", "hostname", "-i", check=True).stdout.split()[0]
+        subnet = json.loads(rl("network", "inspect", "app", check=True).stdout)[0][
+            "IPAM"]["Config"][0]["Subnet"]
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(subnet)
+        for host in ("web1", "site", ip):
+            r = _get(rl, rootfs, "app", host)
+            assert r.returncode == 0 and r.stdout == "web1\n", (host, r.stdout, r.stderr)
+        # the network cannot go: a container is on it, and rm says which
+        line = one_error(rl("network", "rm", "app"), 1)
+        assert "web1" in line and "active endpoints" in line
+    finally:
+        rl("rm", "-f", "web1")
+
+
+def test_networks_are_isolated(rl: RlRunner, rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "front", check=True)
+    rl("network", "create", "back", check=True)
+    try:
+        _serve(rl, rootfs, "db1", "back")
+        ip = rl("exec", "db1", "hostname", "-i", check=True).stdout.split()[0]
+        assert _get(rl, rootfs, "back", "db1").stdout == "db1\n"
+        # from the other network: the name does not resolve, the address does not answer
+        r = _get(rl, rootfs, "front", "db1")
+        assert r.returncode == 2 and "unresolved: db1" in r.stderr, r.stderr
+        r = _get(rl, rootfs, "front", ip)
+        assert r.returncode != 0 and r.stdout == ""
+    finally:
+        rl("rm", "-f", "db1")
+
+
+def test_an_internal_network_has_no_way_out(rl: RlRunner, rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "--internal", "sealed", check=True)
+    rl("network", "create", "open", check=True)
+    out = rl("run", "--rm", "--network", "sealed", "--rootfs", rootfs, "sh", "-c",
+             "ip route; nslookup example.org >/dev/null 2>&1; echo dns=$?", check=True).stdout
+    assert "default" not in out and "dns=1" in out, out
+    out = rl("run", "--rm", "--network", "open", "--rootfs", rootfs, "ip", "route",
+             check=True).stdout
+    assert "default via" in out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not: this machine's init may be slow to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _slirps_of(host: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"slirp4netns") and str(host).encode() in argv and _alive(
+                    int(d.name)):
+                out.append(int(d.name))
+    return out
+
+
+def test_a_killed_network_host_is_replaced(rl: RlRunner, rootfs: Path,
+                                           rl_state: RlState) -> None:
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    try:
+        _serve(rl, rootfs, "web2", "app")
+        pid_file = rl_state.runtime_dir / "rl" / "nethost" / "pid"
+        old = int(pid_file.read_text().split()[0])
+        os.kill(old, 9)
+        # the next container gets a new host; the one that lost its network is restarted
+        r = rl("run", "--rm", "--network", "app", "--rootfs", rootfs, "hostname", "-i")
+        assert r.returncode == 0, r.stderr
+        new = int(pid_file.read_text().split()[0])
+        assert new != old and not _alive(old)
+        # nothing of the old host lives on: its slirp4netns followed it (its exit fd)
+        deadline = time.monotonic() + 10
+        while _slirps_of(old) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _slirps_of(old) == []
+        rl("rm", "-f", "web2", check=True)
+        _serve(rl, rootfs, "web2", "app")
+        assert _get(rl, rootfs, "app", "web2").stdout == "web2\n"
+    finally:
+        rl("rm", "-f", "web2")
+    assert rl("network", "rm", "app", check=True).stdout == "app\n"

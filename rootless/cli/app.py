@@ -123,7 +123,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
         click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
                      show_default=True, help="Network mode: slirp4netns[:options], pasta, "
-                     "host, none or container:NAME."),
+                     "host, none, container:NAME, or a network's name."),
         click.option("--ulimit", "ulimits", multiple=True,
                      help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),

@@ -19,6 +19,9 @@ OPTIONS = [
     click.option("--add-host", "add_hosts", multiple=True,
                  help="Add a custom host-to-IP mapping (host:ip)."),
     click.option("--network-bandwidth", help="Limit the network, each direction (e.g. 10mbit)."),
+    click.option("--network-alias", "network_aliases", multiple=True,
+                 help="Another name of the container on its user-defined network."),
+    click.option("--ip", help="The container's IPv4 address on its user-defined network."),
 ]
 
 

@@ -56,6 +56,7 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
         raise Conflict(f"container {ctr.name} is already running", 1)
     if st.status == "dead":
         raise RlError(f"cannot start container {ctr.label}: {store.dead_why(ctr, st)}", 1)
+    _network_host(ctr)
     try:
         session = client.start_supervisor(ctr.id, attach, stdin)
     except RlError:
@@ -69,6 +70,20 @@ def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
         session.close()
         return None
     return session
+
+
+def _network_host(ctr: Container) -> None:
+    """A container on a user-defined network needs the network host (netstack/nethost.py),
+    started here, by the client: a supervisor is a subreaper and would adopt it."""
+    try:
+        mode = (ctr.config.net or {}).get("mode")
+    except RlError:
+        return  # a damaged record: start says so
+    if mode != "network":
+        return
+    from netstack import nethost
+
+    nethost.ensure()
 
 
 def _alive(st: store.State) -> bool:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from netstack import ipam
+from netstack.nethost import Attachment, bridge_name
+from netstack.options import NetOptions
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NotFound, RlError
@@ -261,3 +263,17 @@ def prune() -> list[str]:
         with contextlib.suppress(Conflict, NotFound):
             removed.append(remove(net.id).name)
     return removed
+
+
+def attachment(cid: str, names: list[str], opts: NetOptions) -> Attachment:
+    """The NIC a container gets on its network at start: its lease (kept across restarts,
+    taken back once its record is gone) with the names the resolver answers."""
+    net = get(opts.network)
+    sub = next(s for s in net.subnets if s.network().version == 4)
+    subnet = sub.network()
+    gateway = ipam.parse_address(sub.gateway, "gateway")
+    live = {c.id for c in store.all_containers()}
+    addr = net.leases().allocate(subnet, gateway, cid, lambda owner: owner in live,
+                                 want=opts.ip or None, names=names)
+    return Attachment(net.name, bridge_name(net.id), str(subnet), sub.gateway, str(addr),
+                      net.internal, str(net.leases().dir))

@@ -61,6 +61,8 @@ class CreateOptions:
     dns: list[str] = field(default_factory=list)
     add_hosts: list[str] = field(default_factory=list)
     network_bandwidth: str | None = None
+    network_aliases: list[str] = field(default_factory=list)  # issue 14: --network-alias
+    ip: str | None = None  # --ip on a user-defined network
     ulimits: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)  # seccomp=PATH: PATH absolute
     stop_signal: str | None = None

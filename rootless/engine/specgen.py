@@ -185,29 +185,50 @@ def group_ids(opts: CreateOptions) -> list[int]:
 
 def network(opts: CreateOptions) -> NetOptions:
     image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
-    return from_flags(_network_mode(opts.network), opts.publish, opts.publish_all,
+    user = _user_network(opts.network)
+    if user is not None:
+        return _on_network(opts, user)
+    if opts.network_aliases or opts.ip:
+        raise InvalidArgument("--network-alias and --ip need a user-defined network "
+                              "(--network NAME)")
+    value = DEFAULT_NETWORK if opts.network == "bridge" else opts.network
+    return from_flags(value, opts.publish, opts.publish_all,
                       [*image_exposed, *opts.expose], opts.dns, opts.add_hosts,
                       opts.network_bandwidth)
 
 
-def _network_mode(value: str) -> str:
-    """--network's mode: docker's `bridge` (its default) is rl's default stack; a name
-    that is no mode is a user-defined network (issue 14), which a container cannot
-    join yet: refused saying so, or docker's "not found"."""
+def _user_network(value: str) -> str | None:
+    """The user-defined network --network names, None for one of rl's modes (docker's
+    `bridge`, its default network, is rl's default stack); docker's "not found"."""
     from netstack.options import MODES
 
-    if value == "bridge":
-        return DEFAULT_NETWORK
-    if value.partition(":")[0] in MODES:
-        return value
+    if value == "bridge" or value.partition(":")[0] in MODES:
+        return None
     from . import networks
 
     try:
-        net = networks.get(value)
+        return networks.get(value).name
     except NotFound as e:
         raise NotFound(e.message, 125) from None
-    raise InvalidArgument(f"network {net.name}: joining a user-defined network is not supported "
-                          "yet; use --network slirp4netns, pasta, host, none or container:NAME")
+
+
+def _on_network(opts: CreateOptions, name: str) -> NetOptions:
+    from netstack import ipam
+    from netstack.options import USER_NETWORK, NetOptions, parse_add_host, parse_dns
+
+    if opts.publish or opts.publish_all:
+        raise InvalidArgument(f"publishing ports of a container on network {name} is not "
+                              "supported yet")
+    if opts.network_bandwidth:
+        raise InvalidArgument(f"--network-bandwidth on network {name} is not supported yet")
+    if opts.ip:
+        ipam.parse_address(opts.ip, "IP")
+    for alias in opts.network_aliases:
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", alias):
+            raise InvalidArgument(f"invalid --network-alias {alias!r}")
+    return NetOptions(mode=USER_NETWORK, network=name, aliases=list(opts.network_aliases),
+                      ip=opts.ip or "", dns=[parse_dns(d) for d in opts.dns],
+                      add_hosts=[parse_add_host(h) for h in opts.add_hosts])
 
 
 def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
@@ -331,6 +352,12 @@ def namespaces(net: NetOptions) -> list[Namespace]:
 
 
 def _net_namespaces(net: NetOptions) -> list[Namespace]:
+    if net.mode == "network":
+        # The network host's user namespace (nethost.py); the supervisor names the host
+        # of the moment at each start.
+        from netstack import nethost
+
+        return [Namespace("network"), Namespace("user", path=f"/proc/{nethost.ensure()}/ns/user")]
     if net.mode != "container":
         return [Namespace("network")]
     try:

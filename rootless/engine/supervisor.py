@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from netstack import etc
+from netstack.nethost import Attachment
 from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY, NetOptions
 from netstack.stack import NetStack
 
@@ -106,17 +107,32 @@ class Log:
             self.error = self.error or f"closing the log failed: {e.strerror}"
 
 
-def write_etc_files(cfg: ContainerConfig, run_dir: Path) -> None:
+def write_etc_files(cfg: ContainerConfig, run_dir: Path, net: NetOptions | None = None) -> None:
     hostname = cfg.spec.hostname or cfg.id[:12]
     (run_dir / "hostname").write_text(hostname + "\n")
     # Records made before the netstack have no "net": their mode is cfg.network.
-    net = NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
+    net = net or NetOptions.from_dict(cfg.net or {"mode": cfg.network.partition(":")[0]})
     joined = None  # --network container:NAME shares NAME's files, if NAME is found
     if net.mode == "container":
         with contextlib.suppress(RlError):
             joined = store.lookup(net.container).run_dir
     (run_dir / "hosts").write_text(etc.hosts(net, hostname, cfg.name, joined))
     (run_dir / "resolv.conf").write_text(etc.resolv_conf(net, joined))
+
+
+def _attachment(cfg: ContainerConfig, opts: NetOptions, run_dir: Path) -> Attachment | None:
+    """A user network: the container's lease and NIC, and the /etc files naming them."""
+    if opts.mode != "network":
+        return None
+    from . import networks
+
+    hostname = cfg.spec.hostname or cfg.id[:12]
+    names = list(dict.fromkeys([n for n in (cfg.name, hostname, cfg.id[:12], *opts.aliases)
+                                if n]))
+    att = networks.attachment(cfg.id, names, opts)
+    opts.address, opts.gateway = att.address, att.gateway
+    write_etc_files(cfg, run_dir, opts)
+    return att
 
 
 def _joined_pid(name: str) -> Callable[[], int]:
@@ -668,7 +684,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         net = None
         if cfg.net:
             opts = NetOptions.from_dict(cfg.net)
-            net = NetStack(opts, run_dir, cfg.spec, _joined_pid(opts.container))
+            net = NetStack(opts, run_dir, cfg.spec, _joined_pid(opts.container),
+                           _attachment(cfg, opts, run_dir))
         if net is not None:
             net.prepare()
         cgroup = _make_cgroup(cfg)

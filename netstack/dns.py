@@ -1,0 +1,176 @@
+"""The user-defined networks' resolver, run by the network host (nethost.py) as
+`python -m netstack.dns STATE_DIR EXIT_FD`.
+
+One UDP socket on port 53 of every address in the host's namespace: the
+destination of a query (IP_PKTINFO) is a network's gateway, so it says which
+network asks, and names of containers on other networks never resolve there.
+A name is a container's if a lease of that network lists it and the
+container's record still exists; other names go to slirp4netns's forwarder
+(the user's own resolvers). dnspython reads and writes the messages (why not
+aardvark-dns: docs/decisions.md, "Networks").
+
+It also ends the host: when no container NIC (a veth named rlv*) has existed
+for nethost.IDLE seconds since the last client asked for the host, it drops
+the pid file under the host's lock and leaves, taking the namespace along.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import trio
+
+from rootless import paths
+
+from . import ipam
+from .options import SLIRP_DNS
+
+TTL = 10
+IP_PKTINFO = 8  # <linux/in.h>; the socket module of Python 3.11 lacks the name
+FORWARD_TIMEOUT = 4.0
+
+
+def _answer(state: Path, gateway: str, query: dns.message.Message) -> dns.message.Message | None:
+    """The reply from the network's own names, or None to forward the query."""
+    if not query.question:
+        return None
+    q = query.question[0]
+    name = q.name.to_text(omit_final_dot=True).lower()
+    try:
+        net = json.loads((state / "nets" / gateway).read_text())
+    except (OSError, ValueError):
+        return None
+    found: list[str] = []
+    containers = paths.containers_dir()
+    for addr, (owner, names, _) in ipam.Leases(Path(net["leases"])).entries().items():
+        if name in (n.lower() for n in names) and (containers / owner).is_dir():
+            found.append(addr)
+    if not found:
+        return None
+    reply = dns.message.make_response(query)
+    reply.flags |= dns.flags.AA | dns.flags.RA
+    want = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(q.rdtype)
+    addrs = [a for a in found if want and ipam.parse_address(a, "").version == want]
+    if addrs:
+        reply.answer.append(dns.rrset.from_text_list(q.name, TTL, dns.rdataclass.IN,
+                                                     q.rdtype, addrs))
+    return reply  # NOERROR with no answer for a type the name lacks (never forwarded)
+
+
+def _internal(state: Path, gateway: str) -> bool:
+    try:
+        return bool(json.loads((state / "nets" / gateway).read_text()).get("internal"))
+    except (OSError, ValueError, AttributeError):
+        return True  # a network we do not know: answer nothing from outside
+
+
+async def _forward(data: bytes) -> bytes | None:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock, trio.move_on_after(FORWARD_TIMEOUT):
+        await sock.sendto(data, (SLIRP_DNS, 53))
+        reply, _ = await sock.recvfrom(65535)
+        return reply
+    return None
+
+
+async def _handle(state: Path, sock: trio.socket.SocketType, data: bytes,
+                  peer: Any, gateway: str) -> None:
+    try:
+        query = dns.message.from_wire(data)
+    except Exception:  # a malformed query gets no answer, as from any resolver
+        return
+    reply = _answer(state, gateway, query)
+    if reply is None and _internal(state, gateway):
+        reply = dns.message.make_response(query)  # no way out, for names either
+        reply.set_rcode(dns.rcode.NXDOMAIN)
+    if reply is not None:
+        out = reply.to_wire()
+    else:
+        fwd = await _forward(data)
+        if fwd is None:
+            failure = dns.message.make_response(query)
+            failure.set_rcode(dns.rcode.SERVFAIL)
+            out = failure.to_wire()
+        else:
+            out = fwd
+    # Sent from the address asked (the gateway), or the container's resolver drops it.
+    info = struct.pack("@I4sI", 0, socket.inet_aton(gateway), 0)
+    await sock.sendmsg([out], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, peer)
+
+
+async def _serve(state: Path, ready: int) -> None:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    await sock.bind(("0.0.0.0", 53))
+    os.write(ready, b"R\n")  # the client's ensure() returns: the first query finds us
+    os.close(ready)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_idle, state, nursery.cancel_scope)
+        while True:
+            data, anc, _, peer = await sock.recvmsg(65535, socket.CMSG_SPACE(12))
+            gateway = ""
+            for level, kind, value in anc:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                    gateway = socket.inet_ntoa(value[8:12])
+            nursery.start_soon(_handle, state, sock, data, peer, gateway)
+
+
+def _plugged() -> bool:
+    return any(name.startswith("rlv") for _, name in socket.if_nameindex())
+
+
+async def _idle(state: Path, scope: trio.CancelScope) -> None:
+    from . import nethost
+
+    last = time.monotonic()
+    while True:
+        await trio.sleep(2)
+        if _plugged():
+            last = time.monotonic()
+            continue
+        try:
+            pid, _ = (state / "pid").read_text().split()
+            asked = time.time() - (state / "pid").stat().st_mtime
+        except (OSError, ValueError):
+            pid = ""
+        if pid != str(os.getpid()):  # our state is gone, or names another host
+            scope.cancel()
+            return
+        if time.monotonic() - last < nethost.IDLE or asked < nethost.IDLE:
+            continue
+        fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a client is starting a container: not idle
+        if _plugged():
+            os.close(fd)
+            continue
+        (state / "pid").unlink(missing_ok=True)
+        scope.cancel()
+        return  # the lock goes with the process
+
+
+def main() -> None:
+    state = Path(sys.argv[1])
+    os.set_inheritable(int(sys.argv[2]), False)  # slirp4netns's exit fd: ours until we go
+    trio.run(_serve, state, int(sys.argv[3]))
+
+
+if __name__ == "__main__":
+    main()

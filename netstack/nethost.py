@@ -1,0 +1,326 @@
+"""The user's network host: one user and network namespace that holds every
+user-defined network's bridge, one slirp4netns for their way out, and their
+DNS (issue 14).
+
+    rl (client) ──fork──> I: setsid ──fork──> H: unshare(USER); [the client
+        writes its id maps]; unshare(NET); lo up, forwarding, the FORWARD
+        policy; exec `python -m netstack.nethost` (dns.py: the networks'
+        resolver; leaves when no container has been plugged for IDLE s)
+                          I ──> slirp4netns --configure --exit-fd (ends with H);
+                          I exits, so H and slirp4netns belong to no rl process
+
+A container on a network joins H's user namespace (container.py's "J" path:
+same maps as its own would have) and makes its own network namespace in it,
+so a process in H's namespaces owns both ends: the supervisor forks `plug`,
+which enters them, makes the network's bridge on first use, and moves one
+end of a veth into the container. Rootless, no other arrangement can move a
+veth between two network namespaces (docs/decisions.md, "Networks").
+
+Why a separate process rather than the supervisor: the bridges must outlive
+any one container. Why one per user rather than per network: one slirp4netns
+and one resolver serve them all, and isolation between networks is the
+FORWARD policy's (DROP between bridges), as docker's and podman's is.
+kill -9 of H takes its namespace, bridges and slirp4netns with it; running
+containers lose their network, and the next `rl run` makes a new H.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rootless import paths
+from rootless import syscalls as sc
+from rootless.errors import RlError
+from rootless.runtime import idmap
+
+from .slirp import find_binary
+
+IDLE = 60.0  # seconds without a plugged container before H leaves
+NETS = "nets"  # H's directory of networks: <gateway> -> {"leases": dir, ...}
+
+
+def state_dir() -> Path:
+    d = paths.runtime_dir() / "nethost"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    fd = os.open(state_dir() / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):  # dead, not yet reaped: its namespaces are gone
+        return None
+    return fields[19]
+
+
+def running() -> int | None:
+    """H's pid if it runs (the pid file's pid, with its start time), else None."""
+    try:
+        pid_s, start = (state_dir() / "pid").read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == start else None
+
+
+def ensure() -> int:
+    """H's pid, started first if it does not run. Called by clients, never by a
+    supervisor: a supervisor is a child subreaper and would adopt H."""
+    with locked():
+        pid = running()
+        if pid is None:
+            pid = _start()
+        os.utime(state_dir() / "pid")  # H's idle clock starts again
+        return pid
+
+
+def _start() -> int:
+    plan = idmap.plan()
+    report_r, report_w = os.pipe()  # H -> client: "U<pid>", "N", "R" or "E<why>"
+    sync_r, sync_w = os.pipe()  # client -> H: "M" maps written, "S" slirp4netns runs
+    go_r, go_w = os.pipe()  # client -> I: "S" start slirp4netns now
+    exit_r, exit_w = os.pipe()  # slirp4netns leaves when H (the only writer) is gone
+    mid = os.fork()
+    if mid == 0:  # pragma: no cover - I: parents H and slirp4netns, then leaves them
+        code = 1
+        try:
+            for fd in (report_r, sync_w, go_w):
+                os.close(fd)
+            os.setsid()
+            hpid = os.fork()
+            if hpid == 0:
+                os.close(exit_r)
+                os.close(go_r)
+                _host(report_w, sync_r, exit_w)
+            for fd in (exit_w, report_w, sync_r):
+                os.close(fd)
+            if os.read(go_r, 1) == b"S":
+                subprocess.Popen(
+                    [find_binary("slirp4netns", "slirp4netns"), "--configure", "--mtu=65520",
+                     "--disable-host-loopback", f"--exit-fd={exit_r}", str(hpid), "tap0"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, pass_fds=(exit_r,))
+                code = 0
+        except BaseException:
+            pass
+        os._exit(code)
+    for fd in (report_w, sync_r, exit_w, exit_r, go_r):
+        os.close(fd)
+    try:
+        with os.fdopen(report_r, "rb", buffering=0) as rep:
+            line = _read_line(rep)
+            if not line.startswith("U"):
+                raise RlError(f"the network host did not start: {line or 'it died'}")
+            hpid = int(line[1:])
+            idmap.write_maps(hpid, plan)
+            os.write(sync_w, b"M")
+            line = _read_line(rep)
+            if line != "N":
+                raise RlError(f"the network host did not start: {line[1:] or 'it died'}")
+            os.write(go_w, b"S")
+            os.close(go_w)
+            go_w = -1
+            _, status = os.waitpid(mid, 0)
+            if status != 0:
+                raise RlError("the network host's slirp4netns did not start")
+            os.write(sync_w, b"S")
+            line = _read_line(rep)
+            if line != "R":
+                raise RlError(f"the network host did not start: {line[1:] or 'it died'}")
+    finally:
+        os.close(sync_w)
+        if go_w >= 0:
+            os.close(go_w)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(mid, 0)
+    tmp = state_dir() / f".pid-{secrets.token_hex(4)}"
+    tmp.write_text(f"{hpid} {_start_time(hpid)}\n")
+    tmp.rename(state_dir() / "pid")
+    return hpid
+
+
+def _read_line(f: object) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        c = os.read(f.fileno(), 1)  # type: ignore[attr-defined]
+        if not c:
+            break
+        data += c
+    return data.decode(errors="replace").strip()
+
+
+def _host(report_w: int, sync_r: int, exit_w: int) -> None:  # pragma: no cover - H
+    try:
+        sc.unshare(sc.CLONE_NEWUSER)
+        os.write(report_w, f"U{os.getpid()}\n".encode())
+        if os.read(sync_r, 1) != b"M":
+            os._exit(1)
+        sc.unshare(sc.CLONE_NEWNET)
+        _ip("link", "set", "lo", "up")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        # Between bridges, and from an internal network, nothing passes: each
+        # network's rules (plug) accept its own way out.
+        _iptables("-P", "FORWARD", "DROP")
+        os.write(report_w, b"N\n")
+        if os.read(sync_r, 1) != b"S":
+            os._exit(1)
+        os.close(sync_r)
+        fd = os.open("/dev/null", os.O_RDWR)
+        for n in (0, 1):
+            os.dup2(fd, n)
+        log = os.open(state_dir() / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 2)
+        os.set_inheritable(exit_w, True)
+        os.set_inheritable(report_w, True)  # "R" once the resolver listens
+        os.chdir("/")  # the client's cwd may be anything, even unreadable in here
+        os.execv(sys.executable, [sys.executable, "-m", "netstack.dns", str(state_dir()),
+                                  str(exit_w), str(report_w)])
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.write(report_w, f"E{e}\n".encode())
+        os._exit(1)
+
+
+def _binary(name: str) -> str:
+    """iproute2's and iptables' commands live in sbin, rarely on a user's PATH."""
+    import shutil
+
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise RlError(f"{name} not found: user-defined networks need it (Debian: apt install "
+                      f"{'iproute2' if name == 'ip' else name})")
+    return found
+
+
+def _ip(*args: str) -> None:
+    _command([_binary("ip"), *args])
+
+
+def _iptables(*args: str) -> None:
+    _command([_binary("iptables"), "-w", *args])
+
+
+def _command(argv: list[str]) -> None:
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           check=False)
+    except OSError as e:
+        raise RlError(f"{argv[0]}: {e.strerror}") from None
+    if r.returncode != 0:
+        raise RlError(f"{' '.join(argv)}: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
+@dataclass
+class Attachment:
+    """One container's NIC on one network, as plug makes it."""
+
+    network: str  # its name (the resolver's answers are per network)
+    bridge: str
+    subnet: str
+    gateway: str
+    address: str
+    internal: bool
+    leases: str  # the network's leases directory: the resolver's names
+
+
+def bridge_name(network_id: str) -> str:
+    return f"rl-{network_id[:12]}"
+
+
+def plug(pid: int, att: Attachment, host: int | None = None) -> None:
+    """Give container PID 1 *pid* (in H's user namespace) its NIC on *att*'s network:
+    run in a child that enters H's namespaces (the caller owns H's user namespace)."""
+    host = host or running()
+    if host is None:
+        raise RlError("the network host is not running (it left or was killed): start the "
+                      "container again")
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the plugging child
+        code = 0
+        try:
+            os.close(r)
+            ufd = os.open(f"/proc/{host}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+            nfd = os.open(f"/proc/{host}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            cfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            sc.setns(ufd, sc.CLONE_NEWUSER)
+            sc.setns(nfd, sc.CLONE_NEWNET)
+            _plug_host_side(pid, att)
+            sc.setns(cfd, sc.CLONE_NEWNET)
+            _plug_container_side(att)
+        except BaseException as e:
+            os.write(w, (str(e) or type(e).__name__).encode()[:4000])
+            code = 1
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        err = f.read().decode(errors="replace")
+    os.waitpid(child, 0)
+    if err:
+        raise RlError(f"attaching to network {att.network}: {err}")
+
+
+def _plug_host_side(pid: int, att: Attachment) -> None:
+    net = ipaddress.ip_network(att.subnet)
+    names = {name for _, name in socket_if_names()}
+    if att.bridge not in names:
+        _ip("link", "add", att.bridge, "type", "bridge")
+        _ip("addr", "add", f"{att.gateway}/{net.prefixlen}", "dev", att.bridge)
+        _ip("link", "set", att.bridge, "up")
+        # Within a network everything passes (with br_netfilter loaded, bridged frames
+        # meet the FORWARD policy too).
+        _iptables("-A", "FORWARD", "-i", att.bridge, "-o", att.bridge, "-j", "ACCEPT")
+        if not att.internal:
+            _iptables("-A", "FORWARD", "-i", att.bridge, "-o", "tap0", "-j", "ACCEPT")
+            _iptables("-A", "FORWARD", "-i", "tap0", "-o", att.bridge, "-m", "conntrack",
+                      "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+            _iptables("-t", "nat", "-A", "POSTROUTING", "-s", att.subnet, "-o", "tap0",
+                      "-j", "MASQUERADE")
+    nets = state_dir() / NETS
+    nets.mkdir(mode=0o700, exist_ok=True)
+    tmp = nets / f".{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps({"network": att.network, "leases": att.leases,
+                               "internal": att.internal}))
+    tmp.rename(nets / att.gateway)
+    veth = f"rlv{secrets.token_hex(5)}"
+    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", f"/proc/{pid}/ns/net")
+    _ip("link", "set", veth, "master", att.bridge, "up")
+
+
+def _plug_container_side(att: Attachment) -> None:
+    net = ipaddress.ip_network(att.subnet)
+    _ip("link", "set", "lo", "up")
+    _ip("addr", "add", f"{att.address}/{net.prefixlen}", "dev", "eth0")
+    _ip("link", "set", "eth0", "up")
+    if not att.internal:
+        _ip("route", "add", "default", "via", att.gateway)
+
+
+def socket_if_names() -> list[tuple[int, str]]:
+    import socket
+
+    return socket.if_nameindex()
