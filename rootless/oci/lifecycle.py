@@ -28,7 +28,7 @@ from ..runtime import container, idmap
 from ..runtime.bundle import Bundle
 from ..runtime.spec import IDMapping, Mount
 from . import console, control
-from .records import Record, Root, start_time
+from .records import Record, Root, start_time, state_json
 
 Log = Callable[[str], None]
 
@@ -69,11 +69,6 @@ def _raw_config(bundle_dir: str) -> dict[str, Any]:
 
 def _refusals(data: dict[str, Any]) -> None:
     """What a config asks that rl-oci does not do: one line naming the field."""
-    hooks = data.get("hooks")
-    if isinstance(hooks, dict):
-        for kind, items in hooks.items():
-            if items:
-                raise InvalidArgument(f"hooks.{kind}: OCI hooks are not supported by rl-oci")
     res = (data.get("linux") or {}).get("resources")
     if isinstance(res, dict):
         for key, value in res.items():
@@ -221,12 +216,21 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
         rec.pid, rec.pid_start = pid, start_time(pid) or 0
         root.write(rec)
 
+    def hook_state(status: str, pid: int) -> bytes:
+        # Also called in PID 1 (a fork of this process), whose rec has no pid yet.
+        return json.dumps({**state_json(rec, status), "pid": pid}).encode()
+
     try:
+        if b.spec.hooks is not None:
+            from ..runtime import hooks
+
+            hooks.save(state_dir, b.spec.hooks)
         created = container.create(
             b, plan or idmap.IdMapPlan("single", "the caller's user namespace", [], []),
             state_dir, devnull_stdin=False, before_start=record,
             detached=not opts.foreground, new_userns=new_userns, inherit_stdio=True,
-            preserve_fds=opts.preserve_fds)
+            preserve_fds=opts.preserve_fds,
+            hook_state=hook_state if b.spec.hooks is not None else None)
         try:
             master = created.launched.pty_master
             if master is not None and sock is not None:
@@ -239,7 +243,9 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
             created.abandon()
             raise
     except BaseException:
-        root.remove(cid)
+        # A failed create is deleted, poststop hooks and all (the spec's
+        # lifecycle continues at delete), as runc's destroy does.
+        control.remove(root, cid, rec)
         raise
     finally:
         os.close(lock)
@@ -288,13 +294,13 @@ def run(root: Root, cid: str, opts: Options, log: Log) -> int:
     except BaseException:
         if opts.foreground:
             created.abandon()
-            root.remove(cid)
+            control.remove(root, cid, None)
         raise
     if not opts.foreground:
         return 0
     try:
         code = wait_forwarding(launched.pid, launched.pty_master)
     finally:
-        root.remove(cid)
+        control.remove(root, cid, None)
     return code
 

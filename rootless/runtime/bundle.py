@@ -27,6 +27,7 @@ and dropping one silently would run something other than what was asked.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -246,12 +247,31 @@ def from_json(data: Any, where: str = ".") -> Bundle:
             raise ValueError("root.path is empty")
         if not isinstance(data.get("ociVersion"), str):
             raise ValueError("ociVersion is missing")
+        _check_hooks(spec)
         extras = from_annotations(spec.annotations)
     except ValueError as e:
         raise _invalid(where, f"is wrong: {e}") from None
     spec.annotations = {k: v for k, v in spec.annotations.items() if not k.startswith(PREFIX)}
     spec.root.path = os.path.normpath(os.path.join(os.path.abspath(where), spec.root.path))
     return Bundle(spec, extras)
+
+
+def _check_hooks(spec: Spec) -> None:
+    """What config.md asks of a hook beyond its JSON types."""
+    if spec.hooks is None:
+        return
+    for f in dataclasses.fields(spec.hooks):
+        kind = oci.json_name(f)
+        for i, hook in enumerate(getattr(spec.hooks, f.name)):
+            where = f"hooks.{kind}[{i}]"
+            if not os.path.isabs(hook.path):
+                raise ValueError(f"{where}.path {hook.path!r} is not an absolute path")
+            if hook.timeout is not None and hook.timeout <= 0:
+                raise ValueError(f"{where}.timeout is {hook.timeout}: it must be greater "
+                                 "than zero")
+            bad = next((e for e in hook.env if "=" not in e), None)
+            if bad is not None:
+                raise ValueError(f"{where}.env {bad!r} is not KEY=value")
 
 
 def load(bundle_dir: str) -> Bundle:
