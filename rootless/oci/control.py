@@ -43,6 +43,14 @@ def start(root: Root, cid: str) -> None:
         _post(hooks, "poststart", rec, "running")
 
 
+CGROUP = "cgroup"  # the path of the container's cgroup, if rl-oci made one
+
+
+def save_cgroup(state_dir: str, path: str) -> None:
+    with open(os.path.join(state_dir, CGROUP), "w") as f:
+        f.write(path)
+
+
 def saved_hooks(root: Root, cid: str) -> Hooks | None:
     """The poststart and poststop hooks create kept; one stat when there are none."""
     d = root.dir(cid)
@@ -68,6 +76,12 @@ def _post(hooks: Hooks, kind: str, rec: Record | None, status: str, cid: str = "
 
 def remove(root: Root, cid: str, rec: Record | None) -> None:
     """Remove cid's state, then run its poststop hooks (delete, and `run`'s end)."""
+    cgroup = None
+    try:
+        with open(os.path.join(root.dir(cid), CGROUP)) as f:
+            cgroup = f.read()
+    except OSError:
+        pass
     hooks = saved_hooks(root, cid)
     if hooks is not None and rec is None:
         try:
@@ -75,6 +89,10 @@ def remove(root: Root, cid: str, rec: Record | None) -> None:
         except RlError:
             pass
     root.remove(cid)
+    if cgroup:
+        from ..runtime import cgroups
+
+        cgroups.remove(cgroup)
     if hooks is not None:
         _post(hooks, "poststop", rec, "stopped", cid)
 

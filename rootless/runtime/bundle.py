@@ -20,6 +20,9 @@ checked in one place, that any reader of the OCI spec still understands
     run.rl.ipv6.interface   a static IPv6 address and default route that PID 1
     run.rl.ipv6.address     sets in its network namespace before the command
     run.rl.ipv6.gateway     (slirp4netns: tap0, fd00::100/64 via fd00::2)
+    run.rl.cgroups          "disabled": linux.resources that no delegated cgroup
+                            can enforce are ignored with a warning, not refused
+                            (rl's --cgroups=disabled)
 
 A `run.rl.` key this runtime does not know is refused: it is an instruction,
 and dropping one silently would run something other than what was asked.
@@ -72,6 +75,7 @@ class Extras:
     init: bool = False
     user: str = ""
     ipv6: Ipv6 | None = None
+    cgroups_disabled: bool = False
 
 
 @dataclass
@@ -92,6 +96,8 @@ def to_annotations(extras: Extras) -> dict[str, str]:
         out[PREFIX + "init"] = "true"
     if extras.user:
         out[PREFIX + "user"] = extras.user
+    if extras.cgroups_disabled:
+        out[PREFIX + "cgroups"] = "disabled"
     if extras.ipv6 is not None:
         v6 = extras.ipv6
         out.update({PREFIX + "ipv6.interface": v6.interface,
@@ -102,7 +108,7 @@ def to_annotations(extras: Extras) -> dict[str, str]:
 
 _KEYS = {PREFIX + k for k in (
     "storage.driver", "storage.lower", "storage.upper", "storage.work", "init", "user",
-    "ipv6.interface", "ipv6.address", "ipv6.gateway")}
+    "ipv6.interface", "ipv6.address", "ipv6.gateway", "cgroups")}
 
 
 def from_annotations(ann: dict[str, str]) -> Extras:
@@ -116,6 +122,10 @@ def from_annotations(ann: dict[str, str]) -> Extras:
     if init not in ("true", "false"):
         raise ValueError(f"annotation {PREFIX}init is {init!r}, not true or false")
     extras.init = init == "true"
+    cgroups = ours.get(PREFIX + "cgroups", "enabled")
+    if cgroups not in ("enabled", "disabled"):
+        raise ValueError(f"annotation {PREFIX}cgroups is {cgroups!r}, not enabled or disabled")
+    extras.cgroups_disabled = cgroups == "disabled"
     extras.storage = _storage(ours)
     extras.ipv6 = _ipv6(ours)
     return extras
