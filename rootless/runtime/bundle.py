@@ -258,12 +258,31 @@ def from_json(data: Any, where: str = ".") -> Bundle:
         if not isinstance(data.get("ociVersion"), str):
             raise ValueError("ociVersion is missing")
         _check_hooks(spec)
+        _check_namespaces(spec)
         extras = from_annotations(spec.annotations)
     except ValueError as e:
         raise _invalid(where, f"is wrong: {e}") from None
     spec.annotations = {k: v for k, v in spec.annotations.items() if not k.startswith(PREFIX)}
     spec.root.path = os.path.normpath(os.path.join(os.path.abspath(where), spec.root.path))
     return Bundle(spec, extras)
+
+
+# config-linux.md's namespace types; "time" is valid but rl makes none.
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+
+
+def _check_namespaces(spec: Spec) -> None:
+    """The spec: an unknown type, or one given twice, is an error (never dropped)."""
+    seen: set[str] = set()
+    for i, ns in enumerate(spec.linux.namespaces):
+        where = f"linux.namespaces[{i}].type"
+        if ns.type == "time":
+            raise ValueError(f"{where} 'time': time namespaces are not supported by rl")
+        if ns.type not in NAMESPACE_TYPES:
+            raise ValueError(f"{where} {ns.type!r} is not a namespace type")
+        if ns.type in seen:
+            raise ValueError(f"{where}: the {ns.type} namespace is given twice")
+        seen.add(ns.type)
 
 
 def _check_hooks(spec: Spec) -> None:

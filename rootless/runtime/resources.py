@@ -349,9 +349,9 @@ def cpu_max(res: Resources) -> str | None:
 
 # -- an OCI config's linux.resources ---------------------------------------------------
 
-# linux.resources fields cgroup v2 has no file for: refused by name, never dropped.
-_NO_V2 = {"memory.kernel": "kernel", "memory.kernelTCP": "kernel_tcp",
-          "memory.swappiness": "swappiness", "memory.disableOOMKiller": "disable_oom_killer",
+# linux.resources fields cgroup v2 has no file for: refused by name, never dropped
+# (memory.kernel and kernelTCP are deprecated by the spec and ignored, as runc does).
+_NO_V2 = {"memory.swappiness": "swappiness", "memory.disableOOMKiller": "disable_oom_killer",
           "cpu.realtimeRuntime": "realtime_runtime", "cpu.realtimePeriod": "realtime_period",
           "blockIO.leafWeight": "leaf_weight"}
 
