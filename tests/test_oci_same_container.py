@@ -22,7 +22,7 @@ NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 
 # What the container looks like from inside, one "== section" at a time.
 PROBE = r"""
-echo "== ns"; for n in %s; do echo "$n $(readlink /proc/self/ns/$n)"; done
+echo "== ns"; for n in @NS@; do echo "$n $(readlink /proc/self/ns/$n)"; done
 echo "== mounts"
 # mount point, file system type, per-mount and super-block options (no ids, no
 # device numbers: those differ between any two containers).
@@ -35,13 +35,13 @@ echo "== seccomp"; mkfifo /tmp/fifo 2>&1; echo "mkfifo $?"
 echo "== where"; pwd; hostname; umask; id
 echo "== masked"
 for p in /proc/kcore /proc/keys /sys/firmware /proc/timer_list; do
-  echo "$p $(stat -c '%%F %%s' $p 2>&1) $(ls $p 2>&1 | head -c 40)"
+  echo "$p $(stat -c '%F %s' $p 2>&1) $(ls $p 2>&1 | head -c 40)"
 done
 echo "== readonly"
 for p in /proc/sys/kernel/hostname /proc/sysrq-trigger /.probe; do
   if (true >> $p) 2>/dev/null; then echo "$p writable"; else echo "$p read-only"; fi
 done
-""" % " ".join(NAMESPACES)
+""".replace("@NS@", " ".join(NAMESPACES))
 
 # The engine's call (supervisor.start: container.launch on the Bundle in memory,
 # stdin /dev/null, the output through pipes), printing what PID 1 wrote.

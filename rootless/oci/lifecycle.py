@@ -89,6 +89,11 @@ def _cgroup_plan(b: Bundle, cid: str, log: Log) -> CgroupPlan | None:
         ("cpu", res.controllers() & {"cpu", "cpuset"}), ("pids", res.pids_limit),
         ("blockIO", "io" in res.controllers()), ("hugepageLimits", r and r.hugepage_limits),
         ("unified", r and r.unified)) if value]
+    if not need:
+        # A cgroupsPath (podman's systemd slice:scope, or one below a parent
+        # the user cannot write) with nothing to enforce stays the caller's.
+        log(f"linux.cgroupsPath {b.spec.linux.cgroups_path!r} ignored: no limits asked")
+        return None
     host = cgroups.probe()
     missing = sorted(need - set(host.controllers)) if host.base else sorted(need)
     if missing:
@@ -101,10 +106,6 @@ def _cgroup_plan(b: Bundle, cid: str, log: Log) -> CgroupPlan | None:
         from .log import warn
 
         warn(f"{', '.join(asked)} ignored (run.rl.cgroups=disabled): {why}")
-        return None
-    if host.base is None:
-        # A cgroupsPath and no limits: nothing to enforce, as runc's rootless mode.
-        log(f"linux.cgroupsPath ignored: {host.reason}")
         return None
     path = cgroups.oci_path(host, b.spec.linux.cgroups_path, cid)
     log(f"cgroup {path}")

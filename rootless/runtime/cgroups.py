@@ -375,14 +375,14 @@ def collect_garbage(host: Host, alive: Callable[[str], bool], known: set[str]) -
 
 def oci_path(host: Host, cgroups_path: str | None, cid: str) -> str:
     """Where an OCI config's container goes: cgroupsPath (absolute: from the cgroup2
-    root; relative: under the delegated base), else base/rl/oci-ID. RlError if
-    that is outside the subtree delegated to this user."""
+    root; relative: under the delegated base), else (or for a systemd
+    slice:scope) base/rl/oci-ID. RlError if that is outside the subtree
+    delegated to this user."""
     assert host.base is not None and host.mount is not None
-    if not cgroups_path:
+    if not cgroups_path or ":" in cgroups_path:
+        # None given, or a systemd slice:scope (podman's, under its systemd
+        # manager): rl has no systemd manager, the delegated base serves.
         return os.path.join(host.base, CONTAINERS, f"oci-{cid}")
-    if ":" in cgroups_path:
-        raise RlError(f"linux.cgroupsPath {cgroups_path!r} is a systemd slice:scope path; "
-                      "rl-oci has no systemd cgroup manager")
     top = host.mount if cgroups_path.startswith("/") else host.base
     path = os.path.normpath(os.path.join(top, cgroups_path.lstrip("/")))
     if os.path.commonpath([path, host.base]) != host.base or path == host.base:
