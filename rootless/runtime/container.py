@@ -26,11 +26,12 @@ at once (launch).
 Two pipes tie them together. `report` (children -> S) carries one line per
 event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
 if any), "C" (C1 is ready to be moved into the container's cgroup; only when
-it has one), "P<pid>" (C2's host pid), "R" (C2 is set up and waits at the
-gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
+it has one), "P<pid>" (C2's host pid), "H" (C2's mounts are made: S runs
+the OCI createRuntime hooks; only when there are some), "R" (C2 is set up
+and waits at the gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
 error after "R" means the command was executed. `sync` (S -> children)
-carries "M" (maps written), "C" (C1 is in the cgroup) and "G" (C1 reaped:
-C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so C2 can
+carries "M" (maps written), "C" (C1 is in the cgroup), "G" (C1 reaped:
+C2 may arm PR_SET_PDEATHSIG) and "H" (the hooks ran: C2 may pivot_root), and stays open for S's whole life so C2 can
 tell whether S died before the death signal was armed.
 
 The cgroup comes before the cgroup namespace: unshare(CLONE_NEWCGROUP) roots
