@@ -31,8 +31,9 @@ the OCI createRuntime hooks; only when there are some), "R" (C2 is set up
 and waits at the gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
 error after "R" means the command was executed. `sync` (S -> children)
 carries "M" (maps written), "C" (C1 is in the cgroup), "G" (C1 reaped:
-C2 may arm PR_SET_PDEATHSIG) and "H" (the hooks ran: C2 may pivot_root), and stays open for S's whole life so C2 can
-tell whether S died before the death signal was armed.
+C2 may arm PR_SET_PDEATHSIG) and "H" (the hooks ran: C2 may pivot_root),
+and stays open for S's whole life so C2 can tell whether S died before the
+death signal was armed.
 
 The cgroup comes before the cgroup namespace: unshare(CLONE_NEWCGROUP) roots
 the new namespace at the caller's cgroup, so C1 must already be in the
