@@ -366,8 +366,9 @@ def test_bad_input(oci: RlOci, bundle: Callable[..., Path], tmp_path: Path) -> N
                                                                     "args": "true"}}))
     assert "process.args is not a list" in error_line(oci("create", "-b", b, "x"))
     (b / "config.json").write_text(json.dumps(
-        {**cfg, "hooks": {"prestart": [{"path": "/bin/true"}]}}))
-    assert "hooks.prestart" in error_line(oci("create", "-b", b, "x"))
+        {**cfg, "hooks": {"prestart": [{"path": "true"}]}}))
+    assert "hooks.prestart[0].path 'true' is not an absolute path" in error_line(
+        oci("create", "-b", b, "x"))
     (b / "config.json").write_text(json.dumps(
         {**cfg, "linux": {**cfg["linux"], "resources": {"memory": {"limit": 1 << 20}}}}))
     assert "linux.resources.memory" in error_line(oci("create", "-b", b, "x"))

@@ -5,6 +5,7 @@ the verbs one by one)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -159,3 +160,26 @@ def test_published_port(pm: Podman) -> None:
         assert support.wait_until(lambda: fetch() == b"hello-web\n", 30)
     finally:
         pm("rm", "-f", "-t", "0", "web")
+
+
+def test_hooks_from_a_hooks_dir_run_through_rl_oci(pm: Podman, tmp_path: Path) -> None:
+    """podman writes a hooks.d hook into the config's hooks; rl-oci runs it with the
+    state on stdin (tests/test_oci_hooks.py covers the kinds one by one)."""
+    log = tmp_path / "hooks.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$1 $(cat)" >> {log}\n')
+    hook.chmod(0o755)
+    hooks_dir = tmp_path / "hooks.d"
+    hooks_dir.mkdir()
+    for stage in ("prestart", "poststart"):
+        (hooks_dir / f"{stage}.json").write_text(json.dumps({
+            "version": "1.0.0", "hook": {"path": str(hook), "args": ["hook.sh", stage]},
+            "when": {"always": True}, "stages": [stage]}))
+    r = pm("--hooks-dir", str(hooks_dir), "run", "--rm", "--name", "hk1", IMAGE, "true")
+    assert r.returncode == 0, r.stderr
+    lines = log.read_text().splitlines()
+    assert [ln.split(" ", 1)[0] for ln in lines] == ["prestart", "poststart"], lines
+    states = [json.loads(ln.split(" ", 1)[1]) for ln in lines]
+    assert [s["status"] for s in states] == ["creating", "running"]
+    assert states[0]["id"] == states[1]["id"] and len(states[0]["id"]) == 64
+    assert states[0]["pid"] > 0 and states[0]["bundle"].endswith("/userdata")

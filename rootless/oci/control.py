@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..runtime.spec import Hooks
+
 
 def start(root: Root, cid: str) -> None:
     _, status = root.get(cid)
@@ -35,6 +37,64 @@ def start(root: Root, cid: str) -> None:
         raise NotRunning("cannot start a container that has stopped") from None
     except Conflict:
         raise Conflict("cannot start an already running container") from None
+    hooks = saved_hooks(root, cid)
+    if hooks is not None:
+        rec, _ = root.get(cid)
+        _post(hooks, "poststart", rec, "running")
+
+
+CGROUP = "cgroup"  # the path of the container's cgroup, if rl-oci made one
+
+
+def save_cgroup(state_dir: str, path: str) -> None:
+    with open(os.path.join(state_dir, CGROUP), "w") as f:
+        f.write(path)
+
+
+def saved_hooks(root: Root, cid: str) -> Hooks | None:
+    """The poststart and poststop hooks create kept; one stat when there are none."""
+    d = root.dir(cid)
+    if not os.path.exists(os.path.join(d, "hooks.json")):
+        return None
+    from ..runtime import hooks
+
+    return hooks.saved(d)
+
+
+def _post(hooks: Hooks, kind: str, rec: Record | None, status: str, cid: str = "") -> None:
+    """Run a kind of hook whose failures are warnings (the spec's poststart, poststop)."""
+    import json
+
+    from ..runtime import hooks as run_hooks
+    from .log import warn
+
+    state = state_json(rec, status) if rec is not None else {
+        "ociVersion": "1.0.2", "id": cid, "status": status, "pid": 0}
+    for w in run_hooks.run_warning(hooks, kind, json.dumps(state).encode()):
+        warn(w)
+
+
+def remove(root: Root, cid: str, rec: Record | None) -> None:
+    """Remove cid's state, then run its poststop hooks (delete, and `run`'s end)."""
+    cgroup = None
+    try:
+        with open(os.path.join(root.dir(cid), CGROUP)) as f:
+            cgroup = f.read()
+    except OSError:
+        pass
+    hooks = saved_hooks(root, cid)
+    if hooks is not None and rec is None:
+        try:
+            rec = root.entry(cid).record
+        except RlError:
+            pass
+    root.remove(cid)
+    if cgroup:
+        from ..runtime import cgroups
+
+        cgroups.remove(cgroup)
+    if hooks is not None:
+        _post(hooks, "poststop", rec, "stopped", cid)
 
 
 SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
@@ -122,7 +182,7 @@ def delete(root: Root, cid: str, force: bool) -> None:
         if entry.status == "running" and not force:
             raise Conflict(f"cannot delete container {cid} that is not stopped: running")
         _kill_and_wait(entry.record)
-    root.remove(cid)
+    remove(root, cid, entry.record)
 
 
 def state(root: Root, cid: str) -> dict[str, Any]:

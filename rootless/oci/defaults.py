@@ -75,12 +75,13 @@ def features() -> dict[str, Any]:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": oci.OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
         "mountOptions": options,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": list(capabilities.CAP_NAMES),
-            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            "cgroup": {"v1": False, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {
                 "enabled": True,
                 "actions": sorted([*seccomp._RETURNS, "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"]),
@@ -97,6 +98,7 @@ def features() -> dict[str, Any]:
             "run.rl.version": __version__,
             # No systemd cgroup manager: --systemd-cgroup is accepted and ignored.
             "run.rl.systemd-cgroup": "unsupported: --systemd-cgroup is accepted and ignored",
-            "run.rl.cgroups": "none: linux.resources other than devices are refused",
+            "run.rl.cgroups": "v2 where delegated to the user; elsewhere linux.resources "
+                              "are refused (annotation run.rl.cgroups=disabled: ignored)",
         },
     }

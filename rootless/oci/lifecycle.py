@@ -28,15 +28,9 @@ from ..runtime import container, idmap
 from ..runtime.bundle import Bundle
 from ..runtime.spec import IDMapping, Mount
 from . import console, control
-from .records import Record, Root, start_time
+from .records import Record, Root, start_time, state_json
 
 Log = Callable[[str], None]
-
-# What the runtime cannot do and refuses rather than ignores (a cgroup limit
-# the caller relies on); devices rules are the exception: a user namespace
-# cannot create or open a device it was not given anyway.
-_RESOURCES_IGNORED = {"devices"}
-
 
 @dataclass
 class Options:
@@ -58,31 +52,6 @@ def _in_foreign_userns() -> bool:
     return os.geteuid() == 0 and rows != ["0", "0", "4294967295"]
 
 
-def _raw_config(bundle_dir: str) -> dict[str, Any]:
-    try:
-        with open(os.path.join(bundle_dir, bundles.CONFIG), "rb") as f:
-            data = json.loads(f.read())
-    except (OSError, ValueError, RecursionError):
-        return {}  # bundle.load says what is wrong with it
-    return data if isinstance(data, dict) else {}
-
-
-def _refusals(data: dict[str, Any]) -> None:
-    """What a config asks that rl-oci does not do: one line naming the field."""
-    hooks = data.get("hooks")
-    if isinstance(hooks, dict):
-        for kind, items in hooks.items():
-            if items:
-                raise InvalidArgument(f"hooks.{kind}: OCI hooks are not supported by rl-oci")
-    res = (data.get("linux") or {}).get("resources")
-    if isinstance(res, dict):
-        for key, value in res.items():
-            if key not in _RESOURCES_IGNORED and value not in (None, {}, []):
-                raise InvalidArgument(
-                    f"linux.resources.{key}: rl-oci applies no cgroup limits (this host "
-                    "delegates no cgroup v2 controllers to the user); remove the setting")
-
-
 def load(bundle_dir: str) -> Bundle:
     bundle_dir = os.path.abspath(bundle_dir)
     if not os.path.isdir(bundle_dir):
@@ -91,10 +60,56 @@ def load(bundle_dir: str) -> Bundle:
     if not b.spec.oci_version.startswith("1."):
         raise InvalidArgument(f"ociVersion {b.spec.oci_version!r} is not supported "
                               "(rl-oci implements 1.x)")
-    _refusals(_raw_config(bundle_dir))
     if not os.path.isdir(b.spec.root.path):
         raise InvalidArgument(f"root.path {b.spec.root.path} does not exist")
     return b
+
+
+class CgroupPlan:
+    """The cgroup rl-oci makes for a config's linux.resources (and cgroupsPath)."""
+
+    def __init__(self, host: Any, path: str, res: Any, files: dict[str, str]) -> None:
+        self.host, self.path, self.res, self.files = host, path, res, files
+
+
+def _cgroup_plan(b: Bundle, cid: str, log: Log) -> CgroupPlan | None:
+    """Where the container's cgroup goes, or None without one; InvalidArgument,
+    naming the field, for limits that no delegated cgroup v2 can enforce here
+    (unless run.rl.cgroups=disabled says to run without them, with a warning)."""
+    r = b.spec.linux.resources
+    if r is None and not b.spec.linux.cgroups_path:
+        return None
+    # Only here: a config without resources pays nothing for the cgroup code.
+    from ..runtime import cgroups, resources
+
+    res, files = resources.from_oci(r) if r is not None else (resources.Resources(), {})
+    need = resources.controllers_of(res, files)
+    asked = [f"linux.resources.{name}" for name, value in (
+        ("memory", res.memory or res.memory_reservation or res.memory_swap),
+        ("cpu", res.controllers() & {"cpu", "cpuset"}), ("pids", res.pids_limit),
+        ("blockIO", "io" in res.controllers()), ("hugepageLimits", r and r.hugepage_limits),
+        ("unified", r and r.unified)) if value]
+    if not need:
+        # A cgroupsPath (podman's systemd slice:scope, or one below a parent
+        # the user cannot write) with nothing to enforce stays the caller's.
+        log(f"linux.cgroupsPath {b.spec.linux.cgroups_path!r} ignored: no limits asked")
+        return None
+    host = cgroups.probe()
+    missing = sorted(need - set(host.controllers)) if host.base else sorted(need)
+    if missing:
+        why = host.reason or (f"the {', '.join(missing)} controller(s) are not delegated "
+                              f"to your cgroup {host.own}")
+        if not b.extras.cgroups_disabled:
+            raise InvalidArgument(f"{asked[0] if asked else 'linux.resources'}: cannot be "
+                                  f"enforced: {why}; set the annotation "
+                                  "run.rl.cgroups=disabled to run without it")
+        from .log import warn
+
+        warn(f"{', '.join(asked)} ignored (run.rl.cgroups=disabled): {why}")
+        return None
+    path = cgroups.oci_path(host, b.spec.linux.cgroups_path, cid)
+    log(f"cgroup {path}")
+    return CgroupPlan(host, path, res, files)
 
 
 def _plan(b: Bundle, log: Log) -> idmap.IdMapPlan:
@@ -208,6 +223,7 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
     new_userns = _new_userns(b, opts.rootless, log)
     plan = _plan(b, log) if new_userns else None
     _adapt_mounts(b, plan)
+    cg = _cgroup_plan(b, cid, log)
     u = b.spec.process.user
     # The runtime resolves the user against the container's /etc/passwd (home);
     # numeric ids resolve to themselves.
@@ -219,14 +235,35 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
 
     def record(pid: int) -> None:
         rec.pid, rec.pid_start = pid, start_time(pid) or 0
+        if cg is not None:
+            from ..runtime import cgroups
+
+            cgroups.settle(cg.path, cg.res)  # C1 is gone: the config's pids.max
         root.write(rec)
 
+    def hook_state(status: str, pid: int) -> bytes:
+        # Also called in PID 1 (a fork of this process), whose rec has no pid yet.
+        return json.dumps({**state_json(rec, status), "pid": pid}).encode()
+
     try:
+        if b.spec.hooks is not None:
+            from ..runtime import hooks
+
+            hooks.save(state_dir, b.spec.hooks)
+        cgroup = None
+        if cg is not None:
+            from ..runtime import cgroups
+
+            # Named in the state first: a kill -9 from here on leaves a cgroup
+            # that delete still finds.
+            control.save_cgroup(state_dir, cg.path)
+            cgroup = cgroups.create_at(cg.host, cg.path, cg.res, cg.files)
         created = container.create(
             b, plan or idmap.IdMapPlan("single", "the caller's user namespace", [], []),
             state_dir, devnull_stdin=False, before_start=record,
             detached=not opts.foreground, new_userns=new_userns, inherit_stdio=True,
-            preserve_fds=opts.preserve_fds)
+            preserve_fds=opts.preserve_fds, cgroup=cgroup,
+            hook_state=hook_state if b.spec.hooks is not None else None)
         try:
             master = created.launched.pty_master
             if master is not None and sock is not None:
@@ -239,7 +276,9 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
             created.abandon()
             raise
     except BaseException:
-        root.remove(cid)
+        # A failed create is deleted, poststop hooks and all (the spec's
+        # lifecycle continues at delete), as runc's destroy does.
+        control.remove(root, cid, rec)
         raise
     finally:
         os.close(lock)
@@ -288,13 +327,13 @@ def run(root: Root, cid: str, opts: Options, log: Log) -> int:
     except BaseException:
         if opts.foreground:
             created.abandon()
-            root.remove(cid)
+            control.remove(root, cid, None)
         raise
     if not opts.foreground:
         return 0
     try:
         code = wait_forwarding(launched.pid, launched.pty_master)
     finally:
-        root.remove(cid)
+        control.remove(root, cid, None)
     return code
 

@@ -56,3 +56,13 @@ def fail(g: Globals | None, msg: str) -> NoReturn:
     except OSError:
         pass
     sys.exit(1)
+
+
+def warn(msg: str) -> None:
+    """A warning on stderr in logrus' text form (a failed poststart or poststop hook)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        sys.stderr.write(f"time=\"{now}\" level=warning msg={json.dumps(msg)}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass

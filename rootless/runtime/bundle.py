@@ -20,6 +20,9 @@ checked in one place, that any reader of the OCI spec still understands
     run.rl.ipv6.interface   a static IPv6 address and default route that PID 1
     run.rl.ipv6.address     sets in its network namespace before the command
     run.rl.ipv6.gateway     (slirp4netns: tap0, fd00::100/64 via fd00::2)
+    run.rl.cgroups          "disabled": linux.resources that no delegated cgroup
+                            can enforce are ignored with a warning, not refused
+                            (rl's --cgroups=disabled)
 
 A `run.rl.` key this runtime does not know is refused: it is an instruction,
 and dropping one silently would run something other than what was asked.
@@ -27,6 +30,7 @@ and dropping one silently would run something other than what was asked.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -71,6 +75,7 @@ class Extras:
     init: bool = False
     user: str = ""
     ipv6: Ipv6 | None = None
+    cgroups_disabled: bool = False
 
 
 @dataclass
@@ -91,6 +96,8 @@ def to_annotations(extras: Extras) -> dict[str, str]:
         out[PREFIX + "init"] = "true"
     if extras.user:
         out[PREFIX + "user"] = extras.user
+    if extras.cgroups_disabled:
+        out[PREFIX + "cgroups"] = "disabled"
     if extras.ipv6 is not None:
         v6 = extras.ipv6
         out.update({PREFIX + "ipv6.interface": v6.interface,
@@ -101,7 +108,7 @@ def to_annotations(extras: Extras) -> dict[str, str]:
 
 _KEYS = {PREFIX + k for k in (
     "storage.driver", "storage.lower", "storage.upper", "storage.work", "init", "user",
-    "ipv6.interface", "ipv6.address", "ipv6.gateway")}
+    "ipv6.interface", "ipv6.address", "ipv6.gateway", "cgroups")}
 
 
 def from_annotations(ann: dict[str, str]) -> Extras:
@@ -115,6 +122,10 @@ def from_annotations(ann: dict[str, str]) -> Extras:
     if init not in ("true", "false"):
         raise ValueError(f"annotation {PREFIX}init is {init!r}, not true or false")
     extras.init = init == "true"
+    cgroups = ours.get(PREFIX + "cgroups", "enabled")
+    if cgroups not in ("enabled", "disabled"):
+        raise ValueError(f"annotation {PREFIX}cgroups is {cgroups!r}, not enabled or disabled")
+    extras.cgroups_disabled = cgroups == "disabled"
     extras.storage = _storage(ours)
     extras.ipv6 = _ipv6(ours)
     return extras
@@ -246,12 +257,50 @@ def from_json(data: Any, where: str = ".") -> Bundle:
             raise ValueError("root.path is empty")
         if not isinstance(data.get("ociVersion"), str):
             raise ValueError("ociVersion is missing")
+        _check_hooks(spec)
+        _check_namespaces(spec)
         extras = from_annotations(spec.annotations)
     except ValueError as e:
         raise _invalid(where, f"is wrong: {e}") from None
     spec.annotations = {k: v for k, v in spec.annotations.items() if not k.startswith(PREFIX)}
     spec.root.path = os.path.normpath(os.path.join(os.path.abspath(where), spec.root.path))
     return Bundle(spec, extras)
+
+
+# config-linux.md's namespace types; "time" is valid but rl makes none.
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup")
+
+
+def _check_namespaces(spec: Spec) -> None:
+    """The spec: an unknown type, or one given twice, is an error (never dropped)."""
+    seen: set[str] = set()
+    for i, ns in enumerate(spec.linux.namespaces):
+        where = f"linux.namespaces[{i}].type"
+        if ns.type == "time":
+            raise ValueError(f"{where} 'time': time namespaces are not supported by rl")
+        if ns.type not in NAMESPACE_TYPES:
+            raise ValueError(f"{where} {ns.type!r} is not a namespace type")
+        if ns.type in seen:
+            raise ValueError(f"{where}: the {ns.type} namespace is given twice")
+        seen.add(ns.type)
+
+
+def _check_hooks(spec: Spec) -> None:
+    """What config.md asks of a hook beyond its JSON types."""
+    if spec.hooks is None:
+        return
+    for f in dataclasses.fields(spec.hooks):
+        kind = oci.json_name(f)
+        for i, hook in enumerate(getattr(spec.hooks, f.name)):
+            where = f"hooks.{kind}[{i}]"
+            if not os.path.isabs(hook.path):
+                raise ValueError(f"{where}.path {hook.path!r} is not an absolute path")
+            if hook.timeout is not None and hook.timeout <= 0:
+                raise ValueError(f"{where}.timeout is {hook.timeout}: it must be greater "
+                                 "than zero")
+            bad = next((e for e in hook.env if "=" not in e), None)
+            if bad is not None:
+                raise ValueError(f"{where}.env {bad!r} is not KEY=value")
 
 
 def load(bundle_dir: str) -> Bundle:

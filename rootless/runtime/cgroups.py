@@ -368,3 +368,60 @@ def collect_garbage(host: Host, alive: Callable[[str], bool], known: set[str]) -
         with contextlib.suppress(OSError):
             if name in known or now - os.stat(full).st_mtime > 60:
                 os.rmdir(full)
+
+
+# -- an OCI runtime's cgroup (rl-oci: linux.cgroupsPath) ---------------------------
+
+
+def oci_path(host: Host, cgroups_path: str | None, cid: str) -> str:
+    """Where an OCI config's container goes: cgroupsPath (absolute: from the cgroup2
+    root; relative: under the delegated base), else (or for a systemd
+    slice:scope) base/rl/oci-ID. RlError if that is outside the subtree
+    delegated to this user."""
+    assert host.base is not None and host.mount is not None
+    if not cgroups_path or ":" in cgroups_path:
+        # None given, or a systemd slice:scope (podman's, under its systemd
+        # manager): rl has no systemd manager, the delegated base serves.
+        return os.path.join(host.base, CONTAINERS, f"oci-{cid}")
+    top = host.mount if cgroups_path.startswith("/") else host.base
+    path = os.path.normpath(os.path.join(top, cgroups_path.lstrip("/")))
+    if os.path.commonpath([path, host.base]) != host.base or path == host.base:
+        raise RlError(f"linux.cgroupsPath {cgroups_path} is outside your delegated cgroup "
+                      f"{host.own}")
+    return path
+
+
+def create_at(host: Host, path: str, res: Resources, files: dict[str, str]) -> str:
+    """create() at any path below the delegated base (oci_path), with files written
+    as given after res; nothing is left on failure."""
+    assert host.base is not None
+    controllers = [c for c in CONTROLLERS if c in host.controllers]
+    extra = sorted({k.split(".", 1)[0] for k in files} - set(CONTROLLERS))
+    controllers += [c for c in extra if c in host.controllers]
+    made: list[str] = []
+    try:
+        _enable(host.base, controllers, os.path.join(host.base, LEAF))
+        parent = host.base
+        for part in os.path.relpath(os.path.dirname(path), host.base).split(os.sep):
+            if part in ("", "."):
+                continue
+            parent = os.path.join(parent, part)
+            if not os.path.isdir(parent):
+                os.mkdir(parent)
+                made.append(parent)
+            _enable(parent, controllers, None)
+        remove(path)  # left by a killed rl-oci run of this id
+        os.mkdir(path)
+        made.append(path)
+        apply(path, _for_start(res))
+        for name, value in files.items():
+            _set(path, name, value)
+    except OSError as e:
+        for d in reversed(made):
+            remove(d)
+        raise RlError(f"creating the container's cgroup {path}: {e.strerror}") from None
+    except BaseException:
+        for d in reversed(made):
+            remove(d)
+        raise
+    return path

@@ -26,12 +26,14 @@ at once (launch).
 Two pipes tie them together. `report` (children -> S) carries one line per
 event: "U" (user namespace made; "J": joined), "F<pid>" (the root's FUSE server,
 if any), "C" (C1 is ready to be moved into the container's cgroup; only when
-it has one), "P<pid>" (C2's host pid), "R" (C2 is set up and waits at the
-gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
+it has one), "P<pid>" (C2's host pid), "H" (C2's mounts are made: S runs
+the OCI createRuntime hooks; only when there are some), "R" (C2 is set up
+and waits at the gate), "E<code> <msg>" (a setup error); it is close-on-exec, so EOF with no
 error after "R" means the command was executed. `sync` (S -> children)
-carries "M" (maps written), "C" (C1 is in the cgroup) and "G" (C1 reaped:
-C2 may arm PR_SET_PDEATHSIG), and stays open for S's whole life so C2 can
-tell whether S died before the death signal was armed.
+carries "M" (maps written), "C" (C1 is in the cgroup), "G" (C1 reaped:
+C2 may arm PR_SET_PDEATHSIG) and "H" (the hooks ran: C2 may pivot_root),
+and stays open for S's whole life so C2 can tell whether S died before the
+death signal was armed.
 
 The cgroup comes before the cgroup namespace: unshare(CLONE_NEWCGROUP) roots
 the new namespace at the caller's cgroup, so C1 must already be in the
@@ -42,6 +44,7 @@ cgroup, out of the container's limits.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -59,6 +62,10 @@ from ..errors import EXIT_RL, InvalidArgument, RlError
 from . import gate, idmap, mounts, network, process, report
 from .bundle import Bundle
 from .spec import ConsoleSize, Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .hooks import StateFn
 
 
 @dataclass
@@ -179,6 +186,44 @@ class _Child:
     detached: bool
     new_userns: bool = True  # False: stay in the caller's user namespace (OCI, podman)
     preserve_fds: int = 0  # the caller's fds 3..2+N go to the command (OCI --preserve-fds)
+    hook_state: StateFn | None = None  # the state OCI hooks read (hooks.py)
+
+
+def _runtime_hooks(spec: Spec) -> bool:
+    """Whether the creator runs hooks between PID 1's mounts and its pivot_root."""
+    h = spec.hooks
+    return h is not None and bool(h.prestart or h.create_runtime)
+
+
+def _before_pivot(ch: _Child, host_pid: int) -> None:
+    """PID 1, mounts made, `/` still the host's: the creator's createRuntime hooks
+    ("H" both ways), then createContainer's here, in the container's namespaces."""
+    spec = ch.bundle.spec
+    if _runtime_hooks(spec):
+        report.send(ch.report_w, "H")
+        if os.read(ch.sync_r, 1) != b"H":
+            os._exit(EXIT_RL)
+    if spec.hooks is not None and spec.hooks.create_container and ch.hook_state:
+        from . import hooks
+
+        hooks.run(spec.hooks, ("createContainer",), ch.hook_state, "creating", host_pid)
+
+
+def _start_hooks(ch: _Child, host_pid: int) -> None:
+    """startContainer, right before the exec: with the command's identity, filter and
+    root, as runc runs them. A creator that is gone reads no report, so the
+    failure goes to the container's stderr too."""
+    spec = ch.bundle.spec
+    if spec.hooks is None or not spec.hooks.start_container or ch.hook_state is None:
+        return
+    from . import hooks
+
+    try:
+        hooks.run(spec.hooks, ("startContainer",), ch.hook_state, "created", host_pid)
+    except hooks.HookFailed as e:
+        with contextlib.suppress(OSError):
+            os.write(2, f"rl-oci: {e.message}\n".encode())
+        raise
 
 
 def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
@@ -201,6 +246,9 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
             # sync is then closed and readable (EOF).
             if select.select([sync_r], [], [], 0)[0]:
                 os._exit(EXIT_RL)
+        # Its pid in the host's view (the state hooks read): /proc is still
+        # the creator's, so /proc/self names it in the creator's PID namespace.
+        host_pid = int(os.readlink("/proc/self")) if spec.hooks is not None else 0
         os.setsid()
         if spec.hostname:
             sc.sethostname(spec.hostname)
@@ -216,7 +264,9 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
             path = init_binary()
             init = (os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY
                             | os.O_CLOEXEC), os.path.basename(path))
-        mounts.setup(spec, cgroupfs=cgroupfs)
+        mounts.setup(spec, cgroupfs=cgroupfs,
+                     before_pivot=(lambda: _before_pivot(ch, host_pid))
+                     if spec.hooks is not None else None)
         if ch.pty_sock is not None:
             take_terminal(ch.pty_sock, spec.process.console_size)
         elif ch.stdio is not None:
@@ -235,6 +285,7 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
             _check_command(spec.process.args[0], env)
             report.send(report_w, "R")
             gate.wait(ch.gate_fd)
+        _start_hooks(ch, host_pid)
         if init is not None:
             _exec_init(*init, spec.process.args, env)
         process.execute(spec.process, env, ch.preserve_fds)
@@ -405,7 +456,7 @@ def create(
     bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
     detached: bool = False, started: bool = False, new_userns: bool = True,
-    inherit_stdio: bool = False, preserve_fds: int = 0,
+    inherit_stdio: bool = False, preserve_fds: int = 0, hook_state: StateFn | None = None,
 ) -> Created:
     """Make the container's PID 1 and return once it waits at its gate.
 
@@ -435,6 +486,9 @@ def create(
     keeps PID 1 in the caller's user namespace (the caller is root of one
     already); inherit_stdio gives PID 1 the caller's own fds 0-2 (conmon's
     pipes) instead of new pipes; preserve_fds=N its fds 3..2+N as well.
+    hook_state(status, pid): the state JSON the spec's hooks (hooks.py)
+    read; without it the spec's create-time and startContainer hooks are not
+    run (rl's engine writes none).
     """
     storage = bundle.extras.storage
     if detached and storage is not None and storage.driver != "overlay":
@@ -482,7 +536,8 @@ def create(
             os._exit(EXIT_RL)
         _first_process(_Child(bundle, report_w, sync_r, gate_fd, stdio_child, pty_child,
                               life_r, join_cgroup=cgroup is not None, detached=detached,
-                              new_userns=new_userns, preserve_fds=preserve_fds))
+                              new_userns=new_userns, preserve_fds=preserve_fds,
+                              hook_state=hook_state))
 
     os.close(report_w)
     os.close(sync_r)
@@ -533,6 +588,18 @@ def create(
         if before_start is not None:
             before_start(c2)
         os.write(sync_w, b"G")
+        if _runtime_hooks(bundle.spec):
+            line = report.read_line(reports)
+            if line.startswith("E"):
+                report.raise_error(line)
+            if line != "H":
+                raise RlError("the container's process died while it was being set up")
+            if hook_state is not None:
+                from . import hooks
+
+                hooks.run(bundle.spec.hooks, hooks.CREATE_RUNTIME, hook_state, "creating",
+                          c2)
+            os.write(sync_w, b"H")
         if pty_parent is not None:
             _, fds, _, _ = socket.recv_fds(pty_parent, 16, 1)
             if fds:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 
 from .. import syscalls as sc
 from ..errors import InvalidArgument, RlError
@@ -420,11 +421,14 @@ def with_cgroupfs(mounts: list[Mount]) -> list[Mount]:
     return [*mounts[:i], CGROUPFS, *mounts[i:]]
 
 
-def setup(spec: Spec, cgroupfs: bool = False) -> None:
+def setup(spec: Spec, cgroupfs: bool = False,
+          before_pivot: Callable[[], None] | None = None) -> None:
     """Build the container's filesystem view and pivot_root into it.
 
     cgroupfs: mount the container's cgroup (the root of its own cgroup
-    namespace) read-only at /sys/fs/cgroup (CGROUPFS).
+    namespace) read-only at /sys/fs/cgroup (CGROUPFS). before_pivot runs
+    once everything is mounted, while the host's tree is still `/` (OCI
+    hooks: createRuntime, createContainer).
     """
     rootfs = os.path.realpath(spec.root.path)
     if not os.path.isdir(rootfs):
@@ -443,6 +447,8 @@ def setup(spec: Spec, cgroupfs: bool = False) -> None:
             raise RlError(f"mounting {m.source or m.type} on {m.destination}: "
                           f"{os.strerror(e.errno or 0)}") from e
     _dev_symlinks(rootfs, dev_id)
+    if before_pivot is not None:
+        before_pivot()
     pivot(rootfs)
     mask_paths(spec.linux.masked_paths)
     readonly_paths(spec.linux.readonly_paths)

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass, field, fields
 
 from ..errors import InvalidArgument, RlError
+from .spec import LinuxResources
 
 MIN_MEMORY = 6 * 1024 * 1024  # docker's floor: below it the container cannot start
 DEFAULT_CPU_PERIOD = 100_000  # µs, the kernel's (and docker's) CFS default
@@ -344,3 +345,79 @@ def cpu_max(res: Resources) -> str | None:
     if res.cpu_quota < 0 or res.cpu_period:
         return f"max {period}"
     return None
+
+
+# -- an OCI config's linux.resources ---------------------------------------------------
+
+# linux.resources fields cgroup v2 has no file for: refused by name, never dropped
+# (memory.kernel and kernelTCP are deprecated by the spec and ignored, as runc does).
+_NO_V2 = {"memory.swappiness": "swappiness", "memory.disableOOMKiller": "disable_oom_killer",
+          "cpu.realtimeRuntime": "realtime_runtime", "cpu.realtimePeriod": "realtime_period",
+          "blockIO.leafWeight": "leaf_weight"}
+
+
+def _unified_name(key: str) -> bool:
+    """A cgroup v2 interface file's name: CONTROLLER.FILE, no path, no core file."""
+    head, _, tail = key.partition(".")
+    return bool(head and tail) and head != "cgroup" and "/" not in key and ".." not in key
+
+
+def from_oci(r: LinuxResources) -> tuple[Resources, dict[str, str]]:
+    """A config's linux.resources as rl's Resources plus cgroup v2 files to write
+    as given (unified, hugepageLimits, cpu burst and idle); InvalidArgument naming
+    the field cgroup v2 cannot honour. devices are not here (runc's rootless mode
+    ignores them too: a user namespace gets no device it was not given)."""
+    res = Resources()
+    files: dict[str, str] = {}
+    where = "linux.resources."
+    groups = {"memory": r.memory, "cpu": r.cpu, "blockIO": r.block_io}
+    for name, attr in _NO_V2.items():
+        group = groups[name.split(".")[0]]
+        if group is not None and getattr(group, attr) not in (None, False):
+            raise InvalidArgument(f"{where}{name}: cgroup v2 has no such setting")
+    if r.network or r.rdma:
+        raise InvalidArgument(f"{where}{'network' if r.network else 'rdma'}: not supported "
+                              "by rl-oci")
+    if (m := r.memory) is not None:
+        res.memory = max(m.limit or 0, 0)
+        res.memory_reservation = max(m.reservation or 0, 0)
+        res.memory_swap = -1 if m.swap == -1 else max(m.swap or 0, 0)
+    if (c := r.cpu) is not None:
+        res.cpu_shares = c.shares or 0
+        res.cpu_quota = c.quota or 0
+        res.cpu_period = c.period or 0
+        res.cpuset_cpus = c.cpus or ""
+        res.cpuset_mems = c.mems or ""
+        if c.burst is not None:
+            files["cpu.max.burst"] = str(c.burst)
+        if c.idle is not None:
+            files["cpu.idle"] = str(c.idle)
+    if r.pids is not None:
+        res.pids_limit = -1 if r.pids.limit <= 0 else r.pids.limit
+    if (b := r.block_io) is not None:
+        res.blkio_weight = b.weight or 0
+        res.blkio_weight_device = [WeightDevice("", d.weight, d.major, d.minor)
+                                   for d in b.weight_device if d.weight]
+        for mine, theirs in ((res.device_read_bps, b.throttle_read_bps_device),
+                             (res.device_write_bps, b.throttle_write_bps_device),
+                             (res.device_read_iops, b.throttle_read_iops_device),
+                             (res.device_write_iops, b.throttle_write_iops_device)):
+            mine.extend(Throttle("", t.rate, t.major, t.minor) for t in theirs)
+    for h in r.hugepage_limits:
+        if not re.fullmatch(r"[0-9]+[KMG]B", h.page_size):
+            raise InvalidArgument(f"{where}hugepageLimits: pageSize {h.page_size!r} is not "
+                                  "like 2MB")
+        files[f"hugetlb.{h.page_size}.max"] = str(h.limit)
+    for key, value in r.unified.items():
+        if not _unified_name(key):
+            raise InvalidArgument(f"{where}unified: {key!r} is not a cgroup v2 interface file")
+        files[key] = value
+    if res.memory_swap > 0 and res.memory and res.memory_swap < res.memory:
+        raise InvalidArgument(f"{where}memory.swap ({res.memory_swap}) is below memory.limit "
+                              f"({res.memory}): swap is memory plus swap")
+    return res, files
+
+
+def controllers_of(res: Resources, files: dict[str, str]) -> set[str]:
+    """The controllers res and the files need."""
+    return res.controllers() | {k.split(".", 1)[0] for k in files}

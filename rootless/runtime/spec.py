@@ -40,7 +40,8 @@ DEFAULT_READONLY_PATHS = [
 ]
 
 
-def _json_name(f: dataclasses.Field[Any]) -> str:
+def json_name(f: dataclasses.Field[Any]) -> str:
+    """A field's name in config.json."""
     explicit = f.metadata.get("json")
     if explicit:
         return str(explicit)
@@ -143,6 +144,114 @@ class Seccomp:
 
 
 @dataclass
+class Hook:
+    """One OCI hook: a host program run at a point of the lifecycle (hooks.py)."""
+
+    path: str
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: int | None = None  # seconds
+
+
+@dataclass
+class Hooks:
+    prestart: list[Hook] = field(default_factory=list)  # deprecated: run as createRuntime
+    create_runtime: list[Hook] = field(default_factory=list)
+    create_container: list[Hook] = field(default_factory=list)
+    start_container: list[Hook] = field(default_factory=list)
+    poststart: list[Hook] = field(default_factory=list)
+    poststop: list[Hook] = field(default_factory=list)
+
+
+# linux.resources (config-linux.md "Control groups"); figures as the spec's.
+@dataclass
+class MemoryLimits:
+    limit: int | None = None
+    reservation: int | None = None
+    swap: int | None = None  # memory + swap, as cgroup v1's memsw
+    kernel: int | None = None
+    kernel_tcp: int | None = field(default=None, metadata={"json": "kernelTCP"})
+    swappiness: int | None = None
+    disable_oom_killer: bool | None = field(default=None, metadata={"json": "disableOOMKiller"})
+    use_hierarchy: bool | None = None
+    check_before_update: bool | None = None
+
+
+@dataclass
+class CpuLimits:
+    shares: int | None = None
+    quota: int | None = None
+    burst: int | None = None
+    period: int | None = None
+    realtime_runtime: int | None = None
+    realtime_period: int | None = None
+    cpus: str | None = None
+    mems: str | None = None
+    idle: int | None = None
+
+
+@dataclass
+class PidsLimit:
+    limit: int
+
+
+@dataclass
+class WeightDevice:
+    major: int
+    minor: int
+    weight: int | None = None
+    leaf_weight: int | None = None
+
+
+@dataclass
+class ThrottleDevice:
+    major: int
+    minor: int
+    rate: int
+
+
+@dataclass
+class BlockIO:
+    weight: int | None = None
+    leaf_weight: int | None = None
+    weight_device: list[WeightDevice] = field(default_factory=list)
+    throttle_read_bps_device: list[ThrottleDevice] = field(default_factory=list)
+    throttle_write_bps_device: list[ThrottleDevice] = field(default_factory=list)
+    throttle_read_iops_device: list[ThrottleDevice] = field(
+        default_factory=list, metadata={"json": "throttleReadIOPSDevice"})
+    throttle_write_iops_device: list[ThrottleDevice] = field(
+        default_factory=list, metadata={"json": "throttleWriteIOPSDevice"})
+
+
+@dataclass
+class HugepageLimit:
+    page_size: str
+    limit: int
+
+
+@dataclass
+class DeviceRule:
+    allow: bool
+    type: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    access: str | None = None
+
+
+@dataclass
+class LinuxResources:
+    devices: list[DeviceRule] = field(default_factory=list)
+    memory: MemoryLimits | None = None
+    cpu: CpuLimits | None = None
+    pids: PidsLimit | None = None
+    block_io: BlockIO | None = field(default=None, metadata={"json": "blockIO"})
+    hugepage_limits: list[HugepageLimit] = field(default_factory=list)
+    network: dict[str, Any] | None = None
+    rdma: dict[str, Any] | None = None
+    unified: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Linux:
     namespaces: list[Namespace] = field(default_factory=list)
     uid_mappings: list[IDMapping] = field(default_factory=list)
@@ -151,6 +260,8 @@ class Linux:
     readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
     sysctl: dict[str, str] = field(default_factory=dict)
     seccomp: Seccomp | None = None
+    resources: LinuxResources | None = None
+    cgroups_path: str | None = None
 
 
 @dataclass
@@ -162,6 +273,7 @@ class Spec:
     linux: Linux = field(default_factory=Linux)
     annotations: dict[str, str] = field(default_factory=dict)
     oci_version: str = OCI_VERSION
+    hooks: Hooks | None = None
 
     def namespace(self, kind: str) -> Namespace | None:
         return next((ns for ns in self.linux.namespaces if ns.type == kind), None)
@@ -178,7 +290,7 @@ def to_json(obj: Any) -> Any:
             value = getattr(obj, f.name)
             if value is None:
                 continue
-            out[_json_name(f)] = to_json(value)
+            out[json_name(f)] = to_json(value)
         return out
     if isinstance(obj, list):
         return [to_json(v) for v in obj]
@@ -247,7 +359,7 @@ def check(tp: Any, value: Any, where: str, top: bool = False) -> None:
             raise ValueError(f"{where} is not an object")
         hints = _hints(tp)
         for f in dataclasses.fields(tp):
-            key = f.name if top else _json_name(f)
+            key = f.name if top else json_name(f)
             if key in value:
                 check(hints[f.name], value[key], f"{where}.{key}" if where else key)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -264,7 +376,7 @@ def from_json(cls: type[T], data: dict[str, Any]) -> T:
     hints = _hints(typing.cast(Any, cls))
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = _json_name(f)
+        key = json_name(f)
         if key in data:
             kwargs[f.name] = _convert(hints[f.name], data[key])
     return cls(**kwargs)

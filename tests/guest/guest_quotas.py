@@ -288,3 +288,43 @@ def test_cgroups_disabled_and_too_small_memory(rl, rootfs) -> None:  # type: ign
     info = json.loads(rl("info", "--format", "json", check=True).stdout)["cgroups"]
     assert info["version"] == "v2" and info["delegated"] is True
     assert info["limits"] == "enforced"
+
+
+def test_rl_oci_applies_linux_resources(rootfs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """rl-oci (the OCI face) puts a config's memory and pids limits on a cgroup at
+    its linux.cgroupsPath below the delegated base, and delete removes it."""
+    import subprocess
+    import sys
+
+    oci = [str(Path(sys.executable).parent / "rl-oci"), "--root", str(tmp_path / "state")]
+    b = tmp_path / "bundle"
+    b.mkdir()
+    subprocess.run(["cp", "-a", str(rootfs), str(b / "rootfs")], check=True)
+    subprocess.run([*oci, "spec", "--rootless", "-b", str(b)], check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=[
+        "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 1000 & echo forked $i; done; "
+        "sleep 1000"])
+    cfg["linux"]["cgroupsPath"] = "rl-oci-test/g1"  # relative: below the delegated base
+    cfg["linux"]["resources"] = {"memory": {"limit": 64 * MiB}, "pids": {"limit": 5},
+                                 "unified": {"memory.high": str(48 * MiB)}}
+    (b / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    with open(out, "w") as f:
+        subprocess.run([*oci, "create", "-b", str(b), "g1"], check=True, stdout=f, stderr=f)
+    cg = _own_base() / "rl-oci-test" / "g1"
+    state = json.loads(subprocess.run([*oci, "state", "g1"], check=True, text=True,
+                                      capture_output=True).stdout)
+    assert str(state["pid"]) in _read(cg / "cgroup.procs").split()
+    assert (_read(cg / "memory.max"), _read(cg / "pids.max"), _read(cg / "memory.high")) == (
+        str(64 * MiB), "5", str(48 * MiB))
+    assert Path(f"/proc/{state['pid']}/cgroup").read_text().strip().endswith(
+        "/rl-oci-test/g1")
+    subprocess.run([*oci, "start", "g1"], check=True)
+    deadline = time.monotonic() + 60
+    while "can't fork" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = out.read_text()
+    assert "forked 4" in text and "forked 5" not in text and "can't fork" in text, text
+    subprocess.run([*oci, "delete", "-f", "g1"], check=True)
+    assert not cg.exists()
