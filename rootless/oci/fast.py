@@ -11,11 +11,11 @@ what the flags mean. Both call the same functions.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from ..errors import RlError
+from . import plainjson
 from .log import Globals, fail
 from .records import Root, default_root
 
@@ -121,7 +121,7 @@ def _fast(argv: list[str]) -> int | None:
         if verb == "start":
             control.start(g.root, cid)
         elif verb == "state":
-            sys.stdout.write(json.dumps(control.state(g.root, cid), indent=2) + "\n")
+            sys.stdout.write(plainjson.dumps(control.state(g.root, cid)) + "\n")
         elif verb == "delete":
             control.delete(g.root, cid, bool(flags.get("-f") or flags.get("--force")))
         else:
