@@ -476,7 +476,7 @@ def test_state_start_kill_load_little(oci: RlOci, bundle: Callable[..., Path],
         r = subprocess.run([sys.executable, "-c", probe, str(root), *argv],
                            capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0 or argv[0] == "kill", (argv, r.stderr)
-        return r.stdout.strip()
+        return r.stdout.splitlines()[-1]  # after state's JSON
 
     oci("create", "-b", bundle("sleep", "100"), "lt", check=True)
     assert loads("state", "lt") == "[]"

@@ -4,6 +4,8 @@ and delete read (state.json, possibly damaged) and print (state)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -59,3 +61,21 @@ def test_any_text_reads_as_json_reads_it(text: str) -> None:
             plainjson.loads(text)
     else:
         assert plainjson.loads(text) == want
+
+
+def test_damaged_text_in_a_process_without_json() -> None:
+    """rl-oci's state has no json loaded: a damaged state.json still raises
+    json's ValueError there (the C scanner alone cannot make one)."""
+    probe = ("import sys\n"
+             "from rootless.oci import plainjson\n"
+             "assert 'json' not in sys.modules\n"
+             "assert plainjson.loads(b' {\"a\": [1, null]} ') == {'a': [1, None]}\n"
+             "for text in ('{not json', '', '[1] x', '[' * 100000):\n"
+             "    try:\n"
+             "        plainjson.loads(text)\n"
+             "    except (ValueError, RecursionError) as e:\n"
+             "        print(type(e).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert (r.returncode, r.stdout.split()) == (0, ["JSONDecodeError"] * 3 + [
+        "RecursionError"]), r.stderr

@@ -6,11 +6,11 @@ per container) and import little else: json's modules compile regular
 expressions at import, which brings in re and enum, ~10 ms of a call that
 otherwise costs ~15. This uses the same C scanner json.loads uses (_json,
 CPython's accelerator of json itself) with json's defaults, so what it
-accepts and returns is json.loads'; a malformed text raises json's own
-JSONDecodeError (a ValueError; _json imports json.decoder for it, on that
-path only). dumps writes what json.dumps(obj, indent=2) writes for the
-plain data a state is (dicts, lists, strings, ints, bools, None), and asks
-json itself for anything else.
+accepts and returns is json.loads'; a malformed text is given to json.loads
+itself, for its JSONDecodeError (a ValueError), on that path only. dumps
+writes what json.dumps(obj, indent=2) writes for the plain data a state is
+(dicts, lists, strings, ints, bools, None), and asks json itself for
+anything else.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def loads(text: str | bytes) -> Any:
     start = len(text) - len(text.lstrip(_SPACE))
     try:
         obj, end = _scan(text, start)
-    except StopIteration:
-        return _with_json(text)  # not a value at all: json's own message
+    except Exception:
+        # Not a value at all, or malformed: json's own error. (The scanner's
+        # own error needs json.decoder loaded, or it raises SystemError.)
+        return _with_json(text)
     if text[end:].strip(_SPACE):
         return _with_json(text)  # extra data
     return obj
