@@ -358,6 +358,7 @@ def test_bad_input(oci: RlOci, bundle: Callable[..., Path], tmp_path: Path) -> N
     b = bundle("true")
     cfg = json.loads((b / "config.json").read_text())
     assert error_line(oci("create", "-b", b, "a/b")) == "invalid id format: a/b"
+    assert error_line(oci("create", "-b", b, "x\n")).startswith("invalid id format: x")
     (b / "config.json").write_text(json.dumps({**cfg, "ociVersion": "2.0.0"}))
     assert "ociVersion '2.0.0' is not supported" in error_line(oci("create", "-b", b, "x"))
     (b / "config.json").write_text(json.dumps({**cfg, "root": {"path": "nowhere"}}))
