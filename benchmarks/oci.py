@@ -13,7 +13,9 @@ round by round so that a change in the machine's load hits both alike:
     run:   run (foreground: create + start + wait + delete in one process)
 
 It prints the median wall time of each per runtime and the ratio rl-oci /
-runc. With --podman it also times `podman --runtime X run --rm IMAGE true`
+runc, and beside it the median CPU time (user + system of every process
+the call reaped: on a loaded machine the wall time is mostly waiting for a
+core, which CPU time is not). With --podman it also times `podman --runtime X run --rm IMAGE true`
 for both runtimes (an isolated vfs store under /tmp). Standard library only.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,15 +56,25 @@ def make_bundle(base: Path, runc: str) -> Path:
     return b
 
 
-def timed(argv: list[str]) -> float:
-    t = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def timed(argv: list[str], key: str = "") -> float:
+    t, c = time.perf_counter(), _cpu()
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+    if key:
+        CPU.setdefault(key, []).append(_cpu() - c)
     return time.perf_counter() - t
 
 
-def cycle(rt: list[str], bundle: Path, cid: str) -> float:
-    t = time.perf_counter()
+def cycle(rt: list[str], bundle: Path, cid: str, key: str = "") -> float:
+    t, c = time.perf_counter(), _cpu()
     quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
              "stderr": subprocess.DEVNULL, "check": True}
     subprocess.run([*rt, "create", "-b", str(bundle), cid], **quiet)  # type: ignore[call-overload]
@@ -71,6 +84,8 @@ def cycle(rt: list[str], bundle: Path, cid: str) -> float:
         if json.loads(st.stdout)["status"] == "stopped":
             break
     subprocess.run([*rt, "delete", cid], **quiet)  # type: ignore[call-overload]
+    if key:
+        CPU.setdefault(key, []).append(_cpu() - c)
     return time.perf_counter() - t
 
 
@@ -91,9 +106,10 @@ def main() -> None:
             cycle(rt, bundle, "warm")
         for i in range(args.runs):
             for name, rt in runtimes.items():
-                times.setdefault(f"{name} cycle", []).append(cycle(rt, bundle, f"c{i}"))
+                times.setdefault(f"{name} cycle", []).append(
+                    cycle(rt, bundle, f"c{i}", f"{name} cycle"))
                 times.setdefault(f"{name} run", []).append(
-                    timed([*rt, "run", "-b", str(bundle), f"r{i}"]))
+                    timed([*rt, "run", "-b", str(bundle), f"r{i}"], f"{name} run"))
         if args.podman:
             pbase = base / "pm"
             podman = ["podman", "--root", str(pbase / "root"), "--runroot",
@@ -106,20 +122,23 @@ def main() -> None:
                            capture_output=True)
             for i in range(args.runs):
                 for name, path in (("rl-oci", args.rl_oci), ("runc", args.runc)):
-                    times.setdefault(f"podman+{name} run --rm", []).append(timed(
+                    key = f"podman+{name} run --rm"
+                    times.setdefault(key, []).append(timed(
                         [*podman, f"--runtime={path}", "run", "--rm", "--net=none",
-                         "localhost/rlob:1", "true"]))
+                         "localhost/rlob:1", "true"], key))
             subprocess.run(["podman", "unshare", "rm", "-rf", str(pbase)], check=False,
                            capture_output=True)
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{'what':<28} {'median ms':>10} {'runs':>5}")
+        cpu = {k: statistics.median(v) for k, v in CPU.items()}
+        print(f"{'what':<28} {'median ms':>10} {'cpu ms':>8} {'runs':>5}")
         for k, v in med.items():
-            print(f"{k:<28} {v * 1000:>10.1f} {len(times[k]):>5}")
-        for what in ("cycle", "run"):
-            print(f"ratio rl-oci/runc {what}: {med[f'rl-oci {what}'] / med[f'runc {what}']:.2f}")
+            print(f"{k:<28} {v * 1000:>10.1f} {cpu[k] * 1000:>8.1f} {len(times[k]):>5}")
+        pairs = [(f"rl-oci/runc {w}", f"rl-oci {w}", f"runc {w}") for w in ("cycle", "run")]
         if args.podman:
-            ratio = med["podman+rl-oci run --rm"] / med["podman+runc run --rm"]
-            print(f"ratio podman+rl-oci/podman+runc: {ratio:.2f}")
+            pairs.append(("podman+rl-oci/podman+runc", "podman+rl-oci run --rm",
+                          "podman+runc run --rm"))
+        for label, a, b in pairs:
+            print(f"ratio {label}: {med[a] / med[b]:.2f} (cpu {cpu[a] / cpu[b]:.2f})")
         print(f"load average: {os.getloadavg()[0]:.2f}", file=sys.stderr)
     finally:
         subprocess.run(["podman", "unshare", "rm", "-rf", str(base)], check=False,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -72,7 +71,8 @@ _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322, "openat2": 437},
     "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281, "openat2": 437},
 }
-_NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
+# os.uname, not platform.machine: platform costs rl-oci ~10 ms of imports.
+_NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
 _libc.syscall.restype = ctypes.c_long
 _libc.mount.argtypes = [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 
 from ..errors import Conflict, InvalidArgument, NotFound, NotRunning, RlError
 from ..runtime import gate
@@ -97,18 +96,19 @@ def remove(root: Root, cid: str, rec: Record | None) -> None:
         _post(hooks, "poststop", rec, "stopped", cid)
 
 
-SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
-
-
 def parse_signal(text: str) -> int:
     """A signal by number or name (KILL, SIGKILL, kill); InvalidArgument otherwise."""
+    # signal here, not at the top: its enums cost start, state and delete ~5 ms.
+    import signal
+
     if text.isdigit():
         n = int(text)
         if n in signal.valid_signals() and n > 0:
             return n
     else:
         name = text.upper()
-        sig = SIGNALS.get(name if name.startswith("SIG") else "SIG" + name)
+        names = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
+        sig = names.get(name if name.startswith("SIG") else "SIG" + name)
         if sig is not None:
             return int(sig)
     raise InvalidArgument(f"unknown signal {text!r}")
@@ -143,6 +143,8 @@ def kill(root: Root, cid: str, sig: int, all_: bool = False) -> None:
     fd = pidfd(rec)
     if fd is None:
         raise NotRunning("container not running")
+    import signal
+
     try:
         others = [p for p in members(rec) if p != rec.pid] if all_ else []
         signal.pidfd_send_signal(fd, sig)
@@ -159,6 +161,8 @@ def _kill_and_wait(rec: Record, timeout: float = 10.0) -> None:
     fd = pidfd(rec)
     if fd is None:
         return
+    import signal
+
     try:
         # SIGKILL to PID 1 of a PID namespace kills every process in it.
         signal.pidfd_send_signal(fd, signal.SIGKILL)

@@ -27,7 +27,7 @@ from ..runtime import bundle as bundles
 from ..runtime import container, idmap
 from ..runtime.bundle import Bundle
 from ..runtime.spec import IDMapping, Mount
-from . import console, control
+from . import control
 from .records import Record, Root, start_time, state_json
 
 Log = Callable[[str], None]
@@ -219,7 +219,11 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
         raise InvalidArgument("cannot use console socket if rl-oci will not detach or "
                               "allocate tty")
     check_preserved(opts.preserve_fds)
-    sock = console.connect(opts.console_socket) if opts.console_socket else None
+    sock = None
+    if opts.console_socket:
+        from . import console  # only with a terminal: sockets and ttys, ~4 ms of imports
+
+        sock = console.connect(opts.console_socket)
     new_userns = _new_userns(b, opts.rootless, log)
     plan = _plan(b, log) if new_userns else None
     _adapt_mounts(b, plan)
@@ -267,6 +271,8 @@ def create(root: Root, cid: str, opts: Options, log: Log) -> container.Created:
         try:
             master = created.launched.pty_master
             if master is not None and sock is not None:
+                from . import console
+
                 console.send(sock, master)
                 os.close(master)
                 created.launched.pty_master = None
@@ -304,6 +310,8 @@ def wait_forwarding(pid: int, master: int | None = None) -> int:
     for sig in FORWARDED:
         signal.signal(sig, forward)
     if master is not None:
+        from . import console
+
         console.relay(master, pfd)
     while True:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -26,6 +25,8 @@ class Globals:
         self.rootless = rootless
 
     def line(self, level: str, msg: str) -> str:
+        import json  # errors and --debug only: kept off the engines' calls' imports
+
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.log_format == "json":
             return json.dumps({"level": level, "msg": msg, "time": now})

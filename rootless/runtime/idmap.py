@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import stat
 from dataclasses import dataclass
 
@@ -61,8 +60,18 @@ def subordinate_ranges(path: str) -> list[tuple[int, int]]:
     return ranges
 
 
+def _which(name: str) -> str | None:
+    """shutil.which's answer for a plain name, without importing shutil (its
+    compressors: several ms of each rl-oci create, which looks up newuidmap)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or os.curdir, name)
+        if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 def _helper_usable(name: str) -> tuple[str | None, str]:
-    path = shutil.which(name) or next(
+    path = _which(name) or next(
         (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None
     )
     if path is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _socket  # loopback_up: socket.py's enums cost rl-oci's create ~3 ms
 import fcntl
-import socket
 import struct
 
 SIOCGIFFLAGS = 0x8913
@@ -18,10 +18,13 @@ RTF_GATEWAY = 0x2
 
 def loopback_up() -> None:
     """Bring `lo` up in a fresh network namespace, as docker does for --network=none."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def ipv6_up(iface: str, address: str, prefix: int, gateway: str) -> None:
@@ -33,6 +36,8 @@ def ipv6_up(iface: str, address: str, prefix: int, gateway: str) -> None:
     library in the container's PID 1. /proc/sys/net is the caller's network
     namespace's, and this runs before /proc/sys is made read-only.
     """
+    import socket  # before pivot_root (the host's files), and only with slirp4netns
+
     conf = f"/proc/sys/net/ipv6/conf/{iface}"
     for name, value in (("accept_ra", "0"), ("accept_dad", "0"), ("disable_ipv6", "0")):
         with open(f"{conf}/{name}", "w") as f:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import select
-import traceback
 from typing import BinaryIO, NoReturn
 
 from ..errors import EXIT_RL, KINDS, RlError, kind_of, rebuild
@@ -56,8 +55,19 @@ def fail_with(fd: int, exc: BaseException, context: str = "") -> NoReturn:
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         fail(fd, EXIT_RL, f"{prefix}{exc.strerror or exc}{where}")
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    fail(fd, EXIT_RL, prefix + last)
+    fail(fd, EXIT_RL, prefix + _exception_line(exc))
+
+
+def _exception_line(exc: BaseException) -> str:
+    """traceback.format_exception_only's last line, without traceback: it costs
+    rl-oci's create ~2 ms, and PID 1 may fail past pivot_root, where an import
+    would read the container's files."""
+    t = type(exc)
+    name = t.__qualname__
+    if t.__module__ not in ("__main__", "builtins"):
+        name = f"{t.__module__}.{name}"
+    text = str(exc)
+    return f"{name}: {text}" if text else name
 
 
 def read_line(f: BinaryIO) -> str:
