@@ -30,7 +30,7 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import build, builder, groups, images, netflags, resolve, views
+from . import build, builder, groups, images, monitor, netflags, resolve, views
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -626,6 +626,7 @@ def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 # docker's management spellings (rl container ls, rl system prune) and rl version,
 # over every command defined above.
+monitor.register(cli)  # events, attach, pause, unpause
 groups.register(cli)
 
 
