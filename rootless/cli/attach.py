@@ -127,6 +127,10 @@ def _send_stdin(sock: socket.socket, escape: Escape | None = None) -> bool:
     if escape is not None and data:
         data, detach = escape.feed(data)
         if detach:
+            # What was typed before the sequence still goes (docker's escape proxy).
+            with contextlib.suppress(OSError):
+                if data:
+                    sock.sendall(wire.frame(wire.STDIN, data))
             raise _Detach
         if not data:
             return True
