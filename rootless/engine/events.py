@@ -203,7 +203,7 @@ class Reader:
     _offset: int = field(default=0, init=False)  # where follow() reads on
     _ino: int | None = field(default=None, init=False)
 
-    def _lines(self, path: Path, offset: int = 0) -> tuple[list[bytes], int, int | None]:
+    def _lines(self, path: Path, offset: int = 0) -> tuple[list[str], int, int | None]:
         """Whole lines from offset; the offset after them and the file's inode."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
@@ -217,9 +217,10 @@ class Reader:
         finally:
             os.close(fd)
         end = data.rfind(b"\n") + 1
-        return data[:end].splitlines(), offset + end, st.st_ino
+        # One decode for the lot: json.loads of bytes sniffs each line's encoding.
+        return data[:end].decode(errors="replace").split("\n")[:-1], offset + end, st.st_ino
 
-    def _decode(self, lines: list[bytes]) -> Iterator[dict[str, Any]]:
+    def _decode(self, lines: list[str]) -> Iterator[dict[str, Any]]:
         since_ns = None if self.since is None else int(self.since * 1e9)
         until_ns = None if self.until is None else int(self.until * 1e9)
         for line in lines:
@@ -278,10 +279,11 @@ class Reader:
 
 def format_time(ns: int) -> str:
     """docker's RFC3339NanoFixed in local time: 2026-12-04T03:50:05.123456789Z."""
-    dt = datetime.datetime.fromtimestamp(ns // 1_000_000_000).astimezone()
-    offset = dt.strftime("%z")
-    zone = "Z" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
-    return f"{dt.strftime('%Y-%m-%dT%H:%M:%S')}.{ns % 1_000_000_000:09d}{zone}"
+    lt = time.localtime(ns // 1_000_000_000)
+    off = lt.tm_gmtoff or 0
+    zone = "Z" if off == 0 else (f"{'-' if off < 0 else '+'}{abs(off) // 3600:02d}:"
+                                 f"{abs(off) % 3600 // 60:02d}")
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', lt)}.{ns % 1_000_000_000:09d}{zone}"
 
 
 def text_line(ev: dict[str, Any]) -> str:
