@@ -171,6 +171,16 @@ def test_bad_input_is_one_error_line(rl: RlRunner) -> None:
         assert proc.returncode == 125, (args, proc.stderr)
         assert proc.stderr.startswith("Error: ") and needle in proc.stderr, proc.stderr
         assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+    typo = rl("events", "--sinse", "1h")  # the quick path leaves it to click
+    assert typo.returncode == 125
+    assert "No such option" in typo.stderr and "--sinse" in typo.stderr
+
+
+def test_system_events_is_events(rl: RlRunner, rootfs: Path) -> None:
+    rl("run", "--rm", "--name", "evsys", "--rootfs", str(rootfs), "true", check=True)
+    out = rl("system", "events", "--since", "10m", "--until", "0s", "--filter",
+             "container=evsys", "--format", "{{.Action}}", check=True).stdout
+    assert out.split() == ["create", "start", "die", "destroy"]
 
 
 def test_a_damaged_line_is_skipped_with_one_warning(rl: RlRunner, rl_state: RlState,

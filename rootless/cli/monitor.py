@@ -3,25 +3,12 @@ holding it, registered on the main group by one call."""
 
 from __future__ import annotations
 
-import json
 import sys
-import time
-from typing import Any
 
 import click
 
-from ..errors import InvalidArgument, RlError
-from .format import error, parse_template
-
-
-def _template_data(ev: dict[str, Any]) -> dict[str, Any]:
-    """An event as Go's events.Message fields, for --format templates."""
-    actor = ev.get("Actor") or {}
-    return {"Status": ev.get("status", ""), "ID": ev.get("id", ""), "From": ev.get("from", ""),
-            "Type": ev.get("Type", ""), "Action": ev.get("Action", ""),
-            "Actor": {"ID": actor.get("ID", ""), "Attributes": actor.get("Attributes") or {}},
-            "Scope": ev.get("scope", ""), "Time": ev.get("time", 0),
-            "TimeNano": ev.get("timeNano", 0)}
+from ..errors import RlError
+from .format import error
 
 
 @click.command("events")
@@ -33,42 +20,9 @@ def _template_data(ev: dict[str, Any]) -> dict[str, Any]:
 def events_cmd(since: str | None, until: str | None, filters: tuple[str, ...],
                fmt: str | None) -> None:
     """Get real time events from rl's containers, images and volumes."""
-    from ..engine import events
+    from . import eventstream
 
-    now = time.time()
-    since_t = events.parse_time(since, now) if since else None
-    until_t = events.parse_time(until, now) if until else None
-    if since_t is not None and until_t is not None and until_t < since_t:
-        raise InvalidArgument(f"`since` time ({since}) cannot be after `until` time ({until})")
-    template = None
-    if fmt and fmt != "json":
-        template = parse_template(fmt)
-    reader = events.Reader(since_t, until_t, events.Filters.parse(filters))
-    out = sys.stdout
-    warned = False
-
-    def show(stream: Any) -> None:
-        nonlocal warned
-        for ev in stream:
-            if fmt == "json":
-                out.write(json.dumps(ev, separators=(",", ":")) + "\n")
-            elif template is not None:
-                out.write(template.render(_template_data(ev)) + "\n")
-            else:
-                out.write(events.text_line(ev) + "\n")
-            out.flush()
-        if reader.skipped and not warned:
-            warned = True
-            click.echo(f"WARNING: skipped {reader.skipped} damaged line(s) of the event log "
-                       f"{events.log_dir() / events.LOG}", err=True)
-
-    # docker: without --since only what happens from now on
-    if since_t is not None:
-        show(reader.past())
-    else:
-        reader.skip_past()
-    if until_t is None or until_t > time.time():
-        show(reader.follow(until_t))
+    eventstream.stream(since, until, filters, fmt)
 
 
 @click.command("attach")

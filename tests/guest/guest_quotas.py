@@ -297,6 +297,7 @@ def _count(path: Path) -> int:
         return 0
 
 
+@pytest.mark.timeout(600)  # TCG on a loaded host: the first run alone can take minutes
 def test_pause_freezes_the_cgroup_and_unpause_resumes(rl, rootfs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     out.mkdir()
@@ -304,7 +305,7 @@ def test_pause_freezes_the_cgroup_and_unpause_resumes(rl, rootfs, tmp_path) -> N
     counter = out / "n"
     cid = rl("run", "-d", "--name", "pz", "-v", f"{out}:/out", "--rootfs", rootfs, "sh", "-c",
              "i=0; while :; do i=$((i+1)); echo $i > /out/n; sleep 0.05; done",
-             check=True).stdout.strip()
+             check=True, timeout=300).stdout.strip()  # the first run warms the fork server
     try:
         deadline = time.monotonic() + 60
         while _count(counter) < 3 and time.monotonic() < deadline:
