@@ -166,3 +166,29 @@ def test_attach_emits_its_event(rl: RlRunner, rl_path: Path, rootfs: Path) -> No
         assert out == "attach\n"
     finally:
         rl("rm", "-f", "atev")
+
+
+def test_run_it_detaches_with_ctrl_p_ctrl_q_and_attach_takes_over(
+        rl: RlRunner, rl_path: Path, rootfs: Path) -> None:
+    term = Terminal([str(rl_path), "run", "-it", "--name", "atrun", "--rootfs", str(rootfs),
+                     "sh"])
+    try:
+        term.expect(b"/ # ")
+        term.send(b"echo run-$((5+5))\r")
+        term.expect(b"run-10")
+        term.send(b"\x10\x11")
+        assert term.wait() == 0
+        assert _running(rl, "atrun")
+        again = _attached(Terminal([str(rl_path), "attach", "atrun"]))
+        again.send(b"echo back-$((1+2))\r")
+        again.expect(b"back-3")
+        again.send(b"exit 6\r")
+        assert again.wait() == 6
+        # start -ai takes the same keys
+        term = Terminal([str(rl_path), "start", "-ai", "atrun"])
+        _attached(term)
+        term.send(b"\x10\x11")
+        assert term.wait() == 0
+        assert _running(rl, "atrun")
+    finally:
+        rl("rm", "-f", "atrun")

@@ -49,6 +49,12 @@ def parse_detach_keys(keys: str) -> bytes:
     return bytes(out)
 
 
+def default_detach_keys(tty: bool, stdin: bool) -> bytes:
+    """`run -it` and `start -ai`: docker's ctrl-p,ctrl-q on a terminal. Not on a pipe,
+    whose bytes are data (a binary stream may hold the sequence)."""
+    return b"\x10\x11" if tty and stdin else b""
+
+
 class Escape:
     """docker's escape proxy on stdin: bytes that could begin the detach sequence
     are held back; the whole sequence detaches, anything else lets them through."""

@@ -138,6 +138,12 @@ def test_allocation_past_memory_is_oom_killed(rl, rootfs) -> None:  # type: igno
     r = rl("run", "--name", "no-oom", "--rootfs", rootfs, "sh", "-c", "exit 3", check=False)
     assert r.returncode == 3
     assert _inspect(rl, "no-oom")["State"]["OOMKilled"] is False
+    # docker's events: `oom` before `die` for the one the kernel killed, none for the other
+    acts = rl("events", "--since", "1h", "--until", "0s", "--filter", "container=oom",
+              "--filter", "container=no-oom", "--format",
+              "{{.Actor.Attributes.name}} {{.Action}}", check=True).stdout.splitlines()
+    assert [a for a in acts if a.startswith("oom ")][-2:] == ["oom oom", "oom die"], acts
+    assert "no-oom oom" not in acts and "no-oom die" in acts, acts
 
 
 def test_busy_loop_under_half_a_cpu(rl, rootfs) -> None:  # type: ignore[no-untyped-def]
