@@ -27,6 +27,10 @@ def main() -> None:
         from .quickrun import run
 
         run(sys.argv[2:])  # exits, unless the full CLI must take over
+    if len(sys.argv) > 1 and sys.argv[1] == "events":
+        from .quickevents import run as events
+
+        events(sys.argv[2:])  # exits, unless the full CLI must take over
     from .cli.app import main as cli_main
 
     cli_main()

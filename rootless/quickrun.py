@@ -39,8 +39,11 @@ def _run(argv: list[str]) -> None:
         session.close()
         output.write_all(1, f"{event['id']}\n".encode())
         sys.exit(0)
-    code = attach.run(session, tty=bool(event.get("tty")), stdin=bool(event.get("interactive")))
+    tty, interactive = bool(event.get("tty")), bool(event.get("interactive"))
+    code = attach.run(session, tty=tty, stdin=interactive,
+                      detach_keys=attach.default_detach_keys(tty, interactive))
     session.close()
+    code = 0 if code == attach.DETACHED else code
     if code is None:
         from . import paths  # deferred: only a supervisor that died needs it (start path)
 

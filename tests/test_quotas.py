@@ -149,6 +149,33 @@ def test_stats_and_update_without_a_cgroup(rl: RlRunner, rootfs: Path) -> None:
     assert r.returncode == 125
 
 
+def test_pause_without_a_cgroup_of_its_own_is_refused_with_the_reason(
+        rl: RlRunner, rootfs: Path) -> None:
+    created = rl("create", "--name", "pzc", "--rootfs", rootfs, "true", check=True).stdout.strip()
+    try:
+        r = rl("pause", "pzc")
+        assert r.returncode == 1 and r.stderr == f"Error: Container {created} is not running\n"
+        rl("run", "-d", "--name", "pzr", "--cgroups=disabled", "--rootfs", rootfs,
+           "sleep", "100", check=True)
+        r = rl("pause", "pzr")
+        assert r.returncode == 125
+        assert r.stderr == ("Error: cannot pause container pzr: the cgroup v2 freezer needs a "
+                            "cgroup of the container's own, and it was created with "
+                            "--cgroups=disabled\n")
+        if not DELEGATED:
+            rl("run", "-d", "--name", "pzh", "--rootfs", rootfs, "sleep", "100", check=True)
+            r = rl("pause", "pzh")
+            assert r.returncode == 125 and len(r.stderr.splitlines()) == 1
+            assert r.stderr.startswith("Error: cannot pause container pzh: the cgroup v2 "
+                                       f"freezer needs a cgroup of the container's own, and "
+                                       f"{cgroups.probe().reason}"), r.stderr
+        r = rl("unpause", "pzr")
+        assert r.returncode == 1 and "is not paused" in r.stderr
+        assert json.loads(rl("inspect", "pzr", check=True).stdout)[0]["State"]["Paused"] is False
+    finally:
+        rl("rm", "-f", "pzc", "pzr", "pzh")
+
+
 def test_update_of_a_stopped_container_changes_its_record(rl: RlRunner, rootfs: Path) -> None:
     rl("create", "--name", "upd", "--rootfs", rootfs, "true", check=True)
     if not DELEGATED:

@@ -30,7 +30,7 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import build, builder, groups, images, netflags, resolve, views
+from . import build, builder, groups, images, monitor, netflags, resolve, views
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -190,8 +190,10 @@ def run(detach: bool, **kw: Any) -> None:
         session.close()
         click.echo(session.event["id"])
         return
-    code = attach.run(session, tty=opts.tty, stdin=opts.interactive)
+    code = attach.run(session, tty=opts.tty, stdin=opts.interactive,
+                      detach_keys=attach.default_detach_keys(opts.tty, opts.interactive))
     session.close()
+    code = 0 if code == attach.DETACHED else code
     if code is None:
         _supervisor_died()
     # Nothing is left to clean up: skip the interpreter's teardown (~10 ms).
@@ -299,7 +301,9 @@ def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None
         if session is None:
             click.echo(ref)
             continue
-        code = attach.run(session, tty=ctr.config.tty, stdin=interactive)
+        code = attach.run(session, tty=ctr.config.tty, stdin=interactive,
+                          detach_keys=attach.default_detach_keys(ctr.config.tty, interactive))
+        code = 0 if code == attach.DETACHED else code
         if code is None:
             _supervisor_died()
         sys.exit(code)
@@ -626,6 +630,7 @@ def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 # docker's management spellings (rl container ls, rl system prune) and rl version,
 # over every command defined above.
+monitor.register(cli)  # events, attach, pause, unpause
 groups.register(cli)
 
 

@@ -26,6 +26,57 @@ if TYPE_CHECKING:
     from ..engine.client import Session
 
 PROXIED = wire.PROXIED
+DETACHED = -1  # run()'s answer when the user typed the detach keys
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+# docker's names for the control characters a detach sequence may hold
+_CTRL = {**{f"ctrl-{chr(c)}": c - 96 for c in range(ord("a"), ord("z") + 1)},
+         "ctrl-@": 0, "ctrl-[": 27, "ctrl-\\": 28, "ctrl-]": 29, "ctrl-^": 30, "ctrl-_": 31}
+
+
+def parse_detach_keys(keys: str) -> bytes:
+    """docker's --detach-keys: comma-separated single characters or `ctrl-X`s."""
+    from ..errors import InvalidArgument
+
+    out = bytearray()
+    for key in keys.split(","):
+        if len(key) == 1:
+            out += key.encode()
+        elif key.lower() in _CTRL:
+            out.append(_CTRL[key.lower()])
+        else:
+            raise InvalidArgument(f"Invalid detach keys ({keys}) provided: "
+                                  f"Unknown character: '{key}'")
+    return bytes(out)
+
+
+def default_detach_keys(tty: bool, stdin: bool) -> bytes:
+    """`run -it` and `start -ai`: docker's ctrl-p,ctrl-q on a terminal. Not on a pipe,
+    whose bytes are data (a binary stream may hold the sequence)."""
+    return b"\x10\x11" if tty and stdin else b""
+
+
+class Escape:
+    """docker's escape proxy on stdin: bytes that could begin the detach sequence
+    are held back; the whole sequence detaches, anything else lets them through."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(what to send on, whether the sequence is complete)."""
+        if not self.keys:
+            return data, False
+        out = bytearray()
+        for b in data:
+            self.held += bytes([b])
+            if self.keys.startswith(self.held):
+                if self.held == self.keys:
+                    return bytes(out), True
+                continue
+            out += self.held
+            self.held = b""
+        return bytes(out), False
 
 
 def terminal_size() -> tuple[int, int] | None:
@@ -67,7 +118,11 @@ def _deliver(frames: list[tuple[int, bytes]]) -> int | None:
     return None
 
 
-def _send_stdin(sock: socket.socket) -> bool:
+class _Detach(Exception):
+    pass
+
+
+def _send_stdin(sock: socket.socket, escape: Escape | None = None) -> bool:
     """One read of rl's stdin to the supervisor; False at its end."""
     try:
         data = os.read(0, 65536)
@@ -75,6 +130,16 @@ def _send_stdin(sock: socket.socket) -> bool:
         return True
     except OSError:
         data = b""
+    if escape is not None and data:
+        data, detach = escape.feed(data)
+        if detach:
+            # What was typed before the sequence still goes (docker's escape proxy).
+            with contextlib.suppress(OSError):
+                if data:
+                    sock.sendall(wire.frame(wire.STDIN, data))
+            raise _Detach
+        if not data:
+            return True
     try:
         sock.sendall(wire.frame(wire.STDIN, data) if data else wire.frame(wire.STDIN_EOF, b""))
     except OSError:  # the supervisor is leaving: its exit event (or EOF) follows
@@ -82,8 +147,22 @@ def _send_stdin(sock: socket.socket) -> bool:
     return bool(data)
 
 
-def run(session: Session, tty: bool, stdin: bool) -> int | None:
-    """Pump until the container exits; its exit code, or None if the supervisor vanished."""
+def run(session: Session, tty: bool, stdin: bool, detach_keys: bytes = b"",
+        sig_proxy: bool = True) -> int | None:
+    """Pump until the container exits; its exit code, or None if the supervisor vanished,
+    or DETACHED once the user typed detach_keys (empty: none)."""
+    try:
+        return _run(session, tty, stdin, Escape(detach_keys) if detach_keys else None,
+                    sig_proxy)
+    except _Detach:
+        # The container's stdin stays open for the next attacher (docker's).
+        with contextlib.suppress(OSError):
+            session.sock.sendall(wire.control({"op": "detach"}))
+        return DETACHED
+
+
+def _run(session: Session, tty: bool, stdin: bool, escape: Escape | None,
+         sig_proxy: bool) -> int | None:
     sock = session.sock
     sel = selectors.DefaultSelector()
     wake_r, wake_w = socket.socketpair()
@@ -93,6 +172,8 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
     pending: list[int] = []  # signal numbers, handled in the loop
     old_handlers = {}
     watched = [*PROXIED, signal.SIGWINCH] if tty else list(PROXIED)
+    if not sig_proxy:
+        watched = [signal.SIGWINCH] if tty else []
     for sig in watched:
         old_handlers[sig] = signal.signal(sig, lambda s, _f: pending.append(s))
     saved_tc = None
@@ -118,7 +199,7 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
             return code
         while True:
             if read_stdin:
-                read_stdin = _send_stdin(sock)
+                read_stdin = _send_stdin(sock, escape)
             for key, _ in sel.select(0 if read_stdin else None):
                 if key.data == "wake":
                     with contextlib.suppress(BlockingIOError):
@@ -133,7 +214,7 @@ def run(session: Session, tty: bool, stdin: bool) -> int | None:
                         else:
                             sock.sendall(wire.control({"op": "signal", "signal": signum}))
                 elif key.data == "stdin":
-                    if not _send_stdin(sock):
+                    if not _send_stdin(sock, escape):
                         sel.unregister(0)
                 else:
                     try:

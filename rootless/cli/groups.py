@@ -119,6 +119,8 @@ def register(cli: click.Group) -> None:
         """Manage rl: its information and its disk use."""
 
     system.add_command(have["info"], "info")
+    if "events" in have:
+        system.add_command(have["events"], "events")
     system.add_command(system_prune, "prune")
     cli.add_command(version)
     cli.add_command(volumes.volume)

@@ -20,6 +20,14 @@ from ..errors import InvalidArgument, NotFound, RlError
 from .format import error, parse_template, print_inspect, render, select, table, truncate
 
 
+def image_event(action: str, ident: str, name: str) -> None:
+    """docker's image events (engine/events.py): the image library below the engine
+    cannot write them, so the face that called it does, once it succeeded."""
+    from ..engine import events
+
+    events.emit("image", action, ident, {"name": name} if name else {})
+
+
 def human_size(n: float) -> str:
     """docker's sizes: decimal units, three significant digits."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -182,6 +190,7 @@ def tag_cmd(source: str, targets: tuple[str, ...]) -> None:
 
     for t in targets:
         tag(source, t)
+        image_event("tag", source, t)
 
 
 @click.command("rmi")
@@ -234,6 +243,7 @@ def import_cmd(change: tuple[str, ...], message: str, source: str, name: str | N
             img, notes = import_tarball(tmp.name, name, list(change), message)
     else:
         img, notes = import_tarball(source, name, list(change), message)
+    image_event("import", img.id, name or "")
     _print_notes(notes)
     click.echo(img.id)
 
@@ -313,10 +323,12 @@ def save_cmd(output: str | None, fmt: str, gz: bool, quiet: bool,
             raise InvalidArgument("refusing to write an archive to a terminal: use -o FILE or a "
                                   "redirect")
         save(list(images), fmt, sys.stdout.buffer, gz, progress)
-        return
-    gz = gz or output.endswith((".gz", ".tgz"))
-    with _output_file(output) as fd, os.fdopen(os.dup(fd), "wb") as f:
-        save(list(images), fmt, f, gz, progress)
+    else:
+        gz = gz or output.endswith((".gz", ".tgz"))
+        with _output_file(output) as fd, os.fdopen(os.dup(fd), "wb") as f:
+            save(list(images), fmt, f, gz, progress)
+    for ref in images:
+        image_event("save", ref, ref)
 
 
 @click.command("load")
@@ -341,6 +353,7 @@ def load_cmd(input_: str | None, quiet: bool) -> None:
     else:
         loaded = load(input_, progress)
     for item in loaded:
+        image_event("load", item.image.id, (item.names or [""])[0])
         if item.names:
             for n in item.names:
                 click.echo(f"Loaded image: {n}")
@@ -367,6 +380,8 @@ def pull_cmd(platform: str | None, quiet: bool, tls_verify: str, image: str) -> 
     opts = PullOptions(platform, parse_tls_verify(tls_verify))
     with Progress(quiet) as progress:
         img = pull(image, opts, progress)
+    image_event("pull", image, image.rsplit(":", 1)[0] if "/" not in image.rsplit(":", 1)[-1]
+                else image)  # docker: the reference, and the repository as its name
     click.echo(img.id)
 
 

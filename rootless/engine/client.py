@@ -188,3 +188,32 @@ def control(ctr: Container, msg: dict[str, Any], timeout: float | None = 10) -> 
         return {}
     answer: dict[str, Any] = json.loads(line)
     return answer
+
+
+def attach(ctr: Container, stdin: bool) -> Session:
+    """Join a running container's output (and stdin) on its control socket, as one
+    more of its supervisor's clients; the session once the supervisor said so."""
+    path = str(ctr.run_dir / "ctl.sock")
+    try:
+        sock = _connect(path)
+    except OSError:
+        raise NotRunning("You cannot attach to a stopped container, start it first", 1) from None
+    try:
+        wire.request(sock, {"op": "attach", "stdin": stdin})
+        reader = wire.FrameReader()
+        pending: list[tuple[int, bytes]] = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise NotRunning("You cannot attach to a stopped container, start it first",
+                                 1)
+            pending += reader.feed(data)
+            if pending:
+                kind, payload = pending.pop(0)
+                event = json.loads(payload) if kind == wire.CONTROL else {}
+                if event.get("event") != "attached":
+                    raise RlError("unexpected data from the supervisor")
+                return Session(sock, event, reader, pending)
+    except BaseException:
+        sock.close()
+        raise

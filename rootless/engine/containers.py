@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import shlex
@@ -17,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from netstack import views as netviews
 from netstack.options import NetOptions
@@ -26,10 +27,51 @@ from .. import paths
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
 from ..runtime.resources import LimitFlags
-from . import client, listing, quotas, specgen, store
+from . import client, events, listing, pause, quotas, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
+
+# -- events (engine/events.py): docker's, emitted where the thing is done -----------
+
+
+def _event(ctr: Container, action: str, **attrs: Any) -> None:
+    with contextlib.suppress(RlError, OSError):  # a damaged record has no event
+        events.container_event(ctr.config, action, **attrs)
+
+
+def _signalled(ctr: Container, signum: int) -> None:
+    """docker's `kill` event (stop sends one too); a paused container is thawed to get it."""
+    _event(ctr, "kill", signal=signum)
+    pause.thaw_for_signal(ctr)
+
+
+def _created(ctr: Container) -> Container:
+    _event(ctr, "create")
+    return ctr
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def events_after(action: str, only_alive: bool = True) -> Callable[[F], F]:
+    """Emit `action` once the decorated operation on ctr returned (stop: only when
+    the container was running, as docker; the config read before, for destroy)."""
+    def wrap(func: F) -> F:
+        @functools.wraps(func)
+        def run(ctr: Container, *args: Any, **kwargs: Any) -> None:
+            try:
+                cfg = ctr.config
+                alive = _alive(ctr.state())
+            except (RlError, OSError):
+                cfg, alive = None, False
+            func(ctr, *args, **kwargs)
+            if cfg is not None and (alive or not only_alive):
+                with contextlib.suppress(OSError):
+                    events.container_event(cfg, action)
+        return run  # type: ignore[return-value]
+    return wrap
+
 
 # -- lifecycle ---------------------------------------------------------------------
 
@@ -45,8 +87,8 @@ def create(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> Co
         # process; the fork server has it preloaded for supervisors).
         from . import images
 
-        return images.create_container(opts, warn)
-    return store.create(specgen.generate(opts, warn))
+        return _created(images.create_container(opts, warn))
+    return _created(store.create(specgen.generate(opts, warn)))
 
 
 def start(ctr: Container, attach: bool, stdin: bool) -> client.Session | None:
@@ -85,6 +127,18 @@ def _network_host(ctr: Container) -> None:
 
     nethost.ensure()
 
+def attach(ctr: Container, stdin: bool) -> client.Session:
+    """`rl attach`: one more client of the running container's supervisor (stdin
+    only if the container keeps it open, -i)."""
+    st = ctr.state()
+    if st.status != "running":
+        raise Conflict("You cannot attach to a stopped container, start it first", 1)
+    if pause.is_paused(st):
+        raise Conflict("You cannot attach to a paused container, unpause it first", 1)
+    session = client.attach(ctr, stdin and ctr.config.open_stdin)
+    _event(ctr, "attach")
+    return session
+
 
 def _alive(st: store.State) -> bool:
     """Whether a supervisor runs for the record: running, or dead with one still there."""
@@ -98,6 +152,7 @@ def kill(ctr: Container, signum: int = signal.SIGKILL) -> None:
                          f"{ctr.id[:12]} is not running", 1)
     try:
         client.control(ctr, {"op": "kill", "signal": signum})
+        _signalled(ctr, signum)
     except RlError:
         if st.status != "dead":
             raise
@@ -148,6 +203,7 @@ def wait(ctr: Container, timeout: float | None = None) -> int:
     return st.exit_code
 
 
+@events_after("stop")
 def stop(ctr: Container, opts: StopOptions | None = None) -> None:
     """The stop signal (given, or the container's, or SIGTERM), then SIGKILL after timeout s.
 
@@ -167,6 +223,7 @@ def stop(ctr: Container, opts: StopOptions | None = None) -> None:
         signum = parse_signal(stop_signal)
     with contextlib.suppress(RlError):
         client.control(ctr, {"op": "kill", "signal": signum})
+        _signalled(ctr, signum)
     if grace != 0:
         try:
             client.control(ctr, {"op": "wait"}, timeout=None if grace < 0 else grace)
@@ -180,6 +237,7 @@ def stop(ctr: Container, opts: StopOptions | None = None) -> None:
         store.terminate(ctr.id, scan=st.status == "dead")
 
 
+@events_after("destroy", only_alive=False)
 def remove(ctr: Container, force: bool = False, volumes: bool = False) -> None:
     """Delete the record; -f first kills whatever runs for it, whatever is left of it;
     volumes (-v): its anonymous volumes too."""
@@ -310,9 +368,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
         "Path": proc.args[0],
         "Args": proc.args[1:],
         "State": {
-            "Status": st.status,
+            "Status": "paused" if pause.is_paused(st) else st.status,
             "Running": st.status == "running",
-            "Paused": False,
+            "Paused": pause.is_paused(st),
             "Restarting": False,
             "OOMKilled": st.oom_killed,
             "Dead": False,
@@ -504,7 +562,9 @@ def pids_in_container(pid1: int) -> set[int]:
 def rename(ctr: Container, new_name: str) -> None:
     if not valid_name(new_name):
         raise InvalidArgument(f'invalid container name "{new_name}"', 1)
+    old = ctr.name
     store.rename(ctr, new_name)
+    _event(Container(ctr.id), "rename", oldName="/" + old)
 
 
 # Names faces use from here (options.py, specgen.py and image/imageconfig.py hold them).

@@ -34,7 +34,7 @@ from .. import syscalls as sc
 from ..errors import EXIT_RL, RlError
 from ..runtime import container, process, report
 from ..runtime.spec import Process
-from . import store, wire
+from . import events, store, wire
 from .options import ExecOptions
 from .store import Container
 
@@ -442,6 +442,7 @@ def start(ctr: Container, opts: ExecOptions,
     st = store.running_or_error(ctr)
     cfg = ctr.config
     proc = _process(ctr, opts)
+    exec_id = events.exec_event(cfg, "exec_create", proc.args)
     tty, detach = opts.tty, opts.detach
     ns_fds = _open_namespaces(st.pid)
     report_r, report_w = os.pipe()
@@ -488,6 +489,7 @@ def start(ctr: Container, opts: ExecOptions,
         if line.startswith("E"):
             os.waitpid(e1, 0)
             report.raise_error(line)
+        events.exec_event(cfg, "exec_start", proc.args, exec_id)
         if detach:
             ex.close()  # executed; E1 waits for it on its own
         return ex

@@ -43,6 +43,8 @@ def status(state: str, exit_code: int = 0, started_at: float = 0.0, finished_at:
     now = now or time.time()
     if state == "running":
         return f"Up {duration(now - started_at)}"
+    if state == "paused":
+        return f"Up {duration(now - started_at)} (Paused)"
     if state == "exited":
         return f"Exited ({exit_code}) {duration(now - finished_at)} ago"
     if state == "dead":

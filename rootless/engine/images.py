@@ -21,7 +21,7 @@ from ..image import rootfs
 from ..image.images import NewLayer, Removed
 from ..image.store import MT_OCI_LAYER, Holds, Image, Store
 from ..runtime import idmap
-from . import specgen, store
+from . import events, specgen, store
 from .store import Container, ContainerConfig
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def remove(refs: list[str], force: bool) -> tuple[list[Removed], list[RlError]]:
         except RlError as e:
             errors.append(e)
     st.collect(holds)
+    events.image_removed(removed)
     return removed, errors
 
 

@@ -16,7 +16,7 @@ from netstack.ports import PortMapping
 from netstack.stack import published_ports
 
 from ..errors import InvalidArgument, NotFound
-from . import quotas, store
+from . import pause, quotas, store
 from .humanize import status
 from .store import Container
 
@@ -100,7 +100,8 @@ def _summary(c: Container, all_: bool) -> ContainerSummary | None:
         return None
     return ContainerSummary(
         id=c.id, name=cfg.name, image=cfg.image, command=shlex.join(cfg.spec.process.args),
-        created=cfg.created, state=st.status, exit_code=st.exit_code,
+        created=cfg.created, state="paused" if pause.is_paused(st) else st.status,
+        exit_code=st.exit_code,
         started_at=st.started_at, finished_at=st.finished_at,
         ports=tuple(live_ports(c)) if st.status == "running" else ())
 

@@ -44,7 +44,7 @@ from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchIma
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import containers as api
-from . import store, wire
+from . import events, store, wire
 from .options import CreateOptions
 from .store import Container, ContainerConfig
 
@@ -150,6 +150,10 @@ def _joined_pid(name: str) -> Callable[[], int]:
     return pid
 
 
+class Detached(Exception):
+    """A client's detach keys: it leaves, the container's stdin stays open (docker's)."""
+
+
 class Client:
     """An attached client; output pumps and the exit notice take turns sending to it."""
 
@@ -229,6 +233,8 @@ class Supervisor:
             self.kill(int(msg["signal"]))
         elif op == "resize":
             self.resize(int(msg["rows"]), int(msg["cols"]))
+        elif op == "detach":
+            raise Detached
 
     async def serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
         """An attached client: frames in (stdin, control), output frames out.
@@ -239,7 +245,7 @@ class Supervisor:
         try:
             await self._serve_client(stream, stdin)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
-                KeyError, TypeError):
+                KeyError, TypeError, Detached):
             pass
 
     async def _serve_client(self, stream: trio.SocketStream, stdin: bool) -> None:
@@ -481,6 +487,7 @@ class Supervisor:
             st.cgroup = ""
         with contextlib.suppress(OSError):  # state.json replaced by a directory, say
             self.ctr.write_state(st)
+        events.died(self.cfg, st.exit_code, st.oom_killed)
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
             store.unlist(self.ctr.id)
@@ -492,6 +499,7 @@ class Supervisor:
         if self.cfg.auto_remove:
             store.remove_files(self.ctr.id)
             remove_anonymous_volumes(self.cfg)
+            events.container_event(self.cfg, "destroy")
 
 
 def remove_anonymous_volumes(cfg: ContainerConfig) -> None:
@@ -726,6 +734,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.cgroup = cgroup or ""
     with contextlib.suppress(OSError):  # unwritable: the record reads as dead, rm -f works
         ctr.write_state(st)
+    events.started(cfg)
     # The control socket listens before anyone hears "started": a `rl stop`
     # right after `rl run -d` must find it.
     ctl = bind_control_socket(run_dir)

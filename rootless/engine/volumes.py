@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NotFound, RlError
-from . import store
+from . import events, store
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _TMP = ".tmp-"
@@ -103,6 +103,7 @@ def create(name: str | None = None, labels: dict[str, str] | None = None) -> Vol
         (tmp / RECORD).write_text(json.dumps(record))
         try:
             os.rename(tmp, base / name)  # fails if it exists: a concurrent create won
+            events.volume_event("create", name)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             return get(name)
@@ -160,6 +161,7 @@ def remove(name: str, in_use: dict[str, list[str]] | None = None) -> None:
     base = root()
     trash = base / f"{_TRASH}{secrets.token_hex(8)}"
     os.rename(base / name, trash)  # the name goes at once; the files after
+    events.volume_event("destroy", name)
     _remove_tree(trash)
 
 

@@ -425,3 +425,51 @@ def create_at(host: Host, path: str, res: Resources, files: dict[str, str]) -> s
             remove(d)
         raise
     return path
+
+# -- the freezer (rl pause) ------------------------------------------------------------
+
+
+def is_frozen(path: str) -> bool:
+    """Whether the cgroup is frozen: cgroup.events says `frozen 1` once every task stopped."""
+    try:
+        text = _read(os.path.join(path, "cgroup.events"))
+    except OSError:
+        return False
+    return "frozen 1" in text.splitlines()
+
+
+def freeze(path: str, frozen: bool, timeout: float = 10) -> None:
+    """Freeze (or thaw) the cgroup's tasks and wait until the kernel says it is done.
+
+    cgroup.freeze asks; the kernel stops each task at its next return to user
+    space and only then flips cgroup.events' `frozen`: a task in an
+    uninterruptible sleep can take a while, so wait for it (poll() on
+    cgroup.events wakes on each change), bounded.
+    """
+    try:
+        _write(os.path.join(path, "cgroup.freeze"), "1" if frozen else "0")
+    except OSError as e:
+        raise RlError(f"{'freezing' if frozen else 'thawing'} the cgroup {path}: "
+                      f"{e.strerror}") from None
+    import select
+
+    deadline = time.monotonic() + timeout
+    events_path = os.path.join(path, "cgroup.events")
+    try:
+        fd = os.open(events_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise RlError(f"reading {events_path}: {e.strerror}") from None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI | select.POLLERR)
+        while True:
+            text = os.pread(fd, 4096, 0).decode()
+            if (f"frozen {int(frozen)}") in text.splitlines():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RlError(f"the cgroup {path} did not become "
+                              f"{'frozen' if frozen else 'thawed'} within {timeout:g} s")
+            poller.poll(min(left, 0.05) * 1000)
+    finally:
+        os.close(fd)

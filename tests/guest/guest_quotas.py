@@ -138,6 +138,12 @@ def test_allocation_past_memory_is_oom_killed(rl, rootfs) -> None:  # type: igno
     r = rl("run", "--name", "no-oom", "--rootfs", rootfs, "sh", "-c", "exit 3", check=False)
     assert r.returncode == 3
     assert _inspect(rl, "no-oom")["State"]["OOMKilled"] is False
+    # docker's events: `oom` before `die` for the one the kernel killed, none for the other
+    acts = rl("events", "--since", "1h", "--until", "0s", "--filter", "container=oom",
+              "--filter", "container=no-oom", "--format",
+              "{{.Actor.Attributes.name}} {{.Action}}", check=True).stdout.splitlines()
+    assert [a for a in acts if a.startswith("oom ")][-2:] == ["oom oom", "oom die"], acts
+    assert "no-oom oom" not in acts and "no-oom die" in acts, acts
 
 
 def test_busy_loop_under_half_a_cpu(rl, rootfs) -> None:  # type: ignore[no-untyped-def]
@@ -328,3 +334,59 @@ def test_rl_oci_applies_linux_resources(rootfs, tmp_path) -> None:  # type: igno
     assert "forked 4" in text and "forked 5" not in text and "can't fork" in text, text
     subprocess.run([*oci, "delete", "-f", "g1"], check=True)
     assert not cg.exists()
+
+def _count(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.timeout(600)  # TCG on a loaded host: the first run alone can take minutes
+def test_pause_freezes_the_cgroup_and_unpause_resumes(rl, rootfs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    counter = out / "n"
+    cid = rl("run", "-d", "--name", "pz", "-v", f"{out}:/out", "--rootfs", rootfs, "sh", "-c",
+             "i=0; while :; do i=$((i+1)); echo $i > /out/n; sleep 0.05; done",
+             check=True, timeout=300).stdout.strip()  # the first run warms the fork server
+    try:
+        deadline = time.monotonic() + 60
+        while _count(counter) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _count(counter) >= 3, "the counter runs"
+        cg = _cgroup(rl, "pz")
+        assert rl("pause", "pz", check=True).stdout == "pz\n"
+        assert "frozen 1" in (cg / "cgroup.events").read_text().splitlines()
+        frozen_at = _count(counter)
+        time.sleep(1)  # a second in which a running counter would have moved ~20 times
+        assert _count(counter) == frozen_at, "a frozen counter does not count"
+        ins = _inspect(rl, "pz")
+        assert ins["State"]["Status"] == "paused" and ins["State"]["Paused"] is True
+        assert ins["State"]["Running"] is True
+        assert "(Paused)" in rl("ps", "--format", "{{.Status}}", check=True).stdout
+        again = rl("pause", "pz")
+        assert again.returncode == 1
+        assert again.stderr == f"Error: Container {cid} is already paused\n"
+        assert rl("unpause", "pz", check=True).stdout == "pz\n"
+        assert "frozen 0" in (cg / "cgroup.events").read_text().splitlines()
+        deadline = time.monotonic() + 60
+        while _count(counter) <= frozen_at and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _count(counter) > frozen_at, "the counter counts again after unpause"
+        assert not _inspect(rl, "pz")["State"]["Paused"]
+        not_paused = rl("unpause", "pz")
+        assert not_paused.returncode == 1
+        assert not_paused.stderr == f"Error: Container {cid} is not paused\n"
+        # A paused container still stops: it is thawed to get its signal (docker's).
+        rl("pause", "pz", check=True)
+        rl("stop", "-t", "2", "pz", check=True)
+        assert _inspect(rl, "pz")["State"]["Status"] == "exited"
+        acts = rl("events", "--since", "10m", "--until", "0s", "--filter", "container=pz",
+                  "--format", "{{.Action}}", check=True).stdout.split()
+        assert acts[:2] == ["create", "start"]
+        assert acts[2:6] == ["pause", "unpause", "pause", "kill"], acts
+        assert "unpause" in acts[6:] and acts[-2:] == ["die", "stop"], acts
+    finally:
+        rl("rm", "-f", "pz")
