@@ -61,6 +61,8 @@ def fail(g: Globals | None, msg: str) -> NoReturn:
 
 def warn(msg: str) -> None:
     """A warning on stderr in logrus' text form (a failed poststart or poststop hook)."""
+    import json  # warnings only, as line()
+
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         sys.stderr.write(f"time=\"{now}\" level=warning msg={json.dumps(msg)}\n")
