@@ -31,6 +31,7 @@ from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
 from . import build, builder, groups, images, netflags, resolve, views
+from .cp import cp as cp_cmd
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -626,6 +627,7 @@ def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 # docker's management spellings (rl container ls, rl system prune) and rl version,
 # over every command defined above.
+cli.add_command(cp_cmd)  # rl cp, before groups adds `rl container cp`
 groups.register(cli)
 
 
