@@ -254,3 +254,41 @@ def test_swapping_symlinks_while_rl_copies(rl: RlRunner, image: str, canary: Pat
         assert set(results) <= {0, 1}  # failed or copied inside, never anything else
     finally:
         rl("rm", "-f", name)
+
+
+def test_a_stopped_containers_volume_is_written(rl: RlRunner, image: str,
+                                                tmp_path: Path) -> None:
+    name = f"cpv-{os.urandom(3).hex()}"
+    rl("create", "--name", name, "-v", f"{name}:/vol", image, "true", check=True)
+    try:
+        (tmp_path / "f").write_text("into the volume\n")
+        rl("cp", tmp_path / "f", f"{name}:/vol/f", check=True)
+        out = rl("run", "--rm", "-v", f"{name}:/vol", image, "cat", "/vol/f", check=True).stdout
+        assert out == "into the volume\n"
+    finally:
+        rl("rm", "-f", name)
+        rl("volume", "rm", name)
+
+
+def test_the_resolver_without_openat2_stays_in_the_root(tmp_path: Path) -> None:
+    # the fallback for kernels before 5.6, on a real tree: absolute and climbing links
+    from rootless.engine.copy import _walk_in_root
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/inside").write_text("in\n")
+    (tmp_path / "outside").write_text("out\n")
+    os.symlink("/", root / "abs")
+    os.symlink("../../../../..", root / "etc/up")
+    os.symlink(str(tmp_path), root / "host")
+    rfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for path in ("abs/etc/inside", "etc/up/etc/inside", "../../etc/inside"):
+            fd = _walk_in_root(rfd, path, os.O_RDONLY)
+            with os.fdopen(fd) as f:
+                assert f.read() == "in\n"
+        for path in ("host/outside", "abs/../outside", "etc/up/outside"):
+            with pytest.raises(FileNotFoundError):
+                os.close(_walk_in_root(rfd, path, os.O_RDONLY))
+    finally:
+        os.close(rfd)
