@@ -116,6 +116,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-v", "--volume", "volumes", multiple=True,
                      help="Bind mount HOST:CONTAINER[:ro]."),
         click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
+        click.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount: "
+                     "type=bind|volume|tmpfs,src=...,dst=...[,ro]..."),
         click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
         click.option("--init", is_flag=True, help="Run an init inside the container."),
         click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
@@ -150,7 +152,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # CreateOptions' fields that flags of the same name do not give as they are.
-_DERIVED = {"rootfs", "image", "env", "volumes", "security_opt", "console_size",
+_DERIVED = {"rootfs", "image", "env", "volumes", "mounts", "security_opt", "console_size",
             "image_defaults", "limits"}
 
 
@@ -167,6 +169,7 @@ def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> Create
         rootfs=rootfs, image=None if kw["rootfs"] else kw["image"],
         env=resolve.env(kw["env"], environ, kw["env_file"], cwd),
         volumes=[resolve.bind(v, cwd) for v in kw["volumes"]],
+        mounts=[resolve.mount(m, cwd) for m in kw["mounts"]],
         security_opt=[resolve.security_opt(so, cwd) for so in kw["security_opt"]],
         limits=LimitFlags(**_limit_kw(kw)), **_plain(kw, names))
 

@@ -282,12 +282,19 @@ def tmpfs_mount(spec: str) -> Mount:
     return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
 
 
+def mount_flags(texts: list[str], made: list[str]) -> list[Mount]:
+    from .mountopt import to_mount
+
+    return [to_mount(t, made) for t in texts]
+
+
 def user_mounts(opts: CreateOptions, anonymous: list[str] | None = None) -> list[Mount]:
     """-v, then --tmpfs; anonymous volumes' names made for -v PATH go to anonymous."""
     made: list[str] = []
     try:
         tmpfs = [tmpfs_mount(t) for t in opts.tmpfs]
         binds = [bind_mount(v, made) for v in opts.volumes]
+        binds += mount_flags(opts.mounts, made)  # --mount (engine/mountopt.py)
     except BaseException:
         if made:  # a later -v was wrong: the anonymous volumes made for it go
             from . import volumes
