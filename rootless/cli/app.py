@@ -118,6 +118,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
         click.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount: "
                      "type=bind|volume|tmpfs,src=...,dst=...[,ro]..."),
+        click.option("--volumes-from", multiple=True,
+                     help="Mount volumes from the specified container(s): CTR[:ro|rw]."),
         click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
         click.option("--init", is_flag=True, help="Run an init inside the container."),
         click.option("--cap-add", multiple=True, help="Add Linux capabilities."),

@@ -47,6 +47,7 @@ class CreateOptions:
     volumes: list[Bind] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
     mounts: list[str] = field(default_factory=list)  # --mount, a bind's relative src made absolute
+    volumes_from: list[str] = field(default_factory=list)  # CTR[:ro|rw]
     read_only: bool = False
     init: bool = False
     cap_add: list[str] = field(default_factory=list)
