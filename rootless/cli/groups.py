@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..engine.humanize import human_size
-from . import completion, volumes
+from . import completion, systemdf, volumes
 from .format import select
 
 # docker container's subcommands that are rl's top-level commands of the same name
@@ -120,6 +120,7 @@ def register(cli: click.Group) -> None:
 
     system.add_command(have["info"], "info")
     system.add_command(system_prune, "prune")
+    system.add_command(systemdf.df, "df")
     cli.add_command(version)
     cli.add_command(volumes.volume)
     cli.add_command(completion.completion)
