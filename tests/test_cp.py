@@ -292,3 +292,19 @@ def test_the_resolver_without_openat2_stays_in_the_root(tmp_path: Path) -> None:
                 os.close(_walk_in_root(rfd, path, os.O_RDONLY))
     finally:
         os.close(rfd)
+
+
+def test_vfs_storage_and_the_container_spelling(rl: RlRunner, image: str,
+                                               tmp_path: Path) -> None:
+    name = f"cpvfs-{os.urandom(3).hex()}"
+    rl("create", "--storage-driver", "vfs", "--name", name, image, "cat", "/data/in", check=True)
+    try:
+        (tmp_path / "in").write_text("vfs\n")
+        rl("container", "cp", tmp_path / "in", f"{name}:/data/in", check=True)
+        assert rl("start", "-a", name, check=True).stdout == "vfs\n"
+        rl("container", "cp", f"{name}:/data/sub", tmp_path / "sub", check=True)
+        assert (tmp_path / "sub/b.txt").read_text() == "beta\n"
+        diff = rl("diff", name, check=True).stdout.split("\n")
+        assert "A /data/in" in diff and not any("/dev/" in line for line in diff)
+    finally:
+        rl("rm", "-f", name)

@@ -175,6 +175,7 @@ def _stopped(cfg: Any, func: Callable[[int], T]) -> T:  # pragma: no cover - in 
     from fs import drivers
 
     from ..runtime import mounts
+    from . import volumes
 
     sc.unshare(sc.CLONE_NEWNS)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -188,8 +189,8 @@ def _stopped(cfg: Any, func: Callable[[int], T]) -> T:  # pragma: no cover - in 
                 raise RlError(f"mounting the container's root: {e}") from None
         else:
             sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
-        for m in cfg.spec.mounts:
-            if m.type == "bind" and m.source and os.path.exists(m.source):
+        for m in volumes.user_binds(cfg):  # not rl's /dev and /etc ones: start makes those
+            if os.path.exists(m.source or ""):
                 mounts.apply_mount(rootfs, m)
         root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

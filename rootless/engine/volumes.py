@@ -201,7 +201,7 @@ def _size(d: Path) -> int:
 # -- mounts a container inherits: --volumes-from, the image's VOLUME --------------------
 
 
-def _user_binds(cfg: store.ContainerConfig) -> list[Mount]:
+def user_binds(cfg: store.ContainerConfig) -> list[Mount]:
     """A container's binds and volumes as the user gave them (not rl's /dev and /etc ones)."""
     run = str(paths.container_run_dir(cfg.id)) + "/"
     return [m for m in cfg.spec.mounts
@@ -222,7 +222,7 @@ def volumes_from(refs: list[str], taken: set[str]) -> list[Mount]:
             other = store.lookup(name)
         except NotFound:
             raise NotFound(f"no such container: {name}", 125) from None
-        for m in _user_binds(other.config):
+        for m in user_binds(other.config):
             dest = m.destination
             if dest in taken:
                 continue
@@ -256,7 +256,7 @@ def inspect_mounts(cfg: store.ContainerConfig) -> list[dict[str, Any]]:
     """inspect's Mounts, as docker shows them: volumes by name, binds by path."""
     vroot = str(root()) + "/"
     out: list[dict[str, Any]] = []
-    for m in _user_binds(cfg):
+    for m in user_binds(cfg):
         rw = "ro" not in m.options
         src = m.source or ""
         if src.startswith(vroot) and src.endswith("/" + DATA):
