@@ -44,6 +44,10 @@ from .store import Container, dead_why
 T = TypeVar("T")
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A file is opened for reading only after fstat says it is one, so a fifo or a
+# device node swapped in (a bound /dev/tty) is never read or made our terminal.
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_FILE = _READ | os.O_NOFOLLOW
 _RESOLVE = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
 
 
@@ -277,7 +281,7 @@ def _reopen(fd: int, st: os.stat_result) -> int | None:
     if stat.S_ISDIR(st.st_mode):
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     if stat.S_ISREG(st.st_mode):
-        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return os.open(f"/proc/self/fd/{fd}", _READ)
     return None
 
 
@@ -299,9 +303,7 @@ def _top(open_parent: Callable[[], int], open_full: Callable[[], int], name: str
         st = os.lstat(name, dir_fd=parent)
         fd = None
         if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-            fd = os.open(name, (_DIR if stat.S_ISDIR(st.st_mode) else
-                                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC),
-                         dir_fd=parent)
+            fd = os.open(name, _DIR if stat.S_ISDIR(st.st_mode) else _FILE, dir_fd=parent)
             if os.fstat(fd).st_ino != st.st_ino:
                 os.close(fd)
                 raise _changed(name)
@@ -372,8 +374,7 @@ def _walk(top: _Top) -> Iterator[_Event]:
             stack.append((sub, sub_rel, est, sorted(os.listdir(sub), reverse=True)))
         elif stat.S_ISREG(est.st_mode):
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                             dir_fd=dfd)
+                fd = os.open(name, _FILE, dir_fd=dfd)
             except OSError as e:
                 if e.errno in (errno.ENOENT, errno.ELOOP):
                     continue
