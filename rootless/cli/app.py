@@ -31,6 +31,7 @@ from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
 from . import build, builder, groups, images, monitor, netflags, resolve, views
+from .cp import cp as cp_cmd
 from .format import error, parse_template, print_inspect, render, select, truncate
 
 if TYPE_CHECKING:
@@ -115,6 +116,10 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-v", "--volume", "volumes", multiple=True,
                      help="Bind mount HOST:CONTAINER[:ro]."),
         click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory PATH[:OPTIONS]."),
+        click.option("--mount", "mounts", multiple=True, help="Attach a filesystem mount: "
+                     "type=bind|volume|tmpfs,src=...,dst=...[,ro]..."),
+        click.option("--volumes-from", multiple=True,
+                     help="Mount volumes from the specified container(s): CTR[:ro|rw]."),
         click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
         click.option("--init", is_flag=True, help="Run an init inside the container."),
         click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
@@ -149,7 +154,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # CreateOptions' fields that flags of the same name do not give as they are.
-_DERIVED = {"rootfs", "image", "env", "volumes", "security_opt", "console_size",
+_DERIVED = {"rootfs", "image", "env", "volumes", "mounts", "security_opt", "console_size",
             "image_defaults", "limits"}
 
 
@@ -166,6 +171,7 @@ def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> Create
         rootfs=rootfs, image=None if kw["rootfs"] else kw["image"],
         env=resolve.env(kw["env"], environ, kw["env_file"], cwd),
         volumes=[resolve.bind(v, cwd) for v in kw["volumes"]],
+        mounts=[resolve.mount(m, cwd) for m in kw["mounts"]],
         security_opt=[resolve.security_opt(so, cwd) for so in kw["security_opt"]],
         limits=LimitFlags(**_limit_kw(kw)), **_plain(kw, names))
 
@@ -631,6 +637,7 @@ def _stats_table(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 # docker's management spellings (rl container ls, rl system prune) and rl version,
 # over every command defined above.
 monitor.register(cli)  # events, attach, pause, unpause
+cli.add_command(cp_cmd)  # rl cp, before groups adds `rl container cp`
 groups.register(cli)
 
 

@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..engine.humanize import human_size
-from . import completion, networks, volumes
+from . import completion, networks, systemdf, volumes
 from .format import select
 
 # docker container's subcommands that are rl's top-level commands of the same name
@@ -122,6 +122,7 @@ def register(cli: click.Group) -> None:
     if "events" in have:
         system.add_command(have["events"], "events")
     system.add_command(system_prune, "prune")
+    system.add_command(systemdf.df, "df")
     cli.add_command(version)
     cli.add_command(volumes.volume)
     cli.add_command(networks.network)

@@ -65,6 +65,28 @@ def bind(text: str, cwd: str) -> Bind:
     return Bind(text)
 
 
+def mount(text: str, cwd: str) -> str:
+    """--mount with a source of `.` or `./...` made absolute (docker's CLI does so)."""
+    import csv
+    import io
+
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        return text  # the engine says what is wrong with it
+    out, changed = [], False
+    for f in fields:
+        key, eq, val = f.partition("=")
+        if eq and key.lower() in ("source", "src") and (val == "." or val.startswith("./")):
+            f, changed = f"{key}={path(val, cwd)}", True
+        out.append(f)
+    if not changed:
+        return text
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(out)
+    return buf.getvalue()
+
+
 def security_opt(so: str, cwd: str) -> str:
     """seccomp=PROFILE with PROFILE made absolute."""
     if so.startswith(("seccomp=", "seccomp:")) and so[len("seccomp="):] != "unconfined":

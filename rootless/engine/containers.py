@@ -360,8 +360,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
     cfg = ctr.config
     cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
-    binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
-        ("/dev/", "/etc/"))]
+    from . import volumes as volumes_  # inspect's Mounts
     return {
         "Id": cfg.id,
         "Created": _iso(cfg.created),
@@ -416,11 +415,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             **quotas.host_config(ctr),
         },
         "NetworkSettings": netviews.network_settings(cfg.net, listing.live_ports(ctr)),
-        "Mounts": [
-            {"Type": "bind", "Source": m.source, "Destination": m.destination,
-             "RW": "ro" not in m.options}
-            for m in binds
-        ],
+        "Mounts": volumes_.inspect_mounts(cfg),
         "EffectiveCaps": proc.capabilities.effective,
         "IdMappings": {
             "UidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in

@@ -46,6 +46,8 @@ class CreateOptions:
     hostname: str | None = None
     volumes: list[Bind] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)  # --mount, a bind's relative src made absolute
+    volumes_from: list[str] = field(default_factory=list)  # CTR[:ro|rw]
     read_only: bool = False
     init: bool = False
     cap_add: list[str] = field(default_factory=list)

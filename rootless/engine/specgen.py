@@ -324,12 +324,29 @@ def tmpfs_mount(spec: str) -> Mount:
     return Mount(destination=dest, type="tmpfs", source="tmpfs", options=options)
 
 
+def mount_flags(texts: list[str], made: list[str]) -> list[Mount]:
+    from .mountopt import to_mount
+
+    return [to_mount(t, made) for t in texts]
+
+
+def inherited_mounts(opts: CreateOptions, own: list[Mount], made: list[str]) -> list[Mount]:
+    from . import volumes
+
+    taken = {m.destination for m in own}
+    img = opts.image_defaults
+    return (volumes.volumes_from(opts.volumes_from, taken)
+            + volumes.image_volumes(img.volumes if img else [], taken, made))
+
+
 def user_mounts(opts: CreateOptions, anonymous: list[str] | None = None) -> list[Mount]:
     """-v, then --tmpfs; anonymous volumes' names made for -v PATH go to anonymous."""
     made: list[str] = []
     try:
         tmpfs = [tmpfs_mount(t) for t in opts.tmpfs]
         binds = [bind_mount(v, made) for v in opts.volumes]
+        binds += mount_flags(opts.mounts, made)  # --mount (engine/mountopt.py)
+        binds += inherited_mounts(opts, binds + tmpfs, made)  # --volumes-from, image VOLUME
     except BaseException:
         if made:  # a later -v was wrong: the anonymous volumes made for it go
             from . import volumes

@@ -27,6 +27,8 @@ from typing import Any
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NotFound, RlError
+from ..runtime.mounts import COPY_UP
+from ..runtime.spec import Mount
 from . import events, store
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
@@ -196,3 +198,78 @@ def _size(d: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(top, f)).st_blocks * 512
     return total
+
+
+# -- mounts a container inherits: --volumes-from, the image's VOLUME --------------------
+
+
+def user_binds(cfg: store.ContainerConfig) -> list[Mount]:
+    """A container's binds and volumes as the user gave them (not rl's /dev and /etc ones)."""
+    run = str(paths.container_run_dir(cfg.id)) + "/"
+    return [m for m in cfg.spec.mounts
+            if m.type == "bind" and m.source
+            and not (m.source + "/").startswith(run)
+            and not (m.source.startswith("/dev/") and m.destination.startswith("/dev/"))]
+
+
+def volumes_from(refs: list[str], taken: set[str]) -> list[Mount]:
+    """--volumes-from CTR[:ro|rw]: CTR's volumes and binds at the same places (its own
+    mode, or the one given), where no mount of this container's own goes already."""
+    out: list[Mount] = []
+    for ref in refs:
+        name, _, mode = ref.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise InvalidArgument(f"invalid mode: {mode}")
+        try:
+            other = store.lookup(name)
+        except NotFound:
+            raise NotFound(f"no such container: {name}", 125) from None
+        for m in user_binds(other.config):
+            dest = m.destination
+            if dest in taken:
+                continue
+            opts = [o for o in m.options if o not in (COPY_UP, "ro", "rw")]
+            if mode == "ro" or (not mode and "ro" in m.options):
+                opts.append("ro")
+            out.append(Mount(destination=dest, type="bind", source=m.source, options=opts))
+            taken.add(dest)
+    return out
+
+
+def image_volumes(paths_: list[str], taken: set[str], anonymous: list[str]) -> list[Mount]:
+    """The image's VOLUME entries as anonymous volumes, docker's way (first use copies
+    the image's files there; rm -v and --rm remove them), where nothing else is mounted."""
+    from ..runtime.mounts import container_path
+
+    out = []
+    for p in paths_:
+        dest = container_path(p)
+        if dest in taken or dest == "/":
+            continue
+        vol = create()
+        anonymous.append(vol.name)
+        out.append(Mount(destination=dest, type="bind", source=vol.mountpoint,
+                         options=["rbind", COPY_UP]))
+        taken.add(dest)
+    return out
+
+
+def inspect_mounts(cfg: store.ContainerConfig) -> list[dict[str, Any]]:
+    """inspect's Mounts, as docker shows them: volumes by name, binds by path."""
+    vroot = str(root()) + "/"
+    out: list[dict[str, Any]] = []
+    for m in user_binds(cfg):
+        rw = "ro" not in m.options
+        src = m.source or ""
+        if src.startswith(vroot) and src.endswith("/" + DATA):
+            out.append({"Type": "volume", "Name": src[len(vroot):-len(DATA) - 1],
+                        "Source": src, "Destination": m.destination, "Driver": "local",
+                        "Mode": "" if rw else "ro", "RW": rw, "Propagation": ""})
+        else:
+            prop = next((o for o in m.options if o in _PROPAGATIONS), "rprivate")
+            out.append({"Type": "bind", "Source": src, "Destination": m.destination,
+                        "Mode": "" if rw else "ro", "RW": rw, "Propagation": prop})
+    return out
+
+
+_PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")

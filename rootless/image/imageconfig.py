@@ -46,6 +46,7 @@ class ImageDefaults:
     user: str = ""
     stop_signal: str = ""
     exposed: list[str] = field(default_factory=list)  # ExposedPorts ("80/tcp"), for -P
+    volumes: list[str] = field(default_factory=list)  # Volumes: anonymous volumes at run
 
 
 class ConfigError(RlError):

@@ -476,4 +476,5 @@ def defaults(img: Image) -> ImageDefaults:
         user=str(cfg.get("User") or ""),
         stop_signal=str(cfg.get("StopSignal") or ""),
         exposed=list(cfg.get("ExposedPorts") or {}),
+        volumes=sorted(str(v) for v in cfg.get("Volumes") or {}),
     )
