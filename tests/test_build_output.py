@@ -692,3 +692,129 @@ def test_a_cached_step_renders_as_buildx_shows_it() -> None:
             for v in json.loads(line).get("vertexes", []) if "completed" in v]
     assert [v.get("cached", False) for v in done] == [False, True, False]
     assert done[2]["error"] == "boom"
+
+
+def test_relayed_steps_interleave_as_buildx_prints_them() -> None:
+    """Two stage children's events, relayed into the build's numbering: each line names
+    its own step, `#N ...` leaves an open step when another's line comes, the step's
+    header heads its lines again when it goes on; the encoding keeps every field."""
+    from rootless.build import progress
+    from rootless.cli.buildprogress import Plain
+
+    out = io.StringIO()
+    parent = progress.Tracker(Plain(out))
+    parent.start("[internal] load")
+    parent.finish()
+    children = {pid: progress.Tracker(
+        lambda ev, pid=pid: parent.relay(pid, progress.decode(progress.encode(ev))))
+        for pid in (101, 102)}
+    for tracker in children.values():
+        tracker.count = 1  # both forked at the same count: the same local numbers
+    a, b = children[101], children[102]
+    a.start("[a 2/2] RUN echo a")
+    a.log("a-1")
+    b.start("[b 2/2] RUN echo b")
+    b.log("b-1 \udcff")  # an undecodable byte survives the pipe
+    a.log("a-2")
+    a.finish()
+    b.fail("process did not complete successfully: exit code: 3")
+    a.start("[a 3/3] RUN more")
+    a.fail(progress.CANCELED)
+    lines = [re.sub(r" \d+\.\d{3} ", " T ", re.sub(r"DONE \d+\.\ds", "DONE", line))
+             for line in out.getvalue().splitlines()]
+    assert lines == [
+        "#1 [internal] load", "#1 DONE",
+        "", "#2 [a 2/2] RUN echo a", "#2 T a-1", "#2 ...",
+        "", "#3 [b 2/2] RUN echo b", "#3 T b-1 \udcff", "#3 ...",
+        "", "#2 [a 2/2] RUN echo a", "#2 T a-2", "#2 DONE",
+        "", "#3 [b 2/2] RUN echo b",
+        "#3 ERROR: process did not complete successfully: exit code: 3",
+        "------", " > [b 2/2] RUN echo b:", "b-1 \udcff", "------",
+        "", "#4 [a 3/3] RUN more", "#4 CANCELED"]
+    with pytest.raises(ValueError):
+        progress.decode(b'{"event": "nothing"}')
+
+
+PLAIN_STEP = re.compile(r"#(\d+) (.*)")
+PLAIN_LOG = re.compile(r"\d+\.\d{3} (.*)")
+
+
+def _plain_steps(stderr: str) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """buildx plain output read back: each step number's name (one name per number,
+    asserted) and the lines each step printed (outputs, DONE, ERROR...)."""
+    names: dict[int, str] = {}
+    said: dict[int, list[str]] = {}
+    for line in stderr.splitlines():
+        m = PLAIN_STEP.fullmatch(line)
+        if not m:
+            continue
+        n, rest = int(m.group(1)), m.group(2)
+        if n not in names:
+            names[n] = rest
+            said[n] = []
+        elif rest != names[n]:
+            said[n].append(rest)
+    return names, said
+
+
+def test_parallel_stages_progress_one_numbering(rl: RlRunner, bb: str,
+                                                tmp_path: Path) -> None:
+    """Stages built at once in forked children: one numbering for the whole build,
+    every output line prefixed with its own step's number, and a failing stage's
+    error naming its step with its own output (the sibling's step is CANCELED)."""
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS left
+RUN for i in 1 2 3 4 5; do echo left-$i; usleep 50000; done
+
+FROM {bb} AS right
+RUN for i in 1 2 3 4 5; do echo right-$i; usleep 50000; done
+
+FROM {bb}
+COPY --from=left /etc/hostname /l
+COPY --from=right /etc/hostname /r
+""")
+    r = rl("build", "--progress=plain", "--no-cache", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    names, said = _plain_steps(r.stderr)
+    assert sorted(names) == list(range(1, len(names) + 1))  # each number once, no gap
+    assert sorted(names.values()) == sorted(set(names.values()))  # each step once
+    by_name = {name: n for n, name in names.items()}
+    for side in ("left", "right"):
+        run = by_name[f"[{side} 2/2] RUN for i in 1 2 3 4 5; do echo {side}-$i; "
+                      "usleep 50000; done"]
+        outputs = [m.group(1) for x in said[run] if (m := PLAIN_LOG.fullmatch(x))]
+        assert outputs == [f"{side}-{i}" for i in range(1, 6)], r.stderr
+        assert by_name[f"[{side} 1/2] FROM {bb}"] < run
+    for n, lines in said.items():  # no step shows another's output
+        other = "right" if "left" in names[n] else "left"
+        assert not any(other in x for x in lines), (names[n], lines)
+    assert max(names) == by_name["exporting to image"]
+    assert by_name["[stage-2 2/3] COPY --from=left /etc/hostname /l"] > max(
+        n for n, name in names.items() if name.startswith(("[left", "[right")))
+
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS slow
+RUN echo slow-out; sleep 60
+
+FROM {bb} AS bad
+RUN echo bad-out-1; echo bad-out-2; exit 3
+
+FROM {bb}
+COPY --from=slow /etc/hostname /s
+COPY --from=bad /etc/hostname /b
+""", name="failing")
+    r = rl("build", "--progress=plain", "--no-cache", ctx, timeout=120)
+    assert r.returncode == 1, r.stderr
+    error = ('process "/bin/sh -c echo bad-out-1; echo bad-out-2; exit 3" did not complete '
+             "successfully: exit code: 3")
+    assert r.stderr.splitlines()[-1] == f"Error: {error}"
+    names, said = _plain_steps(r.stderr)
+    bad = next(n for n, name in names.items() if name.startswith("[bad 2/2] RUN "))
+    assert f"ERROR: {error}" in said[bad]
+    lines = r.stderr.splitlines()
+    at = lines.index(f"#{bad} ERROR: {error}")
+    assert lines[at + 1:at + 6] == ["------", f" > {names[bad]}:", "bad-out-1",
+                                    "bad-out-2", "------"]
+    slow = [n for n, name in names.items() if name.startswith("[slow ")]
+    assert any("CANCELED" in said[n] for n in slow), r.stderr
+    assert not any(x.startswith("ERROR") for n in slow for x in said[n])

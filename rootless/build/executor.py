@@ -47,7 +47,9 @@ from rootless.build import (
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
-from rootless.build.progress import Sink, Tracker, discard
+from rootless.build.progress import CANCELED, Sink, Tracker, discard
+from rootless.build.progress import decode as decode_event
+from rootless.build.progress import encode as encode_event
 from rootless.defaults import DEFAULT_NETWORK
 from rootless.errors import InvalidArgument, NoSuchImage, RlError
 from rootless.image import images as imagelib
@@ -301,31 +303,49 @@ class Builder:
                 if len(ready) == 1 and not children:
                     done[ready[0]] = self._stage(df, ctx, scopes, ready[0], done, base_images)
                     continue
+                if ready:
+                    self.tracker.finish()  # the children's steps come after this one
                 for i in ready:
                     fd, pid = self._fork_stage(df, ctx, scopes, i, done, base_images)
                     children[fd] = (i, pid, bytearray())
                 if not children:
                     raise InvalidArgument("the stages' dependencies form a cycle")
-                readable, _, _ = select.select(list(children), [], [])
-                for fd in readable:
-                    chunk = os.read(fd, 1 << 16)
-                    if chunk:
-                        children[fd][2].extend(chunk)
-                        continue
+                for fd in self._relay(children):
                     i, pid, out = children.pop(fd)
                     os.close(fd)
                     os.waitpid(pid, 0)
                     done[i] = _stage_result(bytes(out), i)
         finally:
-            for fd, (_, pid, _) in children.items():
+            for _, pid, _ in children.values():
                 # Interrupted or another stage failed: each child cleans up after itself.
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.waitpid(pid, 0)
+            with contextlib.suppress(OSError, RlError):
+                while children:  # their last events (CANCELED) until each pipe ends
+                    for fd in self._relay(children):
+                        os.close(fd)
+                        os.waitpid(children.pop(fd)[1], 0)
         return done
+
+    def _relay(self, children: dict[int, tuple[int, int, bytearray]]) -> list[int]:
+        """Wait for the children's pipes: relay the progress events they sent (one
+        numbering for the whole build), keep the rest (the result); the pipes that
+        ended."""
+        ended = []
+        readable, _, _ = select.select(list(children), [], [])
+        for fd in readable:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                ended.append(fd)
+                continue
+            buf = children[fd][2]
+            buf.extend(chunk)
+            while (end := buf.find(b"\n")) >= 0:  # an event a line; the result has none
+                line = bytes(buf[:end])
+                del buf[:end + 1]
+                with contextlib.suppress(ValueError):
+                    self.tracker.relay(children[fd][1], decode_event(line))
+        return ended
 
     def _fork_stage(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
                     index: int, done: dict[int, _StageImage],
@@ -353,6 +373,8 @@ class Builder:
                 os._exit(1)
             signal.signal(signal.SIGTERM, _interrupt)
             self.stage_child = True
+            # The build's process draws: this child's steps go to it, numbered there.
+            self.tracker.sink = lambda event: _send_event(w, encode_event(event))
             journal = cache.Journal(self.store, prefix="stage-")
             self.containers, self.intermediates = journal.containers, journal.images
             self.journal_name = journal.name
@@ -362,20 +384,21 @@ class Builder:
                                        "config": img.config, "key": img.key,
                                        "nocache": img.nocache}
             except RlError as e:
+                self.tracker.fail(e.message)
                 doc = {"error": str(e), "exit_code": e.exit_code,
                        "failed": isinstance(e, BuildFailed)}
             except KeyboardInterrupt:
+                self.tracker.fail(CANCELED)
                 doc = {"error": "interrupted", "exit_code": 130}
             except Exception as e:  # a bug: one line for the user, not a silent child
                 doc = {"error": f"stage {index}: {e!r}", "exit_code": 125}
+                self.tracker.fail(doc["error"])
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 self._cleanup()
                 journal.close()
-            data = json.dumps(doc).encode()
-            while data:
-                data = data[os.write(w, data):]
+            _write_all(w, json.dumps(doc).encode())
         except BaseException as e:  # the journal or the pipe failed: say so, in one line
             code = 1
             with contextlib.suppress(BaseException):
@@ -1316,6 +1339,20 @@ def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _send_event(fd: int, data: bytes) -> None:
+    """A child's event line, whole: SIGTERM (a sibling failed) waits until it is out."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        _write_all(fd, data)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _stage_result(data: bytes, index: int) -> _StageImage:
