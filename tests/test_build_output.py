@@ -275,6 +275,42 @@ COPY note.txt /
         assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_several_outputs_each_exported(rl: RlRunner, bb: str, rl_path: Path,
+                                       rl_state: RlState, tmp_path: Path) -> None:
+    """buildx 0.13+ takes several --output: each is written; type=image beside them
+    stores and tags the image too; a repeated one counts once; two to stdout refused."""
+    ctx = context(tmp_path, f"FROM {bb}\nRUN echo several > /s\n")
+    images_before = _names_in(rl)
+    tree, tar, oci = tmp_path / "tree", tmp_path / "t.tar", tmp_path / "o.tar"
+    r = rl("build", "--progress=plain", "-o", tree, "-o", f"type=tar,dest={tar}",
+           "-o", f"type=oci,dest={oci}", "-o", f"type=tar,dest={tar}", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tree / "s").read_text() == "several\n"
+    with tarfile.open(tar) as tf:
+        member = tf.extractfile("s")
+        assert member is not None and member.read() == b"several\n"
+    image_id = r.stdout.strip()  # the oci archive has an image ID: it is printed
+    with tarfile.open(oci) as tf:
+        assert f"blobs/sha256/{image_id.partition(':')[2]}" in tf.getnames()
+    steps = [line.split(" ", 1)[1] for line in r.stderr.splitlines()
+             if re.fullmatch(r"#\d+ exporting .*", line)]
+    assert steps == ["exporting to client directory", "exporting to client tarball",
+                     "exporting to oci image format"]
+    assert _names_in(rl) == images_before  # nothing stored
+
+    tag = f"{bb}-several:1"
+    r = rl("build", "-q", "-o", f"type=image,name={tag}", "-o", tmp_path / "tree2", ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tree2" / "s").read_text() == "several\n"
+    assert inspect_id(rl, tag) == r.stdout.strip()
+
+    r = rl("build", "-o", "-", "-o", "type=oci,dest=-", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("Error: invalid outputs: only one of them can write to "
+                                "stdout (dest=-)")
+
+
 def _podman_loads(archive: Path, image_id: str) -> None:
     """The peer reads the archive: podman load into a private store, same image ID."""
     support.require(shutil.which("podman") is not None, "podman not installed")

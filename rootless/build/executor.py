@@ -86,7 +86,8 @@ class BuildOptions:
     # a "-" context that is a tar: the stream (context is then unused; dockerfile is
     # the Dockerfile's path inside it, relative)
     context_tar: IO[bytes] | None = None
-    output: Output | None = None  # --output (build/output.py); None: into the store
+    # --output, each exported (build/output.py); none: into the store
+    outputs: list[Output] = field(default_factory=list)
     output_stream: IO[bytes] | None = None  # where an output's dest "-" goes
     no_cache: bool = False  # --no-cache: run every step (records are still written)
     no_cache_filter: list[str] = field(default_factory=list)  # stages not served from cache
@@ -208,26 +209,30 @@ class Builder:
         result.config["created"] = history[-1]["created"] if history else imagelib.now_iso()
         if self.opts.source_date_epoch is not None:
             reproducible.apply_config(result.config, self.opts.source_date_epoch)
-        out = self.opts.output
         self.tracker.finish()
-        if out is not None and not out.stores:
-            # Exported, not kept: a nameless image the cleanup removes, no tag moved.
-            self.tracker.start({"local": "exporting to client directory",
-                                "tar": "exporting to client tarball"}.get(
-                                    out.type, f"exporting to {out.type} image format"))
+        exports = [o for o in self.opts.outputs if not o.stores]
+        keep = not self.opts.outputs or len(exports) < len(self.opts.outputs)
+        if exports:
             # Stored unmarked (the intermediates' mark would be in the exported
-            # config), and removed after only if no image had this manifest before.
+            # config), and removed after only if no image had this manifest before
+            # (an output that keeps it, type=image beside the exports, takes it back).
             with self.store.writing():
                 had = {i.manifest_digest for i in self.store.images()}
                 img = imagelib.put_image(self.store, result.config, result.layers, [])
                 if img.manifest_digest not in had:
                     self.intermediates.add(img.manifest_digest)
-            output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
-                          self._tree, self.opts.output_stream, self.opts.source_date_epoch)
-            self.tracker.log("copying files done" if out.type == "local" else
-                             "sending tarball done")
-            self.tracker.finish()
-            return img
+            for out in exports:  # each as its own step, in the order given (buildx's)
+                self.tracker.start({"local": "exporting to client directory",
+                                    "tar": "exporting to client tarball"}.get(
+                                        out.type, f"exporting to {out.type} image format"))
+                output.export(out, img, self.store,
+                              [imagelib.qualify(t) for t in self.opts.tags], self._tree,
+                              self.opts.output_stream, self.opts.source_date_epoch)
+                self.tracker.log("copying files done" if out.type == "local" else
+                                 "sending tarball done")
+                self.tracker.finish()
+            if not keep:
+                return img
         self.tracker.start("exporting to image")
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
