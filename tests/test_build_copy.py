@@ -154,6 +154,32 @@ def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  #
                    "/e:", "empty.tar", "", "/kept:", "a.tar", "empty.tar"]
 
 
+def test_add_chmod_leaves_an_unpacked_tars_members_alone(rl: RlRunner, bb: str,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    """As BuildKit: ADD's unpacking (file backend `docopy` -> `unpack`) is given the
+    owner and the time, never `--chmod`'s mode: each member keeps the archive's mode,
+    the destination it makes is 0755; a plain file of the same ADD gets the mode."""
+    data = _tar([
+        (_member("d", tarfile.DIRTYPE, mode=0o750), None),
+        (_member("d/run", mode=0o755), b"#!/bin/sh\n"),
+        (_member("conf", mode=0o640), b"c\n"),
+        (_member("ln", tarfile.SYMTYPE, "conf", mode=0o777), None),
+    ], "w:gz")
+    ctx = context(tmp_path, f"FROM {bb}\n"
+                            "ADD --chmod=0600 a.tgz plain.txt /dst/\n"
+                            "ADD --chmod=u=rw,go= --chown=1234:2345 a.tgz /owned/\n",
+                  {"a.tgz": data, "plain.txt": "p\n"}, {"plain.txt": 0o644})
+    r = rl("build", "-t", f"{bb}-addchmod", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-addchmod",
+                 "cd /dst && stat -c '%n %a %u:%g' . d d/run conf plain.txt; readlink ln; "
+                 "cd /owned && stat -c '%n %a %u:%g' . d d/run conf")
+    assert out == [". 755 0:0", "d 750 0:0", "d/run 755 0:0", "conf 640 0:0",
+                   "plain.txt 600 0:0", "conf",
+                   ". 755 1234:2345", "d 750 1234:2345", "d/run 755 1234:2345",
+                   "conf 640 1234:2345"]
+
+
 @pytest.mark.parametrize(("members", "why"), [
     ([(_member("../escape.txt"), b"x")], 'member "../escape.txt": is outside of "/opt"'),
     ([(_member("a/../../escape.txt"), b"x")], "is outside of"),
