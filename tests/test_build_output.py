@@ -587,6 +587,69 @@ CMD ["true"]
     assert r.stderr == "Error: dockerfile parse error on line 2: unknown instruction: NOPE\n"
 
 
+def test_check_fetches_a_missing_bases_config_only(rl: RlRunner, busybox_tgz: Path,
+                                                   tmp_path: Path) -> None:
+    """A base not in the store: --check fetches its manifest and config from the
+    registry (Debian's docker-registry on 127.0.0.1, plain HTTP as dockerd allows
+    loopback) and runs UndefinedVar and InvalidBaseImagePlatform with it; no layer is
+    pulled. Unreachable, or --pull=never: one line says what was skipped and why."""
+    from test_registry import REGISTRY, free_port, start_registry
+
+    support.require(os.access(REGISTRY, os.X_OK), "docker-registry not installed")
+    reg = start_registry(tmp_path / "registry")
+    try:
+        local = f"chkbase{os.getpid()}"
+        rl("import", "-c", "ENV FROM_BASE=yes", busybox_tgz, local, check=True)
+        remote = f"{reg.host}/me/{local}:1"
+        rl("push", "--tls-verify=false", local, remote, check=True, timeout=120)
+        rl("rmi", local, check=True)
+        assert rl("image", "inspect", remote).returncode != 0  # not in the store
+        before = rl("images", "-q", "-a", check=True).stdout
+        ctx = context(tmp_path, f"FROM --platform=linux/s390x {remote}\n"
+                                "ENV A=$FROM_BASE B=$NOPE\n")
+        r = rl("build", "--check", ctx, timeout=120)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stderr == "", r.stderr
+        blocks = r.stdout.split("\n\nWARNING: ")[1:]
+        seen = [(b.split(" - ", 1)[0], b.splitlines()[1]) for b in blocks]
+        # The base's Env is known: $FROM_BASE is defined, $NOPE is not.
+        assert ("UndefinedVar", "Usage of undefined variable '$NOPE'") in seen, seen
+        assert not any("FROM_BASE" in detail for _, detail in seen), seen
+        assert ("InvalidBaseImagePlatform",
+                f'Base image {remote} was pulled with platform "linux/{_go_arch()}", '
+                'expected "linux/s390x" for current build') in seen, seen
+        assert rl("images", "-q", "-a", check=True).stdout == before  # nothing pulled
+        assert rl("image", "inspect", remote).returncode != 0
+
+        # --pull=never asks no registry; an unreachable one is named with its error.
+        r = rl("build", "--check", "--pull=never", ctx, timeout=120)
+        assert r.returncode == 1 and "UndefinedVar" not in r.stdout, (r.stdout, r.stderr)
+        assert "InvalidBaseImagePlatform" not in r.stdout
+        assert r.stderr.splitlines() == [
+            f"WARNING: base image {remote} is not in the store and its config could not "
+            "be fetched (--pull=never): UndefinedVar and InvalidBaseImagePlatform not "
+            "checked for stage 0"]
+        gone = f"127.0.0.1:{free_port()}/me/{local}:1"
+        (ctx / "Dockerfile").write_text(f"FROM {gone}\nENV B=$NOPE\n")
+        r = rl("build", "--check", ctx, timeout=120)
+        assert r.returncode == 0 and "UndefinedVar" not in r.stdout, (r.stdout, r.stderr)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"WARNING: base image {gone} is not in the store and its config could not be "
+            "fetched (cannot reach registry 127.0.0.1:"), lines
+        assert lines[0].endswith("): UndefinedVar and InvalidBaseImagePlatform not checked "
+                                 "for stage 0")
+    finally:
+        reg.proc.kill()
+        reg.proc.wait()
+
+
+def _go_arch() -> str:
+    from rootless.image.images import go_arch
+
+    return go_arch()
+
+
 def _lint(text: str, args: dict[str, str] | None = None,
           env: dict[str, dict[str, str]] | None = None,
           platforms: dict[str, str] | None = None) -> list[tuple[str, str, int]]:

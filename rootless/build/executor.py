@@ -1317,29 +1317,52 @@ def build(opts: BuildOptions, progress: Sink = discard,
 
 def check(opts: BuildOptions) -> tuple[checks.Result, str]:
     """`rl build --check`: parse, resolve and lint the Dockerfile; no step runs and
-    nothing is pulled (a base image missing from the store leaves its stage's
-    variables unchecked). The result and the Dockerfile's text."""
+    no layer is pulled. A base image missing from the store has just its config
+    fetched from the registry (as BuildKit resolves image metadata), unless
+    `--pull=never`; when it cannot be, the result's notes say which checks were
+    skipped for it and why. The result and the Dockerfile's text."""
+    from rootless.image import transfer
+
+    fetch = transfer.fetch_config if opts.pull else None
     with _open_context(opts) as (_ctx, text):
-        return _lint(opts, text, imagelib.open_store()), text
+        return _lint(opts, text, imagelib.open_store(), fetch), text
 
 
-def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
+def _lint(opts: BuildOptions, text: str, store: Store,
+          fetch: Callable[[str, str | None], dict[str, Any]] | None = None) -> checks.Result:
     df = dockerfile.parse(text)
     predefined = scope.platform_args(scope.Platform(arch=imagelib.go_arch()),
                                      target_stage=opts.target or "")
     envs: dict[str, dict[str, str]] = {}
     platforms: dict[str, str] = {}
+    notes: list[str] = []
+    tried: set[str] = set()
     for sc in scope.scopes(df, opts.build_args, predefined):
-        if sc.base_stage is None and sc.base.lower() != "scratch":
+        if sc.base_stage is None and sc.base.lower() != "scratch" and sc.base not in tried:
+            tried.add(sc.base)
             try:
-                img = imagelib.lookup(store, sc.base)
+                cfg = imagelib.lookup(store, sc.base).config
             except (NoSuchImage, InvalidArgument):
-                continue
-            envs[sc.base] = _env_map(img)
-            cfg = img.config
+                why = "--pull=never"
+                if fetch is not None:
+                    try:
+                        cfg = fetch(sc.base, sc.platform or None)
+                    except RlError as e:
+                        why = e.message
+                    else:
+                        why = ""
+                if why:
+                    notes.append(f"base image {sc.base} is not in the store and its config "
+                                 f"could not be fetched ({why}): UndefinedVar and "
+                                 "InvalidBaseImagePlatform not checked for stage "
+                                 f"{sc.stage.name or sc.stage.index}")
+                    continue
+            envs[sc.base] = dict(_env_pairs((cfg.get("config") or {}).get("Env") or []))
             platforms[sc.base] = "/".join(str(p) for p in (
                 cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant")) if p)
-    return checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
+    result = checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
+    result.notes.extend(notes)
+    return result
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -152,6 +152,8 @@ def _check(opts: Any, dockerfile: str) -> None:
     except RlError as e:
         raise type(e)(e.message, exit_code=1) from None
     name = "Dockerfile" if dockerfile == "-" else os.path.basename(dockerfile)
+    for note in result.notes:  # on stderr: the report on stdout stays buildx's
+        click.echo(f"WARNING: {note}", err=True)
     click.echo(buildcheck.report(result, name, text), nl=False)
     if result.warnings:
         sys.exit(1)
