@@ -16,46 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imagetools import rootfs_tar
+from buildtools import context
 
 import support
 from support import RlRunner, RlState
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
-@pytest.fixture(scope="session")
-def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
-
-
-_counter = iter(range(10_000))
 Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def bb(rl: RlRunner, busybox_tgz: Path) -> str:
-    """A freshly imported busybox image (Cmd sh); its name."""
-    name = f"bbout{next(_counter)}-{os.getpid()}"
-    rl("import", "-c", 'CMD ["sh"]', busybox_tgz, name, check=True)
-    return name
-
-
-def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None,
-            name: str = "ctx") -> Path:
-    ctx = tmp_path / name
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for rel, data in (files or {}).items():
-        path = ctx / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data)
-    return ctx
 
 
 @pytest.fixture
