@@ -15,6 +15,8 @@ import pytest
 import support
 from support import RlRunner, RlState
 
+pytest.register_assert_rewrite("buildtools")  # the build tests' plugin, imported by name too
+
 _SUPERVISOR_CRASHES: list[str] = []
 
 

@@ -10,17 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def owners(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A tarfile filter for the busybox rootfs: root's, /home/user 1000:1000's."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if info.name == "./home/user" or info.name.startswith("./home/user/"):
+        info.uid = info.gid = 1000
+    return info
+
+
 def rootfs_tar(rootfs: Path, dest: Path, compress: str = "gz",
                extra: Callable[[tarfile.TarFile], None] | None = None) -> Path:
     """A tar of the busybox rootfs owned by root, plus /home/user owned by 1000:1000."""
-
-    def owners(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if info.name == "./home/user" or info.name.startswith("./home/user/"):
-            info.uid = info.gid = 1000
-        return info
-
     mode = {"gz": "w:gz", "": "w", "xz": "w:xz"}[compress]
     with tarfile.open(dest, mode, format=tarfile.PAX_FORMAT) as tf:
         tf.add(str(rootfs), arcname=".", filter=owners)

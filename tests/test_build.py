@@ -11,77 +11,19 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from imagetools import rootfs_tar
+from buildtools import context, leftovers, saved_config
 
 import support
 from support import RlRunner, RlState
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
-
-
-@pytest.fixture(scope="session")
-def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
-
-
-_counter = iter(range(10_000))
-
-
-@pytest.fixture
-def bb(rl: RlRunner, busybox_tgz: Path) -> str:
-    """A freshly imported busybox image (Cmd sh, an Env of its own); its name."""
-    name = f"bbuild{next(_counter)}-{os.getpid()}"
-    rl("import", "-c", 'CMD ["sh"]', "-c", "ENV FROM_BASE=yes", busybox_tgz, name, check=True)
-    return name
-
-
-def context(tmp_path: Path, dockerfile: str, files: dict[str, bytes | str] | None = None,
-            modes: dict[str, int] | None = None) -> Path:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for name, data in (files or {}).items():
-        path = ctx / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode() if isinstance(data, str) else data)
-    for name, mode in (modes or {}).items():
-        (ctx / name).chmod(mode)
-    return ctx
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
 def inspect(rl: RlRunner, ref: str) -> dict[str, object]:
     data = json.loads(rl("image", "inspect", ref, check=True).stdout)[0]
     assert isinstance(data, dict)
     return data
-
-
-def saved_config(rl: RlRunner, ref: str, tmp_path: Path) -> dict[str, object]:
-    """The image's whole config (history included), as `rl save` writes it."""
-    out = tmp_path / "saved.tar"
-    rl("save", "-o", out, ref, check=True)
-    with tarfile.open(out) as tf:
-        def member(name: str) -> bytes:
-            f = tf.extractfile(name)
-            assert f is not None
-            return f.read()
-
-        manifest = json.loads(member("manifest.json"))
-        config = json.loads(member(manifest[0]["Config"]))
-    out.unlink()
-    assert isinstance(config, dict)
-    return config
-
-
-def leftovers(rl: RlRunner) -> tuple[str, list[str]]:
-    """`rl ps -a`'s rows and the IDs of nameless images."""
-    ps = rl("ps", "-a", "-q", check=True).stdout
-    rows = rl("images", "--format", "{{.Repository}} {{.ID}}", check=True).stdout.splitlines()
-    return ps, [r for r in rows if r.startswith("<none>")]
 
 
 def test_multi_instruction_build_config_history_and_files(

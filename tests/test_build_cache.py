@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -13,57 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imagetools import rootfs_tar
+from buildtools import STEP, context, leftovers, plain
 
 import support
 from support import RlRunner, RlState
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
-
-
-@pytest.fixture(scope="session")
-def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
-
-
-_counter = iter(range(10_000))
-
-
-@pytest.fixture
-def bb(rl: RlRunner, busybox_tgz: Path) -> str:
-    """A freshly imported busybox image: a base no other test's records are over."""
-    name = f"bcache{next(_counter)}-{os.getpid()}"
-    rl("import", "-c", 'CMD ["sh"]', "-c", f"ENV BASE={name}", busybox_tgz, name, check=True)
-    return name
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
 def store_root(rl_state: RlState) -> Path:
     return rl_state.data_home / "rl" / "storage"
-
-
-def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None,
-            name: str = "ctx") -> Path:
-    ctx = tmp_path / name
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for rel, data in (files or {}).items():
-        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
-        (ctx / rel).write_text(data)
-    return ctx
-
-
-STEP = re.compile(r"^#\d+ (\d+\.\d+ )?")  # buildx's plain progress: "#2 0.214 "
-
-
-def plain(stderr: str) -> list[str]:
-    """buildx's plain progress without its step numbers and times ("#2 0.214 ran" is
-    "ran", "#2 CACHED" is "CACHED"), so the lines read as the steps say them."""
-    return [STEP.sub("", line) for line in stderr.splitlines()]
 
 
 def build(rl: RlRunner, *args: str | Path) -> tuple[str, list[str]]:
@@ -77,12 +36,6 @@ def cached(lines: list[str], step: str) -> bool:
     """Whether the step line starting with *step* is followed by CACHED."""
     i = next(i for i, line in enumerate(lines) if line.startswith(step))
     return i + 1 < len(lines) and lines[i + 1] == "CACHED"
-
-
-def leftovers(rl: RlRunner) -> tuple[str, list[str]]:
-    ps = rl("ps", "-a", "-q", check=True).stdout
-    rows = rl("images", "--format", "{{.Repository}} {{.ID}}", check=True).stdout.splitlines()
-    return ps, [r for r in rows if r.startswith("<none>")]
 
 
 def file_in(rl: RlRunner, image: str, path: str) -> str:

@@ -16,17 +16,12 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from test_build import bb, busybox_tgz, context, saved_config  # noqa: F401 (fixtures)
+from buildtools import context, saved_config
 
-import support
 from support import RlRunner
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
 def run_sh(rl: RlRunner, image: str, script: str) -> list[str]:
@@ -60,7 +55,7 @@ COPY --chown=app secret.txt /made/deep/
 """
 
 
-def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,  # noqa: F811
+def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,
                                                       tmp_path: Path) -> None:
     ctx = context(tmp_path, HEREDOCS.format(bb=bb),
                   {"tree/a.txt": "A\n", "tree/b.log": "L\n", "tree/sub/skip/x": "x\n",
@@ -90,7 +85,7 @@ def test_heredoc_chown_by_name_chmod_symbolic_exclude(rl: RlRunner, bb: str,  # 
         "COPY --chmod=go-r,u+x secret.txt /secret.txt # buildkit"]
 
 
-def test_chown_unknown_name_and_bad_chmod_are_refused(rl: RlRunner, bb: str,  # noqa: F811
+def test_chown_unknown_name_and_bad_chmod_are_refused(rl: RlRunner, bb: str,
                                                       tmp_path: Path) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nCOPY --chown=nobody-here f /f\n", {"f": "x"})
     r = rl("build", ctx, timeout=60)
@@ -127,7 +122,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
 
 
 @pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz", "zst"])
-def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,
                                        compression: str) -> None:
     data = _tar([
         (_member("top", tarfile.DIRTYPE, mode=0o750), None),
@@ -154,6 +149,32 @@ def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  #
                    "/e:", "empty.tar", "", "/kept:", "a.tar", "empty.tar"]
 
 
+def test_add_chmod_leaves_an_unpacked_tars_members_alone(rl: RlRunner, bb: str,
+                                                         tmp_path: Path) -> None:
+    """As BuildKit: ADD's unpacking (file backend `docopy` -> `unpack`) is given the
+    owner and the time, never `--chmod`'s mode: each member keeps the archive's mode,
+    the destination it makes is 0755; a plain file of the same ADD gets the mode."""
+    data = _tar([
+        (_member("d", tarfile.DIRTYPE, mode=0o750), None),
+        (_member("d/run", mode=0o755), b"#!/bin/sh\n"),
+        (_member("conf", mode=0o640), b"c\n"),
+        (_member("ln", tarfile.SYMTYPE, "conf", mode=0o777), None),
+    ], "w:gz")
+    ctx = context(tmp_path, f"FROM {bb}\n"
+                            "ADD --chmod=0600 a.tgz plain.txt /dst/\n"
+                            "ADD --chmod=u=rw,go= --chown=1234:2345 a.tgz /owned/\n",
+                  {"a.tgz": data, "plain.txt": "p\n"}, {"plain.txt": 0o644})
+    r = rl("build", "-t", f"{bb}-addchmod", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = run_sh(rl, f"{bb}-addchmod",
+                 "cd /dst && stat -c '%n %a %u:%g' . d d/run conf plain.txt; readlink ln; "
+                 "cd /owned && stat -c '%n %a %u:%g' . d d/run conf")
+    assert out == [". 755 0:0", "d 750 0:0", "d/run 755 0:0", "conf 640 0:0",
+                   "plain.txt 600 0:0", "conf",
+                   ". 755 1234:2345", "d 750 1234:2345", "d/run 755 1234:2345",
+                   "conf 640 1234:2345"]
+
+
 @pytest.mark.parametrize(("members", "why"), [
     ([(_member("../escape.txt"), b"x")], 'member "../escape.txt": is outside of "/opt"'),
     ([(_member("a/../../escape.txt"), b"x")], "is outside of"),
@@ -164,7 +185,7 @@ def test_add_local_tar_extracts_merged(rl: RlRunner, bb: str, tmp_path: Path,  #
     ([(_member("h", tarfile.LNKTYPE, "etc/passwd"), None)], "invalid hardlink"),
     ([(_member(".wh.old"), b"")], "cannot be stored in an image layer"),
 ])
-def test_add_hostile_tar_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+def test_add_hostile_tar_is_refused(rl: RlRunner, bb: str, tmp_path: Path,
                                     members: list[tuple[tarfile.TarInfo, bytes | None]],
                                     why: str) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nRUN mkdir /opt && echo old > /opt/old\n"
@@ -176,7 +197,7 @@ def test_add_hostile_tar_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # no
     assert rl("image", "inspect", f"{bb}-hostile").returncode != 0
 
 
-def test_context_symlink_out_of_the_context_is_refused(rl: RlRunner, bb: str,  # noqa: F811
+def test_context_symlink_out_of_the_context_is_refused(rl: RlRunner, bb: str,
                                                        tmp_path: Path) -> None:
     (tmp_path / "outside.txt").write_text("secret\n")
     ctx = context(tmp_path, f"FROM {bb}\nCOPY link/outside.txt /x\n")
@@ -186,7 +207,7 @@ def test_context_symlink_out_of_the_context_is_refused(rl: RlRunner, bb: str,  #
     assert "forbidden path outside the build context: link/outside.txt" in last_error(r)
 
 
-def test_copy_from_image_and_stage_index(rl: RlRunner, bb: str,  # noqa: F811
+def test_copy_from_image_and_stage_index(rl: RlRunner, bb: str,
                                          tmp_path: Path) -> None:
     ctx = context(tmp_path, f"""\
 FROM {bb}
@@ -211,7 +232,7 @@ COPY --from=0 /made /made
     assert last_error(r).startswith("Error: Dockerfile:2: COPY --from=no-such-image-here:1: ")
 
 
-def test_onbuild_triggers_run_in_the_child(rl: RlRunner, bb: str,  # noqa: F811
+def test_onbuild_triggers_run_in_the_child(rl: RlRunner, bb: str,
                                            tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     parent = context(tmp_path / "p", f"FROM {bb}\nONBUILD COPY data.txt /from-child.txt\n"
@@ -304,7 +325,7 @@ def web() -> Iterator[str]:
         server.server_close()
 
 
-def test_add_url_name_mode_mtime_checksum_and_no_unpack(rl: RlRunner, bb: str,  # noqa: F811
+def test_add_url_name_mode_mtime_checksum_and_no_unpack(rl: RlRunner, bb: str,
                                                         tmp_path: Path, web: str) -> None:
     good = "sha512:" + hashlib.sha512(_Handler.BODY).hexdigest()
     ctx = context(tmp_path, f"""\
@@ -345,7 +366,7 @@ ADD {web}/redir {web}/dl/ {web}/dl/%2E%2E /n/
      "checksum can't be specified for multiple sources"),
     ("https://example.invalid/repo.git /src", "ADD of a git repository"),
 ])
-def test_add_url_hostile_answers_are_refused(rl: RlRunner, bb: str,  # noqa: F811
+def test_add_url_hostile_answers_are_refused(rl: RlRunner, bb: str,
                                              tmp_path: Path, web: str, source: str,
                                              why: str) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nADD {source.format(web=web)}\n",
@@ -357,7 +378,7 @@ def test_add_url_hostile_answers_are_refused(rl: RlRunner, bb: str,  # noqa: F81
     assert rl("image", "inspect", f"{bb}-badurl").returncode != 0
 
 
-def test_copy_parents_with_and_without_a_pivot(rl: RlRunner, bb: str,  # noqa: F811
+def test_copy_parents_with_and_without_a_pivot(rl: RlRunner, bb: str,
                                                tmp_path: Path) -> None:
     ctx = context(tmp_path, f"""\
 FROM {bb}
@@ -388,7 +409,7 @@ COPY --link tree /keep
 """
 
 
-def test_copy_link_ignores_the_parent_as_docker(rl: RlRunner, bb: str,  # noqa: F811
+def test_copy_link_ignores_the_parent_as_docker(rl: RlRunner, bb: str,
                                                 tmp_path: Path) -> None:
     ctx = context(tmp_path, LINK.format(bb=bb), {"f.txt": "f\n", "tree/t": "t\n"})
     r = rl("build", "-t", f"{bb}-link", ctx, timeout=180)
@@ -418,7 +439,7 @@ COPY --from=src /usr/lib/x/c.so /usr/lib/x/a.so /hl/
 """
 
 
-def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,  # noqa: F811
+def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,
                                                   tmp_path: Path) -> None:
     ctx = context(tmp_path, FROM_STAGE.format(bb=bb))
     r = rl("build", "-t", f"{bb}-fromx", ctx, timeout=180)
@@ -435,7 +456,7 @@ def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,  # noqa
                    "2", "2"]
 
 
-def test_copy_of_a_url_is_refused(rl: RlRunner, bb: str, tmp_path: Path,  # noqa: F811
+def test_copy_of_a_url_is_refused(rl: RlRunner, bb: str, tmp_path: Path,
                                   web: str) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nCOPY {web}/dl/file.txt /f\n")
     r = rl("build", ctx, timeout=60)
@@ -480,7 +501,7 @@ def _with_triggers(rl: RlRunner, ref: str, new: str, triggers: list[str],
     (["RUN true\nFROM scratch"], "onbuild trigger should be a single expression"),
 ])
 def test_hostile_onbuild_triggers_of_a_base_are_refused(
-        rl: RlRunner, bb: str, tmp_path: Path, triggers: list[str],  # noqa: F811
+        rl: RlRunner, bb: str, tmp_path: Path, triggers: list[str],
         why: str) -> None:
     _with_triggers(rl, bb, f"{bb}-trig", triggers, tmp_path)
     ctx = context(tmp_path, f"FROM {bb}-trig\nRUN true\n")

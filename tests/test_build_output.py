@@ -16,46 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imagetools import rootfs_tar
+from buildtools import context
 
 import support
 from support import RlRunner, RlState
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
-@pytest.fixture(scope="session")
-def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
-
-
-_counter = iter(range(10_000))
 Runner = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def bb(rl: RlRunner, busybox_tgz: Path) -> str:
-    """A freshly imported busybox image (Cmd sh); its name."""
-    name = f"bbout{next(_counter)}-{os.getpid()}"
-    rl("import", "-c", 'CMD ["sh"]', busybox_tgz, name, check=True)
-    return name
-
-
-def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None,
-            name: str = "ctx") -> Path:
-    ctx = tmp_path / name
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for rel, data in (files or {}).items():
-        path = ctx / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data)
-    return ctx
 
 
 @pytest.fixture
@@ -273,6 +243,42 @@ COPY note.txt /
         r = rl("build", "-o", bad, ctx)
         assert r.returncode == 125 and words in r.stderr, (bad, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_several_outputs_each_exported(rl: RlRunner, bb: str, rl_path: Path,
+                                       rl_state: RlState, tmp_path: Path) -> None:
+    """buildx 0.13+ takes several --output: each is written; type=image beside them
+    stores and tags the image too; a repeated one counts once; two to stdout refused."""
+    ctx = context(tmp_path, f"FROM {bb}\nRUN echo several > /s\n")
+    images_before = _names_in(rl)
+    tree, tar, oci = tmp_path / "tree", tmp_path / "t.tar", tmp_path / "o.tar"
+    r = rl("build", "--progress=plain", "-o", tree, "-o", f"type=tar,dest={tar}",
+           "-o", f"type=oci,dest={oci}", "-o", f"type=tar,dest={tar}", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tree / "s").read_text() == "several\n"
+    with tarfile.open(tar) as tf:
+        member = tf.extractfile("s")
+        assert member is not None and member.read() == b"several\n"
+    image_id = r.stdout.strip()  # the oci archive has an image ID: it is printed
+    with tarfile.open(oci) as tf:
+        assert f"blobs/sha256/{image_id.partition(':')[2]}" in tf.getnames()
+    steps = [line.split(" ", 1)[1] for line in r.stderr.splitlines()
+             if re.fullmatch(r"#\d+ exporting .*", line)]
+    assert steps == ["exporting to client directory", "exporting to client tarball",
+                     "exporting to oci image format"]
+    assert _names_in(rl) == images_before  # nothing stored
+
+    tag = f"{bb}-several:1"
+    r = rl("build", "-q", "-o", f"type=image,name={tag}", "-o", tmp_path / "tree2", ctx,
+           timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tree2" / "s").read_text() == "several\n"
+    assert inspect_id(rl, tag) == r.stdout.strip()
+
+    r = rl("build", "-o", "-", "-o", "type=oci,dest=-", ctx)
+    assert r.returncode == 125
+    assert r.stderr.strip() == ("Error: invalid outputs: only one of them can write to "
+                                "stdout (dest=-)")
 
 
 def _podman_loads(archive: Path, image_id: str) -> None:
@@ -551,6 +557,69 @@ CMD ["true"]
     assert r.stderr == "Error: dockerfile parse error on line 2: unknown instruction: NOPE\n"
 
 
+def test_check_fetches_a_missing_bases_config_only(rl: RlRunner, busybox_tgz: Path,
+                                                   tmp_path: Path) -> None:
+    """A base not in the store: --check fetches its manifest and config from the
+    registry (Debian's docker-registry on 127.0.0.1, plain HTTP as dockerd allows
+    loopback) and runs UndefinedVar and InvalidBaseImagePlatform with it; no layer is
+    pulled. Unreachable, or --pull=never: one line says what was skipped and why."""
+    from test_registry import REGISTRY, free_port, start_registry
+
+    support.require(os.access(REGISTRY, os.X_OK), "docker-registry not installed")
+    reg = start_registry(tmp_path / "registry")
+    try:
+        local = f"chkbase{os.getpid()}"
+        rl("import", "-c", "ENV FROM_BASE=yes", busybox_tgz, local, check=True)
+        remote = f"{reg.host}/me/{local}:1"
+        rl("push", "--tls-verify=false", local, remote, check=True, timeout=120)
+        rl("rmi", local, check=True)
+        assert rl("image", "inspect", remote).returncode != 0  # not in the store
+        before = rl("images", "-q", "-a", check=True).stdout
+        ctx = context(tmp_path, f"FROM --platform=linux/s390x {remote}\n"
+                                "ENV A=$FROM_BASE B=$NOPE\n")
+        r = rl("build", "--check", ctx, timeout=120)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stderr == "", r.stderr
+        blocks = r.stdout.split("\n\nWARNING: ")[1:]
+        seen = [(b.split(" - ", 1)[0], b.splitlines()[1]) for b in blocks]
+        # The base's Env is known: $FROM_BASE is defined, $NOPE is not.
+        assert ("UndefinedVar", "Usage of undefined variable '$NOPE'") in seen, seen
+        assert not any("FROM_BASE" in detail for _, detail in seen), seen
+        assert ("InvalidBaseImagePlatform",
+                f'Base image {remote} was pulled with platform "linux/{_go_arch()}", '
+                'expected "linux/s390x" for current build') in seen, seen
+        assert rl("images", "-q", "-a", check=True).stdout == before  # nothing pulled
+        assert rl("image", "inspect", remote).returncode != 0
+
+        # --pull=never asks no registry; an unreachable one is named with its error.
+        r = rl("build", "--check", "--pull=never", ctx, timeout=120)
+        assert r.returncode == 1 and "UndefinedVar" not in r.stdout, (r.stdout, r.stderr)
+        assert "InvalidBaseImagePlatform" not in r.stdout
+        assert r.stderr.splitlines() == [
+            f"WARNING: base image {remote} is not in the store and its config could not "
+            "be fetched (--pull=never): UndefinedVar and InvalidBaseImagePlatform not "
+            "checked for stage 0"]
+        gone = f"127.0.0.1:{free_port()}/me/{local}:1"
+        (ctx / "Dockerfile").write_text(f"FROM {gone}\nENV B=$NOPE\n")
+        r = rl("build", "--check", ctx, timeout=120)
+        assert r.returncode == 0 and "UndefinedVar" not in r.stdout, (r.stdout, r.stderr)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            f"WARNING: base image {gone} is not in the store and its config could not be "
+            "fetched (cannot reach registry 127.0.0.1:"), lines
+        assert lines[0].endswith("): UndefinedVar and InvalidBaseImagePlatform not checked "
+                                 "for stage 0")
+    finally:
+        reg.proc.kill()
+        reg.proc.wait()
+
+
+def _go_arch() -> str:
+    from rootless.image.images import go_arch
+
+    return go_arch()
+
+
 def _lint(text: str, args: dict[str, str] | None = None,
           env: dict[str, dict[str, str]] | None = None,
           platforms: dict[str, str] | None = None) -> list[tuple[str, str, int]]:
@@ -692,3 +761,129 @@ def test_a_cached_step_renders_as_buildx_shows_it() -> None:
             for v in json.loads(line).get("vertexes", []) if "completed" in v]
     assert [v.get("cached", False) for v in done] == [False, True, False]
     assert done[2]["error"] == "boom"
+
+
+def test_relayed_steps_interleave_as_buildx_prints_them() -> None:
+    """Two stage children's events, relayed into the build's numbering: each line names
+    its own step, `#N ...` leaves an open step when another's line comes, the step's
+    header heads its lines again when it goes on; the encoding keeps every field."""
+    from rootless.build import progress
+    from rootless.cli.buildprogress import Plain
+
+    out = io.StringIO()
+    parent = progress.Tracker(Plain(out))
+    parent.start("[internal] load")
+    parent.finish()
+    children = {pid: progress.Tracker(
+        lambda ev, pid=pid: parent.relay(pid, progress.decode(progress.encode(ev))))
+        for pid in (101, 102)}
+    for tracker in children.values():
+        tracker.count = 1  # both forked at the same count: the same local numbers
+    a, b = children[101], children[102]
+    a.start("[a 2/2] RUN echo a")
+    a.log("a-1")
+    b.start("[b 2/2] RUN echo b")
+    b.log("b-1 \udcff")  # an undecodable byte survives the pipe
+    a.log("a-2")
+    a.finish()
+    b.fail("process did not complete successfully: exit code: 3")
+    a.start("[a 3/3] RUN more")
+    a.fail(progress.CANCELED)
+    lines = [re.sub(r" \d+\.\d{3} ", " T ", re.sub(r"DONE \d+\.\ds", "DONE", line))
+             for line in out.getvalue().splitlines()]
+    assert lines == [
+        "#1 [internal] load", "#1 DONE",
+        "", "#2 [a 2/2] RUN echo a", "#2 T a-1", "#2 ...",
+        "", "#3 [b 2/2] RUN echo b", "#3 T b-1 \udcff", "#3 ...",
+        "", "#2 [a 2/2] RUN echo a", "#2 T a-2", "#2 DONE",
+        "", "#3 [b 2/2] RUN echo b",
+        "#3 ERROR: process did not complete successfully: exit code: 3",
+        "------", " > [b 2/2] RUN echo b:", "b-1 \udcff", "------",
+        "", "#4 [a 3/3] RUN more", "#4 CANCELED"]
+    with pytest.raises(ValueError):
+        progress.decode(b'{"event": "nothing"}')
+
+
+PLAIN_STEP = re.compile(r"#(\d+) (.*)")
+PLAIN_LOG = re.compile(r"\d+\.\d{3} (.*)")
+
+
+def _plain_steps(stderr: str) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """buildx plain output read back: each step number's name (one name per number,
+    asserted) and the lines each step printed (outputs, DONE, ERROR...)."""
+    names: dict[int, str] = {}
+    said: dict[int, list[str]] = {}
+    for line in stderr.splitlines():
+        m = PLAIN_STEP.fullmatch(line)
+        if not m:
+            continue
+        n, rest = int(m.group(1)), m.group(2)
+        if n not in names:
+            names[n] = rest
+            said[n] = []
+        elif rest != names[n]:
+            said[n].append(rest)
+    return names, said
+
+
+def test_parallel_stages_progress_one_numbering(rl: RlRunner, bb: str,
+                                                tmp_path: Path) -> None:
+    """Stages built at once in forked children: one numbering for the whole build,
+    every output line prefixed with its own step's number, and a failing stage's
+    error naming its step with its own output (the sibling's step is CANCELED)."""
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS left
+RUN for i in 1 2 3 4 5; do echo left-$i; usleep 50000; done
+
+FROM {bb} AS right
+RUN for i in 1 2 3 4 5; do echo right-$i; usleep 50000; done
+
+FROM {bb}
+COPY --from=left /etc/hostname /l
+COPY --from=right /etc/hostname /r
+""")
+    r = rl("build", "--progress=plain", "--no-cache", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    names, said = _plain_steps(r.stderr)
+    assert sorted(names) == list(range(1, len(names) + 1))  # each number once, no gap
+    assert sorted(names.values()) == sorted(set(names.values()))  # each step once
+    by_name = {name: n for n, name in names.items()}
+    for side in ("left", "right"):
+        run = by_name[f"[{side} 2/2] RUN for i in 1 2 3 4 5; do echo {side}-$i; "
+                      "usleep 50000; done"]
+        outputs = [m.group(1) for x in said[run] if (m := PLAIN_LOG.fullmatch(x))]
+        assert outputs == [f"{side}-{i}" for i in range(1, 6)], r.stderr
+        assert by_name[f"[{side} 1/2] FROM {bb}"] < run
+    for n, lines in said.items():  # no step shows another's output
+        other = "right" if "left" in names[n] else "left"
+        assert not any(other in x for x in lines), (names[n], lines)
+    assert max(names) == by_name["exporting to image"]
+    assert by_name["[stage-2 2/3] COPY --from=left /etc/hostname /l"] > max(
+        n for n, name in names.items() if name.startswith(("[left", "[right")))
+
+    ctx = context(tmp_path, f"""\
+FROM {bb} AS slow
+RUN echo slow-out; sleep 60
+
+FROM {bb} AS bad
+RUN echo bad-out-1; echo bad-out-2; exit 3
+
+FROM {bb}
+COPY --from=slow /etc/hostname /s
+COPY --from=bad /etc/hostname /b
+""", name="failing")
+    r = rl("build", "--progress=plain", "--no-cache", ctx, timeout=120)
+    assert r.returncode == 1, r.stderr
+    error = ('process "/bin/sh -c echo bad-out-1; echo bad-out-2; exit 3" did not complete '
+             "successfully: exit code: 3")
+    assert r.stderr.splitlines()[-1] == f"Error: {error}"
+    names, said = _plain_steps(r.stderr)
+    bad = next(n for n, name in names.items() if name.startswith("[bad 2/2] RUN "))
+    assert f"ERROR: {error}" in said[bad]
+    lines = r.stderr.splitlines()
+    at = lines.index(f"#{bad} ERROR: {error}")
+    assert lines[at + 1:at + 6] == ["------", f" > {names[bad]}:", "bad-out-1",
+                                    "bad-out-2", "------"]
+    slow = [n for n, name in names.items() if name.startswith("[slow ")]
+    assert any("CANCELED" in said[n] for n in slow), r.stderr
+    assert not any(x.startswith("ERROR") for n in slow for x in said[n])

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from imagetools import rootfs_tar
+from imagetools import owners, rootfs_tar
 
 import support
 from support import RlRunner, RlState
@@ -113,14 +113,6 @@ def base_archive(rootfs: Path, dest: Path) -> Path:
     """A docker-archive of the busybox rootfs as BASE (owned by root; /run exists, as in
     Debian's and Docker Hub's images, so buildah's RUN mount point adds nothing)."""
     layer = io.BytesIO()
-
-    def owners(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if info.name == "./home/user" or info.name.startswith("./home/user/"):
-            info.uid = info.gid = 1000
-        return info
-
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tf:
         tf.add(str(rootfs), arcname=".", filter=owners)
         run = tarfile.TarInfo("./run")

@@ -16,43 +16,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from imagetools import rootfs_tar
+from buildtools import context, leftovers
 
 import support
 from support import RlRunner, RlState
 
-
-@pytest.fixture(autouse=True)
-def _host() -> None:
-    support.require_userns()
-    support.require_newidmap()
-    support.require_busybox()
-
-
-@pytest.fixture(scope="session")
-def busybox_tgz(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return rootfs_tar(rootfs, tmp_path_factory.mktemp("tars") / "busybox.tar.gz")
+pytest_plugins = ["buildtools"]
+pytestmark = pytest.mark.usefixtures("build_host")
 
 
 _counter = iter(range(10_000))
-
-
-@pytest.fixture
-def bb(rl: RlRunner, busybox_tgz: Path) -> str:
-    name = f"bbrun{next(_counter)}-{os.getpid()}"
-    rl("import", "-c", 'CMD ["sh"]', busybox_tgz, name, check=True)
-    return name
-
-
-def context(tmp_path: Path, dockerfile: str, files: dict[str, str] | None = None) -> Path:
-    ctx = tmp_path / "ctx"
-    ctx.mkdir(parents=True, exist_ok=True)
-    (ctx / "Dockerfile").write_text(dockerfile)
-    for name, data in (files or {}).items():
-        path = ctx / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data)
-    return ctx
 
 
 def build(rl: RlRunner, ctx: Path, *flags: str) -> str:
@@ -69,12 +42,6 @@ def cat(rl: RlRunner, image: str, *paths: str) -> str:
 
 def sh(rl: RlRunner, image: str, script: str) -> str:
     return rl("run", "--rm", "--network=none", image, "sh", "-c", script, check=True).stdout
-
-
-def leftovers(rl: RlRunner) -> tuple[str, list[str]]:
-    ps = rl("ps", "-a", "-q", check=True).stdout
-    rows = rl("images", "--format", "{{.Repository}} {{.ID}}", check=True).stdout.splitlines()
-    return ps, [r for r in rows if r.startswith("<none>")]
 
 
 # -- heredocs ------------------------------------------------------------------------

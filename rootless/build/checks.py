@@ -11,8 +11,10 @@ LegacyKeyValueFormat, RedundantTargetPlatform, SecretsUsedInArgOrEnv,
 InvalidDefaultArgInFrom, FromPlatformFlagConstDisallowed,
 ExposeProtoCasing, ExposeInvalidFormat, InvalidBaseImagePlatform. Not the
 experimental CopyIgnoredFile and InvalidDefinitionDescription. UndefinedVar
-and InvalidBaseImagePlatform need a stage's base image: a base that is not in
-the store (a check pulls nothing) leaves that stage unchecked by them.
+and InvalidBaseImagePlatform need a stage's base image config: for a base
+not in the store, `--check` fetches just its config from the registry (the
+executor's `check`); one it cannot get leaves that stage unchecked by them,
+and `Result.notes` says so.
 
 `# check=skip=A,B;error=true` (or the BUILDKIT_DOCKERFILE_CHECK build arg)
 configures it as in BuildKit; `error=true` makes an ordinary build fail
@@ -108,6 +110,7 @@ class Config:
 class Result:
     warnings: list[Warning] = field(default_factory=list)
     config: Config = field(default_factory=Config)
+    notes: list[str] = field(default_factory=list)  # checks that could not run, and why
 
     @property
     def failed(self) -> bool:

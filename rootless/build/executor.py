@@ -47,7 +47,9 @@ from rootless.build import (
 from rootless.build.context import Context, Source
 from rootless.build.dockerfile import Dockerfile, Instruction
 from rootless.build.output import Output
-from rootless.build.progress import Sink, Tracker, discard
+from rootless.build.progress import CANCELED, Sink, Tracker, discard
+from rootless.build.progress import decode as decode_event
+from rootless.build.progress import encode as encode_event
 from rootless.defaults import DEFAULT_NETWORK
 from rootless.errors import InvalidArgument, NoSuchImage, RlError
 from rootless.image import images as imagelib
@@ -84,7 +86,8 @@ class BuildOptions:
     # a "-" context that is a tar: the stream (context is then unused; dockerfile is
     # the Dockerfile's path inside it, relative)
     context_tar: IO[bytes] | None = None
-    output: Output | None = None  # --output (build/output.py); None: into the store
+    # --output, each exported (build/output.py); none: into the store
+    outputs: list[Output] = field(default_factory=list)
     output_stream: IO[bytes] | None = None  # where an output's dest "-" goes
     no_cache: bool = False  # --no-cache: run every step (records are still written)
     no_cache_filter: list[str] = field(default_factory=list)  # stages not served from cache
@@ -206,26 +209,30 @@ class Builder:
         result.config["created"] = history[-1]["created"] if history else imagelib.now_iso()
         if self.opts.source_date_epoch is not None:
             reproducible.apply_config(result.config, self.opts.source_date_epoch)
-        out = self.opts.output
         self.tracker.finish()
-        if out is not None and not out.stores:
-            # Exported, not kept: a nameless image the cleanup removes, no tag moved.
-            self.tracker.start({"local": "exporting to client directory",
-                                "tar": "exporting to client tarball"}.get(
-                                    out.type, f"exporting to {out.type} image format"))
+        exports = [o for o in self.opts.outputs if not o.stores]
+        keep = not self.opts.outputs or len(exports) < len(self.opts.outputs)
+        if exports:
             # Stored unmarked (the intermediates' mark would be in the exported
-            # config), and removed after only if no image had this manifest before.
+            # config), and removed after only if no image had this manifest before
+            # (an output that keeps it, type=image beside the exports, takes it back).
             with self.store.writing():
                 had = {i.manifest_digest for i in self.store.images()}
                 img = imagelib.put_image(self.store, result.config, result.layers, [])
                 if img.manifest_digest not in had:
                     self.intermediates.add(img.manifest_digest)
-            output.export(out, img, self.store, [imagelib.qualify(t) for t in self.opts.tags],
-                          self._tree, self.opts.output_stream, self.opts.source_date_epoch)
-            self.tracker.log("copying files done" if out.type == "local" else
-                             "sending tarball done")
-            self.tracker.finish()
-            return img
+            for out in exports:  # each as its own step, in the order given (buildx's)
+                self.tracker.start({"local": "exporting to client directory",
+                                    "tar": "exporting to client tarball"}.get(
+                                        out.type, f"exporting to {out.type} image format"))
+                output.export(out, img, self.store,
+                              [imagelib.qualify(t) for t in self.opts.tags], self._tree,
+                              self.opts.output_stream, self.opts.source_date_epoch)
+                self.tracker.log("copying files done" if out.type == "local" else
+                                 "sending tarball done")
+                self.tracker.finish()
+            if not keep:
+                return img
         self.tracker.start("exporting to image")
         with self.store.writing():
             img = imagelib.put_image(self.store, result.config, result.layers, [])
@@ -301,31 +308,49 @@ class Builder:
                 if len(ready) == 1 and not children:
                     done[ready[0]] = self._stage(df, ctx, scopes, ready[0], done, base_images)
                     continue
+                if ready:
+                    self.tracker.finish()  # the children's steps come after this one
                 for i in ready:
                     fd, pid = self._fork_stage(df, ctx, scopes, i, done, base_images)
                     children[fd] = (i, pid, bytearray())
                 if not children:
                     raise InvalidArgument("the stages' dependencies form a cycle")
-                readable, _, _ = select.select(list(children), [], [])
-                for fd in readable:
-                    chunk = os.read(fd, 1 << 16)
-                    if chunk:
-                        children[fd][2].extend(chunk)
-                        continue
+                for fd in self._relay(children):
                     i, pid, out = children.pop(fd)
                     os.close(fd)
                     os.waitpid(pid, 0)
                     done[i] = _stage_result(bytes(out), i)
         finally:
-            for fd, (_, pid, _) in children.items():
+            for _, pid, _ in children.values():
                 # Interrupted or another stage failed: each child cleans up after itself.
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.waitpid(pid, 0)
+            with contextlib.suppress(OSError, RlError):
+                while children:  # their last events (CANCELED) until each pipe ends
+                    for fd in self._relay(children):
+                        os.close(fd)
+                        os.waitpid(children.pop(fd)[1], 0)
         return done
+
+    def _relay(self, children: dict[int, tuple[int, int, bytearray]]) -> list[int]:
+        """Wait for the children's pipes: relay the progress events they sent (one
+        numbering for the whole build), keep the rest (the result); the pipes that
+        ended."""
+        ended = []
+        readable, _, _ = select.select(list(children), [], [])
+        for fd in readable:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                ended.append(fd)
+                continue
+            buf = children[fd][2]
+            buf.extend(chunk)
+            while (end := buf.find(b"\n")) >= 0:  # an event a line; the result has none
+                line = bytes(buf[:end])
+                del buf[:end + 1]
+                with contextlib.suppress(ValueError):
+                    self.tracker.relay(children[fd][1], decode_event(line))
+        return ended
 
     def _fork_stage(self, df: Dockerfile, ctx: Context, scopes: list[scope.StageScope],
                     index: int, done: dict[int, _StageImage],
@@ -353,6 +378,8 @@ class Builder:
                 os._exit(1)
             signal.signal(signal.SIGTERM, _interrupt)
             self.stage_child = True
+            # The build's process draws: this child's steps go to it, numbered there.
+            self.tracker.sink = lambda event: _send_event(w, encode_event(event))
             journal = cache.Journal(self.store, prefix="stage-")
             self.containers, self.intermediates = journal.containers, journal.images
             self.journal_name = journal.name
@@ -362,20 +389,21 @@ class Builder:
                                        "config": img.config, "key": img.key,
                                        "nocache": img.nocache}
             except RlError as e:
+                self.tracker.fail(e.message)
                 doc = {"error": str(e), "exit_code": e.exit_code,
                        "failed": isinstance(e, BuildFailed)}
             except KeyboardInterrupt:
+                self.tracker.fail(CANCELED)
                 doc = {"error": "interrupted", "exit_code": 130}
             except Exception as e:  # a bug: one line for the user, not a silent child
                 doc = {"error": f"stage {index}: {e!r}", "exit_code": 125}
+                self.tracker.fail(doc["error"])
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 self._cleanup()
                 journal.close()
-            data = json.dumps(doc).encode()
-            while data:
-                data = data[os.write(w, data):]
+            _write_all(w, json.dumps(doc).encode())
         except BaseException as e:  # the journal or the pipe failed: say so, in one line
             code = 1
             with contextlib.suppress(BaseException):
@@ -1289,33 +1317,70 @@ def build(opts: BuildOptions, progress: Sink = discard,
 
 def check(opts: BuildOptions) -> tuple[checks.Result, str]:
     """`rl build --check`: parse, resolve and lint the Dockerfile; no step runs and
-    nothing is pulled (a base image missing from the store leaves its stage's
-    variables unchecked). The result and the Dockerfile's text."""
+    no layer is pulled. A base image missing from the store has just its config
+    fetched from the registry (as BuildKit resolves image metadata), unless
+    `--pull=never`; when it cannot be, the result's notes say which checks were
+    skipped for it and why. The result and the Dockerfile's text."""
+    from rootless.image import transfer
+
+    fetch = transfer.fetch_config if opts.pull else None
     with _open_context(opts) as (_ctx, text):
-        return _lint(opts, text, imagelib.open_store()), text
+        return _lint(opts, text, imagelib.open_store(), fetch), text
 
 
-def _lint(opts: BuildOptions, text: str, store: Store) -> checks.Result:
+def _lint(opts: BuildOptions, text: str, store: Store,
+          fetch: Callable[[str, str | None], dict[str, Any]] | None = None) -> checks.Result:
     df = dockerfile.parse(text)
     predefined = scope.platform_args(scope.Platform(arch=imagelib.go_arch()),
                                      target_stage=opts.target or "")
     envs: dict[str, dict[str, str]] = {}
     platforms: dict[str, str] = {}
+    notes: list[str] = []
+    tried: set[str] = set()
     for sc in scope.scopes(df, opts.build_args, predefined):
-        if sc.base_stage is None and sc.base.lower() != "scratch":
+        if sc.base_stage is None and sc.base.lower() != "scratch" and sc.base not in tried:
+            tried.add(sc.base)
             try:
-                img = imagelib.lookup(store, sc.base)
+                cfg = imagelib.lookup(store, sc.base).config
             except (NoSuchImage, InvalidArgument):
-                continue
-            envs[sc.base] = _env_map(img)
-            cfg = img.config
+                why = "--pull=never"
+                if fetch is not None:
+                    try:
+                        cfg = fetch(sc.base, sc.platform or None)
+                    except RlError as e:
+                        why = e.message
+                    else:
+                        why = ""
+                if why:
+                    notes.append(f"base image {sc.base} is not in the store and its config "
+                                 f"could not be fetched ({why}): UndefinedVar and "
+                                 "InvalidBaseImagePlatform not checked for stage "
+                                 f"{sc.stage.name or sc.stage.index}")
+                    continue
+            envs[sc.base] = dict(_env_pairs((cfg.get("config") or {}).get("Env") or []))
             platforms[sc.base] = "/".join(str(p) for p in (
                 cfg.get("os", "linux"), cfg.get("architecture", ""), cfg.get("variant")) if p)
-    return checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
+    result = checks.check(text, opts.build_args, predefined, envs, opts.target, platforms)
+    result.notes.extend(notes)
+    return result
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _send_event(fd: int, data: bytes) -> None:
+    """A child's event line, whole: SIGTERM (a sibling failed) waits until it is out."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        _write_all(fd, data)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _stage_result(data: bytes, index: int) -> _StageImage:

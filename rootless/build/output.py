@@ -4,7 +4,8 @@ docker's (buildx's) exporters: `type=local,dest=DIR` (the target stage's
 files), `type=tar,dest=FILE|-` (the same as one tar), `type=oci,dest=FILE`
 and `type=docker,dest=FILE` (image archives, as `rl save` writes them, so
 `rl load` and `podman load` read them); `type=image` and `type=docker`
-without a dest store the image as a plain build does. `-o DIR` is
+without a dest store the image as a plain build does. Several outputs are
+each written, as buildx 0.13+ does. `-o DIR` is
 `type=local,dest=DIR` and `-o -` is `type=tar,dest=-`, as in docker.
 
 Only the face knows stdout: it passes the stream a dest of "-" writes to.
@@ -20,7 +21,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -92,6 +93,19 @@ def parse(spec: str) -> Output:
         raise InvalidArgument(f"invalid output {spec!r}: unsupported attribute "
                               f"{extra[0]!r} for the {kind} exporter")
     return Output(kind, dest, fields)
+
+
+def parse_all(specs: Sequence[str]) -> list[Output]:
+    """Every `--output`, as buildx (0.13+) takes several: each parsed, one given twice
+    kept once; two writing to stdout refused (one stream cannot carry both)."""
+    outs: list[Output] = []
+    for spec in specs:
+        out = parse(spec)
+        if out not in outs:
+            outs.append(out)
+    if sum(1 for o in outs if o.dest == "-") > 1:
+        raise InvalidArgument("invalid outputs: only one of them can write to stdout (dest=-)")
+    return outs
 
 
 def export(out: Output, img: Image, store: Store, names: list[str],

@@ -11,16 +11,25 @@ one as done), `log` adds an output line to it, `cached` marks it as
 served from the cache (the step cache calls it; the step then ends as
 `CACHED`), `finish` closes it, `fail` closes it with the error and the
 tail of its output.
+
+A stage built in a forked child (executor `_fork_stage`) sends its events to
+the build's process as `encode`d lines; there `Tracker.relay` gives each of
+its steps the next number of the one numbering of the whole build (BuildKit
+numbers a vertex when it first shows), so only the build's process draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 TAIL = 10  # output lines a failed step shows again
+CANCELED = "context canceled"  # a step stopped because another failed (BuildKit's words)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Tracker:
         self._began = 0.0
         self._cached = False
         self._tail: deque[str] = deque(maxlen=TAIL)
+        self._relayed: dict[tuple[int, int], Step] = {}  # (source, its number) -> ours
 
     def start(self, name: str) -> Step:
         self.finish()
@@ -105,3 +115,41 @@ class Tracker:
         if self.step is not None:
             step, self.step = self.step, None
             self.sink(Failed(step, error, tuple(self._tail), time.monotonic() - self._began))
+
+    def relay(self, source: int, event: Event) -> None:
+        """An event of another process's tracker (a stage child, *source*), renumbered
+        into this build's numbering and sent on."""
+        key = (source, event.step.number)
+        step = self._relayed.get(key)
+        if step is None:
+            self.count += 1
+            step = self._relayed[key] = Step(self.count, event.step.name)
+        self.sink(dataclasses.replace(event, step=step))
+
+
+_KINDS: dict[str, type[Event]] = {"started": Started, "log": Log, "done": Done,
+                                  "failed": Failed}
+
+
+def encode(event: Event) -> bytes:
+    """One event as a JSON line (a child's pipe to the build's process)."""
+    doc: dict[str, Any] = {"event": next(k for k, t in _KINDS.items()
+                                         if isinstance(event, t))}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        doc[f.name] = dataclasses.asdict(value) if isinstance(value, Step) else value
+    # ensure_ascii keeps a lone surrogate (an undecodable output byte) as an escape.
+    return json.dumps(doc).encode() + b"\n"
+
+
+def decode(line: bytes) -> Event:
+    """The event `encode` wrote; ValueError if *line* is not one."""
+    try:
+        doc = json.loads(line)
+        kind = _KINDS[doc.pop("event")]
+        doc["step"] = Step(int(doc["step"]["number"]), str(doc["step"]["name"]))
+        if "tail" in doc:
+            doc["tail"] = tuple(str(x) for x in doc["tail"])
+        return kind(**doc)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"not a progress event: {e}") from None

@@ -49,7 +49,8 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--source-date-epoch", "epoch", metavar="SECONDS",
               help="Reproducible output: times clamped to this (default: $SOURCE_DATE_EPOCH).")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="SPEC",
-              help="Output destination (type=local|tar|oci|docker,dest=PATH; DIR; -).")
+              help="Output destination (type=local|tar|oci|docker|image,dest=PATH; DIR; -); "
+                   "repeatable, each exported.")
 @click.option("--progress", "progress_mode", default="auto", show_default=True,
               type=click.Choice(["auto", "plain", "tty", "quiet", "rawjson"]),
               help="Type of progress output (quiet as -q).")
@@ -93,16 +94,16 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
             dockerfile = os.path.abspath(file) if file else os.path.join(ctx, "Dockerfile")
     for tag in tags:
         imagelib.qualify(tag)  # a bad name fails before any step runs
-    if len(outputs) > 1:
-        raise InvalidArgument("multiple outputs are not supported: give one --output")
-    out = output.parse(outputs[0]) if outputs else None
-    if out is not None and out.dest == "-" and sys.stdout.isatty():
+    outs = output.parse_all(outputs)
+    to_stdout = any(o.dest == "-" for o in outs)
+    if to_stdout and sys.stdout.isatty():
         raise InvalidArgument("refusing to write the output to a terminal: "
                               "redirect stdout or give dest=FILE")
-    if out is not None and out.stores:  # type=image|docker,name=A,B tags as -t does
-        tags = (*tags, *[n for n in out.attrs.get("name", "").split(",") if n])
-        for tag in tags:
-            imagelib.qualify(tag)
+    for out in outs:
+        if out.stores:  # type=image|docker,name=A,B tags as -t does
+            tags = (*tags, *[n for n in out.attrs.get("name", "").split(",") if n])
+    for tag in tags:
+        imagelib.qualify(tag)
     args = scope.build_args(build_args, os.environ)
     source_date_epoch = reproducible.choose(epoch, args, os.environ)
     if source_date_epoch is not None and reproducible.ENV not in args:
@@ -111,7 +112,7 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         context=ctx, dockerfile=dockerfile, tags=list(tags), build_args=args, target=target,
         labels=_labels(labels), network=network, pull=pull_policy == "missing",
         source_date_epoch=source_date_epoch, dockerfile_text=text, context_tar=tar,
-        output=out, output_stream=sys.stdout.buffer if out is not None else None,
+        outputs=outs, output_stream=sys.stdout.buffer if to_stdout else None,
         secrets=_secrets(secrets), no_cache=no_cache,
         no_cache_filter=[s for item in no_cache_filter for s in item.split(",") if s],
         cache_from=[_cache_from(item) for item in cache_from])
@@ -130,12 +131,12 @@ def build_cmd(tags: tuple[str, ...], file: str | None, build_args: tuple[str, ..
         shown.close()
         if warnings and not quiet:
             click.echo(buildcheck.summary(warnings), err=True, nl=False)
-    if out is not None and not out.has_image_id:
+    if outs and not any(o.has_image_id for o in outs):
         return  # a file tree has no image ID (docker prints none, nor writes --iidfile)
     if iidfile:
         with open(iidfile, "w", encoding="utf-8") as f:
             f.write(img.id)
-    if out is None or out.dest != "-":
+    if not to_stdout:
         click.echo(img.id)
 
 
@@ -151,6 +152,8 @@ def _check(opts: Any, dockerfile: str) -> None:
     except RlError as e:
         raise type(e)(e.message, exit_code=1) from None
     name = "Dockerfile" if dockerfile == "-" else os.path.basename(dockerfile)
+    for note in result.notes:  # on stderr: the report on stdout stays buildx's
+        click.echo(f"WARNING: {note}", err=True)
     click.echo(buildcheck.report(result, name, text), nl=False)
     if result.warnings:
         sys.exit(1)

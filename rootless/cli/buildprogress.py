@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import IO, Any
 
-from ..build.progress import Done, Event, Failed, Log, Started, Step
+from ..build.progress import CANCELED, Done, Event, Failed, Log, Started, Step
 
 MODES = ("auto", "plain", "tty", "quiet", "rawjson")
 
@@ -30,22 +30,41 @@ def _failure_block(ev: Failed) -> list[str]:
     return ["------", f" > {ev.step.name}:", *ev.tail, "------"]
 
 
+def _canceled(ev: Event) -> bool:
+    return isinstance(ev, Failed) and ev.error.endswith(CANCELED)
+
+
 class Plain:
+    """buildx's plain printer: every line names its step (`#N`); when another step's
+    line comes while one is open (parallel stages), `#N ...` closes the view of the
+    open one and the other's `#M NAME` heads what follows, as buildx prints it."""
+
     def __init__(self, out: IO[str]) -> None:
         self.out = out
+        self.current: Step | None = None  # the step the last lines were of, while open
+        self.first = True
 
     def __call__(self, ev: Event) -> None:
         n = ev.step.number
-        if isinstance(ev, Started):
-            lines = [f"#{n} {ev.step.name}"]
-            if n > 1:
-                lines.insert(0, "")
-        elif isinstance(ev, Log):
-            lines = [f"#{n} {ev.at:.3f} {ev.line}"]
+        lines = []
+        if ev.step != self.current:
+            if self.current is not None:
+                lines.append(f"#{self.current.number} ...")
+            if not self.first:
+                lines.append("")
+            self.first = False
+            lines.append(f"#{n} {ev.step.name}")
+            self.current = ev.step
+        if isinstance(ev, Log):
+            lines.append(f"#{n} {ev.at:.3f} {ev.line}")
         elif isinstance(ev, Done):
-            lines = [f"#{n} CACHED" if ev.cached else f"#{n} DONE {ev.seconds:.1f}s"]
-        else:
-            lines = [f"#{n} ERROR: {ev.error}", *_failure_block(ev)]
+            lines.append(f"#{n} CACHED" if ev.cached else f"#{n} DONE {ev.seconds:.1f}s")
+        elif _canceled(ev):
+            lines.append(f"#{n} CANCELED")
+        elif isinstance(ev, Failed):
+            lines += [f"#{n} ERROR: {ev.error}", *_failure_block(ev)]
+        if isinstance(ev, Done | Failed):
+            self.current = None
         self.out.write("".join(line + "\n" for line in lines))
         self.out.flush()
 
@@ -115,7 +134,7 @@ class Live:
         self.began = time.monotonic()
         self.rows: list[tuple[Step, str, float | None]] = []  # step, state, seconds
         self.start_at: dict[int, float] = {}
-        self.tail: deque[str] = deque(maxlen=self.LINES)
+        self.tails: dict[int, deque[str]] = {}  # each running step's latest output
         self.failures: list[Failed] = []
         # Started at the first event: a base image's pull (its own rich bars) comes first.
         self.live = RichLive(console=self.console, refresh_per_second=8,
@@ -132,13 +151,13 @@ class Live:
         for step, state, seconds in self.rows:
             shown = seconds if seconds is not None else (
                 time.monotonic() - self.start_at.get(step.number, self.began))
-            prefix = " => CACHED " if state == "cached" else (
-                " => ERROR " if state == "error" else " => ")
+            prefix = {"cached": " => CACHED ", "error": " => ERROR ",
+                      "canceled": " => CANCELED "}.get(state, " => ")
             style = "red" if state == "error" else ("blue" if state == "run" else "")
             text.append(f"{prefix}{step.name}", style=style)
             text.append(f"  {shown:.1f}s\n", style="dim")
             if state == "run":
-                for line in self.tail:
+                for line in self.tails.get(step.number, ()):
                     text.append(f" => => # {line}\n", style="dim")
         return text
 
@@ -155,12 +174,14 @@ class Live:
             self.running = True
         if isinstance(ev, Started):
             self.start_at[ev.step.number] = time.monotonic()
-            self.tail.clear()
+            self.tails[ev.step.number] = deque(maxlen=self.LINES)
             self._set(ev.step, "run", None)
         elif isinstance(ev, Log):
-            self.tail.append(ev.line)
+            self.tails.setdefault(ev.step.number, deque(maxlen=self.LINES)).append(ev.line)
         elif isinstance(ev, Done):
             self._set(ev.step, "cached" if ev.cached else "done", ev.seconds)
+        elif _canceled(ev):
+            self._set(ev.step, "canceled", ev.seconds)
         else:
             self._set(ev.step, "error", ev.seconds)
             self.failures.append(ev)

@@ -230,6 +230,54 @@ def _pull_locked(store: Store, client: Client, ref: reference.Reference, platfor
     return Image(manifest_digest, doc, config, [name] if name else [])
 
 
+def fetch_config(text: str, platform: str | None = None) -> dict[str, Any]:
+    """The image config of *text* from its registry, and nothing else: the manifest
+    (an index's for *platform*, default this machine's) and the config blob, each
+    checked against its digest, nothing stored, no layer fetched (what BuildKit's
+    metadata resolver gives `--check`). A short name tries the search registries,
+    as pull does. A loopback registry is spoken to over plain HTTP: dockerd counts
+    127.0.0.0/8 as an insecure registry by default."""
+    ref = reference.parse(text)
+    tries = [ref.tagged()] if ref.domain else \
+        [ref.with_domain(d).tagged() for d in search_registries()]
+    if not tries:
+        raise RlError(f"short name {text!r} and no unqualified-search-registries")
+    failures: list[str] = []
+    for candidate in tries:
+        client = Client(candidate.domain, tls_verify=not _loopback(candidate.domain))
+        try:
+            repo = candidate.path
+            _, media_type, doc = _fetch_manifest(client, repo, candidate.digest or
+                                                 candidate.tag, candidate.digest)
+            if media_type in INDEX_TYPES:
+                desc = select_platform(doc, platform)
+                digest = str(desc.get("digest"))
+                _, media_type, doc = _fetch_manifest(client, repo, digest, digest)
+            config_desc = doc.get("config")
+            if media_type not in MANIFEST_TYPES or not isinstance(config_desc, dict) or \
+                    not isinstance(doc.get("layers"), list):
+                raise RlError(f"{candidate}: unsupported or malformed manifest")
+            config_digest = str(config_desc.get("digest"))
+            check_digest(config_digest)
+            r = client.request("GET", f"/v2/{repo}/blobs/{config_digest}",
+                               f"repository:{repo}:pull")
+            if _sha(r.content) != config_digest:
+                raise BlobError(f"config digest mismatch: expected {config_digest}, "
+                                f"got {_sha(r.content)}")
+            return check_config(_json_object(r.content, "image config"), len(doc["layers"]))
+        except RegistryError as e:
+            failures.append(e.message)
+        finally:
+            client.close()
+    raise RlError("; ".join(failures))
+
+
+def _loopback(domain: str) -> bool:
+    host = domain.rsplit(":", 1)[0] if not domain.startswith("[") else \
+        domain[1:].partition("]")[0]
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
 def _download_and_unpack(store: Store, client: Client, repo: str,
                          layer_descs: list[dict[str, Any]], diff_ids: list[str],
                          progress: ProgressSink, worker: userns.Worker) -> None:
