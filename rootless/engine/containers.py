@@ -26,7 +26,7 @@ from .. import paths
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
 from ..runtime.resources import LimitFlags
-from . import client, listing, quotas, specgen, store
+from . import client, listing, quotas, restart, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
@@ -209,6 +209,13 @@ def _remove(ctr: Container, force: bool) -> None:
     store.remove(ctr)
 
 
+def restart_container(ctr: Container, opts: StopOptions | None = None) -> None:
+    """`rl restart`: stop (opts: -t, -s), then start detached, as docker's."""
+    stop(ctr, opts)
+    _linger(ctr, 10)  # the exit is recorded; its supervisor may still clean up
+    start(ctr, attach=False, stdin=False)
+
+
 # -- views -----------------------------------------------------------------------
 
 
@@ -289,7 +296,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
     proc = cfg.spec.process
     binds = [m for m in cfg.spec.mounts if m.type == "bind" and not m.destination.startswith(
         ("/dev/", "/etc/"))]
-    return {
+    return restart.decorate_inspect(cfg, st, {
         "Id": cfg.id,
         "Created": _iso(cfg.created),
         "Path": proc.args[0],
@@ -326,6 +333,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "Labels": cfg.labels,
+            **restart.config_fields(cfg),
         },
         "HostConfig": {
             "Binds": cfg.binds,
@@ -355,7 +363,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "GidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in
                        cfg.spec.linux.gid_mappings],
         },
-    }
+    })
 
 
 @dataclass
