@@ -298,9 +298,12 @@ def _interval(cfg: ContainerConfig, st: State) -> float:
 
 
 async def check_once(sup: Supervisor) -> dict[str, Any]:
-    """One probe, recorded, its action taken: the entry (the monitor's and `rl healthcheck
-    run`'s); the probe runs one at a time per container."""
+    """One probe, recorded, its action taken: the entry ({}: none, the container is
+    paused), for the monitor and `rl healthcheck run`; one probe at a time."""
     async with sup.checks.lock:
+        if frozen(sup.state.cgroup):
+            # Paused: an exec would freeze in the cgroup, and the supervisor with it.
+            return {}
         entry = await probe(sup.ctr, sup.cfg)
         if sup.exit_code is not None:
             return entry  # the container ended meanwhile: its record is finish()'s
@@ -310,6 +313,17 @@ async def check_once(sup: Supervisor) -> dict[str, Any]:
         if turned:
             act(sup)
         return entry
+
+
+def frozen(cgroup: str) -> bool:
+    """Whether the container's cgroup is frozen (rl pause): no probe then, as docker's."""
+    if not cgroup:
+        return False
+    try:
+        with open(os.path.join(cgroup, "cgroup.freeze")) as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 class Checks:
@@ -367,7 +381,8 @@ async def serve_run(sup: Supervisor) -> dict[str, Any]:
         return {"error": f"container {sup.ctr.id[:12]} has no defined healthcheck"}
     if sup.exit_code is not None or sup.state.restarting:
         return {"error": f"container {sup.ctr.id[:12]} is not running"}
-    await check_once(sup)
+    if not await check_once(sup):
+        return {"error": f"container {sup.ctr.id[:12]} is paused"}
     return {"status": sup.state.health.get("Status", "")}
 
 
