@@ -303,12 +303,18 @@ def test_health_on_failure_stop_and_no_healthcheck(rl: RlRunner, rootfs: Path) -
     time.sleep(0.3)
     assert state(rl, "hcstop")["Status"] == "exited"
     assert inspect(rl, "hcstop")["RestartCount"] == 0
+    rl("run", "-d", "--name", "later", "--health-cmd", "true", "--health-interval", "1h",
+       "--rootfs", rootfs, "sleep", "1000", check=True)
+    assert health(rl, "later") == {"Status": "starting", "FailingStreak": 0, "Log": []}
+    assert ps_row(rl, "later")["Status"].endswith(" (health: starting)")
+    assert rl("container", "restart", "-t", "0", "later", check=True).stdout == "later\n"
+    assert health(rl, "later")["Status"] == "starting"
     rl("run", "-d", "--name", "nohc", "--rootfs", rootfs, "sleep", "1000", check=True)
     assert "Health" not in state(rl, "nohc")
     r = rl("healthcheck", "run", "nohc")
     assert r.returncode == 125 and "has no defined healthcheck" in r.stderr
     assert ps_row(rl, "nohc")["Status"].startswith("Up ")
-    rl("rm", "-f", "hcstop", "nohc", check=True)
+    rl("rm", "-f", "hcstop", "nohc", "later", check=True)
 
 
 def test_health_on_failure_restart(rl: RlRunner, rootfs: Path) -> None:
