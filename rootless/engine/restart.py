@@ -274,14 +274,16 @@ def on_kill(sup: Any, signum: int) -> None:
 
 
 async def again(sup: Any, nursery: trio.Nursery, net_scope: trio.CancelScope,
-                net_done: trio.Event, relaunch: Callable[[Any], container.Launched]
+                net_done: trio.Event, recreate: Callable[[Any], container.Created]
                 ) -> tuple[trio.CancelScope, trio.Event, trio.CancelScope] | None:
     """After PID 1 exited: start the container again if its policy says so, after the
     backoff; None when it stays exited (the supervisor then finishes as before).
-    sup is the Supervisor, relaunch(sup) its fresh start of PID 1. Returns the
-    network's and the storage watcher's new cancel scopes."""
+    sup is the Supervisor, recreate(sup) makes the fresh container up to its gate
+    (container.create). Returns the network's and the storage watcher's new
+    cancel scopes."""
     import trio
 
+    from ..runtime import container
     from . import store, wire
 
     assert sup.exit_code is not None
@@ -301,22 +303,32 @@ async def again(sup: Any, nursery: trio.Nursery, net_scope: trio.CancelScope,
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await client.send(wire.control({"event": "exit", "exit_code": sup.exit_code}))
     sup.clients.clear()
-    sup.restarts.waiting = trio.Event()
-    with trio.move_on_after(delay):
-        await sup.restarts.waiting.wait()
-    sup.restarts.waiting = None
-    if sup.restarts.ended:
-        st.restarting = False
-        return None
+    deadline = trio.current_time() + delay
     net_scope.cancel()
     await net_done.wait()
     if sup.net is not None:
         release_netns(sup.net)
+    # The new container is made during the delay, up to its gate (its command has not
+    # started: nothing of it is seen but its processes), and started once the delay
+    # is over: the restart then costs the delay and an exec, not a whole launch.
     try:
-        launched = relaunch(sup)
+        created = recreate(sup)
     except Exception as exc:  # recorded, never lost: it stays exited with the reason
+        _failed(st, exc)
+        return None
+    sup.restarts.waiting = trio.Event()
+    with trio.move_on_at(deadline):
+        await sup.restarts.waiting.wait()
+    sup.restarts.waiting = None
+    if sup.restarts.ended:
+        created.abandon()
         st.restarting = False
-        st.error = f"restarting the container: {getattr(exc, 'message', exc)}"
+        return None
+    try:
+        container.start(created.state_dir)
+        launched = container.wait_started(created)  # abandons it if it fails
+    except Exception as exc:
+        _failed(st, exc)
         return None
     sup.relaunched(launched)
     st.status = "running"
@@ -335,6 +347,11 @@ async def again(sup: Any, nursery: trio.Nursery, net_scope: trio.CancelScope,
     if launched.storage_pid is not None:
         nursery.start_soon(_watch_storage, sup, storage_scope, launched.storage_pid)
     return scope, done, storage_scope
+
+
+def _failed(st: State, exc: Exception) -> None:
+    st.restarting = False
+    st.error = f"restarting the container: {getattr(exc, 'message', exc)}"
 
 
 async def _watch_storage(sup: Any, scope: trio.CancelScope, pid: int) -> None:

@@ -174,6 +174,13 @@ class Supervisor:
 
     def relaunched(self, launched: container.Launched) -> None:
         """restart.again() started PID 1 anew: this supervisor serves the new one."""
+        old = self.launched
+        if old.life_w is not None:  # the old run's life pipe and stdin: theirs only
+            with contextlib.suppress(OSError):
+                os.close(old.life_w)
+        if self.stdin_stream is not None:
+            with contextlib.suppress(OSError):
+                self.stdin_stream.close()
         self.launched = launched
         self.exit_code = None
         self.exited = trio.Event()
@@ -442,7 +449,7 @@ class Supervisor:
                     io.cancel_scope.deadline = trio.current_time() + 2
                 storage_scope.cancel()
                 await self.stop_storage()
-                lives = await restart.again(self, nursery, net_scope, net_done, _relaunch)
+                lives = await restart.again(self, nursery, net_scope, net_done, _recreate)
                 if lives is None:
                     break
                 net_scope, net_done, storage_scope = lives
@@ -531,8 +538,9 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
                 os.unlink(path)
 
 
-def _relaunch(sup: Supervisor) -> container.Launched:
-    """A fresh PID 1 on the same record for restart.again(), set up as main()'s first."""
+def _recreate(sup: Supervisor) -> container.Created:
+    """A fresh PID 1 on the same record for restart.again(), set up as main()'s first
+    launch, waiting at its gate until restart.again() starts it."""
     cfg = sup.cfg
     net = sup.net
     if net is not None and net.opts.mode == "container":
@@ -540,7 +548,7 @@ def _relaunch(sup: Supervisor) -> container.Launched:
     linux = cfg.spec.linux
     plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
     cgroup = sup.state.cgroup or None  # the same cgroup, empty now
-    return container.launch(bundle_of(cfg), plan, str(paths.container_run_dir(cfg.id)),
+    return container.create(bundle_of(cfg), plan, str(paths.container_run_dir(cfg.id)),
                             devnull_stdin=not cfg.open_stdin,
                             before_start=_before_start(cfg, cgroup, net), cgroup=cgroup)
 
