@@ -150,7 +150,7 @@ def test_kill_ends_an_always_container(rl: RlRunner, rootfs: Path) -> None:
 
 
 def test_exit_by_itself_restarts_and_ports_survive(rl: RlRunner, rootfs: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, rl_state: RlState) -> None:
     """PID 1 exiting on its own (not rl stop/kill) restarts; the published port stays
     bound across the restart and reaches the new PID 1's network namespace."""
     support.require_slirp4netns()
@@ -171,10 +171,19 @@ def test_exit_by_itself_restarts_and_ports_survive(rl: RlRunner, rootfs: Path,
     assert st["Pid"] not in (0, pid_before)
     assert inspect(rl, "self")["RestartCount"] == 1
     assert rl("port", "self", "80", check=True).stdout == port_before
-    # The network reaches the new namespace: a connection to the port is accepted by
-    # rl's forwarder and carried to the container (refused there: nothing listens).
+    # The new network namespace has its slirp4netns again.
     out = rl("exec", "self", "ip", "addr", check=True).stdout
     assert "tap0" in out
+    # Each run's descriptors go with it: two more restarts, no more fds in the supervisor.
+    sup = supervisor_pid(rl_state, rl, "self")
+    fds = len(os.listdir(f"/proc/{sup}/fd"))
+    for n in ("3", "4"):
+        (work / "go").touch()
+        until(lambda n=n: (work / "n").read_text().strip() == n)  # type: ignore[misc]
+        until(lambda: state(rl, "self")["Running"] and not state(rl, "self")["Restarting"])
+    assert supervisor_pid(rl_state, rl, "self") == sup
+    assert len(os.listdir(f"/proc/{sup}/fd")) <= fds + 1
+    assert rl("port", "self", "80", check=True).stdout == port_before
     rl("rm", "-f", "self", check=True)
 
 

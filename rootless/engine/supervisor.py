@@ -175,9 +175,10 @@ class Supervisor:
     def relaunched(self, launched: container.Launched) -> None:
         """restart.again() started PID 1 anew: this supervisor serves the new one."""
         old = self.launched
-        if old.life_w is not None:  # the old run's life pipe and stdin: theirs only
-            with contextlib.suppress(OSError):
-                os.close(old.life_w)
+        for fd in (old.life_w, old.sync_w):  # the old run's pipes (and stdin): theirs only
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         if self.stdin_stream is not None:
             with contextlib.suppress(OSError):
                 self.stdin_stream.close()
