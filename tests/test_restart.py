@@ -357,3 +357,25 @@ def test_image_healthcheck_is_used_and_overridden(rl: RlRunner, rootfs: Path,
     assert "Health" not in state(rl, "img3")
     assert inspect(rl, "img3")["Config"]["Healthcheck"] == {"Test": ["NONE"]}
     rl("rm", "-f", "img1", "img2", "img3", check=True)
+
+
+@pytest.mark.parametrize("driver", ["fuse", "vfs"])
+def test_restart_keeps_the_image_root(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                      driver: str) -> None:
+    """A restart mounts the container's root again with its driver (the fuse driver's
+    server is a trio program forked from the restart); what a run wrote is there."""
+    support.require_newidmap()
+    if driver == "fuse":
+        support.require_fuse()
+    tgz = rootfs_tar(rootfs, tmp_path / "bb.tar.gz")
+    image = f"rsbase-{driver}"
+    rl("import", tgz, image, check=True)
+    name = f"rs-{driver}"
+    rl("run", "-d", "--name", name, "--storage-driver", driver, "--restart=on-failure:2",
+       image, "sh", "-c", "echo seen=$(cat /count 2>/dev/null | wc -l); echo x >> /count; "
+       "exit 1", check=True)
+    assert rl("wait", name, timeout=60).stdout.strip() == "1"
+    assert inspect(rl, name)["RestartCount"] == 2
+    logs = rl("logs", name, check=True).stdout
+    assert logs.splitlines()[-3:] == ["seen=0", "seen=1", "seen=2"], logs
+    rl("rm", name, check=True)

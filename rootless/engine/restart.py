@@ -312,7 +312,9 @@ async def again(sup: Any, nursery: trio.Nursery, net_scope: trio.CancelScope,
     # started: nothing of it is seen but its processes), and started once the delay
     # is over: the restart then costs the delay and an exec, not a whole launch.
     try:
-        created = recreate(sup)
+        # In a worker thread: its fork (C1) is then no copy of a running trio loop, which
+        # the fuse driver's server (a trio program of its own, forked from C1) needs.
+        created = await trio.to_thread.run_sync(recreate, sup)
     except Exception as exc:  # recorded, never lost: it stays exited with the reason
         _failed(st, exc)
         return None
