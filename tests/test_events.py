@@ -236,3 +236,25 @@ def test_volume_and_image_events(rl: RlRunner, rootfs: Path, tmp_path: Path) -> 
     assert acts[0] == ("import", image_id)
     assert acts[1] == ("tag", "evimg:1")
     assert [a for a, _ in acts[2:]][:2] == ["untag", "untag"] and acts[-1][0] == "delete"
+
+
+def test_restarts_and_health_changes_are_events(rl: RlRunner, rootfs: Path) -> None:
+    """docker's die/start pair per restart, and health_status on each change."""
+    cid = rl("run", "-d", "--restart", "on-failure:2", "--rootfs", str(rootfs), "sh", "-c",
+             "exit 3", check=True).stdout.strip()
+    try:
+        assert rl("wait", cid, check=True, timeout=120).stdout.strip() == "3"
+        acts = [a for a in _of(_events(rl, "--filter", f"container={cid}"), cid)
+                if a in ("start", "die")]
+        assert acts == ["start", "die"] * 3, acts
+    finally:
+        rl("rm", "-f", cid)
+    cid = rl("run", "-d", "--health-cmd", "true", "--health-interval", "1s", "--rootfs",
+             str(rootfs), "sleep", "100", check=True).stdout.strip()
+    try:
+        deadline = time.monotonic() + 60
+        while "health_status: healthy" not in _of(_events(rl), cid):
+            assert time.monotonic() < deadline, _of(_events(rl), cid)
+            time.sleep(0.5)
+    finally:
+        rl("rm", "-f", cid)

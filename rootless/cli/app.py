@@ -30,7 +30,7 @@ from ..defaults import DEFAULT_NETWORK
 from ..engine.options import CreateOptions, ExecOptions
 from ..errors import EXIT_RL, InvalidArgument, NoSuchContainer, RlError
 from ..runtime.resources import LimitFlags
-from . import build, builder, groups, images, monitor, netflags, resolve, views
+from . import build, builder, groups, images, monitor, netflags, resolve, restarts, views
 from .cp import cp as cp_cmd
 from .format import error, parse_template, print_inspect, render, select, truncate
 
@@ -150,7 +150,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for o in reversed(opts):
         f = o(f)
-    return limit_options(netflags.options(f), cgroups=True)
+    return limit_options(netflags.options(restarts.options(f)), cgroups=True)
 
 
 # CreateOptions' fields that flags of the same name do not give as they are.
@@ -286,13 +286,21 @@ def _pull(image: str, tls_verify: str) -> None:
 @cli.command()
 @click.option("-a", "--attach", "attach_", is_flag=True, help="Attach STDOUT/STDERR.")
 @click.option("-i", "--interactive", is_flag=True, help="Attach STDIN.")
-@click.argument("containers", nargs=-1, required=True)
-def start(attach_: bool, interactive: bool, containers: tuple[str, ...]) -> None:
+@click.argument("containers", nargs=-1)
+@restarts.start_option
+def start(attach_: bool, interactive: bool, containers: tuple[str, ...],
+          all_restartable: bool = False) -> None:
     """Start one or more created or stopped containers."""
     from ..engine import containers as api
     from ..engine import store
     from . import attach
 
+    if all_restartable:
+        if containers:
+            raise click.UsageError("--all-restartable takes no container names")
+        return restarts.start_all()
+    if not containers:
+        raise click.UsageError("Missing argument 'CONTAINERS...'.")
     if attach_ and len(containers) > 1:
         raise InvalidArgument("you cannot start and attach multiple containers at once", 1)
     failed = False
@@ -567,6 +575,7 @@ def info(fmt: str | None) -> None:
 images.register(cli)
 build.register(cli)
 builder.register(cli)
+restarts.register(cli)
 
 
 # -- resource limits: flags, stats, update (rootless/quotas.py) -------------------------
@@ -578,15 +587,21 @@ def update(containers: tuple[str, ...], **kw: Any) -> None:
     from ..engine import quotas
     from ..runtime.resources import LimitFlags
 
+    policy = kw.pop("restart", None)
     flags = LimitFlags(**_limit_kw(kw))
 
     def one(ctr: Container) -> None:
-        quotas.update(ctr, flags)
+        if policy is not None:
+            from ..engine import restart
+
+            restart.update(ctr, policy)
+        if policy is None or flags.given():
+            quotas.update(ctr, flags)
 
     _each(containers, one)
 
 
-update = limit_options(update, cgroups=False)  # type: ignore[assignment]
+update = restarts.update_option(limit_options(update, cgroups=False))  # type: ignore[assignment]
 
 
 @cli.command()

@@ -27,7 +27,7 @@ from .. import paths
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
 from ..runtime.resources import LimitFlags
-from . import client, events, listing, pause, quotas, specgen, store
+from . import client, events, listing, pause, quotas, restart, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
@@ -282,6 +282,13 @@ def _remove(ctr: Container, force: bool) -> None:
     store.remove(ctr)
 
 
+def restart_container(ctr: Container, opts: StopOptions | None = None) -> None:
+    """`rl restart`: stop (opts: -t, -s), then start detached, as docker's."""
+    stop(ctr, opts)
+    _linger(ctr, 10)  # the exit is recorded; its supervisor may still clean up
+    start(ctr, attach=False, stdin=False)
+
+
 # -- views -----------------------------------------------------------------------
 
 
@@ -361,7 +368,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
     cfg_ports = NetOptions.from_dict(cfg.net).ports if cfg.net else []
     proc = cfg.spec.process
     from . import volumes as volumes_  # inspect's Mounts
-    return {
+    return restart.decorate_inspect(cfg, st, {
         "Id": cfg.id,
         "Created": _iso(cfg.created),
         "Path": proc.args[0],
@@ -398,6 +405,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "Labels": cfg.labels,
+            **restart.config_fields(cfg),
         },
         "HostConfig": {
             "Binds": cfg.binds,
@@ -423,7 +431,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "GidMap": [f"{m.container_id}:{m.host_id}:{m.size}" for m in
                        cfg.spec.linux.gid_mappings],
         },
-    }
+    })
 
 
 @dataclass

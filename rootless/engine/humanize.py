@@ -38,9 +38,14 @@ def duration(seconds: float) -> str:
 
 
 def status(state: str, exit_code: int = 0, started_at: float = 0.0, finished_at: float = 0.0,
-           now: float | None = None) -> str:
-    """docker's container Status: 'Up 5 seconds', 'Exited (0) 3 minutes ago', 'Created'."""
+           now: float | None = None, health: str = "") -> str:
+    """docker's container Status: 'Up 5 seconds', 'Exited (0) 3 minutes ago', 'Created',
+    'Up 3 seconds (healthy)', 'Restarting (1) 2 seconds ago'."""
     now = now or time.time()
+    if state == "restarting":
+        return f"Restarting ({exit_code}) {duration(now - finished_at)} ago"
+    if state == "running" and health:
+        return f"Up {duration(now - started_at)} ({health})"
     if state == "running":
         return f"Up {duration(now - started_at)}"
     if state == "paused":

@@ -21,7 +21,7 @@ from ..image import rootfs
 from ..image.images import NewLayer, Removed
 from ..image.store import MT_OCI_LAYER, Holds, Image, Store
 from ..runtime import idmap
-from . import events, specgen, store
+from . import events, health, specgen, store
 from .store import Container, ContainerConfig
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) ->
                 opts, rootfs=str(prepared.rootfs), image_defaults=imagelib.defaults(img)), warn)
             cfg.image = opts.image
             cfg.image_id = img.id
+            health.inherit(cfg, img.config)
             # Below an earlier mount (/dev/pts in /dev's tmpfs): made in that mount at
             # start. Below a later one (/etc/hosts under -v DIR:/etc): in the init layer.
             dests = [m.destination.rstrip("/") for m in cfg.spec.mounts]

@@ -16,7 +16,7 @@ from netstack.ports import PortMapping
 from netstack.stack import published_ports
 
 from ..errors import InvalidArgument, NotFound
-from . import pause, quotas, store
+from . import pause, quotas, restart, store
 from .humanize import status
 from .store import Container
 
@@ -71,10 +71,12 @@ class ContainerSummary:
     started_at: float = 0.0
     finished_at: float = 0.0
     ports: tuple[PortMapping, ...] = ()  # what it publishes while it runs
+    health: str = ""  # "healthy", "health: starting"... ("": no healthcheck)
 
     def status(self, now: float | None = None) -> str:
         """docker's Status text: "Up 5 seconds", "Exited (0) 3 minutes ago"…"""
-        return status(self.state, self.exit_code, self.started_at, self.finished_at, now)
+        return status(self.state, self.exit_code, self.started_at, self.finished_at, now,
+                      health=self.health)
 
 
 def live_ports(ctr: Container) -> list[PortMapping]:
@@ -100,9 +102,9 @@ def _summary(c: Container, all_: bool) -> ContainerSummary | None:
         return None
     return ContainerSummary(
         id=c.id, name=cfg.name, image=cfg.image, command=shlex.join(cfg.spec.process.args),
-        created=cfg.created, state="paused" if pause.is_paused(st) else st.status,
+        created=cfg.created, state="paused" if pause.is_paused(st) else restart.ps_state(st),
         exit_code=st.exit_code,
-        started_at=st.started_at, finished_at=st.finished_at,
+        started_at=st.started_at, finished_at=st.finished_at, health=restart.ps_health(st),
         ports=tuple(live_ports(c)) if st.status == "running" else ())
 
 

@@ -78,6 +78,16 @@ class CreateOptions:
     limits: LimitFlags = field(default_factory=LimitFlags)
     cgroups: str | None = None
     storage_driver: str | None = None  # overlay | fuse | fuse-overlayfs | vfs (rootfs.py)
+    # --restart (restart.py) and the healthcheck flags (health.py); None: not given
+    restart: str | None = None
+    health_cmd: str | None = None
+    health_interval: str | None = None
+    health_timeout: str | None = None
+    health_retries: int | None = None
+    health_start_period: str | None = None
+    health_start_interval: str | None = None
+    no_healthcheck: bool = False
+    health_on_failure: str | None = None
 
     def __post_init__(self) -> None:
         # The CLI's `rl run` sends its options to the fork server as JSON

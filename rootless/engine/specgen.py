@@ -41,7 +41,7 @@ from ..runtime.spec import (
     Spec,
     User,
 )
-from . import quotas, store
+from . import quotas, restart, store
 from .options import Bind, CreateOptions, rootfs_missing
 from .store import ContainerConfig
 
@@ -522,4 +522,5 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
         labels=labels(opts),
         resources=limits,
         cgroups=cgroups_mode,
+        **restart.create_fields(opts),
     )

@@ -164,6 +164,11 @@ class ContainerConfig:
     layers: list[str] = field(default_factory=list)
     upper: str = ""
     work: str = ""
+    # --restart (engine/restart.py; `rl update --restart` rewrites it) and the
+    # healthcheck: docker's HealthConfig, image's merged with --health-* (engine/health.py)
+    restart_policy: dict[str, Any] = field(default_factory=dict)
+    healthcheck: dict[str, Any] = field(default_factory=dict)
+    health_on_failure: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -195,6 +200,12 @@ class State:
     error: str = ""
     oom_killed: bool = False
     cgroup: str = ""  # the container's cgroup directory while it runs ("" if none)
+    # restart.py: restarts since the last manual start; between two of them (the
+    # backoff, status still "running", pid 0); whether rl stop/kill asked it to end
+    restart_count: int = 0
+    restarting: bool = False
+    manually_stopped: bool = False
+    health: dict[str, Any] = field(default_factory=dict)  # health.py: docker's State.Health
 
     @classmethod
     def from_dict(cls, data: Any) -> State:
@@ -523,6 +534,7 @@ class Container:
             st.status = "exited"
             st.exit_code = 255
             st.error = "the container's supervisor died"
+            st.restarting = False
             st.finished_at = st.finished_at or time.time()
         return st
 

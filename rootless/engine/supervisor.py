@@ -44,7 +44,7 @@ from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchIma
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import containers as api
-from . import events, store, wire
+from . import events, health, restart, store, wire
 from .options import CreateOptions
 from .store import Container, ContainerConfig
 
@@ -189,6 +189,28 @@ class Supervisor:
             self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
         elif launched.stdin is not None:
             self.stdin_stream = trio.lowlevel.FdStream(launched.stdin)
+        self.restarts = restart.Restarts(restart.Policy.of(self.cfg), self.state.restart_count)
+        self.checks = health.Checks()
+
+    def relaunched(self, launched: container.Launched) -> None:
+        """restart.again() started PID 1 anew: this supervisor serves the new one."""
+        old = self.launched
+        for fd in (old.life_w, old.sync_w):  # the old run's pipes (and stdin): theirs only
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self.stdin_stream is not None:
+            with contextlib.suppress(OSError):
+                self.stdin_stream.close()
+        self.launched = launched
+        events.started(self.cfg)
+        self.exit_code = None
+        self.exited = trio.Event()
+        self.stdin_stream = None
+        if launched.pty_master is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(os.dup(launched.pty_master))
+        elif launched.stdin is not None:
+            self.stdin_stream = trio.lowlevel.FdStream(launched.stdin)
 
     # -- output ---------------------------------------------------------------
 
@@ -218,6 +240,7 @@ class Supervisor:
     # -- input and control ------------------------------------------------------
 
     def kill(self, signum: int) -> None:
+        restart.on_kill(self, signum)
         if self.exit_code is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.launched.pid, signum)
@@ -327,6 +350,8 @@ class Supervisor:
             elif op == "resize":
                 self.resize(int(msg["rows"]), int(msg["cols"]))
                 await stream.send_all(b'{"ok": true}\n')
+            elif op == "healthcheck":
+                await stream.send_all(json.dumps(await health.serve_run(self)).encode() + b"\n")
             elif op == "wait":
                 self.waiters += 1
                 try:
@@ -431,21 +456,27 @@ class Supervisor:
                 client_stream = trio.SocketStream(trio.socket.from_stdlib_socket(first_client))
                 self.clients.append(Client(client_stream))
                 nursery.start_soon(self.serve_client, client_stream, attach_stdin)
-            async with trio.open_nursery() as io:
-                io.start_soon(self.wait_exit)
-                ch = self.launched
-                if ch.pty_master is not None:
-                    io.start_soon(self.pump, ch.pty_master, "stdout", wire.STDOUT)
-                if ch.stdout is not None:
-                    io.start_soon(self.pump, ch.stdout, "stdout", wire.STDOUT)
-                if ch.stderr is not None:
-                    io.start_soon(self.pump, ch.stderr, "stderr", wire.STDERR)
-                await self.exited.wait()
-                # The PID namespace is gone with its PID 1, so every writer of
-                # the output pipes is too: drain them, but never hang on it.
-                io.cancel_scope.deadline = trio.current_time() + 2
-            storage_scope.cancel()
-            await self.stop_storage()
+            while True:  # a run of PID 1; another if its restart policy says so
+                async with trio.open_nursery() as io:
+                    io.start_soon(self.wait_exit)
+                    io.start_soon(health.monitor, self)
+                    ch = self.launched
+                    if ch.pty_master is not None:
+                        io.start_soon(self.pump, ch.pty_master, "stdout", wire.STDOUT)
+                    if ch.stdout is not None:
+                        io.start_soon(self.pump, ch.stdout, "stdout", wire.STDOUT)
+                    if ch.stderr is not None:
+                        io.start_soon(self.pump, ch.stderr, "stderr", wire.STDERR)
+                    await self.exited.wait()
+                    # The PID namespace is gone with its PID 1, so every writer of
+                    # the output pipes is too: drain them, but never hang on it.
+                    io.cancel_scope.deadline = trio.current_time() + 2
+                storage_scope.cancel()
+                await self.stop_storage()
+                lives = await restart.again(self, nursery, net_scope, net_done, _recreate)
+                if lives is None:
+                    break
+                net_scope, net_done, storage_scope = lives
             self.log.close()
             # Published ports and the network helpers go with the container,
             # before anyone hears that it exited.
@@ -531,6 +562,21 @@ def cleanup_mountpoints(cfg: ContainerConfig) -> None:
         with contextlib.suppress(OSError):
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.unlink(path)
+
+
+def _recreate(sup: Supervisor) -> container.Created:
+    """A fresh PID 1 on the same record for restart.again(), set up as main()'s first
+    launch, waiting at its gate until restart.again() starts it."""
+    cfg = sup.cfg
+    net = sup.net
+    if net is not None and net.opts.mode == "container":
+        net.prepare()  # the joined container's namespaces as of now (it may have restarted)
+    linux = cfg.spec.linux
+    plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
+    cgroup = sup.state.cgroup or None  # the same cgroup, empty now
+    return container.create(bundle_of(cfg), plan, str(paths.container_run_dir(cfg.id)),
+                            devnull_stdin=not cfg.open_stdin,
+                            before_start=_before_start(cfg, cgroup, net), cgroup=cgroup)
 
 
 def _before_start(cfg: ContainerConfig, cgroup: str | None,
@@ -732,6 +778,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     st.error = ""
     st.oom_killed = False
     st.cgroup = cgroup or ""
+    restart.on_start(st)
+    st.health = health.fresh(cfg)
     with contextlib.suppress(OSError):  # unwritable: the record reads as dead, rm -f works
         ctr.write_state(st)
     events.started(cfg)

@@ -78,6 +78,7 @@ class Launched:
     pty_master: int | None = None
     storage_pid: int | None = None  # the root filesystem's server (fuse, fuse-overlayfs)
     life_w: int | None = None  # its life pipe: S holds this end until S exits
+    sync_w: int | None = None  # S's end of the set-up pipe, open while S lives (C2 reads EOF)
 
 
 NAMESPACE_FLAGS = {
@@ -552,6 +553,7 @@ def create(
 
     os.close(report_w)
     os.close(sync_r)
+    result.sync_w = sync_w  # a restart of the container closes the old run's (restart.py)
     if life_r is not None:
         os.close(life_r)
     for fd in child_fds:
