@@ -456,6 +456,54 @@ def test_copy_from_globs_symlinks_exclude_parents(rl: RlRunner, bb: str,
                    "2", "2"]
 
 
+FROM_LAYERS = """\
+FROM {bb} AS src
+RUN mkdir -p /d/gone /op && echo g > /d/gone/f && echo x > /d/del && echo o > /op/old && \\
+    echo h > /d/h1 && ln /d/h1 /d/h2 && ln -s /etc/passwd /d/abs && ln -s {escape} /d/esc && \\
+    echo s > /d/secret && chown 1234:2345 /d/secret && chmod 600 /d/secret
+RUN rm -rf /d/gone /d/del /op && mkdir /op /d/gone && echo n > /op/new && \\
+    echo back > /d/gone/again && echo t > /d/later
+RUN rm /d/later
+FROM scratch
+COPY --from=src /bin/busybox /bin/
+COPY --from=src /d /d
+COPY --from=src /op /op
+COPY --from=src /d/h2 /d/h1 /hl/
+"""
+
+
+def test_copy_from_reads_the_stage_as_its_layers_compose(rl: RlRunner, bb: str,
+                                                         tmp_path: Path) -> None:
+    """COPY --from reads the stage's layer directories: a file deleted in a later layer
+    (a whiteout) and a directory replaced (opaque) are not copied; owners and a
+    sub-id's 0600 file come as stored; hard links stay links; a symlink pointing
+    out of the stage is copied as a link, and as a source it resolves inside the
+    stage root, never on the host."""
+    host = tmp_path / "host-secret.txt"
+    host.write_text("host\n")
+    escape = "../" * 30 + str(host).lstrip("/")
+    ctx = context(tmp_path, FROM_LAYERS.format(bb=bb, escape=escape))
+    r = rl("build", "-t", f"{bb}-fromlayers", ctx, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = rl("run", "--rm", "-u", "0", f"{bb}-fromlayers", "/bin/busybox", "sh", "-c",
+             "/bin/busybox find /d /op /hl | /bin/busybox sort; "
+             "/bin/busybox stat -c '%n %a %u:%g %h' /d/secret /d/h1 /d/h2 /hl/h1 /hl/h2; "
+             "/bin/busybox readlink /d/abs; /bin/busybox readlink /d/esc; "
+             "/bin/busybox cat /d/secret /op/new /d/gone/again", check=True).stdout.splitlines()
+    assert out == [
+        "/d", "/d/abs", "/d/esc", "/d/gone", "/d/gone/again", "/d/h1", "/d/h2", "/d/secret",
+        "/hl", "/hl/h1", "/hl/h2", "/op", "/op/new",
+        "/d/secret 600 1234:2345 1", "/d/h1 644 0:0 2", "/d/h2 644 0:0 2",
+        "/hl/h1 644 0:0 2", "/hl/h2 644 0:0 2",
+        "/etc/passwd", escape, "s", "n", "back"]
+    for source in ("/d/esc", "/d/esc/../host-secret.txt"):
+        (ctx / "Dockerfile").write_text(FROM_LAYERS.format(bb=bb, escape=escape).split(
+            "FROM scratch")[0] + f"FROM scratch\nCOPY --from=src {source} /x\n")
+        r = rl("build", ctx, timeout=180)
+        assert r.returncode == 125, r.stderr
+        assert last_error(r).endswith(": not found"), r.stderr
+
+
 def test_copy_of_a_url_is_refused(rl: RlRunner, bb: str, tmp_path: Path,
                                   web: str) -> None:
     ctx = context(tmp_path, f"FROM {bb}\nCOPY {web}/dl/file.txt /f\n")

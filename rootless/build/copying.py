@@ -414,28 +414,178 @@ def has_meta(text: str) -> bool:
     return any(c in text for c in "*?[\\")
 
 
-class StageTree:
-    """The files of a stage or an image, from the tar of its tree, as COPY --from
-    reads them: symlinks followed inside that root (an absolute one from its
-    root, `..` stopping there), Go filepath.Match globs per path element."""
+class LayerTree:
+    """The files of a stage or an image as COPY --from reads them, straight from
+    its layer directories (bottom first; read inside the user namespace, where
+    their owners are the image's): whiteouts, opaque directories and
+    non-directories hiding what is below, as overlayfs composes them. Symlinks
+    are followed inside that root only (an absolute one from its root, `..`
+    stopping there); globs are Go's filepath.Match per path element. A layer is
+    hostile input: every directory is opened from its layer's root with
+    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, every name reached from that fd.
+    Only the directories on the requested paths are listed, never the tree."""
 
-    def __init__(self, tf: tarfile.TarFile, where: str) -> None:
-        self.tf, self.where = tf, where
+    def __init__(self, layers: list[str], where: str) -> None:
+        self.where = where
+        self.roots: list[int] = []  # top layer first
+        try:
+            for layer in reversed(layers):
+                self.roots.append(os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError:
+            self.close()
+            raise
         root = tarfile.TarInfo(".")
         root.type, root.mode = tarfile.DIRTYPE, 0o755
-        self.members: dict[str, tarfile.TarInfo] = {"": root}
-        self.children: dict[str, list[str]] = {}
-        for m in tf.getmembers():
-            rel = posixpath.normpath("/" + m.name).lstrip("/")
-            if rel not in self.members:
-                parent, _, name = rel.rpartition("/")
-                self.children.setdefault(parent, []).append(name)
-            self.members[rel] = m
-        for names in self.children.values():
-            names.sort()
+        self._members: dict[str, tarfile.TarInfo] = {"": root}
+        # rel -> (layer index, lstat) of the entry that shows; directories also get
+        # the layers whose directory of that name merges into it.
+        self._entries: dict[str, tuple[int, os.stat_result]] = {}
+        self._dirs: dict[str, list[int]] = {"": list(range(len(self.roots)))}
+        self._children: dict[str, list[str]] = {}
+
+    def close(self) -> None:
+        for fd in self.roots:
+            os.close(fd)
+        self.roots = []
+
+    def __enter__(self) -> LayerTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self, layer: int, rel: str, flags: int) -> int:
+        from rootless import syscalls
+
+        return syscalls.openat2(self.roots[layer], rel or ".", flags | os.O_CLOEXEC,
+                                syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS)
+
+    def _list(self, directory: str) -> list[str]:
+        """The names in a directory of the composed tree (which must be one)."""
+        names = self._children.get(directory)
+        if names is not None:
+            return names
+        found: dict[str, tuple[int, os.stat_result]] = {}
+        merged: dict[str, list[int]] = {}
+        done: set[str] = set()  # names whose lower layers no longer count
+        for layer in self._dirs[directory]:
+            try:
+                fd = self._open(layer, directory, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue  # not a directory there after all (it was checked by lstat)
+            try:
+                for name in os.listdir(fd):
+                    if name in done:
+                        continue
+                    try:
+                        st = os.lstat(name, dir_fd=fd)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+                    if _is_whiteout(st):
+                        done.add(name)
+                        continue
+                    top = found.setdefault(name, (layer, st))[1]
+                    if not stat.S_ISDIR(st.st_mode) or not stat.S_ISDIR(top.st_mode):
+                        done.add(name)  # a non-directory hides what lies below it
+                        continue
+                    merged.setdefault(name, []).append(layer)
+                    if _opaque(f"/proc/self/fd/{fd}/{name}"):
+                        done.add(name)
+            finally:
+                os.close(fd)
+        prefix = directory + "/" if directory else ""
+        names = []
+        for name in sorted(found):
+            layer, st = found[name]
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # no tar form (an export skips it too)
+            names.append(name)
+            self._entries[prefix + name] = (layer, st)
+            if name in merged:
+                self._dirs[prefix + name] = merged[name]
+        self._children[directory] = names
+        return names
+
+    def _entry(self, rel: str) -> tuple[int, os.stat_result] | None:
+        """*rel*'s entry (no symlink on it followed), or None when nothing is there."""
+        if rel in self._entries:
+            return self._entries[rel]
+        parts = rel.split("/")
+        for i in range(len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in self._dirs:
+                return None
+            self._list(parent)
+        return self._entries.get(rel)
+
+    def _isdir(self, rel: str) -> bool:
+        entry = self._entry(rel) if rel else None
+        return rel == "" or (entry is not None and stat.S_ISDIR(entry[1].st_mode))
+
+    def _readlink(self, rel: str, layer: int) -> str:
+        parent, _, name = rel.rpartition("/")
+        fd = self._open(layer, parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            return os.readlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def member(self, rel: str) -> tarfile.TarInfo:
+        """The tar member of an entry that lookup() found, as `rl export` writes it."""
+        m = self._members.get(rel)
+        if m is not None:
+            return m
+        entry = self._entry(rel)
+        assert entry is not None
+        layer, st = entry
+        m = tarfile.TarInfo(rel)
+        m.mode = stat.S_IMODE(st.st_mode)
+        m.uid, m.gid, m.uname, m.gname = st.st_uid, st.st_gid, "", ""
+        m.mtime = st.st_mtime
+        if stat.S_ISLNK(st.st_mode):
+            m.type, m.linkname = tarfile.SYMTYPE, self._readlink(rel, layer)
+        else:
+            parent, _, name = rel.rpartition("/")
+            fd = self._open(layer, parent, os.O_PATH | os.O_DIRECTORY)
+            try:
+                m.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                                 for k, v in _xattrs(f"/proc/self/fd/{fd}/{name}").items()
+                                 if not k.startswith("user.overlay.")}
+            finally:
+                os.close(fd)
+            if stat.S_ISREG(st.st_mode):
+                m.size = st.st_size
+            elif stat.S_ISDIR(st.st_mode):
+                m.type = tarfile.DIRTYPE
+            elif stat.S_ISFIFO(st.st_mode):
+                m.type = tarfile.FIFOTYPE
+            else:  # a device: COPY skips it
+                m.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+                m.devmajor, m.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        self._members[rel] = m
+        return m
+
+    def link_key(self, rel: str) -> tuple[int, int] | str:
+        """What the names of one file (its hard links in one layer) share."""
+        entry = self._entry(rel)
+        assert entry is not None
+        st = entry[1]
+        return (st.st_dev, st.st_ino) if st.st_nlink > 1 else rel
+
+    def data(self, rel: str) -> IO[bytes]:
+        """A regular file's contents (never a file swapped in since it was listed)."""
+        entry = self._entry(rel)
+        assert entry is not None
+        layer, st = entry
+        fd = self._open(layer, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or now.st_ino != st.st_ino:
+            os.close(fd)
+            raise InvalidArgument(f"{self.where}/{rel} changed while it was copied")
+        return os.fdopen(fd, "rb")
 
     def lookup(self, path: str, follow_last: bool = True) -> str | None:
-        """The member path *path* leads to, or None when nothing is there."""
+        """The entry path *path* leads to, or None when nothing is there."""
         parts = [p for p in path.split("/") if p not in ("", ".")]
         done: list[str] = []
         hops = 0
@@ -446,18 +596,20 @@ class StageTree:
                     done.pop()
                 continue
             here = "/".join([*done, part])
-            m = self.members.get(here)
-            if m is None:
+            entry = self._entry(here)
+            if entry is None:
                 return None
-            if m.issym() and (parts or follow_last):
+            st = entry[1]
+            if stat.S_ISLNK(st.st_mode) and (parts or follow_last):
                 hops += 1
                 if hops > _MAX_LINKS:
                     return None
-                if m.linkname.startswith("/"):
+                target = self.member(here).linkname
+                if target.startswith("/"):
                     done = []
-                parts = [p for p in m.linkname.split("/") if p not in ("", ".")] + parts
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue
-            if parts and not m.isdir():
+            if parts and not stat.S_ISDIR(st.st_mode):
                 return None
             done.append(part)
         return "/".join(done)
@@ -472,37 +624,35 @@ class StageTree:
                     nxt.append(posixpath.join(base, part) if base else part)
                     continue
                 directory = self.lookup(base)
-                if directory is None or not self.members[directory].isdir():
+                if directory is None or not self._isdir(directory):
                     continue
                 rx = ignore.compile_glob(part, self.where, double_star=False)
                 nxt.extend(posixpath.join(base, n) if base else n
-                           for n in self.children.get(directory, []) if rx.match(n))
+                           for n in self._list(directory) if rx.match(n))
             found = nxt
         return [p for p in found if self.lookup(p) is not None]
 
-    def below(self, directory: str) -> list[tuple[str, tarfile.TarInfo]]:
-        """A directory's members under it (names relative to it), parents first."""
-        out: list[tuple[str, tarfile.TarInfo]] = []
+    def below(self, directory: str) -> list[tuple[str, str]]:
+        """A directory's entries under it: (name relative to it, entry path), parents
+        first, names sorted."""
+        out: list[tuple[str, str]] = []
         stack = [""]
         while stack:
             rel = stack.pop()
             full = posixpath.join(directory, rel) if rel else directory
-            for name in reversed(self.children.get(full, [])):
+            for name in reversed(self._list(full)):
                 sub = posixpath.join(rel, name) if rel else name
-                m = self.members[posixpath.join(full, name) if full else name]
-                out.append((sub, m))
-                if m.isdir():
+                path = posixpath.join(full, name) if full else name
+                out.append((sub, path))
+                if path in self._dirs:
                     stack.append(sub)
         out.sort(key=lambda item: item[0].split("/"))
         return out
 
-    def data(self, m: tarfile.TarInfo) -> IO[bytes] | None:
-        return self.tf.extractfile(m) if m.isfile() else None
 
-
-def exclude_names(items: list[tuple[str, tarfile.TarInfo]], patterns: object,
-                  where: str) -> list[tuple[str, tarfile.TarInfo]]:
-    """--exclude over (name under the destination, member) pairs, as exclude()."""
+def exclude_names(items: list[tuple[str, str]], patterns: object,
+                  where: str) -> list[tuple[str, str]]:
+    """--exclude over (name under the destination, entry) pairs, as exclude()."""
     if not isinstance(patterns, tuple) or not patterns:
         return items
     matcher = ignore.Matcher(ignore.parse("\n".join(patterns), "--exclude"),
@@ -510,7 +660,7 @@ def exclude_names(items: list[tuple[str, tarfile.TarInfo]], patterns: object,
     return [(n, m) for n, m in items if n == "" or not matcher.excluded(n)]
 
 
-def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
+def copy_from_tree(out: tarfile.TarFile, tree: LayerTree, srcs: tuple[str, ...],
                    dest: str, as_dir: bool, is_dir: Callable[[str], bool],
                    owner: tuple[int, int, Mode | None], flags: tuple[bool, object],
                    where: str) -> None:
@@ -519,7 +669,7 @@ def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
     keeping each path from the root or from a `/./` pivot, --exclude, the
     stage's hard links kept among the copied files (else copied as files)."""
     parents, patterns = flags
-    picked: list[tuple[str, tarfile.TarInfo]] = []  # (absolute name in the layer, member)
+    picked: list[tuple[str, str]] = []  # (absolute name in the layer, entry of the tree)
     many = len(srcs) > 1
     matches: list[tuple[str, str, list[str]]] = []
     for src in srcs:
@@ -538,7 +688,7 @@ def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
         for path in found:
             real = tree.lookup(path)
             assert real is not None  # glob() keeps only paths that lead somewhere
-            top = tree.members[real]
+            top = tree.member(real)
             if parents:
                 rel = posixpath.relpath(path, pivot) if pivot else path
                 if rel == ".." or rel.startswith("../"):
@@ -547,20 +697,20 @@ def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
                 parts = rel.split("/")
                 for i in range(1, len(parts)):
                     up = tree.lookup(posixpath.join(pivot, *parts[:i]))
-                    m = tree.members[up] if up is not None else tree.members[""]
-                    picked.append((posixpath.join(dest, *parts[:i]), m))
+                    picked.append((posixpath.join(dest, *parts[:i]), up or ""))
             elif top.isdir():
                 base = dest
             else:
                 into = as_dir or many or is_dir(dest)
                 base = posixpath.join(dest, posixpath.basename(path)) if into else dest
-            items = [("", top)] + (tree.below(real) if top.isdir() else [])
-            for name, m in exclude_names(items, patterns, where):
-                picked.append((posixpath.join(base, name) if name else base, m))
+            items = [("", real)] + (tree.below(real) if top.isdir() else [])
+            for name, entry in exclude_names(items, patterns, where):
+                picked.append((posixpath.join(base, name) if name else base, entry))
     uid, gid, chmod = owner
-    first: dict[str, str] = {}  # a file of the tree -> the layer name it was first written as
+    first: dict[tuple[int, int] | str, str] = {}  # a file -> the layer name it was first written as
     names: set[str] = set()
-    for name, m in picked:
+    for name, entry in picked:
+        m = tree.member(entry)
         name = posixpath.normpath(name)
         if name in names or (name == dest and m.isdir() and is_dir(name)):
             continue  # an existing destination directory keeps its own metadata
@@ -569,27 +719,25 @@ def copy_from_tree(out: tarfile.TarFile, tree: StageTree, srcs: tuple[str, ...],
         if m.ischr() or m.isblk():
             continue
         copied = copy.copy(m)
+        copied.pax_headers = dict(m.pax_headers)
         copied.name = name.lstrip("/") or "."
         if uid >= 0:
             copied.uid, copied.gid, copied.uname, copied.gname = uid, gid, "", ""
         if chmod is not None and not m.issym():
             copied.mode = chmod.apply(m.mode, m.isdir())
-        data = None
-        if m.isfile() or m.islnk():
-            # Hard links of the stage stay links among the copied names, whichever
-            # of them comes first; the first is written as the file.
-            key = posixpath.normpath("/" + (m.linkname if m.islnk() else m.name)).lstrip("/")
-            target = tree.members.get(key)
-            if target is None or not target.isfile():
-                continue
-            if key in first:
-                copied.type, copied.linkname, copied.size = (tarfile.LNKTYPE,
-                                                             first[key].lstrip("/"), 0)
-            else:
-                first[key] = name
-                copied.type, copied.linkname, copied.size = tarfile.REGTYPE, "", target.size
-                data = tree.tf.extractfile(target)
-        out.addfile(copied, data)
+        if not m.isfile():
+            out.addfile(copied)
+            continue
+        # Hard links of the stage stay links among the copied names, whichever
+        # of them comes first; the first is written as the file.
+        key = tree.link_key(entry)
+        if key in first:
+            copied.type, copied.linkname, copied.size = tarfile.LNKTYPE, first[key], 0
+            out.addfile(copied)
+            continue
+        first[key] = copied.name
+        with tree.data(entry) as data:
+            out.addfile(copied, data)
 
 
 # -- a stage's own files, read from its layer directories ------------------------------
@@ -604,6 +752,21 @@ def _lstat(path: str) -> os.stat_result | None:
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    """An entry's extended attributes (*path*'s last component not followed)."""
+    out = {}
+    try:
+        attrs = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    for attr in attrs:
+        try:
+            out[attr] = os.getxattr(path, attr, follow_symlinks=False)
+        except OSError:
+            continue
+    return out
 
 
 def _opaque(path: str) -> bool:

@@ -989,9 +989,7 @@ class Builder:
                    df: Dockerfile, index: int, done: dict[int, _StageImage], from_: str,
                    dest: str, as_dir: bool, owner: tuple[int, int, copying.Mode | None],
                    where: str) -> None:
-        from rootless.engine import containers
-        from rootless.engine import images as engine_images
-        from rootless.engine.options import CreateOptions
+        from rootless.runtime import userns
 
         ref = self._stage_ref(df, from_, index)
         if ref is None and df.stage(from_) is not None:
@@ -1005,20 +1003,32 @@ class Builder:
             except RlError as e:
                 raise InvalidArgument(f"{where}COPY --from={from_}: {e.message}") from None
         else:
+            # Stored (an intermediate of this build) so that no prune takes its
+            # layers while they are read.
             source = self._stored(done[ref])
-        ctr = containers.create(CreateOptions(rootfs="", image=source.id, command=["true"],
-                                              entrypoint="", network="none"))
-        self.containers.append(ctr)
-        with tempfile.TemporaryFile() as tree:
-            engine_images.export(ctr, tree.fileno())
-            containers.remove(ctr, force=True)
-            self.containers.remove(ctr)
-            tree.seek(0)
-            with tarfile.open(fileobj=tree, mode="r:") as tf:
-                copying.copy_from_tree(out, copying.StageTree(tf, where), ins.sources(), dest,
-                                       as_dir, lambda p: self._is_dir(img, p), owner,
-                                       (ins.flag("parents") is True, ins.flag("exclude")),
-                                       where)
+        for layer, diff_id in zip(source.layers, source.diff_ids, strict=False):
+            self.store.ensure_layer(layer["digest"], diff_id)
+        lowers = [str(self.store.layer_dir(d)) for d in source.diff_ids]
+        flags = (ins.flag("parents") is True, ins.flag("exclude"))
+        # Only the requested files, read from the source's layer directories in the
+        # user namespace (their owners are the image's there, and a sub-id's 0600
+        # file is readable) into a tar of their own, then appended to the step's.
+        with tempfile.TemporaryFile() as part:
+            fd = part.fileno()
+
+            def pick() -> None:
+                with os.fdopen(os.dup(fd), "wb") as f, \
+                        tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tf, \
+                        copying.LayerTree(lowers, where) as tree:
+                    copying.copy_from_tree(tf, tree, ins.sources(), dest, as_dir,
+                                           lambda p: self._is_dir(img, p), owner, flags,
+                                           where)
+
+            userns.run(pick)
+            part.seek(0)
+            with tarfile.open(fileobj=part, mode="r|") as tf:
+                for m in tf:
+                    out.addfile(m, tf.extractfile(m) if m.isfile() else None)
 
     def _stage_file(self, img: _StageImage, path: str) -> bytes | None:
         """A regular file of the stage, symlinks on its path followed inside the stage's
