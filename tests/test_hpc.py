@@ -86,6 +86,31 @@ def test_keep_id_other_uid_and_the_root_is_untouched(rl: RlRunner, fresh_rootfs:
     assert (fresh_rootfs / "etc/passwd").read_text() == before
 
 
+def test_keep_id_root_without_passwd_or_group(rl: RlRunner, fresh_rootfs: Path) -> None:
+    support.require_newidmap()
+    (fresh_rootfs / "etc/passwd").unlink()
+    (fresh_rootfs / "etc/group").unlink()
+    out = sh(rl, fresh_rootfs, "id -un; cat /etc/passwd /etc/group", "--userns=keep-id")
+    name = pwd.getpwuid(os.getuid()).pw_name
+    assert out.splitlines()[0] == name
+    assert f":{os.getuid()}:{os.getgid()}:" in out
+    # The empty files bound on are gone with the container (--rm).
+    assert not (fresh_rootfs / "etc/passwd").exists()
+    assert not (fresh_rootfs / "etc/group").exists()
+
+
+def test_keep_id_process_cannot_touch_the_roots_files(rl: RlRunner, fresh_rootfs: Path
+                                                     ) -> None:
+    """From inside, as the user: /etc/passwd written in the container is the run dir's
+    copy; the root's own file keeps its text."""
+    support.require_newidmap()
+    before = (fresh_rootfs / "etc/passwd").read_text()
+    out = sh(rl, fresh_rootfs, "echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd 2>&1; "
+             "grep -c evil /etc/passwd || true", "--userns=keep-id")
+    assert out.strip() == "1"  # written: to the container's own copy
+    assert (fresh_rootfs / "etc/passwd").read_text() == before
+
+
 @pytest.mark.parametrize("flags,words", [
     (("--userns=keep-id", "--uidmap", "0:1:65536"), "--uidmap"),
     (("--userns=bogus",), "bogus"),

@@ -169,6 +169,14 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
     _uts(opts, spec)
 
 
+def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:
+    """keep-id's /etc files the root lacks (the runtime makes empty ones to bind on;
+    the supervisor's cleanup removes them), past those already known."""
+    return [f"/etc/{name}" for name in ("passwd", "group")
+            if PASSWD_KEY in spec.annotations and f"/etc/{name}" not in known
+            and not os.path.lexists(secure_join(rootfs, f"/etc/{name}"))]
+
+
 def device_mount(text: str) -> Mount:
     """--device HOST[:CTR][:PERMS]: a bind of the host's node (rootless cannot mknod)."""
     parts = text.split(":")

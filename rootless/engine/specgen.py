@@ -478,6 +478,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
     hpc.adjust(opts, spec, paths.container_run_dir(cid), warn)  # issue 18's flags
+    created += hpc.created_mountpoints(spec, rootfs, created)
     img = opts.image_defaults
     return ContainerConfig(
         id=cid,
