@@ -175,6 +175,26 @@ def test_ipc_host_shares_posix_shm_with_the_host(rl: RlRunner, rootfs: Path) -> 
         (Path("/dev/shm") / f"{name}.b").unlink(missing_ok=True)
 
 
+def test_ipc_host_two_containers_exchange_through_dev_shm(rl: RlRunner, rootfs: Path) -> None:
+    """Two ranks in two containers, as MPI's shared-memory transport would place them."""
+    name = f"rl-rank-{uuid.uuid4().hex[:8]}"
+    shm = Path("/dev/shm")
+    wait_for = "i=0; while [ ! -e /dev/shm/{0} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"
+    rank0 = rl("run", "-d", "--ipc=host", "--rootfs", rootfs, "/bin/sh", "-c",
+               f"echo rank0 > /dev/shm/{name}.a; {wait_for.format(name + '.b')}; "
+               f"cat /dev/shm/{name}.b > /dev/shm/{name}.done", check=True).stdout.strip()
+    try:
+        out = sh(rl, rootfs, f"{wait_for.format(name + '.a')}; cat /dev/shm/{name}.a; "
+                 f"echo rank1 > /dev/shm/{name}.b", "--ipc=host")
+        assert out == "rank0\n"
+        assert rl("wait", rank0, check=True).stdout.strip() == "0"
+        assert (shm / f"{name}.done").read_text() == "rank1\n"
+    finally:
+        rl("rm", "-f", rank0)
+        for suffix in ("a", "b", "done"):
+            (shm / f"{name}.{suffix}").unlink(missing_ok=True)
+
+
 def test_pid_host_sees_host_pids(rl: RlRunner, rootfs: Path) -> None:
     out = sh(rl, rootfs, f"echo $$; test -d /proc/{os.getpid()} && echo seen", "--pid=host")
     pid, seen = out.split()
