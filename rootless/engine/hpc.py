@@ -256,7 +256,7 @@ def _ipc(opts: CreateOptions, spec: Spec, warn: Callable[[str], None] | None) ->
     if mode == "none":
         _replace(spec, "/dev/shm", None)
         return
-    for m in spec.mounts:
+    for m in spec.mounts if opts.shm_size is not None else []:  # else: specgen's 64m
         if m.destination == "/dev/shm" and m.type == "tmpfs":
             m.options = [o for o in m.options if not o.startswith("size=")] + [f"size={size}"]
 
