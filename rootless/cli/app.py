@@ -102,6 +102,22 @@ def _limit_kw(kw: dict[str, Any]) -> dict[str, Any]:
     return _plain(kw, (f.name for f in dataclasses.fields(LimitFlags)))
 
 
+def hpc_options() -> list[Callable[..., Any]]:
+    """HPC and workstation mode's flags (engine/hpc.py)."""
+    return [
+        click.option("--userns", help="User namespace: keep-id[:uid=N,gid=N] runs you as "
+                     "yourself."),
+        click.option("--uidmap", multiple=True, help="(not supported yet)"),
+        click.option("--gidmap", multiple=True, help="(not supported yet)"),
+        click.option("--device", "devices", multiple=True,
+                     help="Add a host device HOST[:CONTAINER][:PERMS]."),
+        click.option("--ipc", help="IPC mode: private, shareable, none or host."),
+        click.option("--pid", help="PID mode: private or host."),
+        click.option("--uts", help="UTS mode: private or host."),
+        click.option("--shm-size", help="Size of /dev/shm (default 64m)."),
+    ]
+
+
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option("--rootfs", is_flag=True,
@@ -137,6 +153,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-l", "--label", "labels", multiple=True,
                      help="Set metadata on the container."),
         click.option("--group-add", multiple=True, help="Additional groups to join."),
+        *hpc_options(),  # issue 18: --userns, --device, --ipc, --pid, --uts, --shm-size
         click.option("--rm", is_flag=True, help="Remove the container when it exits."),
         click.option("--storage-driver", help="How the image becomes the container's root: "
                      "overlay, fuse, fuse-overlayfs or vfs (default: see rl info)."),

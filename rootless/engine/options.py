@@ -89,6 +89,16 @@ class CreateOptions:
     no_healthcheck: bool = False
     health_on_failure: str | None = None
 
+    # issue 18 (engine/hpc.py): --userns, --uidmap/--gidmap, --device, --ipc/--pid/--uts, --shm-size
+    userns: str | None = None
+    uidmap: list[str] = field(default_factory=list)
+    gidmap: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    ipc: str | None = None
+    pid: str | None = None
+    uts: str | None = None
+    shm_size: str | None = None
+
     def __post_init__(self) -> None:
         # The CLI's `rl run` sends its options to the fork server as JSON
         # (dataclasses.asdict): rebuild the nested parts from their plain form.

@@ -41,7 +41,7 @@ from ..runtime.spec import (
     Spec,
     User,
 )
-from . import quotas, restart, store
+from . import hpc, quotas, restart, store
 from .options import Bind, CreateOptions, rootfs_missing
 from .store import ContainerConfig
 
@@ -473,6 +473,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
     gids = group_ids(opts)
 
     plan = idmap.plan()
+    plan = hpc.userns_plan(opts, plan)  # --userns=keep-id
     if plan.warning and warn is not None:
         warn(plan.warning)
     gid5 = idmap.mapped_size(plan.gid_mappings) > 5
@@ -493,6 +494,8 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
     spec.linux.seccomp = filt
     spec.linux.uid_mappings = plan.uid_mappings
     spec.linux.gid_mappings = plan.gid_mappings
+    hpc.adjust(opts, spec, paths.container_run_dir(cid), warn)  # issue 18's flags
+    created += hpc.created_mountpoints(spec, rootfs, created)
     img = opts.image_defaults
     return ContainerConfig(
         id=cid,
@@ -501,7 +504,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
         spec=spec,
         image=rootfs,
         rootfs=rootfs,
-        user=opts.user or (img.user if img else "") or "",
+        user=opts.user or hpc.keep_id_user(opts) or (img.user if img else "") or "",
         idmap_mode=plan.mode,
         tty=opts.tty,
         open_stdin=opts.interactive,

@@ -44,7 +44,7 @@ from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchIma
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import containers as api
-from . import events, health, restart, store, wire
+from . import events, health, hpc, restart, store, wire
 from .options import CreateOptions
 from .store import Container, ContainerConfig
 
@@ -733,6 +733,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         cfg = ctr.config
         _own_run_dir(cfg, run_dir)
         write_etc_files(cfg, run_dir)
+        hpc.write_files(cfg.spec, run_dir, cfg.id)  # --userns=keep-id's passwd and group
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
         net = None

@@ -1,0 +1,332 @@
+"""HPC and workstation mode (issue 18): --userns=keep-id, --device, --ipc/--pid/--uts and
+--shm-size, as steps specgen.generate calls on its way (one line each).
+
+keep-id maps the user's own uid and gid to themselves inside, the subordinate range
+filling the rest of the container's ids as podman builds it (0..U-1 and U+1.. from the
+range), or, in single-id mode, the one id alone. The container's /etc/passwd and
+/etc/group get an entry for the user where the root has none: they are written at each
+start into the supervisor's run directory (write_files) and bound over the root's, never
+into the root itself.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidArgument
+from ..runtime import idmap
+from ..runtime.mounts import container_path, refused_destination, secure_join
+from ..runtime.resources import parse_size
+from ..runtime.spec import IDMapping, Mount, Spec
+from .options import CreateOptions
+
+PASSWD_KEY = "run.rl.keep-id.passwd"  # spec annotations: the lines write_files adds
+GROUP_KEY = "run.rl.keep-id.group"
+DEFAULT_SHM = 64 * 1024 * 1024  # docker's default /dev/shm size
+
+
+@dataclass
+class KeepId:
+    uid: int  # the container's ids for the user (its own unless uid=/gid= say otherwise)
+    gid: int
+
+
+# -- --userns ------------------------------------------------------------------------
+
+
+def parse_userns(opts: CreateOptions) -> KeepId | None:
+    """--userns: keep-id[:uid=N,gid=N] or nothing; the rest refused with the reason."""
+    if opts.uidmap or opts.gidmap:
+        if opts.userns:
+            raise InvalidArgument("--userns and --uidmap/--gidmap cannot be used together")
+        raise InvalidArgument("--uidmap/--gidmap are not supported yet (use "
+                              "--userns=keep-id to run as yourself)")
+    value = opts.userns
+    if value is None or value in ("", "private"):
+        return None
+    if value == "host":
+        raise InvalidArgument("--userns=host: rl is rootless, so a container always has a "
+                              "user namespace of its own (the host's would leave it no "
+                              "capabilities); --userns=keep-id runs it as you")
+    mode, _, rest = value.partition(":")
+    if mode != "keep-id":
+        raise InvalidArgument(f"unrecognized namespace mode {value} passed (rl knows "
+                              "keep-id[:uid=N,gid=N])")
+    keep = KeepId(os.getuid(), os.getgid())
+    for item in rest.split(",") if rest else []:
+        key, sep, num = item.partition("=")
+        if key not in ("uid", "gid") or not sep or not num.isdigit() or int(num) >= 2**32 - 1:
+            raise InvalidArgument(f"invalid keep-id option {item!r} in --userns={value} "
+                                  "(expected uid=N or gid=N)")
+        setattr(keep, key, int(num))
+    return keep
+
+
+def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
+    """The id maps: plan as it is, or keep-id's in its place."""
+    keep = parse_userns(opts)
+    if keep is None:
+        return plan
+    if opts.image is not None:
+        raise InvalidArgument("--userns=keep-id needs --rootfs for now: an image's files "
+                              "would need a copy owned by the shifted ids")
+    net = opts.network.partition(":")
+    from netstack.options import MODES
+
+    if net[0] == "container" or (opts.network != "bridge" and net[0] not in MODES):
+        raise InvalidArgument(f"--userns=keep-id cannot be used with --network "
+                              f"{opts.network}: the container would join another's user "
+                              "namespace")
+    if plan.mode == "single":
+        uids = [IDMapping(keep.uid, os.getuid(), 1)]
+        gids = [IDMapping(keep.gid, os.getgid(), 1)]
+    else:
+        uids = keep_id_map(keep.uid, os.getuid(), idmap.subordinate_ranges("/etc/subuid"))
+        gids = keep_id_map(keep.gid, os.getgid(), idmap.subordinate_ranges("/etc/subgid"))
+    return idmap.IdMapPlan(plan.mode, plan.reason + "; keep-id", uids, gids,
+                           plan.newuidmap, plan.newgidmap, plan.warning)
+
+
+def keep_id_map(inside: int, host: int, ranges: list[tuple[int, int]]) -> list[IDMapping]:
+    """inside -> host; the subordinate ranges, in order, fill 0..inside-1 and then the
+    ids after inside (podman's keep-id layout)."""
+    total = sum(count for _, count in ranges)
+    if inside > total:
+        raise InvalidArgument(f"keep-id: uid/gid {inside} is outside the container's id range "
+                              f"(0-{total}: your subordinate range holds {total} ids)")
+    maps: list[IDMapping] = []
+    nxt = 0
+    placed = False
+    for start, count in ranges:
+        while count:
+            if not placed and nxt == inside:
+                maps.append(IDMapping(inside, host, 1))
+                nxt += 1
+                placed = True
+            take = count if placed else min(count, inside - nxt)
+            maps.append(IDMapping(nxt, start, take))
+            nxt, start, count = nxt + take, start + take, count - take
+    if not placed:
+        maps.append(IDMapping(inside, host, 1))
+    return maps
+
+
+def _mapped(ident: int, maps: list[IDMapping]) -> bool:
+    return any(m.container_id <= ident < m.container_id + m.size for m in maps)
+
+
+def keep_id_user(opts: CreateOptions) -> str | None:
+    """The default user of a keep-id container (-u still wins): uid:gid."""
+    keep = parse_userns(opts)
+    return None if keep is None else f"{keep.uid}:{keep.gid}"
+
+
+def _entries(keep: KeepId) -> tuple[str, str]:
+    """The passwd and group lines of the user, from the host's database (podman's)."""
+    try:
+        pw = pwd.getpwuid(os.getuid())
+        name, gecos, home = pw.pw_name, pw.pw_gecos, pw.pw_dir
+    except KeyError:
+        name, gecos, home = f"user{os.getuid()}", "", "/"
+    try:
+        import grp
+
+        group = grp.getgrgid(os.getgid()).gr_name
+    except KeyError:
+        group = name
+    return (f"{name}:*:{keep.uid}:{keep.gid}:{gecos}:{home}:/bin/sh",
+            f"{group}:x:{keep.gid}:{name}")
+
+
+# -- after the spec is made ------------------------------------------------------------
+
+
+def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
+           warn: Callable[[str], None] | None = None) -> None:
+    """keep-id's files, --device, --ipc/--pid/--uts and --shm-size, on the spec."""
+    keep = parse_userns(opts)
+    if keep is not None:
+        passwd, group = _entries(keep)
+        spec.annotations[PASSWD_KEY] = passwd
+        spec.annotations[GROUP_KEY] = group
+        # Next to rl's own /etc files: a user's -v over /etc/passwd still wins.
+        at = next((i + 1 for i, m in enumerate(spec.mounts)
+                   if m.destination == "/etc/resolv.conf"), len(spec.mounts))
+        spec.mounts[at:at] = [Mount(f"/etc/{name}", "bind", str(run_dir / name), ["bind"])
+                              for name in ("passwd", "group")]
+    if not _mapped(5, spec.linux.gid_mappings):  # single-id keep-id: no tty group inside
+        for m in spec.mounts:
+            if m.destination == "/dev/pts" and "gid=5" in m.options:
+                m.options.remove("gid=5")
+    spec.mounts += [device_mount(d) for d in opts.devices]
+    _ipc(opts, spec, warn)
+    _pid(opts, spec)
+    _uts(opts, spec)
+
+
+def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:
+    """keep-id's /etc files the root lacks (the runtime makes empty ones to bind on;
+    the supervisor's cleanup removes them), past those already known."""
+    return [f"/etc/{name}" for name in ("passwd", "group")
+            if PASSWD_KEY in spec.annotations and f"/etc/{name}" not in known
+            and not os.path.lexists(secure_join(rootfs, f"/etc/{name}"))]
+
+
+def device_mount(text: str) -> Mount:
+    """--device HOST[:CTR][:PERMS]: a bind of the host's node (rootless cannot mknod)."""
+    parts = text.split(":")
+    perms = "rwm"
+    if len(parts) >= 2 and _is_perms(parts[-1]) and not parts[-1].startswith("/"):
+        perms = parts.pop()
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidArgument(f"invalid device specification: {text}")
+    host = parts[0]
+    inside = parts[1] if len(parts) == 2 and parts[1] else host
+    if not os.path.isabs(host) or not os.path.isabs(inside):
+        raise InvalidArgument(f"bad format for path: {text}")
+    try:
+        st = os.stat(host)
+    except OSError as e:
+        raise InvalidArgument(f'error gathering device information while adding custom '
+                              f'device "{host}": {os.strerror(e.errno or 0).lower()}') from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        what = "a directory (rl binds single device nodes)" if stat.S_ISDIR(st.st_mode) \
+            else "not a device node"
+        raise InvalidArgument(f'error gathering device information while adding custom '
+                              f'device "{host}": {what}')
+    dest = container_path(inside)
+    why = refused_destination(dest)
+    if why is not None:
+        raise InvalidArgument(f"invalid device specification: {text}: {why}")
+    if "w" not in perms or "r" not in perms:
+        # A read-only mount does not stop writes to a device node; docker's device cgroup
+        # does, and a user namespace cannot attach one (cgroup v2's rules are BPF).
+        raise InvalidArgument(f"--device {text}: permissions {perms!r} cannot be enforced "
+                              "rootless (no device cgroup): the host's permissions on "
+                              f"{host} decide; use rw")
+    return Mount(destination=dest, type="bind", source=os.path.normpath(host),
+                 options=["bind", "nosuid", "noexec"])
+
+
+def _is_perms(value: str) -> bool:
+    return bool(value) and set(value) <= set("rwm") and len(set(value)) == len(value)
+
+
+def _replace(spec: Spec, dest: str, new: Mount | None) -> None:
+    out = []
+    for m in spec.mounts:
+        if m.destination == dest:
+            if new is not None:
+                out.append(new)
+        else:
+            out.append(m)
+    spec.mounts = out
+
+
+def _drop_namespace(spec: Spec, kind: str) -> None:
+    spec.linux.namespaces = [n for n in spec.linux.namespaces if n.type != kind]
+
+
+def _ipc(opts: CreateOptions, spec: Spec, warn: Callable[[str], None] | None) -> None:
+    mode = opts.ipc or "private"
+    size = DEFAULT_SHM
+    if opts.shm_size is not None:
+        size = parse_size(opts.shm_size, "shm-size") or DEFAULT_SHM  # docker: 0 = default
+    if mode.startswith("container:"):
+        raise InvalidArgument("--ipc=container:NAME is not supported yet (use --ipc=host "
+                              "for containers that share memory)")
+    if mode not in ("private", "shareable", "host", "none"):
+        raise InvalidArgument("--ipc: invalid IPC mode")
+    if mode == "host":
+        if opts.shm_size is not None and warn is not None:
+            warn("--shm-size is ignored with --ipc=host: /dev/shm is the host's")
+        _drop_namespace(spec, "ipc")
+        # The host's IPC namespace is not this user namespace's: no mqueue mount of its
+        # own there, so the host's /dev/shm and /dev/mqueue are bound.
+        _replace(spec, "/dev/shm", Mount("/dev/shm", "bind", "/dev/shm",
+                                         ["rbind", "nosuid", "nodev", "noexec"]))
+        mq = Mount("/dev/mqueue", "bind", "/dev/mqueue", ["rbind", "nosuid", "nodev", "noexec"])
+        _replace(spec, "/dev/mqueue", mq if os.path.isdir("/dev/mqueue") else None)
+        return
+    if mode == "none":
+        _replace(spec, "/dev/shm", None)
+        return
+    for m in spec.mounts if opts.shm_size is not None else []:  # else: specgen's 64m
+        if m.destination == "/dev/shm" and m.type == "tmpfs":
+            m.options = [o for o in m.options if not o.startswith("size=")] + [f"size={size}"]
+
+
+def _pid(opts: CreateOptions, spec: Spec) -> None:
+    mode = opts.pid or "private"
+    if mode.startswith("container:"):
+        raise InvalidArgument("--pid=container:NAME is not supported yet")
+    if mode not in ("private", "host"):
+        raise InvalidArgument("--pid: invalid PID mode")
+    if mode == "host":
+        _drop_namespace(spec, "pid")
+        # proc can only be mounted for a PID namespace of this user namespace's: the
+        # host's /proc is bound (as rootless podman does).
+        _replace(spec, "/proc", Mount("/proc", "bind", "/proc",
+                                      ["rbind", "nosuid", "noexec", "nodev"]))
+
+
+def _uts(opts: CreateOptions, spec: Spec) -> None:
+    mode = opts.uts or "private"
+    if mode not in ("private", "host"):
+        raise InvalidArgument("--uts: invalid UTS mode")
+    if mode != "host":
+        return
+    if opts.hostname:
+        raise InvalidArgument("conflicting options: hostname and the UTS mode")
+    _drop_namespace(spec, "uts")
+    host = os.uname().nodename
+    spec.hostname = ""  # the host's UTS namespace: nobody may set its name
+    spec.process.env = [f"HOSTNAME={host}" if e.startswith("HOSTNAME=") else e
+                        for e in spec.process.env]
+    if os.path.isfile("/etc/hostname"):
+        _replace(spec, "/etc/hostname", Mount("/etc/hostname", "bind", "/etc/hostname",
+                                              ["bind", "ro"]))
+
+
+# -- at each start (the supervisor) ----------------------------------------------------
+
+
+def _root_file(root: str, path: str) -> str:
+    """A text file of the container's root, "" if it has none; never followed outside it
+    nor blocked on (a FIFO planted there)."""
+    try:
+        fd = os.open(secure_join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 1 << 20).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def write_files(spec: Spec, run_dir: Path, cid: str) -> None:
+    """keep-id's /etc/passwd and /etc/group in run_dir: the root's own, plus the user's
+    line where no entry has that id; the spec's binds are pointed at run_dir."""
+    for key, name in ((PASSWD_KEY, "passwd"), (GROUP_KEY, "group")):
+        line = spec.annotations.get(key)
+        if line is None:
+            continue
+        text = _root_file(spec.root.path, f"/etc/{name}")
+        ident = line.split(":")[2]
+        if not any(len(f) > 2 and f[2] == ident for f in
+                   (row.split(":") for row in text.splitlines())):
+            text = text + ("" if not text or text.endswith("\n") else "\n") + line + "\n"
+        target = run_dir / name
+        target.write_text(text)
+        target.chmod(0o644)
+        for m in spec.mounts:
+            if m.destination == f"/etc/{name}" and m.type == "bind" and m.source \
+                    and Path(m.source).parent.name == cid:
+                m.source = str(target)

@@ -1,0 +1,227 @@
+"""HPC and workstation mode (issue 18): --userns=keep-id, --device, --ipc/--pid/--uts,
+--shm-size, seen from inside a container and from the host."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import uuid
+from pathlib import Path
+
+import pytest
+
+import support
+from support import RlRunner
+
+pytestmark = pytest.mark.usefixtures("userns")
+
+
+@pytest.fixture(scope="session")
+def userns() -> None:
+    support.require_userns()
+
+
+def sh(rl: RlRunner, rootfs: Path, script: str, *flags: str) -> str:
+    r = rl("run", "--rm", *flags, "--rootfs", rootfs, "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def refused(rl: RlRunner, rootfs: Path, *flags: str) -> str:
+    r = rl("run", "--rm", *flags, "--rootfs", rootfs, "true")
+    assert r.returncode == 125, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    return lines[0]
+
+
+# -- --userns=keep-id ----------------------------------------------------------------
+
+
+def _keep_id_checks(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    me = pwd.getpwuid(os.getuid())
+    out = sh(rl, rootfs, "id -u; id -g; id -un; echo $HOME; touch /data/made; mkdir /data/d;"
+             " touch /data/d/f", "--userns=keep-id", "-v", f"{data}:/data")
+    assert out.split() == [str(os.getuid()), str(os.getgid()), me.pw_name, me.pw_dir]
+    for p in (data / "made", data / "d", data / "d/f"):
+        st = p.stat()
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()), p
+    # Removable on the host without `rl unshare`: they are the user's own.
+    (data / "d/f").unlink()
+    (data / "d").rmdir()
+    (data / "made").unlink()
+
+
+def test_keep_id_runs_as_the_user_and_files_stay_theirs(rl: RlRunner, rootfs: Path,
+                                                        tmp_path: Path) -> None:
+    support.require_newidmap()
+    _keep_id_checks(rl, rootfs, tmp_path)
+    # The rest of the id space is there, root included (podman's layout).
+    out = sh(rl, rootfs, "cat /proc/self/uid_map", "--userns=keep-id")
+    rows = [tuple(map(int, ln.split())) for ln in out.splitlines()]
+    assert (os.getuid(), os.getuid(), 1) in rows
+    assert rows[0][0] == 0 and rows[0][1] != os.getuid()
+    # -u still wins; root inside is not the user.
+    assert sh(rl, rootfs, "id -u", "--userns=keep-id", "-u", "0").split() == ["0"]
+
+
+def test_keep_id_in_single_id_mode(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RL_IDMAP", "single")
+    _keep_id_checks(rl, rootfs, tmp_path)
+    out = sh(rl, rootfs, "cat /proc/self/uid_map", "--userns=keep-id")
+    assert [tuple(map(int, ln.split())) for ln in out.splitlines()] == [
+        (os.getuid(), os.getuid(), 1)]
+
+
+def test_keep_id_other_uid_and_the_root_is_untouched(rl: RlRunner, fresh_rootfs: Path) -> None:
+    support.require_newidmap()
+    before = (fresh_rootfs / "etc/passwd").read_text()
+    out = sh(rl, fresh_rootfs, "id -u; id -g; grep ':4242:' /etc/passwd | cut -d: -f3,4",
+             "--userns=keep-id:uid=4242,gid=4343")
+    assert out.split() == ["4242", "4343", "4242:4343"]
+    # The entry lives in the run dir's copy, never in the root's own file.
+    assert (fresh_rootfs / "etc/passwd").read_text() == before
+
+
+def test_keep_id_root_without_passwd_or_group(rl: RlRunner, fresh_rootfs: Path) -> None:
+    support.require_newidmap()
+    (fresh_rootfs / "etc/passwd").unlink()
+    (fresh_rootfs / "etc/group").unlink()
+    out = sh(rl, fresh_rootfs, "id -un; cat /etc/passwd /etc/group", "--userns=keep-id")
+    name = pwd.getpwuid(os.getuid()).pw_name
+    assert out.splitlines()[0] == name
+    assert f":{os.getuid()}:{os.getgid()}:" in out
+    # The empty files bound on are gone with the container (--rm).
+    assert not (fresh_rootfs / "etc/passwd").exists()
+    assert not (fresh_rootfs / "etc/group").exists()
+
+
+def test_keep_id_process_cannot_touch_the_roots_files(rl: RlRunner, fresh_rootfs: Path
+                                                     ) -> None:
+    """From inside, as the user: /etc/passwd written in the container is the run dir's
+    copy; the root's own file keeps its text."""
+    support.require_newidmap()
+    before = (fresh_rootfs / "etc/passwd").read_text()
+    out = sh(rl, fresh_rootfs, "echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd 2>&1; "
+             "grep -c evil /etc/passwd || true", "--userns=keep-id")
+    assert out.strip() == "1"  # written: to the container's own copy
+    assert (fresh_rootfs / "etc/passwd").read_text() == before
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--userns=keep-id", "--uidmap", "0:1:65536"), "--uidmap"),
+    (("--userns=bogus",), "bogus"),
+    (("--userns=host",), "rootless"),
+    (("--userns=keep-id:size=3",), "size=3"),
+    (("--userns=keep-id:uid=9999999",), "outside"),
+])
+def test_userns_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...], words: str
+                          ) -> None:
+    if "outside" in words:
+        support.require_newidmap()
+    assert words in refused(rl, rootfs, *flags)
+
+
+# -- --device ------------------------------------------------------------------------
+
+
+def test_device_at_a_new_path_and_read_only(rl: RlRunner, rootfs: Path) -> None:
+    out = sh(rl, rootfs, "head -c 4 /dev/zz | od -An -tx1; echo x > /dev/zz && echo wrote",
+             "--device", "/dev/zero:/dev/zz")
+    assert out.split() == ["00", "00", "00", "00", "wrote"]
+    assert sh(rl, rootfs, "test -c /dev/zw && echo ok", "--device",
+              "/dev/zero:/dev/zw:rwm").split() == ["ok"]
+    # A read-only device cannot be enforced rootless: refused, not silently writable.
+    assert "cannot be enforced" in refused(rl, rootfs, "--device", "/dev/zero:/dev/zr:r")
+
+
+def test_device_fuse_present_inside(rl: RlRunner, rootfs: Path) -> None:
+    support.require_fuse()
+    out = sh(rl, rootfs, "stat -c '%F %t:%T' /dev/fuse", "--device", "/dev/fuse")
+    st = os.stat("/dev/fuse")
+    assert out.strip() == f"character special file {os.major(st.st_rdev):x}:" \
+                          f"{os.minor(st.st_rdev):x}"
+
+
+def test_device_bad_input(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    regular = tmp_path / "plain"
+    regular.write_text("x")
+    assert "not a device node" in refused(rl, rootfs, "--device", str(regular))
+    missing = f"/dev/nope-{uuid.uuid4().hex[:6]}"
+    assert missing in refused(rl, rootfs, "--device", missing)
+    assert "bad format" in refused(rl, rootfs, "--device", "dev/zero")
+
+
+# -- --ipc, --pid, --uts, --shm-size -------------------------------------------------
+
+
+def test_ipc_host_shares_posix_shm_with_the_host(rl: RlRunner, rootfs: Path) -> None:
+    name = f"rl-test-{uuid.uuid4().hex[:8]}"
+    host_seg = Path("/dev/shm") / name
+    host_seg.write_text("from the host\n")
+    try:
+        out = sh(rl, rootfs, f"cat /dev/shm/{name}; echo from inside > /dev/shm/{name}.b",
+                 "--ipc=host")
+        assert out == "from the host\n"
+        assert (Path("/dev/shm") / f"{name}.b").read_text() == "from inside\n"
+        # A private IPC namespace's /dev/shm is its own.
+        out = sh(rl, rootfs, f"ls /dev/shm/{name} 2>&1 || echo absent")
+        assert "absent" in out
+    finally:
+        host_seg.unlink(missing_ok=True)
+        (Path("/dev/shm") / f"{name}.b").unlink(missing_ok=True)
+
+
+def test_ipc_host_two_containers_exchange_through_dev_shm(rl: RlRunner, rootfs: Path) -> None:
+    """Two ranks in two containers, as MPI's shared-memory transport would place them."""
+    name = f"rl-rank-{uuid.uuid4().hex[:8]}"
+    shm = Path("/dev/shm")
+    wait_for = "i=0; while [ ! -e /dev/shm/{0} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"
+    rank0 = rl("run", "-d", "--ipc=host", "--rootfs", rootfs, "/bin/sh", "-c",
+               f"echo rank0 > /dev/shm/{name}.a; {wait_for.format(name + '.b')}; "
+               f"cat /dev/shm/{name}.b > /dev/shm/{name}.done", check=True).stdout.strip()
+    try:
+        out = sh(rl, rootfs, f"{wait_for.format(name + '.a')}; cat /dev/shm/{name}.a; "
+                 f"echo rank1 > /dev/shm/{name}.b", "--ipc=host")
+        assert out == "rank0\n"
+        assert rl("wait", rank0, check=True).stdout.strip() == "0"
+        assert (shm / f"{name}.done").read_text() == "rank1\n"
+    finally:
+        rl("rm", "-f", rank0)
+        for suffix in ("a", "b", "done"):
+            (shm / f"{name}.{suffix}").unlink(missing_ok=True)
+
+
+def test_pid_host_sees_host_pids(rl: RlRunner, rootfs: Path) -> None:
+    out = sh(rl, rootfs, f"echo $$; test -d /proc/{os.getpid()} && echo seen", "--pid=host")
+    pid, seen = out.split()
+    assert int(pid) != 1 and seen == "seen"
+
+
+def test_uts_host_has_the_hosts_name(rl: RlRunner, rootfs: Path) -> None:
+    out = sh(rl, rootfs, "hostname; echo $HOSTNAME", "--uts=host")
+    assert out.split() == [os.uname().nodename] * 2
+    assert "hostname" in refused(rl, rootfs, "--uts=host", "-h", "x")
+
+
+def test_shm_size(rl: RlRunner, rootfs: Path) -> None:
+    out = sh(rl, rootfs, "df -k /dev/shm | tail -1", "--shm-size", "1m")
+    assert out.split()[1] == "1024"
+    out = sh(rl, rootfs, "df -k /dev/shm | tail -1")
+    assert out.split()[1] == str(64 * 1024)  # docker's default
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--shm-size", "lots"), "invalid size: 'lots'"),
+    (("--shm-size", "-1m"), "invalid size"),
+    (("--ipc", "bogus"), "--ipc: invalid IPC mode"),
+    (("--pid", "bogus"), "--pid: invalid PID mode"),
+    (("--uts", "bogus"), "--uts: invalid UTS mode"),
+    (("--ipc", "container:x"), "not supported yet"),
+])
+def test_namespace_flags_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...],
+                                   words: str) -> None:
+    assert words in refused(rl, rootfs, *flags)
