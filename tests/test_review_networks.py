@@ -1,0 +1,146 @@
+"""An attacker's review of user-defined networks (issue 14): a container on a network
+attacks the network host's resolver (dns.py) and the other networks through it. The
+attacker is the host's python, bind-mounted read-only into a busybox root."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import support
+from support import RlRunner, RlState
+
+
+@pytest.fixture(autouse=True)
+def _clean(rl: RlRunner) -> Iterator[None]:
+    yield
+    rl("network", "prune", "-f")
+
+
+def _serve(rl: RlRunner, rootfs: Path, name: str, network: str) -> None:
+    rl("run", "-d", "--name", name, "--hostname", name, "--network", network,
+       "--rootfs", rootfs, "httpd", "-f", "-p", "80", "-h", "/etc", check=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _python(rl: RlRunner, rootfs: Path, network: str, script: str,
+            *args: str) -> subprocess.CompletedProcess[str]:
+    for d in ("usr", "lib", "lib64"):
+        (rootfs / d).mkdir(exist_ok=True)
+    return rl("run", "--rm", "--network", network, "-v", "/usr:/usr:ro",
+              "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro", "--rootfs", rootfs,
+              "/usr/bin/python3", "-c", script, *args, timeout=60)
+
+
+def _gateway(rl: RlRunner, network: str) -> str:
+    cfg = json.loads(rl("network", "inspect", network, check=True).stdout)[0]
+    return str(cfg["IPAM"]["Config"][0]["Gateway"])
+
+
+def _resolves(rl: RlRunner, rootfs: Path, network: str, name: str) -> bool:
+    r = rl("run", "--rm", "--network", network, "--rootfs", rootfs, "sh", "-c",
+           f"nslookup {name} | grep -A9 '^Name:' | grep -q '^Address'", timeout=60)
+    return r.returncode == 0
+
+
+# A query for NAME with the response bit set, then a datagram from source port 0 (a raw
+# socket: CAP_NET_RAW is in docker's default set): each once raised out of the
+# resolver's task, which ended the network host and every network with it.
+HOSTILE = r"""
+import socket, struct, sys
+gw, name = sys.argv[1], sys.argv[2].encode()
+q = struct.pack(">HHHHHH", 0x1234, 0x8100, 1, 0, 0, 0)
+q += bytes([len(name)]) + name + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    s.sendto(q, (gw, 53))
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+plain = struct.pack(">HHHHHH", 0x4321, 0x0100, 1, 0, 0, 0)
+plain += bytes([len(name)]) + name + b"\0" + struct.pack(">HH", 1, 1)
+udp = struct.pack(">HHHH", 0, 53, 8 + len(plain), 0) + plain  # checksum 0: none
+for _ in range(3):
+    r.sendto(udp, (gw, 0))
+print("sent")
+"""
+
+
+def test_hostile_datagrams_do_not_end_the_network_host(rl: RlRunner, rootfs: Path,
+                                                       fresh_rootfs: Path,
+                                                       rl_state: RlState) -> None:
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    try:
+        _serve(rl, rootfs, "tgt", "app")
+        pid_file = rl_state.runtime_dir / "rl" / "nethost" / "pid"
+        host = int(pid_file.read_text().split()[0])
+        r = _python(rl, fresh_rootfs, "app", HOSTILE, _gateway(rl, "app"), "tgt")
+        assert r.returncode == 0 and r.stdout == "sent\n", r.stderr
+        # the resolver still answers, from the same host (the running container kept its NIC)
+        assert _resolves(rl, rootfs, "app", "tgt")
+        assert _alive(host) and int(pid_file.read_text().split()[0]) == host
+    finally:
+        rl("rm", "-f", "tgt")
+
+
+# Ask another network's gateway (the network host's own address, reached through our
+# gateway: local delivery, not FORWARD) for a name of that network.
+CROSS = r"""
+import socket, struct, sys
+gw, name = sys.argv[1], sys.argv[2].encode()
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += bytes([len(name)]) + name + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+for _ in range(3):
+    s.sendto(q, (gw, 53))
+    try:
+        print("answer", len(s.recv(4096)))
+        break
+    except OSError:
+        continue
+else:
+    print("no answer")
+"""
+
+
+def test_another_networks_resolver_is_out_of_reach(rl: RlRunner, rootfs: Path,
+                                                   fresh_rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "--subnet", "10.89.240.0/24", "front", check=True)
+    rl("network", "create", "--subnet", "10.89.241.0/24", "back", check=True)
+    try:
+        _serve(rl, rootfs, "db2", "back")
+        # the attack works where it should: our own gateway answers
+        r = _python(rl, fresh_rootfs, "back", CROSS, _gateway(rl, "back"), "db2")
+        assert r.stdout.startswith("answer"), (r.stdout, r.stderr)
+        r = _python(rl, fresh_rootfs, "front", CROSS, _gateway(rl, "back"), "db2")
+        assert r.returncode == 0 and r.stdout == "no answer\n", (r.stdout, r.stderr)
+        assert not _resolves(rl, rootfs, "front", "db2")
+    finally:
+        rl("rm", "-f", "db2")
+
+
+def test_a_removed_networks_subnet_serves_the_next_network(rl: RlRunner, rootfs: Path) -> None:
+    """The network host outlives `network rm`: the old bridge, with the same gateway
+    address, once took the new network's routes (its resolver's replies were lost)."""
+    support.require_userns()
+    rl("network", "create", "--subnet", "10.89.250.0/24", "old", check=True)
+    _serve(rl, rootfs, "s0", "old")
+    rl("rm", "-f", "s0", check=True)
+    rl("network", "rm", "old", check=True)
+    rl("network", "create", "--subnet", "10.89.250.0/24", "new", check=True)
+    try:
+        _serve(rl, rootfs, "s1", "new")
+        assert _resolves(rl, rootfs, "new", "s1")
+    finally:
+        rl("rm", "-f", "s1")
