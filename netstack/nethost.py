@@ -288,9 +288,15 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     names = {name for _, name in socket_if_names()}
     if att.bridge not in names:
+        _drop_stale_bridges(att)
         _ip("link", "add", att.bridge, "type", "bridge")
         _ip("addr", "add", f"{att.gateway}/{net.prefixlen}", "dev", att.bridge)
         _ip("link", "set", att.bridge, "up")
+        # The host's addresses are all local to it: without this a container reaches
+        # every network's gateway through its own (local delivery, not FORWARD), and
+        # the resolver there answers with that network's names, or forwards an
+        # internal network's queries out.
+        _iptables("-A", "INPUT", "-i", att.bridge, "!", "-d", att.gateway, "-j", "DROP")
         # Within a network everything passes (with br_netfilter loaded, bridged frames
         # meet the FORWARD policy too).
         _iptables("-A", "FORWARD", "-i", att.bridge, "-o", att.bridge, "-j", "ACCEPT")
@@ -309,6 +315,19 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     veth = f"rlv{secrets.token_hex(5)}"
     _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", f"/proc/{pid}/ns/net")
     _ip("link", "set", veth, "master", att.bridge, "up")
+
+
+def _drop_stale_bridges(att: Attachment) -> None:
+    """A removed network's bridge holding addresses of this subnet (the host outlived
+    the `network rm`; a new network got the subnet again) would take the routes of
+    the new one, and its replies: removed first."""
+    out = subprocess.run([_binary("ip"), "-o", "-4", "addr", "show", "to", att.subnet],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[1].startswith("rl-") and fields[1] != att.bridge:
+            _ip("link", "del", fields[1])
 
 
 def _plug_container_side(att: Attachment) -> None:
