@@ -172,6 +172,10 @@ def _read_line(f: object) -> str:
     return data.decode(errors="replace").strip()
 
 
+_HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "XDG_RUNTIME_DIR", "XDG_DATA_HOME",
+             "XDG_CONFIG_HOME", "PYTHONPATH")
+
+
 def _host(report_w: int, sync_r: int, exit_w: int) -> None:  # pragma: no cover - H
     try:
         sc.unshare(sc.CLONE_NEWUSER)
@@ -196,8 +200,11 @@ def _host(report_w: int, sync_r: int, exit_w: int) -> None:  # pragma: no cover 
         os.set_inheritable(exit_w, True)
         os.set_inheritable(report_w, True)  # "R" once the resolver listens
         os.chdir("/")  # the client's cwd may be anything, even unreadable in here
-        os.execv(sys.executable, [sys.executable, "-m", "netstack.dns", str(state_dir()),
-                                  str(exit_w), str(report_w)])
+        # Only what finds rl's state and Python's modules: H lives long after the
+        # client, and the user's environment (tokens...) is none of its business.
+        env = {k: v for k, v in os.environ.items() if k in _HOST_ENV}
+        os.execve(sys.executable, [sys.executable, "-m", "netstack.dns", str(state_dir()),
+                                   str(exit_w), str(report_w)], env)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.write(report_w, f"E{e}\n".encode())

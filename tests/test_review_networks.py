@@ -4,7 +4,9 @@ attacker is the host's python, bind-mounted read-only into a busybox root."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +146,29 @@ def test_a_removed_networks_subnet_serves_the_next_network(rl: RlRunner, rootfs:
         assert _resolves(rl, rootfs, "new", "s1")
     finally:
         rl("rm", "-f", "s1")
+
+
+def test_the_network_host_keeps_none_of_the_users_environment(
+        rl: RlRunner, rootfs: Path, rl_state: RlState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """H outlives the client that started it: the client's environment (a token) stays
+    behind, and H's fds are /dev/null, its log, slirp4netns's exit pipe and sockets."""
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    pid_file = rl_state.runtime_dir / "rl" / "nethost" / "pid"
+    if pid_file.exists():  # a host another test started: a new one is started below
+        old = int(pid_file.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, 9)
+        assert support.wait_until(lambda: not _alive(old))
+    monkeypatch.setenv("RL_REVIEW_TOKEN", "hunter2")
+    r = rl("run", "--rm", "--network", "app", "--rootfs", rootfs, "env", check=True)
+    assert "hunter2" not in r.stdout
+    host = int(pid_file.read_text().split()[0])
+    assert _alive(host)
+    environ = Path(f"/proc/{host}/environ").read_bytes().split(b"\0")
+    assert environ and not any(b"hunter2" in e for e in environ), environ
+    assert any(e.startswith(b"XDG_RUNTIME_DIR=") for e in environ)
+    for fd in os.listdir(f"/proc/{host}/fd"):
+        target = os.readlink(f"/proc/{host}/fd/{fd}")
+        assert target in ("/dev/null", str(pid_file.parent / "log")) or target.startswith(
+            ("pipe:", "socket:", "anon_inode:")), (fd, target)
