@@ -36,10 +36,10 @@ def _alive(pid: int) -> bool:
 
 
 def _python(rl: RlRunner, rootfs: Path, network: str, script: str,
-            *args: str) -> subprocess.CompletedProcess[str]:
+            *args: str, caps: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     for d in ("usr", "lib", "lib64"):
         (rootfs / d).mkdir(exist_ok=True)
-    return rl("run", "--rm", "--network", network, "-v", "/usr:/usr:ro",
+    return rl("run", "--rm", *caps, "--network", network, "-v", "/usr:/usr:ro",
               "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro", "--rootfs", rootfs,
               "/usr/bin/python3", "-c", script, *args, timeout=60)
 
@@ -172,3 +172,58 @@ def test_the_network_host_keeps_none_of_the_users_environment(
         target = os.readlink(f"/proc/{host}/fd/{fd}")
         assert target in ("/dev/null", str(pid_file.parent / "log")) or target.startswith(
             ("pipe:", "socket:", "anon_inode:")), (fd, target)
+
+
+# rtnetlink's IFLA_TARGET_NETNSID: the network host's namespace is nsid 0 of a
+# container's (eth0's peer is there). With CAP_NET_ADMIN in the network host's user
+# namespace (every networked container is in it), this listed and deleted the
+# bridges of every network.
+NETLINK = r"""
+import socket, struct
+def attr(t, data):
+    n = 4 + len(data)
+    return struct.pack("HH", n, t) + data + b"\0" * ((4 - n % 4) % 4)
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+body = struct.pack("BxHiII", 0, 0, 0, 0, 0) + attr(46, struct.pack("i", 0))
+s.send(struct.pack("IHHII", 16 + len(body), 18, 0x301, 1, 0) + body)  # RTM_GETLINK dump
+names = []
+while True:
+    data, off, end = s.recv(65536), 0, False
+    while off < len(data):
+        ln, kind = struct.unpack_from("IH", data, off)
+        if kind in (2, 3):  # an error or the dump's end
+            end = True
+            break
+        a = off + 32
+        while a + 4 <= off + ln:
+            al, at = struct.unpack_from("HH", data, a)
+            if al < 4:
+                break
+            if at == 3:  # IFLA_IFNAME
+                names.append(data[a + 4:a + al].rstrip(b"\0").decode())
+            a += (al + 3) & ~3
+        off += (ln + 3) & ~3
+    if end:
+        break
+print(" ".join(names) or "none")
+"""
+
+
+def test_no_networked_container_administers_the_network_host(rl: RlRunner, rootfs: Path,
+                                                            fresh_rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    r = _python(rl, fresh_rootfs, "app", NETLINK)
+    assert r.returncode == 0, r.stderr
+    assert "tap0" not in r.stdout and "rl-" not in r.stdout, r.stdout
+    # CAP_NET_ADMIN would be over the host's namespace too: refused before anything is made
+    before = rl("ps", "-aq", check=True).stdout
+    for caps in (("--cap-add", "NET_ADMIN"), ("--cap-add", "ALL")):
+        r = _python(rl, fresh_rootfs, "app", NETLINK, caps=caps)
+        assert r.returncode == 125 and r.stderr.strip() == (
+            "Error: CAP_NET_ADMIN for a container on network app is not supported yet"), r
+    assert rl("ps", "-aq", check=True).stdout == before
+    # the capability stays on rl's own stack, whose namespaces are the container's own
+    r = rl("run", "--rm", "--cap-add", "NET_ADMIN", "--rootfs", rootfs, "ip", "link", "set",
+           "lo", "mtu", "1400")
+    assert r.returncode == 0, r.stderr
