@@ -304,6 +304,9 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
         # the resolver there answers with that network's names, or forwards an
         # internal network's queries out.
         _iptables("-A", "INPUT", "-i", att.bridge, "!", "-d", att.gateway, "-j", "DROP")
+        # Nor a forged source: the resolver's answer would go to that address, on
+        # another (even an internal) network's bridge.
+        _iptables("-A", "INPUT", "-i", att.bridge, "!", "-s", att.subnet, "-j", "DROP")
         # Within a network everything passes (with br_netfilter loaded, bridged frames
         # meet the FORWARD policy too).
         _iptables("-A", "FORWARD", "-i", att.bridge, "-o", att.bridge, "-j", "ACCEPT")

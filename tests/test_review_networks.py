@@ -227,3 +227,54 @@ def test_no_networked_container_administers_the_network_host(rl: RlRunner, rootf
     r = rl("run", "--rm", "--cap-add", "NET_ADMIN", "--rootfs", rootfs, "ip", "link", "set",
            "lo", "mtu", "1400")
     assert r.returncode == 0, r.stderr
+
+
+LISTEN = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+s.settimeout(20)
+print("listening", flush=True)
+try:
+    print("got", s.recvfrom(4096)[1][0], flush=True)
+except OSError:
+    print("nothing", flush=True)
+"""
+
+# A query to our own gateway from a forged source: an address of another network. The
+# resolver's answer (a payload we chose, to a port we chose) went into that network.
+SPOOF = r"""
+import socket, struct, sys
+gw, src, name = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+q += bytes([len(name)]) + name + b"\0" + struct.pack(">HH", 1, 1)
+udp = struct.pack(">HHHH", 5353, 53, 8 + len(q), 0) + q
+ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(gw))
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(5):
+    r.sendto(ip + udp, (gw, 0))
+print("sent")
+"""
+
+
+def test_a_forged_source_gets_no_answer_into_another_network(rl: RlRunner, rootfs: Path,
+                                                             fresh_rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "--subnet", "10.89.242.0/24", "front", check=True)
+    rl("network", "create", "--subnet", "10.89.243.0/24", "--internal", "back", check=True)
+    for d in ("usr", "lib", "lib64"):
+        (fresh_rootfs / d).mkdir(exist_ok=True)
+    try:
+        rl("run", "-d", "--name", "ear", "--network", "back", "-v", "/usr:/usr:ro",
+           "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro", "--rootfs", fresh_rootfs,
+           "/usr/bin/python3", "-c", LISTEN, check=True)
+        assert support.wait_until(lambda: "listening" in rl("logs", "ear").stdout, 30)
+        ear = rl("exec", "ear", "hostname", "-i", check=True).stdout.split()[0]
+        r = _python(rl, fresh_rootfs, "front", SPOOF, _gateway(rl, "front"), ear, "atk",
+                    caps=("--hostname", "atk"))
+        assert r.returncode == 0 and r.stdout == "sent\n", r.stderr
+        rl("wait", "ear", timeout=60, check=True)
+        assert rl("logs", "ear", check=True).stdout.split("\n")[1] == "nothing"
+    finally:
+        rl("rm", "-f", "ear")
