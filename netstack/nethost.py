@@ -311,7 +311,10 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
         # meet the FORWARD policy too).
         _iptables("-A", "FORWARD", "-i", att.bridge, "-o", att.bridge, "-j", "ACCEPT")
         if not att.internal:
-            _iptables("-A", "FORWARD", "-i", att.bridge, "-o", "tap0", "-j", "ACCEPT")
+            # Only its own sources: slirp4netns answers any, and a forged one's answer
+            # (ESTABLISHED) would come back into another network.
+            _iptables("-A", "FORWARD", "-i", att.bridge, "-o", "tap0", "-s", att.subnet,
+                      "-j", "ACCEPT")
             _iptables("-A", "FORWARD", "-i", "tap0", "-o", att.bridge, "-m", "conntrack",
                       "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
             _iptables("-t", "nat", "-A", "POSTROUTING", "-s", att.subnet, "-o", "tap0",

@@ -278,3 +278,63 @@ def test_a_forged_source_gets_no_answer_into_another_network(rl: RlRunner, rootf
         assert rl("logs", "ear", check=True).stdout.split("\n")[1] == "nothing"
     finally:
         rl("rm", "-f", "ear")
+
+
+ICMP_EAR = r"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(20)
+print("listening", flush=True)
+try:
+    while True:
+        data, peer = s.recvfrom(4096)
+        if data[20] == 0 and data[24:26] == b"\x52\x4c":  # an echo reply with our id
+            print("got", peer[0], flush=True)
+            break
+except OSError:
+    print("nothing", flush=True)
+"""
+
+# An echo request to slirp4netns's gateway from a forged source on another network:
+# slirp4netns answers whoever asks, and the answer came back (ESTABLISHED) into it.
+PING = r"""
+import socket, struct, sys
+gw, src = sys.argv[1], sys.argv[2]
+def csum(b):
+    s = sum(struct.unpack(f">{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    return ~(s + (s >> 16)) & 0xFFFF
+icmp = struct.pack(">BBHHH", 8, 0, 0, 0x524C, 1) + b"rl-review"[:8]
+icmp = icmp[:2] + struct.pack(">H", csum(icmp)) + icmp[4:]
+ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                 socket.inet_aton(src), socket.inet_aton(gw))
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(5):
+    r.sendto(ip + icmp, (gw, 0))
+print("sent")
+"""
+
+
+def test_a_forged_source_gets_no_answer_from_outside(rl: RlRunner, rootfs: Path,
+                                                     fresh_rootfs: Path) -> None:
+    support.require_userns()
+    rl("network", "create", "--subnet", "10.89.244.0/24", "front", check=True)
+    rl("network", "create", "--subnet", "10.89.245.0/24", "back", check=True)
+    for d in ("usr", "lib", "lib64"):
+        (fresh_rootfs / d).mkdir(exist_ok=True)
+    try:
+        rl("run", "-d", "--name", "ear2", "--network", "back", "-v", "/usr:/usr:ro",
+           "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro", "--rootfs", fresh_rootfs,
+           "/usr/bin/python3", "-c", ICMP_EAR, check=True)
+        assert support.wait_until(lambda: "listening" in rl("logs", "ear2").stdout, 30)
+        # slirp4netns's gateway answers our own pings (the attack's premise)
+        r = rl("run", "--rm", "--network", "front", "--rootfs", rootfs, "ping", "-c1",
+               "-W5", "10.0.2.2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        ear = rl("exec", "ear2", "hostname", "-i", check=True).stdout.split()[0]
+        r = _python(rl, fresh_rootfs, "front", PING, "10.0.2.2", ear)
+        assert r.returncode == 0 and r.stdout == "sent\n", r.stderr
+        rl("wait", "ear2", timeout=60, check=True)
+        assert rl("logs", "ear2", check=True).stdout.split("\n")[1] == "nothing"
+    finally:
+        rl("rm", "-f", "ear2")
