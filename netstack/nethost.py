@@ -122,7 +122,8 @@ def _start() -> int:
                     [find_binary("slirp4netns", "slirp4netns"), "--configure", "--mtu=65520",
                      "--disable-host-loopback", f"--exit-fd={exit_r}", str(hpid), "tap0"],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, pass_fds=(exit_r,))
+                    stderr=subprocess.DEVNULL, pass_fds=(exit_r,),
+                    env={k: v for k, v in os.environ.items() if k in _HOST_ENV})
                 code = 0
         except BaseException:
             pass

@@ -35,6 +35,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _argv(d: Path) -> list[bytes]:
+    try:
+        return (d / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def _python(rl: RlRunner, rootfs: Path, network: str, script: str,
             *args: str, caps: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     for d in ("usr", "lib", "lib64"):
@@ -168,6 +175,11 @@ def test_the_network_host_keeps_none_of_the_users_environment(
     environ = Path(f"/proc/{host}/environ").read_bytes().split(b"\0")
     assert environ and not any(b"hunter2" in e for e in environ), environ
     assert any(e.startswith(b"XDG_RUNTIME_DIR=") for e in environ)
+    slirps = [d for d in Path("/proc").iterdir() if d.name.isdigit() and _argv(d)[:1] and
+              _argv(d)[0].endswith(b"slirp4netns") and str(host).encode() in _argv(d)]
+    assert slirps
+    for d in slirps:
+        assert b"hunter2" not in (d / "environ").read_bytes()
     for fd in os.listdir(f"/proc/{host}/fd"):
         target = os.readlink(f"/proc/{host}/fd/{fd}")
         assert target in ("/dev/null", str(pid_file.parent / "log")) or target.startswith(
