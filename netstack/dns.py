@@ -85,9 +85,11 @@ def _internal(state: Path, gateway: str) -> bool:
 async def _forward(data: bytes) -> bytes | None:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock, trio.move_on_after(FORWARD_TIMEOUT):
-        await sock.sendto(data, (SLIRP_DNS, 53))
-        reply, _ = await sock.recvfrom(65535)
-        return reply
+        # Connected: the kernel takes replies from slirp4netns's resolver only, not a
+        # container's forged answer flooded at the gateway's ephemeral ports.
+        await sock.connect((SLIRP_DNS, 53))
+        await sock.send(data)
+        return await sock.recv(65535)
     return None
 
 
