@@ -42,6 +42,10 @@ from .options import SLIRP_DNS
 TTL = 10
 IP_PKTINFO = 8  # <linux/in.h>; the socket module of Python 3.11 lacks the name
 FORWARD_TIMEOUT = 4.0
+# Queries in flight at once (each forward holds a socket for up to FORWARD_TIMEOUT):
+# beyond it a flood's datagrams are dropped, as a busy resolver drops them, rather
+# than spending the host's memory and fds (every network's resolver is this one).
+MAX_INFLIGHT = 256
 
 
 def _answer(state: Path, gateway: str, query: dns.message.Message) -> dns.message.Message | None:
@@ -81,14 +85,28 @@ def _internal(state: Path, gateway: str) -> bool:
 async def _forward(data: bytes) -> bytes | None:
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock, trio.move_on_after(FORWARD_TIMEOUT):
-        await sock.sendto(data, (SLIRP_DNS, 53))
-        reply, _ = await sock.recvfrom(65535)
-        return reply
+        # Connected: the kernel takes replies from slirp4netns's resolver only, not a
+        # container's forged answer flooded at the gateway's ephemeral ports.
+        await sock.connect((SLIRP_DNS, 53))
+        await sock.send(data)
+        return await sock.recv(65535)
     return None
 
 
 async def _handle(state: Path, sock: trio.socket.SocketType, data: bytes,
-                  peer: Any, gateway: str) -> None:
+                  peer: Any, gateway: str, inflight: list[int]) -> None:
+    try:
+        await _reply(state, sock, data, peer, gateway)
+    except Exception:
+        # A hostile datagram (a response's QR bit, source port 0...) raising here would
+        # end the nursery, the resolver and with it the network host: no answer instead.
+        pass
+    finally:
+        inflight[0] -= 1
+
+
+async def _reply(state: Path, sock: trio.socket.SocketType, data: bytes,
+                 peer: Any, gateway: str) -> None:
     try:
         query = dns.message.from_wire(data)
     except Exception:  # a malformed query gets no answer, as from any resolver
@@ -118,6 +136,7 @@ async def _serve(state: Path, ready: int) -> None:
     await sock.bind(("0.0.0.0", 53))
     os.write(ready, b"R\n")  # the client's ensure() returns: the first query finds us
     os.close(ready)
+    inflight = [0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_idle, state, nursery.cancel_scope)
         while True:
@@ -126,7 +145,10 @@ async def _serve(state: Path, ready: int) -> None:
             for level, kind, value in anc:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
                     gateway = socket.inet_ntoa(value[8:12])
-            nursery.start_soon(_handle, state, sock, data, peer, gateway)
+            if inflight[0] >= MAX_INFLIGHT:
+                continue
+            inflight[0] += 1
+            nursery.start_soon(_handle, state, sock, data, peer, gateway, inflight)
 
 
 def _plugged() -> bool:

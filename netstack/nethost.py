@@ -122,7 +122,8 @@ def _start() -> int:
                     [find_binary("slirp4netns", "slirp4netns"), "--configure", "--mtu=65520",
                      "--disable-host-loopback", f"--exit-fd={exit_r}", str(hpid), "tap0"],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, pass_fds=(exit_r,))
+                    stderr=subprocess.DEVNULL, pass_fds=(exit_r,),
+                    env={k: v for k, v in os.environ.items() if k in _HOST_ENV})
                 code = 0
         except BaseException:
             pass
@@ -172,6 +173,10 @@ def _read_line(f: object) -> str:
     return data.decode(errors="replace").strip()
 
 
+_HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "XDG_RUNTIME_DIR", "XDG_DATA_HOME",
+             "XDG_CONFIG_HOME", "PYTHONPATH")
+
+
 def _host(report_w: int, sync_r: int, exit_w: int) -> None:  # pragma: no cover - H
     try:
         sc.unshare(sc.CLONE_NEWUSER)
@@ -196,8 +201,11 @@ def _host(report_w: int, sync_r: int, exit_w: int) -> None:  # pragma: no cover 
         os.set_inheritable(exit_w, True)
         os.set_inheritable(report_w, True)  # "R" once the resolver listens
         os.chdir("/")  # the client's cwd may be anything, even unreadable in here
-        os.execv(sys.executable, [sys.executable, "-m", "netstack.dns", str(state_dir()),
-                                  str(exit_w), str(report_w)])
+        # Only what finds rl's state and Python's modules: H lives long after the
+        # client, and the user's environment (tokens...) is none of its business.
+        env = {k: v for k, v in os.environ.items() if k in _HOST_ENV}
+        os.execve(sys.executable, [sys.executable, "-m", "netstack.dns", str(state_dir()),
+                                   str(exit_w), str(report_w)], env)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.write(report_w, f"E{e}\n".encode())
@@ -288,14 +296,26 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     names = {name for _, name in socket_if_names()}
     if att.bridge not in names:
+        _drop_stale_bridges(att)
         _ip("link", "add", att.bridge, "type", "bridge")
         _ip("addr", "add", f"{att.gateway}/{net.prefixlen}", "dev", att.bridge)
         _ip("link", "set", att.bridge, "up")
+        # The host's addresses are all local to it: without this a container reaches
+        # every network's gateway through its own (local delivery, not FORWARD), and
+        # the resolver there answers with that network's names, or forwards an
+        # internal network's queries out.
+        _iptables("-A", "INPUT", "-i", att.bridge, "!", "-d", att.gateway, "-j", "DROP")
+        # Nor a forged source: the resolver's answer would go to that address, on
+        # another (even an internal) network's bridge.
+        _iptables("-A", "INPUT", "-i", att.bridge, "!", "-s", att.subnet, "-j", "DROP")
         # Within a network everything passes (with br_netfilter loaded, bridged frames
         # meet the FORWARD policy too).
         _iptables("-A", "FORWARD", "-i", att.bridge, "-o", att.bridge, "-j", "ACCEPT")
         if not att.internal:
-            _iptables("-A", "FORWARD", "-i", att.bridge, "-o", "tap0", "-j", "ACCEPT")
+            # Only its own sources: slirp4netns answers any, and a forged one's answer
+            # (ESTABLISHED) would come back into another network.
+            _iptables("-A", "FORWARD", "-i", att.bridge, "-o", "tap0", "-s", att.subnet,
+                      "-j", "ACCEPT")
             _iptables("-A", "FORWARD", "-i", "tap0", "-o", att.bridge, "-m", "conntrack",
                       "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
             _iptables("-t", "nat", "-A", "POSTROUTING", "-s", att.subnet, "-o", "tap0",
@@ -309,6 +329,19 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     veth = f"rlv{secrets.token_hex(5)}"
     _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", f"/proc/{pid}/ns/net")
     _ip("link", "set", veth, "master", att.bridge, "up")
+
+
+def _drop_stale_bridges(att: Attachment) -> None:
+    """A removed network's bridge holding addresses of this subnet (the host outlived
+    the `network rm`; a new network got the subnet again) would take the routes of
+    the new one, and its replies: removed first."""
+    out = subprocess.run([_binary("ip"), "-o", "-4", "addr", "show", "to", att.subnet],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         check=False).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[1].startswith("rl-") and fields[1] != att.bridge:
+            _ip("link", "del", fields[1])
 
 
 def _plug_container_side(att: Attachment) -> None:

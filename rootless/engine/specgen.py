@@ -221,6 +221,12 @@ def _on_network(opts: CreateOptions, name: str) -> NetOptions:
                               "supported yet")
     if opts.network_bandwidth:
         raise InvalidArgument(f"--network-bandwidth on network {name} is not supported yet")
+    if "CAP_NET_ADMIN" in capabilities.resolve(opts.cap_add, opts.cap_drop):
+        # The container is in the network host's user namespace, which owns the host's
+        # network namespace: rtnetlink's target netnsid would let it delete or re-plug
+        # every network's bridges and veths (docs/decisions.md, "Networks").
+        raise InvalidArgument(f"CAP_NET_ADMIN for a container on network {name} is not "
+                              "supported yet")
     if opts.ip:
         ipam.parse_address(opts.ip, "IP")
     for alias in opts.network_aliases:
