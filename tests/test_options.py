@@ -204,7 +204,7 @@ def test_exec_env_is_resolved_by_the_face() -> None:
                                            "profile path must be absolute"),
     ({"stop_timeout": -2}, "invalid stop timeout: -2"),
     ({"group_add": ["wheel"]}, "--group-add wheel: only numeric group ids are supported"),
-    ({"network": "bogus"}, "network bogus not found"),  # a name: docker's message
+    ({"network": "container:"}, "--network container: needs a container name"),
 ])
 def test_the_engine_refuses_bad_values_without_the_cli(workdir: Path, change: dict[str, Any],
                                                        message: str) -> None:

@@ -350,3 +350,16 @@ def test_a_forged_source_gets_no_answer_from_outside(rl: RlRunner, rootfs: Path,
         assert rl("logs", "ear2", check=True).stdout.split("\n")[1] == "nothing"
     finally:
         rl("rm", "-f", "ear2")
+
+
+def test_pid_host_is_refused_on_a_network(rl: RlRunner, rootfs: Path) -> None:
+    """--pid=host would show a networked container the network host's process (same
+    user namespace, same uid): refused, nothing created."""
+    rl("network", "create", "pidnet", check=True)
+    try:
+        before = rl("ps", "-aq", check=True).stdout
+        r = rl("run", "--rm", "--network", "pidnet", "--pid=host", "--rootfs", rootfs, "true")
+        assert r.returncode == 125 and "--pid=host for a container on network pidnet" in r.stderr
+        assert r.stderr.count("\n") == 1 and rl("ps", "-aq", check=True).stdout == before
+    finally:
+        rl("network", "rm", "pidnet")

@@ -227,6 +227,11 @@ def _on_network(opts: CreateOptions, name: str) -> NetOptions:
         # every network's bridges and veths (docs/decisions.md, "Networks").
         raise InvalidArgument(f"CAP_NET_ADMIN for a container on network {name} is not "
                               "supported yet")
+    if opts.pid == "host":
+        # The host's PID namespace would show it the network host, a process of the same
+        # user namespace and uid: ptrace, /proc/PID/environ and fds, its namespaces.
+        raise InvalidArgument(f"--pid=host for a container on network {name} is not "
+                              "supported: it would reach the network host's process")
     if opts.ip:
         ipam.parse_address(opts.ip, "IP")
     for alias in opts.network_aliases:
