@@ -217,8 +217,8 @@ def test_env_workdir_and_env_file(rl: RlRunner, rootfs: Path, tmp_path: Path,
     monkeypatch.setenv("PASSED_THROUGH", "host-value")
     out = sh(rl, rootfs, "echo $FOO,$FROM_FILE,$OVERRIDDEN,$PASSED_THROUGH,$HOSTNAME; pwd",
              "-e", "FOO=bar", "--env-file", str(env_file), "-e", "OVERRIDDEN=flag",
-             "-e", "PASSED_THROUGH", "-w", "/made/by/rl", "--hostname", "envhost")
-    assert out.splitlines() == ["bar,1,flag,host-value,envhost", "/made/by/rl"]
+             "-e", "PASSED_THROUGH", "-w", "/tmp/w/made/by/rl", "--hostname", "envhost")
+    assert out.splitlines() == ["bar,1,flag,host-value,envhost", "/tmp/w/made/by/rl"]
 
 
 def test_capabilities_default_add_drop_and_user(rl: RlRunner, rootfs: Path) -> None:
