@@ -235,14 +235,22 @@ ENTRYPOINT cat /shell
     ]
     assert [bool(e.get("empty_layer")) for e in mine] == [True, True, False, True, True,
                                                           True, True]
+    volumes = rl("volume", "ls", "-q", check=True).stdout
     assert rl("run", "--rm", f"{bb}-cfg", check=True).stdout == "errexit\n"
 
-    # A child of it runs the trigger first (tests/test_build_copy.py has more).
+    # A child of it runs the trigger first (tests/test_build_copy.py has more); its
+    # RUN writes below a VOLUME path into the layer (BuildKit's way), making no volume.
     (tmp_path / "child").mkdir()
-    child = context(tmp_path / "child", f"FROM {bb}-cfg\nRUN true\n")
-    r = rl("build", child, timeout=120)
+    child = context(tmp_path / "child",
+                    f"FROM {bb}-cfg\nRUN mkdir -p /data && echo kept > /data/f\n")
+    r = rl("build", "-t", f"{bb}-cfg-child", child, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "triggered" in r.stderr
+    assert rl("volume", "ls", "-q", check=True).stdout == volumes  # --rm took its two
+    # run from it: the anonymous volume's first use copies the layer's file
+    assert rl("run", "--rm", "--entrypoint", "cat", f"{bb}-cfg-child", "/data/f",
+              check=True).stdout == "kept\n"
+    assert rl("volume", "ls", "-q", check=True).stdout == volumes
 
 
 def test_ctrl_c_mid_run_leaves_nothing(rl: RlRunner, rl_path: Path, rl_state: RlState,

@@ -62,7 +62,8 @@ def runtime_dir() -> Path:
         (["run", "--ulimit", "nofile=10:5", "--rootfs", "{rootfs}", "true"], "exceeds hard"),
         (["run", "--cap-add", "NOT_A_CAP", "--rootfs", "{rootfs}", "true"], "unknown capability"),
         (["run", "--stop-signal", "SIGNOPE", "--rootfs", "{rootfs}", "true"], "invalid signal"),
-        (["run", "--network", "bridge0", "--rootfs", "{rootfs}", "true"], "not supported"),
+        (["run", "--network", "bridge0", "--rootfs", "{rootfs}", "true"],
+         "network bridge0 not found"),  # as docker's daemon says it
         (["run", "--name", "bad/name", "--rootfs", "{rootfs}", "true"], "invalid container name"),
         (["run", "-w", "relative", "--rootfs", "{rootfs}", "true"], "needs to be an absolute"),
         (["run", "--security-opt", "label=foo", "--rootfs", "{rootfs}", "true"],

@@ -434,7 +434,7 @@ class Builder:
 
             for ctr in self.containers:
                 with contextlib.suppress(RlError, OSError):
-                    containers.remove(ctr, force=True)
+                    containers.remove(ctr, force=True, volumes=True)
             self.containers.clear()
         if self.mounts is not None:
             with contextlib.suppress(RlError, OSError):
@@ -718,7 +718,7 @@ class Builder:
                                               entrypoint="", network="none"))
         self.containers.append(ctr)
         engine_images.export(ctr, fd)
-        containers.remove(ctr, force=True)
+        containers.remove(ctr, force=True, volumes=True)
         self.containers.remove(ctr)
 
     def _normalise(self, tar_path: str) -> None:
@@ -747,6 +747,7 @@ class Builder:
             env=[f"{k}={v}" for k, v in env.items()] + mounted.env,
             workdir=img.cc.get("WorkingDir") or None, user=img.cc.get("User") or None,
             network=net, volumes=mounted.volumes, tmpfs=mounted.tmpfs,
+            image_volumes=False,
         )
         ctr = containers.create(opts)
         self.containers.append(ctr)
@@ -775,7 +776,7 @@ class Builder:
             if args else ""
         with self.store.writing():
             layer = engine_images.commit_layer(ctr, self.store, rewrite=self._normalise)
-        containers.remove(ctr, force=True)
+        containers.remove(ctr, force=True, volumes=True)
         self.containers.remove(ctr)
         self.mounts.done(mounted)  # this step's copies, trees, secrets and cache locks
         img.add_layer(layer.digest, layer.size, layer.diff_id,

@@ -172,7 +172,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 # CreateOptions' fields that flags of the same name do not give as they are.
 _DERIVED = {"rootfs", "image", "env", "volumes", "mounts", "security_opt", "console_size",
-            "image_defaults", "limits"}
+            "image_defaults", "image_volumes", "limits"}
 
 
 def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> CreateOptions:

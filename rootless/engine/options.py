@@ -74,6 +74,9 @@ class CreateOptions:
     console_size: tuple[int, int] | None = None
     image: str | None = None  # an image reference instead of a rootfs (rootless.image)
     image_defaults: ImageDefaults | None = None
+    # False for the builder's RUN: BuildKit mounts no volume at an image's VOLUME there
+    # (what a RUN writes below it stays in the layer)
+    image_volumes: bool = True
     # --memory, --cpus, ... (resources.py) and --cgroups=enabled|disabled (quotas.py)
     limits: LimitFlags = field(default_factory=LimitFlags)
     cgroups: str | None = None

@@ -346,8 +346,9 @@ def inherited_mounts(opts: CreateOptions, own: list[Mount], made: list[str]) -> 
 
     taken = {m.destination for m in own}
     img = opts.image_defaults
+    declared = img.volumes if img and opts.image_volumes else []
     return (volumes.volumes_from(opts.volumes_from, taken)
-            + volumes.image_volumes(img.volumes if img else [], taken, made))
+            + volumes.image_volumes(declared, taken, made))
 
 
 def user_mounts(opts: CreateOptions, anonymous: list[str] | None = None) -> list[Mount]:
