@@ -31,6 +31,10 @@ def main() -> None:
         from .quickevents import run as events
 
         events(sys.argv[2:])  # exits, unless the full CLI must take over
+    if len(sys.argv) > 2 and sys.argv[1] == "volume":
+        from .quickvolumes import run as volumes
+
+        volumes(sys.argv[2:])  # exits, unless the full CLI must take over
     from .cli.app import main as cli_main
 
     cli_main()

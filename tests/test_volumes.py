@@ -55,6 +55,16 @@ def test_volume_commands(rl: RlRunner, rl_state: RlState) -> None:
     damaged.mkdir()
     (damaged / "volume.json").write_text("{oops")
     assert sorted(rl("volume", "ls", "-q", check=True).stdout.split()) == sorted([anon, "data"])
+    # `ls` and `ls -q` take the click-free path (rootless/quickvolumes.py); a --format
+    # goes through click: the same lines either way
+    quick = rl("volume", "ls", check=True).stdout
+    assert quick == rl("volume", "ls", "--format", "table {{.Driver}}\t{{.Name}}",
+                       check=True).stdout
+    assert sorted(quick.splitlines()[1:]) == sorted([f"local    {anon}", "local    data"])
+    assert rl("volume", "list", "--quiet", check=True).stdout == rl(
+        "volume", "ls", "--format", "{{.Name}}", check=True).stdout
+    bogus = rl("volume", "ls", "--bogus")  # click's own message and docker's status
+    assert bogus.returncode == 125 and "No such option '--bogus'" in bogus.stderr
     assert rl("volume", "rm", "data", anon, check=True).stdout.split() == ["data", anon]
     assert "no such volume" in one_error(rl("volume", "rm", "data"), 1)
     assert rl("volume", "rm", "-f", "data").returncode == 0

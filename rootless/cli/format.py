@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..output import one_line
+from .tables import table
 
 if TYPE_CHECKING:
     from .template import Template
@@ -23,16 +24,6 @@ if TYPE_CHECKING:
 def error(msg: str) -> None:
     """`Error: msg` on stderr, one line whatever msg quotes (output.one_line)."""
     click.echo(f"Error: {one_line(msg)}", err=True)
-
-
-def table(rows: list[list[str]]) -> str:
-    """docker's columns: each but the last padded to its widest cell, three spaces apart."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [c.ljust(widths[i]) if i < len(r) - 1 else c for i, c in enumerate(r)]
-        lines.append("   ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 def truncate(s: str, n: int) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument, NotFound, RlError
-from .format import error, parse_template, print_inspect, render, select, table, truncate
+from .format import error, parse_template, print_inspect, render, select, truncate
+from .tables import table
 
 
 def image_event(action: str, ident: str, name: str) -> None:

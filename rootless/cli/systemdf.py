@@ -8,7 +8,8 @@ import time
 import click
 
 from ..engine.humanize import duration, human_size
-from .format import select, table
+from .format import select
+from .tables import table
 
 
 def _reclaimable(n: int, total: int, percent: bool = True) -> str:

@@ -183,6 +183,7 @@ class Supervisor:
         self.done = trio.Event()
         self.waiters = 0  # control clients blocked in "wait"
         self.leftover_cgroup = ""  # removed by after_run()
+        self.volume_trash: list[Path] = []  # --rm's anonymous volumes, unnamed: after_run()
         self.storage_error = ""  # why the root's FUSE server died under the container
         self.stdin_stream: trio.lowlevel.FdStream | None = None
         if launched.pty_master is not None:
@@ -522,6 +523,11 @@ class Supervisor:
         cleanup_mountpoints(self.cfg)
         if self.cfg.auto_remove:
             store.unlist(self.ctr.id)
+            if self.cfg.anonymous_volumes:  # gone from `volume ls` as the container is
+                from . import volumes
+
+                with contextlib.suppress(RlError, OSError):
+                    self.volume_trash = volumes.take_anonymous(self.cfg.anonymous_volumes)
 
     def after_run(self) -> None:
         """The slow part of the clean-up, once trio has returned."""
@@ -529,7 +535,10 @@ class Supervisor:
             cgroups.remove(self.leftover_cgroup)
         if self.cfg.auto_remove:
             store.remove_files(self.ctr.id)
-            remove_anonymous_volumes(self.cfg)
+            if self.volume_trash:
+                from . import volumes
+
+                volumes.remove_trees(self.volume_trash)
             events.container_event(self.cfg, "destroy")
 
 

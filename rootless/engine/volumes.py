@@ -17,19 +17,22 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..errors import Conflict, InvalidArgument, NotFound, RlError
-from ..runtime.mounts import COPY_UP
-from ..runtime.spec import Mount
-from . import events, store
+
+if TYPE_CHECKING:
+    from ..runtime.spec import Mount
+    from . import store
+
+# The container records, the runtime's spec and the event log are imported where they
+# are used: `rl volume ls` (rootless/quickvolumes.py) needs none of them.
 
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 _TMP = ".tmp-"
@@ -70,15 +73,20 @@ def check_name(name: str) -> str:
 
 
 def _load(d: Path) -> Volume:
+    return _load_at(str(d), d.name)
+
+
+def _load_at(path: str, name: str) -> Volume:
     try:
-        raw = json.loads((d / RECORD).read_text())
+        with open(f"{path}/{RECORD}", "rb") as f:
+            raw = json.loads(f.read())
         if not isinstance(raw, dict):
             raise ValueError("not an object")
         labels = raw.get("labels") or {}
-        return Volume(d.name, str(d / DATA), float(raw.get("created", 0)),
+        return Volume(name, f"{path}/{DATA}", float(raw.get("created", 0)),
                       {str(k): str(v) for k, v in labels.items()}, bool(raw.get("anonymous")))
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise RlError(f"volume {d.name}: damaged record ({e})") from None
+        raise RlError(f"volume {name}: damaged record ({e})") from None
 
 
 def get(name: str) -> Volume:
@@ -92,12 +100,12 @@ def create(name: str | None = None, labels: dict[str, str] | None = None) -> Vol
     """A new volume, or the existing one of that name (docker's create is idempotent).
     No name: an anonymous volume with a random 64-hex name."""
     anonymous = name is None
-    name = secrets.token_hex(32) if name is None else check_name(name)
+    name = os.urandom(32).hex() if name is None else check_name(name)
     base = root()
     with contextlib.suppress(NotFound):
         return get(name)
     _sweep(base)
-    tmp = base / f"{_TMP}{secrets.token_hex(8)}"
+    tmp = base / f"{_TMP}{os.urandom(8).hex()}"
     tmp.mkdir(mode=0o700)
     try:
         (tmp / DATA).mkdir(mode=0o755)
@@ -105,6 +113,8 @@ def create(name: str | None = None, labels: dict[str, str] | None = None) -> Vol
         (tmp / RECORD).write_text(json.dumps(record))
         try:
             os.rename(tmp, base / name)  # fails if it exists: a concurrent create won
+            from . import events
+
             events.volume_event("create", name)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -134,14 +144,18 @@ def _remove_tree(d: Path) -> None:
 
 def list_volumes() -> Iterator[Volume]:
     """Every volume; a damaged record is skipped, never an error for the others."""
-    for d in sorted(root().iterdir()):
-        if not d.name.startswith(".") and d.is_dir():
-            with contextlib.suppress(RlError):
-                yield _load(d)
+    with os.scandir(root()) as it:
+        entries = sorted((e.name, e.path) for e in it
+                         if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+    for name, path in entries:
+        with contextlib.suppress(RlError):
+            yield _load_at(path, name)
 
 
 def users() -> dict[str, list[str]]:
     """Volume mountpoint -> the containers (IDs) whose records mount it."""
+    from . import store
+
     out: dict[str, list[str]] = {}
     vroot = str(root()) + "/"
     for ctr in store.all_containers():
@@ -156,24 +170,46 @@ def users() -> dict[str, list[str]]:
 
 
 def remove(name: str, in_use: dict[str, list[str]] | None = None) -> None:
+    _remove_tree(_unname(name, in_use))
+
+
+def _unname(name: str, in_use: dict[str, list[str]] | None) -> Path:
+    """The volume out of every listing at once (a trash name); its files are left."""
     vol = get(name)
     holders = (users() if in_use is None else in_use).get(vol.mountpoint, [])
     if holders:
         raise Conflict(f"remove {name}: volume is in use - [{', '.join(holders)}]", 1)
     base = root()
-    trash = base / f"{_TRASH}{secrets.token_hex(8)}"
+    trash = base / f"{_TRASH}{os.urandom(8).hex()}"
     os.rename(base / name, trash)  # the name goes at once; the files after
+    from . import events
+
     events.volume_event("destroy", name)
-    _remove_tree(trash)
+    return trash
 
 
 def remove_anonymous(names: list[str]) -> None:
     """A container's anonymous volumes, with it (rm -v, --rm); ones in use stay."""
+    remove_trees(take_anonymous(names))
+
+
+def take_anonymous(names: list[str]) -> list[Path]:
+    """A container's anonymous volumes out of every listing (--rm, before its client hears
+    of the exit, as docker's `run --rm` returns once they are gone); remove_trees then
+    removes their files. A kill between the two leaves trash names the next create sweeps."""
     in_use = users()
+    out = []
     for name in names:
         with contextlib.suppress(RlError, OSError):
             if get(name).anonymous:
-                remove(name, in_use)
+                out.append(_unname(name, in_use))
+    return out
+
+
+def remove_trees(trash: list[Path]) -> None:
+    for d in trash:
+        with contextlib.suppress(RlError, OSError):
+            _remove_tree(d)
 
 
 def prune(all_: bool = False) -> tuple[list[str], int]:
@@ -215,6 +251,10 @@ def user_binds(cfg: store.ContainerConfig) -> list[Mount]:
 def volumes_from(refs: list[str], taken: set[str]) -> list[Mount]:
     """--volumes-from CTR[:ro|rw]: CTR's volumes and binds at the same places (its own
     mode, or the one given), where no mount of this container's own goes already."""
+    from ..runtime.mounts import COPY_UP
+    from ..runtime.spec import Mount
+    from . import store
+
     out: list[Mount] = []
     for ref in refs:
         name, _, mode = ref.partition(":")
@@ -239,7 +279,8 @@ def volumes_from(refs: list[str], taken: set[str]) -> list[Mount]:
 def image_volumes(paths_: list[str], taken: set[str], anonymous: list[str]) -> list[Mount]:
     """The image's VOLUME entries as anonymous volumes, docker's way (first use copies
     the image's files there; rm -v and --rm remove them), where nothing else is mounted."""
-    from ..runtime.mounts import container_path
+    from ..runtime.mounts import COPY_UP, container_path
+    from ..runtime.spec import Mount
 
     out = []
     for p in paths_:
