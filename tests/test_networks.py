@@ -139,7 +139,7 @@ def test_bad_run_flags_on_networks(rl: RlRunner, rootfs: Path) -> None:
     assert "network nosuch not found" in line
     rl("network", "create", "--subnet", "10.89.200.0/24", "app", check=True)
     for args, message in [
-        (["--network", "app", "-p", "8080:80"], "publishing ports of a container on network app"),
+        (["--network", "app", "-p", "80:80"], "cannot publish host port 80"),
         (["--network-alias", "x"], "--network-alias and --ip need a user-defined network"),
         (["--network", "app", "--ip", "bogus"], "invalid IP address: bogus"),
     ]:
@@ -237,6 +237,31 @@ def test_containers_reach_each_other_by_name_alias_and_ip(rl: RlRunner, rootfs: 
         assert "web1" in line and "active endpoints" in line
     finally:
         rl("rm", "-f", "web1")
+
+
+def test_published_ports_of_containers_on_a_network(rl: RlRunner, rootfs: Path) -> None:
+    """-p and -P on a user network: the host reaches the container through rl's port
+    driver, while the network's containers still reach it by name."""
+    import urllib.request
+
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    try:
+        _serve(rl, rootfs, "pweb", "app", "-p", "127.0.0.1::80", "-P", "--expose", "8080")
+        ports = rl("port", "pweb", check=True).stdout.splitlines()
+        assert len(ports) == 2 and ports[0].startswith("80/tcp -> 127.0.0.1:"), ports
+        assert ports[1].startswith("8080/tcp -> 0.0.0.0:"), ports
+        port = int(ports[0].rsplit(":", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=10) as resp:
+            assert resp.read() == b"pweb\n"
+        shown = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Ports}}", "pweb",
+                              check=True).stdout)
+        assert shown["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+        assert _get(rl, rootfs, "app", "pweb").stdout == "pweb\n"
+    finally:
+        rl("rm", "-f", "pweb")
+    with pytest.raises(OSError):  # the port went with the container
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5)
 
 
 def test_networks_are_isolated(rl: RlRunner, rootfs: Path) -> None:

@@ -187,7 +187,7 @@ def network(opts: CreateOptions) -> NetOptions:
     image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
     user = _user_network(opts.network)
     if user is not None:
-        return _on_network(opts, user)
+        return _on_network(opts, user, image_exposed)
     if opts.network_aliases or opts.ip:
         raise InvalidArgument("--network-alias and --ip need a user-defined network "
                               "(--network NAME)")
@@ -212,13 +212,13 @@ def _user_network(value: str) -> str | None:
         raise NotFound(e.message, 125) from None
 
 
-def _on_network(opts: CreateOptions, name: str) -> NetOptions:
+def _on_network(opts: CreateOptions, name: str, image_exposed: list[str]) -> NetOptions:
+    """A user network's options; -p and -P publish through rl's port driver, whose
+    connector joins the container's network namespace as on rl's own stacks."""
     from netstack import ipam
     from netstack.options import USER_NETWORK, NetOptions, parse_add_host, parse_dns
+    from netstack.ports import resolve
 
-    if opts.publish or opts.publish_all:
-        raise InvalidArgument(f"publishing ports of a container on network {name} is not "
-                              "supported yet")
     if opts.network_bandwidth:
         raise InvalidArgument(f"--network-bandwidth on network {name} is not supported yet")
     if "CAP_NET_ADMIN" in capabilities.resolve(opts.cap_add, opts.cap_drop):
@@ -239,7 +239,9 @@ def _on_network(opts: CreateOptions, name: str) -> NetOptions:
             raise InvalidArgument(f"invalid --network-alias {alias!r}")
     return NetOptions(mode=USER_NETWORK, network=name, aliases=list(opts.network_aliases),
                       ip=opts.ip or "", dns=[parse_dns(d) for d in opts.dns],
-                      add_hosts=[parse_add_host(h) for h in opts.add_hosts])
+                      add_hosts=[parse_add_host(h) for h in opts.add_hosts],
+                      ports=resolve(opts.publish, [*image_exposed, *opts.expose],
+                                    opts.publish_all))
 
 
 def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
