@@ -264,6 +264,47 @@ def test_published_ports_of_containers_on_a_network(rl: RlRunner, rootfs: Path) 
         urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5)
 
 
+def _transfer_rate(rl: RlRunner, rootfs: Path, server: str, client: str, mib: int) -> float:
+    """Mbit/s of a download of *mib* MiB from the server container (by address) by the
+    client's `rl run` (start-up included: it only lowers the figure)."""
+    ip = rl("exec", server, "hostname", "-i", check=True).stdout.split()[0]
+    script = f"timeout 120 wget -q -O /dev/null http://{ip}/big{mib}"
+    start = time.monotonic()
+    rl("run", "--rm", "--network", "app", *client.split(), "--rootfs", rootfs, "sh", "-c",
+       script, check=True, timeout=180)
+    return mib * 8 * 1.048576 / (time.monotonic() - start)
+
+
+@pytest.mark.parametrize("limited", ["server", "client"], ids=["egress", "ingress"])
+def test_network_bandwidth_on_a_network(rl: RlRunner, rootfs: Path, limited: str) -> None:
+    """--network-bandwidth limits a container's NIC on a network both ways: 10mbit holds
+    (tbf bounds the rate from above whatever the load), and without it the same
+    transfer goes well beyond (measured again, for up to a minute, while a busy
+    machine keeps it below three times that: a limit that stuck never gets there)."""
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    limit = ["--network-bandwidth", "10mbit"]
+    serve = ("mkdir /tmp/w && for n in 4 16; do dd if=/dev/zero of=/tmp/w/big$n bs=1M "
+             "count=$n 2>/dev/null; done; exec httpd -f -p 80 -h /tmp/w")
+    try:
+        for name, flags in (("bwlimited", limit), ("bwfree", [])):
+            rl("run", "-d", "--name", name, "--network", "app", *flags, "--rootfs", rootfs,
+               "sh", "-c", serve, check=True)
+        time.sleep(1)  # the files are written
+        if limited == "server":
+            rate = _transfer_rate(rl, rootfs, "bwlimited", "", 4)
+        else:
+            rate = _transfer_rate(rl, rootfs, "bwfree", " ".join(limit), 4)
+        assert rate < 15, f"10mbit limit, measured {rate:.1f} Mbit/s"
+        deadline = time.monotonic() + 60
+        rates = [_transfer_rate(rl, rootfs, "bwfree", "", 16)]
+        while rates[-1] < 3 * rate and time.monotonic() < deadline:
+            rates.append(_transfer_rate(rl, rootfs, "bwfree", "", 16))
+        assert max(rates) > 3 * rate, (rates, rate)
+    finally:
+        rl("rm", "-f", "bwlimited", "bwfree")
+
+
 def test_networks_are_isolated(rl: RlRunner, rootfs: Path) -> None:
     support.require_userns()
     rl("network", "create", "front", check=True)

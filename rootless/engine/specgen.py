@@ -216,11 +216,15 @@ def _on_network(opts: CreateOptions, name: str, image_exposed: list[str]) -> Net
     """A user network's options; -p and -P publish through rl's port driver, whose
     connector joins the container's network namespace as on rl's own stacks."""
     from netstack import ipam
-    from netstack.options import USER_NETWORK, NetOptions, parse_add_host, parse_dns
+    from netstack.options import (
+        USER_NETWORK,
+        NetOptions,
+        parse_add_host,
+        parse_dns,
+        parse_rate,
+    )
     from netstack.ports import resolve
 
-    if opts.network_bandwidth:
-        raise InvalidArgument(f"--network-bandwidth on network {name} is not supported yet")
     if "CAP_NET_ADMIN" in capabilities.resolve(opts.cap_add, opts.cap_drop):
         # The container is in the network host's user namespace, which owns the host's
         # network namespace: rtnetlink's target netnsid would let it delete or re-plug
@@ -241,7 +245,9 @@ def _on_network(opts: CreateOptions, name: str, image_exposed: list[str]) -> Net
                       ip=opts.ip or "", dns=[parse_dns(d) for d in opts.dns],
                       add_hosts=[parse_add_host(h) for h in opts.add_hosts],
                       ports=resolve(opts.publish, [*image_exposed, *opts.expose],
-                                    opts.publish_all))
+                                    opts.publish_all),
+                      bandwidth_bit=parse_rate(opts.network_bandwidth)
+                      if opts.network_bandwidth else 0)
 
 
 def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
