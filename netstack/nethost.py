@@ -253,6 +253,7 @@ class Attachment:
     address: str
     internal: bool
     leases: str  # the network's leases directory: the resolver's names
+    mac: str = ""  # eth0's address (the engine derives it from the IPv4 address)
 
 
 def bridge_name(network_id: str) -> str:
@@ -327,7 +328,9 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
                                "internal": att.internal}))
     tmp.rename(nets / att.gateway)
     veth = f"rlv{secrets.token_hex(5)}"
-    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", f"/proc/{pid}/ns/net")
+    mac = ("address", att.mac) if att.mac else ()
+    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", *mac,
+        "netns", f"/proc/{pid}/ns/net")
     _ip("link", "set", veth, "master", att.bridge, "up")
 
 

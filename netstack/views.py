@@ -24,3 +24,16 @@ def network_settings(net: dict[str, Any], mappings: list[PortMapping]) -> dict[s
         ports.setdefault(m.key(), []).append({"HostIp": m.bind_ip, "HostPort": str(m.host_port)})
     return {"IPAddress": SLIRP_ADDR if slirp else "", "Gateway": SLIRP_GATEWAY if slirp else "",
             "Ports": ports}
+
+
+def stack_networks(opts: NetOptions | None, running: bool) -> dict[str, Any]:
+    """NetworkSettings.Networks for rl's own modes: slirp4netns's fixed address under
+    the mode's name (what `docker network ls` shows rl's modes as), nothing else."""
+    if opts is None or opts.mode != "slirp4netns":
+        return {}
+    return {"slirp4netns": {
+        "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
+        "DriverOpts": None, "NetworkID": "slirp4netns", "EndpointID": "",
+        "Gateway": SLIRP_GATEWAY if running else "", "IPAddress": SLIRP_ADDR if running else "",
+        "IPPrefixLen": 24 if running else 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0, "DNSNames": None}}

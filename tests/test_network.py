@@ -233,6 +233,8 @@ def test_publish_tcp_and_rl_port(rl: RlRunner, rootfs: Path, www: Path, handler:
         assert f"web{handler} 127.0.0.1:{port}->80/tcp" in ps.splitlines()
         info = json.loads(rl("inspect", cid, check=True).stdout)[0]
         assert info["NetworkSettings"]["IPAddress"] == "10.0.2.100"
+        slirp = info["NetworkSettings"]["Networks"]["slirp4netns"]  # as `network ls` names it
+        assert (slirp["IPAddress"], slirp["Gateway"]) == ("10.0.2.100", "10.0.2.2")
         assert info["NetworkSettings"]["Ports"] == {
             "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
         assert info["HostConfig"]["PortBindings"] == {

@@ -232,6 +232,27 @@ def test_containers_reach_each_other_by_name_alias_and_ip(rl: RlRunner, rootfs: 
         for host in ("web1", "site", ip):
             r = _get(rl, rootfs, "app", host)
             assert r.returncode == 0 and r.stdout == "web1\n", (host, r.stdout, r.stderr)
+        # inspect shows the endpoint both ways, as docker does; the MAC is the NIC's own
+        ep = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", "web1",
+                           check=True).stdout)["app"]
+        net = json.loads(rl("network", "inspect", "app", check=True).stdout)[0]
+        cid = rl("inspect", "-f", "{{.Id}}", "web1", check=True).stdout.strip()
+        assert ep["IPAddress"] == ip and ep["NetworkID"] == net["Id"]
+        assert ep["Gateway"] == net["IPAM"]["Config"][0]["Gateway"]
+        assert ep["IPPrefixLen"] == ipaddress.ip_network(subnet).prefixlen
+        assert ep["Aliases"] == ["site"] and {"web1", "site", cid[:12]} <= set(ep["DNSNames"])
+        mac = rl("exec", "web1", "cat", "/sys/class/net/eth0/address", check=True).stdout
+        assert ep["MacAddress"] == mac.strip() and mac.startswith("02:42:")
+        assert list(net["Containers"]) == [cid]
+        assert net["Containers"][cid] == {
+            "Name": "web1", "EndpointID": ep["EndpointID"], "MacAddress": ep["MacAddress"],
+            "IPv4Address": f"{ip}/{ep['IPPrefixLen']}", "IPv6Address": ""}
+        rl("stop", "-t", "1", "web1", check=True)  # a stopped container has no endpoint
+        assert json.loads(rl("network", "inspect", "app", check=True).stdout)[0][
+            "Containers"] == {}
+        ep = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", "web1",
+                           check=True).stdout)["app"]
+        assert ep["IPAddress"] == "" and ep["NetworkID"] == net["Id"]
         # the network cannot go: a container is on it, and rm says which
         line = one_error(rl("network", "rm", "app"), 1)
         assert "web1" in line and "active endpoints" in line

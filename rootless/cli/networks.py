@@ -131,7 +131,7 @@ def inspect(fmt: str | None, names: tuple[str, ...]) -> None:
     results, failed = [], False
     for n in names:
         try:
-            results.append(networks.get(n).inspect())
+            results.append(networks.inspect(n))
         except RlError as e:
             error(e.message)
             failed = True

@@ -422,7 +422,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             **quotas.host_config(ctr),
         },
-        "NetworkSettings": netviews.network_settings(cfg.net, listing.live_ports(ctr)),
+        "NetworkSettings": _network_settings(ctr, st.status == "running"),
         "Mounts": volumes_.inspect_mounts(cfg),
         "EffectiveCaps": proc.capabilities.effective,
         "IdMappings": {
@@ -432,6 +432,27 @@ def inspect(ctr: Container) -> dict[str, Any]:
                        cfg.spec.linux.gid_mappings],
         },
     })
+
+
+def _network_settings(ctr: Container, running: bool) -> dict[str, Any]:
+    """inspect's NetworkSettings; on a user network its Networks entry (docker's
+    EndpointSettings), read from the network's leases."""
+    cfg = ctr.config
+    out = netviews.network_settings(cfg.net, listing.live_ports(ctr))
+    opts = NetOptions.from_dict(cfg.net) if cfg.net else None
+    if opts is not None and opts.mode == "network":
+        from . import networks
+
+        try:
+            net = networks.get(opts.network)
+        except RlError:  # removed meanwhile, or its record damaged: nothing to show
+            out["Networks"] = {}
+        else:
+            out["Networks"] = {net.name: networks.endpoint_settings(
+                net, cfg.id, opts.aliases, running, opts.ip)}
+    else:
+        out["Networks"] = netviews.stack_networks(opts, running)
+    return out
 
 
 @dataclass

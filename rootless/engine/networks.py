@@ -240,6 +240,67 @@ def containers_on(net: Network) -> dict[str, str]:
     return out
 
 
+def mac_address(ip: str) -> str:
+    """The MAC of a NIC with IPv4 address *ip*: docker's 02:42 and the address's four bytes
+    (plug sets it, so it is known without asking the kernel, and stable across restarts)."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+def _endpoint_id(net: Network, cid: str) -> str:
+    return hashlib.sha256(f"{net.id}/{cid}".encode()).hexdigest()
+
+
+def address_of(net: Network, cid: str) -> tuple[str, int, list[str]] | None:
+    """The container's lease on *net*: (address, prefix length, the names it answers to)."""
+    for addr, (owner, names, _) in net.leases().entries().items():
+        if owner == cid:
+            prefix = next((s.network().prefixlen for s in net.subnets
+                           if ipam.parse_address(addr, "IP") in s.network()), 32)
+            return addr, prefix, names
+    return None
+
+
+def endpoint_settings(net: Network, cid: str, aliases: list[str], running: bool,
+                      requested_ip: str = "") -> dict[str, Any]:
+    """docker inspect's NetworkSettings.Networks[NAME]: the address while the container
+    runs (docker's endpoint exists only then), the network's identity always."""
+    lease = address_of(net, cid) if running else None
+    gateway = next((s.gateway for s in net.subnets if s.network().version == 4), "")
+    ip, prefix, names = lease or ("", 0, [])
+    return {
+        "IPAMConfig": {"IPv4Address": requested_ip} if requested_ip else None,
+        "Links": None, "Aliases": aliases or None,
+        "MacAddress": mac_address(ip) if ip else "", "DriverOpts": None,
+        "GwPriority": 0, "NetworkID": net.id,
+        "EndpointID": _endpoint_id(net, cid) if ip else "",
+        "Gateway": gateway if ip else "", "IPAddress": ip, "IPPrefixLen": prefix,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "DNSNames": names or None,  # what the network's resolver answers with it
+    }
+
+
+def inspect(ref: str) -> dict[str, Any]:
+    """docker network inspect's object, with its Containers: the endpoints of the
+    running containers on it (a stopped one keeps its lease, not an endpoint)."""
+    net = get(ref)
+    live = {c.id: c for c in store.all_containers()}
+    found: dict[str, dict[str, str]] = {}
+    for addr, (owner, _, _) in sorted(net.leases().entries().items()):
+        ctr = live.get(owner)
+        if ctr is None:
+            continue
+        with contextlib.suppress(RlError, OSError):
+            if ctr.state().status != "running":
+                continue
+            lease = address_of(net, owner)
+            found[owner] = {"Name": store.name_or_id(ctr),
+                            "EndpointID": _endpoint_id(net, owner),
+                            "MacAddress": mac_address(addr),
+                            "IPv4Address": f"{addr}/{lease[1] if lease else 32}",
+                            "IPv6Address": ""}
+    return net.inspect(found)
+
+
 def remove(ref: str) -> Network:
     """Remove a user network no container is on (rm -f disconnects them first: issue 14)."""
     if ref in PREDEFINED:
@@ -276,4 +337,4 @@ def attachment(cid: str, names: list[str], opts: NetOptions) -> Attachment:
     addr = net.leases().allocate(subnet, gateway, cid, lambda owner: owner in live,
                                  want=opts.ip or None, names=names)
     return Attachment(net.name, bridge_name(net.id), str(subnet), sub.gateway, str(addr),
-                      net.internal, str(net.leases().dir))
+                      net.internal, str(net.leases().dir), mac_address(str(addr)))
