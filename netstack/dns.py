@@ -48,8 +48,30 @@ FORWARD_TIMEOUT = 4.0
 MAX_INFLIGHT = 256
 
 
-def _answer(state: Path, gateway: str, query: dns.message.Message) -> dns.message.Message | None:
-    """The reply from the network's own names, or None to forward the query."""
+def _networks_of(state: Path, leases: str, source: str) -> list[str]:
+    """The leases directories to answer *source* from: the asking network's, then those of
+    the other networks its container is connected to (`network connect`), as docker's
+    resolver answers the names of every network a container is on."""
+    out = [leases]
+    owner = ipam.Leases(Path(leases)).entries().get(source, ("",))[0] if source else ""
+    if not owner:
+        return out
+    for entry in sorted(os.scandir(state / "nets"), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        try:
+            other = str(json.loads(Path(entry.path).read_text())["leases"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other not in out and any(
+                who == owner for who, _, _ in ipam.Leases(Path(other)).entries().values()):
+            out.append(other)
+    return out
+
+
+def _answer(state: Path, gateway: str, query: dns.message.Message,
+            source: str = "") -> dns.message.Message | None:
+    """The reply from the names of the asking container's networks, or None to forward."""
     if not query.question:
         return None
     q = query.question[0]
@@ -60,9 +82,10 @@ def _answer(state: Path, gateway: str, query: dns.message.Message) -> dns.messag
         return None
     found: list[str] = []
     containers = paths.containers_dir()
-    for addr, (owner, names, _) in ipam.Leases(Path(net["leases"])).entries().items():
-        if name in (n.lower() for n in names) and (containers / owner).is_dir():
-            found.append(addr)
+    for leases in _networks_of(state, str(net["leases"]), source):
+        for addr, (owner, names, _) in ipam.Leases(Path(leases)).entries().items():
+            if name in (n.lower() for n in names) and (containers / owner).is_dir():
+                found.append(addr)
     if not found:
         return None
     reply = dns.message.make_response(query)
@@ -111,7 +134,7 @@ async def _reply(state: Path, sock: trio.socket.SocketType, data: bytes,
         query = dns.message.from_wire(data)
     except Exception:  # a malformed query gets no answer, as from any resolver
         return
-    reply = _answer(state, gateway, query)
+    reply = _answer(state, gateway, query, str(peer[0]) if peer else "")
     if reply is None and _internal(state, gateway):
         reply = dns.message.make_response(query)  # no way out, for names either
         reply.set_rcode(dns.rcode.NXDOMAIN)

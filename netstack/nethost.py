@@ -34,7 +34,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,7 +253,9 @@ class Attachment:
     address: str
     internal: bool
     leases: str  # the network's leases directory: the resolver's names
-    mac: str = ""  # eth0's address (the engine derives it from the IPv4 address)
+    mac: str = ""  # the NIC's address (the engine derives it from the IPv4 address)
+    ifname: str = "eth0"  # eth1... for the networks `network connect` added
+    default_route: bool = True  # the first network's; a connected one routes its subnet
 
 
 def bridge_name(network_id: str) -> str:
@@ -267,9 +269,35 @@ def plug(pid: int, att: Attachment, host: int | None = None) -> None:
     if host is None:
         raise RlError("the network host is not running (it left or was killed): start the "
                       "container again")
+
+    def work(container_net: int) -> None:
+        _plug_host_side(pid, att)
+        sc.setns(container_net, sc.CLONE_NEWNET)
+        _plug_container_side(att)
+
+    _in_host(host, pid, work, f"attaching to network {att.network}")
+
+
+def unplug(pid: int, ifname: str, network: str, host: int | None = None) -> None:
+    """Take NIC *ifname* out of container PID 1 *pid* (`network disconnect`): its veth
+    pair goes, and with it the bridge's port."""
+    host = host or running()
+    if host is None:
+        return  # the host is gone, and every NIC it plugged with it
+
+    def work(container_net: int) -> None:
+        sc.setns(container_net, sc.CLONE_NEWNET)
+        _ip("link", "del", ifname)
+
+    _in_host(host, pid, work, f"detaching from network {network}")
+
+
+def _in_host(host: int, pid: int, work: Callable[[int], None], what: str) -> None:
+    """Run *work* in a child in H's user and network namespaces, given an fd of the
+    container's network namespace; its error as RlError."""
     r, w = os.pipe()
     child = os.fork()
-    if child == 0:  # pragma: no cover - the plugging child
+    if child == 0:  # pragma: no cover - the child in H
         code = 0
         try:
             os.close(r)
@@ -278,9 +306,7 @@ def plug(pid: int, att: Attachment, host: int | None = None) -> None:
             cfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             sc.setns(ufd, sc.CLONE_NEWUSER)
             sc.setns(nfd, sc.CLONE_NEWNET)
-            _plug_host_side(pid, att)
-            sc.setns(cfd, sc.CLONE_NEWNET)
-            _plug_container_side(att)
+            work(cfd)
         except BaseException as e:
             os.write(w, (str(e) or type(e).__name__).encode()[:4000])
             code = 1
@@ -290,7 +316,7 @@ def plug(pid: int, att: Attachment, host: int | None = None) -> None:
         err = f.read().decode(errors="replace")
     os.waitpid(child, 0)
     if err:
-        raise RlError(f"attaching to network {att.network}: {err}")
+        raise RlError(f"{what}: {err}")
 
 
 def _plug_host_side(pid: int, att: Attachment) -> None:
@@ -329,7 +355,7 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     tmp.rename(nets / att.gateway)
     veth = f"rlv{secrets.token_hex(5)}"
     mac = ("address", att.mac) if att.mac else ()
-    _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", *mac,
+    _ip("link", "add", veth, "type", "veth", "peer", "name", att.ifname, *mac,
         "netns", f"/proc/{pid}/ns/net")
     _ip("link", "set", veth, "master", att.bridge, "up")
 
@@ -350,9 +376,9 @@ def _drop_stale_bridges(att: Attachment) -> None:
 def _plug_container_side(att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     _ip("link", "set", "lo", "up")
-    _ip("addr", "add", f"{att.address}/{net.prefixlen}", "dev", "eth0")
-    _ip("link", "set", "eth0", "up")
-    if not att.internal:
+    _ip("addr", "add", f"{att.address}/{net.prefixlen}", "dev", att.ifname)
+    _ip("link", "set", att.ifname, "up")
+    if not att.internal and att.default_route:
         _ip("route", "add", "default", "via", att.gateway)
 
 

@@ -30,6 +30,25 @@ SLIRP6_DNS = "fd00::3"
 
 
 @dataclass
+class Link:
+    """A further user network of a container on one (`rl network connect`)."""
+
+    network: str
+    ifname: str  # eth1, eth2...: kept across restarts
+    aliases: list[str] = field(default_factory=list)
+    ip: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network, "ifname": self.ifname, "aliases": self.aliases,
+                "ip": self.ip}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Link:
+        return cls(str(d["network"]), str(d["ifname"]), [str(a) for a in d.get("aliases", [])],
+                   str(d.get("ip", "")))
+
+
+@dataclass
 class NetOptions:
     mode: str = DEFAULT_MODE
     port_handler: str = "rl"
@@ -45,6 +64,7 @@ class NetOptions:
     network: str = ""  # mode "network": the user-defined network's name
     aliases: list[str] = field(default_factory=list)  # --network-alias
     ip: str = ""  # --ip
+    connected: list[Link] = field(default_factory=list)  # mode "network": network connect's
     # mode "network", set by the supervisor at start: the NIC it gets (nethost.Attachment)
     address: str = ""
     gateway: str = ""
@@ -64,6 +84,7 @@ class NetOptions:
             "bandwidth_bit": self.bandwidth_bit,
             **({"network": self.network, "aliases": self.aliases, "ip": self.ip}
                if self.network else {}),
+            **({"connected": [c.to_dict() for c in self.connected]} if self.connected else {}),
         }
 
     @classmethod
@@ -78,6 +99,7 @@ class NetOptions:
             bandwidth_bit=int(d.get("bandwidth_bit", 0)),
             network=str(d.get("network", "")), aliases=list(d.get("aliases", [])),
             ip=str(d.get("ip", "")),
+            connected=[Link.from_dict(c) for c in d.get("connected", [])],
         )
 
 

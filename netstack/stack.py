@@ -42,9 +42,9 @@ PORTS_FILE = "ports.json"
 class NetStack:
     def __init__(self, opts: NetOptions, run_dir: Path, spec: Spec | None = None,
                  joined_pid: Callable[[], int] | None = None,
-                 attachment: Attachment | None = None) -> None:
+                 attachments: list[Attachment] | None = None) -> None:
         self.opts = opts
-        self.attachment = attachment  # mode "network": the NIC plug gives it
+        self.attachments = attachments or []  # mode "network": the NICs plug gives it
         self.spec = spec
         # --network container:NAME: the engine's look-up of that container's PID 1
         # (raising what to tell the user); netstack keeps no container records.
@@ -114,10 +114,11 @@ class NetStack:
 
     def attach(self, pid: int) -> None:
         """launch's before_start hook: PID 1's namespaces exist, its command has not started."""
-        if self.attachment is not None:
+        if self.attachments:
             from . import nethost
 
-            nethost.plug(pid, self.attachment, self.host_pid)
+            for att in self.attachments:
+                nethost.plug(pid, att, self.host_pid)
         if self.opts.mode == "pasta":
             from .pasta import Pasta
 

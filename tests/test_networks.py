@@ -326,6 +326,73 @@ def test_network_bandwidth_on_a_network(rl: RlRunner, rootfs: Path, limited: str
         rl("rm", "-f", "bwlimited", "bwfree")
 
 
+_GET_BY_NAME = ('a=$(nslookup "$1" 2>/dev/null | awk \'/^Address/ {x=$NF} END {print x}\'); '
+                'case "$a" in *:53|"") echo "unresolved: $1" >&2; exit 2;; esac; '
+                'timeout 5 wget -q -O- "http://$a/hostname"')
+
+
+def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
+    """`network connect` gives a running container on one network a NIC on another (its
+    names resolve both ways, its own route stays), a restart brings it back, and
+    `disconnect` takes it away; docker's messages for the wrong cases."""
+    support.require_userns()
+    rl("network", "create", "front", check=True)
+    rl("network", "create", "back", check=True)
+
+    def get(ctr: str, host: str) -> subprocess.CompletedProcess[str]:
+        return rl("exec", ctr, "sh", "-c", _GET_BY_NAME, "sh", host, timeout=60)
+
+    try:
+        _serve(rl, rootfs, "cdb", "back")
+        _serve(rl, rootfs, "cweb", "front")
+        assert get("cweb", "cdb").returncode == 2  # another network's name
+        rl("network", "connect", "--alias", "web-b", "back", "cweb", check=True)
+        assert get("cweb", "cdb").stdout == "cdb\n"  # by the connected network's resolver
+        assert get("cdb", "web-b").stdout == "cweb\n"  # and the other way, by alias
+        route = rl("exec", "cweb", "ip", "route", check=True).stdout
+        assert route.startswith("default via ") and "dev eth0" in route.splitlines()[0]
+        nets = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", "cweb",
+                             check=True).stdout)
+        assert list(nets) == ["front", "back"] and nets["back"]["Aliases"] == ["web-b"]
+        eth1 = rl("exec", "cweb", "ip", "-4", "-o", "addr", "show", "eth1", check=True).stdout
+        assert f" {nets['back']['IPAddress']}/24 " in eth1
+        cid = rl("inspect", "-f", "{{.Id}}", "cweb", check=True).stdout.strip()
+        assert cid in json.loads(rl("network", "inspect", "back", check=True).stdout)[0][
+            "Containers"]
+        for args, code, message in [
+            (["connect", "back", "cweb"], 1, "endpoint with name cweb already exists in "
+                                             "network back"),
+            (["connect", "back", "nosuch"], 1, "no such container: nosuch"),
+            (["connect", "nosuch", "cweb"], 1, "network nosuch not found"),
+            (["connect", "--ip", "bogus", "back", "cweb"], 125, "invalid IP address: bogus"),
+            (["disconnect", "front", "cweb"], 1, "was created on network front"),
+        ]:
+            assert message in one_error(rl("network", *args), code)
+        line = one_error(rl("network", "rm", "back"), 1)  # cweb holds a lease there
+        assert "cdb" in line and "cweb" in line
+        # a restart plugs the connected network again, at the same address
+        rl("restart", "-t", "1", "cweb", check=True)
+        assert get("cweb", "cdb").stdout == "cdb\n"
+        assert f" {nets['back']['IPAddress']}/24 " in rl(
+            "exec", "cweb", "ip", "-4", "-o", "addr", "show", "eth1", check=True).stdout
+        rl("network", "disconnect", "back", "cweb", check=True)
+        assert "eth1" not in rl("exec", "cweb", "ip", "-o", "link", check=True).stdout
+        assert get("cweb", "cdb").returncode == 2
+        assert "is not connected to network back" in one_error(
+            rl("network", "disconnect", "back", "cweb"), 1)
+        assert list(json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                  "cweb", check=True).stdout)) == ["front"]
+    finally:
+        rl("rm", "-f", "cweb", "cdb")
+    # a container on rl's own stack has no NIC the network host could add to
+    rl("run", "-d", "--name", "cown", "--rootfs", rootfs, "sleep", "60", check=True)
+    try:
+        assert "is not on a user-defined network" in one_error(
+            rl("network", "connect", "back", "cown"), 1)
+    finally:
+        rl("rm", "-f", "cown")
+
+
 def test_networks_are_isolated(rl: RlRunner, rootfs: Path) -> None:
     support.require_userns()
     rl("network", "create", "front", check=True)

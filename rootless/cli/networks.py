@@ -177,3 +177,27 @@ def prune(force: bool) -> None:
         click.echo("Deleted Networks:")
         for n in removed:
             click.echo(n)
+
+
+@network.command("connect")
+@click.option("--alias", "aliases", multiple=True, help="A network-scoped alias.")
+@click.option("--ip", default="", help="IPv4 address on the network.")
+@click.argument("name")
+@click.argument("container")
+def connect(aliases: tuple[str, ...], ip: str, name: str, container: str) -> None:
+    """Connect a container on a user network to another one."""
+    from ..engine import networks
+
+    networks.connect(name, container, list(aliases), ip)
+
+
+@network.command("disconnect")
+@click.option("-f", "--force", is_flag=True,
+              help="Disconnect even if the container's NIC cannot be removed.")
+@click.argument("name")
+@click.argument("container")
+def disconnect(force: bool, name: str, container: str) -> None:
+    """Disconnect a container from a network `network connect` added."""
+    from ..engine import networks
+
+    networks.disconnect(name, container, force)

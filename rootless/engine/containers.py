@@ -443,13 +443,15 @@ def _network_settings(ctr: Container, running: bool) -> dict[str, Any]:
     if opts is not None and opts.mode == "network":
         from . import networks
 
-        try:
-            net = networks.get(opts.network)
-        except RlError:  # removed meanwhile, or its record damaged: nothing to show
-            out["Networks"] = {}
-        else:
-            out["Networks"] = {net.name: networks.endpoint_settings(
-                net, cfg.id, opts.aliases, running, opts.ip)}
+        out["Networks"] = {}
+        for name, aliases, ip in [(opts.network, opts.aliases, opts.ip),
+                                  *((c.network, c.aliases, c.ip) for c in opts.connected)]:
+            try:
+                net = networks.get(name)
+            except RlError:  # removed meanwhile, or its record damaged: nothing to show
+                continue
+            out["Networks"][net.name] = networks.endpoint_settings(net, cfg.id, aliases,
+                                                                   running, ip)
     else:
         out["Networks"] = netviews.stack_networks(opts, running)
     return out

@@ -326,15 +326,102 @@ def prune() -> list[str]:
     return removed
 
 
-def attachment(cid: str, names: list[str], opts: NetOptions) -> Attachment:
-    """The NIC a container gets on its network at start: its lease (kept across restarts,
-    taken back once its record is gone) with the names the resolver answers."""
-    net = get(opts.network)
+def attachment(cid: str, names: list[str], network: str, ip: str = "",
+               ifname: str = "eth0") -> Attachment:
+    """The NIC a container gets on *network* at start (or at `network connect`): its lease
+    (kept across restarts, taken back once its record is gone) with the names the
+    resolver answers. eth0 carries the default route; a connected network's NIC its
+    subnet only."""
+    net = get(network)
     sub = next(s for s in net.subnets if s.network().version == 4)
     subnet = sub.network()
     gateway = ipam.parse_address(sub.gateway, "gateway")
     live = {c.id for c in store.all_containers()}
     addr = net.leases().allocate(subnet, gateway, cid, lambda owner: owner in live,
-                                 want=opts.ip or None, names=names)
+                                 want=ip or None, names=names)
     return Attachment(net.name, bridge_name(net.id), str(subnet), sub.gateway, str(addr),
-                      net.internal, str(net.leases().dir), mac_address(str(addr)))
+                      net.internal, str(net.leases().dir), mac_address(str(addr)),
+                      ifname, ifname == "eth0")
+
+
+# -- network connect / disconnect ---------------------------------------------------------
+
+def _on_user_network(cfg: store.ContainerConfig, shown: str) -> NetOptions:
+    opts = NetOptions.from_dict(cfg.net) if cfg.net else None
+    if opts is None or opts.mode != "network":
+        # Its network namespace is owned by its own user namespace, not the network
+        # host's: no process of the host may move a NIC into it (docs/decisions.md).
+        raise InvalidArgument(f"container {shown} is not on a user-defined network: rl "
+                              "connects only containers created with --network NAME", 1)
+    return opts
+
+
+def connect(ref: str, ctr_ref: str, aliases: list[str] | None = None, ip: str = "") -> None:
+    """`rl network connect`: a further NIC for a container on a user network, at once if
+    it runs (else at its next start); its lease is taken now, so the network cannot go
+    while the container's record names it."""
+    from netstack import nethost
+    from netstack.options import Link
+
+    net = get(ref)
+    if net.predefined:
+        raise InvalidArgument(f"container cannot be connected to network {net.name}: rl's "
+                              f"{net.name} mode is not a network to join", 1)
+    for alias in aliases or []:
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", alias):
+            raise InvalidArgument(f"invalid alias {alias!r}")
+    if ip:
+        ipam.parse_address(ip, "IP")
+    ctr = store.lookup(ctr_ref)
+    with store.registry_lock():
+        cfg = store.Container(ctr.id).config
+        opts = _on_user_network(cfg, ctr_ref)
+        if net.name in (opts.network, *(c.network for c in opts.connected)):
+            raise Conflict(f"endpoint with name {cfg.name} already exists in network "
+                           f"{net.name}", 1)
+        used = {"eth0", *(c.ifname for c in opts.connected)}
+        ifname = next(f"eth{i}" for i in range(1, 1 + len(used) + 1) if f"eth{i}" not in used)
+        link = Link(net.name, ifname, list(aliases or []), ip)
+        names = [n for n in (cfg.name, cfg.spec.hostname or cfg.id[:12], cfg.id[:12],
+                             *link.aliases) if n]
+        att = attachment(cfg.id, list(dict.fromkeys(names)), net.name, ip, ifname)
+        try:
+            st = ctr.state()
+            if st.status == "running" and st.pid:
+                nethost.plug(st.pid, att)
+            opts.connected.append(link)
+            cfg.net = opts.to_dict()
+            store.write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
+        except BaseException:
+            net.leases().release(cfg.id)
+            raise
+
+
+def disconnect(ref: str, ctr_ref: str, force: bool = False) -> None:
+    """`rl network disconnect`: a connected network's NIC goes (at once if the container
+    runs) with its lease. The network a container was created on stays: it holds the
+    default route and the container's resolver (docs/decisions.md)."""
+    from netstack import nethost
+
+    net = get(ref)
+    ctr = store.lookup(ctr_ref)
+    with store.registry_lock():
+        cfg = store.Container(ctr.id).config
+        opts = _on_user_network(cfg, ctr_ref)
+        if net.name == opts.network:
+            raise InvalidArgument(f"container {ctr_ref} was created on network {net.name}: rl "
+                                  "disconnects only the networks `network connect` added", 1)
+        link = next((c for c in opts.connected if c.network == net.name), None)
+        if link is None:
+            raise Conflict(f"container {cfg.id} is not connected to network {net.name}", 1)
+        st = ctr.state()
+        if st.status == "running" and st.pid:
+            try:
+                nethost.unplug(st.pid, link.ifname, net.name)
+            except RlError:
+                if not force:
+                    raise
+        opts.connected.remove(link)
+        cfg.net = opts.to_dict()
+        store.write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
+        net.leases().release(cfg.id)

@@ -40,7 +40,16 @@ from netstack.stack import NetStack
 
 from .. import paths
 from .. import syscalls as sc
-from ..errors import EXIT_RL, Conflict, NeedsFullCli, NoSuchContainer, NoSuchImage, RlError, kind_of
+from ..errors import (
+    EXIT_RL,
+    Conflict,
+    NeedsFullCli,
+    NoSuchContainer,
+    NoSuchImage,
+    NotFound,
+    RlError,
+    kind_of,
+)
 from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import containers as api
@@ -120,19 +129,25 @@ def write_etc_files(cfg: ContainerConfig, run_dir: Path, net: NetOptions | None 
     (run_dir / "resolv.conf").write_text(etc.resolv_conf(net, joined))
 
 
-def _attachment(cfg: ContainerConfig, opts: NetOptions, run_dir: Path) -> Attachment | None:
-    """A user network: the container's lease and NIC, and the /etc files naming them."""
+def _attachments(cfg: ContainerConfig, opts: NetOptions, run_dir: Path) -> list[Attachment]:
+    """A user network: the container's leases and NICs (its network's, then those
+    `network connect` added), and the /etc files naming the first."""
     if opts.mode != "network":
-        return None
+        return []
     from . import networks
 
     hostname = cfg.spec.hostname or cfg.id[:12]
-    names = list(dict.fromkeys([n for n in (cfg.name, hostname, cfg.id[:12], *opts.aliases)
-                                if n]))
-    att = networks.attachment(cfg.id, names, opts)
+    base = [n for n in (cfg.name, hostname, cfg.id[:12]) if n]
+    att = networks.attachment(cfg.id, list(dict.fromkeys([*base, *opts.aliases])),
+                              opts.network, opts.ip)
     opts.address, opts.gateway = att.address, att.gateway
     write_etc_files(cfg, run_dir, opts)
-    return att
+    out = [att]
+    for link in opts.connected:
+        with contextlib.suppress(NotFound):  # a removed network: the others still come up
+            out.append(networks.attachment(cfg.id, list(dict.fromkeys([*base, *link.aliases])),
+                                           link.network, link.ip, link.ifname))
+    return out
 
 
 def _joined_pid(name: str) -> Callable[[], int]:
@@ -749,7 +764,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         if cfg.net:
             opts = NetOptions.from_dict(cfg.net)
             net = NetStack(opts, run_dir, cfg.spec, _joined_pid(opts.container),
-                           _attachment(cfg, opts, run_dir))
+                           _attachments(cfg, opts, run_dir))
         if net is not None:
             net.prepare()
         cgroup = _make_cgroup(cfg)
