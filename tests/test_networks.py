@@ -142,6 +142,11 @@ def test_bad_run_flags_on_networks(rl: RlRunner, rootfs: Path) -> None:
         (["--network", "app", "-p", "80:80"], "cannot publish host port 80"),
         (["--network-alias", "x"], "--network-alias and --ip need a user-defined network"),
         (["--network", "app", "--ip", "bogus"], "invalid IP address: bogus"),
+        (["--network", "app", "--network", "none"], "conflicting options: cannot attach both "
+                                                    "user-defined and non-user-defined"),
+        (["--network", "none", "--network", "app"], "conflicting options"),
+        (["--network", "app", "--network", "app"], "a network can be given only once"),
+        (["--network", "app", "--network", "nosuch"], "network nosuch not found"),
     ]:
         assert message in one_error(rl("run", "--rm", *args, "--rootfs", rootfs, "true"), 125)
     assert rl("ps", "-aq", check=True).stdout == before  # nothing created
@@ -384,6 +389,10 @@ def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
                                   "cweb", check=True).stdout)) == ["front"]
     finally:
         rl("rm", "-f", "cweb", "cdb")
+    # several --network NAMEs: the first's NIC eth0, the others' as network connect's
+    r = rl("run", "--rm", "--network", "front", "--network", "back", "--rootfs", rootfs,
+           "sh", "-c", "ip -4 -o addr show eth1 && ip route | head -1", timeout=60)
+    assert r.returncode == 0 and " eth1 " in r.stdout and "dev eth0" in r.stdout, r
     # a container on rl's own stack has no NIC the network host could add to
     rl("run", "-d", "--name", "cown", "--rootfs", rootfs, "sleep", "60", check=True)
     try:

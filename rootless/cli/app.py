@@ -142,9 +142,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
         click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
         click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
-        click.option("--network", "--net", "network", default=DEFAULT_NETWORK,
-                     show_default=True, help="Network mode: slirp4netns[:options], pasta, "
-                     "host, none, container:NAME, or a network's name."),
+        click.option("--network", "--net", "network", multiple=True,
+                     help=f"Network mode: slirp4netns[:options], pasta, host, none, "
+                     f"container:NAME, or networks' names (default: {DEFAULT_NETWORK})."),
         click.option("--ulimit", "ulimits", multiple=True,
                      help="Ulimit options (name=soft[:hard])."),
         click.option("--security-opt", multiple=True, help="Security options."),
@@ -172,7 +172,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 # CreateOptions' fields that flags of the same name do not give as they are.
 _DERIVED = {"rootfs", "image", "env", "volumes", "mounts", "security_opt", "console_size",
-            "image_defaults", "image_volumes", "limits"}
+            "image_defaults", "image_volumes", "limits", "network", "extra_networks"}
 
 
 def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> CreateOptions:
@@ -190,6 +190,8 @@ def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> Create
         volumes=[resolve.bind(v, cwd) for v in kw["volumes"]],
         mounts=[resolve.mount(m, cwd) for m in kw["mounts"]],
         security_opt=[resolve.security_opt(so, cwd) for so in kw["security_opt"]],
+        network=kw["network"][0] if kw["network"] else DEFAULT_NETWORK,
+        extra_networks=list(kw["network"][1:]),
         limits=LimitFlags(**_limit_kw(kw)), **_plain(kw, names))
 
 

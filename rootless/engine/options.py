@@ -56,6 +56,7 @@ class CreateOptions:
     interactive: bool = False
     rm: bool = False
     network: str = DEFAULT_NETWORK
+    extra_networks: list[str] = field(default_factory=list)  # further --network NAMEs
     # netstack (issue 5): -p, -P, --expose, --dns, --add-host, --network-bandwidth
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False

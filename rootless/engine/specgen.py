@@ -186,8 +186,12 @@ def group_ids(opts: CreateOptions) -> list[int]:
 def network(opts: CreateOptions) -> NetOptions:
     image_exposed = opts.image_defaults.exposed if opts.image_defaults else []
     user = _user_network(opts.network)
+    extra = [_user_network(n) for n in opts.extra_networks]
+    if extra and (user is None or None in extra):
+        raise InvalidArgument("conflicting options: cannot attach both user-defined and "
+                              "non-user-defined network-modes")
     if user is not None:
-        return _on_network(opts, user, image_exposed)
+        return _on_network(opts, user, image_exposed, [n for n in extra if n is not None])
     if opts.network_aliases or opts.ip:
         raise InvalidArgument("--network-alias and --ip need a user-defined network "
                               "(--network NAME)")
@@ -212,17 +216,23 @@ def _user_network(value: str) -> str | None:
         raise NotFound(e.message, 125) from None
 
 
-def _on_network(opts: CreateOptions, name: str, image_exposed: list[str]) -> NetOptions:
+def _on_network(opts: CreateOptions, name: str, image_exposed: list[str],
+                extra: list[str]) -> NetOptions:
     """A user network's options; -p and -P publish through rl's port driver, whose
-    connector joins the container's network namespace as on rl's own stacks."""
+    connector joins the container's network namespace as on rl's own stacks. Further
+    --network NAMEs are connected networks (eth1...), as after `network connect`."""
     from netstack import ipam
     from netstack.options import (
         USER_NETWORK,
+        Link,
         NetOptions,
         parse_add_host,
         parse_dns,
         parse_rate,
     )
+
+    if len(set([name, *extra])) != len(extra) + 1:
+        raise InvalidArgument("a network can be given only once")
     from netstack.ports import resolve
 
     if "CAP_NET_ADMIN" in capabilities.resolve(opts.cap_add, opts.cap_drop):
@@ -247,7 +257,8 @@ def _on_network(opts: CreateOptions, name: str, image_exposed: list[str]) -> Net
                       ports=resolve(opts.publish, [*image_exposed, *opts.expose],
                                     opts.publish_all),
                       bandwidth_bit=parse_rate(opts.network_bandwidth)
-                      if opts.network_bandwidth else 0)
+                      if opts.network_bandwidth else 0,
+                      connected=[Link(n, f"eth{i}") for i, n in enumerate(extra, 1)])
 
 
 def default_mounts(run_dir: Path, own_netns: bool, gid5_mapped: bool) -> list[Mount]:
