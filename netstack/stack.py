@@ -139,9 +139,16 @@ class NetStack:
             # surely exists (a short command may be gone once launch returns).
             from . import connector
 
-            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            loopback_as = self._loopback_as()
             self.connector_chan, self.connector_pid = connector.start(pid, loopback_as)
         self._write_ports()
+
+    def _loopback_as(self) -> str:
+        """The source a host loopback client has in the container: the host's gateway
+        (slirp4netns's 10.0.2.2, a user network's own gateway), as slirp4netns shows it."""
+        if self.opts.mode == "slirp4netns":
+            return SLIRP_GATEWAY
+        return self.attachments[0].gateway if self.attachments else ""
 
     async def serve(self) -> None:
         if self.connector_chan is None:
@@ -149,7 +156,7 @@ class NetStack:
         from . import forwarder  # deferred: rl's port driver, for -p only
 
         try:
-            loopback_as = SLIRP_GATEWAY if self.opts.mode == "slirp4netns" else ""
+            loopback_as = self._loopback_as()
             conn = forwarder.Connector(self.connector_chan, loopback_as)
             await forwarder.serve(self.listeners, conn)
         except Exception:

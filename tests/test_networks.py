@@ -265,6 +265,51 @@ def test_containers_reach_each_other_by_name_alias_and_ip(rl: RlRunner, rootfs: 
         rl("rm", "-f", "web1")
 
 
+def _client_addresses(rl: RlRunner, rootfs: Path) -> None:
+    """What a published port's clients look like inside: the host's own address kept, a
+    loopback client as the network's gateway (as slirp4netns shows it as 10.0.2.2)."""
+    import socket
+    import tempfile
+    import urllib.request
+
+    from test_network import local_address
+
+    gateway = json.loads(rl("network", "inspect", "app", check=True).stdout)[0][
+        "IPAM"]["Config"][0]["Gateway"]
+    with tempfile.TemporaryDirectory() as tmp:
+        www = Path(tmp) / "www"
+        (www / "cgi-bin").mkdir(parents=True)
+        cgi = www / "cgi-bin" / "addr"
+        cgi.write_text('#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n')
+        for p in (Path(tmp), www, www / "cgi-bin", cgi):
+            p.chmod(0o755)
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        rl("run", "-d", "--name", "paddr", "--network", "app", "-p", f"{port}:80", "-v",
+           f"{www}:/www", "--rootfs", rootfs, "httpd", "-f", "-p", "80", "-h", "/www",
+           check=True)
+        try:
+            def seen(host: str) -> str:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        with urllib.request.urlopen(f"http://{host}:{port}/cgi-bin/addr",
+                                                    timeout=10) as resp:
+                            return str(resp.read().decode().strip())
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+
+            assert seen("127.0.0.1") == f"[::ffff:{gateway}]"
+            addr = local_address()
+            if addr is not None:
+                assert seen(addr) == f"[::ffff:{addr}]"  # the client's own address
+        finally:
+            rl("rm", "-f", "paddr")
+
+
 def test_published_ports_of_containers_on_a_network(rl: RlRunner, rootfs: Path) -> None:
     """-p and -P on a user network: the host reaches the container through rl's port
     driver, while the network's containers still reach it by name."""
@@ -286,6 +331,7 @@ def test_published_ports_of_containers_on_a_network(rl: RlRunner, rootfs: Path) 
         assert _get(rl, rootfs, "app", "pweb").stdout == "pweb\n"
     finally:
         rl("rm", "-f", "pweb")
+    _client_addresses(rl, rootfs)
     with pytest.raises(OSError):  # the port went with the container
         urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5)
 
