@@ -426,6 +426,11 @@ def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
         assert get("cweb", "cdb").stdout == "cdb\n"
         assert f" {nets['back']['IPAddress']}/24 " in rl(
             "exec", "cweb", "ip", "-4", "-o", "addr", "show", "eth1", check=True).stdout
+        # rm -f disconnects the connected container; the one created on it keeps it
+        line = one_error(rl("network", "rm", "-f", "back"), 1)
+        assert "cdb" in line and "cweb" not in line
+        assert "eth1" not in rl("exec", "cweb", "ip", "-o", "link", check=True).stdout
+        rl("network", "connect", "back", "cweb", check=True)
         rl("network", "disconnect", "back", "cweb", check=True)
         assert "eth1" not in rl("exec", "cweb", "ip", "-o", "link", check=True).stdout
         assert get("cweb", "cdb").returncode == 2

@@ -139,7 +139,8 @@ def inspect(fmt: str | None, names: tuple[str, ...]) -> None:
 
 
 @network.command("rm")
-@click.option("-f", "--force", is_flag=True, help="No error for a missing network.")
+@click.option("-f", "--force", is_flag=True,
+              help="No error for a missing network; disconnect connected containers first.")
 @click.argument("names", nargs=-1, required=True)
 def rm(force: bool, names: tuple[str, ...]) -> None:
     """Remove networks no container is on."""
@@ -149,7 +150,7 @@ def rm(force: bool, names: tuple[str, ...]) -> None:
     failed = False
     for n in names:
         try:
-            networks.remove(n)
+            networks.remove(n, disconnect_all=force)
             click.echo(n)
         except NotFound as e:
             if not force:

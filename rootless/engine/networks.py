@@ -301,10 +301,17 @@ def inspect(ref: str) -> dict[str, Any]:
     return net.inspect(found)
 
 
-def remove(ref: str) -> Network:
-    """Remove a user network no container is on (rm -f disconnects them first: issue 14)."""
+def remove(ref: str, disconnect_all: bool = False) -> Network:
+    """Remove a user network no container is on. disconnect_all (rm -f): first
+    disconnect the containers `network connect` (or a further --network) put on it; the
+    ones created on it still keep it (it is their eth0, route and resolver)."""
     if ref in PREDEFINED:
         raise Conflict(f"{ref} is a pre-defined network and cannot be removed", 1)
+    if disconnect_all:
+        net = get(ref)
+        for cid in containers_on(net):
+            with contextlib.suppress(RlError):
+                disconnect(net.id, cid, force=True)
     with _locked():
         net = get(ref)
         users = containers_on(net)
