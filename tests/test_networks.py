@@ -402,6 +402,8 @@ def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
         assert get("cdb", "web-b").stdout == "cweb\n"  # and the other way, by alias
         route = rl("exec", "cweb", "ip", "route", check=True).stdout
         assert route.startswith("default via ") and "dev eth0" in route.splitlines()[0]
+        ps = rl("ps", "--format", "{{.Names}} {{.Networks}}", check=True).stdout.splitlines()
+        assert "cweb front,back" in ps and "cdb back" in ps
         nets = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", "cweb",
                              check=True).stdout)
         assert list(nets) == ["front", "back"] and nets["back"]["Aliases"] == ["web-b"]

@@ -34,7 +34,7 @@ def port_lines(ports: Iterable[PortMapping], addresses_only: bool) -> list[str]:
 # docker's column names for `--format 'table ...'` (others: the key in capitals)
 PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Status": "STATUS",
-              "State": "STATE", "Names": "NAMES", "Ports": "PORTS"}
+              "State": "STATE", "Names": "NAMES", "Ports": "PORTS", "Networks": "NETWORKS"}
 STATS_HEADERS = {"ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME",
                  "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
                  "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
@@ -47,6 +47,7 @@ def ps_row(s: ContainerSummary, now: float, no_trunc: bool) -> dict[str, Any]:
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(s.created)),
         "RunningFor": f"{duration(now - s.created)} ago", "Status": s.status(now),
         "State": s.state, "Names": s.name, "Ports": ports_text(s.ports),
+        "Networks": ",".join(s.networks),
     }
 
 

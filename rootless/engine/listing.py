@@ -11,7 +11,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from netstack.options import NetOptions
 from netstack.ports import PortMapping
 from netstack.stack import published_ports
 
@@ -72,6 +74,7 @@ class ContainerSummary:
     finished_at: float = 0.0
     ports: tuple[PortMapping, ...] = ()  # what it publishes while it runs
     health: str = ""  # "healthy", "health: starting"... ("": no healthcheck)
+    networks: tuple[str, ...] = ()  # its user networks, or the mode `network ls` names
 
     def status(self, now: float | None = None) -> str:
         """docker's Status text: "Up 5 seconds", "Exited (0) 3 minutes ago"…"""
@@ -105,7 +108,17 @@ def _summary(c: Container, all_: bool) -> ContainerSummary | None:
         created=cfg.created, state="paused" if pause.is_paused(st) else restart.ps_state(st),
         exit_code=st.exit_code,
         started_at=st.started_at, finished_at=st.finished_at, health=restart.ps_health(st),
-        ports=tuple(live_ports(c)) if st.status == "running" else ())
+        ports=tuple(live_ports(c)) if st.status == "running" else (),
+        networks=_networks(cfg.net))
+
+
+def _networks(net: dict[str, Any]) -> tuple[str, ...]:
+    if not net:
+        return ()
+    opts = NetOptions.from_dict(net)
+    if opts.mode == "network":
+        return (opts.network, *(c.network for c in opts.connected))
+    return () if opts.mode == "container" else (opts.mode,)
 
 
 def list_containers(all_: bool = False, filters: Filters | None = None,
