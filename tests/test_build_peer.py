@@ -268,10 +268,10 @@ def built_by_both(peer: Peer, case: Case, tmp_path: Path
     peer.pm("save", "--format=docker-archive", "-o", tmp_path / "pm.img", tag)
     rl_ctr = peer.rl_("create", tag, "true").stdout.strip()
     peer.rl_("export", "-o", tmp_path / "rl.tree", rl_ctr)
-    peer.rl_("rm", rl_ctr)
+    peer.rl_("rm", "-v", rl_ctr)  # -v: a VOLUME's anonymous volumes too, as docker's
     pm_ctr = peer.pm("create", "--pull=never", tag, "true").stdout.strip()
     peer.pm("export", "-o", tmp_path / "pm.tree", pm_ctr)
-    peer.pm("rm", pm_ctr)
+    peer.pm("rm", "-v", pm_ctr)
     peer.rl_("rmi", tag)
     peer.pm("rmi", tag)
     return (saved_config(tmp_path / "rl.img"), saved_config(tmp_path / "pm.img"),

@@ -20,6 +20,9 @@ from support import RlRunner, RlState
 @pytest.fixture(autouse=True)
 def _needs_userns(rl: RlRunner) -> Iterator[None]:
     support.require_userns()
+    # The state is the session's: start from no volumes whatever other modules left
+    # (a `create` + `rm` without -v keeps an image's anonymous volumes, as docker's).
+    rl("volume", "prune", "-a", "-f")
     yield
     rl("volume", "prune", "-a", "-f")  # the state is shared by the module's tests
 
