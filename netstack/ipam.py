@@ -140,7 +140,7 @@ class Leases:
         with self._locked():
             held = {}
             for addr, (who, _, age) in self.entries().items():
-                if who == owner:
+                if who == owner and ipaddress.ip_address(addr).version == subnet.version:
                     return ipaddress.ip_address(addr)
                 if age > GRACE and not alive(who):  # a removed or never-made container's
                     self._drop(addr)

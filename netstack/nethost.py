@@ -256,6 +256,10 @@ class Attachment:
     mac: str = ""  # the NIC's address (the engine derives it from the IPv4 address)
     ifname: str = "eth0"  # eth1... for the networks `network connect` added
     default_route: bool = True  # the first network's; a connected one routes its subnet
+    # an IPv6 subnet's (--ipv6): within the network only, H forwards no IPv6
+    subnet6: str = ""
+    gateway6: str = ""
+    address6: str = ""
 
 
 MTU = 65520  # tap0's, the bridges' and every veth's
@@ -329,6 +333,9 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
         _drop_stale_bridges(att)
         _ip("link", "add", att.bridge, "mtu", str(MTU), "type", "bridge")
         _ip("addr", "add", f"{att.gateway}/{net.prefixlen}", "dev", att.bridge)
+        if att.subnet6:
+            prefix6 = ipaddress.ip_network(att.subnet6).prefixlen
+            _ip("-6", "addr", "add", f"{att.gateway6}/{prefix6}", "dev", att.bridge, "nodad")
         _ip("link", "set", att.bridge, "up")
         # The host's addresses are all local to it: without this a container reaches
         # every network's gateway through its own (local delivery, not FORWARD), and
@@ -382,6 +389,11 @@ def _plug_container_side(att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     _ip("link", "set", "lo", "up")
     _ip("addr", "add", f"{att.address}/{net.prefixlen}", "dev", att.ifname)
+    if att.address6:
+        prefix6 = ipaddress.ip_network(att.subnet6).prefixlen
+        # nodad: no second of "tentative" before the first packet (the host hands out
+        # each address once, under the leases' lock)
+        _ip("-6", "addr", "add", f"{att.address6}/{prefix6}", "dev", att.ifname, "nodad")
     _ip("link", "set", att.ifname, "up")
     if not att.internal and att.default_route:
         _ip("route", "add", "default", "via", att.gateway)

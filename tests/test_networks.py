@@ -455,6 +455,37 @@ def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
         rl("rm", "-f", "cown")
 
 
+def test_ipv6_addresses_on_an_ipv6_network(rl: RlRunner, rootfs: Path) -> None:
+    """--ipv6 networks give each container an address of the IPv6 subnet too: reachable
+    within the network, answered as AAAA by its resolver, shown by both inspects; and
+    still no way from another network (the network host forwards no IPv6)."""
+    support.require_userns()
+    rl("network", "create", "--ipv6", "--subnet", "fd00:89:1::/64", "six", check=True)
+    rl("network", "create", "--ipv6", "--subnet", "fd00:89:2::/64", "other6", check=True)
+    try:
+        _serve(rl, rootfs, "web6", "six")
+        ep = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", "web6",
+                           check=True).stdout)["six"]
+        ip6 = ep["GlobalIPv6Address"]
+        assert ipaddress.ip_address(ip6) in ipaddress.ip_network("fd00:89:1::/64")
+        assert ep["GlobalIPv6PrefixLen"] == 64 and ep["IPv6Gateway"] == "fd00:89:1::1"
+        shown = rl("exec", "web6", "ip", "-6", "-o", "addr", "show", "eth0", check=True).stdout
+        assert f" {ip6}/64 " in shown
+        cid = rl("inspect", "-f", "{{.Id}}", "web6", check=True).stdout.strip()
+        net = json.loads(rl("network", "inspect", "six", check=True).stdout)[0]
+        assert net["Containers"][cid]["IPv6Address"] == f"{ip6}/64"
+        script = ('nslookup -type=AAAA web6 2>/dev/null | grep -q "$1" || exit 3; '
+                  'timeout 5 wget -q -O- "http://[$1]/hostname"; exit $?')
+        r = rl("run", "--rm", "--network", "six", "--rootfs", rootfs, "sh", "-c", script, "sh",
+               ip6, timeout=60)
+        assert r.returncode == 0 and r.stdout == "web6\n", r
+        r = rl("run", "--rm", "--network", "other6", "--rootfs", rootfs, "sh", "-c",
+               'timeout 5 wget -q -O- "http://[$1]/hostname"; exit $?', "sh", ip6, timeout=60)
+        assert r.returncode != 0 and r.stdout == ""
+    finally:
+        rl("rm", "-f", "web6")
+
+
 def test_networks_are_isolated(rl: RlRunner, rootfs: Path) -> None:
     support.require_userns()
     rl("network", "create", "front", check=True)

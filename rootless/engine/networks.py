@@ -250,10 +250,10 @@ def _endpoint_id(net: Network, cid: str) -> str:
     return hashlib.sha256(f"{net.id}/{cid}".encode()).hexdigest()
 
 
-def address_of(net: Network, cid: str) -> tuple[str, int, list[str]] | None:
+def address_of(net: Network, cid: str, version: int = 4) -> tuple[str, int, list[str]] | None:
     """The container's lease on *net*: (address, prefix length, the names it answers to)."""
     for addr, (owner, names, _) in net.leases().entries().items():
-        if owner == cid:
+        if owner == cid and ipam.parse_address(addr, "IP").version == version:
             prefix = next((s.network().prefixlen for s in net.subnets
                            if ipam.parse_address(addr, "IP") in s.network()), 32)
             return addr, prefix, names
@@ -265,8 +265,11 @@ def endpoint_settings(net: Network, cid: str, aliases: list[str], running: bool,
     """docker inspect's NetworkSettings.Networks[NAME]: the address while the container
     runs (docker's endpoint exists only then), the network's identity always."""
     lease = address_of(net, cid) if running else None
+    lease6 = address_of(net, cid, 6) if running else None
     gateway = next((s.gateway for s in net.subnets if s.network().version == 4), "")
+    gateway6 = next((s.gateway for s in net.subnets if s.network().version == 6), "")
     ip, prefix, names = lease or ("", 0, [])
+    ip6, prefix6, _ = lease6 or ("", 0, [])
     return {
         "IPAMConfig": {"IPv4Address": requested_ip} if requested_ip else None,
         "Links": None, "Aliases": aliases or None,
@@ -274,9 +277,15 @@ def endpoint_settings(net: Network, cid: str, aliases: list[str], running: bool,
         "GwPriority": 0, "NetworkID": net.id,
         "EndpointID": _endpoint_id(net, cid) if ip else "",
         "Gateway": gateway if ip else "", "IPAddress": ip, "IPPrefixLen": prefix,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": gateway6 if ip6 else "", "GlobalIPv6Address": ip6,
+        "GlobalIPv6PrefixLen": prefix6,
         "DNSNames": names or None,  # what the network's resolver answers with it
     }
+
+
+def _v6_text(net: Network, cid: str) -> str:
+    lease = address_of(net, cid, 6)
+    return f"{lease[0]}/{lease[1]}" if lease else ""
 
 
 def inspect(ref: str) -> dict[str, Any]:
@@ -287,7 +296,7 @@ def inspect(ref: str) -> dict[str, Any]:
     found: dict[str, dict[str, str]] = {}
     for addr, (owner, _, _) in sorted(net.leases().entries().items()):
         ctr = live.get(owner)
-        if ctr is None:
+        if ctr is None or ipam.parse_address(addr, "IP").version != 4:
             continue
         with contextlib.suppress(RlError, OSError):
             if ctr.state().status != "running":
@@ -297,7 +306,7 @@ def inspect(ref: str) -> dict[str, Any]:
                             "EndpointID": _endpoint_id(net, owner),
                             "MacAddress": mac_address(addr),
                             "IPv4Address": f"{addr}/{lease[1] if lease else 32}",
-                            "IPv6Address": ""}
+                            "IPv6Address": _v6_text(net, owner)}
     return net.inspect(found)
 
 
@@ -346,9 +355,16 @@ def attachment(cid: str, names: list[str], network: str, ip: str = "",
     live = {c.id for c in store.all_containers()}
     addr = net.leases().allocate(subnet, gateway, cid, lambda owner: owner in live,
                                  want=ip or None, names=names)
-    return Attachment(net.name, bridge_name(net.id), str(subnet), sub.gateway, str(addr),
-                      net.internal, str(net.leases().dir), mac_address(str(addr)),
-                      ifname, ifname == "eth0")
+    att = Attachment(net.name, bridge_name(net.id), str(subnet), sub.gateway, str(addr),
+                     net.internal, str(net.leases().dir), mac_address(str(addr)),
+                     ifname, ifname == "eth0")
+    sub6 = next((s for s in net.subnets if s.network().version == 6), None)
+    if sub6 is not None:
+        gateway6 = ipam.parse_address(sub6.gateway, "gateway")
+        addr6 = net.leases().allocate(sub6.network(), gateway6, cid,
+                                      lambda owner: owner in live, names=names)
+        att.subnet6, att.gateway6, att.address6 = sub6.subnet, sub6.gateway, str(addr6)
+    return att
 
 
 # -- network connect / disconnect ---------------------------------------------------------
