@@ -31,6 +31,8 @@ import dns.message
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 import dns.rrset
 import trio
 
@@ -48,42 +50,77 @@ FORWARD_TIMEOUT = 4.0
 MAX_INFLIGHT = 256
 
 
+_LEASES: dict[str, tuple[int, dict[str, tuple[str, list[str], float]]]] = {}
+_FILES: dict[str, tuple[int, Any]] = {}
+_SETTLED_NS = 1_000_000_000  # a change within the last second may share its mtime tick
+
+
+def _leases(directory: str) -> dict[str, tuple[str, list[str], float]]:
+    """A network's leases, read again only when the directory changed: a lease is a
+    file linked in or unlinked (ipam.Leases), so the directory's mtime moves with each.
+    While the mtime is recent a second change could share its clock tick: read anew."""
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+    except OSError:
+        return {}
+    hit = _LEASES.get(directory)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    entries = ipam.Leases(Path(directory)).entries()
+    if time.time_ns() - mtime > _SETTLED_NS:
+        _LEASES[directory] = (mtime, entries)
+    return entries
+
+
+def _record(path: Path) -> Any:
+    """A JSON file (a network's record in nets/), cached as _leases caches (a record is
+    replaced by a rename, which gives it a new mtime)."""
+    key = str(path)
+    mtime = os.stat(path).st_mtime_ns
+    hit = _FILES.get(key)
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    value = json.loads(path.read_text())
+    if time.time_ns() - mtime > _SETTLED_NS:
+        _FILES[key] = (mtime, value)
+    return value
+
+
 def _networks_of(state: Path, leases: str, source: str) -> list[str]:
     """The leases directories to answer *source* from: the asking network's, then those of
     the other networks its container is connected to (`network connect`), as docker's
     resolver answers the names of every network a container is on."""
     out = [leases]
-    owner = ipam.Leases(Path(leases)).entries().get(source, ("",))[0] if source else ""
+    owner = _leases(leases).get(source, ("",))[0] if source else ""
     if not owner:
         return out
     for entry in sorted(os.scandir(state / "nets"), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
         try:
-            other = str(json.loads(Path(entry.path).read_text())["leases"])
+            other = str(_record(Path(entry.path))["leases"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if other not in out and any(
-                who == owner for who, _, _ in ipam.Leases(Path(other)).entries().values()):
+        if other not in out and any(who == owner for who, _, _ in _leases(other).values()):
             out.append(other)
     return out
 
 
 def _answer(state: Path, gateway: str, query: dns.message.Message,
-            source: str = "") -> dns.message.Message | None:
+            source: str = "", containers: Path | None = None) -> dns.message.Message | None:
     """The reply from the names of the asking container's networks, or None to forward."""
     if not query.question:
         return None
     q = query.question[0]
     name = q.name.to_text(omit_final_dot=True).lower()
     try:
-        net = json.loads((state / "nets" / gateway).read_text())
+        net = _record(state / "nets" / gateway)
     except (OSError, ValueError):
         return None
     found: list[str] = []
-    containers = paths.containers_dir()
+    containers = containers or paths.containers_dir()
     for leases in _networks_of(state, str(net["leases"]), source):
-        for addr, (owner, names, _) in ipam.Leases(Path(leases)).entries().items():
+        for addr, (owner, names, _) in _leases(leases).items():
             if name in (n.lower() for n in names) and (containers / owner).is_dir():
                 found.append(addr)
     if not found:
@@ -93,14 +130,17 @@ def _answer(state: Path, gateway: str, query: dns.message.Message,
     want = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(q.rdtype)
     addrs = [a for a in found if want and ipam.parse_address(a, "").version == want]
     if addrs:
-        reply.answer.append(dns.rrset.from_text_list(q.name, TTL, dns.rdataclass.IN,
-                                                     q.rdtype, addrs))
+        rrset = dns.rrset.RRset(q.name, dns.rdataclass.IN, q.rdtype)
+        kind = dns.rdtypes.IN.A.A if want == 4 else dns.rdtypes.IN.AAAA.AAAA
+        for a in addrs:  # built directly: from_text's tokenizer was most of a query's cost
+            rrset.add(kind(dns.rdataclass.IN, q.rdtype, a), TTL)
+        reply.answer.append(rrset)
     return reply  # NOERROR with no answer for a type the name lacks (never forwarded)
 
 
 def _internal(state: Path, gateway: str) -> bool:
     try:
-        return bool(json.loads((state / "nets" / gateway).read_text()).get("internal"))
+        return bool(_record(state / "nets" / gateway).get("internal"))
     except (OSError, ValueError, AttributeError):
         return True  # a network we do not know: answer nothing from outside
 
@@ -116,41 +156,43 @@ async def _forward(data: bytes) -> bytes | None:
     return None
 
 
-async def _handle(state: Path, sock: trio.socket.SocketType, data: bytes,
-                  peer: Any, gateway: str, inflight: list[int]) -> None:
-    try:
-        await _reply(state, sock, data, peer, gateway)
-    except Exception:
-        # A hostile datagram (a response's QR bit, source port 0...) raising here would
-        # end the nursery, the resolver and with it the network host: no answer instead.
-        pass
-    finally:
-        inflight[0] -= 1
-
-
-async def _reply(state: Path, sock: trio.socket.SocketType, data: bytes,
-                 peer: Any, gateway: str) -> None:
+def _local(state: Path, data: bytes, peer: Any, gateway: str,
+           containers: Path) -> tuple[dns.message.Message | None, bytes | None]:
+    """(the query, the reply's wire form), answered here without waiting: the network's
+    own names, NXDOMAIN on an internal network; no reply: forward the query; no
+    query: a malformed datagram, answered by nothing, as by any resolver."""
     try:
         query = dns.message.from_wire(data)
-    except Exception:  # a malformed query gets no answer, as from any resolver
-        return
-    reply = _answer(state, gateway, query, str(peer[0]) if peer else "")
+    except Exception:
+        return None, None
+    reply = _answer(state, gateway, query, str(peer[0]) if peer else "", containers)
     if reply is None and _internal(state, gateway):
         reply = dns.message.make_response(query)  # no way out, for names either
         reply.set_rcode(dns.rcode.NXDOMAIN)
-    if reply is not None:
-        out = reply.to_wire()
-    else:
-        fwd = await _forward(data)
-        if fwd is None:
-            failure = dns.message.make_response(query)
-            failure.set_rcode(dns.rcode.SERVFAIL)
-            out = failure.to_wire()
-        else:
-            out = fwd
+    return query, None if reply is None else reply.to_wire()
+
+
+async def _send(sock: trio.socket.SocketType, out: bytes, gateway: str, peer: Any) -> None:
     # Sent from the address asked (the gateway), or the container's resolver drops it.
     info = struct.pack("@I4sI", 0, socket.inet_aton(gateway), 0)
     await sock.sendmsg([out], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, peer)
+
+
+async def _forwarded(sock: trio.socket.SocketType, query: dns.message.Message, data: bytes,
+                     peer: Any, gateway: str, inflight: list[int]) -> None:
+    try:
+        out = await _forward(data)
+        if out is None:
+            failure = dns.message.make_response(query)
+            failure.set_rcode(dns.rcode.SERVFAIL)
+            out = failure.to_wire()
+        await _send(sock, out, gateway, peer)
+    except Exception:
+        # A hostile datagram (source port 0...) raising here would end the nursery, the
+        # resolver and with it the network host: no answer instead.
+        pass
+    finally:
+        inflight[0] -= 1
 
 
 async def _serve(state: Path, ready: int) -> None:
@@ -159,6 +201,7 @@ async def _serve(state: Path, ready: int) -> None:
     await sock.bind(("0.0.0.0", 53))
     os.write(ready, b"R\n")  # the client's ensure() returns: the first query finds us
     os.close(ready)
+    containers = paths.containers_dir()
     inflight = [0]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_idle, state, nursery.cancel_scope)
@@ -168,10 +211,21 @@ async def _serve(state: Path, ready: int) -> None:
             for level, kind, value in anc:
                 if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
                     gateway = socket.inet_ntoa(value[8:12])
+            # A local answer is sent at once, in this loop (no task per query); only a
+            # forwarded query waits, in a task of its own, at most MAX_INFLIGHT of them.
+            try:
+                query, out = _local(state, data, peer, gateway, containers)
+                if query is None:
+                    continue
+                if out is not None:
+                    await _send(sock, out, gateway, peer)
+                    continue
+            except Exception:  # a hostile datagram (a response's QR bit...): no answer
+                continue
             if inflight[0] >= MAX_INFLIGHT:
                 continue
             inflight[0] += 1
-            nursery.start_soon(_handle, state, sock, data, peer, gateway, inflight)
+            nursery.start_soon(_forwarded, sock, query, data, peer, gateway, inflight)
 
 
 def _plugged() -> bool:

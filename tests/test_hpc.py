@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import uuid
@@ -225,3 +226,45 @@ def test_shm_size(rl: RlRunner, rootfs: Path) -> None:
 def test_namespace_flags_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...],
                                    words: str) -> None:
     assert words in refused(rl, rootfs, *flags)
+
+
+def test_sysctl_sets_the_containers_own_parameters(rl: RlRunner, rootfs: Path) -> None:
+    """--sysctl writes namespaced parameters of the container's own namespaces: the
+    container sees them, the host's stay as they were."""
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    host_shmmni = Path("/proc/sys/kernel/shmmni").read_text()
+    out = sh(rl, rootfs, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni "
+             "/proc/sys/net/ipv4/ping_group_range",
+             "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shmmni=1234",
+             "--sysctl", "net.ipv4.ping_group_range=0 0")
+    assert out.split() == ["1", "1234", "0", "0"]
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward
+    assert Path("/proc/sys/kernel/shmmni").read_text() == host_shmmni
+    cid = rl("create", "--sysctl", "net.ipv4.ip_forward=1", "--rootfs", rootfs, "true",
+             check=True).stdout.strip()
+    try:
+        shown = rl("inspect", "-f", "{{json .HostConfig.Sysctls}}", cid, check=True).stdout
+        assert json.loads(shown) == {"net.ipv4.ip_forward": "1"}
+    finally:
+        rl("rm", cid)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--sysctl", "vm.swappiness=10"), "sysctl 'vm.swappiness' is not allowed"),
+    (("--sysctl", "kernel.hostname=x"), "is not allowed"),
+    (("--sysctl", "net.ipv4.ip_forward"), "not in the KEY=VALUE format"),
+    (("--sysctl", "net.ipv4.ip_forward=1", "--network", "host"), "not allowed with --network"),
+    (("--sysctl", "kernel.shmmax=1", "--ipc", "host"), "not allowed with --ipc=host"),
+    (("--sysctl", "net.../../x=1"), "invalid sysctl key"),
+])
+def test_sysctl_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...],
+                          words: str) -> None:
+    assert words in refused(rl, rootfs, *flags)
+
+
+def test_sysctl_the_kernel_refuses_is_a_clear_error(rl: RlRunner, rootfs: Path) -> None:
+    # namespaced, but no such parameter: the container does not start, one Error line
+    r = rl("run", "--rm", "--sysctl", "net.ipv4.no_such_knob=1", "--rootfs", rootfs, "true")
+    assert r.returncode == 125 and r.stderr.startswith("Error: ")
+    assert "setting sysctl net.ipv4.no_such_knob=1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -115,6 +115,8 @@ def hpc_options() -> list[Callable[..., Any]]:
         click.option("--pid", help="PID mode: private or host."),
         click.option("--uts", help="UTS mode: private or host."),
         click.option("--shm-size", help="Size of /dev/shm (default 64m)."),
+        click.option("--sysctl", "sysctls", multiple=True,
+                     help="Namespaced kernel parameters (net.*, kernel.shm*...): KEY=VALUE."),
     ]
 
 

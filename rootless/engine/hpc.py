@@ -167,6 +167,43 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
     _ipc(opts, spec, warn)
     _pid(opts, spec)
     _uts(opts, spec)
+    spec.linux.sysctl.update(sysctls(opts))
+
+
+# docker's namespaced sysctls: the IPC namespace's, and (with a network namespace of the
+# container's own) every net.* one
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def sysctls(opts: CreateOptions) -> dict[str, str]:
+    """--sysctl KEY=VALUE, refused as docker refuses what is not namespaced (a value
+    written there would be the whole host's, which the user's root cannot write)."""
+    from ..runtime.sysctl import path_of
+
+    out: dict[str, str] = {}
+    for text in opts.sysctls:
+        key, eq, value = text.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise InvalidArgument(f"invalid argument {text!r} for \"--sysctl\" flag: sysctl "
+                                  f"{text!r} is not in the KEY=VALUE format")
+        ipc = key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")
+        if not (ipc or key.startswith("net.")):
+            raise InvalidArgument(f"sysctl {key!r} is not allowed: only namespaced ones are "
+                                  "(net.*, fs.mqueue.*, kernel.msg*/sem/shm*); the rest would "
+                                  "be the host's")
+        if ipc and (opts.ipc or "private") == "host":
+            raise InvalidArgument(f"sysctl {key!r} is not allowed with --ipc=host: it would "
+                                  "be the host's IPC namespace's")
+        if key.startswith("net.") and (opts.network == "host"
+                                       or opts.network.startswith("container:")):
+            raise InvalidArgument(f"sysctl {key!r} is not allowed with --network "
+                                  f"{opts.network}: the network namespace is not the "
+                                  "container's own")
+        path_of(key)  # a key that names no file under /proc/sys
+        out[key] = value
+    return out
 
 
 def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:

@@ -102,6 +102,7 @@ class CreateOptions:
     pid: str | None = None
     uts: str | None = None
     shm_size: str | None = None
+    sysctls: list[str] = field(default_factory=list)  # --sysctl KEY=VALUE
 
     def __post_init__(self) -> None:
         # The CLI's `rl run` sends its options to the fork server as JSON

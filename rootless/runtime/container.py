@@ -58,7 +58,7 @@ from typing import BinaryIO, NoReturn
 
 from .. import syscalls as sc
 from ..errors import EXIT_RL, InvalidArgument, RlError
-from . import gate, idmap, mounts, network, process, report
+from . import gate, idmap, mounts, network, process, report, sysctl
 from .bundle import Bundle
 from .spec import ConsoleSize, Spec
 
@@ -263,6 +263,8 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
             if extras.ipv6 is not None:
                 v6 = extras.ipv6
                 network.ipv6_up(v6.interface, v6.address, v6.prefix, v6.gateway)
+        if spec.linux.sysctl:
+            sysctl.apply(spec.linux.sysctl)
         init = None
         if extras.init:
             # Reached through this fd once pivot_root has hidden the host's
