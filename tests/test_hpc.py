@@ -268,3 +268,39 @@ def test_sysctl_the_kernel_refuses_is_a_clear_error(rl: RlRunner, rootfs: Path) 
     assert r.returncode == 125 and r.stderr.startswith("Error: ")
     assert "setting sysctl net.ipv4.no_such_knob=1" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _status(text: str, field: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith(field + ":"))
+
+
+def test_privileged_holds_every_capability_and_no_filter(rl: RlRunner, rootfs: Path) -> None:
+    """--privileged, rootless: the full bounding set inside, no seccomp, /proc unmasked,
+    the host's devices the user may open (here /dev/fuse), but never its terminals; a
+    --cap-drop still drops."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    full = (1 << (last + 1)) - 1
+    masks = "grep -c ' /proc/keys ' /proc/self/mountinfo || true"
+    out = sh(rl, rootfs, f"cat /proc/self/status; echo ==; ls /dev; echo ==; {masks}",
+             "--privileged")
+    status, devs, masked = out.split("==\n")
+    assert masked.strip() == "0"  # no mask mounted over /proc/keys
+    assert sh(rl, rootfs, masks).strip() == "1"
+    assert int(_status(status, "CapBnd"), 16) == full
+    assert int(_status(status, "CapEff"), 16) == full
+    assert _status(status, "Seccomp") == "0"
+    names = devs.split()
+    if os.access("/dev/fuse", os.R_OK | os.W_OK):
+        assert "fuse" in names
+    assert not any(n.startswith(("tty", "console", "vcs")) and n != "tty" for n in names)
+    plain = sh(rl, rootfs, "cat /proc/self/status")
+    assert int(_status(plain, "CapBnd"), 16) != full and _status(plain, "Seccomp") == "2"
+    dropped = sh(rl, rootfs, "cat /proc/self/status", "--privileged", "--cap-drop", "NET_RAW")
+    assert int(_status(dropped, "CapBnd"), 16) == full & ~(1 << 13)  # CAP_NET_RAW is 13
+    cid = rl("create", "--privileged", "--rootfs", rootfs, "true", check=True).stdout.strip()
+    try:
+        assert rl("inspect", "-f", "{{.HostConfig.Privileged}}", cid,
+                  check=True).stdout.strip() == "true"
+    finally:
+        rl("rm", cid)

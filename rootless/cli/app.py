@@ -115,6 +115,9 @@ def hpc_options() -> list[Callable[..., Any]]:
         click.option("--pid", help="PID mode: private or host."),
         click.option("--uts", help="UTS mode: private or host."),
         click.option("--shm-size", help="Size of /dev/shm (default 64m)."),
+        click.option("--privileged", is_flag=True,
+                     help="Every capability, no seccomp, the host's devices you may open "
+                     "(rootless: still confined to your user)."),
         click.option("--sysctl", "sysctls", multiple=True,
                      help="Namespaced kernel parameters (net.*, kernel.shm*...): KEY=VALUE."),
     ]

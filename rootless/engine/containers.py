@@ -421,6 +421,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "Tmpfs": cfg.tmpfs,
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             "Sysctls": cfg.spec.linux.sysctl or None,
+            "Privileged": cfg.privileged,
             **quotas.host_config(ctr),
         },
         "NetworkSettings": _network_settings(ctr, st.status == "running"),

@@ -164,6 +164,7 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
             if m.destination == "/dev/pts" and "gid=5" in m.options:
                 m.options.remove("gid=5")
     spec.mounts += [device_mount(d) for d in opts.devices]
+    privileged(opts, spec)
     _ipc(opts, spec, warn)
     _pid(opts, spec)
     _uts(opts, spec)
@@ -204,6 +205,53 @@ def sysctls(opts: CreateOptions) -> dict[str, str]:
         path_of(key)  # a key that names no file under /proc/sys
         out[key] = value
     return out
+
+
+# Never the host's terminals (the user's own ptys and consoles reach no container), nor
+# what rl's /dev already gives or mounts of its own
+_NOT_PRIVILEGED = ("tty", "pts", "ptmx", "console", "vcs", "null", "zero", "full", "random",
+                   "urandom", "shm", "mqueue", "hugepages", "fd", "stdin", "stdout", "stderr",
+                   "core", "log", "initctl")
+
+
+def privileged_devices(root: str = "/dev") -> list[Mount]:
+    """--privileged's devices: the host's device nodes the user may open (read and write),
+    at the same paths, one level of subdirectories deep (/dev/net/tun, /dev/dri/*)."""
+    out: list[Mount] = []
+
+    def scan(directory: str, depth: int) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if depth == 0 and e.name.startswith(_NOT_PRIVILEGED):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and depth == 0:
+                scan(e.path, 1)
+            elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and os.access(
+                    e.path, os.R_OK | os.W_OK):
+                out.append(Mount(destination=e.path, type="bind", source=e.path,
+                                 options=["bind", "nosuid", "noexec"]))
+
+    scan(root, 0)
+    return out
+
+
+def privileged(opts: CreateOptions, spec: Spec) -> None:
+    """--privileged, rootless: every capability (its cap-drops apart), no seccomp filter,
+    no masked or read-only /proc paths, the host's devices the user may open. All of it
+    within the user namespace: the user's own rights on the host stay the limit."""
+    if not opts.privileged:
+        return
+    spec.linux.masked_paths = []
+    spec.linux.readonly_paths = []
+    taken = {m.destination for m in spec.mounts}
+    spec.mounts += [m for m in privileged_devices() if m.destination not in taken]
 
 
 def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:

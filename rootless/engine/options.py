@@ -103,6 +103,7 @@ class CreateOptions:
     uts: str | None = None
     shm_size: str | None = None
     sysctls: list[str] = field(default_factory=list)  # --sysctl KEY=VALUE
+    privileged: bool = False
 
     def __post_init__(self) -> None:
         # The CLI's `rl run` sends its options to the fork server as JSON

@@ -113,9 +113,16 @@ class Security:
     profile_file: str | None = None
 
 
+def effective_caps(opts: CreateOptions) -> list[str]:
+    """--cap-add/--cap-drop over docker's default set; --privileged: all (but the drops)."""
+    adds = ["ALL", *opts.cap_add] if opts.privileged else opts.cap_add
+    return capabilities.resolve(adds, opts.cap_drop)
+
+
 def security(opts: CreateOptions) -> Security:
-    """--security-opt: no-new-privileges and seccomp (its profile is read by seccomp_filter)."""
-    sec = Security()
+    """--security-opt: no-new-privileges and seccomp (its profile is read by seccomp_filter).
+    --privileged is unconfined, unless a profile file is given with it."""
+    sec = Security(confined=not opts.privileged)
     for so in opts.security_opt:
         if so in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
             sec.no_new_privileges = True
@@ -129,6 +136,7 @@ def security(opts: CreateOptions) -> Security:
                 raise InvalidArgument(f"invalid --security-opt: {so}: the profile path must "
                                       "be absolute")
             sec.profile_file = os.path.normpath(path)
+            sec.confined = True
         else:
             raise InvalidArgument(f"invalid --security-opt: {so}")
     return sec
@@ -235,7 +243,7 @@ def _on_network(opts: CreateOptions, name: str, image_exposed: list[str],
         raise InvalidArgument("a network can be given only once")
     from netstack.ports import resolve
 
-    if "CAP_NET_ADMIN" in capabilities.resolve(opts.cap_add, opts.cap_drop):
+    if "CAP_NET_ADMIN" in effective_caps(opts):
         # The container is in the network host's user namespace, which owns the host's
         # network namespace: rtnetlink's target netnsid would let it delete or re-plug
         # every network's bridges and veths (docs/decisions.md, "Networks").
@@ -494,7 +502,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
     entrypoint, cmd = command(opts)
     cid = store.new_id()
     host = hostname(opts, cid)
-    caps = capabilities.resolve(opts.cap_add, opts.cap_drop)
+    caps = effective_caps(opts)
     if opts.init:
         init_binary()  # a missing catatonit is a 125 at create, not at start
     sec = security(opts)
@@ -541,6 +549,7 @@ def generate(opts: CreateOptions, warn: Callable[[str], None] | None = None) -> 
         open_stdin=opts.interactive,
         auto_remove=opts.rm,
         init=opts.init,
+        privileged=opts.privileged,
         network=opts.network.partition(":")[0] if net.mode != "container" else opts.network,
         net=net.to_dict(),
         stop_signal=stop_signal,

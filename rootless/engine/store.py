@@ -141,6 +141,7 @@ class ContainerConfig:
     open_stdin: bool = False
     auto_remove: bool = False
     init: bool = False
+    privileged: bool = False
     network: str = "host"
     net: dict[str, Any] = field(default_factory=dict)  # netstack.options.NetOptions
     stop_signal: str = "SIGTERM"
