@@ -163,7 +163,12 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
         for m in spec.mounts:
             if m.destination == "/dev/pts" and "gid=5" in m.options:
                 m.options.remove("gid=5")
-    spec.mounts += [device_mount(d) for d in opts.devices]
+    from . import cdi
+
+    spec.mounts += [device_mount(d) for d in opts.devices if not cdi.is_cdi_name(d)]
+    named = [d for d in opts.devices if cdi.is_cdi_name(d)]
+    if named:  # CDI: vendor.com/class=name (engine/cdi.py)
+        cdi.apply(cdi.resolve(named, warn), spec, device_mount)
     privileged(opts, spec)
     _ipc(opts, spec, warn)
     _pid(opts, spec)

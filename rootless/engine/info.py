@@ -85,6 +85,16 @@ SINGLE_ID_LIMITS = ("only the container's root is mapped (to you): an image's ot
                     "/etc/subgid")
 
 
+def _cdi() -> dict[str, Any]:
+    """The CDI spec directories and the devices they define (engine/cdi.py)."""
+    from . import cdi
+
+    warnings: list[str] = []
+    found = cdi.registry(warnings.append)
+    return {"spec_dirs": cdi.spec_dirs(), "devices": sorted(found),
+            **({"warnings": warnings} if warnings else {})}
+
+
 def gather() -> dict[str, Any]:
     plan = idmap.plan()
 
@@ -116,6 +126,7 @@ def gather() -> dict[str, Any]:
             "pasta": shutil.which("pasta"),
             "dev_net_tun": os.access("/dev/net/tun", os.R_OK | os.W_OK),
         },
+        "cdi": _cdi(),
         "store": {
             "runtime_dir": str(paths.runtime_dir()),
             "data_dir": str(paths.data_dir()),

@@ -150,6 +150,20 @@ def _attachments(cfg: ContainerConfig, opts: NetOptions, run_dir: Path) -> list[
     return out
 
 
+def _hook_state(cfg: ContainerConfig) -> Callable[[str, int], bytes] | None:
+    """The OCI state a spec's hooks read on stdin (CDI's hooks: `rl run` has no bundle
+    directory, so the state names the container's record directory as its bundle)."""
+    if cfg.spec.hooks is None:
+        return None
+
+    def state(status: str, pid: int) -> bytes:
+        return json.dumps({"ociVersion": "1.2.0", "id": cfg.id, "status": status, "pid": pid,
+                           "bundle": str(paths.container_dir(cfg.id)),
+                           "annotations": cfg.spec.annotations}).encode()
+
+    return state
+
+
 def _joined_pid(name: str) -> Callable[[], int]:
     """--network container:NAME: NAME's PID 1 when the stack asks, or why not."""
     def pid() -> int:
@@ -772,7 +786,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             launched = container.launch(bundle_of(cfg), plan, str(run_dir),
                                         devnull_stdin=not cfg.open_stdin,
                                         before_start=_before_start(cfg, cgroup, net),
-                                        cgroup=cgroup)
+                                        cgroup=cgroup, hook_state=_hook_state(cfg))
         except BaseException:
             if cgroup:
                 cgroups.remove(cgroup)

@@ -678,10 +678,12 @@ def wait_started(created: Created) -> Launched:
 def launch(
     bundle: Bundle, plan: idmap.IdMapPlan, state_dir: str, devnull_stdin: bool,
     before_start: Callable[[int], None] | None = None, cgroup: str | None = None,
+    hook_state: StateFn | None = None,
 ) -> Launched:
     """create, start and wait_started at once: rl's supervisor, which starts what it
     creates. Without a gate: nothing waits, and PID 1 makes no syscall after
-    its seccomp filter but the exec (and the report of a failure)."""
+    its seccomp filter but the exec (and the report of a failure). hook_state: the
+    spec's create and start hooks run (CDI's), reading that state."""
     created = create(bundle, plan, state_dir, devnull_stdin, before_start, cgroup,
-                     started=True)
+                     started=True, hook_state=hook_state)
     return wait_started(created)
