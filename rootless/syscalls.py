@@ -8,6 +8,7 @@ Every wrapper raises OSError with errno set, like the os module does.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -68,9 +69,12 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322, "openat2": 437},
-    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281, "openat2": 437},
+    "x86_64": {"pivot_root": 155, "close_range": 436, "execveat": 322, "openat2": 437,
+               "keyctl": 250},
+    "aarch64": {"pivot_root": 41, "close_range": 436, "execveat": 281, "openat2": 437,
+                "keyctl": 219},
 }
+KEYCTL_JOIN_SESSION_KEYRING = 1
 # os.uname, not platform.machine: platform costs rl-oci ~10 ms of imports.
 _NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -108,6 +112,21 @@ def mount(
 
 def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}", target)
+
+
+def join_new_session_keyring() -> None:
+    """A new anonymous session keyring for this process (runc's): else a container's
+    process inherits the user's own session keyring, and its keys, from whoever
+    started it. ENOSYS (a kernel without keys) leaves nothing to inherit."""
+    ret = _libc.syscall(ctypes.c_long(_NR["keyctl"]), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING),
+                        ctypes.c_void_p(None))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            return
+        raise OSError(err, f"joining a new session keyring: {os.strerror(err)}"
+                      + (" (raise kernel.keys.maxkeys: each running container holds one key "
+                         "of its user's quota)" if err == errno.EDQUOT else ""))
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -169,6 +169,10 @@ def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
     no_new_privs for it); nothing that follows is a syscall it refuses.
     """
     _apply_rlimits(proc)
+    try:  # before the filter, which may refuse keyctl
+        sc.join_new_session_keyring()
+    except OSError as e:
+        raise RlError(str(e.strerror)) from None
     if seccomp_profile is not None:
         seccomp.install(seccomp_profile)
     _make_cwd(proc.cwd)
