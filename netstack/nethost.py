@@ -224,18 +224,18 @@ def _binary(name: str) -> str:
     return found
 
 
-def _ip(*args: str) -> None:
-    _command([_binary("ip"), *args])
+def _ip(*args: str, pass_fds: tuple[int, ...] = ()) -> None:
+    _command([_binary("ip"), *args], pass_fds)
 
 
 def _iptables(*args: str) -> None:
     _command([_binary("iptables"), "-w", *args])
 
 
-def _command(argv: list[str]) -> None:
+def _command(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     try:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           check=False)
+                           check=False, pass_fds=pass_fds)
     except OSError as e:
         raise RlError(f"{argv[0]}: {e.strerror}") from None
     if r.returncode != 0:
@@ -260,6 +260,7 @@ class Attachment:
     subnet6: str = ""
     gateway6: str = ""
     address6: str = ""
+    veth: str = ""  # the host end's name in H (plug names it): what unplug deletes
 
 
 MTU = 65520  # tap0's, the bridges' and every veth's
@@ -277,26 +278,49 @@ def plug(pid: int, att: Attachment, host: int | None = None) -> None:
         raise RlError("the network host is not running (it left or was killed): start the "
                       "container again")
 
+    att.veth = att.veth or f"rlv{secrets.token_hex(5)}"
+
     def work(container_net: int) -> None:
-        _plug_host_side(pid, att)
+        _plug_host_side(container_net, att)
         sc.setns(container_net, sc.CLONE_NEWNET)
         _plug_container_side(att)
 
     _in_host(host, pid, work, f"attaching to network {att.network}")
 
 
-def unplug(pid: int, ifname: str, network: str, host: int | None = None) -> None:
-    """Take NIC *ifname* out of container PID 1 *pid* (`network disconnect`): its veth
-    pair goes, and with it the bridge's port."""
+def unplug(veth: str, network: str, host: int | None = None) -> None:
+    """Take a container's NIC off its network (`network disconnect`): its veth's host end
+    is deleted in H, which deletes the pair and the bridge's port whatever the container
+    did to its own end (renamed it, moved it into a namespace of its own...)."""
     host = host or running()
     if host is None:
         return  # the host is gone, and every NIC it plugged with it
 
     def work(container_net: int) -> None:
-        sc.setns(container_net, sc.CLONE_NEWNET)
-        _ip("link", "del", ifname)
+        del container_net
+        if veth in {name for _, name in socket_if_names()}:
+            _ip("link", "del", veth)
 
-    _in_host(host, pid, work, f"detaching from network {network}")
+    _in_host(host, 0, work, f"detaching from network {network}")
+
+
+NICS = "nics.json"  # in the container's run directory: its NICs' host ends, by ifname
+
+
+def record_nics(run_dir: Path, nics: dict[str, str]) -> None:
+    """Add ifname -> host veth names to the run directory's record of them."""
+    data = {**recorded_nics(run_dir), **nics}
+    tmp = run_dir / f".{NICS}.{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(data))
+    tmp.rename(run_dir / NICS)
+
+
+def recorded_nics(run_dir: Path) -> dict[str, str]:
+    try:
+        data = json.loads((run_dir / NICS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _in_host(host: int, pid: int, work: Callable[[int], None], what: str) -> None:
@@ -310,7 +334,7 @@ def _in_host(host: int, pid: int, work: Callable[[int], None], what: str) -> Non
             os.close(r)
             ufd = os.open(f"/proc/{host}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
             nfd = os.open(f"/proc/{host}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            cfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            cfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC) if pid else -1
             sc.setns(ufd, sc.CLONE_NEWUSER)
             sc.setns(nfd, sc.CLONE_NEWNET)
             work(cfd)
@@ -326,7 +350,7 @@ def _in_host(host: int, pid: int, work: Callable[[int], None], what: str) -> Non
         raise RlError(f"{what}: {err}")
 
 
-def _plug_host_side(pid: int, att: Attachment) -> None:
+def _plug_host_side(container_net: int, att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     names = {name for _, name in socket_if_names()}
     if att.bridge not in names:
@@ -363,12 +387,15 @@ def _plug_host_side(pid: int, att: Attachment) -> None:
     tmp.write_text(json.dumps({"network": att.network, "leases": att.leases,
                                "internal": att.internal}))
     tmp.rename(nets / att.gateway)
-    veth = f"rlv{secrets.token_hex(5)}"
+    veth = att.veth
     mac = ("address", att.mac) if att.mac else ()
     # slirp4netns's MTU, not Ethernet's 1500: every hop is virtual (no wire to fragment
     # for), and 64 KiB frames move ~1.5x the bytes per packet between containers.
+    # The peer goes to the namespace this child opened (an fd, not /proc/PID again:
+    # the same namespace for every step, whatever became of the pid meanwhile).
     _ip("link", "add", veth, "mtu", str(MTU), "type", "veth", "peer", "name", att.ifname,
-        "mtu", str(MTU), *mac, "netns", f"/proc/{pid}/ns/net")
+        "mtu", str(MTU), *mac, "netns", f"/proc/self/fd/{container_net}",
+        pass_fds=(container_net,))
     _ip("link", "set", veth, "master", att.bridge, "up")
 
 

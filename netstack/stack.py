@@ -119,6 +119,7 @@ class NetStack:
 
             for att in self.attachments:
                 nethost.plug(pid, att, self.host_pid)
+            nethost.record_nics(self.run_dir, {a.ifname: a.veth for a in self.attachments})
         if self.opts.mode == "pasta":
             from .pasta import Pasta
 

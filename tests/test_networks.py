@@ -147,6 +147,10 @@ def test_bad_run_flags_on_networks(rl: RlRunner, rootfs: Path) -> None:
         (["--network", "none", "--network", "app"], "conflicting options"),
         (["--network", "app", "--network", "app"], "a network can be given only once"),
         (["--network", "app", "--network", "nosuch"], "network nosuch not found"),
+        (["--network", "app", "--privileged", "--cap-drop", "NET_ADMIN"],
+         "--privileged for a container on network app is not supported"),
+        (["--network", "app", "--cap-add", "SYS_ADMIN"],
+         "CAP_SYS_ADMIN for a container on network app is not supported"),
     ]:
         assert message in one_error(rl("run", "--rm", *args, "--rootfs", rootfs, "true"), 125)
     assert rl("ps", "-aq", check=True).stdout == before  # nothing created
@@ -382,7 +386,14 @@ _GET_BY_NAME = ('a=$(nslookup "$1" 2>/dev/null | awk \'/^Address/ {x=$NF} END {p
                 'timeout 5 wget -q -O- "http://$a/hostname"')
 
 
-def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
+def _host_links(state: RlState) -> str:
+    """The network host's interfaces (its namespaces are the user's to enter)."""
+    pid = (state.runtime_dir / "rl" / "nethost" / "pid").read_text().split()[0]
+    return subprocess.run(["nsenter", "-U", "-n", "--preserve-credentials", "-t", pid, "ip",
+                           "-o", "link"], capture_output=True, text=True, check=True).stdout
+
+
+def test_connect_and_disconnect(rl: RlRunner, rootfs: Path, rl_state: RlState) -> None:
     """`network connect` gives a running container on one network a NIC on another (its
     names resolve both ways, its own route stays), a restart brings it back, and
     `disconnect` takes it away; docker's messages for the wrong cases."""
@@ -428,10 +439,15 @@ def test_connect_and_disconnect(rl: RlRunner, rootfs: Path) -> None:
         assert get("cweb", "cdb").stdout == "cdb\n"
         assert f" {nets['back']['IPAddress']}/24 " in rl(
             "exec", "cweb", "ip", "-4", "-o", "addr", "show", "eth1", check=True).stdout
+        # disconnect deletes the NIC's host end in the network host, whatever the
+        # container did with its own end
+        veth = json.loads((rl_state.runtime_dir / "rl" / cid / "nics.json").read_text())["eth1"]
+        assert veth in _host_links(rl_state)
         # rm -f disconnects the connected container; the one created on it keeps it
         line = one_error(rl("network", "rm", "-f", "back"), 1)
         assert "cdb" in line and "cweb" not in line
         assert "eth1" not in rl("exec", "cweb", "ip", "-o", "link", check=True).stdout
+        assert veth not in _host_links(rl_state)
         rl("network", "connect", "back", "cweb", check=True)
         rl("network", "disconnect", "back", "cweb", check=True)
         assert "eth1" not in rl("exec", "cweb", "ip", "-o", "link", check=True).stdout

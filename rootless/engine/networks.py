@@ -412,6 +412,7 @@ def connect(ref: str, ctr_ref: str, aliases: list[str] | None = None, ip: str = 
             st = ctr.state()
             if st.status == "running" and st.pid:
                 nethost.plug(st.pid, att)
+                nethost.record_nics(ctr.run_dir, {ifname: att.veth})
             opts.connected.append(link)
             cfg.net = opts.to_dict()
             store.write_json_atomic(ctr.dir / "config.json", cfg.to_dict())
@@ -438,9 +439,10 @@ def disconnect(ref: str, ctr_ref: str, force: bool = False) -> None:
         if link is None:
             raise Conflict(f"container {cfg.id} is not connected to network {net.name}", 1)
         st = ctr.state()
-        if st.status == "running" and st.pid:
+        veth = nethost.recorded_nics(ctr.run_dir).get(link.ifname)
+        if st.status == "running" and veth:
             try:
-                nethost.unplug(st.pid, link.ifname, net.name)
+                nethost.unplug(veth, net.name)
             except RlError:
                 if not force:
                     raise

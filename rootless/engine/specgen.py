@@ -243,11 +243,21 @@ def _on_network(opts: CreateOptions, name: str, image_exposed: list[str],
         raise InvalidArgument("a network can be given only once")
     from netstack.ports import resolve
 
+    if opts.privileged:
+        raise InvalidArgument(f"--privileged for a container on network {name} is not "
+                              "supported: it would hold the network host's user namespace's "
+                              "capabilities")
     if "CAP_NET_ADMIN" in effective_caps(opts):
         # The container is in the network host's user namespace, which owns the host's
         # network namespace: rtnetlink's target netnsid would let it delete or re-plug
         # every network's bridges and veths (docs/decisions.md, "Networks").
         raise InvalidArgument(f"CAP_NET_ADMIN for a container on network {name} is not "
+                              "supported yet")
+    if "CAP_SYS_ADMIN" in effective_caps(opts):
+        # With it the filter lets the container make user namespaces of its own, whose
+        # network namespaces it owns: a NIC plugged later (network connect) could be moved
+        # there, renamed and readdressed, out of reach of the network's rules.
+        raise InvalidArgument(f"CAP_SYS_ADMIN for a container on network {name} is not "
                               "supported yet")
     if opts.pid == "host":
         # The host's PID namespace would show it the network host, a process of the same
