@@ -304,3 +304,35 @@ def test_privileged_holds_every_capability_and_no_filter(rl: RlRunner, rootfs: P
                   check=True).stdout.strip() == "true"
     finally:
         rl("rm", cid)
+
+
+def test_privileged_never_binds_a_terminal_or_the_session(tmp_path: Path) -> None:
+    """--privileged's filter over /dev entries: terminals under any name or directory
+    (by their majors: the kernel's tty drivers' and the pty, console, input and
+    framebuffer ones), session devices by name; and over this host's real /dev."""
+    import stat as st
+
+    from rootless.engine import hpc
+
+    chr_ = st.S_IFCHR | 0o666
+    refused = hpc._refused_majors()
+    cases = {  # (name, major, minor): bound?
+        ("hvc0", 229, 0): False, ("xvc0", 204, 191): False, ("ptyp0", 2, 0): False,
+        ("tty1", 4, 1): False, ("uinput", 10, 223): False, ("event0", 13, 64): False,
+        ("fb0", 29, 0): False, ("pts", 136, 3): False, ("mine", 136, 7): False,
+        ("weird", 4, 70): False, ("fuse", 10, 229): True, ("card0", 226, 0): True,
+        ("kvm", 10, 232): True,
+    }
+    for (name, major, minor), want in cases.items():
+        assert hpc.bindable(name, chr_, os.makedev(major, minor), refused) is want, name
+    # a tty driver the kernel lists is refused whole, whatever its major
+    drivers = tmp_path / "drivers"
+    drivers.write_text("rfcomm               /dev/rfcomm   216 0-255 serial\n")
+    assert 216 in hpc._refused_majors(str(drivers))
+    assert not hpc.bindable("rfcomm0", chr_, os.makedev(216, 0),
+                            hpc._refused_majors(str(drivers)))
+    # and this host's /dev: nothing bound is a terminal
+    for m in hpc.privileged_devices():
+        rdev = os.stat(m.source).st_rdev
+        assert os.major(rdev) not in refused, m.source
+        assert "/tty" not in m.source and "/pts" not in m.source, m.source

@@ -212,17 +212,40 @@ def sysctls(opts: CreateOptions) -> dict[str, str]:
     return out
 
 
-# Never the host's terminals (the user's own ptys and consoles reach no container), nor
-# what rl's /dev already gives or mounts of its own
+# Never what rl's /dev already gives or mounts of its own, nor the host's terminals and
+# what sees or drives the user's session: keyboards and mice (input, uinput), the screen
+# (fb), the consoles' memory (vcs); every tty driver's numbers are refused besides
 _NOT_PRIVILEGED = ("tty", "pts", "ptmx", "console", "vcs", "null", "zero", "full", "random",
                    "urandom", "shm", "mqueue", "hugepages", "fd", "stdin", "stdout", "stderr",
-                   "core", "log", "initctl")
+                   "core", "log", "initctl", "input", "uinput", "fb", "hvc", "xvc", "pty")
+
+
+# Char majors never bound: BSD and Unix98 ptys (2, 3, 128-143), ttys and consoles (4, 5),
+# the consoles' memory (7), input devices (13), framebuffers (29); with every tty
+# driver's the kernel lists
+_SESSION_MAJORS = {2, 3, 4, 5, 7, 13, 29, *range(128, 144)}
+
+
+def _refused_majors(drivers: str = "/proc/tty/drivers") -> set[int]:
+    """Terminals whatever their node's name or directory (hvc0, 3270/tty1, rfcomm0...):
+    every major a tty driver has, whole."""
+    out = set(_SESSION_MAJORS)
+    try:
+        lines = Path(drivers).read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 3 and fields[2].isdigit():
+            out.add(int(fields[2]))
+    return out
 
 
 def privileged_devices(root: str = "/dev") -> list[Mount]:
     """--privileged's devices: the host's device nodes the user may open (read and write),
     at the same paths, one level of subdirectories deep (/dev/net/tun, /dev/dri/*)."""
     out: list[Mount] = []
+    refused = _refused_majors()
 
     def scan(directory: str, depth: int) -> None:
         try:
@@ -230,21 +253,31 @@ def privileged_devices(root: str = "/dev") -> list[Mount]:
         except OSError:
             return
         for e in entries:
-            if depth == 0 and e.name.startswith(_NOT_PRIVILEGED):
-                continue
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
+            if e.name.startswith(_NOT_PRIVILEGED):
+                continue
             if stat.S_ISDIR(st.st_mode) and depth == 0:
                 scan(e.path, 1)
-            elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and os.access(
+            elif bindable(e.name, st.st_mode, st.st_rdev, refused) and os.access(
                     e.path, os.R_OK | os.W_OK):
                 out.append(Mount(destination=e.path, type="bind", source=e.path,
                                  options=["bind", "nosuid", "noexec"]))
 
     scan(root, 0)
     return out
+
+
+def bindable(name: str, mode: int, rdev: int, refused: set[int]) -> bool:
+    """Whether --privileged binds a /dev entry: a device node, no terminal or session
+    device by its name or (a char device) by its major."""
+    if name.startswith(_NOT_PRIVILEGED):
+        return False
+    if stat.S_ISCHR(mode):
+        return os.major(rdev) not in refused
+    return stat.S_ISBLK(mode)
 
 
 def privileged(opts: CreateOptions, spec: Spec) -> None:
