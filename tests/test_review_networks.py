@@ -363,3 +363,90 @@ def test_pid_host_is_refused_on_a_network(rl: RlRunner, rootfs: Path) -> None:
         assert r.stderr.count("\n") == 1 and rl("ps", "-aq", check=True).stdout == before
     finally:
         rl("network", "rm", "pidnet")
+
+
+# On network app, as the container at VICTIM: tell the gateway VICTIM is at this NIC's MAC
+# (ARP), send it a query for NAME from VICTIM (an Ethernet frame, AF_PACKET: CAP_NET_RAW is
+# in docker's default set), and watch for the answer. Prints the A records seen, or none.
+FORGE = r"""
+import os, socket, struct, sys, time
+victim, gw, name = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+ifname = "eth0"
+mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip().replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.bind((ifname, 0))
+def arp(op, dst_mac, tha):
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, mac, socket.inet_aton(victim),
+                       tha, socket.inet_aton(gw))
+    return dst_mac + mac + b"\x08\x06" + body
+# the gateway's MAC, learnt honestly first (a datagram from our own address)
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (gw, 9))
+time.sleep(0.2)
+s.send(arp(1, b"\xff" * 6, b"\0" * 6))  # who-has gw, tell victim (at my MAC)
+gw_mac = None
+deadline = time.time() + 2
+s.settimeout(0.2)
+while time.time() < deadline and gw_mac is None:
+    try:
+        f = s.recv(2048)
+    except OSError:
+        continue
+    if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02" and f[28:32] == socket.inet_aton(gw):
+        gw_mac = f[22:28]
+if gw_mac is None:  # the gateway never answered the forged request: take it from our cache
+    for line in open("/proc/net/arp").read().splitlines()[1:]:
+        if line.split()[0] == gw:
+            gw_mac = bytes.fromhex(line.split()[3].replace(":", ""))
+q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p for p in name.split(b".")) + b"\0" + struct.pack("!HH", 1, 1)
+udp = struct.pack("!HHHH", 40000, 53, 8 + len(q), 0) + q
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    t = sum(struct.unpack(f"!{len(b)//2}H", b))
+    while t >> 16:
+        t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                  socket.inet_aton(victim), socket.inet_aton(gw))
+hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+for _ in range(3):
+    s.send(gw_mac + mac + b"\x08\x00" + hdr + udp)
+    s.send(arp(2, gw_mac, gw_mac))  # "victim is at my MAC", to the gateway
+    time.sleep(0.3)
+deadline = time.time() + 3
+seen = []
+while time.time() < deadline:
+    try:
+        f = s.recv(4096)
+    except OSError:
+        continue
+    if f[12:14] == b"\x08\x00" and f[23] == 17 and f[34:36] == b"\x00\x35":
+        dns = f[42:]
+        if dns[:2] == b"\x42\x42" and struct.unpack("!H", dns[6:8])[0] > 0:
+            seen.append(socket.inet_ntoa(dns[-4:]))
+print("answers", " ".join(seen) or "none")
+"""
+
+
+def test_a_forged_neighbour_learns_nothing_of_its_other_networks(rl: RlRunner,
+                                                                 fresh_rootfs: Path) -> None:
+    """A container on app forges the address (IP and ARP) of a stopped neighbour that is
+    also connected to network secret: the bridge port takes only its own addresses, so
+    the resolver never answers the forged query with secret's names."""
+    support.require_userns()
+    rl("network", "create", "app", check=True)
+    rl("network", "create", "secret", check=True)
+    try:
+        rl("run", "-d", "--name", "hidden", "--network", "secret", "--rootfs", fresh_rootfs,
+           "sleep", "300", check=True)
+        rl("run", "-d", "--name", "bridgec", "--network", "app", "--rootfs", fresh_rootfs,
+           "sleep", "300", check=True)
+        rl("network", "connect", "secret", "bridgec", check=True)
+        victim = rl("exec", "bridgec", "hostname", "-i", check=True).stdout.split()[0]
+        rl("stop", "-t", "0", "bridgec", check=True)  # keeps its leases: nobody answers ARP
+        assert not _resolves(rl, fresh_rootfs, "app", "hidden")
+        r = _python(rl, fresh_rootfs, "app", FORGE, victim, _gateway(rl, "app"), "hidden")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "answers none", r.stdout
+    finally:
+        rl("rm", "-f", "hidden", "bridgec")
