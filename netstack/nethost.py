@@ -232,57 +232,6 @@ def _iptables(*args: str) -> None:
     _command([_binary("iptables"), "-w", *args])
 
 
-def _ebtables(*args: str) -> None:
-    _command([_binary("ebtables"), *args])
-
-
-def _port_chain(veth: str) -> str:
-    return f"RLV-{veth}"
-
-
-def _bind_port(att: Attachment) -> None:
-    """The bridge port of a container's NIC takes only that NIC's own frames: its MAC as
-    the source, its addresses in IP and ARP (IPv6: also link-local, and :: for DAD).
-    Else a container with CAP_NET_RAW (docker's default) forges a neighbour's address
-    on the network, and the resolver answers it with that neighbour's other networks'
-    names; or it poisons the neighbours' ARP caches."""
-    chain = _port_chain(att.veth)
-    _ebtables("-N", chain, "-P", "RETURN")
-    mac = [["!", "-s", att.mac], ["-p", "ARP", "!", "--arp-mac-src", att.mac]] if att.mac else []
-    rules = [*mac, ["-p", "IPv4", "!", "--ip-src", att.address],
-             ["-p", "ARP", "!", "--arp-ip-src", att.address],
-             ["-p", "IPv6", "--ip6-src", "fe80::/10", "-j", "RETURN"],
-             ["-p", "IPv6", "--ip6-src", "::/128", "-j", "RETURN"],
-             ["-p", "IPv6", "!", "--ip6-src", att.address6] if att.address6
-             else ["-p", "IPv6"]]
-    for rule in rules:
-        _ebtables("-A", chain, *rule, *([] if "-j" in rule else ["-j", "DROP"]))
-    for hook in ("INPUT", "FORWARD"):
-        _ebtables("-A", hook, "-i", att.veth, "-j", chain)
-
-
-def _unbind_ports(keep: set[str]) -> None:
-    """The port chains of NICs gone (their containers exited: the pair went with the
-    namespace) or being removed, but those of *keep*."""
-    try:
-        r = subprocess.run([_binary("ebtables"), "-L"], capture_output=True, text=True,
-                           check=False, stdin=subprocess.DEVNULL)
-    except (OSError, RlError):
-        return
-    for line in r.stdout.splitlines():
-        if not line.startswith("Bridge chain: RLV-"):
-            continue
-        chain = line.split()[2].rstrip(",")
-        veth = chain.removeprefix("RLV-")
-        if veth in keep:
-            continue
-        for hook in ("INPUT", "FORWARD"):
-            with contextlib.suppress(RlError):
-                _ebtables("-D", hook, "-i", veth, "-j", chain)
-        with contextlib.suppress(RlError):
-            _ebtables("-X", chain)
-
-
 def _command(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     try:
         r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -291,6 +240,65 @@ def _command(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
         raise RlError(f"{argv[0]}: {e.strerror}") from None
     if r.returncode != 0:
         raise RlError(f"{' '.join(argv)}: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
+def _ebtables_batch(lines: list[str]) -> None:
+    """Filter table changes in one ebtables-restore (one process and one nftables
+    transaction, not one of each per rule: each costs a container's start)."""
+    if not lines:
+        return
+    argv = [_binary("ebtables-restore"), "--noflush"]
+    try:
+        r = subprocess.run(argv, input="*filter\n" + "\n".join(lines) + "\nCOMMIT\n",
+                           capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise RlError(f"{argv[0]}: {e.strerror}") from None
+    if r.returncode != 0:
+        raise RlError(f"ebtables-restore: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
+def _port_chain(veth: str) -> str:
+    return f"RLV-{veth}"
+
+
+def _port_rules(att: Attachment) -> list[str]:
+    """The bridge port of a container's NIC takes only that NIC's own frames: its MAC as
+    the source, its addresses in IP and ARP (IPv6: also link-local, and :: for DAD).
+    Else a container with CAP_NET_RAW (docker's default) forges a neighbour's address
+    on the network, and the resolver answers it with that neighbour's other networks'
+    names; or it poisons the neighbours' ARP caches."""
+    chain = _port_chain(att.veth)
+    mac = [f"! -s {att.mac}", f"-p ARP ! --arp-mac-src {att.mac}"] if att.mac else []
+    v6 = [f"-p IPv6 ! --ip6-src {att.address6} -j DROP"] if att.address6 \
+        else ["-p IPv6 -j DROP"]
+    drops = [*mac, f"-p IPv4 ! --ip-src {att.address}", f"-p ARP ! --arp-ip-src {att.address}"]
+    return [f":{chain} RETURN",
+            *(f"-A {chain} {rule} -j DROP" for rule in drops),
+            f"-A {chain} -p IPv6 --ip6-src fe80::/10 -j RETURN",
+            f"-A {chain} -p IPv6 --ip6-src ::/128 -j RETURN",
+            *(f"-A {chain} {rule}" for rule in v6),
+            f"-A INPUT -i {att.veth} -j {chain}", f"-A FORWARD -i {att.veth} -j {chain}"]
+
+
+def _stale_port_rules(keep: set[str]) -> list[str]:
+    """Removals of the port chains of NICs gone (their containers exited: the pair went
+    with the namespace), but those of *keep*."""
+    try:
+        r = subprocess.run([_binary("ebtables"), "-L"], capture_output=True, text=True,
+                           check=False, stdin=subprocess.DEVNULL)
+    except (OSError, RlError):
+        return []
+    out = []
+    for line in r.stdout.splitlines():
+        if not line.startswith("Bridge chain: RLV-"):
+            continue
+        chain = line.split()[2].rstrip(",")
+        veth = chain.removeprefix("RLV-")
+        if veth not in keep:
+            # nftables deletes no chain with rules: flushed first
+            out += [f"-D INPUT -i {veth} -j {chain}", f"-D FORWARD -i {veth} -j {chain}",
+                    f"-F {chain}", f"-X {chain}"]
+    return out
 
 
 @dataclass
@@ -352,7 +360,7 @@ def unplug(veth: str, network: str, host: int | None = None) -> None:
         links = {name for _, name in socket_if_names()}
         if veth in links:
             _ip("link", "del", veth)
-        _unbind_ports(links - {veth})
+        _ebtables_batch(_stale_port_rules(links - {veth}))
 
     _in_host(host, 0, work, f"detaching from network {network}")
 
@@ -449,8 +457,10 @@ def _plug_host_side(container_net: int, att: Attachment) -> None:
     _ip("link", "add", veth, "mtu", str(MTU), "type", "veth", "peer", "name", att.ifname,
         "mtu", str(MTU), *mac, "netns", f"/proc/self/fd/{container_net}",
         pass_fds=(container_net,))
-    _unbind_ports({name for _, name in socket_if_names()})  # those of NICs gone since
-    _bind_port(att)  # before the port is up: no frame passes unchecked
+    # before the port is up, so that no frame passes unchecked; with the chains of the
+    # NICs gone since the last plug
+    _ebtables_batch(_stale_port_rules({name for _, name in socket_if_names()})
+                    + _port_rules(att))
     _ip("link", "set", veth, "master", att.bridge, "up")
 
 
