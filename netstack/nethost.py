@@ -357,10 +357,15 @@ def unplug(veth: str, network: str, host: int | None = None) -> None:
 
     def work(container_net: int) -> None:
         del container_net
-        links = {name for _, name in socket_if_names()}
-        if veth in links:
-            _ip("link", "del", veth)
-        _ebtables_batch(_stale_port_rules(links - {veth}))
+        fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            links = {name for _, name in socket_if_names()}
+            if veth in links:
+                _ip("link", "del", veth)
+            _ebtables_batch(_stale_port_rules(links - {veth}))
+        finally:
+            os.close(fd)
 
     _in_host(host, 0, work, f"detaching from network {network}")
 
@@ -412,6 +417,18 @@ def _in_host(host: int, pid: int, work: Callable[[int], None], what: str) -> Non
 
 
 def _plug_host_side(container_net: int, att: Attachment) -> None:
+    # One plug at a time in H: concurrent starts would each find a new network's bridge
+    # missing and make it (the second: EEXIST), add its rules twice, and remove the same
+    # dead port chains (the second: not found).
+    fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _plug_host_side_locked(container_net, att)
+    finally:
+        os.close(fd)
+
+
+def _plug_host_side_locked(container_net: int, att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
     names = {name for _, name in socket_if_names()}
     if att.bridge not in names:

@@ -229,6 +229,35 @@ def _get(rl: RlRunner, rootfs: Path, network: str, host: str) -> subprocess.Comp
               "sh", host, timeout=60)
 
 
+def test_twenty_concurrent_runs_get_twenty_addresses(rl: RlRunner, rl_path: Path,
+                                                     rootfs: Path) -> None:
+    """20 `rl run -d --network app` at once: 20 distinct addresses of the subnet, each the
+    one the container's own eth0 has."""
+    support.require_userns()
+    rl("network", "create", "--subnet", "10.89.201.0/24", "app", check=True)
+    names = [f"many{i}" for i in range(20)]
+    procs = [subprocess.Popen([str(rl_path), "run", "-d", "--name", n, "--network", "app",
+                               "--rootfs", str(rootfs), "sleep", "300"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in names]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err
+        seen = {}
+        for n in names:
+            nets = json.loads(rl("inspect", "-f", "{{json .NetworkSettings.Networks}}", n,
+                                 check=True).stdout)
+            seen[n] = nets["app"]["IPAddress"]
+            own = rl("exec", n, "ip", "-4", "-o", "addr", "show", "eth0", check=True).stdout
+            assert f" {seen[n]}/24 " in own, (n, own)
+        assert len(set(seen.values())) == 20, seen
+        assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.89.201.0/24")
+                   for a in seen.values())
+    finally:
+        rl("rm", "-f", *names, timeout=120)
+
+
 def test_containers_reach_each_other_by_name_alias_and_ip(rl: RlRunner, rootfs: Path) -> None:
     support.require_userns()
     rl("network", "create", "app", check=True)
