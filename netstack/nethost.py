@@ -32,6 +32,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -157,6 +158,8 @@ def _start() -> int:
             os.close(go_w)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(mid, 0)
+    # A new H has a new network namespace: no port chain of a previous one's is in it
+    shutil.rmtree(state_dir() / "ports", ignore_errors=True)
     tmp = state_dir() / f".pid-{secrets.token_hex(4)}"
     tmp.write_text(f"{hpid} {_start_time(hpid)}\n")
     tmp.rename(state_dir() / "pid")
@@ -228,6 +231,18 @@ def _ip(*args: str, pass_fds: tuple[int, ...] = ()) -> None:
     _command([_binary("ip"), *args], pass_fds)
 
 
+def _ip_batch(lines: list[str]) -> None:
+    """Several ip commands in one process (`ip -batch -`): a start pays per process."""
+    argv = [_binary("ip"), "-batch", "-"]
+    try:
+        r = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True,
+                           text=True, check=False)
+    except OSError as e:
+        raise RlError(f"{argv[0]}: {e.strerror}") from None
+    if r.returncode != 0:
+        raise RlError(f"ip: {r.stderr.strip() or f'exit {r.returncode}'}")
+
+
 def _iptables(*args: str) -> None:
     _command([_binary("iptables"), "-w", *args])
 
@@ -280,25 +295,31 @@ def _port_rules(att: Attachment) -> list[str]:
             f"-A INPUT -i {att.veth} -j {chain}", f"-A FORWARD -i {att.veth} -j {chain}"]
 
 
+def _ports_dir() -> Path:
+    d = state_dir() / "ports"  # a file per bridge port with a chain: its veth's name
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
 def _stale_port_rules(keep: set[str]) -> list[str]:
     """Removals of the port chains of NICs gone (their containers exited: the pair went
-    with the namespace), but those of *keep*."""
-    try:
-        r = subprocess.run([_binary("ebtables"), "-L"], capture_output=True, text=True,
-                           check=False, stdin=subprocess.DEVNULL)
-    except (OSError, RlError):
-        return []
+    with the namespace), but those of *keep*; their records go with them."""
     out = []
-    for line in r.stdout.splitlines():
-        if not line.startswith("Bridge chain: RLV-"):
+    for veth in sorted(os.listdir(_ports_dir())):
+        if veth in keep or not veth.startswith("rlv"):
             continue
-        chain = line.split()[2].rstrip(",")
-        veth = chain.removeprefix("RLV-")
-        if veth not in keep:
-            # nftables deletes no chain with rules: flushed first
-            out += [f"-D INPUT -i {veth} -j {chain}", f"-D FORWARD -i {veth} -j {chain}",
-                    f"-F {chain}", f"-X {chain}"]
+        chain = _port_chain(veth)
+        # nftables deletes no chain with rules: flushed first
+        out += [f"-D INPUT -i {veth} -j {chain}", f"-D FORWARD -i {veth} -j {chain}",
+                f"-F {chain}", f"-X {chain}"]
     return out
+
+
+def _forget_ports(keep: set[str]) -> None:
+    for veth in os.listdir(_ports_dir()):
+        if veth not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                (_ports_dir() / veth).unlink()
 
 
 @dataclass
@@ -364,6 +385,7 @@ def unplug(veth: str, network: str, host: int | None = None) -> None:
             if veth in links:
                 _ip("link", "del", veth)
             _ebtables_batch(_stale_port_rules(links - {veth}))
+            _forget_ports(links - {veth})
         finally:
             os.close(fd)
 
@@ -476,8 +498,10 @@ def _plug_host_side_locked(container_net: int, att: Attachment) -> None:
         pass_fds=(container_net,))
     # before the port is up, so that no frame passes unchecked; with the chains of the
     # NICs gone since the last plug
-    _ebtables_batch(_stale_port_rules({name for _, name in socket_if_names()})
-                    + _port_rules(att))
+    links = {name for _, name in socket_if_names()}
+    _ebtables_batch(_stale_port_rules(links) + _port_rules(att))
+    _forget_ports(links)
+    (_ports_dir() / veth).touch()
     _ip("link", "set", veth, "master", att.bridge, "up")
 
 
@@ -496,16 +520,16 @@ def _drop_stale_bridges(att: Attachment) -> None:
 
 def _plug_container_side(att: Attachment) -> None:
     net = ipaddress.ip_network(att.subnet)
-    _ip("link", "set", "lo", "up")
-    _ip("addr", "add", f"{att.address}/{net.prefixlen}", "dev", att.ifname)
+    lines = ["link set lo up", f"addr add {att.address}/{net.prefixlen} dev {att.ifname}"]
     if att.address6:
         prefix6 = ipaddress.ip_network(att.subnet6).prefixlen
         # nodad: no second of "tentative" before the first packet (the host hands out
         # each address once, under the leases' lock)
-        _ip("-6", "addr", "add", f"{att.address6}/{prefix6}", "dev", att.ifname, "nodad")
-    _ip("link", "set", att.ifname, "up")
+        lines.append(f"addr add {att.address6}/{prefix6} dev {att.ifname} nodad")
+    lines.append(f"link set {att.ifname} up")
     if not att.internal and att.default_route:
-        _ip("route", "add", "default", "via", att.gateway)
+        lines.append(f"route add default via {att.gateway}")
+    _ip_batch(lines)
 
 
 def socket_if_names() -> list[tuple[int, str]]:
