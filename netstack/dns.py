@@ -238,6 +238,10 @@ async def _idle(state: Path, scope: trio.CancelScope) -> None:
     last = time.monotonic()
     while True:
         await trio.sleep(2)
+        try:
+            nethost.sweep_ports()
+        except Exception:  # a chore: the next round tries again
+            pass
         if _plugged():
             last = time.monotonic()
             continue

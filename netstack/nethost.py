@@ -231,12 +231,12 @@ def _ip(*args: str, pass_fds: tuple[int, ...] = ()) -> None:
     _command([_binary("ip"), *args], pass_fds)
 
 
-def _ip_batch(lines: list[str]) -> None:
+def _ip_batch(lines: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     """Several ip commands in one process (`ip -batch -`): a start pays per process."""
     argv = [_binary("ip"), "-batch", "-"]
     try:
         r = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True,
-                           text=True, check=False)
+                           text=True, check=False, pass_fds=pass_fds)
     except OSError as e:
         raise RlError(f"{argv[0]}: {e.strerror}") from None
     if r.returncode != 0:
@@ -260,16 +260,32 @@ def _command(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
 def _ebtables_batch(lines: list[str]) -> None:
     """Filter table changes in one ebtables-restore (one process and one nftables
     transaction, not one of each per rule: each costs a container's start)."""
-    if not lines:
-        return
+    if lines:
+        _ebtables_wait(_ebtables_start(lines))
+
+
+def _ebtables_start(lines: list[str]) -> subprocess.Popen[str]:
     argv = [_binary("ebtables-restore"), "--noflush"]
     try:
-        r = subprocess.run(argv, input="*filter\n" + "\n".join(lines) + "\nCOMMIT\n",
-                           capture_output=True, text=True, check=False)
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     except OSError as e:
         raise RlError(f"{argv[0]}: {e.strerror}") from None
-    if r.returncode != 0:
-        raise RlError(f"ebtables-restore: {r.stderr.strip() or f'exit {r.returncode}'}")
+    assert p.stdin is not None
+    p.stdin.write("*filter\n" + "\n".join(lines) + "\nCOMMIT\n")
+    p.stdin.close()
+    return p
+
+
+def _ebtables_wait(p: subprocess.Popen[str]) -> None:
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read()
+    err = p.stderr.read()
+    p.wait()
+    p.stdout.close()
+    p.stderr.close()
+    if p.returncode != 0:
+        raise RlError(f"ebtables-restore: {err.strip() or f'exit {p.returncode}'}")
 
 
 def _port_chain(veth: str) -> str:
@@ -313,6 +329,24 @@ def _stale_port_rules(keep: set[str]) -> list[str]:
         out += [f"-D INPUT -i {veth} -j {chain}", f"-D FORWARD -i {veth} -j {chain}",
                 f"-F {chain}", f"-X {chain}"]
     return out
+
+
+def sweep_ports() -> None:
+    """H's chore, every few seconds: the port chains of NICs gone with their containers
+    (skipped while a plug holds the lock: the next round does it)."""
+    fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        links = {name for _, name in socket_if_names()}
+        rules = _stale_port_rules(links)
+        if rules:
+            _ebtables_batch(rules)
+            _forget_ports(links)
+    finally:
+        os.close(fd)
 
 
 def _forget_ports(keep: set[str]) -> None:
@@ -488,21 +522,23 @@ def _plug_host_side_locked(container_net: int, att: Attachment) -> None:
                                "internal": att.internal}))
     tmp.rename(nets / att.gateway)
     veth = att.veth
-    mac = ("address", att.mac) if att.mac else ()
+    mac = f" address {att.mac}" if att.mac else ""
+    # The port's rules (by the name: the chains of the NICs gone are swept by H, off a
+    # start's path, as a deletion's commit waits for RCU) go in while ip makes the pair
+    # and the port; the container's end comes up only once they are in (plug), and no
+    # frame crosses a veth before both ends are up.
+    rules = _ebtables_start(_port_rules(att))
+    (_ports_dir() / veth).touch()
     # slirp4netns's MTU, not Ethernet's 1500: every hop is virtual (no wire to fragment
     # for), and 64 KiB frames move ~1.5x the bytes per packet between containers.
     # The peer goes to the namespace this child opened (an fd, not /proc/PID again:
     # the same namespace for every step, whatever became of the pid meanwhile).
-    _ip("link", "add", veth, "mtu", str(MTU), "type", "veth", "peer", "name", att.ifname,
-        "mtu", str(MTU), *mac, "netns", f"/proc/self/fd/{container_net}",
-        pass_fds=(container_net,))
-    # before the port is up, so that no frame passes unchecked; with the chains of the
-    # NICs gone since the last plug
-    links = {name for _, name in socket_if_names()}
-    _ebtables_batch(_stale_port_rules(links) + _port_rules(att))
-    _forget_ports(links)
-    (_ports_dir() / veth).touch()
-    _ip("link", "set", veth, "master", att.bridge, "up")
+    try:
+        _ip_batch([f"link add {veth} mtu {MTU} type veth peer name {att.ifname} mtu {MTU}"
+                   f"{mac} netns /proc/self/fd/{container_net}",
+                   f"link set {veth} master {att.bridge} up"], pass_fds=(container_net,))
+    finally:
+        _ebtables_wait(rules)
 
 
 def _drop_stale_bridges(att: Attachment) -> None:
