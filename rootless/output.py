@@ -21,6 +21,7 @@ import sys
 
 TYPE_CHECKING = False  # not `import typing`: rl run's start path (see client.py)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from _typeshed import ReadableBuffer
@@ -185,3 +186,21 @@ def fail(e: OutputError) -> NoReturn:
     _silence_stdout()
     error_line(str(e))
     sys.exit(EXIT_OUTPUT)
+
+
+def run_quick(work: Callable[[], None]) -> NoReturn:
+    """A click-free command's end (entry.py's quick paths): its work, then exit 0; an
+    RlError is its one `Error:` line and exit status, a failed stdout rl's usual end."""
+    from .errors import RlError
+
+    try:
+        work()
+        sys.stdout.flush()
+    except RlError as e:
+        sys.stderr.write(f"Error: {one_line(e.message)}\n")
+        sys.exit(e.exit_code)
+    except OutputError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)

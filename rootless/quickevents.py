@@ -5,10 +5,7 @@ a typo) returns to the full CLI, which says what click says."""
 
 from __future__ import annotations
 
-import sys
-
 from . import output
-from .errors import RlError
 
 _FLAGS = {"--since": "since", "--until": "until", "-f": "filter", "--filter": "filter",
           "--format": "format"}
@@ -42,14 +39,5 @@ def run(argv: list[str]) -> None:
     def last(key: str) -> str | None:
         return got[key][-1] if got[key] else None
 
-    try:
-        eventstream.stream(last("since"), last("until"), got["filter"], last("format"))
-        sys.stdout.flush()
-    except RlError as e:
-        sys.stderr.write(f"Error: {output.one_line(e.message)}\n")
-        sys.exit(e.exit_code)
-    except output.OutputError as e:
-        output.fail(e)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    sys.exit(0)
+    output.run_quick(lambda: eventstream.stream(last("since"), last("until"), got["filter"],
+                                                last("format")))

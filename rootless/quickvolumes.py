@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 
 from . import output
-from .errors import RlError
 
 
 def run(argv: list[str]) -> None:
@@ -20,16 +19,11 @@ def run(argv: list[str]) -> None:
     from .cli.tables import table
     from .engine import volumes
 
-    try:
+    def work() -> None:
         names = [v.name for v in volumes.list_volumes()]
         text = "\n".join(names) if quiet else table(
             [["DRIVER", "VOLUME NAME"], *(["local", n] for n in names)])
         if text:
             sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except RlError as e:
-        sys.stderr.write(f"Error: {output.one_line(e.message)}\n")
-        sys.exit(e.exit_code)
-    except output.OutputError as e:
-        output.fail(e)
-    sys.exit(0)
+
+    output.run_quick(work)
