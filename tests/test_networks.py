@@ -604,6 +604,21 @@ def test_a_killed_network_host_is_replaced(rl: RlRunner, rootfs: Path,
         rl("rm", "-f", "web2", check=True)
         _serve(rl, rootfs, "web2", "app")
         assert _get(rl, rootfs, "app", "web2").stdout == "web2\n"
+        # now every rl process serving the network at once: the host and the supervisor
+        cid = rl("inspect", "-f", "{{.Id}}", "web2", check=True).stdout.strip()
+        lock = rl_state.data_home / "rl" / "containers" / cid / "sup.lock"
+        supervisor = int(json.loads(lock.read_text())["pid"])
+        host = int(pid_file.read_text().split()[0])
+        for pid in (host, supervisor):
+            os.kill(pid, 9)
+        r = rl("run", "--rm", "--network", "app", "--rootfs", rootfs, "hostname", "-i")
+        assert r.returncode == 0, r.stderr
+        assert not _alive(host) and not _alive(supervisor)
+        rl("rm", "-f", "web2", check=True)
     finally:
         rl("rm", "-f", "web2")
+    net_id = json.loads(rl("network", "inspect", "app", check=True).stdout)[0]["Id"]
     assert rl("network", "rm", "app", check=True).stdout == "app\n"
+    # nothing of it is left: no record, no lease, no slirp4netns of a host killed
+    assert not (rl_state.data_home / "rl" / "networks" / net_id).exists()
+    assert _slirps_of(host) == []
