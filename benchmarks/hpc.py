@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""What --userns=keep-id costs `rl run`: `rl run --rm --userns=keep-id --rootfs R true`
-against `rl run --rm --rootfs R true`, interleaved (the order alternates per round).
+"""What --userns=keep-id, --device and a CDI device cost `rl run`: `rl run --rm
+--userns=keep-id --rootfs R true` (and `--device /dev/zero:/dev/zz`, and `--device
+bench.example/dev=zero` through a CDI spec in the private $XDG_CONFIG_HOME/cdi: that
+node, an environment variable and a file mount) against `rl run --rm --rootfs R true`,
+interleaved (the order rotates per round).
 
 Run as the unprivileged user (stdlib only), with rl's venv on PATH or --rl:
 
@@ -12,6 +15,7 @@ Prints each variant's median and p90 wall time (ms) and the ratio of the medians
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -33,8 +37,21 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rl-hpc-"))
     try:
         rootfs = Path(args.rootfs) if args.rootfs else build_rootfs(tmp / "rootfs")
+        assert state.base is not None
+        cdi = state.base / "config" / "cdi"
+        cdi.mkdir(parents=True)
+        lib = tmp / "libbench.so"
+        lib.write_text("x")
+        (cdi / "bench.json").write_text(json.dumps({
+            "cdiVersion": "0.6.0", "kind": "bench.example/dev",
+            "devices": [{"name": "zero", "containerEdits": {
+                "deviceNodes": [{"path": "/dev/zz", "hostPath": "/dev/zero"}],
+                "env": ["BENCH=1"],
+                "mounts": [{"hostPath": str(lib), "containerPath": "/usr/lib/libbench.so",
+                            "options": ["ro", "bind"]}]}}]}))
         variants = {"plain": [], "keep-id": ["--userns=keep-id"],
-                    "device": ["--device", "/dev/zero:/dev/zz"]}
+                    "device": ["--device", "/dev/zero:/dev/zz"],
+                    "cdi": ["--device", "bench.example/dev=zero"]}
         times: dict[str, list[float]] = {k: [] for k in variants}
         names = list(variants)
         for warm in names:  # the fork server starts on the first
