@@ -380,3 +380,13 @@ def test_warm_up_resolves_every_record_type_the_checks_meet() -> None:
                         "linux": {"namespaces": [{"type": "pid"}]}}, "spec")
     assert store._hints.cache_info().misses == before, "a record type was not warmed"
     assert warmed >= 10
+
+
+def test_no_container_id_has_an_all_digit_short_form() -> None:
+    """The short id is the default hostname, and "194159999124" reads as an IPv4 number to
+    a resolver (busybox's `hostname -i` failed on one in CI): such an id is drawn again."""
+    from rootless.engine import store
+
+    draws = iter([bytes.fromhex("194159999124" + "0" * 52), bytes.fromhex("1a" * 32)])
+    assert store.new_id(lambda: next(draws)) == "1a" * 32
+    assert not store.new_id()[:12].isdigit()

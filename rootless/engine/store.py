@@ -38,6 +38,7 @@ import signal
 import stat
 import time
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,14 @@ class RecordError(RlError, ValueError):
             self.http_status = 404
 
 
-def new_id() -> str:
-    return os.urandom(32).hex()
+def new_id(random: Callable[[], bytes] = lambda: os.urandom(32)) -> str:
+    """A container id, never one whose short form is all digits (docker's rule too): the
+    short id is the default hostname, and a resolver reads "194159999124" as an IPv4
+    number (inet_aton's), so `hostname -i` and the like fail."""
+    while True:
+        cid = random().hex()
+        if not cid[:12].isdigit():
+            return cid
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
