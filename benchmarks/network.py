@@ -48,6 +48,18 @@ VOLS = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64
 SERVE = "/bin/busybox httpd -p 8080 -h /www && exec /usr/bin/iperf3 -s -p 5201"
 
 
+def server_rootfs(state: RlState, name: str) -> tuple[Path, Path]:
+    """A busybox rootfs in the private state's NAME/ with the mount points VOLS binds the
+    host's /usr on and a /www/index.html for httpd: (NAME/, the rootfs)."""
+    tmp = Path(state.base or "/tmp") / name
+    tmp.mkdir(parents=True, exist_ok=True)
+    rootfs = build_rootfs(tmp / "rootfs")
+    for d in ("usr", "lib", "lib64", "www"):
+        (rootfs / d).mkdir(exist_ok=True)
+    (rootfs / "www" / "index.html").write_text("hello\n")
+    return tmp, rootfs
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -221,12 +233,7 @@ def main() -> int:
             raise SystemExit(f"{tool} not found: run benchmarks/setup-peers as root")
     rl, _ = resolve_rl(args.rl)
     state = RlState(shared=False)
-    tmp = Path(state.base or "/tmp") / "net"
-    tmp.mkdir(parents=True, exist_ok=True)
-    rootfs = build_rootfs(tmp / "rootfs")
-    for d in ("usr", "lib", "lib64", "www"):
-        (rootfs / d).mkdir(exist_ok=True)
-    (rootfs / "www" / "index.html").write_text("hello\n")
+    tmp, rootfs = server_rootfs(state, "net")
     peers: list[Peer] = []
     starts: dict[str, float] = {}
     try:

@@ -36,10 +36,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup import RlState, build_rootfs, remove_tree, resolve_rl
+from network import SERVE, VOLS, server_rootfs  # the same servers, in the same rootfs
+from startup import RlState, remove_tree, resolve_rl
 
-VOLS = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro"]
-SERVE = "/bin/busybox httpd -p 8080 -h /www && exec /usr/bin/iperf3 -s -p 5201"
 NET = "benchnet"
 CLIENT = """
 import socket, sys, time
@@ -171,12 +170,7 @@ def main() -> int:
             raise SystemExit(f"{tool} not found: run benchmarks/setup-peers as root")
     rl, _ = resolve_rl(args.rl)
     state = RlState(shared=False)
-    tmp = Path(state.base or "/tmp") / "nets"
-    tmp.mkdir(parents=True, exist_ok=True)
-    rootfs = build_rootfs(tmp / "rootfs")
-    for d in ("usr", "lib", "lib64", "www"):
-        (rootfs / d).mkdir(exist_ok=True)
-    (rootfs / "www" / "index.html").write_text("hello\n")
+    tmp, rootfs = server_rootfs(state, "nets")
     peers: list[Peer] = []
     starts: dict[str, float] = {}
     try:
