@@ -233,24 +233,19 @@ def _ip(*args: str, pass_fds: tuple[int, ...] = ()) -> None:
 
 def _ip_batch(lines: list[str], pass_fds: tuple[int, ...] = ()) -> None:
     """Several ip commands in one process (`ip -batch -`): a start pays per process."""
-    argv = [_binary("ip"), "-batch", "-"]
-    try:
-        r = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True,
-                           text=True, check=False, pass_fds=pass_fds)
-    except OSError as e:
-        raise RlError(f"{argv[0]}: {e.strerror}") from None
-    if r.returncode != 0:
-        raise RlError(f"ip: {r.stderr.strip() or f'exit {r.returncode}'}")
+    _command([_binary("ip"), "-batch", "-"], pass_fds, "\n".join(lines) + "\n")
 
 
 def _iptables(*args: str) -> None:
     _command([_binary("iptables"), "-w", *args])
 
 
-def _command(argv: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+def _command(argv: list[str], pass_fds: tuple[int, ...] = (), stdin: str = "") -> None:
+    """Run a network tool; its error as RlError. Its stdin is *stdin* (EOF at once by
+    default, as /dev/null)."""
     try:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           check=False, pass_fds=pass_fds)
+        r = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False,
+                           pass_fds=pass_fds)
     except OSError as e:
         raise RlError(f"{argv[0]}: {e.strerror}") from None
     if r.returncode != 0:
@@ -333,22 +328,33 @@ def _stale_port_rules(keep: set[str]) -> list[str]:
     return out
 
 
-def sweep_ports() -> None:
-    """H's chore, every few seconds: the port chains of NICs gone with their containers
-    (skipped while a plug holds the lock: the next round does it)."""
+@contextlib.contextmanager
+def _plug_lock(wait: bool = True) -> Iterator[bool]:
+    """One plug, unplug or sweep at a time in H (plug's comment says why); without *wait*,
+    False when another holds it."""
     fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def sweep_ports() -> None:
+    """H's chore, every few seconds: the port chains of NICs gone with their containers
+    (skipped while a plug holds the lock: the next round does it)."""
+    with _plug_lock(wait=False) as held:
+        if not held:
             return
         links = {name for _, name in socket_if_names()}
         rules = _stale_port_rules(links)
         if rules:
             _ebtables_batch(rules)
             _forget_ports(links)
-    finally:
-        os.close(fd)
 
 
 def _forget_ports(keep: set[str]) -> None:
@@ -414,16 +420,12 @@ def unplug(veth: str, network: str, host: int | None = None) -> None:
 
     def work(container_net: int) -> None:
         del container_net
-        fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _plug_lock():
             links = {name for _, name in socket_if_names()}
             if veth in links:
                 _ip("link", "del", veth)
             _ebtables_batch(_stale_port_rules(links - {veth}))
             _forget_ports(links - {veth})
-        finally:
-            os.close(fd)
 
     _in_host(host, 0, work, f"detaching from network {network}")
 
@@ -478,12 +480,8 @@ def _plug_host_side(container_net: int, att: Attachment) -> None:
     # One plug at a time in H: concurrent starts would each find a new network's bridge
     # missing and make it (the second: EEXIST), add its rules twice, and remove the same
     # dead port chains (the second: not found).
-    fd = os.open(state_dir() / "plug.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _plug_lock():
         _plug_host_side_locked(container_net, att)
-    finally:
-        os.close(fd)
 
 
 def _plug_host_side_locked(container_net: int, att: Attachment) -> None:
