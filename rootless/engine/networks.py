@@ -250,26 +250,30 @@ def _endpoint_id(net: Network, cid: str) -> str:
     return hashlib.sha256(f"{net.id}/{cid}".encode()).hexdigest()
 
 
-def address_of(net: Network, cid: str, version: int = 4) -> tuple[str, int, list[str]] | None:
-    """The container's lease on *net*: (address, prefix length, the names it answers to)."""
-    for addr, (owner, names, _) in net.leases().entries().items():
-        if owner == cid and ipam.parse_address(addr, "IP").version == version:
-            prefix = next((s.network().prefixlen for s in net.subnets
-                           if ipam.parse_address(addr, "IP") in s.network()), 32)
-            return addr, prefix, names
-    return None
+def _leases_of(net: Network, cid: str,
+               entries: dict[str, tuple[str, list[str], float]] | None = None
+               ) -> dict[int, tuple[str, int, list[str]]]:
+    """The container's leases on *net* by IP version: (address, prefix length, the names it
+    answers to); *entries*: the network's leases, when the caller read them already."""
+    out: dict[int, tuple[str, int, list[str]]] = {}
+    for addr, (owner, names, _) in (entries if entries is not None
+                                    else net.leases().entries()).items():
+        if owner == cid:
+            ip = ipam.parse_address(addr, "IP")
+            prefix = next((s.network().prefixlen for s in net.subnets if ip in s.network()), 32)
+            out.setdefault(ip.version, (addr, prefix, names))
+    return out
 
 
 def endpoint_settings(net: Network, cid: str, aliases: list[str], running: bool,
                       requested_ip: str = "") -> dict[str, Any]:
     """docker inspect's NetworkSettings.Networks[NAME]: the address while the container
     runs (docker's endpoint exists only then), the network's identity always."""
-    lease = address_of(net, cid) if running else None
-    lease6 = address_of(net, cid, 6) if running else None
+    leases = _leases_of(net, cid) if running else {}
     gateway = next((s.gateway for s in net.subnets if s.network().version == 4), "")
     gateway6 = next((s.gateway for s in net.subnets if s.network().version == 6), "")
-    ip, prefix, names = lease or ("", 0, [])
-    ip6, prefix6, _ = lease6 or ("", 0, [])
+    ip, prefix, names = leases.get(4) or ("", 0, [])
+    ip6, prefix6, _ = leases.get(6) or ("", 0, [])
     return {
         "IPAMConfig": {"IPv4Address": requested_ip} if requested_ip else None,
         "Links": None, "Aliases": aliases or None,
@@ -283,31 +287,36 @@ def endpoint_settings(net: Network, cid: str, aliases: list[str], running: bool,
     }
 
 
-def _v6_text(net: Network, cid: str) -> str:
-    lease = address_of(net, cid, 6)
-    return f"{lease[0]}/{lease[1]}" if lease else ""
-
-
 def inspect(ref: str) -> dict[str, Any]:
     """docker network inspect's object, with its Containers: the endpoints of the
     running containers on it (a stopped one keeps its lease, not an endpoint)."""
     net = get(ref)
     live = {c.id: c for c in store.all_containers()}
+    entries = net.leases().entries()  # read once for every container on it
     found: dict[str, dict[str, str]] = {}
-    for addr, (owner, _, _) in sorted(net.leases().entries().items()):
+    for addr4, (owner, _, _) in sorted(entries.items()):
         ctr = live.get(owner)
-        if ctr is None or ipam.parse_address(addr, "IP").version != 4:
+        if ctr is None or ipam.parse_address(addr4, "IP").version != 4:
             continue
+        leases = _leases_of(net, owner, entries)
         with contextlib.suppress(RlError, OSError):
             if ctr.state().status != "running":
                 continue
-            lease = address_of(net, owner)
+            addr, prefix, _ = leases[4]  # addr4's own
+            v6 = leases.get(6)
             found[owner] = {"Name": store.name_or_id(ctr),
                             "EndpointID": _endpoint_id(net, owner),
                             "MacAddress": mac_address(addr),
-                            "IPv4Address": f"{addr}/{lease[1] if lease else 32}",
-                            "IPv6Address": _v6_text(net, owner)}
+                            "IPv4Address": f"{addr}/{prefix}",
+                            "IPv6Address": f"{v6[0]}/{v6[1]}" if v6 else ""}
     return net.inspect(found)
+
+
+def lease_names(cfg: store.ContainerConfig, aliases: list[str]) -> list[str]:
+    """What a network's resolver answers with a container's lease: its name, hostname,
+    short id and its aliases on that network."""
+    return list(dict.fromkeys(n for n in (cfg.name, cfg.spec.hostname or cfg.id[:12],
+                                          cfg.id[:12], *aliases) if n))
 
 
 def remove(ref: str, disconnect_all: bool = False) -> Network:
@@ -405,9 +414,7 @@ def connect(ref: str, ctr_ref: str, aliases: list[str] | None = None, ip: str = 
         used = {"eth0", *(c.ifname for c in opts.connected)}
         ifname = next(f"eth{i}" for i in range(1, 1 + len(used) + 1) if f"eth{i}" not in used)
         link = Link(net.name, ifname, list(aliases or []), ip)
-        names = [n for n in (cfg.name, cfg.spec.hostname or cfg.id[:12], cfg.id[:12],
-                             *link.aliases) if n]
-        att = attachment(cfg.id, list(dict.fromkeys(names)), net.name, ip, ifname)
+        att = attachment(cfg.id, lease_names(cfg, link.aliases), net.name, ip, ifname)
         try:
             st = ctr.state()
             if st.status == "running" and st.pid:

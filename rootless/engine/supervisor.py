@@ -136,16 +136,14 @@ def _attachments(cfg: ContainerConfig, opts: NetOptions, run_dir: Path) -> list[
         return []
     from . import networks
 
-    hostname = cfg.spec.hostname or cfg.id[:12]
-    base = [n for n in (cfg.name, hostname, cfg.id[:12]) if n]
-    att = networks.attachment(cfg.id, list(dict.fromkeys([*base, *opts.aliases])),
+    att = networks.attachment(cfg.id, networks.lease_names(cfg, opts.aliases),
                               opts.network, opts.ip)
     opts.address, opts.gateway = att.address, att.gateway
     write_etc_files(cfg, run_dir, opts)
     out = [att]
     for link in opts.connected:
         with contextlib.suppress(NotFound):  # a removed network: the others still come up
-            out.append(networks.attachment(cfg.id, list(dict.fromkeys([*base, *link.aliases])),
+            out.append(networks.attachment(cfg.id, networks.lease_names(cfg, link.aliases),
                                            link.network, link.ip, link.ifname))
     return out
 
