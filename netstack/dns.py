@@ -23,6 +23,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,40 +51,38 @@ FORWARD_TIMEOUT = 4.0
 MAX_INFLIGHT = 256
 
 
-_LEASES: dict[str, tuple[int, dict[str, tuple[str, list[str], float]]]] = {}
-_FILES: dict[str, tuple[int, Any]] = {}
+_CACHE: dict[str, tuple[int, Any]] = {}
 _SETTLED_NS = 1_000_000_000  # a change within the last second may share its mtime tick
 
 
-def _leases(directory: str) -> dict[str, tuple[str, list[str], float]]:
-    """A network's leases, read again only when the directory changed: a lease is a
-    file linked in or unlinked (ipam.Leases), so the directory's mtime moves with each.
-    While the mtime is recent a second change could share its clock tick: read anew."""
-    try:
-        mtime = os.stat(directory).st_mtime_ns
-    except OSError:
-        return {}
-    hit = _LEASES.get(directory)
+def _by_mtime(path: str, load: Callable[[], Any]) -> Any:
+    """load(), read again only when *path*'s mtime moved: a lease is a file linked into or
+    unlinked from its directory (ipam.Leases), a network's record is replaced by a rename,
+    so each change moves an mtime. While the mtime is recent, a second change could share
+    its clock tick: read anew. OSError when *path* is gone."""
+    mtime = os.stat(path).st_mtime_ns
+    hit = _CACHE.get(path)
     if hit is not None and hit[0] == mtime:
         return hit[1]
-    entries = ipam.Leases(Path(directory)).entries()
+    value = load()
     if time.time_ns() - mtime > _SETTLED_NS:
-        _LEASES[directory] = (mtime, entries)
+        _CACHE[path] = (mtime, value)
+    return value
+
+
+def _leases(directory: str) -> dict[str, tuple[str, list[str], float]]:
+    """A network's leases, as ipam.Leases reads them ({} for a directory gone)."""
+    try:
+        entries: dict[str, tuple[str, list[str], float]] = _by_mtime(
+            directory, ipam.Leases(Path(directory)).entries)
+    except OSError:
+        return {}
     return entries
 
 
 def _record(path: Path) -> Any:
-    """A JSON file (a network's record in nets/), cached as _leases caches (a record is
-    replaced by a rename, which gives it a new mtime)."""
-    key = str(path)
-    mtime = os.stat(path).st_mtime_ns
-    hit = _FILES.get(key)
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
-    value = json.loads(path.read_text())
-    if time.time_ns() - mtime > _SETTLED_NS:
-        _FILES[key] = (mtime, value)
-    return value
+    """A JSON file (a network's record in nets/)."""
+    return _by_mtime(str(path), lambda: json.loads(path.read_text()))
 
 
 def _networks_of(state: Path, leases: str, source: str) -> list[str]:
