@@ -227,6 +227,11 @@ def _mount_fuse(lowers: Sequence[str], upper: str, work: str, target: str,
             else:
                 sc.close_fds_except({fd, serving.life_fd, *ops.fds, ops.work_fd})
             os.umask(0)  # the kernel has applied the caller's umask already
+            # A wakeup fd inherited from a forking event loop (a restart's launch runs
+            # beside the supervisor's trio) names a descriptor closed above: trio would
+            # restore it at exit and fail with EBADF, so the server exited 1 at stop.
+            with contextlib.suppress(ValueError, OSError):
+                signal.set_wakeup_fd(-1)
             trio.run(_serve_until_gone, fd, ops, target,
                      serving.life_fd if serving else None)
         except BaseException:
