@@ -54,7 +54,7 @@ def test_a_containers_life_in_docker_order_and_shape(rl: RlRunner, rootfs: Path)
     assert die["time"] == die["timeNano"] // 1_000_000_000  # type: ignore[operator]
     kill = next(e for e in evs if e["Action"] == "kill" and e["Actor"]["ID"] == cid)  # type: ignore[index]
     assert kill["Actor"]["Attributes"]["signal"] == str(int(signal.SIGKILL))  # type: ignore[index]
-    rename = next(e for e in evs if e["Action"] == "rename")
+    rename = next(e for e in evs if e["Action"] == "rename" and e["Actor"]["ID"] == cid)  # type: ignore[index]
     assert rename["Actor"]["Attributes"]["oldName"] == "/evlife"  # type: ignore[index]
 
 
