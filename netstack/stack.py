@@ -59,6 +59,13 @@ class NetStack:
         self.host_pid: int | None = None
 
     @property
+    def idle(self) -> bool:
+        """Nothing of it runs in (or dies with) the supervisor: no helper process, no
+        published port; the container's monitor can serve it alone (engine/monitor.py)."""
+        return (self.slirp is None and self.pasta is None and not self.listeners
+                and self.connector_chan is None and not self.connector_pid)
+
+    @property
     def fast_ports(self) -> bool:
         return bool(self.opts.ports) and (self.opts.port_handler == "rl"
                                           or self.opts.mode != "slirp4netns")

@@ -62,11 +62,14 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
     code = 125
     try:
         from .cli.app import parse_run  # imported by _warm_up: nothing to load here
-        from .engine import supervisor
+        from .engine import monitor, supervisor
 
-        # The supervisor parses `rl run`'s arguments with the CLI's own parser
+        # This process is the container's monitor; its first worker is the
+        # supervisor, which parses `rl run`'s arguments with the CLI's own parser
         # (one definition of every flag); the engine itself imports no face.
-        code = supervisor.serve_request(msg, conn, parse_run=parse_run)
+        code = monitor.serve(
+            conn, lambda chan: supervisor.serve_request(msg, conn, chan, parse_run=parse_run),
+            supervisor.resume)
     except BaseException:
         import traceback
 
@@ -89,7 +92,7 @@ def _warm_up() -> None:
     # Everything a supervisor runs: the CLI's parser (click and rl's flags, ~25 ms
     # that `rl run`'s client saves), the engine, images and the runtime.
     from .cli import app  # noqa: F401
-    from .engine import containers, execute, store, supervisor  # noqa: F401
+    from .engine import containers, execute, monitor, store, supervisor  # noqa: F401
     from .engine import images as engine_images  # noqa: F401 - containers.create defers it
     from .image import images, rootfs  # noqa: F401
     from .runtime import container, seccomp, spec  # noqa: F401

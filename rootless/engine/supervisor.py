@@ -1,11 +1,16 @@
 """The per-container supervisor: owns one container's life, as conmon does for podman.
 
-A supervisor is forked by the user's fork server (forkserver.py) with the
-requesting client's socket in hand. It creates the container synchronously
-(container.launch), then runs trio to: pump the container's output into its
-log and to attached clients, feed stdin, relay signals and terminal resizes,
-answer `kill`/`wait`/`resize` on its control socket, and, when PID 1 exits,
-record the exit status, clean up and go.
+A supervisor is a worker of the container's monitor (monitor.py), itself forked
+by the user's fork server (forkserver.py), with the requesting client's socket
+in hand. The monitor is the parent of the container's PID 1 and reports its exit
+over a channel; an idle supervisor hands its descriptors to the monitor and exits
+(`Supervisor.quiet`), and a new one resumes (`resume`) when there is work again.
+
+The first creates the container synchronously (container.launch), then runs
+trio to: pump the container's output into its log and to attached clients,
+feed stdin, relay signals and terminal resizes, answer `kill`/`wait`/`resize`
+on its control socket, and, when PID 1 exits, record the exit status, clean
+up and go.
 
 Liveness: the supervisor holds an exclusive flock on the record's sup.lock
 (containers/<id>/sup.lock) for its whole life and writes its pid and runtime
@@ -17,12 +22,11 @@ command's XDG_RUNTIME_DIR.
 from __future__ import annotations
 
 import contextlib
-import datetime
+import dataclasses
 import errno
 import fcntl
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -39,7 +43,6 @@ from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY, NetOptions
 from netstack.stack import NetStack
 
 from .. import paths
-from .. import syscalls as sc
 from ..errors import (
     EXIT_RL,
     Conflict,
@@ -54,66 +57,14 @@ from ..runtime import cgroups, container, idmap
 from ..runtime.bundle import Bundle, Extras, Ipv6, Storage
 from . import containers as api
 from . import events, health, hpc, restart, store, wire
+from .monitor import Channel, Log
 from .options import CreateOptions
 from .store import Container, ContainerConfig
 
 READ_SIZE = 65536
-
-
-def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class Log:
-    """docker's json-file format: one JSON object per line of output."""
-
-    def __init__(self, path: Path) -> None:
-        self._partial: dict[str, bytes] = {}
-        self.error: str | None = None
-        self._f = None
-        try:
-            self._f = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the supervisor
-        except OSError as e:  # a damaged record (a directory in its place, say): no log
-            self.error = f"opening the log failed: {e.strerror}"
-
-    def write(self, stream: str, data: bytes) -> None:
-        data = self._partial.pop(stream, b"") + data
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        out = []
-        for line in lines:
-            out.append(self._record(stream, line + b"\n"))
-        if len(tail) >= 16384:
-            out.append(self._record(stream, tail))
-        elif tail:
-            self._partial[stream] = tail
-        if out:
-            self._write(b"".join(out))
-
-    def _write(self, data: bytes) -> None:
-        # A full disk or a removed log must not stop the container or its
-        # attached clients: the log stops, once, and says why at the end.
-        if self.error is not None or self._f is None:
-            return
-        try:
-            self._f.write(data)
-        except OSError as e:
-            self.error = f"writing the log failed: {e.strerror}"
-
-    def _record(self, stream: str, data: bytes) -> bytes:
-        rec = {"log": data.decode(errors="replace"), "stream": stream, "time": _now_rfc3339()}
-        return json.dumps(rec).encode() + b"\n"
-
-    def close(self) -> None:
-        for stream, tail in list(self._partial.items()):
-            self._write(self._record(stream, tail))
-        self._partial.clear()
-        if self._f is None:
-            return
-        try:
-            self._f.close()
-        except OSError as e:
-            self.error = self.error or f"closing the log failed: {e.strerror}"
+# Networks a resumed supervisor needs nothing of the first one's for (user networks
+# and container: joins re-plug or re-join at a restart, from the first NetStack).
+LEAN_MODES = ("none", "host")
 
 
 def write_etc_files(cfg: ContainerConfig, run_dir: Path, net: NetOptions | None = None) -> None:
@@ -195,15 +146,22 @@ class Client:
 
 class Supervisor:
     def __init__(self, ctr: Container, launched: container.Launched,
-                 net: NetStack | None = None, state: store.State | None = None) -> None:
+                 net: NetStack | None, state: store.State,
+                 chan: Channel, log: Log | None = None) -> None:
         self.ctr = ctr
+        self.chan = chan
+        # The monitor's children that exited (PID 1, the root's FUSE server): pid ->
+        # wait status, and who waits for one.
+        self.child_exits: dict[int, int] = {}
+        self.exit_seen = trio.Event()
+        self.serving = 0  # control connections being served
         self.net = net
         self.cfg = ctr.config
         # The record's state as this supervisor wrote it: finish() starts from it, not
         # from state.json, which may have been damaged meanwhile.
-        self.state = state or store.State(status="running", pid=launched.pid)
+        self.state = state
         self.launched = launched
-        self.log = Log(ctr.log_path)
+        self.log = log or Log(ctr.log_path)
         self.clients: list[Client] = []
         self.exit_code: int | None = None
         self.exited = trio.Event()
@@ -219,6 +177,7 @@ class Supervisor:
             self.stdin_stream = trio.lowlevel.FdStream(launched.stdin)
         self.restarts = restart.Restarts(restart.Policy.of(self.cfg), self.state.restart_count)
         self.checks = health.Checks()
+        self.busy_at = 0.0  # trio time a control connection last ended
 
     def relaunched(self, launched: container.Launched) -> None:
         """restart.again() started PID 1 anew: this supervisor serves the new one."""
@@ -353,11 +312,15 @@ class Supervisor:
     async def serve_control(self, stream: trio.SocketStream) -> None:
         # A client may vanish at any moment (a `stop -t` that gave up waiting):
         # that must never take the supervisor, and the container, down with it.
+        self.serving += 1
         try:
             await self._serve_control(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError,
                 KeyError, TypeError):
             pass
+        finally:
+            self.serving -= 1
+            self.busy_at = trio.current_time()
 
     async def _serve_control(self, stream: trio.SocketStream) -> None:
         async with stream:
@@ -394,6 +357,58 @@ class Supervisor:
                 self.clients.append(client)
                 await self.serve_client(stream, stdin=bool(msg.get("stdin")))
 
+    # -- handing over to the monitor ---------------------------------------------
+
+    def quiet(self) -> bool:
+        """Whether the monitor alone can serve the container for now: it relays
+        output to the log and reaps; everything else needs this process."""
+        return (not self.clients and not self.serving and not self.waiters
+                and (self.net is None or (self.net.idle and self.net.opts.mode in LEAN_MODES))
+                and self.exit_code is None
+                and not self.exited.is_set() and not health.configured(self.cfg)
+                and not self.storage_error)
+
+    def hand_over(self, ctl: socket.socket) -> None:
+        """Give the monitor what it needs to serve the container, then leave at once
+        (nothing is held in this process that the monitor does not get)."""
+        ch = self.launched
+        fds = {"ctl": ctl.fileno()}
+        for name, fd in (("stdin", self.stdin_fd()), ("out_pty", ch.pty_master),
+                         ("out_stdout", ch.stdout), ("out_stderr", ch.stderr),
+                         ("life_w", ch.life_w), ("sync_w", ch.sync_w)):
+            if fd is not None:
+                fds[name] = fd
+        partial, error = self.log.tails()
+        header = {"by": os.getpid(), "log_path": str(self.ctr.log_path),
+                  "log_partial": partial, "log_error": error,
+                  "watch": [p for p in (ch.pid, ch.storage_pid) if p]}
+        # The record may be damaged or removed meanwhile: the next worker goes on
+        # from this process's config and state, as this one would have.
+        blob = json.dumps({
+            "id": self.ctr.id, "env": dict(os.environ), "config": self.cfg.to_dict(),
+            "state": dataclasses.asdict(self.state), "pid": ch.pid,
+            "storage_pid": ch.storage_pid, "leftover_cgroup": self.leftover_cgroup,
+        }).encode()
+        self.chan.hand_over(header, blob, fds)
+        os._exit(0)
+
+    def stdin_fd(self) -> int | None:
+        if self.launched.pty_master is not None or self.stdin_stream is None:
+            return None
+        return self.stdin_stream.fileno()
+
+    async def hand_over_when_idle(self, ctl: socket.socket) -> None:
+        # Seconds without work before the container is the monitor's alone (the
+        # requesting command's setting: its environment is this process's).
+        idle = float(os.environ.get("RL_HANDOVER_IDLE", "1"))
+        while True:
+            await trio.sleep(idle)
+            if self.quiet() and trio.current_time() - self.busy_at >= idle:
+                try:
+                    self.hand_over(ctl)
+                except OSError:
+                    return  # the monitor cannot take it: this process serves on
+
     # -- lifetime ---------------------------------------------------------------
 
     async def _serve_net(self, scope: trio.CancelScope, done: trio.Event) -> None:
@@ -404,25 +419,33 @@ class Supervisor:
         finally:
             done.set()
 
+    async def child_exit(self, pid: int) -> int:
+        """The wait status of pid, one of the monitor's children."""
+        while pid not in self.child_exits:
+            await self.exit_seen.wait()
+        return self.child_exits.pop(pid)
+
+    async def read_channel(self) -> None:
+        """The monitor's exit reports; its death is this process's (PR_SET_PDEATHSIG)."""
+        while True:
+            await trio.lowlevel.wait_readable(self.chan.fileno())
+            exits = self.chan.exits()
+            if exits is None:
+                os._exit(255)
+            if exits:
+                self.child_exits.update(exits)
+                self.exit_seen.set()
+                self.exit_seen = trio.Event()
+
     async def wait_exit(self) -> None:
-        pidfd = os.pidfd_open(self.launched.pid)
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            os.close(pidfd)
-        _, status = os.waitpid(self.launched.pid, 0)
+        status = await self.child_exit(self.launched.pid)
         self.exit_code = container.exit_code(status)
         self.exited.set()
 
     async def watch_storage(self, pid: int) -> None:
         """The root's FUSE server dying under the container is reported, not hidden:
         the container sees ENOTCONN from then on, its log and State.Error say why."""
-        pidfd = os.pidfd_open(pid)
-        try:
-            await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
+        status = await self.child_exit(pid)
         self.launched.storage_pid = None
         await self._storage_died(pid, os.waitstatus_to_exitcode(status))
 
@@ -444,22 +467,20 @@ class Supervisor:
         if pid is None:
             return
         self.launched.storage_pid = None
-        pidfd = os.pidfd_open(pid)
         killed = False
-        try:
+        status: int | None = None
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-            with trio.move_on_after(2):
-                await trio.lowlevel.wait_readable(pidfd)
+        with trio.move_on_after(2):
+            status = await self.child_exit(pid)
+        if status is None:
             with contextlib.suppress(ProcessLookupError):
-                if not select.select([pidfd], [], [], 0)[0]:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = True
-        finally:
-            os.close(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            try:
+                status = await self.child_exit(pid)
+            except ChildProcessError:
+                return
         code = os.waitstatus_to_exitcode(status)
         if code != 0 and not killed:
             await self._storage_died(pid, code)
@@ -468,7 +489,9 @@ class Supervisor:
                   attach_stdin: bool) -> int:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read_channel)
             nursery.start_soon(self.control_server, listener)
+            nursery.start_soon(self.hand_over_when_idle, ctl)
             net_scope = trio.CancelScope()
             net_done = trio.Event()
             nursery.start_soon(self._serve_net, net_scope, net_done)
@@ -681,7 +704,7 @@ ParseRun = Callable[[list[str], tuple[int, int] | None, dict[str, str], str],
                     tuple[CreateOptions, dict[str, Any]]]
 
 
-def serve_request(msg: dict[str, Any], client: socket.socket,
+def serve_request(msg: dict[str, Any], client: socket.socket, chan: Channel,
                   parse_run: ParseRun | None = None) -> int:
     """A fork-server request, in the forked supervisor: "start" an existing
     container; "run": create it from CreateOptions (as a dict), then start it;
@@ -732,7 +755,7 @@ def serve_request(msg: dict[str, Any], client: socket.socket,
             return EXIT_RL
     else:
         cid = str(msg["id"])
-    return main(cid, client, attach, stdin, started=started)
+    return main(cid, client, attach, stdin, chan, started=started)
 
 
 def _send_needs_full_cli(sock: socket.socket) -> None:
@@ -742,15 +765,13 @@ def _send_needs_full_cli(sock: socket.socket) -> None:
 
 
 def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
-         env: dict[str, str] | None = None, started: dict[str, Any] | None = None) -> int:
-    """Entry point in the forked supervisor process (single-threaded, trio not running).
+         chan: Channel, started: dict[str, Any] | None = None) -> int:
+    """Entry point in the monitor's first worker (single-threaded, trio not running).
 
-    env is the requesting rl command's environment: a supervisor serves that
-    command's XDG directories and settings, not the fork server's.
+    Its environment is the requesting rl command's (serve_request): a supervisor
+    serves that command's XDG directories and settings, not the fork server's.
     """
-    if env is not None:
-        os.environ.clear()
-        os.environ.update(env)
+    monitor_pid = os.getppid()  # the container's parent and, to other commands, its supervisor
     ctr = Container(cid)
     try:
         lock_fd = _take_lock(ctr)
@@ -760,10 +781,13 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     # This supervisor's own runtime directory (the record names its creator's).
     run_dir = paths.container_run_dir(cid)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        chan.share_lock(lock_fd)
+    except OSError:  # the monitor is gone: so is this process, any moment now
+        return EXIT_RL
     os.ftruncate(lock_fd, 0)
-    os.pwrite(lock_fd, json.dumps({"pid": os.getpid(), "run_dir": str(run_dir)}).encode(), 0)
-    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
-    (run_dir / "sup.pid").write_text(f"{os.getpid()}\n")
+    os.pwrite(lock_fd, json.dumps({"pid": monitor_pid, "run_dir": str(run_dir)}).encode(), 0)
+    (run_dir / "sup.pid").write_text(f"{monitor_pid}\n")
     net: NetStack | None = None
     try:
         cfg = ctr.config
@@ -809,7 +833,7 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         st = store.State()  # damaged meanwhile: this supervisor's is the truth now
     st.status = "running"
     st.pid = launched.pid
-    st.supervisor_pid = os.getpid()
+    st.supervisor_pid = monitor_pid
     st.started_at = time.time()
     st.exit_code = 0
     st.error = ""
@@ -833,7 +857,42 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
             client.close()
             client = None
     _raise_nofile_limit()  # after the launch: the container keeps the limits it was given
-    sup = Supervisor(ctr, launched, net, st)
+    sup = Supervisor(ctr, launched, net, st, chan)
+    return _supervise(sup, ctl, client, attach_stdin, run_dir)
+
+
+def resume(chan: Channel, blob: bytes, fds: dict[str, int], exits: dict[int, int]) -> int:
+    """In a new worker of the monitor: serve the container a quiet supervisor handed
+    over (hand_over), from its state and the monitor's descriptors."""
+    logged, _, rest = blob.partition(b"\n")
+    handover = {**json.loads(rest), **json.loads(logged)}
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in handover["env"].items()})
+    ctr = Container(str(handover["id"]))
+    ctr._config = ContainerConfig.from_dict(handover["config"])
+    run_dir = paths.container_run_dir(ctr.id)
+    _own_run_dir(ctr.config, run_dir)  # as main() did, for a restart's launch
+    stdin = fds.get("stdin")
+    launched = container.Launched(
+        pid=int(handover["pid"]), stdin=stdin, stdout=fds.get("out_stdout"),
+        stderr=fds.get("out_stderr"), pty_master=fds.get("out_pty"),
+        storage_pid=handover.get("storage_pid"), life_w=fds.get("life_w"),
+        sync_w=fds.get("sync_w"))
+    st = store.State.from_dict(handover["state"])
+    log = Log(Path(handover["log_path"]),
+              {k: v.encode("latin-1") for k, v in (handover.get("log_partial") or {}).items()},
+              handover.get("log_error"))
+    sup = Supervisor(ctr, launched, None, st, chan, log)
+    sup.child_exits.update(exits)
+    sup.leftover_cgroup = str(handover.get("leftover_cgroup") or "")
+    ctl = socket.socket(fileno=fds["ctl"])
+    _raise_nofile_limit()
+    return _supervise(sup, ctl, None, False, run_dir)
+
+
+def _supervise(sup: Supervisor, ctl: socket.socket, client: socket.socket | None,
+               attach_stdin: bool, run_dir: Path) -> int:
+    ctr, net = sup.ctr, sup.net
     try:
         code = trio.run(sup.run, ctl, client, attach_stdin)
     except BaseException:
