@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import paths
 
@@ -64,18 +65,42 @@ def _serve_one(listener: socket.socket, lock_fd: int) -> None:
         from .cli.app import parse_run  # imported by _warm_up: nothing to load here
         from .engine import monitor, supervisor
 
-        # This process is the container's monitor; its first worker is the
-        # supervisor, which parses `rl run`'s arguments with the CLI's own parser
-        # (one definition of every flag); the engine itself imports no face.
-        code = monitor.serve(
-            conn, lambda chan: supervisor.serve_request(msg, conn, chan, parse_run=parse_run),
-            supervisor.resume)
+        # The supervisor parses `rl run`'s arguments with the CLI's own parser (one
+        # definition of every flag); the engine itself imports no face.
+        if _detached(msg):
+            # This process becomes the container's lean monitor, the supervisor its
+            # worker while there is work (engine/monitor.py).
+            code = monitor.serve(
+                conn, lambda chan: supervisor.serve_request(msg, conn, chan,
+                                                            parse_run=parse_run),
+                supervisor.resume)
+        else:
+            # An attached client keeps the supervisor busy anyway: one process, one
+            # hop less on the way in and out.
+            code = supervisor.serve_request(msg, conn, None, parse_run=parse_run)
     except BaseException:
         import traceback
 
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _detached(msg: dict[str, Any]) -> bool:
+    """Whether the request is for a container nobody stays attached to: `start`
+    without -a, `rl run -d`. For `rl run`'s raw arguments, a look for -d (a short
+    flag cluster with a d, --detach); a false positive (an argument of the command
+    that looks like one) only costs the attached run its one-process path."""
+    if msg.get("op") != "run-argv":
+        return not msg.get("attach")
+    for arg in msg.get("argv") or ():
+        if not isinstance(arg, str):
+            continue
+        if arg in ("--detach", "--detach=true", "--detach=1"):
+            return True
+        if len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and "d" in arg[1:]:
+            return True
+    return False
 
 
 def _warm_up() -> None:

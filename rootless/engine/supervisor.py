@@ -43,6 +43,7 @@ from netstack.options import SLIRP6_ADDR, SLIRP6_GATEWAY, NetOptions
 from netstack.stack import NetStack
 
 from .. import paths
+from .. import syscalls as sc
 from ..errors import (
     EXIT_RL,
     Conflict,
@@ -147,7 +148,7 @@ class Client:
 class Supervisor:
     def __init__(self, ctr: Container, launched: container.Launched,
                  net: NetStack | None, state: store.State,
-                 chan: Channel, log: Log | None = None) -> None:
+                 chan: Channel | None, log: Log | None = None) -> None:
         self.ctr = ctr
         self.chan = chan
         # The monitor's children that exited (PID 1, the root's FUSE server): pid ->
@@ -362,7 +363,7 @@ class Supervisor:
     def quiet(self) -> bool:
         """Whether the monitor alone can serve the container for now: it relays
         output to the log and reaps; everything else needs this process."""
-        return (not self.clients and not self.serving and not self.waiters
+        return (self.chan is not None and not self.clients and not self.serving and not self.waiters
                 and (self.net is None or (self.net.idle and self.net.opts.mode in LEAN_MODES))
                 and self.exit_code is None
                 and not self.exited.is_set() and not health.configured(self.cfg)
@@ -389,6 +390,7 @@ class Supervisor:
             "state": dataclasses.asdict(self.state), "pid": ch.pid,
             "storage_pid": ch.storage_pid, "leftover_cgroup": self.leftover_cgroup,
         }).encode()
+        assert self.chan is not None
         self.chan.hand_over(header, blob, fds)
         os._exit(0)
 
@@ -420,13 +422,25 @@ class Supervisor:
             done.set()
 
     async def child_exit(self, pid: int) -> int:
-        """The wait status of pid, one of the monitor's children."""
+        """The wait status of pid: one of the monitor's children, or, with no monitor
+        (an attached run), this process's own."""
+        if self.chan is None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                raise ChildProcessError(pid) from None
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            return os.waitpid(pid, 0)[1]
         while pid not in self.child_exits:
             await self.exit_seen.wait()
         return self.child_exits.pop(pid)
 
     async def read_channel(self) -> None:
         """The monitor's exit reports; its death is this process's (PR_SET_PDEATHSIG)."""
+        assert self.chan is not None
         while True:
             await trio.lowlevel.wait_readable(self.chan.fileno())
             exits = self.chan.exits()
@@ -489,9 +503,10 @@ class Supervisor:
                   attach_stdin: bool) -> int:
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(ctl))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.read_channel)
+            if self.chan is not None:
+                nursery.start_soon(self.read_channel)
+                nursery.start_soon(self.hand_over_when_idle, ctl)
             nursery.start_soon(self.control_server, listener)
-            nursery.start_soon(self.hand_over_when_idle, ctl)
             net_scope = trio.CancelScope()
             net_done = trio.Event()
             nursery.start_soon(self._serve_net, net_scope, net_done)
@@ -704,7 +719,7 @@ ParseRun = Callable[[list[str], tuple[int, int] | None, dict[str, str], str],
                     tuple[CreateOptions, dict[str, Any]]]
 
 
-def serve_request(msg: dict[str, Any], client: socket.socket, chan: Channel,
+def serve_request(msg: dict[str, Any], client: socket.socket, chan: Channel | None,
                   parse_run: ParseRun | None = None) -> int:
     """A fork-server request, in the forked supervisor: "start" an existing
     container; "run": create it from CreateOptions (as a dict), then start it;
@@ -765,13 +780,16 @@ def _send_needs_full_cli(sock: socket.socket) -> None:
 
 
 def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: bool,
-         chan: Channel, started: dict[str, Any] | None = None) -> int:
-    """Entry point in the monitor's first worker (single-threaded, trio not running).
+         chan: Channel | None, started: dict[str, Any] | None = None) -> int:
+    """Entry point in the monitor's first worker, or with no monitor (chan None: an
+    attached run, see forkserver) in the fork server's child (single-threaded, trio
+    not running).
 
     Its environment is the requesting rl command's (serve_request): a supervisor
     serves that command's XDG directories and settings, not the fork server's.
     """
-    monitor_pid = os.getppid()  # the container's parent and, to other commands, its supervisor
+    # The container's parent and, to other commands, its supervisor.
+    monitor_pid = os.getppid() if chan is not None else os.getpid()
     ctr = Container(cid)
     try:
         lock_fd = _take_lock(ctr)
@@ -781,10 +799,13 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
     # This supervisor's own runtime directory (the record names its creator's).
     run_dir = paths.container_run_dir(cid)
     run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        chan.share_lock(lock_fd)
-    except OSError:  # the monitor is gone: so is this process, any moment now
-        return EXIT_RL
+    if chan is None:
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    else:
+        try:
+            chan.share_lock(lock_fd)
+        except OSError:  # the monitor is gone: so is this process, any moment now
+            return EXIT_RL
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, json.dumps({"pid": monitor_pid, "run_dir": str(run_dir)}).encode(), 0)
     (run_dir / "sup.pid").write_text(f"{monitor_pid}\n")
