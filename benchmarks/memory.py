@@ -80,6 +80,21 @@ def comm(pid: int) -> str:
         return ""
 
 
+def ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def workers(monitor: int, container_pid: int) -> list[int]:
+    """A monitor's rl children (its supervisor worker, while it has one): everything
+    it forked but the container's PID 1."""
+    return [p for p in my_pids() if ppid(p) == monitor and p != container_pid
+            and comm(p).startswith("python")]
+
+
 def my_pids() -> set[int]:
     uid = os.getuid()
     pids = set()
@@ -135,10 +150,13 @@ def rl_scenario(rl: str, rootfs: Path, network: str, count: int, init: bool, set
             ids.append(r.stdout.strip().splitlines()[-1])
         time.sleep(settle)
         data = Path(state.env.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "rl"
-        sups, inits = [], []
+        sups, inits, works = [], [], []
         for cid in ids:
             st = json.loads((data / "containers" / cid / "state.json").read_text())
             sups.append(int(st["supervisor_pid"]))
+            # Since issue 16 the "supervisor" is the container's lean monitor; a worker
+            # (the trio supervisor) is its child while it has something to do.
+            works += workers(int(st["supervisor_pid"]), int(st["pid"]))
             if init:
                 inits.append(int(st["pid"]))
         fs = state.forkserver_pids()
@@ -146,16 +164,20 @@ def rl_scenario(rl: str, rootfs: Path, network: str, count: int, init: bool, set
             raise SystemExit(f"expected one rl fork server, found {fs}")
         fsm = mem(fs[0])
         supm = [mem(p) for p in sups]
+        workm = [mem(p) for p in works]
+        supm_total = sum(supm, ZERO) + sum(workm, ZERO)
         initm = [mem(p) for p in inits]
 
         what = f"rl run -d{' --init' if init else ''} --network={network}"
         rep = Report(f"{what}: {count} idle container{'s' if count > 1 else ''}")
         for i, m in enumerate(supm):
             rep.add(f"supervisor #{i + 1} (pid {sups[i]})", m)
+        for i, m in enumerate(workm):
+            rep.add(f"  its worker (pid {works[i]})", m)
         for i, m in enumerate(initm):
             rep.add(f"init #{i + 1} (pid {inits[i]})", m)
         rep.add(f"fork server (pid {fs[0]})", fsm)
-        sup_total = sum(supm, ZERO)
+        sup_total = supm_total
         init_total = sum(initm, ZERO)
         rep.add("-- totals", None)
         rep.add("supervisor only" + (f" (x{count})" if count > 1 else ""), sup_total)
@@ -171,7 +193,8 @@ def rl_scenario(rl: str, rootfs: Path, network: str, count: int, init: bool, set
                     f"{'met' if per <= 10 * 1024 else 'NOT met'} ({per / 1024:.2f} MiB)", None)
         rep.print()
         return {"supervisor": sup_total.pss / count, "forkserver": fsm.pss,
-                "init": init_total.pss / count if init else 0.0, "per_container": per}
+                "init": init_total.pss / count if init else 0.0, "per_container": per,
+                "total": (sup_total + init_total + fsm).pss, "workers": len(works)}
     finally:
         for cid in ids:
             subprocess.run([rl, "rm", "-f", cid], capture_output=True, env=state.env, check=False)
@@ -295,6 +318,15 @@ def main() -> int:
             print(f"  {name:14} {own / 1024:10.2f} {r.get('init', 0.0) / 1024:6.2f} "
                   f"{shared_kib / 1024:13.2f} {r.get('helpers', 0.0) / 1024:8.2f} "
                   f"{r['per_container'] / 1024:9.2f}")
+        n = args.count
+        print(f"\nIssue 16's figures (PSS MiB; every process serving the containers)")
+        for peer in ("rl", "podman"):
+            if peer in results and f"{peer} x{n}" in results and n > 1:
+                first = results[peer]["per_container"]
+                more = (results[f"{peer} x{n}"]["per_container"] * n - first) / (n - 1)
+                print(f"  {peer:7} first container {first / 1024:6.2f}   each additional "
+                      f"one with {n} running {more / 1024:6.2f}")
+        print("  targets: rl's first <= 12 MiB, each additional <= 2 MiB (with 10 running)")
         if "rl" in results and "podman" in results:
             ratio = results["rl"]["per_container"] / results["podman"]["per_container"]
             print(f"  rl/podman, one container, all processes: {ratio:.1f}x")
