@@ -126,6 +126,90 @@ def test_userns_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...], wo
     assert words in refused(rl, rootfs, *flags)
 
 
+# -- --uidmap / --gidmap ---------------------------------------------------------------
+
+
+def _rows(text: str) -> list[tuple[int, ...]]:
+    return [tuple(map(int, ln.split())) for ln in text.splitlines() if ln.strip()]
+
+
+def test_uidmap_puts_you_where_asked(rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    """podman's toolbox layout: intermediate 0 (you) at 1000, your range around it; the
+    gid map follows the uid map when --gidmap is not given (podman's)."""
+    support.require_newidmap()
+    (start, size), = [(r.start, r.count) for r in support.subid_ranges("uid")][:1]
+    data = tmp_path / "data"
+    data.mkdir()
+    flags = ("--uidmap", "0:1:1000", "--uidmap", "1000:0:1",
+             "--uidmap", f"1001:1001:{size - 1000}", "-v", f"{data}:/data")
+    out = sh(rl, rootfs, "cat /proc/self/uid_map; echo --; cat /proc/self/gid_map", *flags)
+    uids, gids = out.split("--")
+    want = [(0, start, 1000), (1000, os.getuid(), 1), (1001, start + 1000, size - 1000)]
+    assert _rows(uids) == want
+    assert [r[0] for r in _rows(gids)] == [0, 1000, 1001]
+    assert (1000, os.getgid(), 1) in _rows(gids)
+    # Container root is a subuid; 1000 is you: its files are yours on the host.
+    out = sh(rl, rootfs, "id -u; touch /data/mine; stat -c %u /bin/busybox", *flags,
+             "-u", "1000:1000")
+    assert out.split() == ["1000", "1000"]  # the root's files (yours) show as 1000
+    st = (data / "mine").stat()
+    assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+    sh(rl, rootfs, "touch /data/root", *flags)  # as the container's root: a subuid
+    assert (data / "root").stat().st_uid == start
+
+
+def test_uidmap_in_single_id_mode(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RL_IDMAP", "single")
+    data = tmp_path / "data"
+    data.mkdir()
+    out = sh(rl, rootfs, "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; "
+             "touch /data/f", "--uidmap", "5:0:1", "--gidmap", "7:0:1", "-u", "5:7",
+             "-v", f"{data}:/data")
+    lines = out.splitlines()
+    assert _rows("\n".join(lines[:2])) == [(5, os.getuid(), 1), (7, os.getgid(), 1)]
+    assert lines[2:] == ["5", "7"]
+    assert (data / "f").stat().st_uid == os.getuid()
+
+
+def test_uidmap_shows_in_inspect(rl: RlRunner, rootfs: Path) -> None:
+    support.require_newidmap()
+    start = support.subid_ranges("uid")[0].start
+    cid = rl("create", "--uidmap", "0:1:10,10:0:1", "--rootfs", rootfs, "true",
+             check=True).stdout.strip()
+    try:
+        info = json.loads(rl("inspect", cid, check=True).stdout)[0]
+        assert info["IdMappings"]["UidMap"] == [f"0:{start}:10", f"10:{os.getuid()}:1"]
+    finally:
+        rl("rm", "-f", cid)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--uidmap", "0:1"), "expected CONTAINER:HOST:SIZE"),
+    (("--uidmap", "a:b:c"), "expected CONTAINER:HOST:SIZE"),
+    (("--uidmap", "0:0:0"), "at least 1"),
+    (("--uidmap", "0:0:1", "--uidmap", "0:1:1"), "overlap in their container ids"),
+    (("--gidmap", "0:0:1", "--gidmap", "1:0:1"), "overlap in their host ids"),
+    (("--uidmap", "0:0:4000000000"), "outside yours"),
+    (("--uidmap", "0:1:10,10:0:1", "--subuidname", "x"), "cannot be used together"),
+    (("--subuidname", "x"), "not supported"),
+    (("--subgidname", "x"), "not supported"),
+    (("--uidmap", "7:0:1"), "uid 0 (its user's) is not mapped"),
+    (("--uidmap", "0:0:1", "--network", "container:x"), "another's user namespace"),
+])
+def test_uidmap_bad_input(rl: RlRunner, rootfs: Path, flags: tuple[str, ...], words: str
+                          ) -> None:
+    assert words in refused(rl, rootfs, *flags)
+
+
+def test_uidmap_must_keep_you_in(rl: RlRunner, rootfs: Path) -> None:
+    """A map of only subordinate ids: refused, as rl's runtime mounts as you."""
+    support.require_newidmap()
+    assert "must map your own uid" in refused(rl, rootfs, "--uidmap", "0:1:100")
+    assert "must map your own gid" in refused(rl, rootfs, "--uidmap", "0:0:1",
+                                              "--gidmap", "0:1:100")
+
+
 # -- --device ------------------------------------------------------------------------
 
 

@@ -107,8 +107,13 @@ def hpc_options() -> list[Callable[..., Any]]:
     return [
         click.option("--userns", help="User namespace: keep-id[:uid=N,gid=N] runs you as "
                      "yourself."),
-        click.option("--uidmap", multiple=True, help="(not supported yet)"),
-        click.option("--gidmap", multiple=True, help="(not supported yet)"),
+        click.option("--uidmap", multiple=True, help="Map container uids: CONTAINER:HOST:SIZE "
+                     "(HOST: 0 is you, 1.. your subordinate range, as podman's)."),
+        click.option("--gidmap", multiple=True, help="Map container gids as --uidmap does."),
+        click.option("--subuidname", help="Map container uids to this /etc/subuid name's "
+                     "range."),
+        click.option("--subgidname", help="Map container gids to this /etc/subgid name's "
+                     "range."),
         click.option("--device", "devices", multiple=True,
                      help="Add a host device HOST[:CONTAINER][:PERMS]."),
         click.option("--ipc", help="IPC mode: private, shareable, none or host."),

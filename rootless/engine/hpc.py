@@ -41,11 +41,14 @@ class KeepId:
 
 def parse_userns(opts: CreateOptions) -> KeepId | None:
     """--userns: keep-id[:uid=N,gid=N] or nothing; the rest refused with the reason."""
-    if opts.uidmap or opts.gidmap:
-        if opts.userns:
-            raise InvalidArgument("--userns and --uidmap/--gidmap cannot be used together")
-        raise InvalidArgument("--uidmap/--gidmap are not supported yet (use "
-                              "--userns=keep-id to run as yourself)")
+    explicit = opts.uidmap or opts.gidmap or opts.subuidname or opts.subgidname
+    if explicit and opts.userns:
+        raise InvalidArgument("--userns and --uidmap/--gidmap/--subuidname/--subgidname "
+                              "cannot be used together")
+    if opts.uidmap and opts.subuidname:
+        raise InvalidArgument("--uidmap and --subuidname cannot be used together")
+    if opts.gidmap and opts.subgidname:
+        raise InvalidArgument("--gidmap and --subgidname cannot be used together")
     value = opts.userns
     if value is None or value in ("", "private"):
         return None
@@ -67,21 +70,26 @@ def parse_userns(opts: CreateOptions) -> KeepId | None:
     return keep
 
 
-def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
-    """The id maps: plan as it is, or keep-id's in its place."""
-    keep = parse_userns(opts)
-    if keep is None:
-        return plan
+def _own_map_only(opts: CreateOptions, flag: str) -> None:
+    """A map of the container's own: refused where the container would not get it (an
+    image's layers are owned for the default map; another container's user namespace)."""
     if opts.image is not None:
-        raise InvalidArgument("--userns=keep-id needs --rootfs for now: an image's files "
-                              "would need a copy owned by the shifted ids")
+        raise InvalidArgument(f"{flag} needs --rootfs for now: an image's files would need "
+                              "a copy owned by the shifted ids")
     net = opts.network.partition(":")
     from netstack.options import MODES
 
     if net[0] == "container" or (opts.network != "bridge" and net[0] not in MODES):
-        raise InvalidArgument(f"--userns=keep-id cannot be used with --network "
-                              f"{opts.network}: the container would join another's user "
-                              "namespace")
+        raise InvalidArgument(f"{flag} cannot be used with --network {opts.network}: the "
+                              "container would join another's user namespace")
+
+
+def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
+    """The id maps: plan as it is, keep-id's, or --uidmap/--gidmap/--subuidname's."""
+    keep = parse_userns(opts)
+    if keep is None:
+        return explicit_plan(opts, plan)
+    _own_map_only(opts, "--userns=keep-id")
     if plan.mode == "single":
         uids = [IDMapping(keep.uid, os.getuid(), 1)]
         gids = [IDMapping(keep.gid, os.getgid(), 1)]
@@ -141,6 +149,93 @@ def _entries(keep: KeepId) -> tuple[str, str]:
         group = name
     return (f"{name}:*:{keep.uid}:{keep.gid}:{gecos}:{home}:/bin/sh",
             f"{group}:x:{keep.gid}:{name}")
+
+
+# -- --uidmap / --gidmap ---------------------------------------------------------------
+
+
+def parse_idmap(flag: str, values: list[str]) -> list[IDMapping]:
+    """CONTAINER:INTERMEDIATE:SIZE, several per flag with commas (podman's string slice);
+    the container ranges and the intermediate ranges may not overlap among themselves."""
+    out: list[IDMapping] = []
+    for value in values:
+        for item in value.split(","):
+            parts = item.split(":")
+            if len(parts) != 3 or not all(p.isdigit() for p in parts):
+                raise InvalidArgument(f"{flag} {item!r}: expected CONTAINER:HOST:SIZE, three "
+                                      "numbers")
+            c, h, n = (int(p) for p in parts)
+            if n == 0 or c + n > 2**32 - 1 or h + n > 2**32 - 1:
+                raise InvalidArgument(f"{flag} {item!r}: the size must be at least 1 and the "
+                                      "range within 0-4294967294")
+            out.append(IDMapping(c, h, n))
+    for i, a in enumerate(out):
+        for b in out[:i]:
+            for side, x, y in (("container", a.container_id, b.container_id),
+                               ("host", a.host_id, b.host_id)):
+                if x < y + b.size and y < x + a.size:
+                    raise InvalidArgument(
+                        f"{flag}: {_text(b)} and {_text(a)} overlap in their {side} ids")
+    return out
+
+
+def _text(m: IDMapping) -> str:
+    return f"{m.container_id}:{m.host_id}:{m.size}"
+
+
+def through(flag: str, wanted: list[IDMapping], inner: list[IDMapping]) -> list[IDMapping]:
+    """wanted's intermediate ids (rootless podman's: 0 is you, 1.. your subordinate range
+    in /etc/subuid's order, rl's default map) as host ids, split where the range is."""
+    total = idmap.mapped_size(inner)
+    out: list[IDMapping] = []
+    for m in wanted:
+        if m.host_id + m.size > total:
+            raise InvalidArgument(
+                f"{flag} {_text(m)}: host ids {m.host_id}-{m.host_id + m.size - 1} are outside "
+                f"yours (0-{total - 1}: 0 is you, 1.. your subordinate range)")
+        c, i, n = m.container_id, m.host_id, m.size
+        for seg in sorted(inner, key=lambda s: s.container_id):
+            lo, hi = max(i, seg.container_id), min(i + n, seg.container_id + seg.size)
+            if lo < hi:
+                out.append(IDMapping(c + lo - i, seg.host_id + lo - seg.container_id, hi - lo))
+    return out
+
+
+def explicit_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
+    """--uidmap/--gidmap (podman's: the one given alone serves the other ids too), or
+    plan as it is. --subuidname/--subgidname are refused: see _needs_you."""
+    if opts.subuidname or opts.subgidname:
+        flag = "--subuidname" if opts.subuidname else "--subgidname"
+        raise InvalidArgument(f"{flag} is not supported: a named range leaves your own id "
+                              "out of the container, and rl makes a container's mounts as "
+                              "you (use --uidmap/--gidmap over your own range)")
+    if not (opts.uidmap or opts.gidmap):
+        return plan
+    _own_map_only(opts, "--uidmap/--gidmap")
+    uids = through("--uidmap", parse_idmap("--uidmap", opts.uidmap or opts.gidmap),
+                   plan.uid_mappings)
+    gids = through("--gidmap", parse_idmap("--gidmap", opts.gidmap or opts.uidmap),
+                   plan.gid_mappings)
+    _needs_you("--uidmap" if opts.uidmap else "--gidmap", uids, os.getuid(), "uid")
+    _needs_you("--gidmap" if opts.gidmap else "--uidmap", gids, os.getgid(), "gid")
+    user, _, group = (opts.user or "0").partition(":")
+    for kind, ident, maps in (("uid", user, uids), ("gid", group or ("0" if not opts.user
+                                                                    else ""), gids)):
+        if ident.isdigit() and not _mapped(int(ident), maps):
+            raise InvalidArgument(f"--uidmap/--gidmap: the container's {kind} {ident} (its "
+                                  "user's) is not mapped; map it or give -u a mapped id")
+    return idmap.IdMapPlan(plan.mode, plan.reason + "; --uidmap/--gidmap", uids, gids,
+                           plan.newuidmap, plan.newgidmap, plan.warning)
+
+
+def _needs_you(flag: str, maps: list[IDMapping], own: int, kind: str) -> None:
+    """The map must hold the user's own id (intermediate 0) somewhere: rl's runtime makes
+    the container's mounts as the user, from the user's private directories (the run dir
+    in $XDG_RUNTIME_DIR, the root), which no subordinate id may enter."""
+    if not any(m.host_id <= own < m.host_id + m.size for m in maps):
+        raise InvalidArgument(f"{flag} must map your own {kind} (host 0) into the container, "
+                              f"e.g. {flag} 0:1:1000 {flag} 1000:0:1: rl makes the "
+                              "container's mounts as you")
 
 
 # -- after the spec is made ------------------------------------------------------------

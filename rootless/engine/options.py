@@ -97,6 +97,8 @@ class CreateOptions:
     userns: str | None = None
     uidmap: list[str] = field(default_factory=list)
     gidmap: list[str] = field(default_factory=list)
+    subuidname: str | None = None
+    subgidname: str | None = None
     devices: list[str] = field(default_factory=list)
     ipc: str | None = None
     pid: str | None = None
