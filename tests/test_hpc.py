@@ -210,6 +210,55 @@ def test_uidmap_must_keep_you_in(rl: RlRunner, rootfs: Path) -> None:
                                               "--gidmap", "0:1:100")
 
 
+# -- --group-add keep-groups ---------------------------------------------------------
+
+KEEP_GROUP = "rl-keepgroups"  # scripts/setup-host adds the test user to it
+
+
+def _group_file(tmp_path: Path) -> Path:
+    """A file only the test user's supplementary group may read (mode 0040)."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(KEEP_GROUP).gr_gid
+    except KeyError:
+        gid = -1
+    support.require(gid in os.getgroups(), f"the test user is not in the {KEEP_GROUP} group "
+                    "(scripts/setup-host USER adds it)")
+    f = tmp_path / "secret"
+    f.write_text("for the group\n")
+    os.chown(f, -1, gid)
+    f.chmod(0o040)
+    return f
+
+
+def test_keep_groups_keeps_the_users_supplementary_groups(rl: RlRunner, rootfs: Path,
+                                                          tmp_path: Path) -> None:
+    """As a container user that is not the file's owner (so no capability reaches it),
+    only the kept group opens it; without keep-groups rl drops the groups (setgroups)."""
+    support.require_newidmap()
+    f = _group_file(tmp_path)
+    flags = ("-u", "1000", "-v", f"{f}:/secret")
+    assert sh(rl, rootfs, "cat /secret", "--group-add", "keep-groups", *flags) == \
+        "for the group\n"
+    out = sh(rl, rootfs, "cat /secret 2>&1 || echo refused", *flags)
+    assert "refused" in out and "for the group" not in out
+    # rl exec into such a container keeps them too (crun's annotation is read there).
+    cid = rl("run", "-d", "--group-add", "keep-groups", *flags, "--rootfs", rootfs,
+             "sleep", "60", check=True).stdout.strip()
+    try:
+        assert rl("exec", cid, "cat", "/secret", check=True).stdout == "for the group\n"
+        info = json.loads(rl("inspect", cid, check=True).stdout)[0]
+        assert info["HostConfig"]["GroupAdd"] == ["keep-groups"]
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_keep_groups_is_exclusive(rl: RlRunner, rootfs: Path) -> None:
+    assert "not allowed with other groups" in refused(
+        rl, rootfs, "--group-add", "keep-groups", "--group-add", "10")
+
+
 # -- --device ------------------------------------------------------------------------
 
 

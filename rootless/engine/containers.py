@@ -26,6 +26,7 @@ from netstack.options import NetOptions
 from .. import paths
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
+from ..runtime import process
 from ..runtime.resources import LimitFlags
 from . import client, events, listing, pause, quotas, restart, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
@@ -422,6 +423,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             "Sysctls": cfg.spec.linux.sysctl or None,
             "Privileged": cfg.privileged,
+            "GroupAdd": ([str(g) for g in proc.user.additional_gids]
+                         + (["keep-groups"] if process.keep_groups(cfg.spec.annotations)
+                            else [])) or None,
             **quotas.host_config(ctr),
         },
         "NetworkSettings": _network_settings(ctr, st.status == "running"),

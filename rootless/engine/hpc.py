@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import InvalidArgument
 from ..runtime import idmap
 from ..runtime.mounts import container_path, refused_destination, secure_join
+from ..runtime.process import KEEP_GROUPS
 from ..runtime.resources import parse_size
 from ..runtime.spec import IDMapping, Mount, Spec
 from .options import CreateOptions
@@ -264,6 +265,8 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
     named = [d for d in opts.devices if cdi.is_cdi_name(d)]
     if named:  # CDI: vendor.com/class=name (engine/cdi.py)
         cdi.apply(cdi.resolve(named, warn), spec, device_mount)
+    if "keep-groups" in opts.group_add:
+        spec.annotations[KEEP_GROUPS] = "1"
     privileged(opts, spec)
     _ipc(opts, spec, warn)
     _pid(opts, spec)

@@ -183,7 +183,12 @@ def environment(opts: CreateOptions, host: str) -> list[str]:
 
 
 def group_ids(opts: CreateOptions) -> list[int]:
-    gids = []
+    gids: list[int] = []
+    if "keep-groups" in opts.group_add:  # podman's: engine/hpc.py's annotation
+        if len(opts.group_add) > 1:
+            raise InvalidArgument("the '--group-add keep-groups' option is not allowed with "
+                                  "other groups")
+        return gids
     for g in opts.group_add:
         if not g.isdigit():
             raise InvalidArgument(f"--group-add {g}: only numeric group ids are supported")

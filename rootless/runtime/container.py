@@ -286,7 +286,8 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
                 os.dup2(fd, target)
         home = process.resolve_user(spec.process, extras.user)
         env = process.env_with_defaults(spec.process.env, home)
-        process.prepare(spec.process, spec.linux.seccomp)
+        process.prepare(spec.process, spec.linux.seccomp,
+                        keep=process.keep_groups(spec.annotations))
         if ch.gate_fd is not None:
             # After the filter, as runc's wait at exec.fifo (without
             # no_new_privs): a profile for `create` must allow read, write
