@@ -259,6 +259,79 @@ def test_keep_groups_is_exclusive(rl: RlRunner, rootfs: Path) -> None:
         rl, rootfs, "--group-add", "keep-groups", "--group-add", "10")
 
 
+# -- --tz, --env-host, --http-proxy ----------------------------------------------------
+
+
+def test_tz_names_a_zone_and_local_is_the_hosts(rl: RlRunner, fresh_rootfs: Path) -> None:
+    support.require(Path("/usr/share/zoneinfo/Asia/Tokyo").is_file(), "no host zoneinfo")
+    assert not (fresh_rootfs / "etc/localtime").exists()
+    assert sh(rl, fresh_rootfs, "date +%Z", "--tz", "Asia/Tokyo").strip() == "JST"
+    assert not (fresh_rootfs / "etc/localtime").exists()  # its mountpoint went with --rm
+    local = Path(os.path.realpath("/etc/localtime")).read_bytes()
+    assert sh(rl, fresh_rootfs, "cat /etc/localtime | od -An -tx1", "--tz", "local") == \
+        sh(rl, fresh_rootfs, f"cat {os.path.realpath('/etc/localtime')} | od -An -tx1",
+           "-v", "/usr/share/zoneinfo:/usr/share/zoneinfo:ro")
+    assert local.startswith(b"TZif")
+    # Read-only: the host's zone file is not the container's to write.
+    out = sh(rl, fresh_rootfs, "echo x > /etc/localtime 2>/dev/null && echo wrote || echo ro",
+             "--tz", "Asia/Tokyo", "-u", "0")
+    assert out.strip() == "ro"
+    cid = rl("create", "--tz", "Europe/Paris", "--rootfs", fresh_rootfs, "true",
+             check=True).stdout.strip()
+    try:
+        info = json.loads(rl("inspect", cid, check=True).stdout)[0]
+        assert info["Config"]["Timezone"] == "Europe/Paris"
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_tz_over_a_roots_symlink(rl: RlRunner, fresh_rootfs: Path) -> None:
+    """Debian's /etc/localtime -> /usr/share/zoneinfo/Etc/UTC: the zone shows through
+    the link; a dangling one is refused, nothing made in the root."""
+    support.require(Path("/usr/share/zoneinfo/Asia/Tokyo").is_file(), "no host zoneinfo")
+    (fresh_rootfs / "etc/localtime").symlink_to("/usr/share/zoneinfo/Etc/UTC")
+    before = sorted(p.name for p in fresh_rootfs.iterdir())
+    line = refused(rl, fresh_rootfs, "--tz", "Asia/Tokyo")
+    assert "symlink to /usr/share/zoneinfo/Etc/UTC" in line
+    assert sorted(p.name for p in fresh_rootfs.iterdir()) == before
+    utc = fresh_rootfs / "usr/share/zoneinfo/Etc/UTC"
+    utc.parent.mkdir(parents=True)
+    utc.write_bytes(b"TZif not a real one")
+    assert sh(rl, fresh_rootfs, "date +%Z", "--tz", "Asia/Tokyo").strip() == "JST"
+    assert utc.read_bytes() == b"TZif not a real one"  # bound over, never written
+
+
+@pytest.mark.parametrize("tz", ["Foo/Bar", "../../etc/passwd", "/etc/passwd", "zone.tab",
+                                "Asia", ""])
+def test_tz_bad_input(rl: RlRunner, rootfs: Path, tz: str) -> None:
+    if tz == "":
+        r = rl("run", "--rm", "--tz", tz, "--rootfs", rootfs, "/bin/sh", "-c",
+               "test -e /etc/localtime || echo none")
+        assert r.returncode == 0 and r.stdout == "none\n", r.stderr  # empty: no --tz
+        return
+    assert refused(rl, rootfs, "--tz", tz) == f"Error: finding timezone: unknown time zone {tz}"
+
+
+def test_host_environment_reaches_the_container_only_when_asked(
+        rl: RlRunner, rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's environment stays out unless --env-host or --http-proxy=true asks."""
+    monkeypatch.setenv("RL_CANARY", "sekrit")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    plain = sh(rl, rootfs, "env")
+    assert "sekrit" not in plain and "proxy.example" not in plain and "no_proxy" not in plain
+    proxied = sh(rl, rootfs, "env", "--http-proxy=true").splitlines()
+    assert "HTTP_PROXY=http://proxy.example:3128" in proxied and "no_proxy=localhost" in proxied
+    assert not any("sekrit" in ln for ln in proxied)
+    assert "proxy.example" not in sh(rl, rootfs, "env", "--http-proxy=false")
+    # -e wins over the caller's value, as over the image's (podman's order).
+    assert "HTTP_PROXY=http://other:1" in sh(rl, rootfs, "env", "--http-proxy=true",
+                                             "-e", "HTTP_PROXY=http://other:1").splitlines()
+    hosted = sh(rl, rootfs, "env", "--env-host", "-e", "RL_CANARY=mine").splitlines()
+    assert "RL_CANARY=mine" in hosted and "HTTP_PROXY=http://proxy.example:3128" in hosted
+    assert "RL_CANARY=sekrit" in sh(rl, rootfs, "env", "--env-host").splitlines()
+
+
 # -- --device ------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
 from ..runtime import process
 from ..runtime.resources import LimitFlags
-from . import client, events, listing, pause, quotas, restart, specgen, store
+from . import client, events, hpc, listing, pause, quotas, restart, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
@@ -406,6 +406,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "Labels": cfg.labels,
+            "Timezone": cfg.spec.annotations.get(hpc.TZ_KEY, ""),
             **restart.config_fields(cfg),
         },
         "HostConfig": {

@@ -28,6 +28,8 @@ from .options import CreateOptions
 
 PASSWD_KEY = "run.rl.keep-id.passwd"  # spec annotations: the lines write_files adds
 GROUP_KEY = "run.rl.keep-id.group"
+TZ_KEY = "run.rl.timezone"  # --tz as given, for inspect's Config.Timezone
+ZONEINFO = "/usr/share/zoneinfo"
 DEFAULT_SHM = 64 * 1024 * 1024  # docker's default /dev/shm size
 
 
@@ -268,6 +270,9 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
     if "keep-groups" in opts.group_add:
         spec.annotations[KEEP_GROUPS] = "1"
     privileged(opts, spec)
+    if opts.tz:
+        spec.mounts.append(timezone(opts.tz, spec.root.path))
+        spec.annotations[TZ_KEY] = opts.tz
     _ipc(opts, spec, warn)
     _pid(opts, spec)
     _uts(opts, spec)
@@ -390,12 +395,47 @@ def privileged(opts: CreateOptions, spec: Spec) -> None:
     spec.mounts += [m for m in privileged_devices() if m.destination not in taken]
 
 
+def timezone(tz: str, rootfs: str, zoneinfo: str = ZONEINFO, local: str = "/etc/localtime"
+             ) -> Mount:
+    """--tz: the host's zone file bound read-only at /etc/localtime (podman's: local is
+    the host's /etc/localtime, a name the host's zoneinfo file of that name). Only a TZif
+    file below zoneinfo is taken: the flag cannot name any other host file. The root's
+    /etc/localtime may be a symlink (Debian's): the bind lands on its target in the root,
+    which must exist (else the runtime would make its directories in the root)."""
+    if tz == "local":
+        path = os.path.realpath(local)
+        what = f"--tz=local: the host's {local}"
+    else:
+        parts = tz.split("/")
+        if any(p in ("", ".", "..") or not all(c.isalnum() or c in "_+-" for c in p)
+               for p in parts):
+            raise InvalidArgument(f"finding timezone: unknown time zone {tz}")
+        path = os.path.join(zoneinfo, *parts)
+        what = f"finding timezone: unknown time zone {tz}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise InvalidArgument(what if tz != "local" else f"{what} does not exist") from None
+    try:
+        ok = stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 4) == b"TZif"
+    finally:
+        os.close(fd)
+    if not ok:
+        raise InvalidArgument(what if tz != "local" else f"{what} is not a zone file")
+    inside = os.path.join(rootfs, "etc/localtime")
+    if os.path.islink(inside) and not os.path.isfile(secure_join(rootfs, "/etc/localtime")):
+        raise InvalidArgument(f"--tz: the root's /etc/localtime is a symlink to "
+                              f"{os.readlink(inside)}, which it does not have")
+    return Mount("/etc/localtime", "bind", path, ["bind", "ro", "nosuid", "nodev", "noexec"])
+
+
 def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:
-    """keep-id's /etc files the root lacks (the runtime makes empty ones to bind on;
-    the supervisor's cleanup removes them), past those already known."""
-    return [f"/etc/{name}" for name in ("passwd", "group")
-            if PASSWD_KEY in spec.annotations and f"/etc/{name}" not in known
-            and not os.path.lexists(secure_join(rootfs, f"/etc/{name}"))]
+    """keep-id's and --tz's /etc files the root lacks (the runtime makes empty ones to
+    bind on; the supervisor's cleanup removes them), past those already known."""
+    wanted = [f"/etc/{name}" for name in ("passwd", "group") if PASSWD_KEY in spec.annotations]
+    wanted += ["/etc/localtime"] if TZ_KEY in spec.annotations else []
+    return [p for p in wanted
+            if p not in known and not os.path.lexists(secure_join(rootfs, p))]
 
 
 def device_mount(text: str) -> Mount:

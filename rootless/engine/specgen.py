@@ -160,14 +160,14 @@ def resources(opts: CreateOptions) -> tuple[Resources, str]:
 
 
 def environment(opts: CreateOptions, host: str) -> list[str]:
-    """rl's defaults, under the image's Env, under the options' (later wins, first keeps
-    its place)."""
+    """rl's defaults, under the image's Env, under the caller's asked for (--env-host,
+    --http-proxy), under the options' (later wins, first keeps its place)."""
     img = opts.image_defaults
     env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={host}"]
     if opts.tty:
         env.append("TERM=xterm")
     out: dict[str, str] = {}
-    for item in opts.env:
+    for item in opts.host_env + opts.env:
         key, sep, value = item.partition("=")
         if not key:
             raise InvalidArgument(f"invalid environment variable: {item}")
