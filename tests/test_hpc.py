@@ -112,6 +112,77 @@ def test_keep_id_process_cannot_touch_the_roots_files(rl: RlRunner, fresh_rootfs
     assert (fresh_rootfs / "etc/passwd").read_text() == before
 
 
+# -- keep-id over an image ------------------------------------------------------------
+
+
+def _keep_id_image(rl: RlRunner, rootfs: Path, tmp_path: Path, name: str) -> str:
+    """busybox (root's), /home/user (1000's), a setuid root file, a uid-5 file with a
+    second hard link (shifted once, not twice)."""
+    import tarfile
+
+    from imagetools import add_entry, add_file, rootfs_tar
+
+    def extra(tf: tarfile.TarFile) -> None:
+        add_file(tf, "./suid", b"x", mode=0o4755)
+        add_file(tf, "./five", b"5", uid=5, gid=5)
+        add_entry(tf, "./five-link", tarfile.LNKTYPE, linkname="./five")
+
+    tar = rootfs_tar(rootfs, tmp_path / "img.tar", compress="", extra=extra)
+    rl("import", str(tar), name, check=True)
+    return name
+
+
+def _idmapped(rl_state: support.RlState) -> list[str]:
+    d = rl_state.data_home / "rl" / "storage" / "idmapped"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+def test_keep_id_over_an_image_keeps_its_owners(rl: RlRunner, rootfs: Path, tmp_path: Path,
+                                                rl_state: support.RlState, driver: str
+                                                ) -> None:
+    support.require_newidmap()
+    image = _keep_id_image(rl, rootfs, tmp_path, f"keepid-{driver}")
+    data = tmp_path / "data"
+    data.mkdir()
+    script = ("id -u; stat -c '%u:%g' / /bin/busybox /home/user /five /five-link; "
+              "stat -c %A /suid; grep -c '^root:' /etc/passwd; id -un; touch /data/mine")
+    r = rl("run", "--rm", "--storage-driver", driver, "--userns=keep-id", "-v",
+           f"{data}:/data", image, "/bin/sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert r.stdout.split() == [str(os.getuid()), "0:0", "0:0", "1000:1000", "5:5", "5:5",
+                                "-rwsr-xr-x", "1", me]
+    assert (data / "mine").stat().st_uid == os.getuid()
+    # As root inside, the image's root files are root's: writable without being you.
+    r = rl("run", "--rm", "--storage-driver", driver, "--userns=keep-id", "-u", "0", image,
+           "/bin/sh", "-c", "echo y > /suid && stat -c %u /suid")
+    assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr
+
+
+def test_keep_id_image_copy_is_cached_per_mapping_and_goes_with_rmi(
+        rl: RlRunner, rootfs: Path, tmp_path: Path, rl_state: support.RlState) -> None:
+    support.require_newidmap()
+    image = _keep_id_image(rl, rootfs, tmp_path, "keepid-cache")
+    before = _idmapped(rl_state)
+    run = ("run", "--rm", "--storage-driver", "overlay")
+    rl(*run, "--userns=keep-id", image, "true", check=True)
+    one = _idmapped(rl_state)
+    assert len(one) == len(before) + 1
+    rl(*run, "--userns=keep-id", image, "true", check=True)
+    assert _idmapped(rl_state) == one  # reused
+    cid = rl("create", "--storage-driver", "overlay", "--userns=keep-id:uid=2000", image,
+             "true", check=True).stdout.strip()
+    two = _idmapped(rl_state)
+    assert len(two) == len(before) + 2  # another mapping, another copy
+    assert rl("rmi", image).returncode != 0  # in use: nothing goes
+    assert _idmapped(rl_state) == two
+    assert rl("start", "-a", cid).returncode == 0
+    rl("rm", cid, check=True)
+    rl("rmi", image, check=True)
+    assert _idmapped(rl_state) == before  # both mappings' copies went with the image
+
+
 @pytest.mark.parametrize("flags,words", [
     (("--userns=keep-id", "--uidmap", "0:1:65536"), "--uidmap"),
     (("--userns=bogus",), "bogus"),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidArgument
+from ..image.rootfs import Shift
 from ..runtime import idmap
 from ..runtime.mounts import container_path, refused_destination, secure_join
 from ..runtime.process import KEEP_GROUPS
@@ -73,10 +74,11 @@ def parse_userns(opts: CreateOptions) -> KeepId | None:
     return keep
 
 
-def _own_map_only(opts: CreateOptions, flag: str) -> None:
+def _own_map_only(opts: CreateOptions, flag: str, images: bool = False) -> None:
     """A map of the container's own: refused where the container would not get it (an
-    image's layers are owned for the default map; another container's user namespace)."""
-    if opts.image is not None:
+    image's layers are owned for the default map, unless images: keep-id shifts a copy;
+    another container's user namespace)."""
+    if opts.image is not None and not images:
         raise InvalidArgument(f"{flag} needs --rootfs for now: an image's files would need "
                               "a copy owned by the shifted ids")
     net = opts.network.partition(":")
@@ -92,7 +94,7 @@ def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
     keep = parse_userns(opts)
     if keep is None:
         return explicit_plan(opts, plan)
-    _own_map_only(opts, "--userns=keep-id")
+    _own_map_only(opts, "--userns=keep-id", images=True)
     if plan.mode == "single":
         uids = [IDMapping(keep.uid, os.getuid(), 1)]
         gids = [IDMapping(keep.gid, os.getgid(), 1)]
@@ -125,6 +127,41 @@ def keep_id_map(inside: int, host: int, ranges: list[tuple[int, int]]) -> list[I
     if not placed:
         maps.append(IDMapping(inside, host, 1))
     return maps
+
+
+def image_shift(opts: CreateOptions) -> Shift | None:
+    """keep-id over an image: the owners its layers' copy needs, so that the image's ids
+    stay themselves inside (image root is root, not you). In the store an image id N
+    is the default map's container N, which keep-id's map puts on another host id: N
+    moves to the default map's id for keep-id's host id of N. None without keep-id,
+    and in single-id mode (one id only: every file of the image is already yours)."""
+    plan = idmap.plan()
+    keep = parse_userns(opts)
+    if keep is None or plan.mode == "single":
+        return None
+    keep_plan = userns_plan(opts, plan)
+    return Shift(_composed(keep_plan.uid_mappings, plan.uid_mappings),
+                 _composed(keep_plan.gid_mappings, plan.gid_mappings), MOUNT_POINTS)
+
+
+# specgen.default_mounts' and keep-id's destinations (a point missing here costs a fork
+# per container, nothing else)
+MOUNT_POINTS = [("/proc", True), ("/dev", True), ("/sys", True), ("/etc/hosts", False),
+                ("/etc/hostname", False), ("/etc/resolv.conf", False), ("/etc/passwd", False),
+                ("/etc/group", False)]
+
+
+def _composed(wanted: list[IDMapping], store: list[IDMapping]) -> list[tuple[int, int, int]]:
+    """(container id, store id, count): wanted's host ids in store's container ids."""
+    out = []
+    for m in wanted:
+        for s in store:
+            lo = max(m.host_id, s.host_id)
+            hi = min(m.host_id + m.size, s.host_id + s.size)
+            if lo < hi:
+                out.append((m.container_id + lo - m.host_id, s.container_id + lo - s.host_id,
+                            hi - lo))
+    return [seg for seg in sorted(out) if seg[0] != seg[1]]
 
 
 def _mapped(ident: int, maps: list[IDMapping]) -> bool:
@@ -572,14 +609,26 @@ def _root_file(root: str, path: str) -> str:
         os.close(fd)
 
 
-def write_files(spec: Spec, run_dir: Path, cid: str) -> None:
+def _layered_file(dirs: list[str], path: str) -> str:
+    """path in an overlay's directories, top first: the first that has an entry decides
+    (a whiteout or anything not a regular file reads as "")."""
+    for d in dirs:
+        if os.path.lexists(secure_join(d, path)):
+            return _root_file(d, path)
+    return ""
+
+
+def write_files(spec: Spec, run_dir: Path, cid: str, layers: list[str] | None = None
+                ) -> None:
     """keep-id's /etc/passwd and /etc/group in run_dir: the root's own, plus the user's
-    line where no entry has that id; the spec's binds are pointed at run_dir."""
+    line where no entry has that id; the spec's binds are pointed at run_dir. layers:
+    an overlay root's directories, upper first (its merged root is mounted only in the
+    container's mount namespace)."""
     for key, name in ((PASSWD_KEY, "passwd"), (GROUP_KEY, "group")):
         line = spec.annotations.get(key)
         if line is None:
             continue
-        text = _root_file(spec.root.path, f"/etc/{name}")
+        text = _layered_file(layers or [spec.root.path], f"/etc/{name}")
         ident = line.split(":")[2]
         if not any(len(f) > 2 and f[2] == ident for f in
                    (row.split(":") for row in text.splitlines())):

@@ -21,7 +21,7 @@ from ..image import rootfs
 from ..image.images import NewLayer, Removed
 from ..image.store import MT_OCI_LAYER, Holds, Image, Store
 from ..runtime import idmap
-from . import events, health, specgen, store
+from . import events, health, hpc, specgen, store
 from .store import Container, ContainerConfig
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) ->
     driver = rootfs.choose_driver(opts.storage_driver)
     with st.writing():
         img = imagelib.lookup(st, opts.image, exit_code=125)
-        prepared = rootfs.prepare(st, img, driver)
+        prepared = rootfs.prepare(st, img, driver, hpc.image_shift(opts))
         try:
             cfg = specgen.generate(dataclasses.replace(
                 opts, rootfs=str(prepared.rootfs), image_defaults=imagelib.defaults(img)), warn)
