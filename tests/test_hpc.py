@@ -160,6 +160,50 @@ def test_keep_id_over_an_image_keeps_its_owners(rl: RlRunner, rootfs: Path, tmp_
     assert r.returncode == 0 and r.stdout.split() == ["0"], r.stderr
 
 
+def test_keep_id_image_container_exports_and_commits_the_images_owners(
+        rl: RlRunner, rootfs: Path, tmp_path: Path) -> None:
+    """rl export and rl commit read the copy through the container's map: image root's
+    files are 0, what the container's root and the user made are 0 and the user's id."""
+    import tarfile
+
+    support.require_newidmap()
+    image = _keep_id_image(rl, rootfs, tmp_path, "keepid-commit")
+    cid = "keepid-commit-ctr"
+    rl("run", "--name", cid, "--storage-driver", "overlay", "--userns=keep-id", "-u", "0",
+       image, "/bin/sh", "-c", f"touch /by-root /tmp/by-me && chown {os.getuid()} /tmp/by-me",
+       check=True)
+    try:
+        out = tmp_path / "export.tar"
+        rl("export", "-o", out, cid, check=True)
+        with tarfile.open(out) as tf:
+            owners = {m.name.removeprefix("./"): (m.uid, m.gid) for m in tf.getmembers()}
+        assert owners["bin/busybox"] == (0, 0)
+        assert owners["home/user"] == (1000, 1000)
+        assert owners["by-root"] == (0, 0)
+        assert owners["tmp/by-me"][0] == os.getuid()
+        rl("commit", cid, "keepid-committed", check=True)
+        r = rl("run", "--rm", "keepid-committed", "stat", "-c", "%u", "/by-root",
+               "/bin/busybox", "/tmp/by-me")
+        assert r.returncode == 0 and r.stdout.split() == ["0", "0", str(os.getuid())], r.stderr
+    finally:
+        rl("rm", "-f", cid)
+
+
+def test_keep_id_on_vfs_refuses_diff_and_commit(rl: RlRunner, rootfs: Path, tmp_path: Path
+                                                 ) -> None:
+    support.require_newidmap()
+    image = _keep_id_image(rl, rootfs, tmp_path, "keepid-vfs")
+    cid = rl("create", "--storage-driver", "vfs", "--userns=keep-id", image, "true",
+             check=True).stdout.strip()
+    try:
+        for args in (("diff", cid), ("commit", cid, "keepid-vfs-commit")):
+            r = rl(*args)
+            assert r.returncode == 125 and "vfs" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+    finally:
+        rl("rm", "-f", cid)
+
+
 def test_keep_id_image_copy_is_cached_per_mapping_and_goes_with_rmi(
         rl: RlRunner, rootfs: Path, tmp_path: Path, rl_state: support.RlState) -> None:
     support.require_newidmap()

@@ -48,6 +48,7 @@ from ..errors import InvalidArgument, NotFound, RlError
 # as `rl run IMAGE` does, needs neither (~2 ms and ~3 ms in the warm fork server).
 
 if TYPE_CHECKING:
+    from ..runtime.idmap import IdMapPlan
     from .store import Image, Store
 
 
@@ -352,37 +353,51 @@ def image_layers(storage: Storage, store: Store) -> list[str]:
     return [str(store.layer_dir(d)) for d in img.diff_ids]
 
 
-def changes(storage: Storage, store: Store) -> list[tuple[str, str]]:
-    """`rl diff`: (kind, path) for every change, sorted by path."""
+def changes(storage: Storage, store: Store, plan: IdMapPlan | None = None
+            ) -> list[tuple[str, str]]:
+    """`rl diff`: (kind, path) for every change, sorted by path. plan: the container's
+    own map, where its files are owned for it (keep-id over an image, overlay only)."""
     from ..runtime import userns
     from . import layers
 
     if storage.driver in OVERLAYS:
         upper, lowers = storage.upper, storage.layers
-        found = userns.run(lambda: diff.changes(upper, lowers))
+        found = userns.run(lambda: diff.changes(upper, lowers), plan)
         return [(c.kind, c.path) for c in found]
+    _compared(plan)
     lowers = image_layers(storage, store)
     rootfs, skip = storage.rootfs, set(storage.created_mountpoints)
     return sorted(userns.run(lambda: layers.changes(lowers, rootfs, skip)),
                   key=lambda kc: kc[1])
 
 
-def write_diff(storage: Storage, store: Store, out_fd: int) -> None:
-    """`rl commit`: the container's changes as an OCI layer tar on out_fd."""
+def _compared(plan: IdMapPlan | None) -> None:
+    if plan is not None:
+        raise InvalidArgument("a --userns=keep-id container on the vfs storage driver has a "
+                              "copy owned for its map, which cannot be compared with its "
+                              "image (use the overlay driver for rl diff and rl commit)")
+
+
+def write_diff(storage: Storage, store: Store, out_fd: int, plan: IdMapPlan | None = None
+               ) -> None:
+    """`rl commit`: the container's changes as an OCI layer tar on out_fd, read through
+    plan (see changes)."""
     from ..runtime import userns
     from . import layers
 
     if storage.driver in OVERLAYS:
         upper = storage.upper
-        userns.run(lambda: diff.write_layer_to(upper, out_fd))
+        userns.run(lambda: diff.write_layer_to(upper, out_fd), plan)
         return
+    _compared(plan)
     lowers = image_layers(storage, store)
     rootfs, skip = storage.rootfs, set(storage.created_mountpoints)
     userns.run(lambda: layers.write_diff_tar(lowers, rootfs, out_fd, skip))
 
 
-def write_tree(storage: Storage, out_fd: int) -> None:
-    """`rl export`: the container's whole file system as a tar on out_fd.
+def write_tree(storage: Storage, out_fd: int, plan: IdMapPlan | None = None) -> None:
+    """`rl export`: the container's whole file system as a tar on out_fd, read through
+    plan (the container's own map, where its files are owned for it: keep-id).
 
     For an overlay, a read-only view (the upper layer on top of the others,
     all as lower layers) is mounted in a private mount namespace of the
@@ -394,7 +409,7 @@ def write_tree(storage: Storage, out_fd: int) -> None:
     skip = set(storage.created_mountpoints)
     if storage.driver not in OVERLAYS:
         rootfs = storage.rootfs
-        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip))
+        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip), plan)
         return
     driver, upper = storage.driver, storage.upper
     lowers = [upper, *storage.layers[1:]]
@@ -414,4 +429,4 @@ def write_tree(storage: Storage, out_fd: int) -> None:
             with contextlib.suppress(OSError):
                 walk.remove(scratch)  # it opens up overlayfs' mode-000 work/work itself
 
-    userns.run(export)
+    userns.run(export, plan)
