@@ -1,12 +1,14 @@
-"""HPC and workstation mode (issue 18): --userns=keep-id, --device, --ipc/--pid/--uts and
---shm-size, as steps specgen.generate calls on its way (one line each).
+"""HPC and workstation mode (issue 18): --userns=keep-id, --uidmap/--gidmap, --device,
+--ipc/--pid/--uts, --shm-size, --group-add keep-groups and --tz, as steps
+specgen.generate calls on its way (one line each).
 
 keep-id maps the user's own uid and gid to themselves inside, the subordinate range
 filling the rest of the container's ids as podman builds it (0..U-1 and U+1.. from the
 range), or, in single-id mode, the one id alone. The container's /etc/passwd and
 /etc/group get an entry for the user where the root has none: they are written at each
 start into the supervisor's run directory (write_files) and bound over the root's, never
-into the root itself.
+into the root itself. Over an image, keep-id's container reads a copy of the layers
+owned for its map (image_shift, made once per mapping by image/rootfs.py).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def _own_map_only(opts: CreateOptions, flag: str, images: bool = False) -> None:
 
 
 def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
-    """The id maps: plan as it is, keep-id's, or --uidmap/--gidmap/--subuidname's."""
+    """The id maps: plan as it is, keep-id's, or --uidmap/--gidmap's."""
     keep = parse_userns(opts)
     if keep is None:
         return explicit_plan(opts, plan)
