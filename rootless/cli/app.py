@@ -107,8 +107,13 @@ def hpc_options() -> list[Callable[..., Any]]:
     return [
         click.option("--userns", help="User namespace: keep-id[:uid=N,gid=N] runs you as "
                      "yourself."),
-        click.option("--uidmap", multiple=True, help="(not supported yet)"),
-        click.option("--gidmap", multiple=True, help="(not supported yet)"),
+        click.option("--uidmap", multiple=True, help="Map container uids: CONTAINER:HOST:SIZE "
+                     "(HOST: 0 is you, 1.. your subordinate range, as podman's)."),
+        click.option("--gidmap", multiple=True, help="Map container gids as --uidmap does."),
+        click.option("--subuidname", help="Map container uids to this /etc/subuid name's "
+                     "range."),
+        click.option("--subgidname", help="Map container gids to this /etc/subgid name's "
+                     "range."),
         click.option("--device", "devices", multiple=True,
                      help="Add a host device HOST[:CONTAINER][:PERMS]."),
         click.option("--ipc", help="IPC mode: private, shareable, none or host."),
@@ -120,6 +125,12 @@ def hpc_options() -> list[Callable[..., Any]]:
                      "(rootless: still confined to your user)."),
         click.option("--sysctl", "sysctls", multiple=True,
                      help="Namespaced kernel parameters (net.*, kernel.shm*...): KEY=VALUE."),
+        click.option("--tz", help="Timezone inside: local (the host's) or an IANA name."),
+        click.option("--env-host", is_flag=True,
+                     help="Pass your whole environment into the container."),
+        click.option("--http-proxy", type=click.BOOL, default=False,
+                     help="true: pass your http_proxy, https_proxy, ftp_proxy, no_proxy "
+                     "(default false)."),
     ]
 
 
@@ -176,8 +187,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # CreateOptions' fields that flags of the same name do not give as they are.
-_DERIVED = {"rootfs", "image", "env", "volumes", "mounts", "security_opt", "console_size",
-            "image_defaults", "image_volumes", "limits", "network", "extra_networks"}
+_DERIVED = {"rootfs", "image", "env", "host_env", "volumes", "mounts", "security_opt",
+            "console_size", "image_defaults", "image_volumes", "limits", "network",
+            "extra_networks"}
 
 
 def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> CreateOptions:
@@ -192,6 +204,7 @@ def _options(kw: dict[str, Any], environ: Mapping[str, str], cwd: str) -> Create
     return CreateOptions(
         rootfs=rootfs, image=None if kw["rootfs"] else kw["image"],
         env=resolve.env(kw["env"], environ, kw["env_file"], cwd),
+        host_env=resolve.host_env(environ, kw["env_host"], kw["http_proxy"]),
         volumes=[resolve.bind(v, cwd) for v in kw["volumes"]],
         mounts=[resolve.mount(m, cwd) for m in kw["mounts"]],
         security_opt=[resolve.security_opt(so, cwd) for so in kw["security_opt"]],

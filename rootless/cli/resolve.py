@@ -57,6 +57,21 @@ def env(items: Iterable[str], environ: Mapping[str, str], env_files: Iterable[st
     return resolved
 
 
+# podman's --http-proxy list: both cases of each
+PROXY_VARS = tuple(n for base in ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy")
+                   for n in (base, base.upper()))
+
+
+def host_env(environ: Mapping[str, str], env_host: bool, http_proxy: bool) -> list[str]:
+    """The caller's environment a container gets, only when asked: all of it with
+    --env-host, the proxy variables with --http-proxy=true (rl's default is false)."""
+    if env_host:
+        return [f"{k}={v}" for k, v in environ.items() if k and "=" not in k]
+    if http_proxy:
+        return [f"{k}={environ[k]}" for k in PROXY_VARS if k in environ]
+    return []
+
+
 def bind(text: str, cwd: str) -> Bind:
     """-v HOST:CONTAINER[:OPTS]; a relative HOST (./data) is made absolute."""
     parts = text.split(":")

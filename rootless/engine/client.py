@@ -31,7 +31,10 @@ def fingerprint() -> str:
     """The fork server's identity: the one to talk to serves this user, namespace and rl."""
     # A server serves one user in one user namespace with one version of rl.
     # zlib, not hashlib: this runs on every command and needs no cryptography.
-    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user")]
+    # Its gid and groups too: the maps use the gid, and --group-add keep-groups hands the
+    # server's groups to the container (`sg video rl run ...` must get a server in video).
+    parts = [sys.executable, str(os.geteuid()), os.readlink("/proc/self/ns/user"),
+             str(os.getegid()), ",".join(map(str, sorted(os.getgroups())))]
     top = Path(__file__).parent.parent.parent
     # The supervisor runs all of rl's code: rootless and its sub-packages
     # (runtime, image, engine, cli) and the sibling packages (netstack, fs).

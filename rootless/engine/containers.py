@@ -26,8 +26,9 @@ from netstack.options import NetOptions
 from .. import paths
 from ..errors import EXIT_RL, Conflict, InvalidArgument, NotRunning, RlError
 from ..image.imageconfig import ImageDefaults
+from ..runtime import process
 from ..runtime.resources import LimitFlags
-from . import client, events, listing, pause, quotas, restart, specgen, store
+from . import client, events, hpc, listing, pause, quotas, restart, specgen, store
 from .options import CreateOptions, ExecOptions, StopOptions
 from .specgen import parse_signal, valid_name
 from .store import Container
@@ -405,6 +406,7 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "StopSignal": cfg.stop_signal,
             "StopTimeout": cfg.stop_timeout,
             "Labels": cfg.labels,
+            "Timezone": cfg.spec.annotations.get(hpc.TZ_KEY, ""),
             **restart.config_fields(cfg),
         },
         "HostConfig": {
@@ -422,6 +424,9 @@ def inspect(ctr: Container) -> dict[str, Any]:
             "SecurityOpt": ["no-new-privileges"] if proc.no_new_privileges else None,
             "Sysctls": cfg.spec.linux.sysctl or None,
             "Privileged": cfg.privileged,
+            "GroupAdd": ([str(g) for g in proc.user.additional_gids]
+                         + (["keep-groups"] if process.keep_groups(cfg.spec.annotations)
+                            else [])) or None,
             **quotas.host_config(ctr),
         },
         "NetworkSettings": _network_settings(ctr, st.status == "running"),

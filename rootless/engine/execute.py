@@ -153,7 +153,8 @@ def _e2(ctr: Container, proc: Process, user: str, report_w: int,
             container.take_terminal(pty_sock)
         home = process.resolve_user(proc, user, ids)
         env = process.env_with_defaults(proc.env, home)
-        process.prepare(proc, ctr.config.spec.linux.seccomp, ids)
+        process.prepare(proc, ctr.config.spec.linux.seccomp, ids,
+                        process.keep_groups(ctr.config.spec.annotations))
         # A uid change resets the flag to fs.suid_dumpable, which may be 1.
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         process.execute(proc, env)

@@ -1,12 +1,14 @@
-"""HPC and workstation mode (issue 18): --userns=keep-id, --device, --ipc/--pid/--uts and
---shm-size, as steps specgen.generate calls on its way (one line each).
+"""HPC and workstation mode (issue 18): --userns=keep-id, --uidmap/--gidmap, --device,
+--ipc/--pid/--uts, --shm-size, --group-add keep-groups and --tz, as steps
+specgen.generate calls on its way (one line each).
 
 keep-id maps the user's own uid and gid to themselves inside, the subordinate range
 filling the rest of the container's ids as podman builds it (0..U-1 and U+1.. from the
 range), or, in single-id mode, the one id alone. The container's /etc/passwd and
 /etc/group get an entry for the user where the root has none: they are written at each
 start into the supervisor's run directory (write_files) and bound over the root's, never
-into the root itself.
+into the root itself. Over an image, keep-id's container reads a copy of the layers
+owned for its map (image_shift, made once per mapping by image/rootfs.py).
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidArgument
+from ..image.rootfs import Shift
 from ..runtime import idmap
 from ..runtime.mounts import container_path, refused_destination, secure_join
+from ..runtime.process import KEEP_GROUPS
 from ..runtime.resources import parse_size
 from ..runtime.spec import IDMapping, Mount, Spec
 from .options import CreateOptions
 
 PASSWD_KEY = "run.rl.keep-id.passwd"  # spec annotations: the lines write_files adds
 GROUP_KEY = "run.rl.keep-id.group"
+TZ_KEY = "run.rl.timezone"  # --tz as given, for inspect's Config.Timezone
+ZONEINFO = "/usr/share/zoneinfo"
 DEFAULT_SHM = 64 * 1024 * 1024  # docker's default /dev/shm size
 
 
@@ -41,11 +47,14 @@ class KeepId:
 
 def parse_userns(opts: CreateOptions) -> KeepId | None:
     """--userns: keep-id[:uid=N,gid=N] or nothing; the rest refused with the reason."""
-    if opts.uidmap or opts.gidmap:
-        if opts.userns:
-            raise InvalidArgument("--userns and --uidmap/--gidmap cannot be used together")
-        raise InvalidArgument("--uidmap/--gidmap are not supported yet (use "
-                              "--userns=keep-id to run as yourself)")
+    explicit = opts.uidmap or opts.gidmap or opts.subuidname or opts.subgidname
+    if explicit and opts.userns:
+        raise InvalidArgument("--userns and --uidmap/--gidmap/--subuidname/--subgidname "
+                              "cannot be used together")
+    if opts.uidmap and opts.subuidname:
+        raise InvalidArgument("--uidmap and --subuidname cannot be used together")
+    if opts.gidmap and opts.subgidname:
+        raise InvalidArgument("--gidmap and --subgidname cannot be used together")
     value = opts.userns
     if value is None or value in ("", "private"):
         return None
@@ -67,21 +76,27 @@ def parse_userns(opts: CreateOptions) -> KeepId | None:
     return keep
 
 
-def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
-    """The id maps: plan as it is, or keep-id's in its place."""
-    keep = parse_userns(opts)
-    if keep is None:
-        return plan
-    if opts.image is not None:
-        raise InvalidArgument("--userns=keep-id needs --rootfs for now: an image's files "
-                              "would need a copy owned by the shifted ids")
+def _own_map_only(opts: CreateOptions, flag: str, images: bool = False) -> None:
+    """A map of the container's own: refused where the container would not get it (an
+    image's layers are owned for the default map, unless images: keep-id shifts a copy;
+    another container's user namespace)."""
+    if opts.image is not None and not images:
+        raise InvalidArgument(f"{flag} needs --rootfs for now: an image's files would need "
+                              "a copy owned by the shifted ids")
     net = opts.network.partition(":")
     from netstack.options import MODES
 
     if net[0] == "container" or (opts.network != "bridge" and net[0] not in MODES):
-        raise InvalidArgument(f"--userns=keep-id cannot be used with --network "
-                              f"{opts.network}: the container would join another's user "
-                              "namespace")
+        raise InvalidArgument(f"{flag} cannot be used with --network {opts.network}: the "
+                              "container would join another's user namespace")
+
+
+def userns_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
+    """The id maps: plan as it is, keep-id's, or --uidmap/--gidmap's."""
+    keep = parse_userns(opts)
+    if keep is None:
+        return explicit_plan(opts, plan)
+    _own_map_only(opts, "--userns=keep-id", images=True)
     if plan.mode == "single":
         uids = [IDMapping(keep.uid, os.getuid(), 1)]
         gids = [IDMapping(keep.gid, os.getgid(), 1)]
@@ -116,6 +131,41 @@ def keep_id_map(inside: int, host: int, ranges: list[tuple[int, int]]) -> list[I
     return maps
 
 
+def image_shift(opts: CreateOptions) -> Shift | None:
+    """keep-id over an image: the owners its layers' copy needs, so that the image's ids
+    stay themselves inside (image root is root, not you). In the store an image id N
+    is the default map's container N, which keep-id's map puts on another host id: N
+    moves to the default map's id for keep-id's host id of N. None without keep-id,
+    and in single-id mode (one id only: every file of the image is already yours)."""
+    plan = idmap.plan()
+    keep = parse_userns(opts)
+    if keep is None or plan.mode == "single":
+        return None
+    keep_plan = userns_plan(opts, plan)
+    return Shift(_composed(keep_plan.uid_mappings, plan.uid_mappings),
+                 _composed(keep_plan.gid_mappings, plan.gid_mappings), MOUNT_POINTS)
+
+
+# specgen.default_mounts' and keep-id's destinations (a point missing here costs a fork
+# per container, nothing else)
+MOUNT_POINTS = [("/proc", True), ("/dev", True), ("/sys", True), ("/etc/hosts", False),
+                ("/etc/hostname", False), ("/etc/resolv.conf", False), ("/etc/passwd", False),
+                ("/etc/group", False)]
+
+
+def _composed(wanted: list[IDMapping], store: list[IDMapping]) -> list[tuple[int, int, int]]:
+    """(container id, store id, count): wanted's host ids in store's container ids."""
+    out = []
+    for m in wanted:
+        for s in store:
+            lo = max(m.host_id, s.host_id)
+            hi = min(m.host_id + m.size, s.host_id + s.size)
+            if lo < hi:
+                out.append((m.container_id + lo - m.host_id, s.container_id + lo - s.host_id,
+                            hi - lo))
+    return [seg for seg in sorted(out) if seg[0] != seg[1]]
+
+
 def _mapped(ident: int, maps: list[IDMapping]) -> bool:
     return any(m.container_id <= ident < m.container_id + m.size for m in maps)
 
@@ -141,6 +191,93 @@ def _entries(keep: KeepId) -> tuple[str, str]:
         group = name
     return (f"{name}:*:{keep.uid}:{keep.gid}:{gecos}:{home}:/bin/sh",
             f"{group}:x:{keep.gid}:{name}")
+
+
+# -- --uidmap / --gidmap ---------------------------------------------------------------
+
+
+def parse_idmap(flag: str, values: list[str]) -> list[IDMapping]:
+    """CONTAINER:INTERMEDIATE:SIZE, several per flag with commas (podman's string slice);
+    the container ranges and the intermediate ranges may not overlap among themselves."""
+    out: list[IDMapping] = []
+    for value in values:
+        for item in value.split(","):
+            parts = item.split(":")
+            if len(parts) != 3 or not all(p.isdigit() for p in parts):
+                raise InvalidArgument(f"{flag} {item!r}: expected CONTAINER:HOST:SIZE, three "
+                                      "numbers")
+            c, h, n = (int(p) for p in parts)
+            if n == 0 or c + n > 2**32 - 1 or h + n > 2**32 - 1:
+                raise InvalidArgument(f"{flag} {item!r}: the size must be at least 1 and the "
+                                      "range within 0-4294967294")
+            out.append(IDMapping(c, h, n))
+    for i, a in enumerate(out):
+        for b in out[:i]:
+            for side, x, y in (("container", a.container_id, b.container_id),
+                               ("host", a.host_id, b.host_id)):
+                if x < y + b.size and y < x + a.size:
+                    raise InvalidArgument(
+                        f"{flag}: {_text(b)} and {_text(a)} overlap in their {side} ids")
+    return out
+
+
+def _text(m: IDMapping) -> str:
+    return f"{m.container_id}:{m.host_id}:{m.size}"
+
+
+def through(flag: str, wanted: list[IDMapping], inner: list[IDMapping]) -> list[IDMapping]:
+    """wanted's intermediate ids (rootless podman's: 0 is you, 1.. your subordinate range
+    in /etc/subuid's order, rl's default map) as host ids, split where the range is."""
+    total = idmap.mapped_size(inner)
+    out: list[IDMapping] = []
+    for m in wanted:
+        if m.host_id + m.size > total:
+            raise InvalidArgument(
+                f"{flag} {_text(m)}: host ids {m.host_id}-{m.host_id + m.size - 1} are outside "
+                f"yours (0-{total - 1}: 0 is you, 1.. your subordinate range)")
+        c, i, n = m.container_id, m.host_id, m.size
+        for seg in sorted(inner, key=lambda s: s.container_id):
+            lo, hi = max(i, seg.container_id), min(i + n, seg.container_id + seg.size)
+            if lo < hi:
+                out.append(IDMapping(c + lo - i, seg.host_id + lo - seg.container_id, hi - lo))
+    return out
+
+
+def explicit_plan(opts: CreateOptions, plan: idmap.IdMapPlan) -> idmap.IdMapPlan:
+    """--uidmap/--gidmap (podman's: the one given alone serves the other ids too), or
+    plan as it is. --subuidname/--subgidname are refused: see _needs_you."""
+    if opts.subuidname or opts.subgidname:
+        flag = "--subuidname" if opts.subuidname else "--subgidname"
+        raise InvalidArgument(f"{flag} is not supported: a named range leaves your own id "
+                              "out of the container, and rl makes a container's mounts as "
+                              "you (use --uidmap/--gidmap over your own range)")
+    if not (opts.uidmap or opts.gidmap):
+        return plan
+    _own_map_only(opts, "--uidmap/--gidmap")
+    uids = through("--uidmap", parse_idmap("--uidmap", opts.uidmap or opts.gidmap),
+                   plan.uid_mappings)
+    gids = through("--gidmap", parse_idmap("--gidmap", opts.gidmap or opts.uidmap),
+                   plan.gid_mappings)
+    _needs_you("--uidmap" if opts.uidmap else "--gidmap", uids, os.getuid(), "uid")
+    _needs_you("--gidmap" if opts.gidmap else "--uidmap", gids, os.getgid(), "gid")
+    user, _, group = (opts.user or "0").partition(":")
+    for kind, ident, maps in (("uid", user, uids), ("gid", group or ("0" if not opts.user
+                                                                    else ""), gids)):
+        if ident.isdigit() and not _mapped(int(ident), maps):
+            raise InvalidArgument(f"--uidmap/--gidmap: the container's {kind} {ident} (its "
+                                  "user's) is not mapped; map it or give -u a mapped id")
+    return idmap.IdMapPlan(plan.mode, plan.reason + "; --uidmap/--gidmap", uids, gids,
+                           plan.newuidmap, plan.newgidmap, plan.warning)
+
+
+def _needs_you(flag: str, maps: list[IDMapping], own: int, kind: str) -> None:
+    """The map must hold the user's own id (intermediate 0) somewhere: rl's runtime makes
+    the container's mounts as the user, from the user's private directories (the run dir
+    in $XDG_RUNTIME_DIR, the root), which no subordinate id may enter."""
+    if not any(m.host_id <= own < m.host_id + m.size for m in maps):
+        raise InvalidArgument(f"{flag} must map your own {kind} (host 0) into the container, "
+                              f"e.g. {flag} 0:1:1000 {flag} 1000:0:1: rl makes the "
+                              "container's mounts as you")
 
 
 # -- after the spec is made ------------------------------------------------------------
@@ -169,7 +306,12 @@ def adjust(opts: CreateOptions, spec: Spec, run_dir: Path,
     named = [d for d in opts.devices if cdi.is_cdi_name(d)]
     if named:  # CDI: vendor.com/class=name (engine/cdi.py)
         cdi.apply(cdi.resolve(named, warn), spec, device_mount)
+    if "keep-groups" in opts.group_add:
+        spec.annotations[KEEP_GROUPS] = "1"
     privileged(opts, spec)
+    if opts.tz:
+        spec.mounts.append(timezone(opts.tz, spec.root.path))
+        spec.annotations[TZ_KEY] = opts.tz
     _ipc(opts, spec, warn)
     _pid(opts, spec)
     _uts(opts, spec)
@@ -292,12 +434,47 @@ def privileged(opts: CreateOptions, spec: Spec) -> None:
     spec.mounts += [m for m in privileged_devices() if m.destination not in taken]
 
 
+def timezone(tz: str, rootfs: str, zoneinfo: str = ZONEINFO, local: str = "/etc/localtime"
+             ) -> Mount:
+    """--tz: the host's zone file bound read-only at /etc/localtime (podman's: local is
+    the host's /etc/localtime, a name the host's zoneinfo file of that name). Only a TZif
+    file below zoneinfo is taken: the flag cannot name any other host file. The root's
+    /etc/localtime may be a symlink (Debian's): the bind lands on its target in the root,
+    which must exist (else the runtime would make its directories in the root)."""
+    if tz == "local":
+        path = os.path.realpath(local)
+        what = f"--tz=local: the host's {local}"
+    else:
+        parts = tz.split("/")
+        if any(p in ("", ".", "..") or not all(c.isalnum() or c in "_+-" for c in p)
+               for p in parts):
+            raise InvalidArgument(f"finding timezone: unknown time zone {tz}")
+        path = os.path.join(zoneinfo, *parts)
+        what = f"finding timezone: unknown time zone {tz}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise InvalidArgument(what if tz != "local" else f"{what} does not exist") from None
+    try:
+        ok = stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 4) == b"TZif"
+    finally:
+        os.close(fd)
+    if not ok:
+        raise InvalidArgument(what if tz != "local" else f"{what} is not a zone file")
+    inside = os.path.join(rootfs, "etc/localtime")
+    if os.path.islink(inside) and not os.path.isfile(secure_join(rootfs, "/etc/localtime")):
+        raise InvalidArgument(f"--tz: the root's /etc/localtime is a symlink to "
+                              f"{os.readlink(inside)}, which it does not have")
+    return Mount("/etc/localtime", "bind", path, ["bind", "ro", "nosuid", "nodev", "noexec"])
+
+
 def created_mountpoints(spec: Spec, rootfs: str, known: list[str]) -> list[str]:
-    """keep-id's /etc files the root lacks (the runtime makes empty ones to bind on;
-    the supervisor's cleanup removes them), past those already known."""
-    return [f"/etc/{name}" for name in ("passwd", "group")
-            if PASSWD_KEY in spec.annotations and f"/etc/{name}" not in known
-            and not os.path.lexists(secure_join(rootfs, f"/etc/{name}"))]
+    """keep-id's and --tz's /etc files the root lacks (the runtime makes empty ones to
+    bind on; the supervisor's cleanup removes them), past those already known."""
+    wanted = [f"/etc/{name}" for name in ("passwd", "group") if PASSWD_KEY in spec.annotations]
+    wanted += ["/etc/localtime"] if TZ_KEY in spec.annotations else []
+    return [p for p in wanted
+            if p not in known and not os.path.lexists(secure_join(rootfs, p))]
 
 
 def device_mount(text: str) -> Mount:
@@ -434,14 +611,26 @@ def _root_file(root: str, path: str) -> str:
         os.close(fd)
 
 
-def write_files(spec: Spec, run_dir: Path, cid: str) -> None:
+def _layered_file(dirs: list[str], path: str) -> str:
+    """path in an overlay's directories, top first: the first that has an entry decides
+    (a whiteout or anything not a regular file reads as "")."""
+    for d in dirs:
+        if os.path.lexists(secure_join(d, path)):
+            return _root_file(d, path)
+    return ""
+
+
+def write_files(spec: Spec, run_dir: Path, cid: str, layers: list[str] | None = None
+                ) -> None:
     """keep-id's /etc/passwd and /etc/group in run_dir: the root's own, plus the user's
-    line where no entry has that id; the spec's binds are pointed at run_dir."""
+    line where no entry has that id; the spec's binds are pointed at run_dir. layers:
+    an overlay root's directories, upper first (its merged root is mounted only in the
+    container's mount namespace)."""
     for key, name in ((PASSWD_KEY, "passwd"), (GROUP_KEY, "group")):
         line = spec.annotations.get(key)
         if line is None:
             continue
-        text = _root_file(spec.root.path, f"/etc/{name}")
+        text = _layered_file(layers or [spec.root.path], f"/etc/{name}")
         ident = line.split(":")[2]
         if not any(len(f) > 2 and f[2] == ident for f in
                    (row.split(":") for row in text.splitlines())):

@@ -21,7 +21,7 @@ from ..image import rootfs
 from ..image.images import NewLayer, Removed
 from ..image.store import MT_OCI_LAYER, Holds, Image, Store
 from ..runtime import idmap
-from . import events, health, specgen, store
+from . import events, health, hpc, specgen, store
 from .store import Container, ContainerConfig
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def create_container(opts: CreateOptions, warn: Callable[[str], None] | None) ->
     driver = rootfs.choose_driver(opts.storage_driver)
     with st.writing():
         img = imagelib.lookup(st, opts.image, exit_code=125)
-        prepared = rootfs.prepare(st, img, driver)
+        prepared = rootfs.prepare(st, img, driver, hpc.image_shift(opts))
         try:
             cfg = specgen.generate(dataclasses.replace(
                 opts, rootfs=str(prepared.rootfs), image_defaults=imagelib.defaults(img)), warn)
@@ -182,9 +182,19 @@ def storage_of(cfg: ContainerConfig) -> rootfs.Storage:
 # -- images from containers ----------------------------------------------------------
 
 
+def _own_plan(cfg: ContainerConfig) -> idmap.IdMapPlan | None:
+    """keep-id over an image: its files are owned for the container's own map (the
+    shifted copy, hpc.image_shift), so they are read through that map."""
+    if hpc.PASSWD_KEY not in cfg.spec.annotations or cfg.idmap_mode != "subuid" \
+            or not cfg.image_id:
+        return None
+    return idmap.plan_for(cfg.idmap_mode, cfg.spec.linux.uid_mappings,
+                          cfg.spec.linux.gid_mappings)
+
+
 def export(ctr: Container, out_fd: int) -> None:
     """`rl export`: the container's file system as a tar on out_fd (read in the userns)."""
-    rootfs.write_tree(storage_of(ctr.config), out_fd)
+    rootfs.write_tree(storage_of(ctr.config), out_fd, _own_plan(ctr.config))
 
 
 def diff(ctr: Container) -> list[tuple[str, str]]:
@@ -193,7 +203,7 @@ def diff(ctr: Container) -> list[tuple[str, str]]:
     if not cfg.image_id:
         raise RlError(f"container {cfg.name} was not created from an image (--rootfs): "
                       "it has no image to compare with", 125)
-    return rootfs.changes(storage_of(cfg), imagelib.open_store())
+    return rootfs.changes(storage_of(cfg), imagelib.open_store(), _own_plan(cfg))
 
 
 def commit(ctr: Container, name: str | None, changes: list[str], message: str,
@@ -226,7 +236,7 @@ def commit_layer(ctr: Container, st: Store, created_by: str = "",
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            rootfs.write_diff(storage_of(ctr.config), st, fd)
+            rootfs.write_diff(storage_of(ctr.config), st, fd, _own_plan(ctr.config))
         finally:
             os.close(fd)
         if rewrite is not None:

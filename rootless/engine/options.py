@@ -40,6 +40,9 @@ class CreateOptions:
     command: list[str] = field(default_factory=list)
     name: str | None = None
     env: list[str] = field(default_factory=list)  # KEY=VALUE, --env-file's lines first
+    # the caller's environment the user asked for (--env-host, --http-proxy), resolved by
+    # the face: over the image's Env, under env
+    host_env: list[str] = field(default_factory=list)
     workdir: str | None = None
     user: str | None = None
     entrypoint: str | None = None
@@ -97,6 +100,8 @@ class CreateOptions:
     userns: str | None = None
     uidmap: list[str] = field(default_factory=list)
     gidmap: list[str] = field(default_factory=list)
+    subuidname: str | None = None
+    subgidname: str | None = None
     devices: list[str] = field(default_factory=list)
     ipc: str | None = None
     pid: str | None = None
@@ -104,6 +109,7 @@ class CreateOptions:
     shm_size: str | None = None
     sysctls: list[str] = field(default_factory=list)  # --sysctl KEY=VALUE
     privileged: bool = False
+    tz: str | None = None  # --tz: local or an IANA name
 
     def __post_init__(self) -> None:
         # The CLI's `rl run` sends its options to the fork server as JSON

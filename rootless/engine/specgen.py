@@ -160,14 +160,14 @@ def resources(opts: CreateOptions) -> tuple[Resources, str]:
 
 
 def environment(opts: CreateOptions, host: str) -> list[str]:
-    """rl's defaults, under the image's Env, under the options' (later wins, first keeps
-    its place)."""
+    """rl's defaults, under the image's Env, under the caller's asked for (--env-host,
+    --http-proxy), under the options' (later wins, first keeps its place)."""
     img = opts.image_defaults
     env = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={host}"]
     if opts.tty:
         env.append("TERM=xterm")
     out: dict[str, str] = {}
-    for item in opts.env:
+    for item in opts.host_env + opts.env:
         key, sep, value = item.partition("=")
         if not key:
             raise InvalidArgument(f"invalid environment variable: {item}")
@@ -183,7 +183,12 @@ def environment(opts: CreateOptions, host: str) -> list[str]:
 
 
 def group_ids(opts: CreateOptions) -> list[int]:
-    gids = []
+    gids: list[int] = []
+    if "keep-groups" in opts.group_add:  # podman's: engine/hpc.py's annotation
+        if len(opts.group_add) > 1:
+            raise InvalidArgument("the '--group-add keep-groups' option is not allowed with "
+                                  "other groups")
+        return gids
     for g in opts.group_add:
         if not g.isdigit():
             raise InvalidArgument(f"--group-add {g}: only numeric group ids are supported")

@@ -814,7 +814,8 @@ def main(cid: str, client: socket.socket | None, attach: bool, attach_stdin: boo
         cfg = ctr.config
         _own_run_dir(cfg, run_dir)
         write_etc_files(cfg, run_dir)
-        hpc.write_files(cfg.spec, run_dir, cfg.id)  # --userns=keep-id's passwd and group
+        hpc.write_files(cfg.spec, run_dir, cfg.id,  # --userns=keep-id's passwd and group
+                        [cfg.upper, *cfg.layers] if cfg.layers else None)
         linux = cfg.spec.linux
         plan = idmap.plan_for(cfg.idmap_mode, linux.uid_mappings, linux.gid_mappings)
         net = None

@@ -48,6 +48,7 @@ from ..errors import InvalidArgument, NotFound, RlError
 # as `rl run IMAGE` does, needs neither (~2 ms and ~3 ms in the warm fork server).
 
 if TYPE_CHECKING:
+    from ..runtime.idmap import IdMapPlan
     from .store import Image, Store
 
 
@@ -110,6 +111,81 @@ class Storage:
 
 
 @dataclass
+class Shift:
+    """Owners for another id map (--userns=keep-id over an image): each segment is
+    (from, to, count) in the ids the store's files have (the user namespace's of
+    userns.run: image ids as they are); ids outside every segment stay. key names the
+    mapping in the cache."""
+
+    uids: list[tuple[int, int, int]]
+    gids: list[tuple[int, int, int]]
+    # rl's usual mount points (destination, is a directory), made in the shifted tree
+    # where the image lacks them, owned as its root: no container of it then needs an
+    # init layer of its own, nor the fork that would make one owned for the map
+    mount_points: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        import hashlib
+
+        text = repr((self.uids, self.gids)).encode()
+        return hashlib.sha256(text).hexdigest()[:16]
+
+    def uid_of(self, ident: int) -> int:
+        return _through(ident, self.uids)
+
+    def gid_of(self, ident: int) -> int:
+        return _through(ident, self.gids)
+
+
+def _through(ident: int, segments: list[tuple[int, int, int]]) -> int:
+    for start, to, count in segments:
+        if start <= ident < start + count:
+            return to + ident - start
+    return ident
+
+
+def shifted_dir(store: Store, image: Image, shift: Shift) -> Path:
+    """Where the image's layers, composed and shifted for this mapping, are kept."""
+    return store.root / "idmapped" / f"{image.id.partition(':')[2]}-{shift.key}"
+
+
+def _shifted_root(store: Store, image: Image, shift: Shift, bottom_first: list[str]) -> str:
+    """The image's layers as one tree owned for shift's map: made once per (image,
+    mapping), at a temporary name renamed into place, and reused; Store.collect drops
+    it with its image once no container uses it."""
+    from ..runtime import userns
+    from . import layers
+
+    final = shifted_dir(store, image, shift)
+    if final.is_dir():
+        return str(final)
+    final.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = final.parent / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+    tmp.mkdir(mode=0o755)
+
+    def compose() -> None:
+        from fs.shift import shift_tree
+
+        for d in bottom_first:
+            layers.apply(d, str(tmp))
+        _populate_init(str(tmp), [str(tmp)], shift.mount_points, as_root=True)
+        shift_tree(str(tmp), shift.uid_of, shift.gid_of)
+
+    try:
+        userns.run(compose)
+        os.rename(tmp, final)
+    except OSError:
+        userns.remove_tree(tmp)
+        if not final.is_dir():  # not another create's, made meanwhile
+            raise
+    except BaseException:
+        userns.remove_tree(tmp)
+        raise
+    return str(final)
+
+
+@dataclass
 class Prepared:
     """Storage made for a container that has no record yet (at a temporary name)."""
 
@@ -122,8 +198,11 @@ class Prepared:
         return self.tmp / ("rootfs" if self.driver == "vfs" else "merged")
 
 
-def prepare(store: Store, image: Image, driver: str) -> Prepared:
-    """The container's storage at a temporary name; the caller finishes or discards it."""
+def prepare(store: Store, image: Image, driver: str, shift: Shift | None = None
+            ) -> Prepared:
+    """The container's storage at a temporary name; the caller finishes or discards it.
+    shift: the owners another id map needs (vfs: shifted in the copy; an overlay: the
+    cached shifted tree is its one image layer, its upper's root the image root's)."""
     from ..runtime import userns
     from . import layers
 
@@ -143,11 +222,17 @@ def prepare(store: Store, image: Image, driver: str) -> Prepared:
             def compose() -> None:
                 for d in bottom_first:
                     layers.apply(d, str(rootfs))
+                if shift is not None:
+                    from fs.shift import shift_tree
+
+                    shift_tree(str(rootfs), shift.uid_of, shift.gid_of)
 
             userns.run(compose)
         else:
             for name in ("init", "diff", "work", "merged"):
                 (tmp / name).mkdir(mode=0o755)
+            if shift is not None:
+                prepared.image_layers = [_shifted_root(store, image, shift, bottom_first)]
     except BaseException:
         discard(tmp)
         raise
@@ -203,6 +288,9 @@ def _populate_init(init: str, lowers: list[str], mount_points: list[tuple[str, b
     try:
         for dest, is_dir in mount_points:
             parts = [p for p in dest.split("/") if p]
+            # The image's directories on the way, copied only if something below them
+            # is missing (a point the image has needs nothing of the init layer).
+            parents: list[tuple[str, os.stat_result]] = []
             for i in range(1, len(parts) + 1):
                 rel = "/".join(parts[:i])
                 last = i == len(parts)
@@ -212,11 +300,14 @@ def _populate_init(init: str, lowers: list[str], mount_points: list[tuple[str, b
                     if not stat.S_ISDIR(st.st_mode) or last:
                         break  # there already (or not a directory: resolved at start)
                     if not os.path.isdir(path):
-                        if not as_root and (st.st_uid, st.st_gid) != (uid, gid):
-                            raise _NeedsRoot
-                        os.mkdir(path, 0o755)
-                        made.append((path, st))
+                        parents.append((path, st))
                     continue
+                for ppath, pst in parents:
+                    if not as_root and (pst.st_uid, pst.st_gid) != (uid, gid):
+                        raise _NeedsRoot
+                    os.mkdir(ppath, 0o755)
+                    made.append((ppath, pst))
+                parents = []
                 if last and not is_dir:
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
                     os.chmod(path, 0o644)
@@ -262,37 +353,51 @@ def image_layers(storage: Storage, store: Store) -> list[str]:
     return [str(store.layer_dir(d)) for d in img.diff_ids]
 
 
-def changes(storage: Storage, store: Store) -> list[tuple[str, str]]:
-    """`rl diff`: (kind, path) for every change, sorted by path."""
+def changes(storage: Storage, store: Store, plan: IdMapPlan | None = None
+            ) -> list[tuple[str, str]]:
+    """`rl diff`: (kind, path) for every change, sorted by path. plan: the container's
+    own map, where its files are owned for it (keep-id over an image, overlay only)."""
     from ..runtime import userns
     from . import layers
 
     if storage.driver in OVERLAYS:
         upper, lowers = storage.upper, storage.layers
-        found = userns.run(lambda: diff.changes(upper, lowers))
+        found = userns.run(lambda: diff.changes(upper, lowers), plan)
         return [(c.kind, c.path) for c in found]
+    _compared(plan)
     lowers = image_layers(storage, store)
     rootfs, skip = storage.rootfs, set(storage.created_mountpoints)
     return sorted(userns.run(lambda: layers.changes(lowers, rootfs, skip)),
                   key=lambda kc: kc[1])
 
 
-def write_diff(storage: Storage, store: Store, out_fd: int) -> None:
-    """`rl commit`: the container's changes as an OCI layer tar on out_fd."""
+def _compared(plan: IdMapPlan | None) -> None:
+    if plan is not None:
+        raise InvalidArgument("a --userns=keep-id container on the vfs storage driver has a "
+                              "copy owned for its map, which cannot be compared with its "
+                              "image (use the overlay driver for rl diff and rl commit)")
+
+
+def write_diff(storage: Storage, store: Store, out_fd: int, plan: IdMapPlan | None = None
+               ) -> None:
+    """`rl commit`: the container's changes as an OCI layer tar on out_fd, read through
+    plan (see changes)."""
     from ..runtime import userns
     from . import layers
 
     if storage.driver in OVERLAYS:
         upper = storage.upper
-        userns.run(lambda: diff.write_layer_to(upper, out_fd))
+        userns.run(lambda: diff.write_layer_to(upper, out_fd), plan)
         return
+    _compared(plan)
     lowers = image_layers(storage, store)
     rootfs, skip = storage.rootfs, set(storage.created_mountpoints)
     userns.run(lambda: layers.write_diff_tar(lowers, rootfs, out_fd, skip))
 
 
-def write_tree(storage: Storage, out_fd: int) -> None:
-    """`rl export`: the container's whole file system as a tar on out_fd.
+def write_tree(storage: Storage, out_fd: int, plan: IdMapPlan | None = None) -> None:
+    """`rl export`: the container's whole file system as a tar on out_fd, read through
+    plan (the container's own map, where its files are owned for it: keep-id).
 
     For an overlay, a read-only view (the upper layer on top of the others,
     all as lower layers) is mounted in a private mount namespace of the
@@ -304,7 +409,7 @@ def write_tree(storage: Storage, out_fd: int) -> None:
     skip = set(storage.created_mountpoints)
     if storage.driver not in OVERLAYS:
         rootfs = storage.rootfs
-        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip))
+        userns.run(lambda: layers.write_tree_tar(rootfs, out_fd, skip), plan)
         return
     driver, upper = storage.driver, storage.upper
     lowers = [upper, *storage.layers[1:]]
@@ -324,4 +429,4 @@ def write_tree(storage: Storage, out_fd: int) -> None:
             with contextlib.suppress(OSError):
                 walk.remove(scratch)  # it opens up overlayfs' mode-000 work/work itself
 
-    userns.run(export)
+    userns.run(export, plan)

@@ -584,7 +584,22 @@ class Store:
             for path in (self.root / "build-cache").glob(".tmp-*"):
                 path.unlink(missing_ok=True)  # a killed build's half-written record
             self._collect_container_storage(held.containers)
+            self._collect_idmapped({i.id.partition(":")[2] for i in self.images()},
+                                   {d.partition(":")[2] for d in held.layers})
         return count, freed
+
+    def _collect_idmapped(self, images: set[str], held: set[str]) -> None:
+        """keep-id's shifted trees (rootfs.shifted_dir): each goes with its image, once
+        no container's overlay reads it; a killed create's .tmp-* goes at once."""
+        from ..runtime import userns
+
+        directory = self.root / "idmapped"
+        if not directory.is_dir():
+            return
+        for entry in directory.iterdir():
+            if entry.name.startswith(".tmp-") or (
+                    entry.name.partition("-")[0] not in images and entry.name not in held):
+                userns.remove_tree(entry)
 
     def cache_holds(self) -> tuple[set[str], set[str]]:
         """The blobs and diff_ids build-cache records (rootless.build.cache) name; a

@@ -286,7 +286,8 @@ def _container_pid1(ch: _Child, cgroupfs: bool) -> NoReturn:
                 os.dup2(fd, target)
         home = process.resolve_user(spec.process, extras.user)
         env = process.env_with_defaults(spec.process.env, home)
-        process.prepare(spec.process, spec.linux.seccomp)
+        process.prepare(spec.process, spec.linux.seccomp,
+                        keep=process.keep_groups(spec.annotations))
         if ch.gate_fd is not None:
             # After the filter, as runc's wait at exec.fifo (without
             # no_new_privs): a profile for `create` must allow read, write
@@ -358,6 +359,11 @@ def _mount_root(b: Bundle, life_r: int | None) -> int | None:
     if missing:
         raise RlError(f"the container's storage is incomplete: {missing[0]} is missing "
                       "(removed behind rl's back?); remove the container and create it again")
+    # The merged / shows the upper's root: the container's root owns it (keep-id over an
+    # image makes someone else container 0; otherwise it is so already).
+    with contextlib.suppress(OSError):
+        if os.stat(storage.upper).st_uid != 0:
+            os.chown(storage.upper, 0, 0)
     try:
         mounted = drivers.mount(storage.driver, storage.lower, storage.upper, storage.work,
                                 b.spec.root.path, serving)

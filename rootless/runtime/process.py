@@ -114,7 +114,17 @@ def _is_mapped(ident: int, map_text: str | None) -> bool:
     return any(first <= ident < first + count for first, _, count in rows)
 
 
-def switch_identity(proc: Process, ids: IdMaps | None = None) -> None:
+# crun's annotation (podman's --group-add keep-groups): no setgroups, the process keeps
+# the caller's supplementary groups (unmapped inside, shown as the overflow gid, but the
+# kernel's checks use them: a video or render group's devices stay usable)
+KEEP_GROUPS = "run.oci.keep_original_groups"
+
+
+def keep_groups(annotations: dict[str, str]) -> bool:
+    return annotations.get(KEEP_GROUPS) == "1"
+
+
+def switch_identity(proc: Process, ids: IdMaps | None = None, keep: bool = False) -> None:
     u = proc.user
     caps = proc.capabilities
     ids = ids or IdMaps.read()
@@ -126,7 +136,8 @@ def switch_identity(proc: Process, ids: IdMaps | None = None) -> None:
             )
     capabilities.drop_bounding(caps.bounding)
     try:
-        os.setgroups(u.additional_gids)
+        if not keep:
+            os.setgroups(u.additional_gids)
     except PermissionError:
         # setgroups is denied in single-id mode; only an empty list is possible there.
         if u.additional_gids:
@@ -161,7 +172,7 @@ def prepare_cwd(cwd: str) -> None:
 
 
 def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
-            ids: IdMaps | None = None) -> None:
+            ids: IdMaps | None = None, keep: bool = False) -> None:
     """rlimits, seccomp, user, groups, capabilities, umask, working directory.
 
     The seccomp filter goes in while the process is still root of its user
@@ -176,7 +187,7 @@ def prepare(proc: Process, seccomp_profile: Seccomp | None = None,
     if seccomp_profile is not None:
         seccomp.install(seccomp_profile)
     _make_cwd(proc.cwd)
-    switch_identity(proc, ids)
+    switch_identity(proc, ids, keep)
     if proc.user.umask is not None:
         os.umask(proc.user.umask)
     prepare_cwd(proc.cwd)
